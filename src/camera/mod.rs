@@ -1,0 +1,591 @@
+//! The typed HTTP client for a Qucam camera's web API (vendor document 3.1–3.10).
+//!
+//! One [`CameraClient`] per camera. Every request carries the `clientId` header.
+//! Replies are decoded by [`reply`], which absorbs the camera's quirks, so callers
+//! only ever see typed values or a typed [`CameraError`]. Downloads stream and resume
+//! from a byte offset; [`Download::resumed`] says whether the camera honoured the range.
+
+pub mod reply;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+
+pub use crate::config::ParamStyle;
+pub use reply::{
+    AdasExtrinsics, CalibrationKind, CalibrationState, DeviceInfo, FileEntry, FormatOutcome,
+    PreviewState, Secret,
+};
+
+use crate::clip::excerpt;
+
+/// Everything that can go wrong talking to a camera.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    #[error("camera unreachable: {0}")]
+    Unreachable(String),
+    #[error("camera timed out: {0}")]
+    Timeout(String),
+    #[error("camera busy")]
+    Busy,
+    #[error("camera refused the request (errorCode {code_raw}): {message}")]
+    Api {
+        code: Option<i64>,
+        code_raw: String,
+        message: String,
+    },
+    #[error("camera answered HTTP {status}: {excerpt}")]
+    Http { status: u16, excerpt: String },
+    #[error("malformed camera reply ({what}): {excerpt:?}")]
+    Malformed { what: String, excerpt: String },
+    #[error("camera did not honour the range: asked from byte {asked}, {got}")]
+    RangeNotHonoured { asked: u64, got: String },
+    #[error("camera reply larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("invalid camera path {0:?}")]
+    InvalidPath(String),
+    #[error("invalid camera URL {0:?}")]
+    InvalidUrl(String),
+}
+
+impl CameraError {
+    /// Worth retrying later (the camera may come back, stop being busy, or recover).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CameraError::Unreachable(_)
+            | CameraError::Timeout(_)
+            | CameraError::Busy
+            | CameraError::RangeNotHonoured { .. } => true,
+            CameraError::Http { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The camera could not be reached at all (as opposed to answering badly).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            CameraError::Unreachable(_) | CameraError::Timeout(_)
+        )
+    }
+}
+
+fn map_reqwest(e: reqwest::Error) -> CameraError {
+    let timeout = e.is_timeout();
+    let e = e.without_url();
+    let mut full = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        full = format!("{full}: {s}");
+        src = s.source();
+    }
+    if timeout {
+        CameraError::Timeout(full)
+    } else {
+        CameraError::Unreachable(full)
+    }
+}
+
+/// Client settings for one camera.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub client_id: String,
+    pub params: ParamStyle,
+    /// TCP connect timeout: how fast an absent camera is noticed.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a reply or a download.
+    pub idle_timeout: Duration,
+    /// Longest an API call (not a download) may take in all.
+    pub request_timeout: Duration,
+    /// Largest JSON reply read (a hostile camera cannot exhaust memory).
+    pub max_reply_bytes: usize,
+}
+
+impl ClientOptions {
+    pub fn new(client_id: impl Into<String>) -> Self {
+        ClientOptions {
+            client_id: client_id.into(),
+            params: ParamStyle::Form,
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_reply_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Filters and paging for `get_video_files_info`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `yyyyMMddHHmmss:yyyyMMddHHmmss`, or empty for all time.
+    pub time_window: String,
+    /// Event codes such as `_04_`; empty for all.
+    pub event_types: Vec<String>,
+    /// `""`, `"_1."`, `"_2."` or `"1^2"`.
+    pub camera_type: String,
+    pub count: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+impl ListQuery {
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut event = self.event_types.join(":");
+        if !event.is_empty() {
+            event.push(':');
+        }
+        let mut p = vec![
+            ("time_type", self.time_window.clone()),
+            ("event_type", event),
+            ("camera_type", self.camera_type.clone()),
+        ];
+        if let Some(c) = self.count {
+            p.push(("count", c.to_string()));
+        }
+        if let Some(o) = self.offset {
+            p.push(("offset", o.to_string()));
+        }
+        p
+    }
+}
+
+/// Which camera an RTMP push is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraId {
+    Front,
+    Interior,
+}
+
+/// Characters escaped in a path segment of a download URL.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']');
+
+/// A typed client for one camera.
+#[derive(Debug, Clone)]
+pub struct CameraClient {
+    http: reqwest::Client,
+    base: Url,
+    opts: ClientOptions,
+}
+
+/// A download in progress: the response status, what range was served, and the body.
+pub struct Download {
+    response: reqwest::Response,
+    idle: Duration,
+    /// True when the camera answered 206 from the offset asked; false when it sent the
+    /// whole file from byte 0 (the caller must start over).
+    pub resumed: bool,
+    /// First byte of this body within the file.
+    pub start: u64,
+    /// Total file size, when the camera said (Content-Range or Content-Length).
+    pub total: Option<u64>,
+}
+
+impl Download {
+    /// The next chunk of the body, `None` at its end. Fails with `Timeout` when the
+    /// camera sends nothing for the idle timeout.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, CameraError> {
+        match tokio::time::timeout(self.idle, self.response.chunk()).await {
+            Err(_) => Err(CameraError::Timeout(format!(
+                "no data for {:?} during download",
+                self.idle
+            ))),
+            Ok(r) => r.map_err(map_reqwest),
+        }
+    }
+}
+
+impl CameraClient {
+    /// A client for the camera at `base_url` (e.g. `http://192.168.43.1:2345`).
+    pub fn new(base_url: &str, opts: ClientOptions) -> Result<Self, CameraError> {
+        let base = Url::parse(base_url).map_err(|_| CameraError::InvalidUrl(base_url.into()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return Err(CameraError::InvalidUrl(base_url.into()));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        let id = reqwest::header::HeaderValue::from_str(&opts.client_id)
+            .map_err(|_| CameraError::InvalidUrl(format!("bad clientId {:?}", opts.client_id)))?;
+        headers.insert("clientId", id);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.idle_timeout)
+            .pool_idle_timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("qucam-offload/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CameraError::InvalidUrl(e.to_string()))?;
+        Ok(CameraClient { http, base, opts })
+    }
+
+    /// The camera's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        let mut u = self.base.clone();
+        u.set_path(path);
+        u.set_query(None);
+        u
+    }
+
+    /// A download URL from a camera path, each segment percent-encoded. Paths with
+    /// `.`/`..`/empty segments, backslashes or control characters are refused.
+    pub fn file_url(&self, camera_path: &str) -> Result<Url, CameraError> {
+        let rest = camera_path
+            .strip_prefix('/')
+            .ok_or_else(|| CameraError::InvalidPath(excerpt(camera_path)))?;
+        let mut encoded = String::new();
+        for seg in rest.split('/') {
+            if seg.is_empty()
+                || seg == "."
+                || seg == ".."
+                || seg.chars().any(|c| c.is_control() || c == '\\')
+            {
+                return Err(CameraError::InvalidPath(excerpt(camera_path)));
+            }
+            encoded.push('/');
+            encoded.extend(utf8_percent_encode(seg, SEGMENT));
+        }
+        let mut u = self.base.clone();
+        u.set_path(&encoded);
+        u.set_query(None);
+        Ok(u)
+    }
+
+    /// Reads a reply body, at most `max_reply_bytes`, each read within the idle timeout.
+    async fn read_capped(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, CameraError> {
+        let limit = self.opts.max_reply_bytes;
+        let mut body = Vec::new();
+        loop {
+            let next = tokio::time::timeout(self.opts.idle_timeout, resp.chunk())
+                .await
+                .map_err(|_| CameraError::Timeout("reply stalled".into()))?
+                .map_err(map_reqwest)?;
+            match next {
+                None => return Ok(body),
+                Some(c) => {
+                    if body.len() + c.len() > limit {
+                        return Err(CameraError::TooLarge { limit });
+                    }
+                    body.extend_from_slice(&c);
+                }
+            }
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, CameraError> {
+        let fut = async {
+            let resp = req.send().await.map_err(map_reqwest)?;
+            let status = resp.status();
+            let body = self.read_capped(resp).await?;
+            if !status.is_success() {
+                return Err(CameraError::Http {
+                    status: status.as_u16(),
+                    excerpt: excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)])),
+                });
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(self.opts.request_timeout, fut)
+            .await
+            .map_err(|_| CameraError::Timeout("request took too long".into()))?
+    }
+
+    async fn get_api(&self, path: &str, query: &[(&str, String)]) -> Result<reply::Data, CameraError> {
+        let req = self.http.get(self.endpoint(path)).query(query);
+        reply::decode_envelope(&self.send(req).await?)
+    }
+
+    async fn post_api(&self, path: &str, params: &[(&str, String)]) -> Result<reply::Data, CameraError> {
+        let url = self.endpoint(path);
+        let req = match self.opts.params {
+            ParamStyle::Form => self.http.post(url).form(params),
+            ParamStyle::Query => self.http.post(url).query(params),
+            ParamStyle::Json => {
+                let obj: serde_json::Map<String, Value> = params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+                    .collect();
+                self.http.post(url).json(&obj)
+            }
+        };
+        reply::decode_envelope(&self.send(req).await?)
+    }
+
+    /// 3.1 `get_video_files_info`: one page of the listing, newest first.
+    pub async fn list_files(&self, q: &ListQuery) -> Result<Vec<FileEntry>, CameraError> {
+        let data = self
+            .post_api("/device/get_video_files_info", &q.params())
+            .await?;
+        reply::decode_file_list(data)
+    }
+
+    /// 3.2 `delete_file`: deletes a batch of clips by camera path.
+    pub async fn delete_files(&self, paths: &[String]) -> Result<(), CameraError> {
+        let body: Vec<Value> = paths.iter().map(|p| json!({ "path": p })).collect();
+        let req = self
+            .http
+            .post(self.endpoint("/device/delete_file"))
+            .json(&body);
+        match reply::decode_envelope(&self.send(req).await?)? {
+            reply::Data::Text(t) if t.eq_ignore_ascii_case("success") => Ok(()),
+            reply::Data::Json(Value::Array(a)) if a.is_empty() => Ok(()),
+            reply::Data::Empty => Ok(()),
+            other => Err(CameraError::Malformed {
+                what: "delete reply is not \"success\"".into(),
+                excerpt: excerpt(&format!("{other:?}")),
+            }),
+        }
+    }
+
+    /// 3.3 `get_device_info`.
+    pub async fn device_info(&self) -> Result<DeviceInfo, CameraError> {
+        reply::decode_device_info(self.get_api("/device/get_device_info", &[]).await?)
+    }
+
+    /// 3.4 `format_sdcard`: destroys every recording on the camera.
+    pub async fn format_sd(&self) -> Result<FormatOutcome, CameraError> {
+        Ok(reply::decode_format(
+            self.get_api("/device/format_sdcard", &[]).await?,
+        ))
+    }
+
+    /// 3.5 `get_video_thumbnail_info`: the thumbnail image of a clip (its path in `path`).
+    pub async fn thumbnail(&self, camera_path: &str) -> Result<Bytes, CameraError> {
+        let req = self
+            .http
+            .get(self.endpoint("/device/get_video_thumbnail_info"))
+            .query(&[("path", camera_path)]);
+        let body = self.send(req).await?;
+        // Some firmware answers errors in the JSON envelope even here.
+        if body.first() == Some(&b'{') {
+            reply::decode_envelope(&body)?;
+            return Err(reply::malformed("thumbnail reply is JSON, not an image", &body));
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// 3.6 Download a clip from byte `offset` (0 = whole file). Sends `Range: bytes=N-`
+    /// when `offset > 0`; see [`Download::resumed`].
+    pub async fn download(&self, camera_path: &str, offset: u64) -> Result<Download, CameraError> {
+        let url = self.file_url(camera_path)?;
+        let mut req = self.http.get(url);
+        if offset > 0 {
+            req = req.header(RANGE, format!("bytes={offset}-"));
+        }
+        let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
+            .await
+            .map_err(|_| CameraError::Timeout("no response to download".into()))?
+            .map_err(map_reqwest)?;
+        let status = resp.status();
+        let idle = self.opts.idle_timeout;
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                match parse_content_range(&cr) {
+                    Some((start, total)) if start == offset => Ok(Download {
+                        response: resp,
+                        idle,
+                        resumed: offset > 0,
+                        start,
+                        total,
+                    }),
+                    _ => Err(CameraError::RangeNotHonoured {
+                        asked: offset,
+                        got: format!("206 with Content-Range {:?}", excerpt(&cr)),
+                    }),
+                }
+            }
+            StatusCode::OK => {
+                let total = resp.content_length();
+                Ok(Download {
+                    response: resp,
+                    idle,
+                    resumed: false,
+                    start: 0,
+                    total,
+                })
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => Err(CameraError::RangeNotHonoured {
+                asked: offset,
+                got: "416 Range Not Satisfiable".into(),
+            }),
+            s => {
+                let body = self.read_capped(resp).await.unwrap_or_default();
+                Err(CameraError::Http {
+                    status: s.as_u16(),
+                    excerpt: excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)])),
+                })
+            }
+        }
+    }
+
+    /// 3.8 `update_rtmp_state`: start a push to `rtmp_url` from one camera.
+    pub async fn rtmp_start(&self, rtmp_url: &str, camera: CameraId) -> Result<(), CameraError> {
+        let id = match camera {
+            CameraId::Front => "0",
+            CameraId::Interior => "1",
+        };
+        self.post_api(
+            "/device/update_rtmp_state",
+            &[
+                ("rtmpUrl", rtmp_url.to_string()),
+                ("cameraId", id.to_string()),
+                ("start", "true".to_string()),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// 3.8 `update_rtmp_state`: stop the push.
+    pub async fn rtmp_stop(&self) -> Result<(), CameraError> {
+        self.post_api(
+            "/device/update_rtmp_state",
+            &[("start", "false".to_string())],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// 3.9 `driver_assistance_calibration`. ADAS needs the seven extrinsic values.
+    pub async fn calibrate(
+        &self,
+        kind: CalibrationKind,
+        successful: bool,
+        adas: Option<&AdasExtrinsics>,
+    ) -> Result<CalibrationState, CameraError> {
+        let mut params = vec![
+            (
+                "type",
+                match kind {
+                    CalibrationKind::Dms => "1",
+                    CalibrationKind::Adas => "2",
+                }
+                .to_string(),
+            ),
+            ("calibration", if successful { "1" } else { "0" }.to_string()),
+        ];
+        match (kind, adas) {
+            (CalibrationKind::Adas, Some(x)) => params.push(("adasExtrinsicParams", x.to_wire())),
+            (CalibrationKind::Adas, None) => {
+                return Err(CameraError::InvalidPath(
+                    "ADAS calibration needs the seven extrinsic values".into(),
+                ));
+            }
+            _ => {}
+        }
+        let data = self
+            .post_api("/device/driver_assistance_calibration", &params)
+            .await?;
+        Ok(reply::decode_calibration(data)?.0)
+    }
+
+    /// 3.10 `get_driver_assistance_calibration_params` (ADAS extrinsics).
+    pub async fn calibration_params(&self) -> Result<AdasExtrinsics, CameraError> {
+        let data = self
+            .get_api(
+                "/device/get_driver_assistance_calibration_params",
+                &[("params", "0".to_string())],
+            )
+            .await?;
+        let text = match data {
+            reply::Data::Text(t) => t,
+            other => format!("{other:?}"),
+        };
+        AdasExtrinsics::from_wire(&text).map_err(|what| CameraError::Malformed {
+            what,
+            excerpt: excerpt(&text),
+        })
+    }
+}
+
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
+pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let total = total.trim().parse().ok();
+    Some((start, total))
+}
+
+/// The client id: from the config, else a UUID kept in `state_dir/client-id`
+/// (made on first use).
+pub fn client_id(state_dir: &Path, configured: Option<&str>) -> std::io::Result<String> {
+    if let Some(id) = configured {
+        return Ok(id.to_string());
+    }
+    let file = state_dir.join("client-id");
+    match std::fs::read_to_string(&file) {
+        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(state_dir)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = state_dir.join("client-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn file_urls_are_encoded_and_checked() {
+        let c = CameraClient::new("http://127.0.0.1:9", ClientOptions::new("x")).unwrap();
+        let u = c.file_url("/storage/sd card/a#b?.mp4").unwrap();
+        assert_eq!(u.path(), "/storage/sd%20card/a%23b%3F.mp4");
+        assert!(u.query().is_none());
+        for bad in ["relative/a.mp4", "/a/../b.mp4", "/a//b.mp4", "/a/./b", "/a\\b", "/a/\0"] {
+            assert!(c.file_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_id_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let a = client_id(d.path(), None).unwrap();
+        let b = client_id(d.path(), None).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(client_id(d.path(), Some("mine")).unwrap(), "mine");
+    }
+}

@@ -1,0 +1,463 @@
+//! Decoding the camera's reply envelope and payloads, with every quirk of the vendor
+//! document absorbed here: `data` as an array, as a string holding JSON or as a plain
+//! message; `errorCode` as a number or a string; "Camera Busy" under code 200; device
+//! info as JSON inside a string inside JSON. Unknown fields are ignored, missing ones
+//! tolerated.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::CameraError;
+use crate::clip::excerpt;
+
+/// The decoded `data` of a successful reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// A JSON value (a real array or object, or one decoded from a string).
+    Json(Value),
+    /// A plain message such as `"success"`.
+    Text(String),
+    /// No `data` at all, or `null`.
+    Empty,
+}
+
+/// Decodes an envelope `{"data": …, "errorCode": …, "isSuccess": …}`.
+pub fn decode_envelope(body: &[u8]) -> Result<Data, CameraError> {
+    let text = std::str::from_utf8(body).map_err(|_| malformed("reply is not UTF-8", body))?;
+    let v: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|_| malformed("reply is not JSON", body))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| malformed("reply is not a JSON object", body))?;
+    let code_raw = match obj.get("errorCode") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let code = code_raw.trim().parse::<i64>().ok();
+    let success = match obj.get("isSuccess") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        // Missing: judge by the code.
+        _ => code.is_none_or(|c| c == 200),
+    };
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => Data::Empty,
+        Some(Value::String(s)) => decode_string_data(s),
+        Some(v) => Data::Json(v.clone()),
+    };
+    let busy_text = matches!(&data, Data::Text(t) if t.to_ascii_lowercase().contains("busy"));
+    if busy_text || code == Some(301) {
+        return Err(CameraError::Busy);
+    }
+    if !success {
+        let message = match &data {
+            Data::Text(t) => t.clone(),
+            Data::Json(v) => excerpt(&v.to_string()),
+            Data::Empty => String::new(),
+        };
+        return Err(CameraError::Api {
+            code,
+            code_raw,
+            message,
+        });
+    }
+    Ok(data)
+}
+
+/// A string `data` holding JSON becomes JSON; anything else stays a message.
+fn decode_string_data(s: &str) -> Data {
+    let t = s.trim();
+    if t.starts_with('[') || t.starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<Value>(t) {
+            return Data::Json(v);
+        }
+    }
+    Data::Text(s.to_string())
+}
+
+pub(crate) fn malformed(what: &str, body: &[u8]) -> CameraError {
+    let shown = String::from_utf8_lossy(&body[..body.len().min(120)]);
+    CameraError::Malformed {
+        what: what.to_string(),
+        excerpt: excerpt(&shown),
+    }
+}
+
+/// A number that may arrive as a number, a numeric string, or not at all.
+fn lenient_i64(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn lenient_str(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn lenient_bool(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64().map(|i| i != 0),
+        _ => None,
+    }
+}
+
+/// One entry of `get_video_files_info`, exactly as the camera claimed it (unvalidated).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub path: String,
+    /// Bytes; `None` when missing or not a number (a hostile camera may send anything).
+    pub size: Option<i64>,
+    /// Recording time, ms since the epoch.
+    pub date_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub is_directory: bool,
+}
+
+/// Decodes the listing `data` (array, or array in a string; `"[]"` and empty are empty).
+pub fn decode_file_list(data: Data) -> Result<Vec<FileEntry>, CameraError> {
+    let items = match data {
+        Data::Empty => return Ok(Vec::new()),
+        Data::Text(t) if t.trim().is_empty() => return Ok(Vec::new()),
+        Data::Text(t) => {
+            return Err(CameraError::Malformed {
+                what: "file listing is a message, not a list".into(),
+                excerpt: excerpt(&t),
+            });
+        }
+        Data::Json(Value::Array(items)) => items,
+        Data::Json(other) => {
+            return Err(CameraError::Malformed {
+                what: "file listing is not a list".into(),
+                excerpt: excerpt(&other.to_string()),
+            });
+        }
+    };
+    Ok(items
+        .iter()
+        .filter_map(|it| {
+            let o = it.as_object()?;
+            Some(FileEntry {
+                name: lenient_str(o.get("name")).unwrap_or_default(),
+                path: lenient_str(o.get("path")).unwrap_or_default(),
+                size: lenient_i64(o.get("size")),
+                date_ms: lenient_i64(o.get("date")),
+                duration_ms: lenient_i64(o.get("duration_long")),
+                is_directory: lenient_bool(o.get("isDirectory")).unwrap_or(false),
+            })
+        })
+        .collect())
+}
+
+/// A secret (the hotspot password): never shown by `Debug`, `Display` or `Serialize`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The real value, for the one place that asked for it explicitly.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
+}
+
+/// `cameraPreviewState`, itself a JSON string inside device info.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PreviewState {
+    pub is_living: Option<bool>,
+    pub need_update_url: Option<bool>,
+    pub preview_camera_id: Option<i64>,
+    pub rtmp_url: Option<String>,
+}
+
+/// `get_device_info`, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeviceInfo {
+    pub imei: String,
+    pub device_name: Option<String>,
+    pub application_version: Option<String>,
+    pub local_storage: Option<String>,
+    pub password: Secret,
+    pub serial_number: Option<String>,
+    pub sd_card_format: Option<String>,
+    pub sd_card_model_no: Option<String>,
+    pub sd_card_size: Option<String>,
+    pub sd_card_type: Option<String>,
+    pub sd_card_used_space: Option<String>,
+    pub signal: Option<String>,
+    pub ssid: Option<String>,
+    pub preview: Option<PreviewState>,
+}
+
+/// Decodes device info (`data` a JSON string holding an object, or a real object).
+pub fn decode_device_info(data: Data) -> Result<DeviceInfo, CameraError> {
+    let obj = match data {
+        Data::Json(Value::Object(o)) => o,
+        Data::Json(other) => {
+            return Err(CameraError::Malformed {
+                what: "device info is not an object".into(),
+                excerpt: excerpt(&other.to_string()),
+            });
+        }
+        Data::Text(t) => {
+            return Err(CameraError::Malformed {
+                what: "device info is a message, not an object".into(),
+                excerpt: excerpt(&t),
+            });
+        }
+        Data::Empty => {
+            return Err(CameraError::Malformed {
+                what: "device info is empty".into(),
+                excerpt: String::new(),
+            });
+        }
+    };
+    let s = |k: &str| lenient_str(obj.get(k)).filter(|v| !v.is_empty());
+    let preview = match obj.get("cameraPreviewState") {
+        Some(Value::String(inner)) => serde_json::from_str::<Value>(inner).ok(),
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        _ => None,
+    }
+    .and_then(|v| {
+        let o = v.as_object()?.clone();
+        Some(PreviewState {
+            is_living: lenient_bool(o.get("isLving").or(o.get("isLiving"))),
+            need_update_url: lenient_bool(o.get("needUpdateUrl")),
+            preview_camera_id: lenient_i64(o.get("previewCameraId")),
+            rtmp_url: lenient_str(o.get("rtmpUrl")),
+        })
+    });
+    Ok(DeviceInfo {
+        imei: s("imei").unwrap_or_default(),
+        device_name: s("device_name"),
+        application_version: s("application_version"),
+        local_storage: s("local_storage"),
+        password: Secret::new(s("password").unwrap_or_default()),
+        serial_number: s("s_n"),
+        sd_card_format: s("sd_card_format"),
+        sd_card_model_no: s("sd_card_model_no"),
+        sd_card_size: s("sd_card_size"),
+        sd_card_type: s("sd_card_type"),
+        sd_card_used_space: s("sd_card_used_space"),
+        signal: s("signal"),
+        ssid: s("ssid"),
+        preview,
+    })
+}
+
+/// The result of `format_sdcard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FormatOutcome {
+    Formatted,
+    NoSdCard,
+    Failed(String),
+}
+
+pub fn decode_format(data: Data) -> FormatOutcome {
+    match data {
+        Data::Text(t) if t.to_ascii_lowercase().contains("success") => FormatOutcome::Formatted,
+        Data::Text(t) if t.to_ascii_lowercase().contains("no sd") => FormatOutcome::NoSdCard,
+        Data::Text(t) => FormatOutcome::Failed(t),
+        Data::Json(v) => FormatOutcome::Failed(excerpt(&v.to_string())),
+        Data::Empty => FormatOutcome::Failed("empty reply".into()),
+    }
+}
+
+/// Driver-assistance calibration target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CalibrationKind {
+    /// Driver monitoring (interior camera; CV200 only).
+    Dms,
+    /// Advanced driver assistance (front camera).
+    Adas,
+}
+
+/// The seven ADAS extrinsic values, in the vendor's order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct AdasExtrinsics {
+    /// Pixel row of the horizon.
+    pub horizon: f64,
+    /// Car middle, pixels (-10..10).
+    pub car_middle: f64,
+    /// Car width, cm.
+    pub car_width: f64,
+    /// Camera height, cm.
+    pub camera_height: f64,
+    /// Camera to front axle, cm.
+    pub camera_to_axle: f64,
+    /// Camera to bumper, cm.
+    pub camera_to_bumper: f64,
+    /// Camera to left wheel, cm.
+    pub camera_to_left_wheel: f64,
+}
+
+impl AdasExtrinsics {
+    pub fn to_wire(&self) -> String {
+        [
+            self.horizon,
+            self.car_middle,
+            self.car_width,
+            self.camera_height,
+            self.camera_to_axle,
+            self.camera_to_bumper,
+            self.camera_to_left_wheel,
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("|")
+    }
+
+    /// Parses `1|2|3|4|5|6|7`.
+    pub fn from_wire(s: &str) -> Result<Self, String> {
+        let vals: Vec<f64> = s
+            .trim()
+            .split('|')
+            .map(|p| p.trim().parse::<f64>().map_err(|_| format!("{p:?} is not a number")))
+            .collect::<Result<_, _>>()?;
+        let [a, b, c, d, e, f, g] = vals.as_slice() else {
+            return Err(format!("expected 7 values joined by '|', got {}", vals.len()));
+        };
+        if vals.iter().any(|v| !v.is_finite()) {
+            return Err("values must be finite".into());
+        }
+        Ok(AdasExtrinsics {
+            horizon: *a,
+            car_middle: *b,
+            car_width: *c,
+            camera_height: *d,
+            camera_to_axle: *e,
+            camera_to_bumper: *f,
+            camera_to_left_wheel: *g,
+        })
+    }
+}
+
+/// The camera's answer to a calibration request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CalibrationState {
+    Failed,
+    Successful,
+    NotReady,
+    Other(i64),
+}
+
+pub fn decode_calibration(data: Data) -> Result<(CalibrationState, Option<i64>), CameraError> {
+    let Data::Json(Value::Object(o)) = data else {
+        return Err(CameraError::Malformed {
+            what: "calibration reply is not an object".into(),
+            excerpt: String::new(),
+        });
+    };
+    let state = match lenient_i64(o.get("calibration")) {
+        Some(0) => CalibrationState::Failed,
+        Some(1) => CalibrationState::Successful,
+        Some(2) => CalibrationState::NotReady,
+        Some(n) => CalibrationState::Other(n),
+        None => {
+            return Err(CameraError::Malformed {
+                what: "calibration reply has no calibration state".into(),
+                excerpt: excerpt(&Value::Object(o).to_string()),
+            });
+        }
+    };
+    Ok((state, lenient_i64(o.get("type"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_under_code_200() {
+        let e = decode_envelope(br#"{"data":"Camera Busy","errorCode":200,"isSuccess":true}"#);
+        assert!(matches!(e, Err(CameraError::Busy)));
+        let e = decode_envelope(br#"{"data":"[]","errorCode":"301","isSuccess":true}"#);
+        assert!(matches!(e, Err(CameraError::Busy)));
+    }
+
+    #[test]
+    fn failure_with_string_code() {
+        let e = decode_envelope(br#"{"data":"[]","errorCode":"errorCode","isSuccess":false}"#);
+        match e {
+            Err(CameraError::Api { code, code_raw, .. }) => {
+                assert_eq!(code, None);
+                assert_eq!(code_raw, "errorCode");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_as_string_or_array() {
+        let a = decode_envelope(br#"{"data":[{"name":"n","path":"/p","size":"12"}],"errorCode":200,"isSuccess":true}"#).unwrap();
+        let b = decode_envelope(br#"{"data":"[{\"name\":\"n\",\"path\":\"/p\",\"size\":12}]","errorCode":"200","isSuccess":true}"#).unwrap();
+        let la = decode_file_list(a).unwrap();
+        assert_eq!(la, decode_file_list(b).unwrap());
+        assert_eq!(la[0].size, Some(12));
+        let empty = decode_envelope(br#"{"data":"[]","errorCode":200,"isSuccess":true}"#).unwrap();
+        assert!(decode_file_list(empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn vendor_device_info_example() {
+        let body = br#"{"data":"{\"application_version\":\"V06\",\"cameraPreviewState\":\"{\\\"isLving\\\":false,\\\"needUpdateUrl\\\":true,\\\"previewCameraId\\\":-1,\\\"rtmpUrl\\\":\\\"\\\"}\",\"device_name\":\"CV100\",\"imei\":\"867867432522518\",\"local_storage\":\"52.391GB/59.463GB\",\"password\":\"12345678\",\"s_n\":null,\"sd_card_format\":\"FAT32\",\"sd_card_model_no\":\"SC64G\",\"sd_card_size\":\"59.463GB\",\"sd_card_type\":\"SD\",\"sd_card_used_space\":\"7.072GB\",\"signal\":\"none\",\"ssid\":\"queclinkgh\"}","errorCode":200,"isSuccess":true}"#;
+        let info = decode_device_info(decode_envelope(body).unwrap()).unwrap();
+        assert_eq!(info.imei, "867867432522518");
+        assert_eq!(info.device_name.as_deref(), Some("CV100"));
+        assert_eq!(info.password.expose(), "12345678");
+        assert_eq!(info.preview.as_ref().unwrap().preview_camera_id, Some(-1));
+        let shown = format!("{info:?} {}", serde_json::to_string(&info).unwrap());
+        assert!(!shown.contains("12345678"), "password leaked: {shown}");
+    }
+
+    #[test]
+    fn not_json_is_malformed_with_excerpt() {
+        let e = decode_envelope(b"<html><body>502 Bad Gateway</body></html>").unwrap_err();
+        assert!(e.to_string().contains("502 Bad Gateway"), "{e}");
+        let e = decode_envelope(&[0xff, 0xfe, 0x00]).unwrap_err();
+        assert!(matches!(e, CameraError::Malformed { .. }));
+    }
+
+    #[test]
+    fn extrinsics_round_trip() {
+        let x = AdasExtrinsics::from_wire("1|2|3|4|5|6|7").unwrap();
+        assert_eq!(x.camera_to_left_wheel, 7.0);
+        assert_eq!(x.to_wire(), "1|2|3|4|5|6|7");
+        assert!(AdasExtrinsics::from_wire("1|2|3").is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! Resumable, hashed downloads from a camera into a file.
+//!
+//! The file on disk is the truth about progress: a partial file is resumed from its
+//! length with `Range: bytes=N-`, and restarted from zero when the camera does not
+//! honour the range. The SHA-256 is computed while streaming (the existing prefix is
+//! re-read from disk on resume), the transfer stops at the expected size, and the file
+//! is fsynced before success is reported. Memory use does not depend on the clip size.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::camera::{CameraClient, CameraError};
+
+/// Why a download attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Camera(#[from] CameraError),
+    #[error("local file error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("camera sent more than the listed {expected} bytes")]
+    TooLong { expected: u64 },
+    #[error("download ended at {got} of {expected} bytes")]
+    Short { got: u64, expected: u64 },
+    #[error("camera reports {actual} bytes but the listing said {listed}")]
+    SizeMismatch { listed: u64, actual: u64 },
+}
+
+impl DownloadError {
+    /// Worth retrying soon: the network or camera may recover and the file resumes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DownloadError::Camera(e) => e.is_transient(),
+            DownloadError::Short { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a finished download did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Final file size.
+    pub size: u64,
+    /// SHA-256 of the whole file, hex.
+    pub sha256_hex: String,
+    /// Body bytes received from the camera in this call.
+    pub received: u64,
+    /// Offset this call resumed from (0 when it started or restarted from zero).
+    pub resumed_from: u64,
+    /// The camera ignored the range and the file was restarted from zero.
+    pub restarted: bool,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
+    move |source| DownloadError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Downloads `camera_path` into `file`, resuming from the file's current length.
+///
+/// `expected` is the size the listing gave: the transfer stops there and fails if the
+/// camera's body is longer or shorter. `progress(done, total)` is called as bytes arrive.
+pub async fn fetch(
+    client: &CameraClient,
+    camera_path: &str,
+    file: &Path,
+    expected: Option<u64>,
+    progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+) -> Result<Fetched, DownloadError> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(file)
+        .await
+        .map_err(io_err(file))?;
+    let mut have = f.metadata().await.map_err(io_err(file))?.len();
+    if expected.is_some_and(|e| have > e) {
+        truncate(&mut f, file).await?;
+        have = 0;
+    }
+    let mut hasher = hash_prefix(&mut f, file, have).await?;
+    if expected == Some(have) && have > 0 {
+        f.sync_all().await.map_err(io_err(file))?;
+        return Ok(Fetched {
+            size: have,
+            sha256_hex: hex::encode(hasher.finalize()),
+            received: 0,
+            resumed_from: have,
+            restarted: false,
+        });
+    }
+    let mut restarted = false;
+    let mut dl = match client.download(camera_path, have).await {
+        Ok(d) => d,
+        Err(CameraError::RangeNotHonoured { .. }) if have > 0 => {
+            restarted = true;
+            client.download(camera_path, 0).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if dl.start != have {
+        // The camera sent the whole file: start over.
+        truncate(&mut f, file).await?;
+        hasher = Sha256::new();
+        have = 0;
+        restarted = true;
+    }
+    if let (Some(listed), Some(total)) = (expected, dl.total) {
+        if total != listed {
+            return Err(DownloadError::SizeMismatch {
+                listed,
+                actual: total,
+            });
+        }
+    }
+    let total = expected.or(dl.total);
+    let resumed_from = have;
+    let mut received = 0u64;
+    progress(have, total);
+    let result = loop {
+        let chunk = match dl.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(DownloadError::from(e)),
+        };
+        received += chunk.len() as u64;
+        let room = total.map_or(u64::MAX, |t| t.saturating_sub(have));
+        let take = (chunk.len() as u64).min(room) as usize;
+        if let Err(e) = f.write_all(&chunk[..take]).await {
+            break Err(io_err(file)(e));
+        }
+        hasher.update(&chunk[..take]);
+        have += take as u64;
+        progress(have, total);
+        if take < chunk.len() {
+            break Err(DownloadError::TooLong {
+                expected: total.unwrap_or(have),
+            });
+        }
+    };
+    // Whatever happened, what was written stays on disk for the next attempt.
+    f.flush().await.map_err(io_err(file))?;
+    result?;
+    if let Some(t) = total {
+        if have < t {
+            return Err(DownloadError::Short {
+                got: have,
+                expected: t,
+            });
+        }
+    }
+    f.sync_all().await.map_err(io_err(file))?;
+    Ok(Fetched {
+        size: have,
+        sha256_hex: hex::encode(hasher.finalize()),
+        received,
+        resumed_from,
+        restarted,
+    })
+}
+
+async fn truncate(f: &mut File, path: &Path) -> Result<(), DownloadError> {
+    f.set_len(0).await.map_err(io_err(path))?;
+    f.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Hashes the first `len` bytes of the file and leaves the cursor at `len`.
+async fn hash_prefix(f: &mut File, path: &Path, len: u64) -> Result<Sha256, DownloadError> {
+    let mut hasher = Sha256::new();
+    f.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(io_err(path))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = f.read(&mut buf[..want]).await.map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    f.seek(std::io::SeekFrom::Start(len))
+        .await
+        .map_err(io_err(path))?;
+    Ok(hasher)
+}
+
+/// SHA-256 of a whole file, hex (blocking; call from a blocking context).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,21 @@
+//! qucam-offload: gets dashcam video off Queclink "Qucam" cameras (CV100/CV200) and into S3.
+//!
+//! Module map (each module's own doc comment says what it owns):
+//! - [`config`]: the TOML configuration file, loaded and validated.
+//! - [`camera`]: the typed HTTP client for the camera's web API; every quirk is absorbed here.
+//! - [`clip`]: clip file names (validation, event codes, camera) and object keys.
+//! - [`store`]: the SQLite state database and the clip state machine.
+//! - [`download`]: resumable, hashed, fsynced downloads into the spool.
+//! - [`upload`]: destinations (S3 with resumable multipart, or a local directory) and verification.
+//! - [`agent`]: the loops that tie detection, listing, download, upload and retention together.
+//! - [`sim`]: `qucam-sim`, a camera simulator for tests, demos and trying a setup without a vehicle.
+//! - [`cli`]: the `qucam-offload` command line; [`commands`] runs `run`, `status` and `demo`.
+
+pub mod camera;
+pub mod cli;
+pub mod commands;
+pub mod clip;
+pub mod config;
+pub mod download;
+pub mod sim;
+pub mod upload;
