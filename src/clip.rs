@@ -203,6 +203,11 @@ pub fn is_severe(code: &str) -> bool {
     event_priority(code) <= 2
 }
 
+/// At most 1024 characters of a hostile string, for storing a camera path.
+pub fn excerpt_long(s: &str) -> String {
+    s.chars().take(1024).collect()
+}
+
 /// At most 60 characters of a hostile string, for messages.
 pub fn excerpt(s: &str) -> String {
     let mut out: String = s

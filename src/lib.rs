@@ -11,6 +11,7 @@
 //! - [`sim`]: `qucam-sim`, a camera simulator for tests, demos and trying a setup without a vehicle.
 //! - [`cli`]: the `qucam-offload` command line; [`commands`] runs `run`, `status` and `demo`.
 
+pub mod agent;
 pub mod camera;
 pub mod cli;
 pub mod commands;
@@ -18,4 +19,5 @@ pub mod clip;
 pub mod config;
 pub mod download;
 pub mod sim;
+pub mod store;
 pub mod upload;

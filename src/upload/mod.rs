@@ -1,0 +1,472 @@
+//! Upload destinations: S3 (with resumable, checksummed multipart) or a local directory, and
+//! verification that a stored object is really the clip we hold.
+//!
+//! What this module guarantees (see `clip-lifecycle.md`):
+//! - **Exactly one object per key, never overwritten.** Before sending, the key is looked up; an
+//!   identical object (same size and `sha256` metadata) is [`UploadOutcome::AlreadyPresent`], a
+//!   different one is the permanent error [`UploadError::Conflict`]. Writes are conditional
+//!   (`If-None-Match: *` on PutObject and CompleteMultipartUpload) so two agents racing on one
+//!   bucket cannot overwrite each other either.
+//! - **Integrity end to end.** Every PUT / part carries its SHA-256 (`x-amz-checksum-sha256`)
+//!   unless [`ChecksumMode::WhenRequired`] is configured; the whole-file SHA-256 is stored as
+//!   object metadata (`x-amz-meta-sha256`) and checked by [`S3Destination::verify`].
+//! - **Resumable after kill -9.** Multipart progress (upload id and finished parts) goes to an
+//!   [`UploadJournal`] as each part completes; the next attempt resumes the same upload id and
+//!   sends only the parts the store does not already hold with the right size and checksum.
+//! - **Errors say whether retrying can help** ([`UploadError::is_transient`]).
+//!
+//! Keys are full object keys (the `clip` module already joins the configured prefix); the
+//! `prefix` in [`S3Settings`] is only used to describe the destination.
+
+mod local;
+mod s3;
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+pub use local::LocalDestination;
+pub use s3::{
+    ChecksumMode, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE,
+    MIN_PART_SIZE, S3Destination, S3Settings,
+};
+
+/// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,
+/// event-code, event-name, camera, recorded-at, sha256.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub imei: String,
+    pub device_name: String,
+    pub camera_path: String,
+    pub event_code: String,
+    pub event_name: String,
+    pub camera: String,
+    pub recorded_at: String,
+    /// Lowercase hex SHA-256 of the whole file.
+    pub sha256_hex: String,
+}
+
+/// The metadata key (without `x-amz-meta-`) that holds the whole-file SHA-256 in hex.
+pub const SHA256_META_KEY: &str = "sha256";
+
+impl ObjectMeta {
+    /// The user metadata map sent with the object (keys without the `x-amz-meta-` prefix).
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        [
+            ("imei", &self.imei),
+            ("device-name", &self.device_name),
+            ("camera-path", &self.camera_path),
+            ("event-code", &self.event_code),
+            ("event-name", &self.event_name),
+            ("camera", &self.camera),
+            ("recorded-at", &self.recorded_at),
+            (SHA256_META_KEY, &self.sha256_hex),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), header_safe(v)))
+        .collect()
+    }
+}
+
+/// Metadata travels in HTTP headers: keep it printable ASCII so no store rejects the request.
+fn header_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Persists multipart progress so a restarted process resumes (the lead implements it over SQLite).
+pub trait UploadJournal: Send + Sync {
+    /// The upload id and finished parts, if an upload was begun.
+    fn multipart(&self) -> Option<MultipartProgress>;
+    /// Records that a multipart upload was created.
+    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> anyhow::Result<()>;
+    /// Called as each part finishes (before completing).
+    fn part_done(&self, part: &DonePart) -> anyhow::Result<()>;
+    /// Forgets the multipart upload (completed, aborted or gone).
+    fn clear_multipart(&self) -> anyhow::Result<()>;
+}
+
+/// A multipart upload in progress, as persisted by an [`UploadJournal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartProgress {
+    pub upload_id: String,
+    pub part_size: u64,
+    pub parts: Vec<DonePart>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DonePart {
+    /// 1-based part number.
+    pub number: i32,
+    pub etag: String,
+    /// Base64 of the part's SHA-256 (the `x-amz-checksum-sha256` form).
+    pub sha256_b64: String,
+    pub size: u64,
+}
+
+/// A journal that keeps progress in memory only (tests, demos, the local destination).
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    state: Mutex<Option<MultipartProgress>>,
+}
+
+impl MemoryJournal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultipartProgress>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl UploadJournal for MemoryJournal {
+    fn multipart(&self) -> Option<MultipartProgress> {
+        self.lock().clone()
+    }
+
+    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> anyhow::Result<()> {
+        *self.lock() = Some(MultipartProgress {
+            upload_id: upload_id.to_owned(),
+            part_size,
+            parts: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn part_done(&self, part: &DonePart) -> anyhow::Result<()> {
+        let mut state = self.lock();
+        let progress = state
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("part_done without begin_multipart"))?;
+        progress.parts.retain(|p| p.number != part.number);
+        progress.parts.push(part.clone());
+        Ok(())
+    }
+
+    fn clear_multipart(&self) -> anyhow::Result<()> {
+        *self.lock() = None;
+        Ok(())
+    }
+}
+
+/// The result of a successful upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// The store accepted the object.
+    Uploaded { etag: String },
+    /// An object with that key, same size and sha256 metadata, already existed: nothing sent.
+    AlreadyPresent,
+}
+
+/// What the store holds under a key, compared with the clip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Verified,
+    Missing,
+    /// What differs.
+    Mismatch(String),
+}
+
+/// Why an upload, verification or abort failed. [`UploadError::is_transient`] says whether a
+/// later retry can succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The request never got a usable answer: connection refused/reset, timeout, garbled reply.
+    #[error("{op}: network error: {message}")]
+    Network { op: &'static str, message: String },
+    /// The store answered with an error.
+    #[error("{op}: store returned HTTP {status}{}", code_and_message(.code, .message))]
+    Service {
+        op: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+        transient: bool,
+    },
+    /// A different object already exists under the key; it is never overwritten.
+    #[error("conflict: {key} already exists with different content ({detail})")]
+    Conflict { key: String, detail: String },
+    /// The bytes sent do not match their checksum (the file changed, or corruption in transit).
+    #[error("checksum mismatch: {0}")]
+    ChecksumMismatch(String),
+    /// The key cannot be used (absolute, `..`, empty components).
+    #[error("invalid key {0:?}")]
+    InvalidKey(String),
+    /// Reading the clip or writing the local destination failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upload journal could not persist progress.
+    #[error("upload journal: {0:#}")]
+    Journal(anyhow::Error),
+    /// Anything else that retrying will not fix (bad input, an impossible reply).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl UploadError {
+    /// True when the failure may go away by itself (network, 5xx, throttling, timeouts, a busy
+    /// journal); false when retrying the same request cannot help (access denied, no such
+    /// bucket, conflict, checksum mismatch, bad key).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Network { .. } | Self::Journal(_) => true,
+            Self::Service { transient, .. } => *transient,
+            Self::Io { source, .. } => io_is_transient(source),
+            Self::Conflict { .. }
+            | Self::ChecksumMismatch(_)
+            | Self::InvalidKey(_)
+            | Self::Other(_) => false,
+        }
+    }
+
+    /// The store's error code, if the store answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+fn code_and_message(code: &str, message: &str) -> String {
+    match (code.is_empty(), message.is_empty()) {
+        (true, true) => " (no error code)".to_owned(),
+        (false, true) => format!(" {code}"),
+        (true, false) => format!(": {message}"),
+        (false, false) => format!(" {code}: {message}"),
+    }
+}
+
+fn io_is_transient(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        err.kind(),
+        K::Interrupted
+            | K::TimedOut
+            | K::WouldBlock
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::StorageFull
+            | K::ResourceBusy
+    )
+}
+
+/// Where clips go: an S3 bucket or a local directory.
+#[derive(Debug)]
+pub enum Destination {
+    S3(S3Destination),
+    Local(LocalDestination),
+}
+
+impl Destination {
+    /// Uploads `file` (of `size` bytes, whose SHA-256 is `meta.sha256_hex`) under `key`.
+    pub async fn upload(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        match self {
+            Self::S3(d) => d.upload(file, key, size, meta, journal).await,
+            Self::Local(d) => d.upload(file, key, size, meta, journal).await,
+        }
+    }
+
+    /// Checks that the object under `key` has `size` bytes and SHA-256 `sha256_hex`.
+    pub async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<Verification, UploadError> {
+        match self {
+            Self::S3(d) => d.verify(key, size, sha256_hex).await,
+            Self::Local(d) => d.verify(key, size, sha256_hex).await,
+        }
+    }
+
+    /// Aborts a multipart upload left behind (no-op for a local directory).
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), UploadError> {
+        match self {
+            Self::S3(d) => d.abort_multipart(key, upload_id).await,
+            Self::Local(_) => Ok(()),
+        }
+    }
+
+    /// A short human description, e.g. `s3://bucket/prefix` or `dir /srv/clips`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::S3(d) => d.describe(),
+            Self::Local(d) => d.describe(),
+        }
+    }
+}
+
+/// Base64 of the raw digest given in hex (what `x-amz-checksum-sha256` carries).
+pub(crate) fn hex_to_b64(sha256_hex: &str) -> Result<String, UploadError> {
+    let raw = hex::decode(sha256_hex.trim())
+        .ok()
+        .filter(|r| r.len() == 32)
+        .ok_or_else(|| UploadError::Other(format!("not a SHA-256 in hex: {sha256_hex:?}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// SHA-256 of `len` bytes of `path` starting at `offset` (blocking; call from `spawn_blocking`).
+pub(crate) fn sha256_of_range(path: &Path, offset: u64, len: u64) -> std::io::Result<[u8; 32]> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = file.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    if total != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} is shorter than expected", path.display()),
+        ));
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Runs [`sha256_of_range`] on the blocking pool.
+pub(crate) async fn sha256_of_range_async(
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<[u8; 32], UploadError> {
+    let owned: PathBuf = path.to_owned();
+    tokio::task::spawn_blocking(move || sha256_of_range(&owned, offset, len))
+        .await
+        .map_err(|e| UploadError::Other(format!("hashing task failed: {e}")))?
+        .map_err(|e| UploadError::io(format!("hashing {}", path.display()), e))
+}
+
+/// Fails unless the file on disk has exactly the size the caller expects.
+pub(crate) async fn check_file_size(file: &Path, size: u64) -> Result<(), UploadError> {
+    let actual = tokio::fs::metadata(file)
+        .await
+        .map_err(|e| UploadError::io(format!("reading {}", file.display()), e))?
+        .len();
+    if actual == size {
+        Ok(())
+    } else {
+        Err(UploadError::ChecksumMismatch(format!(
+            "{} has {actual} bytes, expected {size}",
+            file.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_to_b64_roundtrip() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            hex_to_b64(hex).unwrap(),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+        assert!(hex_to_b64("zz").is_err());
+    }
+
+    #[test]
+    fn metadata_keys_and_safety() {
+        let meta = ObjectMeta {
+            imei: "8612".into(),
+            device_name: "Truck\u{e9} 7\n".into(),
+            sha256_hex: "ab".into(),
+            ..Default::default()
+        };
+        let m = meta.to_metadata();
+        assert_eq!(m["imei"], "8612");
+        assert_eq!(m["device-name"], "Truck_ 7_");
+        assert_eq!(m[SHA256_META_KEY], "ab");
+        assert_eq!(m.len(), 8);
+    }
+
+    #[test]
+    fn transient_classification() {
+        let svc = |status, transient| UploadError::Service {
+            op: "PutObject",
+            status,
+            code: String::new(),
+            message: String::new(),
+            transient,
+        };
+        assert!(svc(503, true).is_transient());
+        assert!(!svc(403, false).is_transient());
+        assert!(
+            UploadError::Network {
+                op: "x",
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !UploadError::Conflict {
+                key: "k".into(),
+                detail: String::new()
+            }
+            .is_transient()
+        );
+        assert!(!UploadError::ChecksumMismatch(String::new()).is_transient());
+    }
+
+    #[test]
+    fn memory_journal_tracks_parts() {
+        let j = MemoryJournal::new();
+        assert!(j.multipart().is_none());
+        j.begin_multipart("u1", 5).unwrap();
+        let part = DonePart {
+            number: 1,
+            etag: "e".into(),
+            sha256_b64: "s".into(),
+            size: 5,
+        };
+        j.part_done(&part).unwrap();
+        j.part_done(&part).unwrap();
+        assert_eq!(j.multipart().unwrap().parts, vec![part]);
+        j.clear_multipart().unwrap();
+        assert!(j.multipart().is_none());
+    }
+}

@@ -1,0 +1,977 @@
+//! The S3 destination: conditional single PUT below the multipart threshold, resumable
+//! SHA-256-checksummed multipart above it, HeadObject verification, and SDK error mapping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use sha2::{Digest, Sha256};
+
+use super::{
+    DonePart, MultipartProgress, ObjectMeta, SHA256_META_KEY, UploadError, UploadJournal,
+    UploadOutcome, Verification, check_file_size, hex_to_b64, sha256_of_range_async,
+};
+
+/// Files of at least this many bytes go multipart unless configured otherwise.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Default multipart part size.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// S3's minimum size for every part but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Default number of parts in flight at once.
+pub const DEFAULT_PART_CONCURRENCY: usize = 4;
+/// S3's maximum number of parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Which integrity checksums requests carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChecksumMode {
+    /// Every PUT and part carries `x-amz-checksum-sha256`; multipart uploads are created with
+    /// the SHA-256 algorithm, so the store validates every byte it keeps.
+    #[default]
+    Sha256,
+    /// Send no flexible checksums at all (neither ours nor the SDK's default CRC32), for
+    /// S3-compatible stores that reject them. Integrity then rests on the `sha256` metadata
+    /// and [`S3Destination::verify`].
+    WhenRequired,
+}
+
+/// How to reach the bucket and how to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Only used to describe the destination: keys passed to `upload` are full keys.
+    pub prefix: String,
+    /// Empty: let the standard AWS chain decide.
+    pub region: String,
+    /// A custom endpoint (MinIO, a test server), e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    /// Files of at least this size go multipart.
+    pub multipart_threshold: u64,
+    /// Raised to [`MIN_PART_SIZE`] if smaller, and as needed to stay within 10 000 parts.
+    pub part_size: u64,
+    pub part_concurrency: usize,
+    pub checksum: ChecksumMode,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            prefix: String::new(),
+            region: String::new(),
+            endpoint: None,
+            force_path_style: false,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+            part_concurrency: DEFAULT_PART_CONCURRENCY,
+            checksum: ChecksumMode::Sha256,
+        }
+    }
+}
+
+/// An S3 bucket (or S3-compatible store) that clips are uploaded to.
+#[derive(Debug, Clone)]
+pub struct S3Destination {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    multipart_threshold: u64,
+    part_size: u64,
+    part_concurrency: usize,
+    checksum: ChecksumMode,
+}
+
+/// One part of the file: its number, where it starts and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartPlan {
+    number: i32,
+    offset: u64,
+    len: u64,
+}
+
+/// The multipart upload being worked on and the parts already safely in the store.
+struct Session {
+    upload_id: String,
+    part_size: u64,
+    done: BTreeMap<i32, DonePart>,
+}
+
+impl S3Destination {
+    /// Builds a client from the standard AWS credential chain (environment, profile, web
+    /// identity, IMDS, ...), with the settings' region, endpoint and addressing style.
+    pub async fn new(settings: &S3Settings) -> anyhow::Result<Self> {
+        anyhow::ensure!(!settings.bucket.is_empty(), "S3 bucket name is empty");
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if !settings.region.is_empty() {
+            loader = loader.region(Region::new(settings.region.clone()));
+        }
+        if settings.checksum == ChecksumMode::WhenRequired {
+            loader = loader
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        let sdk_config = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(settings.force_path_style);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Ok(Self::from_client(
+            Client::from_conf(builder.build()),
+            settings,
+        ))
+    }
+
+    /// Uses a ready client (tests); the settings' bucket and upload tuning still apply.
+    pub fn from_client(client: Client, settings: &S3Settings) -> Self {
+        Self {
+            client,
+            bucket: settings.bucket.clone(),
+            prefix: settings.prefix.clone(),
+            endpoint: settings.endpoint.clone(),
+            multipart_threshold: settings.multipart_threshold,
+            part_size: settings.part_size.max(MIN_PART_SIZE),
+            part_concurrency: settings.part_concurrency.max(1),
+            checksum: settings.checksum,
+        }
+    }
+
+    /// E.g. `s3://fleet-video/clips` (with the endpoint when it is not AWS).
+    pub fn describe(&self) -> String {
+        let prefix = self.prefix.trim_matches('/');
+        let mut s = if prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{prefix}", self.bucket)
+        };
+        if let Some(endpoint) = &self.endpoint {
+            s.push_str(&format!(" at {endpoint}"));
+        }
+        s
+    }
+
+    /// Uploads `file` (`size` bytes, SHA-256 `meta.sha256_hex`) as `key`, unless an identical
+    /// object is already there. Resumes a multipart upload recorded in `journal`.
+    pub async fn upload(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let sha256_b64 = hex_to_b64(&meta.sha256_hex)?;
+        check_file_size(file, size).await?;
+        if let Some(outcome) = self
+            .existing_outcome(key, size, &meta.sha256_hex, journal)
+            .await?
+        {
+            return Ok(outcome);
+        }
+        if size < self.multipart_threshold && journal.multipart().is_none() {
+            self.put_single(file, key, size, meta, &sha256_b64).await
+        } else {
+            self.put_multipart(file, key, size, meta, journal).await
+        }
+    }
+
+    /// Checks the object under `key` with HeadObject: its size and `sha256` metadata must
+    /// match, and when the store reports a SHA-256 checksum it must be either the full-object
+    /// form (`base64(sha256(file))`, single PUT) or the multipart composite form
+    /// `base64(sha256(part digests))-N`.
+    ///
+    /// The composite cannot be recomputed here (the part digests are gone by verify time), so
+    /// only its shape is checked: N must be a part count that a legal part size could give
+    /// for this size, `1 ..= ceil(size / 5 MiB)` (our own uploads use
+    /// `ceil(size / part_size)`, which is in that range; accepting the range keeps objects
+    /// uploaded before a `part_size` change verifiable). The content itself is covered by the
+    /// `sha256` metadata and by the per-part SHA-256 checksums the store validated on upload.
+    pub async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<Verification, UploadError> {
+        let Some(head) = self.head(key).await? else {
+            return Ok(Verification::Missing);
+        };
+        if let Err(detail) = compare_head(&head, size, sha256_hex) {
+            return Ok(Verification::Mismatch(detail));
+        }
+        let checked = head
+            .checksum_sha256()
+            .map_or(Ok(()), |c| check_store_checksum(c, sha256_hex, size));
+        Ok(match checked {
+            Ok(()) => Verification::Verified,
+            Err(detail) => Verification::Mismatch(detail),
+        })
+    }
+
+    /// Aborts a multipart upload; an upload that no longer exists counts as aborted.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), UploadError> {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        match result.map_err(|e| map_sdk_err("AbortMultipartUpload", e)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn effective_part_size(&self, size: u64) -> u64 {
+        self.part_size.max(size.div_ceil(MAX_PARTS))
+    }
+
+    // ---- existence ------------------------------------------------------------------------
+
+    /// HeadObject (asking for checksums); `None` when there is no such key.
+    async fn head(&self, key: &str) -> Result<Option<HeadObjectOutput>, UploadError> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await;
+        match result {
+            Ok(head) => Ok(Some(head)),
+            Err(SdkError::ServiceError(se)) if matches!(se.err(), HeadObjectError::NotFound(_)) => {
+                Ok(None)
+            }
+            Err(e) => Err(map_sdk_err("HeadObject", e)),
+        }
+    }
+
+    /// `Some(AlreadyPresent)` when an identical object exists, `Conflict` when a different
+    /// one does, `None` when the key is free. Either way a journaled multipart for this key is
+    /// finished with (it completed earlier, or can never complete).
+    async fn existing_outcome(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+        journal: &dyn UploadJournal,
+    ) -> Result<Option<UploadOutcome>, UploadError> {
+        let Some(head) = self.head(key).await? else {
+            return Ok(None);
+        };
+        self.forget_multipart(key, journal).await?;
+        match compare_head(&head, size, sha256_hex) {
+            Ok(()) => Ok(Some(UploadOutcome::AlreadyPresent)),
+            Err(detail) => Err(UploadError::Conflict {
+                key: key.to_owned(),
+                detail,
+            }),
+        }
+    }
+
+    /// Our conditional write lost (412): someone else finished the key first.
+    async fn after_precondition_failed(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<UploadOutcome, UploadError> {
+        match self.head(key).await? {
+            Some(head) => match compare_head(&head, size, sha256_hex) {
+                Ok(()) => Ok(UploadOutcome::AlreadyPresent),
+                Err(detail) => Err(UploadError::Conflict {
+                    key: key.to_owned(),
+                    detail,
+                }),
+            },
+            None => Err(UploadError::Service {
+                op: "PutObject",
+                status: 412,
+                code: "PreconditionFailed".into(),
+                message: "precondition failed but the object is not there; retry".into(),
+                transient: true,
+            }),
+        }
+    }
+
+    /// Aborts (best effort) and forgets the journaled multipart upload, if any.
+    async fn forget_multipart(
+        &self,
+        key: &str,
+        journal: &dyn UploadJournal,
+    ) -> Result<(), UploadError> {
+        if let Some(progress) = journal.multipart() {
+            if let Err(e) = self.abort_multipart(key, &progress.upload_id).await {
+                tracing::warn!(key, error = %e, "could not abort a stale multipart upload");
+            }
+            journal.clear_multipart().map_err(UploadError::Journal)?;
+        }
+        Ok(())
+    }
+
+    // ---- single PUT -----------------------------------------------------------------------
+
+    async fn put_single(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        sha256_b64: &str,
+    ) -> Result<UploadOutcome, UploadError> {
+        let body = ByteStream::read_from()
+            .path(file)
+            .length(Length::Exact(size))
+            .build()
+            .await
+            .map_err(|e| {
+                UploadError::io(
+                    format!("reading {}", file.display()),
+                    std::io::Error::other(e),
+                )
+            })?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .content_length(to_i64(size)?)
+            .content_type(content_type_for(key))
+            .set_metadata(Some(meta.to_metadata()))
+            .if_none_match("*");
+        if self.checksum == ChecksumMode::Sha256 {
+            request = request.checksum_sha256(sha256_b64);
+        }
+        tracing::debug!(key, size, "PutObject");
+        match request.send().await {
+            Ok(out) => Ok(UploadOutcome::Uploaded {
+                etag: out.e_tag().unwrap_or_default().to_owned(),
+            }),
+            Err(e) => {
+                let err = map_sdk_err("PutObject", e);
+                if is_precondition_failed(&err) {
+                    self.after_precondition_failed(key, size, &meta.sha256_hex)
+                        .await
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    // ---- multipart ------------------------------------------------------------------------
+
+    async fn put_multipart(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let mut session = self.open_session(file, key, size, meta, journal).await?;
+        if let Err(e) = self
+            .send_missing_parts(file, key, size, &mut session, journal)
+            .await
+        {
+            return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
+        }
+        let parts: Vec<DonePart> = session.done.into_values().collect();
+        match self.complete(key, &session.upload_id, &parts).await {
+            Ok(etag) => {
+                journal.clear_multipart().map_err(UploadError::Journal)?;
+                Ok(UploadOutcome::Uploaded { etag })
+            }
+            Err(e) if is_precondition_failed(&e) => {
+                self.forget_multipart(key, journal).await?;
+                self.after_precondition_failed(key, size, &meta.sha256_hex)
+                    .await
+            }
+            Err(e) => Err(self.fail_upload(key, &session.upload_id, journal, e).await),
+        }
+    }
+
+    /// Resumes the journaled upload if the store still has it, else creates a new one.
+    async fn open_session(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<Session, UploadError> {
+        if let Some(progress) = journal.multipart() {
+            if let Some(session) = self.resume(file, key, size, &progress, journal).await? {
+                return Ok(session);
+            }
+            journal.clear_multipart().map_err(UploadError::Journal)?;
+        }
+        let part_size = self.effective_part_size(size);
+        let upload_id = self.create(key, meta).await?;
+        if let Err(e) = journal.begin_multipart(&upload_id, part_size) {
+            let _ = self.abort_multipart(key, &upload_id).await;
+            return Err(UploadError::Journal(e));
+        }
+        tracing::debug!(key, upload_id, part_size, "multipart upload created");
+        Ok(Session {
+            upload_id,
+            part_size,
+            done: BTreeMap::new(),
+        })
+    }
+
+    /// `None` when the journaled upload cannot be resumed (gone, or an unusable part size).
+    async fn resume(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        progress: &MultipartProgress,
+        journal: &dyn UploadJournal,
+    ) -> Result<Option<Session>, UploadError> {
+        if progress.part_size < MIN_PART_SIZE || part_count(size, progress.part_size) > MAX_PARTS {
+            let _ = self.abort_multipart(key, &progress.upload_id).await;
+            return Ok(None);
+        }
+        let listed = match self.list_parts_all(key, &progress.upload_id).await {
+            Ok(listed) => listed,
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                tracing::info!(key, "journaled multipart upload is gone; starting over");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let done = reusable_parts(file, size, progress, &listed, journal).await?;
+        tracing::info!(
+            key,
+            upload_id = progress.upload_id,
+            reused = done.len(),
+            "resuming multipart upload"
+        );
+        Ok(Some(Session {
+            upload_id: progress.upload_id.clone(),
+            part_size: progress.part_size,
+            done,
+        }))
+    }
+
+    async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<String, UploadError> {
+        let mut request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type_for(key))
+            .set_metadata(Some(meta.to_metadata()));
+        if self.checksum == ChecksumMode::Sha256 {
+            request = request.checksum_algorithm(ChecksumAlgorithm::Sha256);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| map_sdk_err("CreateMultipartUpload", e))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| UploadError::Other("CreateMultipartUpload returned no upload id".into()))
+    }
+
+    /// All parts the store holds for the upload (following ListParts pagination).
+    async fn list_parts_all(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, UploadError> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_sdk_err("ListParts", e))?;
+            parts.extend_from_slice(out.parts());
+            let next = out.next_part_number_marker().map(str::to_owned);
+            if out.is_truncated() != Some(true) || next.is_none() || next == marker {
+                return Ok(parts);
+            }
+            marker = next;
+        }
+    }
+
+    /// Sends every planned part not in `session.done`, `part_concurrency` at a time, journaling
+    /// each as it completes. After the first failure no new part starts, but parts already in
+    /// flight finish and are journaled, so a resume repeats as little as possible.
+    async fn send_missing_parts(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        session: &mut Session,
+        journal: &dyn UploadJournal,
+    ) -> Result<(), UploadError> {
+        let missing: Vec<PartPlan> = plan_parts(size, session.part_size)
+            .into_iter()
+            .filter(|p| !session.done.contains_key(&p.number))
+            .collect();
+        let stop = AtomicBool::new(false);
+        let upload_id = session.upload_id.as_str();
+        let mut results = futures_util::stream::iter(missing)
+            .map(|part| {
+                let stop = &stop;
+                async move {
+                    if stop.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                    Some(self.send_part(file, key, upload_id, part).await)
+                }
+            })
+            .buffer_unordered(self.part_concurrency);
+        let mut failure: Option<UploadError> = None;
+        while let Some(result) = results.next().await {
+            let error = match result {
+                None => continue,
+                Some(Ok(done)) => match journal.part_done(&done) {
+                    Ok(()) => {
+                        session.done.insert(done.number, done);
+                        continue;
+                    }
+                    Err(e) => UploadError::Journal(e),
+                },
+                Some(Err(e)) => e,
+            };
+            stop.store(true, Ordering::SeqCst);
+            // Keep the first permanent error if there is one: it decides whether to abort.
+            if failure.as_ref().is_none_or(UploadError::is_transient) {
+                failure = Some(error);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Reads one part from disk, hashes it and uploads it with its checksum.
+    async fn send_part(
+        &self,
+        file: &Path,
+        key: &str,
+        upload_id: &str,
+        part: PartPlan,
+    ) -> Result<DonePart, UploadError> {
+        let data = read_range(file, part.offset, part.len).await?;
+        let sha256_b64 = b64(&Sha256::digest(&data));
+        let mut request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part.number)
+            .content_length(to_i64(part.len)?)
+            .body(ByteStream::from(data));
+        if self.checksum == ChecksumMode::Sha256 {
+            request = request.checksum_sha256(&sha256_b64);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| map_sdk_err("UploadPart", e))?;
+        let etag = out
+            .e_tag()
+            .ok_or_else(|| UploadError::Other("UploadPart returned no ETag".into()))?;
+        tracing::debug!(key, part = part.number, len = part.len, "part uploaded");
+        Ok(DonePart {
+            number: part.number,
+            etag: etag.to_owned(),
+            sha256_b64,
+            size: part.len,
+        })
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[DonePart],
+    ) -> Result<String, UploadError> {
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                let part = CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag);
+                if self.checksum == ChecksumMode::Sha256 {
+                    part.checksum_sha256(&p.sha256_b64).build()
+                } else {
+                    part.build()
+                }
+            })
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .if_none_match("*")
+            .send()
+            .await
+            .map_err(|e| map_sdk_err("CompleteMultipartUpload", e))?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// Decides what a failed multipart attempt leaves behind: transient failures keep the
+    /// upload and journal for a resume; a vanished upload is forgotten (the retry starts
+    /// over, so it is reported transient); any other permanent failure aborts the upload.
+    async fn fail_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        journal: &dyn UploadJournal,
+        err: UploadError,
+    ) -> UploadError {
+        if err.is_transient() {
+            return err;
+        }
+        if let Err(e) = journal.clear_multipart() {
+            tracing::warn!(key, error = %e, "could not clear the upload journal");
+        }
+        if err.code() == Some("NoSuchUpload") {
+            return match err {
+                UploadError::Service {
+                    op,
+                    status,
+                    code,
+                    message,
+                    ..
+                } => UploadError::Service {
+                    op,
+                    status,
+                    code,
+                    message,
+                    transient: true,
+                },
+                other => other,
+            };
+        }
+        tracing::warn!(key, error = %err, "aborting multipart upload after a permanent failure");
+        if let Err(e) = self.abort_multipart(key, upload_id).await {
+            tracing::warn!(key, error = %e, "could not abort the multipart upload");
+        }
+        err
+    }
+}
+
+/// Which journaled or listed parts can be kept: the store lists them with the expected size,
+/// and the checksum recorded for them (journal, else listing) equals the SHA-256 of that
+/// range of the file now. Listed-but-unjournaled parts that qualify are journaled.
+async fn reusable_parts(
+    file: &Path,
+    size: u64,
+    progress: &MultipartProgress,
+    listed: &[Part],
+    journal: &dyn UploadJournal,
+) -> Result<BTreeMap<i32, DonePart>, UploadError> {
+    let plan: HashMap<i32, PartPlan> = plan_parts(size, progress.part_size)
+        .into_iter()
+        .map(|p| (p.number, p))
+        .collect();
+    let journaled: HashMap<i32, &DonePart> = progress.parts.iter().map(|p| (p.number, p)).collect();
+    let mut keep = BTreeMap::new();
+    for lp in listed {
+        let Some(plan) = lp.part_number().and_then(|n| plan.get(&n)) else {
+            continue;
+        };
+        if lp.size().and_then(|s| u64::try_from(s).ok()) != Some(plan.len) {
+            continue;
+        }
+        let jp = journaled.get(&plan.number).filter(|j| j.size == plan.len);
+        let recorded = jp.map(|j| j.sha256_b64.as_str()).or(lp.checksum_sha256());
+        let etag = lp.e_tag().or(jp.map(|j| j.etag.as_str()));
+        let (Some(recorded), Some(etag)) = (recorded, etag) else {
+            continue;
+        };
+        if lp.checksum_sha256().is_some_and(|c| c != recorded) {
+            continue;
+        }
+        let actual = b64(&sha256_of_range_async(file, plan.offset, plan.len).await?);
+        if actual != recorded {
+            continue;
+        }
+        let done = DonePart {
+            number: plan.number,
+            etag: etag.to_owned(),
+            sha256_b64: actual,
+            size: plan.len,
+        };
+        if jp.is_none() {
+            journal.part_done(&done).map_err(UploadError::Journal)?;
+        }
+        keep.insert(plan.number, done);
+    }
+    Ok(keep)
+}
+
+/// Cuts `size` bytes into parts of `part_size` (the last one shorter).
+fn plan_parts(size: u64, part_size: u64) -> Vec<PartPlan> {
+    let count = part_count(size, part_size).max(1);
+    (0..count)
+        .map(|i| {
+            let offset = i * part_size;
+            PartPlan {
+                number: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                offset,
+                len: part_size.min(size.saturating_sub(offset)),
+            }
+        })
+        .collect()
+}
+
+fn part_count(size: u64, part_size: u64) -> u64 {
+    size.div_ceil(part_size.max(1))
+}
+
+/// Reads `len` bytes at `offset` (one part: memory stays ~ part_size × concurrency).
+async fn read_range(file: &Path, offset: u64, len: u64) -> Result<Bytes, UploadError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = file.to_owned();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| UploadError::Other(format!("reading task failed: {e}")))?;
+    read.map(Bytes::from)
+        .map_err(|e| UploadError::io(format!("reading {}", file.display()), e))
+}
+
+/// `Err(what differs)` unless the object has `size` bytes and `sha256` metadata `sha256_hex`.
+fn compare_head(head: &HeadObjectOutput, size: u64, sha256_hex: &str) -> Result<(), String> {
+    let stored_len = head.content_length().unwrap_or(-1);
+    if u64::try_from(stored_len).ok() != Some(size) {
+        return Err(format!("size: stored {stored_len} bytes, expected {size}"));
+    }
+    let stored_sha = head.metadata().and_then(|m| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(SHA256_META_KEY))
+            .map(|(_, v)| v.as_str())
+    });
+    match stored_sha {
+        Some(s) if s.eq_ignore_ascii_case(sha256_hex.trim()) => Ok(()),
+        Some(s) => Err(format!(
+            "sha256 metadata: stored {s}, expected {sha256_hex}"
+        )),
+        None => Err("sha256 metadata: missing".into()),
+    }
+}
+
+/// Checks the store's `checksum_sha256`: the full-object form must equal the file's digest;
+/// the composite form `...-N` must have a part count possible for `size` (see `verify`).
+fn check_store_checksum(checksum: &str, sha256_hex: &str, size: u64) -> Result<(), String> {
+    if let Some((_, n)) = checksum.rsplit_once('-') {
+        let max_parts = part_count(size, MIN_PART_SIZE).clamp(1, MAX_PARTS);
+        return match n.parse::<u64>() {
+            Ok(n) if (1..=max_parts).contains(&n) => Ok(()),
+            _ => Err(format!(
+                "composite checksum {checksum}: impossible part count for {size} bytes \
+                 (1..={max_parts})"
+            )),
+        };
+    }
+    let expected = hex_to_b64(sha256_hex).map_err(|e| e.to_string())?;
+    if checksum == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "checksum sha256: stored {checksum}, expected {expected}"
+        ))
+    }
+}
+
+fn is_precondition_failed(err: &UploadError) -> bool {
+    matches!(err, UploadError::Service { status: 412, .. })
+        || err.code() == Some("PreconditionFailed")
+}
+
+fn content_type_for(key: &str) -> &'static str {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("mp4") => "video/mp4",
+        Some("ts") => "video/mp2t",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+fn b64(raw: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+fn to_i64(n: u64) -> Result<i64, UploadError> {
+    i64::try_from(n).map_err(|_| UploadError::Other(format!("size {n} out of range")))
+}
+
+/// Maps an SDK error to [`UploadError`]: no usable answer (dispatch failure, timeout,
+/// unparseable response) is transient; a service error is classified by code and status.
+pub(crate) fn map_sdk_err<E>(op: &'static str, err: SdkError<E>) -> UploadError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or_default().to_owned();
+            let message = se.err().message().unwrap_or_default().to_owned();
+            service_error(op, status, code, message)
+        }
+        SdkError::ConstructionFailure(_) => UploadError::Other(format!(
+            "{op}: could not build the request: {}",
+            DisplayErrorContext(&err)
+        )),
+        other => UploadError::Network {
+            op,
+            message: DisplayErrorContext(&other).to_string(),
+        },
+    }
+}
+
+const CHECKSUM_CODES: &[&str] = &[
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentSHA256Mismatch",
+    "XAmzContentChecksumMismatch",
+];
+
+const PERMANENT_CODES: &[&str] = &[
+    "NoSuchBucket",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidBucketName",
+    "NotImplemented",
+];
+
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "BandwidthLimitExceeded",
+    "OperationAborted",
+    "ConditionalRequestConflict",
+    "RequestTimeTooSkewed",
+];
+
+fn service_error(op: &'static str, status: u16, code: String, message: String) -> UploadError {
+    if CHECKSUM_CODES.contains(&code.as_str()) {
+        return UploadError::ChecksumMismatch(format!("{op}: {code}: {message}"));
+    }
+    let transient = if PERMANENT_CODES.contains(&code.as_str()) {
+        false
+    } else {
+        TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 || status == 408
+    };
+    UploadError::Service {
+        op,
+        status,
+        code,
+        message,
+        transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn plans_parts_with_short_last_part() {
+        let plan = plan_parts(12 * MIB, 5 * MIB);
+        assert_eq!(plan.len(), 3);
+        assert_eq!(plan[2].offset, 10 * MIB);
+        assert_eq!(plan[2].len, 2 * MIB);
+        assert_eq!(plan_parts(10 * MIB, 5 * MIB).len(), 2);
+        assert_eq!(plan_parts(0, 5 * MIB).len(), 1);
+    }
+
+    #[test]
+    fn classifies_service_errors() {
+        let e = |status, code: &str| service_error("Op", status, code.into(), String::new());
+        assert!(e(503, "SlowDown").is_transient());
+        assert!(e(503, "").is_transient());
+        assert!(e(500, "InternalError").is_transient());
+        assert!(e(400, "RequestTimeout").is_transient());
+        assert!(e(429, "").is_transient());
+        assert!(!e(403, "AccessDenied").is_transient());
+        assert!(!e(404, "NoSuchBucket").is_transient());
+        assert!(!e(403, "InvalidAccessKeyId").is_transient());
+        assert!(!e(501, "NotImplemented").is_transient());
+        assert!(matches!(
+            e(400, "BadDigest"),
+            UploadError::ChecksumMismatch(_)
+        ));
+    }
+
+    #[test]
+    fn store_checksum_forms() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let full = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        assert!(check_store_checksum(full, hex, 0).is_ok());
+        assert!(check_store_checksum("AAAA", hex, 0).is_err());
+        assert!(check_store_checksum("abc=-3", hex, 12 * MIB).is_ok());
+        assert!(check_store_checksum("abc=-2", hex, 12 * MIB).is_ok());
+        assert!(check_store_checksum("abc=-4", hex, 12 * MIB).is_err());
+        assert!(check_store_checksum("abc=-0", hex, 12 * MIB).is_err());
+        assert!(check_store_checksum("abc=-x", hex, 12 * MIB).is_err());
+    }
+
+    #[test]
+    fn describes_itself() {
+        let settings = S3Settings {
+            bucket: "fleet-video".into(),
+            prefix: "clips/".into(),
+            ..Default::default()
+        };
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let d = S3Destination::from_client(Client::from_conf(conf), &settings);
+        assert_eq!(d.describe(), "s3://fleet-video/clips");
+        assert_eq!(d.part_size, DEFAULT_PART_SIZE);
+    }
+}

@@ -1,0 +1,292 @@
+//! An in-process S3 server for tests: `s3s-fs` on a temp dir, served with hyper on
+//! 127.0.0.1, behind a fault layer that can answer every request with an error status or drop
+//! connections, and that counts requests and request body bytes.
+//!
+//! `s3s-fs` quirks the tests rely on or work around:
+//! - objects are plain files `root/bucket/key`; in-progress multipart uploads are
+//!   `root/.upload-{id}.json` (+ `root/.upload_id-{id}.part-N`), which is how
+//!   [`TestS3::list_incomplete_multipart`] finds them (there is no ListMultipartUploads);
+//! - ListParts returns sizes only (no ETag, no checksum), and an unknown upload id lists as
+//!   empty instead of `NoSuchUpload`; UploadPart to an unknown id answers `AccessDenied`;
+//! - part checksums are not validated and no composite checksum is kept for multipart
+//!   objects (HeadObject then reports none); single PUT checksums are validated and stored.
+#![allow(dead_code)]
+
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use qucam_offload::upload::S3Settings;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub const TEST_ACCESS_KEY: &str = "AKIATESTQUCAMOFFLOAD";
+pub const TEST_SECRET_KEY: &str = "test-secret-key-for-qucam-offload-only";
+pub const TEST_REGION: &str = "us-east-1";
+pub const TEST_BUCKET: &str = "fleet-video";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Switches and counters shared between the test and the server.
+#[derive(Default)]
+struct Faults {
+    /// 0 = serve normally; otherwise answer every request with this status.
+    failing: AtomicU16,
+    refusing: AtomicBool,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A running test server; stops when dropped.
+pub struct TestS3 {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// The `s3s-fs` root: objects are files `root/bucket/key`.
+    pub root: PathBuf,
+    pub bucket: String,
+    faults: Arc<Faults>,
+    accept_task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl TestS3 {
+    /// Starts the server on an ephemeral loopback port with bucket `fleet-video`.
+    pub async fn start() -> TestS3 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().canonicalize().expect("canonical temp dir");
+        std::fs::create_dir(root.join(TEST_BUCKET)).expect("bucket dir");
+        let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs");
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(TEST_ACCESS_KEY, TEST_SECRET_KEY));
+        let service = builder.build();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let faults = Arc::new(Faults::default());
+        let accept_task = tokio::spawn(accept_loop(listener, service, faults.clone()));
+        TestS3 {
+            endpoint: format!("http://{addr}"),
+            root,
+            bucket: TEST_BUCKET.to_owned(),
+            faults,
+            accept_task,
+            _dir: dir,
+        }
+    }
+
+    /// A client for this server: path-style, us-east-1, the static test credentials, and
+    /// quick retries (3 attempts) so fault tests stay fast.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(TEST_REGION))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                TEST_ACCESS_KEY,
+                TEST_SECRET_KEY,
+                None,
+                None,
+                "qucam-test",
+            ))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(std::time::Duration::from_millis(20))
+                    .with_max_backoff(std::time::Duration::from_millis(200)),
+            )
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Settings pointing at this server (defaults for sizes and checksums, empty prefix).
+    pub fn settings(&self) -> S3Settings {
+        S3Settings {
+            bucket: self.bucket.clone(),
+            prefix: String::new(),
+            region: TEST_REGION.to_owned(),
+            endpoint: Some(self.endpoint.clone()),
+            force_path_style: true,
+            ..S3Settings::default()
+        }
+    }
+
+    /// Environment for a child process using the standard AWS chain against this server
+    /// (the endpoint itself comes from the agent's configuration: [`TestS3::settings`]).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY),
+            ("AWS_REGION", TEST_REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// While `Some(status)` (e.g. 503, 500) every request is answered with that status and an
+    /// S3 error body; `None` serves normally again.
+    pub fn set_failing(&self, status: Option<u16>) {
+        self.faults
+            .failing
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// While on, new connections are dropped at accept and requests on kept-alive
+    /// connections are cut off (S3 down).
+    pub fn set_refusing(&self, on: bool) {
+        self.faults.refusing.store(on, Ordering::SeqCst);
+    }
+
+    /// Requests that reached the fault layer (including failed ones).
+    pub fn request_count(&self) -> u64 {
+        self.faults.requests.load(Ordering::SeqCst)
+    }
+
+    /// Sum of request body bytes received (including bodies of failed requests).
+    pub fn bytes_received(&self) -> u64 {
+        self.faults.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Upload ids of multipart uploads created and neither completed nor aborted.
+    pub async fn list_incomplete_multipart(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.root).await.expect("read root");
+        while let Some(entry) = dir.next_entry().await.expect("read root entry") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix(".upload-")
+                .and_then(|rest| rest.strip_suffix(".json"))
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// The stored bytes of an object, if it exists.
+    pub fn object_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root.join(&self.bucket).join(key)).ok()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, service: S3Service, faults: Arc<Faults>) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        if faults.refusing.load(Ordering::SeqCst) {
+            drop(socket);
+            continue;
+        }
+        let service = service.clone();
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            let handler =
+                hyper::service::service_fn(move |req| handle(req, service.clone(), faults.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), handler)
+                .await;
+        });
+    }
+}
+
+/// The fault layer in front of the `s3s` service.
+async fn handle(
+    req: Request<Incoming>,
+    service: S3Service,
+    faults: Arc<Faults>,
+) -> Result<Response<s3s::Body>, BoxError> {
+    faults.requests.fetch_add(1, Ordering::SeqCst);
+    if faults.refusing.load(Ordering::SeqCst) {
+        return Err("refusing".into());
+    }
+    let (parts, body) = req.into_parts();
+    let body = CountingBody {
+        inner: body,
+        faults: faults.clone(),
+    };
+    let status = faults.failing.load(Ordering::SeqCst);
+    if status != 0 {
+        drain(body).await;
+        return Ok(error_response(status));
+    }
+    let req = Request::from_parts(parts, s3s::Body::http_body_unsync(body));
+    Ok(service.call(req).await?)
+}
+
+fn error_response(status: u16) -> Response<s3s::Body> {
+    let code = match status {
+        503 => "ServiceUnavailable",
+        500 => "InternalError",
+        429 => "SlowDown",
+        403 => "AccessDenied",
+        _ => "InjectedFault",
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>injected by the test fault layer</Message></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(s3s::Body::from(xml))
+        .expect("error response")
+}
+
+async fn drain(mut body: CountingBody) {
+    while let Some(Ok(_)) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
+}
+
+/// Counts request body bytes as they arrive.
+struct CountingBody {
+    inner: Incoming,
+    faults: Arc<Faults>,
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.faults
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

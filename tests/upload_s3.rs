@@ -1,0 +1,630 @@
+//! The upload module against a real S3 protocol server (`s3s-fs` in process, 127.0.0.1).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::s3::TestS3;
+use qucam_offload::upload::{
+    ChecksumMode, Destination, DonePart, LocalDestination, MemoryJournal, MultipartProgress,
+    ObjectMeta, S3Destination, S3Settings, UploadError, UploadJournal, UploadOutcome, Verification,
+};
+use sha2::{Digest, Sha256};
+
+const MIB: u64 = 1024 * 1024;
+const KEY: &str = "clips/861234567890123/2024-05-01/20240501_120000_E_F.mp4";
+
+/// Deterministic, incompressible-looking content.
+fn content(len: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn write_clip(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn meta_for(data: &[u8]) -> ObjectMeta {
+    ObjectMeta {
+        imei: "861234567890123".into(),
+        device_name: "Truck 7".into(),
+        camera_path: "/mnt/sd/event/20240501_120000_E_F.mp4".into(),
+        event_code: "E".into(),
+        event_name: "emergency".into(),
+        camera: "front".into(),
+        recorded_at: "2024-05-01T12:00:00Z".into(),
+        sha256_hex: sha_hex(data),
+    }
+}
+
+/// 6 MiB threshold, 5 MiB parts: a 12 MiB file is parts of 5 + 5 + 2 MiB.
+fn multipart_settings(s3: &TestS3, concurrency: usize) -> S3Settings {
+    S3Settings {
+        multipart_threshold: 6 * MIB,
+        part_size: 5 * MIB,
+        part_concurrency: concurrency,
+        ..s3.settings()
+    }
+}
+
+fn destination(s3: &TestS3, settings: &S3Settings) -> S3Destination {
+    S3Destination::from_client(s3.client(), settings)
+}
+
+/// A journal that runs a hook after recording each part (the hook gets the count so far).
+struct HookJournal {
+    inner: MemoryJournal,
+    parts_recorded: AtomicUsize,
+    hook: Box<dyn Fn(usize) + Send + Sync>,
+}
+
+impl HookJournal {
+    fn new(hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        Self {
+            inner: MemoryJournal::new(),
+            parts_recorded: AtomicUsize::new(0),
+            hook: Box::new(hook),
+        }
+    }
+
+    fn journaled_bytes(&self) -> u64 {
+        self.multipart()
+            .map_or(0, |p| p.parts.iter().map(|d| d.size).sum())
+    }
+}
+
+impl UploadJournal for HookJournal {
+    fn multipart(&self) -> Option<MultipartProgress> {
+        self.inner.multipart()
+    }
+    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> anyhow::Result<()> {
+        self.inner.begin_multipart(upload_id, part_size)
+    }
+    fn part_done(&self, part: &DonePart) -> anyhow::Result<()> {
+        self.inner.part_done(part)?;
+        let n = self.parts_recorded.fetch_add(1, Ordering::SeqCst) + 1;
+        (self.hook)(n);
+        Ok(())
+    }
+    fn clear_multipart(&self) -> anyhow::Result<()> {
+        self.inner.clear_multipart()
+    }
+}
+
+#[tokio::test]
+async fn small_file_single_put_round_trip_with_metadata() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(300_000, 1);
+    let file = write_clip(dir.path(), "a.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &s3.settings());
+    let journal = MemoryJournal::new();
+
+    let outcome = dest
+        .upload(&file, KEY, data.len() as u64, &meta, &journal)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, UploadOutcome::Uploaded { ref etag } if !etag.is_empty()));
+    assert_eq!(s3.object_bytes(KEY).unwrap(), data);
+    assert!(
+        journal.multipart().is_none(),
+        "a single PUT journals nothing"
+    );
+
+    let head = s3
+        .client()
+        .head_object()
+        .bucket(&s3.bucket)
+        .key(KEY)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    let stored = head.metadata().unwrap();
+    for (k, v) in meta.to_metadata() {
+        assert_eq!(stored.get(&k), Some(&v), "metadata {k}");
+    }
+    assert_eq!(head.content_type(), Some("video/mp4"));
+    assert!(
+        head.checksum_sha256().is_some(),
+        "the PUT carried a SHA-256 checksum"
+    );
+
+    let verified = dest
+        .verify(KEY, data.len() as u64, &meta.sha256_hex)
+        .await
+        .unwrap();
+    assert_eq!(verified, Verification::Verified);
+}
+
+#[tokio::test]
+async fn identical_existing_object_is_already_present_and_nothing_is_sent() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(200_000, 2);
+    let file = write_clip(dir.path(), "a.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &s3.settings());
+    let size = data.len() as u64;
+    dest.upload(&file, KEY, size, &meta, &MemoryJournal::new())
+        .await
+        .unwrap();
+
+    let (requests, bytes) = (s3.request_count(), s3.bytes_received());
+    let outcome = dest
+        .upload(&file, KEY, size, &meta, &MemoryJournal::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome, UploadOutcome::AlreadyPresent);
+    assert_eq!(s3.request_count() - requests, 1, "only the HeadObject");
+    assert_eq!(s3.bytes_received(), bytes, "no body sent");
+}
+
+#[tokio::test]
+async fn differing_object_is_a_conflict_and_is_not_overwritten() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = content(100_000, 3);
+    let second = content(100_000, 4);
+    let dest = destination(&s3, &s3.settings());
+    let journal = MemoryJournal::new();
+    let f1 = write_clip(dir.path(), "1.mp4", &first);
+    dest.upload(&f1, KEY, 100_000, &meta_for(&first), &journal)
+        .await
+        .unwrap();
+
+    let f2 = write_clip(dir.path(), "2.mp4", &second);
+    let err = dest
+        .upload(&f2, KEY, 100_000, &meta_for(&second), &journal)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::Conflict { .. }), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(s3.object_bytes(KEY).unwrap(), first);
+}
+
+#[tokio::test]
+async fn wrong_checksum_is_rejected_by_the_store_as_permanent() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(50_000, 5);
+    let file = write_clip(dir.path(), "a.mp4", &data);
+    let mut meta = meta_for(&data);
+    meta.sha256_hex = sha_hex(b"something else");
+    let dest = destination(&s3, &s3.settings());
+    let err = dest
+        .upload(&file, KEY, 50_000, &meta, &MemoryJournal::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::ChecksumMismatch(_)), "{err}");
+    assert!(!err.is_transient());
+    // (s3s-fs writes the body before checking the checksum, so unlike S3 it keeps the bytes.)
+}
+
+#[tokio::test]
+async fn multipart_round_trip_is_byte_identical() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(12 * MIB, 6);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &multipart_settings(&s3, 4));
+    let journal = MemoryJournal::new();
+
+    let outcome = dest
+        .upload(&file, KEY, 12 * MIB, &meta, &journal)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
+    assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
+    assert!(
+        journal.multipart().is_none(),
+        "journal cleared after completion"
+    );
+    assert!(s3.list_incomplete_multipart().await.is_empty());
+    let sent = s3.bytes_received();
+    assert!(
+        (12 * MIB..12 * MIB + 64 * 1024).contains(&sent),
+        "sent {sent}"
+    );
+    assert_eq!(
+        dest.verify(KEY, 12 * MIB, &meta.sha256_hex).await.unwrap(),
+        Verification::Verified
+    );
+    // And a second upload of the same clip finds it.
+    let again = dest
+        .upload(&file, KEY, 12 * MIB, &meta, &journal)
+        .await
+        .unwrap();
+    assert_eq!(again, UploadOutcome::AlreadyPresent);
+}
+
+#[tokio::test]
+async fn multipart_resumes_after_the_store_fails_mid_upload() {
+    let s3 = Arc::new(TestS3::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * MIB;
+    let data = content(size, 7);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    let server = s3.clone();
+    // The store starts failing right after the first part is journaled.
+    let journal = HookJournal::new(move |n| {
+        if n == 1 {
+            server.set_failing(Some(503));
+        }
+    });
+
+    let err = dest
+        .upload(&file, KEY, size, &meta, &journal)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let progress = journal.multipart().expect("upload id kept for resume");
+    assert_eq!(progress.parts.len(), 1);
+    assert_eq!(
+        s3.list_incomplete_multipart().await,
+        vec![progress.upload_id.clone()]
+    );
+
+    s3.set_failing(None);
+    let before = s3.bytes_received();
+    let outcome = dest
+        .upload(&file, KEY, size, &meta, &journal)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
+    let resent = s3.bytes_received() - before;
+    assert!(
+        (7 * MIB..7 * MIB + 64 * 1024).contains(&resent),
+        "resume sent {resent} bytes, expected only parts 2 and 3 (7 MiB)"
+    );
+    assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
+    assert!(journal.multipart().is_none());
+    assert!(s3.list_incomplete_multipart().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_resumes_after_the_uploading_task_is_killed() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 17 * MIB;
+    let data = content(size, 8);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = Arc::new(destination(&s3, &multipart_settings(&s3, 1)));
+    let first_part = Arc::new(tokio::sync::Notify::new());
+    let notify = first_part.clone();
+    let journal = Arc::new(HookJournal::new(move |_| notify.notify_one()));
+
+    let task = tokio::spawn({
+        let (dest, journal, file, meta) =
+            (dest.clone(), journal.clone(), file.clone(), meta.clone());
+        async move { dest.upload(&file, KEY, size, &meta, journal.as_ref()).await }
+    });
+    first_part.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    let journaled = journal.journaled_bytes();
+    assert!(journaled >= 5 * MIB, "at least one part journaled");
+    assert!(s3.object_bytes(KEY).is_none());
+
+    let before = s3.bytes_received();
+    let outcome = dest
+        .upload(&file, KEY, size, &meta, journal.as_ref())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
+    let resent = s3.bytes_received() - before;
+    assert!(
+        resent <= size - journaled + 64 * 1024,
+        "resume sent {resent} bytes; {journaled} of {size} were already journaled"
+    );
+    assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
+    assert!(s3.list_incomplete_multipart().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_changed_file_does_not_reuse_journaled_parts() {
+    let s3 = Arc::new(TestS3::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * MIB;
+    let original = content(size, 9);
+    let file = write_clip(dir.path(), "big.mp4", &original);
+    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    let server = s3.clone();
+    let journal = HookJournal::new(move |n| {
+        if n == 1 {
+            server.set_failing(Some(500));
+        }
+    });
+    let err = dest
+        .upload(&file, KEY, size, &meta_for(&original), &journal)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    s3.set_failing(None);
+
+    // The spool file is replaced (same size, new content): part 1 must be sent again.
+    let replaced = content(size, 10);
+    std::fs::write(&file, &replaced).unwrap();
+    let before = s3.bytes_received();
+    dest.upload(&file, KEY, size, &meta_for(&replaced), &journal)
+        .await
+        .unwrap();
+    assert!(s3.bytes_received() - before >= size);
+    assert!(
+        s3.object_bytes(KEY).unwrap() == replaced,
+        "stored bytes differ"
+    );
+}
+
+#[tokio::test]
+async fn verify_reports_missing_and_mismatches() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(10_000, 11);
+    let file = write_clip(dir.path(), "a.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &s3.settings());
+    assert_eq!(
+        dest.verify(KEY, 10_000, &meta.sha256_hex).await.unwrap(),
+        Verification::Missing
+    );
+    dest.upload(&file, KEY, 10_000, &meta, &MemoryJournal::new())
+        .await
+        .unwrap();
+
+    let other_sha = sha_hex(b"other");
+    match dest.verify(KEY, 10_000, &other_sha).await.unwrap() {
+        Verification::Mismatch(what) => assert!(what.contains("sha256"), "{what}"),
+        v => panic!("expected a mismatch, got {v:?}"),
+    }
+    match dest.verify(KEY, 10_001, &meta.sha256_hex).await.unwrap() {
+        Verification::Mismatch(what) => assert!(what.contains("size"), "{what}"),
+        v => panic!("expected a mismatch, got {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_object_whose_metadata_was_tampered_with_fails_verification() {
+    let s3 = TestS3::start().await;
+    let data = content(10_000, 12);
+    let meta = meta_for(&data);
+    // Someone else's object under our key: same bytes, but a wrong sha256 in metadata.
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(KEY)
+        .body(data.clone().into())
+        .metadata("sha256", sha_hex(b"not it"))
+        .send()
+        .await
+        .unwrap();
+    let dest = destination(&s3, &s3.settings());
+    assert!(matches!(
+        dest.verify(KEY, 10_000, &meta.sha256_hex).await.unwrap(),
+        Verification::Mismatch(_)
+    ));
+}
+
+#[tokio::test]
+async fn store_errors_are_transient_and_config_errors_permanent() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(10_000, 13);
+    let file = write_clip(dir.path(), "a.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &s3.settings());
+    let journal = MemoryJournal::new();
+
+    s3.set_failing(Some(503));
+    let err = dest
+        .upload(&file, KEY, 10_000, &meta, &journal)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        matches!(err, UploadError::Service { status: 503, .. }),
+        "{err}"
+    );
+    let err = dest
+        .verify(KEY, 10_000, &meta.sha256_hex)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    s3.set_failing(None);
+
+    s3.set_refusing(true);
+    let err = dest
+        .upload(&file, KEY, 10_000, &meta, &journal)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::Network { .. }), "{err}");
+    assert!(err.is_transient());
+    s3.set_refusing(false);
+
+    // (s3s-fs creates missing buckets on PutObject, so NoSuchBucket is only unit-tested.)
+    s3.set_failing(Some(403));
+    let err = dest
+        .upload(&file, KEY, 10_000, &meta, &journal)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    s3.set_failing(None);
+
+    let bad_creds = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&s3.endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "AKIAWRONG",
+            "wrong",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    let err = S3Destination::from_client(aws_sdk_s3::Client::from_conf(bad_creds), &s3.settings())
+        .upload(&file, KEY, 10_000, &meta, &journal)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+
+    // After all that, a normal upload still works.
+    dest.upload(&file, KEY, 10_000, &meta, &journal)
+        .await
+        .unwrap();
+    assert_eq!(s3.object_bytes(KEY).unwrap(), data);
+}
+
+#[tokio::test]
+async fn when_required_mode_sends_no_checksums_and_still_round_trips() {
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = s3
+        .client()
+        .config()
+        .to_builder()
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .build();
+    let settings = S3Settings {
+        checksum: ChecksumMode::WhenRequired,
+        ..multipart_settings(&s3, 2)
+    };
+    let dest = S3Destination::from_client(aws_sdk_s3::Client::from_conf(conf), &settings);
+    for (name, size) in [("small.mp4", 1000), ("big.mp4", 11 * MIB)] {
+        let data = content(size, size);
+        let file = write_clip(dir.path(), name, &data);
+        let meta = meta_for(&data);
+        let key = format!("clips/x/{name}");
+        dest.upload(&file, &key, size, &meta, &MemoryJournal::new())
+            .await
+            .unwrap();
+        assert!(s3.object_bytes(&key).unwrap() == data);
+        let head = s3
+            .client()
+            .head_object()
+            .bucket(&s3.bucket)
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.checksum_sha256(), None, "no checksum was sent");
+        assert_eq!(head.checksum_crc32(), None, "no SDK default CRC32 was sent");
+        assert_eq!(
+            dest.verify(&key, size, &meta.sha256_hex).await.unwrap(),
+            Verification::Verified
+        );
+    }
+}
+
+#[tokio::test]
+async fn local_destination_round_trip_and_refuses_escaping_keys() {
+    let root = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let data = content(70_000, 14);
+    let file = write_clip(spool.path(), "a.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = Destination::Local(LocalDestination::new(root.path()));
+    assert_eq!(dest.describe(), format!("dir {}", root.path().display()));
+    let journal = MemoryJournal::new();
+
+    assert_eq!(
+        dest.verify(KEY, 70_000, &meta.sha256_hex).await.unwrap(),
+        Verification::Missing
+    );
+    let outcome = dest
+        .upload(&file, KEY, 70_000, &meta, &journal)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
+    assert_eq!(std::fs::read(root.path().join(KEY)).unwrap(), data);
+    assert_eq!(
+        dest.verify(KEY, 70_000, &meta.sha256_hex).await.unwrap(),
+        Verification::Verified
+    );
+    assert_eq!(
+        dest.upload(&file, KEY, 70_000, &meta, &journal)
+            .await
+            .unwrap(),
+        UploadOutcome::AlreadyPresent
+    );
+    // No temp files left next to the object.
+    let dir_entries = std::fs::read_dir(root.path().join(KEY).parent().unwrap())
+        .unwrap()
+        .count();
+    assert_eq!(dir_entries, 1);
+
+    // A different clip under the same key is a conflict; the stored file is untouched.
+    let other = content(70_000, 15);
+    let other_file = write_clip(spool.path(), "b.mp4", &other);
+    let err = dest
+        .upload(&other_file, KEY, 70_000, &meta_for(&other), &journal)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::Conflict { .. }), "{err}");
+    assert_eq!(std::fs::read(root.path().join(KEY)).unwrap(), data);
+
+    // Tampered content fails verification.
+    std::fs::write(root.path().join(KEY), &other).unwrap();
+    assert!(matches!(
+        dest.verify(KEY, 70_000, &meta.sha256_hex).await.unwrap(),
+        Verification::Mismatch(_)
+    ));
+
+    for bad in [
+        "../escape.mp4",
+        "clips/../../escape.mp4",
+        "/tmp/escape.mp4",
+        "a//b.mp4",
+    ] {
+        let err = dest
+            .upload(&file, bad, 70_000, &meta, &journal)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::InvalidKey(_)), "{bad}: {err}");
+        assert!(!err.is_transient());
+    }
+    assert!(!spool.path().join("escape.mp4").exists());
+    assert!(!root.path().parent().unwrap().join("escape.mp4").exists());
+}
+
+#[tokio::test]
+async fn s3_destination_enum_delegates_and_describes() {
+    let s3 = TestS3::start().await;
+    let settings = S3Settings {
+        prefix: "fleet/".into(),
+        ..s3.settings()
+    };
+    let dest = Destination::S3(destination(&s3, &settings));
+    assert!(dest.describe().starts_with("s3://fleet-video/fleet"));
+    assert_eq!(
+        dest.verify(KEY, 1, &sha_hex(b"x")).await.unwrap(),
+        Verification::Missing
+    );
+    // Aborting an upload that does not exist is not an error.
+    dest.abort_multipart(KEY, "00000000-0000-0000-0000-000000000000")
+        .await
+        .ok();
+}
