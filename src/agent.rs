@@ -68,6 +68,9 @@ pub struct Agent {
     upload_done: Arc<Notify>,
     /// Clips the uploader is working on.
     in_flight: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// In a `--once` run: clips whose upload failed in this run (not retried until the
+    /// next run, so the pass ends).
+    once_failed: Arc<std::sync::Mutex<Option<HashSet<i64>>>>,
 }
 
 /// The state database file inside the state dir.
@@ -91,8 +94,8 @@ impl Agent {
             o.params = c.params;
             o.connect_timeout = c.connect_timeout;
             o.idle_timeout = c.idle_timeout;
-            let client = CameraClient::new(&c.url, o)
-                .map_err(|e| anyhow!("camera {:?}: {e}", c.name))?;
+            let client =
+                CameraClient::new(&c.url, o).map_err(|e| anyhow!("camera {:?}: {e}", c.name))?;
             cameras.push((c.clone(), client));
         }
         Ok(Agent {
@@ -105,6 +108,7 @@ impl Agent {
             upload_wake: Arc::new(Notify::new()),
             upload_done: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
+            once_failed: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -114,6 +118,9 @@ impl Agent {
 
     /// One pass over every configured camera, then stop. Returns each camera's outcome.
     pub async fn run_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
+        if let Ok(mut f) = self.once_failed.lock() {
+            *f = Some(HashSet::new());
+        }
         let stop_uploader = CancellationToken::new();
         let uploader = {
             let me = self.clone();
@@ -153,23 +160,21 @@ impl Agent {
         let mut present: Option<String> = None;
         while !self.shutdown.is_cancelled() {
             let outcome = self.pass(i).await;
-            match (&outcome, &present) {
-                (PassOutcome::Away, Some(imei)) => {
-                    info!(camera = %name, imei = %imei, "camera went away");
-                    present = None;
+            let now_here = match &outcome {
+                PassOutcome::Away => None,
+                PassOutcome::Done { imei, .. } => Some(imei.clone()),
+                PassOutcome::Failed { imei, .. } => imei.clone(),
+            };
+            if now_here != present {
+                match (&present, &now_here) {
+                    (Some(old), _) => info!(camera = %name, imei = %old, "camera went away"),
+                    (None, Some(new)) => info!(camera = %name, imei = %new, "camera appeared"),
+                    _ => {}
                 }
-                (PassOutcome::Done { imei, .. }, _)
-                | (
-                    PassOutcome::Failed {
-                        imei: Some(imei), ..
-                    },
-                    _,
-                ) => {
-                    if present.as_deref() != Some(imei.as_str()) {
-                        present = Some(imei.clone());
-                    }
+                if let (Some(_), Some(new)) = (&present, &now_here) {
+                    info!(camera = %name, imei = %new, "camera appeared");
                 }
-                _ => {}
+                present = now_here;
             }
             if let PassOutcome::Failed { error, .. } = &outcome {
                 warn!(camera = %name, "pass failed: {error}");
@@ -210,7 +215,7 @@ impl Agent {
             .await
             .map(|cs| cs.iter().any(|c| c.imei == imei))
             .unwrap_or(false);
-        info!(
+        debug!(
             camera = %cam.name,
             imei = %imei,
             device = info.device_name.as_deref().unwrap_or("?"),
@@ -322,18 +327,28 @@ impl Agent {
         if sync.clips == ClipSelection::Events && !name.is_event() {
             l.skip = Some("loop recording (sync.clips = \"events\")".into());
         } else if !sync.event_types.is_empty()
-            && !sync.event_types.iter().any(|t| t.eq_ignore_ascii_case(&code))
+            && !sync
+                .event_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(&code))
         {
             l.skip = Some(format!("event {code} not in sync.event_types"));
         } else if (sync.camera_type == "_1." && name.camera() != 1)
             || (sync.camera_type == "_2." && name.camera() != 2)
         {
-            l.skip = Some(format!("camera not selected by sync.camera_type {:?}", sync.camera_type));
+            l.skip = Some(format!(
+                "camera not selected by sync.camera_type {:?}",
+                sync.camera_type
+            ));
         }
         l
     }
 
-    async fn list_page(&self, client: &CameraClient, offset: u32) -> Result<Vec<FileEntry>, CameraError> {
+    async fn list_page(
+        &self,
+        client: &CameraClient,
+        offset: u32,
+    ) -> Result<Vec<FileEntry>, CameraError> {
         let q = ListQuery {
             count: Some(self.cfg.sync.page_size),
             offset: Some(offset),
@@ -379,7 +394,10 @@ impl Agent {
                     }
                     let l = self.classify(e);
                     if l.refuse.is_none() {
-                        times.entry(l.camera).or_default().push(l.recorded_at.clone());
+                        times
+                            .entry(l.camera)
+                            .or_default()
+                            .push(l.recorded_at.clone());
                     }
                     listed.push(l);
                 }
@@ -393,7 +411,9 @@ impl Agent {
                 self.store.reconcile_page(imei, listed, finished).await?;
                 total += n;
                 if total > MAX_LISTING {
-                    return Err(anyhow!("listing has more than {MAX_LISTING} entries: giving up"));
+                    return Err(anyhow!(
+                        "listing has more than {MAX_LISTING} entries: giving up"
+                    ));
                 }
                 if n < page_size || (round == 1 && fresh == 0) {
                     break;
@@ -448,12 +468,11 @@ impl Agent {
             }
         }
         let floor = self.cfg.spool.min_free_bytes;
-        if floor > 0 {
-            if let Ok(free) = fs4::available_space(&self.spool) {
-                if free < floor {
-                    return Ok(false);
-                }
-            }
+        if floor > 0
+            && let Ok(free) = fs4::available_space(&self.spool)
+            && free < floor
+        {
+            return Ok(false);
         }
         Ok(true)
     }
@@ -474,8 +493,14 @@ impl Agent {
                 break;
             }
             if running.len() < conc && camera_gone.is_none() {
-                let next = self.store.next_downloads(imei, conc * 2 + tried.len()).await?;
-                let next: Vec<Clip> = next.into_iter().filter(|c| !tried.contains(&c.id)).collect();
+                let next = self
+                    .store
+                    .next_downloads(imei, conc * 2 + tried.len())
+                    .await?;
+                let next: Vec<Clip> = next
+                    .into_iter()
+                    .filter(|c| !tried.contains(&c.id))
+                    .collect();
                 if let Some(c) = next.into_iter().next() {
                     if !self.spool_has_room().await? {
                         if running.is_empty() && !self.uploads_pending().await? {
@@ -519,7 +544,12 @@ impl Agent {
 
     /// Downloads one clip. `Err` only when the camera is gone (the pass should end);
     /// every other failure is recorded on the clip.
-    async fn download_one(self: &Arc<Self>, client: &CameraClient, c: Clip, _device: &str) -> Result<(), String> {
+    async fn download_one(
+        self: &Arc<Self>,
+        client: &CameraClient,
+        c: Clip,
+        _device: &str,
+    ) -> Result<(), String> {
         let name = match ClipName::parse(&c.name)
             .and_then(|n| clip::check_camera_path(&c.path, &n).map(|_| n))
             .and_then(|n| clip::check_imei(&c.imei).map(|_| n))
@@ -532,7 +562,11 @@ impl Agent {
         };
         let moved = self
             .store
-            .transition(c.id, &[state::QUEUED, state::FAILED, state::DOWNLOADING], state::DOWNLOADING)
+            .transition(
+                c.id,
+                &[state::QUEUED, state::FAILED, state::DOWNLOADING],
+                state::DOWNLOADING,
+            )
             .await;
         if !matches!(moved, Ok(true)) {
             return Ok(());
@@ -541,16 +575,26 @@ impl Agent {
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
             let _ = self
                 .store
-                .failed(c.id, stage::DOWNLOAD, format!("cannot create {}: {e}", dir.display()), self.retry_secs(&c))
+                .failed(
+                    c.id,
+                    stage::DOWNLOAD,
+                    format!("cannot create {}: {e}", dir.display()),
+                    self.retry_secs(&c),
+                )
                 .await;
             return Ok(());
         }
         let part = self.part_path(&c.imei, name.as_str());
         let fin = self.file_path(&c.imei, name.as_str());
         // A kill between rename and the state update leaves the whole file in place.
-        if tokio::fs::metadata(&fin).await.is_ok_and(|m| m.len() == c.size) {
+        if tokio::fs::metadata(&fin)
+            .await
+            .is_ok_and(|m| m.len() == c.size)
+        {
             let f2 = fin.clone();
-            if let Ok(Ok(sha)) = tokio::task::spawn_blocking(move || download::sha256_file(&f2)).await {
+            if let Ok(Ok(sha)) =
+                tokio::task::spawn_blocking(move || download::sha256_file(&f2)).await
+            {
                 let _ = self.store.downloaded(c.id, sha).await;
                 self.upload_wake.notify_one();
                 return Ok(());
@@ -610,7 +654,10 @@ impl Agent {
                 Ok(())
             }
             Err(e) => {
-                if matches!(e, DownloadError::TooLong { .. } | DownloadError::SizeMismatch { .. }) {
+                if matches!(
+                    e,
+                    DownloadError::TooLong { .. } | DownloadError::SizeMismatch { .. }
+                ) {
                     // What is on disk cannot be trusted as a prefix of the clip.
                     let _ = tokio::fs::remove_file(&part).await;
                 }
@@ -621,8 +668,10 @@ impl Agent {
                     return Err(msg);
                 }
                 warn!(imei = %c.imei, clip = %c.name, "download failed: {msg}");
-                let retry = if e.is_transient() { 5 } else { self.retry_secs(&c) };
-                let _ = self.store.failed(c.id, stage::DOWNLOAD, msg, retry).await;
+                let _ = self
+                    .store
+                    .failed(c.id, stage::DOWNLOAD, msg, self.retry_secs(&c))
+                    .await;
                 Ok(())
             }
         }
@@ -645,11 +694,25 @@ impl Agent {
             || !self.in_flight_ids().is_empty())
     }
 
+    /// Clips the uploader must not pick now: in flight, or failed in this `--once` run.
     fn in_flight_ids(&self) -> Vec<i64> {
-        self.in_flight
+        let mut ids: Vec<i64> = self
+            .in_flight
             .lock()
             .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(Some(f)) = self.once_failed.lock().as_deref() {
+            ids.extend(f.iter().copied());
+        }
+        ids
+    }
+
+    fn upload_gave_up(&self, id: i64) {
+        if let Ok(mut f) = self.once_failed.lock()
+            && let Some(set) = f.as_mut()
+        {
+            set.insert(id);
+        }
     }
 
     /// Waits until no clip (of `imei`, or of any camera) waits for the uploader.
@@ -658,18 +721,16 @@ impl Agent {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            let pending = match self.store.next_uploads(Vec::new(), usize::MAX).await {
+            let given_up: Vec<i64> = match self.once_failed.lock().as_deref() {
+                Ok(Some(f)) => f.iter().copied().collect(),
+                _ => Vec::new(),
+            };
+            let pending = match self.store.next_uploads(given_up, usize::MAX).await {
                 Ok(p) => p,
                 Err(_) => return,
             };
-            let flying = self.in_flight_ids();
-            let mine = pending
-                .iter()
-                .filter(|c| imei.is_none_or(|i| c.imei == i))
-                .count();
-            let mine_flying = flying.len();
-            if mine == 0 && (imei.is_some() || mine_flying == 0) {
-                // Nothing of ours is waiting; anything in flight shows up in `pending`.
+            // Clips in flight are still in an upload state, so they show up in `pending`.
+            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i)) {
                 return;
             }
             tokio::select! {
@@ -774,7 +835,11 @@ impl Agent {
             // Downloaded without a hash cannot happen; download again to be safe.
             let _ = self
                 .store
-                .transition(c.id, &[state::DOWNLOADED, state::UPLOADING, state::FAILED], state::QUEUED)
+                .transition(
+                    c.id,
+                    &[state::DOWNLOADED, state::UPLOADING, state::FAILED],
+                    state::QUEUED,
+                )
                 .await;
             return;
         };
@@ -786,13 +851,21 @@ impl Agent {
                 warn!(clip = %c.name, "spool file missing: downloading it again");
                 let _ = self
                     .store
-                    .transition(c.id, &[state::DOWNLOADED, state::UPLOADING, state::FAILED], state::QUEUED)
+                    .transition(
+                        c.id,
+                        &[state::DOWNLOADED, state::UPLOADING, state::FAILED],
+                        state::QUEUED,
+                    )
                     .await;
                 return;
             }
             if !matches!(
                 self.store
-                    .transition(c.id, &[state::DOWNLOADED, state::FAILED, state::UPLOADING], state::UPLOADING)
+                    .transition(
+                        c.id,
+                        &[state::DOWNLOADED, state::FAILED, state::UPLOADING],
+                        state::UPLOADING
+                    )
                     .await,
                 Ok(true)
             ) {
@@ -811,11 +884,12 @@ impl Agent {
                 store: self.store.clone(),
                 id: c.id,
             };
-            let result = (|| async { self.dest.upload(&file, &key, c.size, &meta, &journal).await })
-                .retry(upload_backoff())
-                .when(|e: &UploadError| e.is_transient())
-                .notify(|e, d| debug!(clip = %c.name, "upload retry in {d:?}: {e}"))
-                .await;
+            let result =
+                (|| async { self.dest.upload(&file, &key, c.size, &meta, &journal).await })
+                    .retry(upload_backoff())
+                    .when(|e: &UploadError| e.is_transient())
+                    .notify(|e, d| debug!(clip = %c.name, "upload retry in {d:?}: {e}"))
+                    .await;
             match result {
                 Ok(outcome) => {
                     let etag = match outcome {
@@ -832,15 +906,16 @@ impl Agent {
                 }
                 Err(e) => {
                     let transient = e.is_transient();
-                    if !transient {
-                        if let Some(id) = c.upload_id.as_deref() {
-                            let _ = self.dest.abort_multipart(&key, id).await;
-                            let _ = self.store.clear_multipart(c.id);
-                        }
+                    if !transient && let Some(id) = c.upload_id.as_deref() {
+                        let _ = self.dest.abort_multipart(&key, id).await;
+                        let _ = self.store.clear_multipart(c.id);
                     }
                     warn!(imei = %c.imei, clip = %c.name, "upload failed: {e}");
-                    let retry = if transient { 5 } else { self.retry_secs(&c) };
-                    let _ = self.store.failed(c.id, stage::UPLOAD, e.to_string(), retry).await;
+                    self.upload_gave_up(c.id);
+                    let _ = self
+                        .store
+                        .failed(c.id, stage::UPLOAD, e.to_string(), self.retry_secs(&c))
+                        .await;
                     return;
                 }
             }
@@ -875,6 +950,7 @@ impl Agent {
                     Verification::Verified => unreachable!(),
                 };
                 warn!(imei = %c.imei, clip = %c.name, "verification failed: {why}");
+                self.upload_gave_up(c.id);
                 let _ = self
                     .store
                     .call({
@@ -896,6 +972,7 @@ impl Agent {
             Err(e) => {
                 // Stays `uploaded`: verification is retried by the uploader.
                 warn!(clip = %c.name, "verification failed: {e}");
+                self.upload_gave_up(c.id);
                 let _ = self
                     .store
                     .call({
@@ -926,14 +1003,18 @@ impl Agent {
             return Ok(());
         }
         if r.delete_from_camera == DeletePolicy::Never {
-            self.store.retained(clips.iter().map(|c| c.id).collect()).await?;
+            self.store
+                .retained(clips.iter().map(|c| c.id).collect())
+                .await?;
             return Ok(());
         }
         let min_age = r.min_age_on_camera.as_secs() as i64;
         let t = store::now();
         let (old, young): (Vec<Clip>, Vec<Clip>) =
             clips.into_iter().partition(|c| c.first_seen + min_age <= t);
-        self.store.retained(young.iter().map(|c| c.id).collect()).await?;
+        self.store
+            .retained(young.iter().map(|c| c.id).collect())
+            .await?;
         let mut ok = Vec::new();
         for c in old {
             let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
@@ -972,7 +1053,9 @@ impl Agent {
                 .await;
             match res {
                 Ok(()) => {
-                    self.store.deleted(batch.iter().map(|c| c.id).collect()).await?;
+                    self.store
+                        .deleted(batch.iter().map(|c| c.id).collect())
+                        .await?;
                     for c in batch {
                         info!(imei = %imei, clip = %c.name, "deleted from the camera (verified in the bucket)");
                     }
@@ -1012,7 +1095,10 @@ async fn finish_file(part: &Path, fin: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot rename {} into place: {e}", part.display()))?;
     if let Some(dir) = fin.parent() {
         let dir = dir.to_path_buf();
-        let _ = tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all())).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&dir).and_then(|d| d.sync_all())
+        })
+        .await;
     }
     Ok(())
 }

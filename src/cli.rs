@@ -212,7 +212,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -430,18 +433,12 @@ async fn camera_cmd(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
             };
             let bar = progress_bar();
             let bar2 = bar.clone();
-            let done = crate::download::fetch(
-                &client,
-                &path,
-                &out,
-                None,
-                &move |d, t| {
-                    if let Some(t) = t {
-                        bar2.set_length(t);
-                    }
-                    bar2.set_position(d);
-                },
-            )
+            let done = crate::download::fetch(&client, &path, &out, None, &move |d, t| {
+                if let Some(t) = t {
+                    bar2.set_length(t);
+                }
+                bar2.set_position(d);
+            })
             .await;
             bar.finish_and_clear();
             let done = done?;

@@ -92,7 +92,11 @@ impl ClipName {
     }
 
     pub fn camera_label(&self) -> &'static str {
-        if self.camera == 1 { "front" } else { "interior" }
+        if self.camera == 1 {
+            "front"
+        } else {
+            "interior"
+        }
     }
 
     pub fn is_event(&self) -> bool {
@@ -121,8 +125,13 @@ pub fn check_camera_path(path: &str, name: &ClipName) -> Result<(), NameError> {
     if !path.starts_with('/') {
         return Err(bad("not absolute"));
     }
-    if path.chars().any(|c| c.is_control() || c == '\\' || c == '%') {
-        return Err(bad("contains control characters, backslashes or percent-encoding"));
+    if path
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c == '%')
+    {
+        return Err(bad(
+            "contains control characters, backslashes or percent-encoding",
+        ));
     }
     let segs: Vec<&str> = path[1..].split('/').collect();
     if segs.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {

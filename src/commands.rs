@@ -50,24 +50,28 @@ pub fn init_logging(cfg: &Config) {
     };
 }
 
+/// S3 settings from the `[s3]` section.
+pub fn s3_settings(s3: &crate::config::S3Config) -> S3Settings {
+    S3Settings {
+        bucket: s3.bucket.clone(),
+        prefix: s3.prefix.clone(),
+        region: s3.region.clone().unwrap_or_default(),
+        endpoint: s3.endpoint.clone(),
+        force_path_style: s3.force_path_style,
+        multipart_threshold: s3.multipart_threshold,
+        part_size: s3.part_size,
+        part_concurrency: s3.part_concurrency,
+        checksum: match s3.checksum {
+            ChecksumMode::Sha256 => upload::ChecksumMode::Sha256,
+            ChecksumMode::WhenRequired => upload::ChecksumMode::WhenRequired,
+        },
+    }
+}
+
 /// The destination the config names.
 pub async fn destination(cfg: &Config) -> Result<Destination> {
     if let Some(s3) = &cfg.s3 {
-        let settings = S3Settings {
-            bucket: s3.bucket.clone(),
-            prefix: s3.prefix.clone(),
-            region: s3.region.clone().unwrap_or_default(),
-            endpoint: s3.endpoint.clone(),
-            force_path_style: s3.force_path_style,
-            multipart_threshold: s3.multipart_threshold,
-            part_size: s3.part_size,
-            part_concurrency: s3.part_concurrency,
-            checksum: match s3.checksum {
-                ChecksumMode::Sha256 => upload::ChecksumMode::Sha256,
-                ChecksumMode::WhenRequired => upload::ChecksumMode::WhenRequired,
-            },
-        };
-        return Ok(Destination::S3(S3Destination::new(&settings).await?));
+        return Ok(Destination::S3(S3Destination::new(&s3_settings(s3)).await?));
     }
     match &cfg.local {
         Some(l) => {
@@ -75,7 +79,9 @@ pub async fn destination(cfg: &Config) -> Result<Destination> {
                 .with_context(|| format!("cannot create local destination {}", l.dir.display()))?;
             Ok(Destination::Local(LocalDestination::new(l.dir.clone())))
         }
-        None => Err(crate::cli::usage("no destination configured: add [s3] or [local]")),
+        None => Err(crate::cli::usage(
+            "no destination configured: add [s3] or [local]",
+        )),
     }
 }
 
@@ -143,7 +149,10 @@ pub fn once_exit_code(outcomes: &[(String, PassOutcome)]) -> u8 {
         return 3;
     }
     let all_done = outcomes.iter().all(|(_, o)| {
-        matches!(o, PassOutcome::Away | PassOutcome::Done { remaining: 0, .. })
+        matches!(
+            o,
+            PassOutcome::Away | PassOutcome::Done { remaining: 0, .. }
+        )
     });
     if all_done { 0 } else { 1 }
 }
@@ -214,8 +223,7 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let mut out = Vec::new();
     for cam in store.cameras().await? {
         let counts = store.counts(&cam.imei).await?;
-        let clips: BTreeMap<String, i64> =
-            counts.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
+        let clips: BTreeMap<String, i64> = counts.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
         let bytes_offloaded = counts
             .iter()
             .filter(|(s, _, _)| matches!(s.as_str(), "verified" | "retained" | "deleted"))
@@ -335,8 +343,7 @@ async fn demo(args: DemoArgs) -> Result<u8> {
     );
     let gen_dir = camera_dir.clone();
     let (n, size) = (args.clips, args.size);
-    tokio::task::spawn_blocking(move || crate::sim::generate_clips(&gen_dir, n, size, 7))
-        .await??;
+    tokio::task::spawn_blocking(move || crate::sim::generate_clips(&gen_dir, n, size, 7)).await??;
     let sim = crate::sim::start(crate::sim::SimOptions {
         listen: "127.0.0.1:0".parse()?,
         dir: camera_dir.clone(),

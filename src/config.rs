@@ -403,11 +403,17 @@ impl Config {
         })?;
         let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            let key = key.replace("camera[", "camera[").replace('?', "");
+            let key = key.replace('?', "");
             ConfigError::Invalid {
                 path: path.to_path_buf(),
-                key: if key == "." { "(top level)".into() } else { key },
-                message: e.into_inner().to_string(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                // Only the message: its Display adds "\nin `key`", which the key already says,
+                // and a config error is one line.
+                message: e.into_inner().message().trim().to_string(),
             }
         })?;
         cfg.validate(path)?;
@@ -459,7 +465,10 @@ impl Config {
         match name {
             Some(n) => self.cameras.iter().find(|c| c.name == n).ok_or_else(|| {
                 let names: Vec<&str> = self.cameras.iter().map(|c| c.name.as_str()).collect();
-                format!("no camera named {n:?} in the config (have: {})", names.join(", "))
+                format!(
+                    "no camera named {n:?} in the config (have: {})",
+                    names.join(", ")
+                )
             }),
             None => match self.cameras.as_slice() {
                 [one] => Ok(one),
@@ -488,16 +497,19 @@ impl Config {
                 return Err(bad(&k("name"), "must not be empty".into()));
             }
             if !names.insert(c.name.as_str()) {
-                return Err(bad(&k("name"), format!("duplicate camera name {:?}", c.name)));
+                return Err(bad(
+                    &k("name"),
+                    format!("duplicate camera name {:?}", c.name),
+                ));
             }
             check_http_url(&c.url).map_err(|m| bad(&k("url"), m))?;
-            if let Some(id) = &c.client_id {
-                if id.trim().is_empty() || id.chars().any(|ch| ch.is_control()) {
-                    return Err(bad(
-                        &k("client_id"),
-                        "must be a non-empty printable string".into(),
-                    ));
-                }
+            if let Some(id) = &c.client_id
+                && (id.trim().is_empty() || id.chars().any(|ch| ch.is_control()))
+            {
+                return Err(bad(
+                    &k("client_id"),
+                    "must be a non-empty printable string".into(),
+                ));
             }
             if c.connect_timeout.is_zero() || c.idle_timeout.is_zero() {
                 return Err(bad(
@@ -508,7 +520,10 @@ impl Config {
         }
         let s = &self.sync;
         if s.poll_interval.is_zero() {
-            return Err(bad("sync.poll_interval", "must be greater than zero".into()));
+            return Err(bad(
+                "sync.poll_interval",
+                "must be greater than zero".into(),
+            ));
         }
         if !(1..=1000).contains(&s.page_size) {
             return Err(bad(
@@ -544,7 +559,10 @@ impl Config {
             ));
         }
         if s.upload_concurrency == 0 || s.upload_concurrency > 64 {
-            return Err(bad("sync.upload_concurrency", "must be between 1 and 64".into()));
+            return Err(bad(
+                "sync.upload_concurrency",
+                "must be between 1 and 64".into(),
+            ));
         }
         if s.max_attempts == 0 {
             return Err(bad("sync.max_attempts", "must be at least 1".into()));
@@ -567,7 +585,10 @@ impl Config {
         }
         if let Some(s3) = &self.s3 {
             if s3.bucket.trim().is_empty() {
-                return Err(bad("s3.bucket", "missing: name the bucket to upload to".into()));
+                return Err(bad(
+                    "s3.bucket",
+                    "missing: name the bucket to upload to".into(),
+                ));
             }
             if s3.bucket.contains('/') || s3.bucket.chars().any(char::is_whitespace) {
                 return Err(bad(
@@ -592,7 +613,10 @@ impl Config {
                 ));
             }
             if s3.part_concurrency == 0 || s3.part_concurrency > 64 {
-                return Err(bad("s3.part_concurrency", "must be between 1 and 64".into()));
+                return Err(bad(
+                    "s3.part_concurrency",
+                    "must be between 1 and 64".into(),
+                ));
             }
         }
         if let Some(l) = &self.local {
@@ -645,9 +669,7 @@ fn check_prefix(p: &str) -> Result<(), String> {
             break;
         }
         if seg.is_empty() || seg == "." || seg == ".." {
-            return Err(format!(
-                "{p:?} has an empty, \".\" or \"..\" path segment"
-            ));
+            return Err(format!("{p:?} has an empty, \".\" or \"..\" path segment"));
         }
         if seg.chars().any(|c| c.is_control() || c == '\\') {
             return Err(format!("{p:?} has control characters or backslashes"));
@@ -670,7 +692,8 @@ impl fmt::Display for ParamStyle {
 mod tests {
     use super::*;
 
-    const MIN: &str = "[[camera]]\nname = \"t\"\nurl = \"http://127.0.0.1:2345\"\n[s3]\nbucket = \"b\"\n";
+    const MIN: &str =
+        "[[camera]]\nname = \"t\"\nurl = \"http://127.0.0.1:2345\"\n[s3]\nbucket = \"b\"\n";
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("test.toml"))
@@ -705,7 +728,10 @@ mod tests {
     fn bad_duration_names_key() {
         let e = parse(&format!("{MIN}[sync]\npoll_interval = \"soon\"\n")).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("sync.poll_interval") && m.contains("invalid duration"), "{m}");
+        assert!(
+            m.contains("sync.poll_interval") && m.contains("invalid duration"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -716,14 +742,17 @@ mod tests {
 
     #[test]
     fn missing_bucket_is_named() {
-        let e = parse("[[camera]]\nname=\"a\"\nurl=\"http://h\"\n[s3]\nprefix=\"p\"\n").unwrap_err();
+        let e =
+            parse("[[camera]]\nname=\"a\"\nurl=\"http://h\"\n[s3]\nprefix=\"p\"\n").unwrap_err();
         assert!(e.to_string().contains("s3.bucket"), "{e}");
     }
 
     #[test]
     fn prefix_with_dotdot_is_refused() {
-        let e = parse("[[camera]]\nname=\"a\"\nurl=\"http://h\"\n[s3]\nbucket=\"b\"\nprefix=\"a/../b\"\n")
-            .unwrap_err();
+        let e = parse(
+            "[[camera]]\nname=\"a\"\nurl=\"http://h\"\n[s3]\nbucket=\"b\"\nprefix=\"a/../b\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("s3.prefix"), "{e}");
     }
 }

@@ -116,13 +116,13 @@ pub async fn fetch(
         have = 0;
         restarted = true;
     }
-    if let (Some(listed), Some(total)) = (expected, dl.total) {
-        if total != listed {
-            return Err(DownloadError::SizeMismatch {
-                listed,
-                actual: total,
-            });
-        }
+    if let (Some(listed), Some(total)) = (expected, dl.total)
+        && total != listed
+    {
+        return Err(DownloadError::SizeMismatch {
+            listed,
+            actual: total,
+        });
     }
     let total = expected.or(dl.total);
     let resumed_from = have;
@@ -152,13 +152,13 @@ pub async fn fetch(
     // Whatever happened, what was written stays on disk for the next attempt.
     f.flush().await.map_err(io_err(file))?;
     result?;
-    if let Some(t) = total {
-        if have < t {
-            return Err(DownloadError::Short {
-                got: have,
-                expected: t,
-            });
-        }
+    if let Some(t) = total
+        && have < t
+    {
+        return Err(DownloadError::Short {
+            got: have,
+            expected: t,
+        });
     }
     f.sync_all().await.map_err(io_err(file))?;
     Ok(Fetched {

@@ -14,8 +14,8 @@
 pub mod agent;
 pub mod camera;
 pub mod cli;
-pub mod commands;
 pub mod clip;
+pub mod commands;
 pub mod config;
 pub mod download;
 pub mod sim;

@@ -199,6 +199,9 @@ pub struct Listed {
     pub refuse: Option<String>,
 }
 
+/// A persisted multipart part: (number, ETag, SHA-256 base64, size).
+pub type PartRow = (i32, String, String, u64);
+
 /// Device info kept per IMEI.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CameraRow {
@@ -361,6 +364,28 @@ impl Store {
                             params![id, l.size as i64, state::SEEN, t],
                         )?;
                     }
+                    Some((id, size, st, _))
+                        if st == state::SKIPPED && l.skip.is_none() && l.refuse.is_none() =>
+                    {
+                        // The selection changed: offload it after all.
+                        let same = size == l.size as i64;
+                        let to = if same || finished { state::QUEUED } else { state::SEEN };
+                        tx.execute(
+                            "UPDATE clips SET size = ?2, state = ?3, reason = NULL, last_seen = ?4,
+                                on_camera = 1 WHERE id = ?1",
+                            params![id, l.size as i64, to, t],
+                        )?;
+                    }
+                    Some((id, _, st, _))
+                        if (st == state::SEEN || st == state::QUEUED) && l.skip.is_some() =>
+                    {
+                        // The selection changed: no longer wanted.
+                        tx.execute(
+                            "UPDATE clips SET state = ?2, reason = ?3, last_seen = ?4, on_camera = 1
+                             WHERE id = ?1",
+                            params![id, state::SKIPPED, l.skip, t],
+                        )?;
+                    }
                     Some((id, size, st, _)) => {
                         let same = size == l.size as i64;
                         let pre_download = st == state::SEEN || st == state::QUEUED
@@ -498,7 +523,12 @@ impl Store {
     }
 
     /// Moves a clip to `to` if it is in one of `from` (one transaction); false if not.
-    pub async fn transition(&self, id: i64, from: &'static [&'static str], to: &'static str) -> Result<bool> {
+    pub async fn transition(
+        &self,
+        id: i64,
+        from: &'static [&'static str],
+        to: &'static str,
+    ) -> Result<bool> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let ok = set_state(&tx, id, from, to)?;
@@ -659,7 +689,14 @@ impl Store {
     }
 
     /// Persists one finished part.
-    pub fn part_done(&self, id: i64, number: i32, etag: &str, sha256: &str, size: u64) -> Result<()> {
+    pub fn part_done(
+        &self,
+        id: i64,
+        number: i32,
+        etag: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "INSERT OR REPLACE INTO parts (clip_id, number, etag, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -670,7 +707,7 @@ impl Store {
     }
 
     /// The persisted multipart upload of a clip, if any: (upload id, part size, parts).
-    pub fn multipart(&self, id: i64) -> Result<Option<(String, u64, Vec<(i32, String, String, u64)>)>> {
+    pub fn multipart(&self, id: i64) -> Result<Option<(String, u64, Vec<PartRow>)>> {
         self.with(|c| {
             let head: Option<(Option<String>, Option<i64>)> = c
                 .query_row(
@@ -690,7 +727,11 @@ impl Store {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(Some((upload_id, part_size.unwrap_or(0).max(0) as u64, parts)))
+            Ok(Some((
+                upload_id,
+                part_size.unwrap_or(0).max(0) as u64,
+                parts,
+            )))
         })
     }
 
@@ -699,7 +740,10 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM parts WHERE clip_id = ?1", params![id])?;
-            tx.execute("UPDATE clips SET upload_id = NULL, part_size = NULL WHERE id = ?1", params![id])?;
+            tx.execute(
+                "UPDATE clips SET upload_id = NULL, part_size = NULL WHERE id = ?1",
+                params![id],
+            )?;
             tx.commit()?;
             Ok(())
         })
@@ -729,7 +773,9 @@ impl Store {
 
 fn set_state(tx: &Transaction<'_>, id: i64, from: &[&str], to: &str) -> Result<bool> {
     let cur: Option<String> = tx
-        .query_row("SELECT state FROM clips WHERE id = ?1", params![id], |r| r.get(0))
+        .query_row("SELECT state FROM clips WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })
         .optional()?;
     match cur {
         Some(s) if from.contains(&s.as_str()) => {
@@ -764,11 +810,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("state.db")).unwrap();
         let none = std::collections::HashSet::new();
-        s.reconcile_page("1", vec![listed("/v/a.mp4", 10)], none.clone()).await.unwrap();
+        s.reconcile_page("1", vec![listed("/v/a.mp4", 10)], none.clone())
+            .await
+            .unwrap();
         assert!(s.next_downloads("1", 10).await.unwrap().is_empty());
-        s.reconcile_page("1", vec![listed("/v/a.mp4", 20)], none.clone()).await.unwrap();
+        s.reconcile_page("1", vec![listed("/v/a.mp4", 20)], none.clone())
+            .await
+            .unwrap();
         assert!(s.next_downloads("1", 10).await.unwrap().is_empty());
-        s.reconcile_page("1", vec![listed("/v/a.mp4", 20)], none.clone()).await.unwrap();
+        s.reconcile_page("1", vec![listed("/v/a.mp4", 20)], none.clone())
+            .await
+            .unwrap();
         let q = s.next_downloads("1", 10).await.unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].size, 20);
@@ -780,11 +832,17 @@ mod tests {
         let s = Store::open(&d.path().join("state.db")).unwrap();
         let stable: std::collections::HashSet<String> =
             ["/v/a.mp4".to_string(), "/v/b.mp4".to_string()].into();
-        s.reconcile_page("1", vec![listed("/v/a.mp4", 1), listed("/v/b.mp4", 1)], stable)
+        s.reconcile_page(
+            "1",
+            vec![listed("/v/a.mp4", 1), listed("/v/b.mp4", 1)],
+            stable,
+        )
+        .await
+        .unwrap();
+        let b = s.next_downloads("1", 10).await.unwrap()[1].clone();
+        s.transition(b.id, &[state::QUEUED], state::DOWNLOADING)
             .await
             .unwrap();
-        let b = s.next_downloads("1", 10).await.unwrap()[1].clone();
-        s.transition(b.id, &[state::QUEUED], state::DOWNLOADING).await.unwrap();
         s.downloaded(b.id, "00".into()).await.unwrap();
         let lost = s.mark_missing("1", Default::default()).await.unwrap();
         assert_eq!(lost.len(), 1);
@@ -797,7 +855,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("state.db")).unwrap();
         let stable: std::collections::HashSet<String> = ["/v/a.mp4".to_string()].into();
-        s.reconcile_page("1", vec![listed("/v/a.mp4", 1)], stable).await.unwrap();
+        s.reconcile_page("1", vec![listed("/v/a.mp4", 1)], stable)
+            .await
+            .unwrap();
         let a = s.next_downloads("1", 1).await.unwrap()[0].clone();
         s.deleted(vec![a.id]).await.unwrap();
         assert_eq!(s.clip(a.id).await.unwrap().state, state::QUEUED);
@@ -809,7 +869,9 @@ mod tests {
         let p = d.path().join("state.db");
         drop(Store::open(&p).unwrap());
         let s = Store::open(&p).unwrap();
-        let v: i64 = s.with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).unwrap();
+        let v: i64 = s
+            .with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
     }
 
@@ -817,7 +879,11 @@ mod tests {
     fn garbage_file_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("state.db");
-        std::fs::write(&p, b"this is not a database, it is a text file of some length....").unwrap();
+        std::fs::write(
+            &p,
+            b"this is not a database, it is a text file of some length....",
+        )
+        .unwrap();
         let e = Store::open(&p).err().unwrap();
         assert!(format!("{e:#}").contains("state.db"), "{e:#}");
     }

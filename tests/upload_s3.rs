@@ -628,3 +628,74 @@ async fn s3_destination_enum_delegates_and_describes() {
         .await
         .ok();
 }
+
+/// `S3Destination::new` uses the standard AWS chain: run it in a child process (this test
+/// binary, re-executed) whose environment is `TestS3::env()`, as the agent would be.
+#[tokio::test]
+async fn standard_credential_chain_from_the_environment() {
+    const CHILD: &str = "QUCAM_UPLOAD_TEST_CHILD_ENDPOINT";
+    const NAME: &str = "standard_credential_chain_from_the_environment";
+    if let Ok(endpoint) = std::env::var(CHILD) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(4_000, 16);
+        let file = write_clip(dir.path(), "a.mp4", &data);
+        let meta = meta_for(&data);
+        for (key, checksum) in [
+            ("env/sha256.mp4", ChecksumMode::Sha256),
+            ("env/when-required.mp4", ChecksumMode::WhenRequired),
+        ] {
+            let settings = S3Settings {
+                bucket: common::s3::TEST_BUCKET.into(),
+                region: String::new(), // from AWS_REGION
+                endpoint: Some(endpoint.clone()),
+                force_path_style: true,
+                checksum,
+                ..S3Settings::default()
+            };
+            let dest = S3Destination::new(&settings).await.unwrap();
+            dest.upload(&file, key, 4_000, &meta, &MemoryJournal::new())
+                .await
+                .unwrap();
+            assert_eq!(
+                dest.verify(key, 4_000, &meta.sha256_hex).await.unwrap(),
+                Verification::Verified
+            );
+        }
+        return;
+    }
+
+    let s3 = TestS3::start().await;
+    let status = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture"])
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent/qucam-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/qucam-test")
+        .envs(s3.env())
+        .env(CHILD, &s3.endpoint)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "child upload failed: {status}");
+    let data = content(4_000, 16);
+    for key in ["env/sha256.mp4", "env/when-required.mp4"] {
+        assert_eq!(s3.object_bytes(key).unwrap(), data, "{key}");
+    }
+    let head = |key: &'static str| {
+        s3.client()
+            .head_object()
+            .bucket(&s3.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+    };
+    assert!(
+        head("env/sha256.mp4")
+            .await
+            .unwrap()
+            .checksum_sha256()
+            .is_some()
+    );
+    let plain = head("env/when-required.mp4").await.unwrap();
+    assert_eq!(plain.checksum_sha256(), None);
+    assert_eq!(plain.checksum_crc32(), None);
+}

@@ -68,10 +68,7 @@ impl CameraError {
 
     /// The camera could not be reached at all (as opposed to answering badly).
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            CameraError::Unreachable(_) | CameraError::Timeout(_)
-        )
+        matches!(self, CameraError::Unreachable(_) | CameraError::Timeout(_))
     }
 }
 
@@ -313,12 +310,20 @@ impl CameraClient {
             .map_err(|_| CameraError::Timeout("request took too long".into()))?
     }
 
-    async fn get_api(&self, path: &str, query: &[(&str, String)]) -> Result<reply::Data, CameraError> {
+    async fn get_api(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<reply::Data, CameraError> {
         let req = self.http.get(self.endpoint(path)).query(query);
         reply::decode_envelope(&self.send(req).await?)
     }
 
-    async fn post_api(&self, path: &str, params: &[(&str, String)]) -> Result<reply::Data, CameraError> {
+    async fn post_api(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<reply::Data, CameraError> {
         let url = self.endpoint(path);
         let req = match self.opts.params {
             ParamStyle::Form => self.http.post(url).form(params),
@@ -382,7 +387,10 @@ impl CameraClient {
         // Some firmware answers errors in the JSON envelope even here.
         if body.first() == Some(&b'{') {
             reply::decode_envelope(&body)?;
-            return Err(reply::malformed("thumbnail reply is JSON, not an image", &body));
+            return Err(reply::malformed(
+                "thumbnail reply is JSON, not an image",
+                &body,
+            ));
         }
         Ok(Bytes::from(body))
     }
@@ -491,7 +499,10 @@ impl CameraClient {
                 }
                 .to_string(),
             ),
-            ("calibration", if successful { "1" } else { "0" }.to_string()),
+            (
+                "calibration",
+                if successful { "1" } else { "0" }.to_string(),
+            ),
         ];
         match (kind, adas) {
             (CalibrationKind::Adas, Some(x)) => params.push(("adasExtrinsicParams", x.to_wire())),
@@ -564,7 +575,10 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
     }
@@ -575,7 +589,14 @@ mod tests {
         let u = c.file_url("/storage/sd card/a#b?.mp4").unwrap();
         assert_eq!(u.path(), "/storage/sd%20card/a%23b%3F.mp4");
         assert!(u.query().is_none());
-        for bad in ["relative/a.mp4", "/a/../b.mp4", "/a//b.mp4", "/a/./b", "/a\\b", "/a/\0"] {
+        for bad in [
+            "relative/a.mp4",
+            "/a/../b.mp4",
+            "/a//b.mp4",
+            "/a/./b",
+            "/a\\b",
+            "/a/\0",
+        ] {
             assert!(c.file_url(bad).is_err(), "{bad:?}");
         }
     }

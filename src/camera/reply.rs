@@ -72,10 +72,10 @@ pub fn decode_envelope(body: &[u8]) -> Result<Data, CameraError> {
 /// A string `data` holding JSON becomes JSON; anything else stays a message.
 fn decode_string_data(s: &str) -> Data {
     let t = s.trim();
-    if t.starts_with('[') || t.starts_with('{') {
-        if let Ok(v) = serde_json::from_str::<Value>(t) {
-            return Data::Json(v);
-        }
+    if (t.starts_with('[') || t.starts_with('{'))
+        && let Ok(v) = serde_json::from_str::<Value>(t)
+    {
+        return Data::Json(v);
     }
     Data::Text(s.to_string())
 }
@@ -347,10 +347,17 @@ impl AdasExtrinsics {
         let vals: Vec<f64> = s
             .trim()
             .split('|')
-            .map(|p| p.trim().parse::<f64>().map_err(|_| format!("{p:?} is not a number")))
+            .map(|p| {
+                p.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{p:?} is not a number"))
+            })
             .collect::<Result<_, _>>()?;
         let [a, b, c, d, e, f, g] = vals.as_slice() else {
-            return Err(format!("expected 7 values joined by '|', got {}", vals.len()));
+            return Err(format!(
+                "expected 7 values joined by '|', got {}",
+                vals.len()
+            ));
         };
         if vals.iter().any(|v| !v.is_finite()) {
             return Err("values must be finite".into());
@@ -424,7 +431,10 @@ mod tests {
 
     #[test]
     fn list_as_string_or_array() {
-        let a = decode_envelope(br#"{"data":[{"name":"n","path":"/p","size":"12"}],"errorCode":200,"isSuccess":true}"#).unwrap();
+        let a = decode_envelope(
+            br#"{"data":[{"name":"n","path":"/p","size":"12"}],"errorCode":200,"isSuccess":true}"#,
+        )
+        .unwrap();
         let b = decode_envelope(br#"{"data":"[{\"name\":\"n\",\"path\":\"/p\",\"size\":12}]","errorCode":"200","isSuccess":true}"#).unwrap();
         let la = decode_file_list(a).unwrap();
         assert_eq!(la, decode_file_list(b).unwrap());

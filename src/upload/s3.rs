@@ -404,7 +404,19 @@ impl S3Destination {
                 self.after_precondition_failed(key, size, &meta.sha256_hex)
                     .await
             }
-            Err(e) => Err(self.fail_upload(key, &session.upload_id, journal, e).await),
+            Err(e) => {
+                // A retried Complete whose first try went through fails (the upload id is
+                // gone): if the object is there and right, the upload did complete.
+                if !e.is_transient()
+                    && let Ok(Some(head)) = self.head(key).await
+                    && compare_head(&head, size, &meta.sha256_hex).is_ok()
+                {
+                    journal.clear_multipart().map_err(UploadError::Journal)?;
+                    let etag = head.e_tag().unwrap_or_default().to_owned();
+                    return Ok(UploadOutcome::Uploaded { etag });
+                }
+                Err(self.fail_upload(key, &session.upload_id, journal, e).await)
+            }
         }
     }
 

@@ -1,1 +1,3 @@
+pub mod fleet;
 pub mod s3;
+pub mod sim;

@@ -1,0 +1,370 @@
+//! Offload scenarios: the agent against a simulated camera and an S3 server on
+//! 127.0.0.1, in-process. Each scenario states what a fleet operator relies on.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::fleet::{Fleet, IMEI, Knobs, clip_path, sha256_hex};
+use qucam_offload::agent::PassOutcome;
+
+fn knobs() -> Knobs {
+    Knobs::default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_clip_arrives_intact_with_metadata_then_leaves_the_camera() {
+    let f = Fleet::start(30, 100_000).await;
+    let events = f.event_clips();
+    assert!(events.len() >= 5, "the generator makes event clips");
+    let out = f.run_once(&knobs()).await;
+    assert_eq!(
+        out,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    for name in &events {
+        f.assert_in_bucket(name);
+        assert!(
+            !f.clip_on_camera(name),
+            "{name} should be deleted after upload"
+        );
+    }
+    // Exactly one object per selected clip, nothing else.
+    let want: BTreeSet<String> = events.iter().map(|n| f.key(n)).collect();
+    let got: BTreeSet<String> = f.bucket_keys().into_iter().collect();
+    assert_eq!(got, want);
+    // Loop recordings stay on the camera, untouched.
+    for name in f.originals.keys().filter(|n| !events.contains(n)) {
+        assert!(f.clip_on_camera(name), "{name} (loop recording) must stay");
+    }
+    // Metadata on the object.
+    let name = &events[0];
+    let head =
+        f.s3.client()
+            .head_object()
+            .bucket("fleet-video")
+            .key(f.key(name))
+            .send()
+            .await
+            .unwrap();
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta.get("imei").map(String::as_str), Some(IMEI));
+    assert_eq!(meta.get("sha256"), Some(&f.originals[name]));
+    assert_eq!(
+        meta.get("event-code").map(String::as_str),
+        Some(&name[16..18])
+    );
+    assert!(meta.get("camera-path").unwrap().ends_with(name.as_str()));
+    assert!(meta.contains_key("event-name") && meta.contains_key("recorded-at"));
+    // Every delete happened to a clip that was already in the bucket.
+    assert_eq!(f.sim.deletes().len(), events.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_happen_only_after_the_object_is_in_the_bucket() {
+    let f = Fleet::start(16, 50_000).await;
+    let root = f.s3.root.join("fleet-video");
+    let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let v2 = violations.clone();
+    f.sim.set_on_delete(move |path| {
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        let key = format!(
+            "dashcam/{IMEI}/{}-{}-{}/{name}",
+            &name[0..4],
+            &name[4..6],
+            &name[6..8]
+        );
+        if !root.join(&key).exists() {
+            v2.lock().unwrap().push(path.to_string());
+        }
+    });
+    f.run_until_done(&knobs(), 2).await;
+    assert!(!f.sim.deletes().is_empty());
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "deleted before upload: {:?}",
+        violations.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_select_events_camera_and_all() {
+    let f = Fleet::start(40, 10_000).await;
+    let k = Knobs {
+        sync: "event_types = [\"_04_\", \"_0A_\", \"_09_\", \"_06_\"]\ncamera_type = \"_2.\""
+            .into(),
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    f.run_until_done(&k, 2).await;
+    let want: BTreeSet<String> = f
+        .originals
+        .keys()
+        .filter(|n| ["04", "0A", "09", "06"].contains(&&n[16..18]) && &n[19..20] == "2")
+        .map(|n| f.key(n))
+        .collect();
+    assert!(!want.is_empty(), "seed gives some matching clips");
+    let got: BTreeSet<String> = f.bucket_keys().into_iter().collect();
+    assert_eq!(got, want);
+    assert!(f.sim.deletes().is_empty(), "delete_from_camera = never");
+
+    // "all" takes the loop recordings too.
+    let k = Knobs {
+        sync: "clips = \"all\"".into(),
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    f.run_until_done(&k, 2).await;
+    assert_eq!(f.bucket_keys().len(), f.originals.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_through_520_clips_and_a_second_pass_moves_nothing() {
+    let f = Fleet::start(520, 1_000).await;
+    let k = Knobs {
+        sync: "clips = \"all\"\nupload_concurrency = 8".into(),
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    f.run_until_done(&k, 2).await;
+    assert_eq!(f.bucket_keys().len(), 520);
+    let offsets: BTreeSet<String> = f
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/device/get_video_files_info")
+        .filter_map(|r| r.query.clone())
+        .collect();
+    let _ = offsets; // params travel in the form body by default
+    let served = f.sim.bytes_served();
+    let received = f.s3.bytes_received();
+    let out = f.run_once(&k).await;
+    assert_eq!(
+        out,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    assert_eq!(f.sim.bytes_served(), served, "second pass downloaded again");
+    assert_eq!(
+        f.s3.bytes_received(),
+        received,
+        "second pass uploaded again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_download_resumes_with_range() {
+    let f = Fleet::start(6, 400_000).await;
+    f.sim.set_faults(|x| {
+        x.drop_after_bytes = Some(150_000);
+        x.drop_downloads = 1;
+    });
+    f.run_until_done(&knobs(), 3).await;
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    let ranged = f
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.range.as_deref() == Some("bytes=150000-"))
+        .count();
+    assert_eq!(
+        ranged, 1,
+        "the interrupted clip resumed from where it broke"
+    );
+    let total: u64 = f.event_clips().len() as u64 * 400_000;
+    assert!(
+        f.sim.bytes_served() < total + 400_000 / 2,
+        "resent too much: {} for {total}",
+        f.sim.bytes_served()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_range_support_a_broken_download_restarts_from_zero() {
+    let f = Fleet::start(6, 300_000).await;
+    f.sim.set_faults(|x| {
+        x.no_range = true;
+        x.drop_after_bytes = Some(100_000);
+        x.drop_downloads = 1;
+    });
+    f.run_until_done(&knobs(), 3).await;
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_camera_is_waited_for() {
+    let f = Fleet::start(10, 20_000).await;
+    f.sim.set_faults(|x| x.busy_listings = 3);
+    f.run_until_done(&knobs(), 1).await;
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_s3_down_nothing_is_deleted_and_the_next_pass_completes() {
+    let f = Fleet::start(10, 50_000).await;
+    f.s3.set_refusing(true);
+    let out = f.run_once(&knobs()).await;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
+    );
+    assert!(f.sim.deletes().is_empty(), "deleted while S3 was down");
+    for n in f.event_clips() {
+        assert!(f.clip_on_camera(&n));
+    }
+    f.s3.set_refusing(false);
+    // Failed uploads wait `retry_after` (1 s in tests) before the next try.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    f.run_until_done(&knobs(), 3).await;
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+        assert!(!f.clip_on_camera(&n));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_s3_failing_503_nothing_is_deleted() {
+    let f = Fleet::start(8, 50_000).await;
+    f.s3.set_failing(Some(503));
+    let out = f.run_once(&knobs()).await;
+    assert!(matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0));
+    assert!(f.sim.deletes().is_empty());
+    assert!(f.bucket_keys().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_clip_is_never_uploaded_truncated() {
+    let f = Fleet::start(6, 30_000).await;
+    // The newest event clip of camera 1 is still being recorded for a few listings.
+    let name = "20991231_235959_04_1.mp4";
+    sim_write(&f, name, 30_000);
+    f.sim
+        .set_faults(|x| x.growing = Some((name.to_string(), 3)));
+    let k = Knobs {
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    // While it grows, a pass leaves it waiting (work remains) and uploads nothing of it.
+    let first = f.run_once(&k).await;
+    assert!(
+        matches!(first, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{first:?}"
+    );
+    assert!(f.s3.object_bytes(&f.key(name)).is_none());
+    f.run_until_done(&k, 6).await;
+    let on_camera = std::fs::read(clip_path(&f.camera_dir, name)).unwrap();
+    assert!(on_camera.len() > 30_000, "the clip did grow");
+    let got = f.s3.object_bytes(&f.key(name)).expect("uploaded");
+    assert_eq!(got.len(), on_camera.len(), "uploaded truncated");
+    assert_eq!(sha256_hex(&got), sha256_hex(&on_camera));
+}
+
+fn sim_write(f: &Fleet, name: &str, size: usize) {
+    let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    qucam_offload::sim::write_clip(&f.camera_dir, name, &bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_listing_writes_nothing_outside_the_spool() {
+    let f = Fleet::start(0, 1).await;
+    let listing = serde_json::json!({
+        "data": [
+            {"name": "../../../evil_04_1.mp4", "path": "/storage/../../../tmp/evil_04_1.mp4", "size": 10},
+            {"name": "20210427_115134_04_1.mp4", "path": "/storage/../../etc/20210427_115134_04_1.mp4", "size": 10},
+            {"name": "20210427_115135_04_1.mp4", "path": "/storage/%2e%2e/20210427_115135_04_1.mp4", "size": 10},
+            {"name": "20210427_115136_04_1.mp4", "path": "\\storage\\20210427_115136_04_1.mp4", "size": 10},
+            {"name": "20210427_115137_04_1.mp4\u{0000}", "path": "/s/20210427_115137_04_1.mp4\u{0000}", "size": 10},
+            {"name": "20210427_115138_04_1.mp4", "path": "/s/20210427_115138_04_1.mp4", "size": -5},
+            {"name": "20210427_115139_04_1.mp4", "path": "/s/20210427_115139_04_1.mp4", "size": 1_000_000_000_000_000i64},
+            {"name": "20210427_115140_04_1.mp4", "path": "/s/20210427_115140_04_1.mp4"},
+            {"path": "/s/x.mp4", "size": 3},
+            {"name": "/etc/passwd", "path": "/etc/passwd", "size": 3},
+            {"name": "20210427_115141_04_1.mp4", "path": "/s/20210427_115141_04_1.mp4", "size": 10},
+            {"name": "20210427_115141_04_1.mp4", "path": "/s/20210427_115141_04_1.mp4", "size": 10}
+        ],
+        "errorCode": 200, "isSuccess": true
+    });
+    f.sim
+        .set_faults(|x| x.listing_override = Some(listing.to_string()));
+    let before = snapshot(f.dir.path().parent().unwrap());
+    let out = f.run_once(&knobs()).await;
+    assert!(matches!(out, PassOutcome::Done { .. }), "{out:?}");
+    let states = f.states();
+    let refused = states.values().filter(|s| *s == "refused").count();
+    assert!(refused >= 9, "hostile entries refused: {states:?}");
+    // Nothing new appeared next to the test's temp dir, nor in /tmp.
+    assert_eq!(snapshot(f.dir.path().parent().unwrap()), before);
+    assert!(!std::path::Path::new("/tmp/evil_04_1.mp4").exists());
+    // Every reason is recorded for status.
+    let c = f.db();
+    let n: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM clips WHERE state = 'refused' AND (reason IS NULL OR reason = '')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+fn snapshot(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("evil") || n.contains("passwd"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_that_vanishes_before_offload_is_counted_lost() {
+    let f = Fleet::start(12, 10_000).await;
+    // Downloads fail (HTTP 500), so nothing is offloaded in the first pass.
+    f.sim
+        .set_faults(|x| x.download_override = Some((500, b"<html>boom</html>".to_vec())));
+    let out = f.run_once(&knobs()).await;
+    assert!(matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0));
+    // The camera overwrites its event clips.
+    let events = f.event_clips();
+    for n in &events {
+        std::fs::remove_file(clip_path(&f.camera_dir, n)).unwrap();
+    }
+    f.sim.set_faults(|x| x.download_override = None);
+    f.run_once(&knobs()).await;
+    let states = f.states();
+    for n in &events {
+        assert_eq!(states[n], "lost", "{n}");
+    }
+    let st = qucam_offload::commands::collect_status(
+        &qucam_offload::store::Store::open(&f.state_dir.join("state.db")).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st[0].lost, events.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_round_trip() {
+    let f = Fleet::start(4, 12 * 1024 * 1024).await;
+    let k = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        ..knobs()
+    };
+    f.run_until_done(&k, 2).await;
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    assert!(f.s3.list_incomplete_multipart().await.is_empty());
+    let _ = sha256_hex(b"");
+}
