@@ -293,7 +293,13 @@ impl Agent {
             priority: 99,
             skip: None,
             refuse: None,
+            too_recent: false,
         };
+        let recent_ms = sync.stable_after.as_millis() as i64;
+        if recent_ms > 0 {
+            let now_ms = store::now() * 1000;
+            l.too_recent = e.date_ms.is_none_or(|d| d > now_ms - recent_ms);
+        }
         let name = match ClipName::parse(&e.name) {
             Ok(n) => n,
             Err(err) => {

@@ -197,6 +197,8 @@ pub struct Listed {
     pub skip: Option<String>,
     /// `Some(reason)`: refused (hostile or unusable entry).
     pub refuse: Option<String>,
+    /// Recorded less than `sync.stable_after` ago: may still be recording.
+    pub too_recent: bool,
 }
 
 /// A persisted multipart part: (number, ETag, SHA-256 base64, size).
@@ -335,7 +337,7 @@ impl Store {
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                     )
                     .optional()?;
-                let finished = stable_now.contains(&l.path);
+                let finished = stable_now.contains(&l.path) && !l.too_recent;
                 match existing {
                     None => {
                         new += 1;
@@ -369,7 +371,11 @@ impl Store {
                     {
                         // The selection changed: offload it after all.
                         let same = size == l.size as i64;
-                        let to = if same || finished { state::QUEUED } else { state::SEEN };
+                        let to = if (same && !l.too_recent) || finished {
+                            state::QUEUED
+                        } else {
+                            state::SEEN
+                        };
                         tx.execute(
                             "UPDATE clips SET size = ?2, state = ?3, reason = NULL, last_seen = ?4,
                                 on_camera = 1 WHERE id = ?1",
@@ -399,7 +405,7 @@ impl Store {
                             )?;
                             continue;
                         }
-                        let promote = st == state::SEEN && (same || finished);
+                        let promote = st == state::SEEN && ((same && !l.too_recent) || finished);
                         tx.execute(
                             "UPDATE clips SET last_seen = ?2, on_camera = 1,
                                 stable_count = CASE WHEN ?3 THEN stable_count + 1 ELSE stable_count END,
@@ -802,6 +808,7 @@ mod tests {
             priority: 0,
             skip: None,
             refuse: None,
+            too_recent: false,
         }
     }
 

@@ -368,3 +368,126 @@ async fn multipart_uploads_round_trip() {
     assert!(f.s3.list_incomplete_multipart().await.is_empty());
     let _ = sha256_hex(b"");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_recorded_just_now_waits_for_stable_after() {
+    let f = Fleet::start(6, 10_000).await;
+    // The simulator dates a clip by its name (as UTC): name one "now".
+    let now = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
+    let fresh = format!("{now}_04_2.mp4");
+    sim_write(&f, &fresh, 10_000);
+    let k = Knobs {
+        sync: "stable_after = \"1h\"".into(),
+        ..knobs()
+    };
+    let out = f.run_once(&k).await;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining: 1, .. }),
+        "{out:?}"
+    );
+    assert!(f.s3.object_bytes(&f.key(&fresh)).is_none());
+    assert!(f.clip_on_camera(&fresh));
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
+    let f = Fleet::start(20, 200_000).await;
+    let a = f.agent(&knobs());
+    // The second agent has its own state dir (another depot machine).
+    let other_state = f.dir.path().join("state-b");
+    let text = f.config_text(&knobs()).replace(
+        &f.state_dir.display().to_string(),
+        &other_state.display().to_string(),
+    );
+    let cfg = qucam_offload::config::Config::parse(&text, std::path::Path::new("b.toml")).unwrap();
+    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let b = std::sync::Arc::new(
+        qucam_offload::agent::Agent::new(
+            cfg,
+            qucam_offload::upload::Destination::S3(
+                qucam_offload::upload::S3Destination::from_client(f.s3.client(), &settings),
+            ),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .unwrap(),
+    );
+    let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
+    for (_, o) in ra.iter().chain(rb.iter()) {
+        assert!(matches!(o, PassOutcome::Done { .. }), "{o:?}");
+    }
+    let want: BTreeSet<String> = f.event_clips().iter().map(|n| f.key(n)).collect();
+    let got: BTreeSet<String> = f.bucket_keys().into_iter().collect();
+    assert_eq!(got, want, "exactly one object per clip");
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    // Whatever the race left, one more pass of each finishes cleanly.
+    assert_eq!(
+        a.run_once().await[0].1,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    assert_eq!(
+        b.run_once().await[0].1,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_vehicle_at_the_same_address_gets_its_own_state() {
+    let f = Fleet::start(10, 10_000).await;
+    let k = Knobs {
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    f.run_until_done(&k, 2).await;
+    // A different truck brings up its hotspot at the same URL.
+    f.sim.set_imei("354000000000002");
+    let out = f.run_once(&k).await;
+    assert_eq!(
+        out,
+        PassOutcome::Done {
+            imei: "354000000000002".into(),
+            remaining: 0
+        }
+    );
+    let c = f.db();
+    let cams: i64 = c
+        .query_row("SELECT COUNT(*) FROM cameras", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(cams, 2);
+    let name = &f.event_clips()[0];
+    let other_key = f.key(name).replace(IMEI, "354000000000002");
+    assert!(f.s3.object_bytes(&other_key).is_some(), "{other_key}");
+    let per_imei: i64 = c
+        .query_row(
+            "SELECT COUNT(DISTINCT imei) FROM clips WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(per_imei, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_error_page_instead_of_json_is_a_clear_failure() {
+    let f = Fleet::start(4, 1_000).await;
+    f.sim.set_faults(|x| {
+        x.device_info_override = Some("<html><body>502 Bad Gateway</body></html>".into())
+    });
+    match f.run_once(&knobs()).await {
+        PassOutcome::Failed { error, .. } => {
+            assert!(error.contains("502 Bad Gateway"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(f.bucket_keys().is_empty());
+}

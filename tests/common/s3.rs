@@ -1,6 +1,6 @@
 //! An in-process S3 server for tests: `s3s-fs` on a temp dir, served with hyper on
-//! 127.0.0.1, behind a fault layer that can answer every request with an error status or drop
-//! connections, and that counts requests and request body bytes.
+//! 127.0.0.1, behind a fault layer that can answer every request with an error status, drop
+//! connections or delay every request, and that counts requests and request body bytes.
 //!
 //! `s3s-fs` quirks the tests rely on or work around:
 //! - objects are plain files `root/bucket/key`; in-progress multipart uploads are
@@ -42,6 +42,8 @@ struct Faults {
     /// 0 = serve normally; otherwise answer every request with this status.
     failing: AtomicU16,
     refusing: AtomicBool,
+    /// 0 = no delay; otherwise every request waits this many milliseconds before it is served.
+    delay_ms: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
 }
@@ -155,6 +157,13 @@ impl TestS3 {
         self.faults.refusing.store(on, Ordering::SeqCst);
     }
 
+    /// While `Some(d)`, every request (including its body) waits `d` before it is served,
+    /// like a slow link; `None` serves at once again. Requests already waiting keep their delay.
+    pub fn set_delay(&self, delay: Option<std::time::Duration>) {
+        let ms = delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.faults.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Requests that reached the fault layer (including failed ones).
     pub fn request_count(&self) -> u64 {
         self.faults.requests.load(Ordering::SeqCst)
@@ -216,6 +225,10 @@ async fn handle(
     faults: Arc<Faults>,
 ) -> Result<Response<s3s::Body>, BoxError> {
     faults.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = faults.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if faults.refusing.load(Ordering::SeqCst) {
         return Err("refusing".into());
     }
