@@ -510,7 +510,11 @@ impl Agent {
                 if let Some(c) = next.into_iter().next() {
                     if !self.spool_has_room().await? {
                         if running.is_empty() && !self.uploads_pending().await? {
-                            warn!(imei = %imei, "spool full (spool.max_bytes or spool.min_free_bytes): downloads paused");
+                            let msg = "downloads paused: the spool is full (spool.max_bytes or spool.min_free_bytes); they resume when uploads free space";
+                            warn!(imei = %imei, "{msg}");
+                            self.store
+                                .set_notice(pause_key(imei), Some(msg.into()))
+                                .await?;
                             break;
                         }
                         tokio::select! {
@@ -543,6 +547,7 @@ impl Agent {
             }
         }
         match camera_gone {
+            Some(e) if e.starts_with(DISK_FULL) => Err(anyhow!("{e}")),
             Some(e) => Err(anyhow!("camera lost during downloads: {e}")),
             None => Ok(()),
         }
@@ -651,6 +656,7 @@ impl Agent {
                     warn!(clip = %c.name, "state database: {e:#}");
                     return Ok(());
                 }
+                let _ = self.store.set_notice(pause_key(&c.imei), None).await;
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 info!(
                     imei = %c.imei, clip = %c.name, size = f.size, resumed_from = f.resumed_from,
@@ -666,6 +672,18 @@ impl Agent {
                 ) {
                     // What is on disk cannot be trusted as a prefix of the clip.
                     let _ = tokio::fs::remove_file(&part).await;
+                }
+                if let DownloadError::Io { source, .. } = &e
+                    && is_disk_full(source)
+                {
+                    // Not the clip's fault either: pause downloads, keep the partial file.
+                    let msg = format!("{DISK_FULL}: {e}; downloads paused until space returns");
+                    warn!(imei = %c.imei, clip = %c.name, "{msg}");
+                    let _ = self
+                        .store
+                        .set_notice(pause_key(&c.imei), Some(msg.clone()))
+                        .await;
+                    return Err(msg);
                 }
                 let gone = matches!(&e, DownloadError::Camera(ce) if ce.is_unreachable());
                 let msg = e.to_string();
@@ -695,9 +713,19 @@ impl Agent {
 
     // ---- upload ------------------------------------------------------------------------
 
+    /// Whether the uploader has work it will still do in this run (in flight, or due).
     async fn uploads_pending(&self) -> Result<bool> {
-        Ok(!self.store.next_uploads(Vec::new(), 1).await?.is_empty()
-            || !self.in_flight_ids().is_empty())
+        let flying = self
+            .in_flight
+            .lock()
+            .map(|s| !s.is_empty())
+            .unwrap_or(false);
+        Ok(flying
+            || !self
+                .store
+                .next_uploads(self.in_flight_ids(), 1)
+                .await?
+                .is_empty())
     }
 
     /// Clips the uploader must not pick now: in flight, or failed in this `--once` run.
@@ -1071,6 +1099,20 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Prefix of the error that ends a pass's downloads when the spool's disk is full.
+const DISK_FULL: &str = "local disk full";
+
+/// The notice key for paused downloads of one camera.
+pub fn pause_key(imei: &str) -> String {
+    format!("downloads-paused:{imei}")
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(28)
 }
 
 fn c_on_camera(c: &Clip) -> bool {

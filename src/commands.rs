@@ -207,6 +207,8 @@ pub struct CameraStatus {
     pub lost: i64,
     pub failures: Vec<Failure>,
     pub uploads_in_flight: Vec<String>,
+    /// Why downloads from this camera are paused (e.g. the spool's disk is full).
+    pub downloads_paused: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -246,7 +248,12 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             .filter(|c| c.state == "uploading" || c.upload_id.is_some())
             .map(|c| c.name.clone())
             .collect();
+        let downloads_paused = store
+            .notice(agent::pause_key(&cam.imei))
+            .await?
+            .map(|(m, _)| m);
         out.push(CameraStatus {
+            downloads_paused,
             lost: clips.get("lost").copied().unwrap_or(0),
             imei: cam.imei,
             name: cam.config_name,
@@ -297,6 +304,9 @@ pub async fn print_status(store: &Store, json: bool) -> Result<()> {
             c.bytes_offloaded as f64 / 1e6,
             c.lost
         );
+        if let Some(p) = &c.downloads_paused {
+            println!("  {p}");
+        }
         if !c.uploads_in_flight.is_empty() {
             println!("  uploads in flight: {}", c.uploads_in_flight.join(", "));
         }

@@ -42,7 +42,7 @@ pub mod stage {
 }
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -96,6 +96,14 @@ const MIGRATIONS: &[&str] = &[
         sha256    TEXT NOT NULL,
         size      INTEGER NOT NULL,
         PRIMARY KEY (clip_id, number)
+    );
+    "#,
+    // 2: notices the agent wants `status` to show (e.g. downloads paused: disk full).
+    r#"
+    CREATE TABLE notices (
+        key      TEXT PRIMARY KEY,
+        message  TEXT NOT NULL,
+        at       INTEGER NOT NULL
     );
     "#,
 ];
@@ -423,8 +431,9 @@ impl Store {
     }
 
     /// After a complete listing: clips of `imei` not in `listed` have left the camera.
-    /// Those not yet safely downloaded are `lost`; the rest are marked off-camera.
-    /// Returns the clips newly marked lost.
+    /// Those not yet safely downloaded are `lost`, verified ones are `deleted` (their
+    /// delete went through unrecorded, or the camera overwrote them); the rest are marked
+    /// off-camera. Returns the clips newly marked lost.
     pub async fn mark_missing(
         &self,
         imei: &str,
@@ -454,6 +463,17 @@ impl Store {
                         params![clip.id, state::LOST],
                     )?;
                     lost.push(clip);
+                } else if clip.state == state::VERIFIED {
+                    // Verified in the bucket and gone from the camera: its life is over.
+                    // This is a delete the camera did but the agent never recorded (a kill
+                    // or a lost reply between `delete_file` and `deleted`); left `verified`
+                    // it would count as work forever.
+                    tx.execute(
+                        "UPDATE clips SET state = ?2, on_camera = 0, deleted_at = ?3,
+                            reason = 'left the camera after it was verified (delete not confirmed)'
+                         WHERE id = ?1",
+                        params![clip.id, state::DELETED, now()],
+                    )?;
                 } else {
                     tx.execute("UPDATE clips SET on_camera = 0 WHERE id = ?1", params![clip.id])?;
                 }
@@ -766,6 +786,35 @@ impl Store {
                 .query_map(params![imei], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    /// Sets (or with `None` clears) a notice shown by `status`.
+    pub async fn set_notice(&self, key: String, message: Option<String>) -> Result<()> {
+        self.call(move |c| {
+            match message {
+                Some(m) => c.execute(
+                    "INSERT INTO notices (key, message, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET message = ?2, at = ?3",
+                    params![key, m, now()],
+                )?,
+                None => c.execute("DELETE FROM notices WHERE key = ?1", params![key])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    /// The notice under `key`, if any: (message, since).
+    pub async fn notice(&self, key: String) -> Result<Option<(String, i64)>> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT message, at FROM notices WHERE key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
         })
         .await
     }

@@ -110,7 +110,6 @@ force_path_style = true
 {retention}
 
 [spool]
-min_free_bytes = 0
 {spool}
 "#,
             state = self.state_dir.display(),
@@ -120,7 +119,11 @@ min_free_bytes = 0
             sync = k.sync,
             s3 = k.s3,
             retention = k.retention,
-            spool = k.spool,
+            spool = if k.spool.contains("min_free_bytes") {
+                k.spool.clone()
+            } else {
+                format!("min_free_bytes = 0\n{}", k.spool)
+            },
         )
     }
 

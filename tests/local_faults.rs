@@ -1,0 +1,210 @@
+//! Local faults: a full disk under the spool, the spool cap, a corrupt state database.
+//! Nothing is deleted from the camera, the database stays consistent, and work resumes
+//! when the fault clears.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::fleet::{Fleet, IMEI, Knobs};
+use qucam_offload::agent::PassOutcome;
+
+/// A small tmpfs mounted for the life of the value (needs root, as in CI).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn integrity_ok(f: &Fleet) {
+    let c = f.db();
+    let r: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(r, "ok");
+    // Every clip the database calls downloaded has its whole file in the spool.
+    let mut st = c
+        .prepare("SELECT name, size FROM clips WHERE state = 'downloaded'")
+        .unwrap();
+    let rows: Vec<(String, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (name, size) in rows {
+        let p = f.state_dir.join("spool").join(IMEI).join(&name);
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(
+            len as i64, size,
+            "{name}: downloaded but the spool file is not whole"
+        );
+    }
+}
+
+fn paused_notice(f: &Fleet) -> Option<String> {
+    f.db()
+        .query_row(
+            "SELECT message FROM notices WHERE key = ?1",
+            [format!("downloads-paused:{IMEI}")],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_downloads_and_work_resumes_when_space_returns() {
+    let f = Fleet::start(24, 1024 * 1024).await;
+    let Some(_fs) = Tmpfs::mount(&f.state_dir.join("spool"), "2600k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs this as root");
+        return;
+    };
+    let events = f.event_clips();
+    assert!(events.len() >= 4, "need more event clips than fit the disk");
+    // S3 is down, so the spool fills and nothing frees it.
+    f.s3.set_refusing(true);
+    let k = Knobs {
+        spool: "min_free_bytes = 0".into(),
+        ..Knobs::default()
+    };
+    let out = f.run_once(&k).await;
+    match &out {
+        PassOutcome::Failed { error, .. } => assert!(error.contains("disk full"), "{error}"),
+        other => panic!("expected the pass to stop on a full disk: {other:?}"),
+    }
+    let notice = paused_notice(&f).expect("status shows why downloads stopped");
+    assert!(notice.contains("disk full"), "{notice}");
+    assert!(
+        f.sim.deletes().is_empty(),
+        "nothing may be deleted from the camera"
+    );
+    integrity_ok(&f);
+    // No clip was marked failed because of the disk: they simply wait.
+    let failed_for_disk: i64 = f
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM clips WHERE reason LIKE '%space%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed_for_disk, 0);
+
+    // S3 comes back: uploads free the spool, each pass takes what fits.
+    f.s3.set_refusing(false);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    f.run_until_done(&k, 20).await;
+    for n in &events {
+        f.assert_in_bucket(n);
+    }
+    assert!(
+        paused_notice(&f).is_none(),
+        "the notice clears once downloads run"
+    );
+    integrity_ok(&f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_free_space_floor_pauses_before_the_disk_is_full() {
+    let f = Fleet::start(24, 1024 * 1024).await;
+    let Some(_fs) = Tmpfs::mount(&f.state_dir.join("spool"), "4m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs this as root");
+        return;
+    };
+    f.s3.set_refusing(true);
+    let k = Knobs {
+        spool: "min_free_bytes = \"2MiB\"".into(),
+        ..Knobs::default()
+    };
+    let out = f.run_once(&k).await;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
+    );
+    let notice = paused_notice(&f).expect("paused");
+    assert!(notice.contains("spool is full"), "{notice}");
+    // It stopped at the floor: no write ever hit ENOSPC.
+    let io_errors: i64 = f
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM clips WHERE reason LIKE '%No space%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(io_errors, 0);
+    assert!(f.sim.deletes().is_empty());
+    integrity_ok(&f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_cap_pauses_downloads_without_deleting_anything() {
+    let f = Fleet::start(20, 200_000).await;
+    f.s3.set_refusing(true);
+    let k = Knobs {
+        spool: "max_bytes = 300000".into(),
+        ..Knobs::default()
+    };
+    let out = f.run_once(&k).await;
+    assert!(matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0));
+    let downloaded: i64 = f
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM clips WHERE sha256 IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (1..=2).contains(&downloaded),
+        "the cap stops downloads early (got {downloaded})"
+    );
+    assert!(paused_notice(&f).is_some());
+    assert!(f.sim.deletes().is_empty());
+    f.s3.set_refusing(false);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    f.run_until_done(&k, 20).await;
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_database_is_a_clear_error_not_a_reset() {
+    let f = Fleet::start(2, 1_000).await;
+    std::fs::create_dir_all(&f.state_dir).unwrap();
+    let db = f.state_dir.join("state.db");
+    let garbage = vec![0x5au8; 8192];
+    std::fs::write(&db, &garbage).unwrap();
+    let cfg = f.config(&Knobs::default());
+    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let err = qucam_offload::agent::Agent::new(
+        cfg,
+        qucam_offload::upload::Destination::S3(qucam_offload::upload::S3Destination::from_client(
+            f.s3.client(),
+            &settings,
+        )),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .err()
+    .expect("a corrupt database must not open");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("state.db"), "{msg}");
+    assert!(msg.contains("move the file aside"), "{msg}");
+    // The file was left as it was: no silent reset.
+    assert_eq!(std::fs::read(&db).unwrap(), garbage);
+}
