@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::camera::{CameraClient, CameraError};
 
+/// Slowest transfer tolerated, bytes per second (see [`fetch`]).
+pub const MIN_RATE: u64 = 1024;
+
 /// Why a download attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -128,12 +131,27 @@ pub async fn fetch(
     let resumed_from = have;
     let mut received = 0u64;
     progress(have, total);
+    // A slow-loris camera (a byte now and then, never idle long enough for the idle
+    // timeout) is cut off when a window of 3 idle timeouts brings under 1 KiB/s.
+    let window = (dl.idle_timeout() * 3).max(std::time::Duration::from_secs(1));
+    let mut window_start = std::time::Instant::now();
+    let mut window_bytes = 0u64;
     let result = loop {
         let chunk = match dl.chunk().await {
             Ok(Some(c)) => c,
             Ok(None) => break Ok(()),
             Err(e) => break Err(DownloadError::from(e)),
         };
+        window_bytes += chunk.len() as u64;
+        if window_start.elapsed() >= window {
+            if window_bytes < MIN_RATE * window.as_secs().max(1) {
+                break Err(DownloadError::Camera(CameraError::Timeout(format!(
+                    "camera sent {window_bytes} bytes in {window:?}, under {MIN_RATE} bytes/s"
+                ))));
+            }
+            window_start = std::time::Instant::now();
+            window_bytes = 0;
+        }
         received += chunk.len() as u64;
         let room = total.map_or(u64::MAX, |t| t.saturating_sub(have));
         let take = (chunk.len() as u64).min(room) as usize;

@@ -491,3 +491,63 @@ async fn an_html_error_page_instead_of_json_is_a_clear_failure() {
     }
     assert!(f.bucket_keys().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_camera_times_out_while_another_camera_goes_on() {
+    let f = Fleet::start(10, 50_000).await;
+    let slow_dir = f.dir.path().join("slow-camera");
+    qucam_offload::sim::generate_clips(&slow_dir, 6, 200_000, 9).unwrap();
+    let slow = qucam_offload::sim::start(qucam_offload::sim::SimOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        dir: slow_dir,
+        imei: "354000000000777".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A trickle: never silent for long, but hopelessly slow.
+    slow.set_faults(|x| x.bandwidth_bytes_per_sec = Some(600));
+    let k = Knobs {
+        camera: format!(
+            "\n[[camera]]\nname = \"slow-van\"\nurl = \"{}\"\nidle_timeout = \"2s\"\n",
+            slow.url()
+        ),
+        ..knobs()
+    };
+    let agent = f.agent(&k);
+    // A hang guard only: the assertion is on the outcomes.
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(120), agent.run_once())
+        .await
+        .expect("the agent must not hang on a slow camera");
+    let fast = outcomes.iter().find(|(n, _)| n == "truck-12").unwrap();
+    assert_eq!(
+        fast.1,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    let slow_out = &outcomes.iter().find(|(n, _)| n == "slow-van").unwrap().1;
+    match slow_out {
+        PassOutcome::Failed { error, .. } => {
+            assert!(
+                error.contains("bytes/s") || error.contains("timed out"),
+                "{error}"
+            )
+        }
+        other => panic!("the slow camera should fail its pass: {other:?}"),
+    }
+    // Its clip waits to be resumed, not failed for good.
+    let c = f.db();
+    let parked: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM clips WHERE imei = '354000000000777' AND state = 'downloading'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parked, 1);
+}

@@ -198,6 +198,11 @@ pub struct Download {
 }
 
 impl Download {
+    /// The idle timeout this download was opened with.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
     /// The next chunk of the body, `None` at its end. Fails with `Timeout` when the
     /// camera sends nothing for the idle timeout.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, CameraError> {
