@@ -43,6 +43,59 @@ pub const MAX_LISTING: usize = 200_000;
 /// Paths deleted per `delete_file` request.
 const DELETE_BATCH: usize = 25;
 
+/// What the agent reports as it works, for metrics, notifications and the service
+/// manager. Subscribe with [`Agent::subscribe`]; a slow subscriber misses events, it
+/// never slows the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    CameraAppeared {
+        camera: String,
+        imei: String,
+    },
+    CameraGone {
+        camera: String,
+        imei: String,
+    },
+    /// A pass over a camera ended.
+    PassFinished {
+        camera: String,
+        outcome: PassOutcome,
+    },
+    Downloaded {
+        imei: String,
+        clip: String,
+        bytes: u64,
+        secs: f64,
+    },
+    /// Uploaded (or found already there) and verified in the destination.
+    Offloaded {
+        imei: String,
+        device_name: String,
+        clip: String,
+        key: String,
+        event_code: String,
+        size: u64,
+        sha256: String,
+        /// Bytes actually sent (0 when the object was already there).
+        sent: u64,
+        secs: f64,
+    },
+    Failed {
+        imei: String,
+        clip: String,
+        stage: &'static str,
+        error: String,
+    },
+    Lost {
+        imei: String,
+        clip: String,
+    },
+    DeletedFromCamera {
+        imei: String,
+        clip: String,
+    },
+}
+
 /// How one camera's pass ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PassOutcome {
@@ -71,6 +124,7 @@ pub struct Agent {
     /// In a `--once` run: clips whose upload failed in this run (not retried until the
     /// next run, so the pass ends).
     once_failed: Arc<std::sync::Mutex<Option<HashSet<i64>>>>,
+    events: tokio::sync::broadcast::Sender<AgentEvent>,
 }
 
 /// The state database file inside the state dir.
@@ -109,11 +163,27 @@ impl Agent {
             upload_done: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
             once_failed: Arc::new(std::sync::Mutex::new(None)),
+            events: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Events as the agent works (see [`AgentEvent`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AgentEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, e: AgentEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(e);
+    }
+
+    /// The configuration the agent runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// One pass over every configured camera, then stop. Returns each camera's outcome.
@@ -130,7 +200,14 @@ impl Agent {
         let passes = self.cameras.iter().enumerate().map(|(i, (c, _))| {
             let me = self.clone();
             let name = c.name.clone();
-            async move { (name, me.pass(i).await) }
+            async move {
+                let outcome = me.pass(i).await;
+                me.emit(AgentEvent::PassFinished {
+                    camera: name.clone(),
+                    outcome: outcome.clone(),
+                });
+                (name, outcome)
+            }
         });
         let outcomes: Vec<(String, PassOutcome)> = futures_util::future::join_all(passes).await;
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
@@ -160,19 +237,29 @@ impl Agent {
         let mut present: Option<String> = None;
         while !self.shutdown.is_cancelled() {
             let outcome = self.pass(i).await;
+            self.emit(AgentEvent::PassFinished {
+                camera: name.clone(),
+                outcome: outcome.clone(),
+            });
             let now_here = match &outcome {
                 PassOutcome::Away => None,
                 PassOutcome::Done { imei, .. } => Some(imei.clone()),
                 PassOutcome::Failed { imei, .. } => imei.clone(),
             };
             if now_here != present {
-                match (&present, &now_here) {
-                    (Some(old), _) => info!(camera = %name, imei = %old, "camera went away"),
-                    (None, Some(new)) => info!(camera = %name, imei = %new, "camera appeared"),
-                    _ => {}
+                if let Some(old) = &present {
+                    info!(camera = %name, imei = %old, "camera went away");
+                    self.emit(AgentEvent::CameraGone {
+                        camera: name.clone(),
+                        imei: old.clone(),
+                    });
                 }
-                if let (Some(_), Some(new)) = (&present, &now_here) {
+                if let Some(new) = &now_here {
                     info!(camera = %name, imei = %new, "camera appeared");
+                    self.emit(AgentEvent::CameraAppeared {
+                        camera: name.clone(),
+                        imei: new.clone(),
+                    });
                 }
                 present = now_here;
             }
@@ -430,6 +517,10 @@ impl Agent {
                 let lost = self.store.mark_missing(imei, seen.clone()).await?;
                 for c in &lost {
                     warn!(imei = %imei, clip = %c.name, "clip lost: it left the camera before it was offloaded");
+                    self.emit(AgentEvent::Lost {
+                        imei: imei.to_string(),
+                        clip: c.name.clone(),
+                    });
                     let _ = std::fs::remove_file(self.part_path(imei, &c.name));
                 }
                 lost_total += lost.len();
@@ -662,6 +753,12 @@ impl Agent {
                     imei = %c.imei, clip = %c.name, size = f.size, resumed_from = f.resumed_from,
                     "downloaded in {secs:.1}s ({:.1} MB/s)", f.received as f64 / secs / 1e6
                 );
+                self.emit(AgentEvent::Downloaded {
+                    imei: c.imei.clone(),
+                    clip: c.name.clone(),
+                    bytes: f.received,
+                    secs,
+                });
                 self.upload_wake.notify_one();
                 Ok(())
             }
@@ -692,6 +789,12 @@ impl Agent {
                     return Err(msg);
                 }
                 warn!(imei = %c.imei, clip = %c.name, "download failed: {msg}");
+                self.emit(AgentEvent::Failed {
+                    imei: c.imei.clone(),
+                    clip: c.name.clone(),
+                    stage: stage::DOWNLOAD,
+                    error: msg.clone(),
+                });
                 let _ = self
                     .store
                     .failed(c.id, stage::DOWNLOAD, msg, self.retry_secs(&c))
@@ -879,6 +982,14 @@ impl Agent {
         };
         let file = self.file_path(&c.imei, name.as_str());
         let uploaded_before = c.state == state::UPLOADED;
+        let device_name = self
+            .store
+            .cameras()
+            .await
+            .ok()
+            .and_then(|cs| cs.into_iter().find(|r| r.imei == c.imei))
+            .and_then(|r| r.device_name)
+            .unwrap_or_default();
         let mut sent = false;
         if !uploaded_before {
             if tokio::fs::metadata(&file).await.is_err() {
@@ -905,14 +1016,6 @@ impl Agent {
             ) {
                 return;
             }
-            let device_name = self
-                .store
-                .cameras()
-                .await
-                .ok()
-                .and_then(|cs| cs.into_iter().find(|r| r.imei == c.imei))
-                .and_then(|r| r.device_name)
-                .unwrap_or_default();
             let meta = self.object_meta(&c, &name, &device_name, &sha);
             let journal = StoreJournal {
                 store: self.store.clone(),
@@ -945,6 +1048,12 @@ impl Agent {
                         let _ = self.store.clear_multipart(c.id);
                     }
                     warn!(imei = %c.imei, clip = %c.name, "upload failed: {e}");
+                    self.emit(AgentEvent::Failed {
+                        imei: c.imei.clone(),
+                        clip: c.name.clone(),
+                        stage: stage::UPLOAD,
+                        error: e.to_string(),
+                    });
                     self.upload_gave_up(c.id);
                     let _ = self
                         .store
@@ -976,6 +1085,17 @@ impl Agent {
                     if sent { "uploaded" } else { "already in the bucket" },
                     if sent { c.size as f64 / secs / 1e6 } else { 0.0 }
                 );
+                self.emit(AgentEvent::Offloaded {
+                    imei: c.imei.clone(),
+                    device_name: device_name.clone(),
+                    clip: c.name.clone(),
+                    key: key.clone(),
+                    event_code: name.event_code().to_string(),
+                    size: c.size,
+                    sha256: sha.clone(),
+                    sent: if sent { c.size } else { 0 },
+                    secs,
+                });
             }
             Ok(other) => {
                 let why = match other {
@@ -1092,6 +1212,10 @@ impl Agent {
                         .await?;
                     for c in batch {
                         info!(imei = %imei, clip = %c.name, "deleted from the camera (verified in the bucket)");
+                        self.emit(AgentEvent::DeletedFromCamera {
+                            imei: imei.to_string(),
+                            clip: c.name.clone(),
+                        });
                     }
                 }
                 Err(e) => return Err(anyhow!("deleting from the camera: {e}")),
