@@ -115,6 +115,9 @@ pub struct Agent {
     spool: PathBuf,
     cameras: Vec<(CameraConfig, CameraClient)>,
     shutdown: CancellationToken,
+    /// Soft stop (config reload): start no new pass, download or upload; let the ones in
+    /// flight finish. See [`Agent::stop_taking_work`].
+    soft_stop: CancellationToken,
     /// Woken when a clip becomes ready for upload.
     upload_wake: Arc<Notify>,
     /// Woken when an upload finishes (spool space freed, clips verified).
@@ -159,6 +162,7 @@ impl Agent {
             spool,
             cameras,
             shutdown,
+            soft_stop: CancellationToken::new(),
             upload_wake: Arc::new(Notify::new()),
             upload_done: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
@@ -179,6 +183,14 @@ impl Agent {
     fn emit(&self, e: AgentEvent) {
         // No subscriber is fine.
         let _ = self.events.send(e);
+    }
+
+    /// Soft stop, for a config reload: no new pass, download or upload starts; passes,
+    /// downloads and uploads in flight finish (unlike the shutdown token, which cuts them
+    /// short), then [`Agent::run`] returns. Leftover work stays in the store for the next
+    /// agent.
+    pub fn stop_taking_work(&self) {
+        self.soft_stop.cancel();
     }
 
     /// The configuration the agent runs with.
@@ -219,9 +231,10 @@ impl Agent {
 
     /// The daemon: passes over each camera every `poll_interval` until shutdown.
     pub async fn run(self: &Arc<Self>) {
+        let stop_uploader = self.shutdown.child_token();
         let uploader = {
             let me = self.clone();
-            let stop = self.shutdown.clone();
+            let stop = stop_uploader.clone();
             tokio::spawn(async move { me.upload_loop(stop).await })
         };
         let loops = (0..self.cameras.len()).map(|i| {
@@ -229,13 +242,14 @@ impl Agent {
             async move { me.camera_loop(i).await }
         });
         futures_util::future::join_all(loops).await;
+        stop_uploader.cancel();
         let _ = uploader.await;
     }
 
     async fn camera_loop(self: Arc<Self>, i: usize) {
         let name = self.cameras[i].0.name.clone();
         let mut present: Option<String> = None;
-        while !self.shutdown.is_cancelled() {
+        while !self.shutdown.is_cancelled() && !self.soft_stop.is_cancelled() {
             let outcome = self.pass(i).await;
             self.emit(AgentEvent::PassFinished {
                 camera: name.clone(),
@@ -268,6 +282,7 @@ impl Agent {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
+                _ = self.soft_stop.cancelled() => break,
                 _ = tokio::time::sleep(self.cfg.sync.poll_interval) => {}
             }
         }
@@ -508,7 +523,9 @@ impl Agent {
                         "listing has more than {MAX_LISTING} entries: giving up"
                     ));
                 }
-                if n < page_size || (round == 1 && fresh == 0) {
+                // A short page ends the listing; so does a camera that ignores `count`
+                // (firmware before V2.1 sends everything at once) or repeats itself.
+                if n < page_size || n > page_size || fresh == 0 {
                     break;
                 }
                 offset += n as u32;
@@ -589,7 +606,7 @@ impl Agent {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            if running.len() < conc && camera_gone.is_none() {
+            if running.len() < conc && camera_gone.is_none() && !self.soft_stop.is_cancelled() {
                 let next = self
                     .store
                     .next_downloads(imei, conc * 2 + tried.len())
@@ -855,7 +872,7 @@ impl Agent {
     /// Waits until no clip (of `imei`, or of any camera) waits for the uploader.
     async fn wait_uploads(&self, imei: Option<&str>) {
         loop {
-            if self.shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() || self.soft_stop.is_cancelled() {
                 return;
             }
             let given_up: Vec<i64> = match self.once_failed.lock().as_deref() {
@@ -874,6 +891,7 @@ impl Agent {
                 _ = self.upload_done.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = self.shutdown.cancelled() => return,
+                _ = self.soft_stop.cancelled() => return,
             }
         }
     }
@@ -883,7 +901,8 @@ impl Agent {
         let conc = self.cfg.sync.upload_concurrency;
         let mut running = FuturesUnordered::new();
         loop {
-            if stop.is_cancelled() || self.shutdown.is_cancelled() {
+            if stop.is_cancelled() || self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
+            {
                 break;
             }
             if running.len() < conc {
@@ -910,6 +929,7 @@ impl Agent {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = self.shutdown.cancelled() => break,
+                _ = self.soft_stop.cancelled() => break,
                 _ = self.upload_wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 Some(id) = running.next(), if !running.is_empty() => {
@@ -929,12 +949,21 @@ impl Agent {
                 }
             }
         };
-        let grace = if self.shutdown.is_cancelled() {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(3600)
-        };
-        let _ = tokio::time::timeout(grace, drain).await;
+        tokio::pin!(drain);
+        // Without a shutdown (end of a pass, soft stop) uploads in flight may finish; a
+        // shutdown, even one arriving meanwhile, leaves them 2 s.
+        let drained = !self.shutdown.is_cancelled()
+            && tokio::time::timeout(Duration::from_secs(3600), async {
+                tokio::select! {
+                    _ = &mut drain => true,
+                    _ = self.shutdown.cancelled() => false,
+                }
+            })
+            .await
+            .unwrap_or(false);
+        if !drained {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut drain).await;
+        }
         self.upload_done.notify_waiters();
     }
 

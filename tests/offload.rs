@@ -551,3 +551,49 @@ async fn a_slow_loris_camera_times_out_while_another_camera_goes_on() {
         .unwrap();
     assert_eq!(parked, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_ignores_count_and_offset_is_listed_once() {
+    // Firmware before V2.1 has no paging: every request returns the whole listing.
+    let f = Fleet::start(0, 1).await;
+    let entries: Vec<serde_json::Value> = (0..12)
+        .map(|i| {
+            let name = format!("20210427_1151{i:02}_00_1.mp4");
+            serde_json::json!({"name": name, "path": format!("/storage/sdcard1/queclink/video/20210427/11/{name}"), "size": 10})
+        })
+        .collect();
+    let listing = serde_json::json!({"data": entries, "errorCode": 200, "isSuccess": true});
+    f.sim
+        .set_faults(|x| x.listing_override = Some(listing.to_string()));
+    let k = Knobs {
+        sync: "page_size = 5".into(),
+        ..knobs()
+    };
+    let text = f.config_text(&k).replace("page_size = 50\n", "");
+    let cfg = qucam_offload::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    assert_eq!(cfg.sync.page_size, 5);
+    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let agent = std::sync::Arc::new(
+        qucam_offload::agent::Agent::new(
+            cfg,
+            qucam_offload::upload::Destination::S3(
+                qucam_offload::upload::S3Destination::from_client(f.s3.client(), &settings),
+            ),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .unwrap(),
+    );
+    let out = agent.run_once().await;
+    assert!(matches!(out[0].1, PassOutcome::Done { .. }), "{out:?}");
+    let listings = f
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/device/get_video_files_info")
+        .count();
+    assert!(
+        listings <= 3,
+        "paged {listings} times through an unpaged listing"
+    );
+    assert_eq!(f.states().len(), 12);
+}
