@@ -525,7 +525,7 @@ impl Agent {
                 }
                 // A short page ends the listing; so does a camera that ignores `count`
                 // (firmware before V2.1 sends everything at once) or repeats itself.
-                if n < page_size || n > page_size || fresh == 0 {
+                if n != page_size || fresh == 0 {
                     break;
                 }
                 offset += n as u32;
