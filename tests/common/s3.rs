@@ -1,6 +1,7 @@
 //! An in-process S3 server for tests: `s3s-fs` on a temp dir, served with hyper on
 //! 127.0.0.1, behind a fault layer that can answer every request with an error status, drop
-//! connections or delay every request, and that counts requests and request body bytes.
+//! connections or delay every request or reply, and that counts requests and request body
+//! bytes.
 //!
 //! `s3s-fs` quirks the tests rely on or work around:
 //! - objects are plain files `root/bucket/key`; in-progress multipart uploads are
@@ -44,6 +45,9 @@ struct Faults {
     refusing: AtomicBool,
     /// 0 = no delay; otherwise every request waits this many milliseconds before it is served.
     delay_ms: AtomicU64,
+    /// 0 = no delay; otherwise every response waits this many milliseconds after the
+    /// request was served (the store acted, the client does not know yet).
+    reply_delay_ms: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
 }
@@ -160,8 +164,19 @@ impl TestS3 {
     /// While `Some(d)`, every request (including its body) waits `d` before it is served,
     /// like a slow link; `None` serves at once again. Requests already waiting keep their delay.
     pub fn set_delay(&self, delay: Option<std::time::Duration>) {
-        let ms = delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        let ms = delay.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
         self.faults.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// While `Some(d)`, every response is held back `d` after its request was served: the
+    /// store has acted (object written, upload created) but the client has not heard yet.
+    pub fn set_reply_delay(&self, delay: Option<std::time::Duration>) {
+        let ms = delay.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.faults.reply_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Requests that reached the fault layer (including failed ones).
@@ -243,7 +258,12 @@ async fn handle(
         return Ok(error_response(status));
     }
     let req = Request::from_parts(parts, s3s::Body::http_body_unsync(body));
-    Ok(service.call(req).await?)
+    let resp = service.call(req).await?;
+    let delay = faults.reply_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    Ok(resp)
 }
 
 fn error_response(status: u16) -> Response<s3s::Body> {

@@ -1,0 +1,955 @@
+//! The real `qucam-offload` binary as a child process, against a simulated camera and an S3
+//! server that live in the test's own runtime on 127.0.0.1: kill -9 at chosen and at random
+//! moments, SIGTERM, exit codes, `status`, `demo`, and the state dir lock.
+//!
+//! Every wait polls with a deadline; every child is killed when its handle drops.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::fleet::{Fleet, IMEI, Knobs};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
+/// Longest any single child run may take before the test gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A `qucam-offload` child: stdout and stderr go to files under the fleet's `logs/`.
+struct Proc {
+    child: tokio::process::Child,
+    label: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+/// How a child ended.
+#[derive(Debug)]
+struct Out {
+    /// `None` when killed by a signal.
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The child's environment: nothing inherited (no real AWS profile, config or HOME), the
+/// test credentials, and HOME/XDG dirs inside the fleet's temp dir.
+fn command(f: &Fleet, args: &[&str]) -> tokio::process::Command {
+    let home = f.dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home dir");
+    // Empty AWS config and credentials files: nothing from the real user's.
+    for name in ["aws-config", "aws-credentials"] {
+        std::fs::write(home.join(name), "").expect("empty aws file");
+    }
+    let mut c = tokio::process::Command::new(BIN);
+    c.env_clear()
+        .envs(f.s3.env())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("AWS_CONFIG_FILE", home.join("aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info,qucam_offload=debug")
+        .current_dir(&home)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+fn spawn_with(f: &Fleet, mut c: tokio::process::Command, label: &str) -> Proc {
+    let logs = f.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let stdout = logs.join(format!("{n}-{label}.stdout"));
+    let stderr = logs.join(format!("{n}-{label}.stderr"));
+    c.stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+    let child = c.spawn().expect("spawn qucam-offload");
+    Proc {
+        child,
+        label: format!("{n}-{label}"),
+        stdout,
+        stderr,
+    }
+}
+
+/// Starts `qucam-offload -c CONFIG ARGS…`.
+fn spawn(f: &Fleet, cfg: &Path, args: &[&str], label: &str) -> Proc {
+    let mut all = vec!["-c", cfg.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    spawn_with(f, command(f, &all), label)
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id().expect("child still running")
+    }
+
+    fn output(&self, code: Option<i32>) -> Out {
+        Out {
+            code,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
+    /// Waits for the exit, at most `timeout` (then kills it and fails the test).
+    async fn wait(mut self, timeout: Duration) -> Out {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => {
+                let status = status.expect("wait for the child");
+                self.output(status.code())
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!(
+                    "{} still running after {timeout:?}\n{}",
+                    self.label,
+                    self.output(None).describe()
+                );
+            }
+        }
+    }
+
+    /// `kill -9` (SIGKILL), then reaps it. `false` when it had already exited.
+    async fn kill9(&mut self) -> bool {
+        let running = self.child.try_wait().expect("try_wait").is_none();
+        self.child.kill().await.expect("SIGKILL the child");
+        running
+    }
+
+    /// Sends a signal with the system `kill` command (`libc` is not a dependency).
+    fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} failed");
+    }
+}
+
+/// Runs `qucam-offload -c CONFIG ARGS…` to its end.
+async fn run(f: &Fleet, cfg: &Path, args: &[&str]) -> Out {
+    spawn(f, cfg, args, &args.join("_").replace('-', ""))
+        .wait(RUN_TIMEOUT)
+        .await
+}
+
+/// Runs `run --once` until it exits 0 (at most `max` runs); between runs that leave work
+/// (exit 1), waits until the failed clips' `retry_after` has passed. Returns every run.
+async fn run_once_until_ok(f: &Fleet, cfg: &Path, max: usize) -> Vec<Out> {
+    let mut runs = Vec::new();
+    for i in 1..=max {
+        let out = run(f, cfg, &["run", "--once"]).await;
+        match out.code {
+            Some(0) => {
+                runs.push(out);
+                return runs;
+            }
+            Some(1) => {
+                let due = max_retry_after(f);
+                poll("failed clips become due", Duration::from_secs(30), || {
+                    now_secs() > due
+                })
+                .await;
+                runs.push(out);
+            }
+            _ => panic!("run --once #{i} failed:\n{}", out.describe()),
+        }
+    }
+    panic!(
+        "not done after {max} runs; last:\n{}",
+        runs.last().map(Out::describe).unwrap_or_default()
+    );
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn max_retry_after(f: &Fleet) -> i64 {
+    f.db()
+        .query_row(
+            "SELECT COALESCE(MAX(retry_after), 0) FROM clips WHERE state = 'failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every 10 ms until it holds; fails the test after `timeout`.
+async fn poll(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `.part` files in the camera's spool dir, with their sizes.
+fn part_files(f: &Fleet) -> Vec<(PathBuf, u64)> {
+    let dir = f.state_dir.join("spool").join(IMEI);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "part"))
+        .filter_map(|p| {
+            let len = std::fs::metadata(&p).ok()?.len();
+            Some((p, len))
+        })
+        .collect()
+}
+
+/// Multipart parts journaled in the state database: (count, bytes). A database being
+/// written by the child may be momentarily unreadable: that reads as nothing yet.
+fn journaled_parts(f: &Fleet) -> (i64, i64) {
+    let db = f.state_dir.join("state.db");
+    if !db.exists() {
+        return (0, 0);
+    }
+    f.db()
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or((0, 0))
+}
+
+/// Every event clip is in the bucket byte-identical, and the bucket holds nothing else.
+fn assert_exactly_the_event_clips(f: &Fleet) {
+    let events = f.event_clips();
+    for name in &events {
+        f.assert_in_bucket(name);
+    }
+    let want: BTreeSet<String> = events.iter().map(|n| f.key(n)).collect();
+    let got: BTreeSet<String> = f.bucket_keys().into_iter().collect();
+    assert_eq!(got, want, "one object per event clip, nothing else");
+}
+
+fn total_event_bytes(f: &Fleet) -> u64 {
+    f.event_clips()
+        .iter()
+        .map(|n| {
+            std::fs::metadata(common::fleet::clip_path(&f.camera_dir, n)).map_or(0, |m| m.len())
+        })
+        .sum()
+}
+
+/// Records every camera delete whose object is not in the bucket at that moment.
+fn watch_deletes(f: &Fleet) -> Arc<Mutex<Vec<String>>> {
+    let root = f.s3.root.join(&f.s3.bucket);
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let v = violations.clone();
+    f.sim.set_on_delete(move |path| {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let ok = name.len() >= 8
+            && root
+                .join(format!(
+                    "dashcam/{IMEI}/{}-{}-{}/{name}",
+                    &name[0..4],
+                    &name[4..6],
+                    &name[6..8]
+                ))
+                .is_file();
+        if !ok {
+            v.lock().unwrap().push(path.to_string());
+        }
+    });
+    violations
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_download_resumes_with_range() {
+    let f = Fleet::start(8, 400_000).await;
+    let events = f.event_clips();
+    assert!(events.len() >= 2, "seed 42 gives event clips");
+    let total = total_event_bytes(&f);
+    let cfg = f.write_config(&Knobs::default());
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(200_000));
+
+    let mut p = spawn(&f, &cfg, &["run", "--once"], "slow");
+    poll(
+        "a .part file with bytes in the spool",
+        Duration::from_secs(20),
+        || part_files(&f).iter().any(|(_, len)| *len > 0),
+    )
+    .await;
+    assert!(p.kill9().await, "the agent was still downloading");
+    let parts = part_files(&f);
+    assert_eq!(parts.len(), 1, "one download at a time: {parts:?}");
+    let (part, have) = parts[0].clone();
+    assert!(have > 0 && have < 400_000, "{part:?}: {have} bytes");
+    assert!(f.sim.deletes().is_empty());
+
+    f.sim.set_faults(|x| x.bandwidth_bytes_per_sec = None);
+    run_once_until_ok(&f, &cfg, 3).await;
+
+    assert_exactly_the_event_clips(&f);
+    assert!(!part.exists(), "the .part was finished and renamed");
+    let want = format!("bytes={have}-");
+    let ranged: Vec<_> = f
+        .sim
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    assert!(
+        ranged.contains(&want),
+        "the restarted download asked for {want:?}; ranges sent: {ranged:?}"
+    );
+    let served = f.sim.bytes_served();
+    println!(
+        "kill -9 mid-download: {} event clips, {total} bytes, sim served {served} (+{} over)",
+        events.len(),
+        served as i64 - total as i64
+    );
+    assert!(
+        served < total + 400_000,
+        "re-sent too much: served {served} for {total}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_multipart_upload_resumes_the_upload() {
+    const MIB: u64 = 1024 * 1024;
+    let clip = 24 * MIB;
+    let f = Fleet::start(5, clip).await;
+    let events = f.event_clips();
+    assert!(events.len() >= 2, "seed 42 gives event clips");
+    let total = total_event_bytes(&f);
+    let k = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"\npart_concurrency = 1".into(),
+        // One upload at a time: the kill lands between parts of one upload, never between
+        // another upload's CreateMultipartUpload and its journal entry.
+        sync: "upload_concurrency = 1".into(),
+        ..Knobs::default()
+    };
+    let cfg = f.write_config(&k);
+    f.s3.set_delay(Some(Duration::from_millis(150)));
+
+    let mut p = spawn(&f, &cfg, &["run", "--once"], "slow-s3");
+    poll(
+        "a multipart part journaled",
+        Duration::from_secs(30),
+        || journaled_parts(&f).0 >= 1,
+    )
+    .await;
+    assert!(p.kill9().await, "the agent was still uploading");
+    // Body bytes the dead agent left in socket buffers still reach the server after the
+    // delay: count them as sent before the kill. Settled = unchanged over twice the delay.
+    let mut at_kill = f.s3.bytes_received();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = f.s3.bytes_received();
+        if now == at_kill {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server kept receiving");
+        at_kill = now;
+    }
+    let (n_parts, part_bytes) = journaled_parts(&f);
+    assert!(n_parts >= 1 && (n_parts as u64) < 5 * events.len() as u64);
+    let in_flight: Vec<String> = {
+        let c = f.db();
+        let mut st = c
+            .prepare("SELECT name FROM clips WHERE upload_id IS NOT NULL")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(in_flight.len(), 1, "one journaled upload: {in_flight:?}");
+    assert!(f.sim.deletes().is_empty());
+
+    f.s3.set_delay(None);
+    let runs = run_once_until_ok(&f, &cfg, 3).await;
+
+    assert_exactly_the_event_clips(&f);
+    let resumed = format!("reused={n_parts}");
+    assert!(
+        runs[0]
+            .stderr
+            .lines()
+            .any(|l| l.contains("resuming multipart upload") && l.contains(&resumed)),
+        "the restart resumed the journaled upload with its {n_parts} part(s):\n{}",
+        runs[0].describe()
+    );
+    let incomplete = f.s3.list_incomplete_multipart().await;
+    assert!(
+        incomplete.is_empty(),
+        "incomplete uploads left: {incomplete:?}"
+    );
+    assert_eq!(journaled_parts(&f).0, 0, "journal cleared after completion");
+    let received = f.s3.bytes_received();
+    let rerun = received - at_kill;
+    println!(
+        "kill -9 mid-multipart: {} clips, {total} bytes; {n_parts} parts ({part_bytes} bytes) \
+         journaled at the kill; S3 received {at_kill} before the kill, {rerun} after, \
+         {received} in all (+{} over = {:.1}% of one clip)",
+        events.len(),
+        received as i64 - total as i64,
+        (received as f64 - total as f64) * 100.0 / clip as f64
+    );
+    assert!(
+        received < total + clip,
+        "re-sent too much: {received} for {total}"
+    );
+    // Stronger: one upload with one part in flight, so at most that part was sent twice.
+    assert!(
+        received <= total + 5 * MIB + 64 * 1024,
+        "more than the unfinished part was sent again: {received} for {total}"
+    );
+    // The journaled parts were not sent again: the restart sent at most the rest, plus
+    // small request bodies (CompleteMultipartUpload XML).
+    assert!(
+        rerun <= total - part_bytes as u64 + 64 * 1024,
+        "the restart re-sent journaled parts: {rerun} bytes after the kill, \
+         {} not yet journaled",
+        total - part_bytes as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_the_camera_delete_and_its_record() {
+    // The camera deletes the clips but the agent dies before it records the deletes: the
+    // sim's delete hook SIGKILLs the agent, then the sim removes the files and answers a
+    // dead socket. The next start must see that the verified clips left the camera and
+    // finish, not report them as work forever.
+    let f = Fleet::start(8, 20_000).await;
+    let events = f.event_clips();
+    let cfg = f.write_config(&Knobs::default());
+    let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let kills = Arc::new(AtomicUsize::new(0));
+    {
+        let (pid, kills) = (pid.clone(), kills.clone());
+        f.sim.set_on_delete(move |_| {
+            let p = pid.swap(0, Ordering::SeqCst);
+            if p != 0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+                kills.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let p = spawn(&f, &cfg, &["run", "--once"], "killed-at-delete");
+    pid.store(p.pid(), Ordering::SeqCst);
+    let out = p.wait(RUN_TIMEOUT).await;
+    assert_eq!(kills.load(Ordering::SeqCst), 1, "{}", out.describe());
+    assert_eq!(out.code, None, "killed by SIGKILL: {}", out.describe());
+    for n in &events {
+        assert!(!f.clip_on_camera(n), "{n}: the camera did delete it");
+        assert_eq!(
+            f.states()[n],
+            "verified",
+            "{n}: the delete was not recorded"
+        );
+    }
+
+    let runs = run_once_until_ok(&f, &cfg, 2).await;
+    assert_eq!(runs.len(), 1, "the first run after the kill finishes");
+    assert_exactly_the_event_clips(&f);
+    let states = f.states();
+    for n in &events {
+        assert_eq!(
+            states[n], "deleted",
+            "{n}: left the camera after it was verified"
+        );
+    }
+    let out = run(&f, &cfg, &["status", "--json"]).await;
+    let v: Value = serde_json::from_str(&out.stdout).expect("status json");
+    assert_eq!(v[0]["clips"]["deleted"], events.len() as u64, "{v:#}");
+    assert_eq!(v[0]["lost"], 0, "{v:#}");
+}
+
+/// A tiny deterministic PRNG (splitmix64) for the kill schedule.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    const MIB: u64 = 1024 * 1024;
+    let seed: u64 = std::env::var("QUCAM_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x05EE_D0FC_1195);
+    let mut rng = SplitMix(seed);
+    let schedule: Vec<u64> = (0..8).map(|_| 5 + rng.below(1200)).collect();
+    let ctx = format!("seed {seed} (QUCAM_KILL_SEED), kill after ms {schedule:?}");
+    println!("random kills: {ctx}");
+
+    // Clips of 7 MiB go multipart in two parts; downloads at 20 MB/s and a small S3 delay
+    // spread a pass over a few seconds so the kills land in every stage.
+    let f = Fleet::start(10, 7 * MIB).await;
+    let events = f.event_clips();
+    assert!(events.len() >= 4, "seed 42 gives event clips");
+    let k = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        ..Knobs::default()
+    };
+    let cfg = f.write_config(&k);
+    let violations = watch_deletes(&f);
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(20_000_000));
+    f.s3.set_delay(Some(Duration::from_millis(20)));
+
+    let mut killed = Vec::new();
+    for (i, ms) in schedule.iter().enumerate() {
+        let mut p = spawn(&f, &cfg, &["run", "--once"], &format!("random-{i}"));
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+        let was_running = p.kill9().await;
+        killed.push(was_running);
+        let st = event_states(&f);
+        let (parts, _) = journaled_parts(&f);
+        println!(
+            "  kill #{i} after {ms} ms (running: {was_running}): {st:?}, {parts} parts journaled, \
+             {} deletes",
+            f.sim.deletes().len()
+        );
+    }
+    f.sim.set_faults(|x| x.bandwidth_bytes_per_sec = None);
+    f.s3.set_delay(None);
+    let runs = run_once_until_ok(&f, &cfg, 4).await.len();
+    println!("  then {runs} run(s) to finish; kills that hit a running agent: {killed:?}");
+
+    let events_set: BTreeSet<String> = events.iter().cloned().collect();
+    for name in &events {
+        let key = f.key(name);
+        let got =
+            f.s3.object_bytes(&key)
+                .unwrap_or_else(|| panic!("{ctx}: {key} missing"));
+        assert_eq!(
+            common::fleet::sha256_hex(&got),
+            f.originals[name],
+            "{ctx}: {key} differs from the camera's clip"
+        );
+    }
+    let want: BTreeSet<String> = events.iter().map(|n| f.key(n)).collect();
+    let got: BTreeSet<String> = f.bucket_keys().into_iter().collect();
+    assert_eq!(got, want, "{ctx}: exactly one object per event clip");
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{ctx}: deleted from the camera before the object was in the bucket: {:?}",
+        violations.lock().unwrap()
+    );
+    let deleted: BTreeSet<String> = f
+        .sim
+        .deletes()
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        deleted, events_set,
+        "{ctx}: every event clip deleted, nothing else"
+    );
+    let integrity: String = f
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok", "{ctx}");
+    let states = f.states();
+    for name in &events {
+        assert_eq!(states[name], "deleted", "{ctx}: {name}");
+    }
+    // A kill while CreateMultipartUpload is in flight can leave an upload the agent never
+    // learned the id of; the id is journaled before any part is sent, so such an orphan is
+    // always empty (see kill_9_during_create_multipart_leaves_at_most_an_empty_upload).
+    let orphans = f.s3.list_incomplete_multipart().await;
+    println!("  incomplete multipart uploads left in the bucket: {orphans:?}");
+    for id in &orphans {
+        assert_eq!(
+            stored_parts(&f, id),
+            0,
+            "{ctx}: orphaned upload {id} holds parts"
+        );
+    }
+}
+
+/// Event clip states for progress output; an empty list while the database is not readable
+/// (a child killed before its first migration committed leaves no tables).
+fn event_states(f: &Fleet) -> Vec<String> {
+    let events = f.event_clips();
+    let Ok(c) = rusqlite::Connection::open(f.state_dir.join("state.db")) else {
+        return Vec::new();
+    };
+    let Ok(mut st) = c.prepare("SELECT name, state FROM clips ORDER BY name") else {
+        return Vec::new();
+    };
+    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map(|rows| {
+            rows.flatten()
+                .filter(|(n, _)| events.contains(n))
+                .map(|(_, s)| s)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parts `s3s-fs` holds for an upload id (`root/.upload_id-{id}.part-N`).
+fn stored_parts(f: &Fleet, upload_id: &str) -> usize {
+    let prefix = format!(".upload_id-{upload_id}.part-");
+    std::fs::read_dir(&f.s3.root)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
+    // The agent journals an upload id only once CreateMultipartUpload has answered, so a
+    // kill after the store created the upload but before the reply arrived leaves an upload
+    // nobody knows. The agent journals the id before it sends any part, so such an orphan
+    // never holds data; the restart creates its own upload and finishes it.
+    const MIB: u64 = 1024 * 1024;
+    let f = Fleet::start(4, 7 * MIB).await;
+    let events = f.event_clips();
+    assert_eq!(events.len(), 1, "seed 42 with 4 clips gives one event clip");
+    let k = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        ..Knobs::default()
+    };
+    let cfg = f.write_config(&k);
+    f.s3.set_reply_delay(Some(Duration::from_millis(500)));
+    let mut p = spawn(&f, &cfg, &["run", "--once"], "killed-at-create");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let orphans = loop {
+        let ids = f.s3.list_incomplete_multipart().await;
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "no multipart upload created");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(p.kill9().await, "the agent was still waiting for the reply");
+    assert_eq!(orphans.len(), 1);
+    let journaled: Option<String> = f
+        .db()
+        .query_row(
+            "SELECT upload_id FROM clips WHERE upload_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    assert_eq!(journaled, None, "killed before the id reached the journal");
+    f.s3.set_reply_delay(None);
+
+    run_once_until_ok(&f, &cfg, 2).await;
+    assert_exactly_the_event_clips(&f);
+    let left = f.s3.list_incomplete_multipart().await;
+    println!("kill -9 during CreateMultipartUpload: incomplete uploads left {left:?}");
+    assert!(
+        left.iter().all(|id| orphans.contains(id)),
+        "the restart left an upload of its own: {left:?}"
+    );
+    for id in &left {
+        assert_eq!(stored_parts(&f, id), 0, "orphaned upload {id} holds parts");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit codes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_of_run_once() {
+    // One event clip: under S3 503s each clip spends seconds in the agent's upload retries.
+    let f = Fleet::start(4, 20_000).await;
+    let events = f.event_clips();
+    assert!(!events.is_empty());
+
+    // 2: a config error names the key, on one line, without a panic; nothing starts.
+    let bad = f.write_config(&Knobs {
+        sync: "download_concurrency = 99".into(),
+        ..Knobs::default()
+    });
+    let out = run(&f, &bad, &["run", "--once"]).await;
+    assert_eq!(out.code, Some(2), "{}", out.describe());
+    assert!(
+        out.stderr.contains("sync.download_concurrency"),
+        "{}",
+        out.describe()
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    assert_eq!(
+        out.stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        out.describe()
+    );
+    assert!(
+        f.sim.requests().is_empty(),
+        "a bad config contacted the camera"
+    );
+
+    // 3: the configured camera is not reachable (a port nobody listens on).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let away = f.dir.path().join("away.toml");
+    std::fs::write(
+        &away,
+        f.config_text(&Knobs::default())
+            .replace(&f.sim.url(), &format!("http://127.0.0.1:{closed}")),
+    )
+    .unwrap();
+    let out = run(&f, &away, &["run", "--once"]).await;
+    assert_eq!(out.code, Some(3), "{}", out.describe());
+    assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+
+    // 1: S3 answers 503: work remains, and nothing leaves the camera.
+    let cfg = f.write_config(&Knobs::default());
+    f.s3.set_failing(Some(503));
+    // The SDK's own retries (3 attempts, seconds of backoff) under the agent's are what a
+    // real outage needs; one attempt keeps the test quick.
+    let mut c = command(&f, &["-c", cfg.to_str().unwrap(), "run", "--once"]);
+    c.env("AWS_MAX_ATTEMPTS", "1");
+    let started = Instant::now();
+    let out = spawn_with(&f, c, "s3-503").wait(RUN_TIMEOUT).await;
+    println!("run --once with S3 failing 503: {:?}", started.elapsed());
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(f.sim.deletes().is_empty(), "deleted while S3 failed");
+    for n in &events {
+        assert!(f.clip_on_camera(n), "{n} left the camera");
+    }
+    assert!(f.bucket_keys().is_empty());
+
+    // 0: S3 is back and a pass finishes everything.
+    f.s3.set_failing(None);
+    run_once_until_ok(&f, &cfg, 3).await;
+    assert_exactly_the_event_clips(&f);
+    // And a further pass with nothing to do is 0 too.
+    let out = run(&f, &cfg, &["run", "--once"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// status, demo
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_run() {
+    let size = 30_000u64;
+    let f = Fleet::start(10, size).await;
+    let events = f.event_clips();
+    let cfg = f.write_config(&Knobs::default());
+    run_once_until_ok(&f, &cfg, 2).await;
+
+    let out = run(&f, &cfg, &["status", "--json"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", out.stdout));
+    let cams = v.as_array().expect("an array of cameras");
+    assert_eq!(cams.len(), 1, "{v:#}");
+    let c = &cams[0];
+    assert_eq!(c["imei"], IMEI, "{c:#}");
+    assert_eq!(c["name"], "truck-12", "{c:#}");
+    let done =
+        c["clips"]["deleted"].as_i64().unwrap_or(0) + c["clips"]["verified"].as_i64().unwrap_or(0);
+    assert_eq!(done, events.len() as i64, "{c:#}");
+    assert_eq!(c["lost"], 0, "{c:#}");
+    assert_eq!(c["bytes_offloaded"], events.len() as u64 * size, "{c:#}");
+    assert_eq!(
+        c["clips"]["skipped"].as_u64(),
+        Some((f.originals.len() - events.len()) as u64),
+        "loop recordings skipped: {c:#}"
+    );
+    assert!(c["failures"].as_array().is_some_and(Vec::is_empty), "{c:#}");
+
+    let out = run(&f, &cfg, &["status"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(out.stdout.contains("truck-12"), "{}", out.stdout);
+    assert!(out.stdout.contains(IMEI), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_offloads_to_a_local_dir() {
+    let f = Fleet::start(0, 1).await;
+    let dir = f.dir.path().join("demo");
+    let p = spawn_with(
+        &f,
+        command(
+            &f,
+            &[
+                "demo",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--clips",
+                "8",
+                "--size",
+                "100000",
+            ],
+        ),
+        "demo",
+    );
+    let out = p.wait(RUN_TIMEOUT).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let mut files = Vec::new();
+    collect_files(&dir.join("bucket"), &mut files);
+    assert!(
+        !files.is_empty(),
+        "nothing in {}\n{}",
+        dir.display(),
+        out.describe()
+    );
+    for (p, len) in &files {
+        assert_eq!(*len, 100_000, "{p:?}");
+        assert!(p.to_string_lossy().ends_with(".mp4"), "{p:?}");
+    }
+    assert!(out.stdout.contains("demo-truck"), "{}", out.stdout);
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else if let Ok(m) = p.metadata() {
+            out.push((p, m.len()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM, lock
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_daemon_promptly_and_cleanly() {
+    let f = Fleet::start(8, 400_000).await;
+    let cfg = f.write_config(&Knobs::default());
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
+    let mut p = spawn(&f, &cfg, &["run"], "daemon");
+    poll("a download in progress", Duration::from_secs(20), || {
+        part_files(&f).iter().any(|(_, len)| *len > 0)
+    })
+    .await;
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the daemon exited by itself"
+    );
+    let sent = Instant::now();
+    p.signal("-TERM");
+    let deadline = sent + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = p.child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 5 s after SIGTERM\n{}",
+            p.output(None).describe()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = sent.elapsed();
+    let out = p.output(status.code());
+    println!("SIGTERM: exited {:?} after {took:?}", status.code());
+    assert_eq!(status.code(), Some(0), "{}", out.describe());
+    // The interrupted download was kept for a resume.
+    let parts = part_files(&f);
+    assert!(
+        parts.iter().any(|(_, len)| *len > 0),
+        "the partial download was kept: {parts:?}"
+    );
+    let have = parts.iter().map(|(_, l)| *l).max().unwrap_or(0);
+
+    f.sim.set_faults(|x| x.bandwidth_bytes_per_sec = None);
+    run_once_until_ok(&f, &cfg, 3).await;
+    assert_exactly_the_event_clips(&f);
+    let want = format!("bytes={have}-");
+    assert!(
+        f.sim
+            .requests()
+            .iter()
+            .any(|r| r.range.as_deref() == Some(want.as_str())),
+        "the next run resumed the download kept at SIGTERM with {want:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
+    let f = Fleet::start(8, 400_000).await;
+    let cfg = f.write_config(&Knobs::default());
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
+    let mut daemon = spawn(&f, &cfg, &["run"], "daemon");
+    poll("the first agent at work", Duration::from_secs(20), || {
+        part_files(&f).iter().any(|(_, len)| *len > 0)
+    })
+    .await;
+    let requests = f.sim.requests().len();
+
+    let out = run(&f, &cfg, &["run", "--once"]).await;
+    assert_ne!(out.code, Some(0), "{}", out.describe());
+    assert!(out.code.is_some(), "killed by a signal: {}", out.describe());
+    let msg = out.stderr.to_lowercase();
+    assert!(
+        msg.contains("another") && msg.contains("lock"),
+        "the refusal names the other agent and the lock: {}",
+        out.describe()
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    // The refused agent did not talk to the camera (only the first one's download went on).
+    let extra: Vec<_> = f.sim.requests()[requests..]
+        .iter()
+        .filter(|r| !r.path.starts_with(qucam_offload::sim::VIDEO_ROOT))
+        .cloned()
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "the second agent talked to the camera: {extra:?}"
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the first agent is unaffected"
+    );
+    daemon.kill9().await;
+}
