@@ -97,7 +97,9 @@ BUCKET=fleet-video
 export AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=us-east-1 \
     AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
     AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL 2>/dev/null || true
+# Plain HTTP on loopback: a CA bundle from the environment only gets in the way (rclone
+# refuses to start with AWS_CA_BUNDLE set).
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_CA_BUNDLE 2>/dev/null || true
 
 # Waits for "... serving on http://ADDR" in $1 (a log file) and prints the URL.
 wait_url() {

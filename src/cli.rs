@@ -1,4 +1,4 @@
-//! The `qucam-offload` command line: `run`, `status`, `demo` and `camera …`.
+//! The `qucam-offload` command line: `run`, `status`, `demo`, `doctor` and `camera …`.
 //!
 //! Exit codes: 0 success; 1 work failed or remains; 2 usage or config error;
 //! 3 no configured camera reachable (`run --once`).
@@ -46,6 +46,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Talk to a camera directly (the whole API).
     Camera(CameraArgs),
+    /// Check the setup: config, state dir, destination, every camera (exit 1 if any fails).
+    Doctor {
+        /// Also PUT, GET and DELETE a probe object in the bucket.
+        #[arg(long)]
+        write_test: bool,
+    },
 }
 
 #[derive(Debug, Args)]

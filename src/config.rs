@@ -217,6 +217,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// The journal when started by systemd with stderr connected to it (`JOURNAL_STREAM`),
+    /// else stderr.
+    #[default]
+    Auto,
+    Stderr,
+    /// The systemd journal, with levels as priorities (stderr if its socket is absent).
+    Journald,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -224,6 +237,8 @@ pub struct LogConfig {
     pub level: String,
     #[serde(default)]
     pub format: LogFormat,
+    #[serde(default)]
+    pub target: LogTarget,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -326,6 +341,7 @@ impl Default for LogConfig {
         LogConfig {
             level: d_level(),
             format: LogFormat::default(),
+            target: LogTarget::default(),
         }
     }
 }
@@ -754,5 +770,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("s3.prefix"), "{e}");
+    }
+
+    #[test]
+    fn log_target_is_checked() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.log.target, LogTarget::Auto);
+        let c = parse(&format!("{MIN}[log]\ntarget = \"journald\"\n")).unwrap();
+        assert_eq!(c.log.target, LogTarget::Journald);
+        let e = parse(&format!("{MIN}[log]\ntarget = \"syslog\"\n")).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("log.target") && m.contains("auto") && m.contains("journald"),
+            "{m}"
+        );
     }
 }

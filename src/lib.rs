@@ -10,6 +10,10 @@
 //! - [`agent`]: the loops that tie detection, listing, download, upload and retention together.
 //! - [`sim`]: `qucam-sim`, a camera simulator for tests, demos and trying a setup without a vehicle.
 //! - [`cli`]: the `qucam-offload` command line; [`commands`] runs `run`, `status` and `demo`.
+//! - [`service`]: the systemd notify protocol (readiness, status, watchdog, stopping).
+//! - [`metrics`]: Prometheus `/metrics` and `/healthz`; [`notify`]: webhook and desktop
+//!   notifications; [`progress`]: progress bars for `run --once` and `demo`;
+//!   [`doctor`]: `qucam-offload doctor`, checks of a whole setup.
 
 pub mod agent;
 pub mod camera;
@@ -17,7 +21,12 @@ pub mod cli;
 pub mod clip;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod download;
+pub mod metrics;
+pub mod notify;
+pub mod progress;
+pub mod service;
 pub mod sim;
 pub mod store;
 pub mod upload;

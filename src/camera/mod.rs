@@ -543,13 +543,18 @@ impl CameraClient {
     }
 }
 
-/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`). A range that is not valid
+/// (END before START, or not below a known TOTAL) is `None`, as if absent.
 pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
-    let (start, _end) = range.split_once('-')?;
-    let start = start.trim().parse().ok()?;
-    let total = total.trim().parse().ok();
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    let total: Option<u64> = total.trim().parse().ok();
+    if end < start || total.is_some_and(|t| end >= t) {
+        return None;
+    }
     Some((start, total))
 }
 
@@ -586,6 +591,17 @@ mod tests {
         );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    /// Fuzz finding (reply_decoder): a range past the total, or ending before it starts,
+    /// was taken as valid.
+    #[test]
+    fn content_range_must_be_consistent() {
+        assert_eq!(parse_content_range("bytes 100-199/100"), None);
+        assert_eq!(parse_content_range("bytes 100-99/200"), None);
+        assert_eq!(parse_content_range("bytes 100-/200"), None);
+        assert_eq!(parse_content_range("bytes 0-0/1"), Some((0, Some(1))));
+        assert_eq!(parse_content_range("bytes 7-7/*"), Some((7, None)));
     }
 
     #[test]

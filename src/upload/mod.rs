@@ -30,6 +30,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 pub use local::LocalDestination;
+pub use s3::CheckStep;
 pub use s3::{
     ChecksumMode, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE,
     MIN_PART_SIZE, S3Destination, S3Settings,

@@ -13,9 +13,7 @@ use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
 use base64::Engine as _;
-use bytes::Bytes;
 use futures_util::StreamExt as _;
-use sha2::{Digest, Sha256};
 
 use super::{
     DonePart, MultipartProgress, ObjectMeta, SHA256_META_KEY, UploadError, UploadJournal,
@@ -32,6 +30,8 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_PART_CONCURRENCY: usize = 4;
 /// S3's maximum number of parts in one upload.
 const MAX_PARTS: u64 = 10_000;
+/// Read buffer of a part streamed from disk (per part in flight).
+const PART_READ_BUFFER: usize = 256 * 1024;
 
 /// Which integrity checksums requests carry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -578,7 +578,11 @@ impl S3Destination {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Reads one part from disk, hashes it and uploads it with its checksum.
+    /// Hashes one part of the file, then uploads it with its checksum, streamed from disk: a
+    /// part in flight holds one read buffer, not the whole part, so memory does not grow
+    /// with `part_size` × `part_concurrency` × `upload_concurrency`. (The spool file is the
+    /// agent's own and does not change; in [`ChecksumMode::Sha256`] the store checks the
+    /// streamed bytes against the hash anyway.)
     async fn send_part(
         &self,
         file: &Path,
@@ -586,8 +590,20 @@ impl S3Destination {
         upload_id: &str,
         part: PartPlan,
     ) -> Result<DonePart, UploadError> {
-        let data = read_range(file, part.offset, part.len).await?;
-        let sha256_b64 = b64(&Sha256::digest(&data));
+        let sha256_b64 = b64(&sha256_of_range_async(file, part.offset, part.len).await?);
+        let body = ByteStream::read_from()
+            .path(file)
+            .offset(part.offset)
+            .length(Length::Exact(part.len))
+            .buffer_size(PART_READ_BUFFER)
+            .build()
+            .await
+            .map_err(|e| {
+                UploadError::io(
+                    format!("reading {}", file.display()),
+                    std::io::Error::other(e),
+                )
+            })?;
         let mut request = self
             .client
             .upload_part()
@@ -596,7 +612,7 @@ impl S3Destination {
             .upload_id(upload_id)
             .part_number(part.number)
             .content_length(to_i64(part.len)?)
-            .body(ByteStream::from(data));
+            .body(body);
         if self.checksum == ChecksumMode::Sha256 {
             request = request.checksum_sha256(&sha256_b64);
         }
@@ -764,23 +780,6 @@ fn part_count(size: u64, part_size: u64) -> u64 {
     size.div_ceil(part_size.max(1))
 }
 
-/// Reads `len` bytes at `offset` (one part: memory stays ~ part_size × concurrency).
-async fn read_range(file: &Path, offset: u64, len: u64) -> Result<Bytes, UploadError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let path = file.to_owned();
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(offset))?;
-        let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-        f.read_exact(&mut buf)?;
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| UploadError::Other(format!("reading task failed: {e}")))?;
-    read.map(Bytes::from)
-        .map_err(|e| UploadError::io(format!("reading {}", file.display()), e))
-}
-
 /// `Err(what differs)` unless the object has `size` bytes and `sha256` metadata `sha256_hex`.
 fn compare_head(head: &HeadObjectOutput, size: u64, sha256_hex: &str) -> Result<(), String> {
     let stored_len = head.content_length().unwrap_or(-1);
@@ -921,6 +920,103 @@ fn service_error(op: &'static str, status: u16, code: String, message: String) -
         code,
         message,
         transient,
+    }
+}
+
+/// One step of [`S3Destination::check`] (`qucam-offload doctor`): what was checked and what
+/// it found (`Ok`) or why it failed (`Err`).
+#[derive(Debug, Clone)]
+pub struct CheckStep {
+    pub what: &'static str,
+    pub outcome: Result<String, String>,
+}
+
+impl S3Destination {
+    /// Checks that the bucket answers HeadBucket; with `write_test`,
+    /// also PUTs, GETs and DELETEs a probe object `{prefix}/.qucam-offload-doctor-<uuid>`.
+    /// Stops at the first failing step.
+    pub async fn check(&self, write_test: bool) -> Vec<CheckStep> {
+        const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+        let timed_out = |op: &str| format!("{op}: no answer within {LIMIT:?}");
+        let mut steps = Vec::new();
+        let head = self.client.head_bucket().bucket(&self.bucket).send();
+        let bucket = match tokio::time::timeout(LIMIT, head).await {
+            Err(_) => Err(timed_out("HeadBucket")),
+            Ok(Err(e)) => Err(map_sdk_err("HeadBucket", e).to_string()),
+            Ok(Ok(_)) => Ok(format!("{} reachable", self.describe())),
+        };
+        let failed = bucket.is_err();
+        steps.push(CheckStep {
+            what: "s3 bucket",
+            outcome: bucket,
+        });
+        if failed || !write_test {
+            return steps;
+        }
+        let prefix = self.prefix.trim_matches('/');
+        let name = format!(".qucam-offload-doctor-{}", uuid::Uuid::new_v4());
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let body = format!("qucam-offload doctor probe {key}\n");
+        let outcome = async {
+            let put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .body(ByteStream::from(body.clone().into_bytes()))
+                .send();
+            match tokio::time::timeout(LIMIT, put).await {
+                Err(_) => return Err(timed_out("PutObject")),
+                Ok(r) => r.map_err(|e| map_sdk_err("PutObject", e).to_string())?,
+            };
+            let get = async {
+                let out = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await;
+                let out = out.map_err(|e| map_sdk_err("GetObject", e).to_string())?;
+                let got = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| format!("GetObject: {e}"))?;
+                if got.into_bytes() != body.as_bytes() {
+                    return Err("GetObject: the probe came back different".to_owned());
+                }
+                Ok(())
+            };
+            let got = tokio::time::timeout(LIMIT, get)
+                .await
+                .unwrap_or_else(|_| Err(timed_out("GetObject")));
+            let delete = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send();
+            let deleted = match tokio::time::timeout(LIMIT, delete).await {
+                Err(_) => Err(timed_out("DeleteObject")),
+                Ok(r) => r
+                    .map(|_| ())
+                    .map_err(|e| map_sdk_err("DeleteObject", e).to_string()),
+            };
+            got?;
+            deleted.map_err(|e| format!("{e} (remove {key} by hand)"))?;
+            Ok(format!("PUT, GET and DELETE of {key}"))
+        }
+        .await;
+        steps.push(CheckStep {
+            what: "s3 write test",
+            outcome,
+        });
+        steps
     }
 }
 

@@ -1,0 +1,557 @@
+//! Prometheus metrics: `[metrics] listen = "127.0.0.1:9187"` serves `/metrics` (the text
+//! exposition format, written by hand) and `/healthz`.
+//!
+//! Two sources:
+//! - **the store**, read at each scrape: clips by state, queue depth, last verified
+//!   offload and last sighting per camera (IMEI). These survive restarts.
+//! - **[`AgentEvent`]s**, counted since the process started: bytes downloaded, uploaded
+//!   and offloaded, clips offloaded, lost and deleted, failures by stage, the throughput of
+//!   the last transfer, and whether each configured camera answered its last probe.
+//!
+//! The collector is a task fed by the agent's broadcast channel: a scrape never touches
+//! the pipeline, and a slow collector misses events rather than slowing the agent (the
+//! misses are counted in `qucam_offload_events_missed_total`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::agent::{Agent, AgentEvent, PassOutcome};
+use crate::store::{Store, state};
+
+/// Every clip state, so each camera exports all of them (0 included) and graphs stay
+/// continuous.
+const STATES: &[&str] = &[
+    state::SEEN,
+    state::SKIPPED,
+    state::QUEUED,
+    state::DOWNLOADING,
+    state::DOWNLOADED,
+    state::UPLOADING,
+    state::UPLOADED,
+    state::VERIFIED,
+    state::DELETED,
+    state::RETAINED,
+    state::FAILED,
+    state::LOST,
+    state::REFUSED,
+];
+
+/// States of clips selected for offload and not yet verified: the queue depth.
+const QUEUED_STATES: &[&str] = &[
+    state::QUEUED,
+    state::DOWNLOADING,
+    state::DOWNLOADED,
+    state::UPLOADING,
+    state::UPLOADED,
+];
+
+/// Counters per IMEI, from events since the process started.
+#[derive(Debug, Default, Clone)]
+struct PerCamera {
+    downloaded_bytes: u64,
+    uploaded_bytes: u64,
+    offloaded_bytes: u64,
+    offloaded_clips: u64,
+    lost_clips: u64,
+    deleted_clips: u64,
+    failures: BTreeMap<&'static str, u64>,
+    download_bps: Option<f64>,
+    upload_bps: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    per_imei: BTreeMap<String, PerCamera>,
+    /// Configured camera name → answered its last probe.
+    reachable: BTreeMap<String, bool>,
+    events_missed: u64,
+}
+
+/// What `/metrics` reports: the event counters and the store.
+pub struct Metrics {
+    counters: Mutex<Counters>,
+    store: Store,
+}
+
+impl Metrics {
+    /// Metrics over `store`, with every camera in `cameras` (configured names) unreachable
+    /// until its first probe.
+    pub fn new(store: Store, cameras: impl IntoIterator<Item = String>) -> Metrics {
+        let counters = Counters {
+            reachable: cameras.into_iter().map(|c| (c, false)).collect(),
+            ..Default::default()
+        };
+        Metrics {
+            counters: Mutex::new(counters),
+            store,
+        }
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configured cameras changed (a reload): keep what is known of those still there.
+    pub fn set_cameras(&self, cameras: impl IntoIterator<Item = String>) {
+        let mut c = self.counters();
+        let old = std::mem::take(&mut c.reachable);
+        c.reachable = cameras
+            .into_iter()
+            .map(|n| {
+                let up = old.get(&n).copied().unwrap_or(false);
+                (n, up)
+            })
+            .collect();
+    }
+
+    /// Counts one agent event.
+    pub fn record(&self, e: &AgentEvent) {
+        let mut c = self.counters();
+        match e {
+            AgentEvent::CameraAppeared { camera, .. } => {
+                c.reachable.insert(camera.clone(), true);
+            }
+            AgentEvent::CameraGone { camera, .. } => {
+                c.reachable.insert(camera.clone(), false);
+            }
+            AgentEvent::PassFinished { camera, outcome } => {
+                let here = !matches!(outcome, PassOutcome::Away);
+                c.reachable.insert(camera.clone(), here);
+            }
+            AgentEvent::Downloaded {
+                imei, bytes, secs, ..
+            } => {
+                let p = c.per_imei.entry(imei.clone()).or_default();
+                p.downloaded_bytes += bytes;
+                if *secs > 0.0 {
+                    p.download_bps = Some(*bytes as f64 / secs);
+                }
+            }
+            AgentEvent::Offloaded {
+                imei,
+                size,
+                sent,
+                secs,
+                ..
+            } => {
+                let p = c.per_imei.entry(imei.clone()).or_default();
+                p.offloaded_bytes += size;
+                p.offloaded_clips += 1;
+                p.uploaded_bytes += sent;
+                if *sent > 0 && *secs > 0.0 {
+                    p.upload_bps = Some(*sent as f64 / secs);
+                }
+            }
+            AgentEvent::Failed { imei, stage, .. } => {
+                let p = c.per_imei.entry(imei.clone()).or_default();
+                *p.failures.entry(stage).or_default() += 1;
+            }
+            AgentEvent::Lost { imei, .. } => {
+                c.per_imei.entry(imei.clone()).or_default().lost_clips += 1;
+            }
+            AgentEvent::DeletedFromCamera { imei, .. } => {
+                c.per_imei.entry(imei.clone()).or_default().deleted_clips += 1;
+            }
+        }
+    }
+
+    /// Counts events the collector missed (it lagged behind the agent).
+    pub fn missed(&self, n: u64) {
+        self.counters().events_missed += n;
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub async fn render(&self) -> Result<String> {
+        let cams = self.store.cameras().await?;
+        let mut rows = Vec::with_capacity(cams.len());
+        for cam in &cams {
+            rows.push(self.store.counts(&cam.imei).await?);
+        }
+        let last_verified: BTreeMap<String, i64> = self
+            .store
+            .call(|c| {
+                let mut st = c.prepare(
+                    "SELECT imei, MAX(verified_at) FROM clips WHERE verified_at IS NOT NULL GROUP BY imei",
+                )?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let c = self.counters();
+        let mut s = String::with_capacity(8192);
+        section(
+            &mut s,
+            "qucam_offload_build_info",
+            "gauge",
+            "Version of the running agent.",
+        );
+        let _ = writeln!(
+            s,
+            "qucam_offload_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        // From the store.
+        let id = |imei: &str, name: &Option<String>| {
+            format!(
+                "imei=\"{}\",camera=\"{}\"",
+                esc(imei),
+                esc(name.as_deref().unwrap_or(""))
+            )
+        };
+        section(
+            &mut s,
+            "qucam_offload_clips",
+            "gauge",
+            "Clips known per camera, by state.",
+        );
+        for (cam, counts) in cams.iter().zip(&rows) {
+            let labels = id(&cam.imei, &cam.config_name);
+            for st in STATES {
+                let n = counts
+                    .iter()
+                    .find(|(s, _, _)| s == st)
+                    .map_or(0, |(_, n, _)| *n);
+                let _ = writeln!(s, "qucam_offload_clips{{{labels},state=\"{st}\"}} {n}");
+            }
+        }
+        section(
+            &mut s,
+            "qucam_offload_queue_depth",
+            "gauge",
+            "Clips selected for offload and not yet verified (queued, downloading, downloaded, uploading, uploaded).",
+        );
+        for (cam, counts) in cams.iter().zip(&rows) {
+            let n: i64 = counts
+                .iter()
+                .filter(|(s, _, _)| QUEUED_STATES.contains(&s.as_str()))
+                .map(|(_, n, _)| n)
+                .sum();
+            let _ = writeln!(
+                s,
+                "qucam_offload_queue_depth{{{}}} {n}",
+                id(&cam.imei, &cam.config_name)
+            );
+        }
+        section(
+            &mut s,
+            "qucam_offload_last_offload_timestamp_seconds",
+            "gauge",
+            "When the camera's last clip was verified in the destination (Unix time).",
+        );
+        for cam in &cams {
+            if let Some(t) = last_verified.get(&cam.imei) {
+                let _ = writeln!(
+                    s,
+                    "qucam_offload_last_offload_timestamp_seconds{{{}}} {t}",
+                    id(&cam.imei, &cam.config_name)
+                );
+            }
+        }
+        section(
+            &mut s,
+            "qucam_offload_camera_last_seen_timestamp_seconds",
+            "gauge",
+            "When the camera last answered (Unix time).",
+        );
+        for cam in &cams {
+            let _ = writeln!(
+                s,
+                "qucam_offload_camera_last_seen_timestamp_seconds{{{}}} {}",
+                id(&cam.imei, &cam.config_name),
+                cam.last_seen
+            );
+        }
+
+        // From events.
+        section(
+            &mut s,
+            "qucam_offload_camera_reachable",
+            "gauge",
+            "1 when the configured camera answered its last probe, else 0.",
+        );
+        for (name, up) in &c.reachable {
+            let _ = writeln!(
+                s,
+                "qucam_offload_camera_reachable{{camera=\"{}\"}} {}",
+                esc(name),
+                u8::from(*up)
+            );
+        }
+        let counter = |s: &mut String, name: &str, help: &str, f: &dyn Fn(&PerCamera) -> u64| {
+            section(s, name, "counter", help);
+            for (imei, p) in &c.per_imei {
+                let _ = writeln!(s, "{name}{{imei=\"{}\"}} {}", esc(imei), f(p));
+            }
+        };
+        counter(
+            &mut s,
+            "qucam_offload_downloaded_bytes_total",
+            "Bytes downloaded from the camera.",
+            &|p| p.downloaded_bytes,
+        );
+        counter(
+            &mut s,
+            "qucam_offload_uploaded_bytes_total",
+            "Bytes sent to the destination (0 for clips already there).",
+            &|p| p.uploaded_bytes,
+        );
+        counter(
+            &mut s,
+            "qucam_offload_offloaded_bytes_total",
+            "Bytes of clips verified in the destination.",
+            &|p| p.offloaded_bytes,
+        );
+        counter(
+            &mut s,
+            "qucam_offload_offloaded_clips_total",
+            "Clips verified in the destination.",
+            &|p| p.offloaded_clips,
+        );
+        counter(
+            &mut s,
+            "qucam_offload_lost_clips_total",
+            "Clips that left the camera before they were offloaded.",
+            &|p| p.lost_clips,
+        );
+        counter(
+            &mut s,
+            "qucam_offload_deleted_clips_total",
+            "Verified clips deleted from the camera.",
+            &|p| p.deleted_clips,
+        );
+        section(
+            &mut s,
+            "qucam_offload_failures_total",
+            "counter",
+            "Failed download or upload attempts, by stage.",
+        );
+        for (imei, p) in &c.per_imei {
+            for (stage, n) in &p.failures {
+                let _ = writeln!(
+                    s,
+                    "qucam_offload_failures_total{{imei=\"{}\",stage=\"{stage}\"}} {n}",
+                    esc(imei)
+                );
+            }
+        }
+        let gauge =
+            |s: &mut String, name: &str, help: &str, f: &dyn Fn(&PerCamera) -> Option<f64>| {
+                section(s, name, "gauge", help);
+                for (imei, p) in &c.per_imei {
+                    if let Some(v) = f(p) {
+                        let _ = writeln!(s, "{name}{{imei=\"{}\"}} {v:.0}", esc(imei));
+                    }
+                }
+            };
+        gauge(
+            &mut s,
+            "qucam_offload_download_throughput_bytes_per_second",
+            "Throughput of the camera's last download.",
+            &|p| p.download_bps,
+        );
+        gauge(
+            &mut s,
+            "qucam_offload_upload_throughput_bytes_per_second",
+            "Throughput of the camera's last upload.",
+            &|p| p.upload_bps,
+        );
+        section(
+            &mut s,
+            "qucam_offload_events_missed_total",
+            "counter",
+            "Agent events the metrics collector missed (it lagged behind).",
+        );
+        let _ = writeln!(s, "qucam_offload_events_missed_total {}", c.events_missed);
+        Ok(s)
+    }
+}
+
+fn section(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Feeds `metrics` from the agent's events until the agent is gone.
+pub fn collect(metrics: Arc<Metrics>, mut rx: broadcast::Receiver<AgentEvent>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => metrics.record(&e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!("metrics missed {n} agent events (collector too slow)");
+                    metrics.missed(n);
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+/// The running metrics endpoint; stops when dropped.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    server: JoinHandle<()>,
+    collector: Mutex<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Counts the events of `agent` from now on, instead of the previous agent's (a config
+    /// reload swaps the agent; the counters carry on). Call before `agent` runs.
+    pub fn attach(&self, agent: &Agent) {
+        self.metrics
+            .set_cameras(agent.config().cameras.iter().map(|c| c.name.clone()));
+        let next = collect(self.metrics.clone(), agent.subscribe());
+        let mut c = self.collector.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *c, next).abort();
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.collector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort();
+    }
+}
+
+/// Binds `listen` (a failure names `metrics.listen`), starts counting `agent`'s events and
+/// serves `/metrics` and `/healthz` until `shutdown` or until the handle is dropped.
+pub async fn start(
+    agent: &Agent,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<MetricsServer> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on metrics.listen = \"{listen}\""))?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    let metrics = Arc::new(Metrics::new(
+        agent.store().clone(),
+        agent.config().cameras.iter().map(|c| c.name.clone()),
+    ));
+    let collector = Mutex::new(collect(metrics.clone(), agent.subscribe()));
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .route("/healthz", axum::routing::get(healthz))
+        .with_state(metrics.clone());
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            warn!("metrics endpoint stopped: {e}");
+        }
+    });
+    info!("metrics at http://{addr}/metrics");
+    Ok(MetricsServer {
+        addr,
+        metrics,
+        server,
+        collector,
+    })
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> axum::response::Response {
+    match m.render().await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the state database: {e:#}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// 200 while the state database answers, 503 otherwise.
+async fn healthz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    let ok = m
+        .store
+        .call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await;
+    match ok {
+        Ok(_) => (StatusCode::OK, "ok\n"),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state database unavailable\n",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(esc("x\ny"), "x\\ny");
+    }
+
+    #[tokio::test]
+    async fn counts_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let m = Metrics::new(store, ["truck-12".to_string()]);
+        m.record(&AgentEvent::PassFinished {
+            camera: "truck-12".into(),
+            outcome: PassOutcome::Done {
+                imei: "1".into(),
+                remaining: 0,
+            },
+        });
+        m.record(&AgentEvent::Downloaded {
+            imei: "1".into(),
+            clip: "c".into(),
+            bytes: 2_000_000,
+            secs: 2.0,
+        });
+        m.record(&AgentEvent::Failed {
+            imei: "1".into(),
+            clip: "c".into(),
+            stage: "upload",
+            error: "x".into(),
+        });
+        let text = m.render().await.unwrap();
+        assert!(text.contains("qucam_offload_camera_reachable{camera=\"truck-12\"} 1"));
+        assert!(text.contains("qucam_offload_downloaded_bytes_total{imei=\"1\"} 2000000"));
+        assert!(
+            text.contains("qucam_offload_download_throughput_bytes_per_second{imei=\"1\"} 1000000")
+        );
+        assert!(text.contains("qucam_offload_failures_total{imei=\"1\",stage=\"upload\"} 1"));
+    }
+}

@@ -1,0 +1,212 @@
+//! Progress for `run --once` and `demo`, driven by the agent's [`AgentEvent`]s.
+//!
+//! On a terminal (stderr is a TTY): one bar per camera seen in this run, counting the
+//! clips verified in this run of those selected (verified in this run + still pending),
+//! with their bytes; events trigger a refresh from the store, which is the truth. Log lines are printed above the bars through [`LogWriter`] (the
+//! `tracing` writer), so bars and logs do not garble each other. Elsewhere (systemd, a
+//! pipe, CI): no bars, just a summary log line per camera when its pass ends; the agent's
+//! own log lines say the rest.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::agent::{Agent, AgentEvent, PassOutcome};
+use crate::store::{Store, now};
+
+/// The bars being drawn, if any: log lines are printed above them.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+fn bars() -> std::sync::MutexGuard<'static, Option<MultiProgress>> {
+    BARS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A `tracing` writer to stderr that prints above the progress bars while they are shown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mp = bars().clone();
+        match mp {
+            Some(mp) => mp.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+/// A camera's clips from the store: (selected and not yet verified, verified since
+/// `since`, their bytes). Both from one query, so the bar never runs backwards.
+async fn tally(store: &Store, imei: &str, since: i64) -> anyhow::Result<(u64, u64, u64)> {
+    let imei = imei.to_string();
+    store
+        .call(move |c| {
+            Ok(c.query_row(
+                "SELECT
+                    COALESCE(SUM(state IN ('queued', 'downloading', 'downloaded', 'uploading', 'uploaded')), 0),
+                    COALESCE(SUM(verified_at >= ?2), 0),
+                    COALESCE(SUM(CASE WHEN verified_at >= ?2 THEN size ELSE 0 END), 0)
+                 FROM clips WHERE imei = ?1",
+                rusqlite::params![imei, since],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                        r.get::<_, i64>(2)?.max(0) as u64,
+                    ))
+                },
+            )?)
+        })
+        .await
+}
+
+#[derive(Default)]
+struct Cam {
+    name: String,
+    bar: Option<ProgressBar>,
+    offloaded: u64,
+    bytes: u64,
+    pending: u64,
+}
+
+/// The running progress display.
+pub struct Progress {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Starts showing the progress of `agent` (call before it runs).
+pub fn start(agent: &Agent) -> Progress {
+    let tty = std::io::stderr().is_terminal();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(show(
+        agent.subscribe(),
+        agent.store().clone(),
+        tty,
+        stop.clone(),
+    ));
+    Progress { stop, task }
+}
+
+impl Progress {
+    /// Draws the bars one last time (after the last events are counted) and stops.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        // The finished bars stay on screen; logs go straight to stderr again.
+        bars().take();
+    }
+}
+
+async fn show(
+    mut rx: broadcast::Receiver<AgentEvent>,
+    store: Store,
+    tty: bool,
+    stop: CancellationToken,
+) {
+    let started = now();
+    let mp = tty.then(|| {
+        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        *bars() = Some(mp.clone());
+        mp
+    });
+    let style =
+        ProgressStyle::with_template("{prefix:<14!} {bar:30} {pos:>4}/{len:<4} clips {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut cams: HashMap<String, Cam> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let event = tokio::select! {
+            biased;
+            r = rx.recv() => match r {
+                Ok(e) => Some(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tick.tick() => None,
+            _ = stop.cancelled() => break,
+        };
+        // Cameras seen in this run, with their pending clips (without bars, only needed
+        // for the summary at the end of a pass).
+        let refresh = tty || matches!(event, Some(AgentEvent::PassFinished { .. }));
+        if refresh && let Ok(rows) = store.cameras().await {
+            for row in rows.into_iter().filter(|r| r.last_seen >= started) {
+                let Ok((pending, offloaded, bytes)) = tally(&store, &row.imei, started).await
+                else {
+                    continue;
+                };
+                let cam = cams.entry(row.imei.clone()).or_default();
+                (cam.pending, cam.offloaded, cam.bytes) = (pending, offloaded, bytes);
+                cam.name = row.config_name.unwrap_or_else(|| row.imei.clone());
+                if let (Some(mp), None) = (&mp, &cam.bar) {
+                    let bar = mp.add(ProgressBar::new(0));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(cam.name.clone());
+                    cam.bar = Some(bar);
+                }
+            }
+        }
+        if let Some(AgentEvent::PassFinished { camera, outcome }) = &event {
+            let imei = match outcome {
+                PassOutcome::Done { imei, .. } => Some(imei),
+                PassOutcome::Failed { imei, .. } => imei.as_ref(),
+                PassOutcome::Away => None,
+            };
+            let note = match outcome {
+                PassOutcome::Away => "not reachable".to_string(),
+                PassOutcome::Done { remaining: 0, .. } => "done".to_string(),
+                PassOutcome::Done { remaining, .. } => format!("{remaining} left"),
+                PassOutcome::Failed { error, .. } => format!("failed: {error}"),
+            };
+            match imei.and_then(|i| cams.get(i)) {
+                Some(cam) if cam.bar.is_some() => {
+                    if let Some(bar) = &cam.bar {
+                        bar.set_length(cam.offloaded + cam.pending);
+                        bar.set_position(cam.offloaded);
+                        bar.finish_with_message(format!(
+                            "{:.1} MB, {note}",
+                            cam.bytes as f64 / 1e6
+                        ));
+                    }
+                }
+                Some(cam) => info!(
+                    camera = %camera,
+                    "progress: {} of {} selected clips offloaded this run ({:.1} MB), {note}",
+                    cam.offloaded,
+                    cam.offloaded + cam.pending,
+                    cam.bytes as f64 / 1e6
+                ),
+                None => {}
+            }
+            continue;
+        }
+        for cam in cams.values() {
+            if let Some(bar) = &cam.bar
+                && !bar.is_finished()
+            {
+                bar.set_length(cam.offloaded + cam.pending);
+                bar.set_position(cam.offloaded);
+                bar.set_message(format!("{:.1} MB", cam.bytes as f64 / 1e6));
+            }
+        }
+    }
+}

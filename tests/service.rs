@@ -1,0 +1,467 @@
+//! `qucam-offload run` as a service, the real binary as a child process against a simulated
+//! camera and an S3 server on 127.0.0.1: the systemd notify protocol (READY, STATUS,
+//! WATCHDOG, STOPPING) on a datagram socket the test binds, SIGHUP config reloads (a
+//! changed config takes effect without dropping the transfer in flight; an invalid one is
+//! refused and the agent goes on), and SIGTERM stopping it within 5 s.
+//!
+//! Every wait polls with a deadline; every child is killed when its handle drops.
+#![cfg(unix)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::fleet::{Fleet, IMEI, Knobs};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
+
+/// A `NOTIFY_SOCKET` of our own: every datagram the child sends, split into lines.
+struct NotifySocket {
+    path: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (lines, stop) = (lines.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        let mut l = lines.lock().unwrap();
+                        l.extend(text.lines().map(str::to_string));
+                    }
+                }
+            })
+        };
+        NotifySocket {
+            path,
+            lines,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn count(&self, line: &str) -> usize {
+        self.lines().iter().filter(|l| *l == line).count()
+    }
+
+    fn has(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.lines().iter().any(|l| pred(l))
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// The agent daemon as a child: `qucam-offload -c CONFIG run`.
+struct Daemon {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    /// Nothing inherited (no real AWS profile, config, HOME or JOURNAL_STREAM), the test
+    /// credentials, and the notify socket. No WATCHDOG_PID: sd-notify accepts its absence.
+    fn spawn(f: &Fleet, cfg: &Path, notify: &NotifySocket) -> Daemon {
+        let home = f.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home dir");
+        for name in ["aws-config", "aws-credentials"] {
+            std::fs::write(home.join(name), "").expect("empty aws file");
+        }
+        let stderr = f.dir.path().join("daemon.stderr");
+        let child = std::process::Command::new(BIN)
+            .env_clear()
+            .envs(f.s3.env())
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("AWS_CONFIG_FILE", home.join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info,qucam_offload=debug")
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "2000000")
+            .current_dir(&home)
+            .args(["-c", cfg.to_str().expect("utf-8 path"), "run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn qucam-offload");
+        Daemon { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Sends a signal with the system `kill` command (`libc` is not a dependency).
+    fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} failed");
+    }
+
+    /// SIGTERM; the exit must come within 5 s. Returns the exit code and the time taken.
+    async fn terminate(mut self) -> (Option<i32>, Duration) {
+        let sent = Instant::now();
+        self.signal("-TERM");
+        let deadline = sent + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return (st.code(), sent.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 5 s after SIGTERM\n--- stderr\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test after `timeout`, with
+/// the daemon's stderr.
+async fn poll(d: &mut Daemon, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if !d.running() {
+            panic!(
+                "the daemon exited while waiting for: {what}\n--- stderr\n{}",
+                d.stderr()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}\n--- stderr\n{}",
+            d.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Event code (`_XX_`) of a clip name.
+fn code(name: &str) -> String {
+    format!("_{}_", &name[16..18])
+}
+
+/// Object keys in the bucket.
+fn keys(f: &Fleet) -> BTreeSet<String> {
+    f.bucket_keys().into_iter().collect()
+}
+
+fn want_keys(f: &Fleet, names: &[String]) -> BTreeSet<String> {
+    names.iter().map(|n| f.key(n)).collect()
+}
+
+/// `.part` files of the camera in the spool, with their sizes.
+fn part_files(f: &Fleet) -> Vec<(PathBuf, u64)> {
+    let dir = f.state_dir.join("spool").join(IMEI);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "part"))
+        .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).ok()?.len())))
+        .collect()
+}
+
+/// The event clips split by event code: those of the first code, and the others.
+fn split_events(f: &Fleet) -> (String, Vec<String>, Vec<String>) {
+    let events = f.event_clips();
+    let first = code(&events[0]);
+    let (a, b): (Vec<String>, Vec<String>) = events.into_iter().partition(|n| code(n) == first);
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "seed 42 gives event clips of several codes"
+    );
+    (first, a, b)
+}
+
+fn knobs(sync: &str) -> Knobs {
+    Knobs {
+        sync: sync.to_string(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_ready_status_watchdog_and_stopping() {
+    let f = Fleet::start(12, 200_000).await;
+    let events = f.event_clips();
+    let cfg = f.write_config(&Knobs::default());
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+
+    poll(&mut d, "READY=1", Duration::from_secs(20), || {
+        notify.count("READY=1") == 1
+    })
+    .await;
+    // A status line that says what happened, and then that nothing is left.
+    poll(
+        &mut d,
+        "STATUS=truck-12: N clips offloaded this pass, 0 pending",
+        Duration::from_secs(60),
+        || {
+            notify.has(|l| {
+                l.starts_with("STATUS=truck-12: ")
+                    && l.contains("offloaded this pass")
+                    && l.ends_with(", 0 pending")
+            })
+        },
+    )
+    .await;
+    let statuses: Vec<String> = notify
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("STATUS="))
+        .collect();
+    // Passes offloaded every event clip (the newest ones may wait for a second listing
+    // to prove they finished recording), and said so as they went.
+    let offloaded: usize = statuses
+        .iter()
+        .filter_map(|l| {
+            let n = l.strip_prefix("STATUS=truck-12: ")?.split(' ').next()?;
+            n.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        offloaded >= 1,
+        "a status counted offloaded clips: {statuses:#?}"
+    );
+    // WATCHDOG_USEC=2 s: pings every second.
+    poll(&mut d, "two WATCHDOG=1", Duration::from_secs(10), || {
+        notify.count("WATCHDOG=1") >= 2
+    })
+    .await;
+
+    let (code, took) = d.terminate().await;
+    println!("SIGTERM: exited {code:?} after {took:?}");
+    assert_eq!(code, Some(0));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while notify.count("STOPPING=1") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(notify.count("STOPPING=1"), 1, "{:#?}", notify.lines());
+    assert_eq!(notify.count("READY=1"), 1, "one READY=1 without a reload");
+    // State saved: every event clip verified in the bucket and deleted from the camera.
+    assert_eq!(keys(&f), want_keys(&f, &events));
+    let states = f.states();
+    for name in &events {
+        f.assert_in_bucket(name);
+        assert_eq!(
+            states.get(name).map(String::as_str),
+            Some("deleted"),
+            "{name}"
+        );
+        assert!(!f.clip_on_camera(name), "{name} deleted from the camera");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_changed_config_without_dropping_the_transfer_in_flight() {
+    let f = Fleet::start(20, 400_000).await;
+    let (first, firsts, others) = split_events(&f);
+    // 400 kB at 200 kB/s: each download takes about 2 s.
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(200_000));
+    let cfg = f.write_config(&knobs(&format!("event_types = [\"{first}\"]")));
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(&mut d, "READY=1", Duration::from_secs(20), || {
+        notify.count("READY=1") == 1
+    })
+    .await;
+    poll(
+        &mut d,
+        "a download in flight",
+        Duration::from_secs(30),
+        || part_files(&f).iter().any(|(_, len)| *len > 0),
+    )
+    .await;
+
+    // Every event clip now, while that download is in flight.
+    f.write_config(&Knobs::default());
+    d.signal("-HUP");
+    poll(&mut d, "RELOADING=1", Duration::from_secs(10), || {
+        notify.count("RELOADING=1") == 1
+    })
+    .await;
+    f.sim.set_faults(|x| x.bandwidth_bytes_per_sec = None);
+    poll(
+        &mut d,
+        "READY=1 after the reload",
+        Duration::from_secs(30),
+        || notify.count("READY=1") == 2,
+    )
+    .await;
+    let all: Vec<String> = firsts.iter().chain(&others).cloned().collect();
+    poll(
+        &mut d,
+        "every event clip in the bucket",
+        Duration::from_secs(60),
+        || keys(&f) == want_keys(&f, &all),
+    )
+    .await;
+    let log = d.stderr();
+    let reloads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("config reloaded (SIGHUP)"))
+        .collect();
+    assert_eq!(reloads.len(), 1, "one line for the reload:\n{log}");
+    assert!(reloads[0].contains("changed sync"), "{}", reloads[0]);
+    // The download in flight at the SIGHUP finished under the old agent: no download was
+    // resumed (a dropped one would come back with a Range from its offset).
+    let resumed: Vec<_> = f
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.range.as_deref().is_some_and(|x| x != "bytes=0-"))
+        .collect();
+    assert!(resumed.is_empty(), "downloads resumed: {resumed:#?}\n{log}");
+
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0));
+    for name in &all {
+        f.assert_in_bucket(name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_on_sighup_is_refused_and_the_agent_goes_on() {
+    let f = Fleet::start(20, 100_000).await;
+    let (first, firsts, others) = split_events(&f);
+    let cfg = f.write_config(&knobs(&format!("event_types = [\"{first}\"]")));
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(
+        &mut d,
+        "the first code's clips in the bucket",
+        Duration::from_secs(60),
+        || keys(&f) == want_keys(&f, &firsts),
+    )
+    .await;
+
+    std::fs::write(&cfg, f.config_text(&knobs("max_attempts = \"many\""))).unwrap();
+    d.signal("-HUP");
+    poll(
+        &mut d,
+        "the refusal logged",
+        Duration::from_secs(10),
+        || d_stderr(&f).contains("config reload (SIGHUP) refused"),
+    )
+    .await;
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused"))
+        .expect("refusal line");
+    assert!(line.contains("sync.max_attempts"), "names the key: {line}");
+    assert!(d.running(), "the agent keeps running");
+    assert_eq!(notify.count("RELOADING=1"), 0, "no reload began");
+    // Still on the old config: the other codes' clips are not offloaded.
+    assert_eq!(keys(&f), want_keys(&f, &firsts));
+
+    // A valid file later is applied.
+    f.write_config(&Knobs::default());
+    d.signal("-HUP");
+    let all: Vec<String> = firsts.iter().chain(&others).cloned().collect();
+    poll(
+        &mut d,
+        "every event clip after the valid reload",
+        Duration::from_secs(60),
+        || keys(&f) == want_keys(&f, &all),
+    )
+    .await;
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0));
+}
+
+/// The daemon's stderr by path (for closures that cannot borrow the daemon).
+fn d_stderr(f: &Fleet) -> String {
+    std::fs::read_to_string(f.dir.path().join("daemon.stderr")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_reload_still_stops_within_5_s_and_keeps_the_partial_download() {
+    let f = Fleet::start(12, 2_000_000).await;
+    // 2 MB at 100 kB/s: a download takes 20 s, far beyond the 5 s allowed for SIGTERM.
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
+    let cfg = f.write_config(&Knobs::default());
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(
+        &mut d,
+        "a download in flight",
+        Duration::from_secs(30),
+        || part_files(&f).iter().any(|(_, len)| *len > 0),
+    )
+    .await;
+    f.write_config(&knobs("download_concurrency = 2"));
+    d.signal("-HUP");
+    poll(
+        &mut d,
+        "RELOADING=1 (the old agent drains)",
+        Duration::from_secs(10),
+        || notify.count("RELOADING=1") == 1,
+    )
+    .await;
+    let (code, took) = d.terminate().await;
+    println!("SIGTERM while draining: exited {code:?} after {took:?}");
+    assert_eq!(code, Some(0));
+    assert_eq!(notify.count("STOPPING=1"), 1, "{:#?}", notify.lines());
+    // The interrupted download was kept for a resume; its state was recorded.
+    assert!(
+        part_files(&f).iter().any(|(_, len)| *len > 0),
+        "partial download kept"
+    );
+    let states = f.states();
+    assert!(
+        states.values().any(|s| s == "downloading" || s == "queued"),
+        "the interrupted clip is still due: {states:?}"
+    );
+}
