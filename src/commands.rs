@@ -31,6 +31,9 @@ pub async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<u8> {
             let path = Config::resolve_path(config)?;
             let cfg = Config::load(&path)?;
             init_logging(&cfg);
+            if let Some(w) = crate::config::exposed_secrets_warning(&path, &cfg) {
+                tracing::warn!("{w}");
+            }
             run(cfg, once, &path).await
         }
         Command::Status { json } => {
@@ -132,6 +135,13 @@ pub fn s3_settings(s3: &crate::config::S3Config) -> S3Settings {
         checksum: match s3.checksum {
             ChecksumMode::Sha256 => upload::ChecksumMode::Sha256,
             ChecksumMode::WhenRequired => upload::ChecksumMode::WhenRequired,
+        },
+        credentials: match (&s3.access_key_id, &s3.secret_access_key) {
+            (Some(id), Some(secret)) => Some(upload::StaticCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.expose().to_string(),
+            }),
+            _ => None,
         },
     }
 }

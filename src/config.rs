@@ -167,6 +167,12 @@ pub struct S3Config {
     pub part_size: u64,
     #[serde(default = "d_part_conc")]
     pub part_concurrency: usize,
+    /// Static credentials. Prefer the AWS chain (environment, profile, instance role);
+    /// a file holding keys must be readable by the agent only (a warning says so).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<crate::camera::Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -405,6 +411,31 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// A warning when the file at `path` holds S3 keys and other users can read it.
+pub fn exposed_secrets_warning(path: &Path, cfg: &Config) -> Option<String> {
+    let holds_keys = cfg
+        .s3
+        .as_ref()
+        .is_some_and(|s| s.secret_access_key.is_some());
+    if !holds_keys {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "config file {} holds S3 keys and other users can read it (mode {:o}): run chmod 600 {} (or move the keys to the AWS environment or a profile)",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
 /// Known event codes, as they appear between underscores in clip names.
 pub const EVENT_CODES: &[&str] = &[
     "01", "02", "03", "04", "05", "06", "07", "08", "09", "0A", "0E", "0F",
@@ -613,6 +644,16 @@ impl Config {
                 ));
             }
             check_prefix(&s3.prefix).map_err(|m| bad("s3.prefix", m))?;
+            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                return Err(bad(
+                    if s3.access_key_id.is_some() {
+                        "s3.secret_access_key"
+                    } else {
+                        "s3.access_key_id"
+                    },
+                    "give access_key_id and secret_access_key together (or neither, to use the AWS environment, profile or instance role)".into(),
+                ));
+            }
             if let Some(ep) = &s3.endpoint {
                 check_http_url(ep).map_err(|m| bad("s3.endpoint", m))?;
             }
@@ -679,19 +720,7 @@ fn check_http_url(s: &str) -> Result<(), String> {
 }
 
 fn check_prefix(p: &str) -> Result<(), String> {
-    let t = p.trim_matches('/');
-    for seg in t.split('/') {
-        if t.is_empty() {
-            break;
-        }
-        if seg.is_empty() || seg == "." || seg == ".." {
-            return Err(format!("{p:?} has an empty, \".\" or \"..\" path segment"));
-        }
-        if seg.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(format!("{p:?} has control characters or backslashes"));
-        }
-    }
-    Ok(())
+    crate::clip::check_prefix(p).map_err(|e| e.0)
 }
 
 impl fmt::Display for ParamStyle {

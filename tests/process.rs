@@ -953,3 +953,47 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     );
     daemon.kill9().await;
 }
+
+/// S3 keys may live in the config; such a file readable by others gets a warning, and
+/// the secret never reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_a_world_readable_config_are_used_but_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fleet::start(6, 20_000).await;
+    let k = Knobs {
+        s3: format!(
+            "access_key_id = \"{}\"\nsecret_access_key = \"{}\"",
+            common::s3::TEST_ACCESS_KEY,
+            common::s3::TEST_SECRET_KEY
+        ),
+        ..Knobs::default()
+    };
+    let cfg = f.write_config(&k);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // No credentials in the environment: only the config's keys can work.
+    let mut c = command(&f, &["-c", cfg.to_str().unwrap(), "run", "--once"]);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let out = spawn_with(&f, c, "keys").wait(RUN_TIMEOUT).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(
+        out.stderr.contains("holds S3 keys") && out.stderr.contains("chmod 600"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.contains(common::s3::TEST_SECRET_KEY),
+        "the secret key reached the log"
+    );
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    // Readable by the agent only: no warning.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = command(&f, &["-c", cfg.to_str().unwrap(), "run", "--once"]);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let out = spawn_with(&f, c, "keys-600").wait(RUN_TIMEOUT).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(!out.stderr.contains("holds S3 keys"), "{}", out.describe());
+}

@@ -33,7 +33,7 @@ pub use local::LocalDestination;
 pub use s3::CheckStep;
 pub use s3::{
     ChecksumMode, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE,
-    MIN_PART_SIZE, S3Destination, S3Settings,
+    MIN_PART_SIZE, S3Destination, S3Settings, StaticCredentials,
 };
 
 /// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,

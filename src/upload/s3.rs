@@ -63,6 +63,24 @@ pub struct S3Settings {
     pub part_size: u64,
     pub part_concurrency: usize,
     pub checksum: ChecksumMode,
+    /// Static credentials from the config; `None`: the standard AWS chain.
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// An access key pair given in the config. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"********")
+            .finish()
+    }
 }
 
 impl Default for S3Settings {
@@ -77,6 +95,7 @@ impl Default for S3Settings {
             part_size: DEFAULT_PART_SIZE,
             part_concurrency: DEFAULT_PART_CONCURRENCY,
             checksum: ChecksumMode::Sha256,
+            credentials: None,
         }
     }
 }
@@ -122,6 +141,15 @@ impl S3Destination {
             loader = loader
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        if let Some(c) = &settings.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                None,
+                None,
+                "qucam-offload config",
+            ));
         }
         let sdk_config = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
