@@ -84,7 +84,15 @@ pub fn init_logging(cfg: &Config) {
             )
             .try_init(),
         (None, LogFormat::Text) => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(crate::progress::LogWriter))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colours only on a terminal; NO_COLOR turns them off there too.
+                    .with_ansi(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr())
+                            && std::env::var_os("NO_COLOR").is_none(),
+                    )
+                    .with_writer(crate::progress::LogWriter),
+            )
             .try_init(),
     };
     if let (Ok(()), Some(e)) = (installed, journal_error) {
