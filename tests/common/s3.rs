@@ -9,6 +9,8 @@
 //!   [`TestS3::list_incomplete_multipart`] finds them (there is no ListMultipartUploads);
 //! - ListParts returns sizes only (no ETag, no checksum), and an unknown upload id lists as
 //!   empty instead of `NoSuchUpload`; UploadPart to an unknown id answers `AccessDenied`;
+//! - a request is not atomic (a PUT renames its file into place, then writes metadata), so
+//!   the fault layer runs each request to its end even if the client disconnects;
 //! - part checksums are not validated and no composite checksum is kept for multipart
 //!   objects (HeadObject then reports none); single PUT checksums are validated and stored.
 #![allow(dead_code)]
@@ -258,7 +260,12 @@ async fn handle(
         return Ok(error_response(status));
     }
     let req = Request::from_parts(parts, s3s::Body::http_body_unsync(body));
-    let resp = service.call(req).await?;
+    // Carried out in a task of its own, to the end, even when the client goes away (kill -9)
+    // and hyper drops this future: `s3s-fs` is not atomic (a PUT's file is renamed into place
+    // before its metadata is written), so a request cancelled in between would leave an
+    // object without its metadata, which no real store ever shows. A body cut off mid-way
+    // still fails the request and leaves nothing.
+    let resp = tokio::spawn(async move { service.call(req).await }).await??;
     let delay = faults.reply_delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
