@@ -479,8 +479,9 @@ impl Agent {
     async fn list_and_reconcile(&self, client: &CameraClient, imei: &str) -> Result<()> {
         let page_size = self.cfg.sync.page_size as usize;
         let mut seen: HashSet<String> = HashSet::new();
-        // Recording times seen per camera channel, to know which clips are finished.
-        let mut times: HashMap<i64, Vec<String>> = HashMap::new();
+        // The two latest recording times seen per camera channel: a clip with two newer
+        // clips on its channel has finished recording.
+        let mut latest: HashMap<i64, Latest> = HashMap::new();
         let mut total = 0usize;
         let mut lost_total = 0usize;
         for round in 0..2 {
@@ -502,16 +503,18 @@ impl Agent {
                     }
                     let l = self.classify(e);
                     if l.refuse.is_none() {
-                        times
-                            .entry(l.camera)
-                            .or_default()
-                            .push(l.recorded_at.clone());
+                        latest.entry(l.camera).or_default().add(&l.recorded_at);
                     }
                     listed.push(l);
                 }
                 let finished: HashSet<String> = listed
                     .iter()
-                    .filter(|l| l.refuse.is_none() && newer_count(&times, l) >= 2)
+                    .filter(|l| {
+                        l.refuse.is_none()
+                            && latest
+                                .get(&l.camera)
+                                .is_some_and(|t| t.two_newer_than(&l.recorded_at))
+                    })
                     .map(|l| l.path.clone())
                     .collect();
                 let mut dedup = HashSet::new();
@@ -1281,12 +1284,26 @@ fn upload_backoff() -> ExponentialBuilder {
         .with_jitter()
 }
 
-/// How many clips of the same camera channel started after this one.
-fn newer_count(times: &HashMap<i64, Vec<String>>, l: &Listed) -> usize {
-    times
-        .get(&l.camera)
-        .map(|v| v.iter().filter(|t| **t > l.recorded_at).count())
-        .unwrap_or(0)
+/// The two latest recording times of a camera channel (with repeats).
+#[derive(Default)]
+struct Latest {
+    first: Option<String>,
+    second: Option<String>,
+}
+
+impl Latest {
+    fn add(&mut self, t: &str) {
+        if self.first.as_deref().is_none_or(|f| t >= f) {
+            self.second = self.first.replace(t.to_string());
+        } else if self.second.as_deref().is_none_or(|s| t >= s) {
+            self.second = Some(t.to_string());
+        }
+    }
+
+    /// Whether at least two clips of the channel started strictly after `t`.
+    fn two_newer_than(&self, t: &str) -> bool {
+        self.second.as_deref().is_some_and(|s| s > t)
+    }
 }
 
 /// Renames the finished `.part` into place and fsyncs the directory.

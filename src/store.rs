@@ -609,8 +609,15 @@ impl Store {
     /// `uploaded → verified`: the bucket confirmed size and checksum.
     pub async fn verified(&self, id: i64) -> Result<()> {
         self.call(move |c| {
+            // A clip that already left the camera (another agent deleted it, or the camera
+            // overwrote it after we downloaded it) has nothing left to do: it is settled.
             c.execute(
-                "UPDATE clips SET state = 'verified', verified_at = ?2 WHERE id = ?1 AND state = 'uploaded'",
+                "UPDATE clips SET verified_at = ?2,
+                    state = CASE WHEN on_camera = 1 THEN 'verified' ELSE 'deleted' END,
+                    deleted_at = CASE WHEN on_camera = 1 THEN deleted_at ELSE ?2 END,
+                    reason = CASE WHEN on_camera = 1 THEN reason
+                        ELSE 'left the camera before retention (another agent, or overwritten)' END
+                 WHERE id = ?1 AND state = 'uploaded'",
                 params![id, now()],
             )?;
             Ok(())
