@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Offload benchmark: qucam-offload vs. a sequential peer (curl, then rclone copy or aws s3 cp).
 #
-# Moves CLIPS clips of SIZE bytes from a qucam-sim camera to an s3s-fs S3 server, both on
-# 127.0.0.1, once per camera link speed in LINKS, and prints seconds, MB/s (10^6 bytes/s),
-# peak RSS and the agent/peer throughput ratio. See BENCHMARKS.md.
+# Moves CLIPS clips of SIZE bytes from a qucam-sim camera to an s3s-fs S3 server
+# (examples/s3-test-server.rs), both on 127.0.0.1, once per scenario in SCENARIOS, and prints
+# seconds, MB/s (10^6 bytes/s), peak RSS and the agent/peer throughput ratio. BENCHMARKS.md
+# has results and notes.
 #
 # Usage: scripts/bench.sh [--install] [--no-build] [--peer rclone|aws] [--keep]
 #   --install    apt-get install the missing tools first (root only): time curl rclone
@@ -11,8 +12,10 @@
 #   --peer P     peer uploader: rclone (default when installed) or aws (AWS CLI)
 #   --keep       keep the work directory (printed at the end)
 # Environment (defaults in brackets):
-#   CLIPS [8]  SIZE [67108864]  LINKS ["0 20000000"]: per-download camera link limits in
-#   bytes/s, 0 = unlimited  RUNS [1]: repetitions per (link, tool), the best is reported
+#   CLIPS [8]  SIZE [67108864]  RUNS [1]: runs per scenario and tool, the fastest is kept
+#   SCENARIOS ["0:0 20000000:0 20000000:20000000"]: CAMERA:UPLINK pairs in bytes/s, 0 =
+#     unlimited. CAMERA is qucam-sim --bandwidth (per download); UPLINK is s3-test-server
+#     --bandwidth (request bodies, all connections together).
 #   AGENT_TOML_SYNC / AGENT_TOML_S3: extra lines for the agent's [sync] / [s3] sections
 #   BENCH_TMP [$TMPDIR or /tmp]: where the work directory is made
 set -euo pipefail
@@ -23,7 +26,7 @@ calc() { awk "BEGIN{printf \"$1\", $2}"; }
 
 CLIPS=${CLIPS:-8}
 SIZE=${SIZE:-67108864}
-LINKS=${LINKS:-"0 20000000"}
+SCENARIOS=${SCENARIOS:-"0:0 20000000:0 20000000:20000000"}
 RUNS=${RUNS:-1}
 AGENT_TOML_SYNC=${AGENT_TOML_SYNC:-}
 AGENT_TOML_S3=${AGENT_TOML_S3:-}
@@ -37,7 +40,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --peer) PEER=${2:?--peer needs rclone or aws}; shift ;;
-        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -117,21 +120,32 @@ wait_url() {
 }
 
 S3DIR="$W/s3"
-"$BIN/examples/s3-test-server" --listen 127.0.0.1:0 --dir "$S3DIR" --bucket "$BUCKET" \
-    >"$W/s3.log" 2>&1 &
-PIDS+=($!)
-S3_URL=$(wait_url "$W/s3.log" $!)
+start_s3() { # $1 = uplink bandwidth (0 = unlimited)
+    "$BIN/examples/s3-test-server" --listen 127.0.0.1:0 --dir "$S3DIR" --bucket "$BUCKET" \
+        --bandwidth "$1" >"$W/s3.log" 2>&1 &
+    S3_PID=$!
+    PIDS+=("$S3_PID")
+    S3_URL=$(wait_url "$W/s3.log" "$S3_PID")
+}
+stop_s3() {
+    kill "$S3_PID" 2>/dev/null || true
+    wait "$S3_PID" 2>/dev/null || true
+}
 
 CAM="$W/camera"
 echo "generating $CLIPS clips of $SIZE bytes in $CAM ..." >&2
+# Clips are generated once, by the first simulator: names depend on the current hour, so a
+# later --generate could add a second set.
+GENERATE=(--generate "$CLIPS" --size "$SIZE")
 start_sim() { # $1 = bandwidth (0 = unlimited)
     local bw=()
     [ "$1" != 0 ] && bw=(--bandwidth "$1")
-    RUST_LOG=warn "$BIN/qucam-sim" --listen 127.0.0.1:0 --dir "$CAM" --generate "$CLIPS" \
-        --size "$SIZE" "${bw[@]}" >"$W/sim.log" 2>&1 &
+    RUST_LOG=warn "$BIN/qucam-sim" --listen 127.0.0.1:0 --dir "$CAM" "${GENERATE[@]}" \
+        "${bw[@]}" >"$W/sim.log" 2>&1 &
     SIM_PID=$!
     PIDS+=("$SIM_PID")
     SIM_URL=$(wait_url "$W/sim.log" "$SIM_PID")
+    GENERATE=()
 }
 stop_sim() {
     kill "$SIM_PID" 2>/dev/null || true
@@ -140,7 +154,7 @@ stop_sim() {
 }
 
 TOTAL=$((CLIPS * SIZE))
-mapfile -t CLIP_FILES < <(cd "$CAM" 2>/dev/null && find . -type f | sort || true)
+CLIP_FILES=()
 
 # Checks that the bucket holds every clip, byte for byte, under $1/.../name.
 check_bucket() {
@@ -154,7 +168,8 @@ check_bucket() {
         fi
         n=$((n + 1))
     done
-    [ "$n" = "$CLIPS" ] || { echo "bench.sh: $prefix: $n of $CLIPS clips" >&2; return 1; }
+    n=$(find "$S3DIR/$BUCKET/$prefix" -type f | wc -l)
+    [ "$n" = "$CLIPS" ] || { echo "bench.sh: $prefix: $n objects, expected $CLIPS" >&2; return 1; }
 }
 
 empty_bucket() { rm -rf "${S3DIR:?}/$BUCKET"/* "$S3DIR"/.upload* 2>/dev/null || true; }
@@ -215,6 +230,7 @@ run_peer() { # $1 = tag; prints "seconds peak_kib"
         mkdir -p "$dl/$(dirname "$rel")"
         timed curl -sS --fail -H 'clientId: qucam-bench' -o "$dl/$rel" "$url"
     done
+    echo "$(date +%s.%N) $start" >"$W/curl-done"
     case "$PEER" in
         rclone)
             RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
@@ -249,29 +265,42 @@ best_of() {
     echo "$best $peak"
 }
 
-# One table row: link, tool, seconds, peak KiB, ratio.
+# One table row: camera link, uplink, tool, seconds, peak KiB, ratio.
 row() {
-    printf '| %-13s | %-15s | %7.2f | %6.1f | %12.1f | %5s |' "$1" "$2" "$3" \
-        "$(calc %.3f "$TOTAL / $3 / 1000000")" "$(calc %.3f "$4 / 1024")" "$5"
+    printf '| %-11s | %-9s | %-13s | %7.2f | %6.1f | %12.1f | %5s |' "$1" "$2" "$3" "$4" \
+        "$(calc %.3f "$TOTAL / $4 / 1000000")" "$(calc %.3f "$5 / 1024")" "$6"
+}
+# "unlimited" or "N MB/s" for a bytes/s figure.
+rate_name() {
+    if [ "$1" = 0 ]; then echo unlimited; else echo "$(calc %g "$1 / 1000000") MB/s"; fi
 }
 
 # ---- runs ------------------------------------------------------------------------------------
 ROWS=()
-for link in $LINKS; do
-    start_sim "$link"
-    [ ${#CLIP_FILES[@]} -gt 0 ] || mapfile -t CLIP_FILES < <(cd "$CAM" && find . -type f | sort)
+NOTES=()
+for sc in $SCENARIOS; do
+    cam=${sc%%:*}
+    up=${sc#*:}
+    [ "$up" = "$sc" ] && up=0
+    start_sim "$cam"
+    start_s3 "$up"
+    mapfile -t CLIP_FILES < <(cd "$CAM" && find . -type f | sort)
     [ "${#CLIP_FILES[@]}" = "$CLIPS" ] || { echo "bench.sh: camera holds ${#CLIP_FILES[@]} clips, expected $CLIPS" >&2; exit 1; }
-    if [ "$link" = 0 ]; then lname="unlimited"; else lname="$(calc %g "$link / 1000000") MB/s"; fi
-    echo "link $lname: qucam-offload ..." >&2
-    res=$(best_of run_agent "$link")
+    cname=$(rate_name "$cam")
+    uname=$(rate_name "$up")
+    echo "camera $cname, uplink $uname: qucam-offload ..." >&2
+    res=$(best_of run_agent "$sc")
     read -r a_s a_p <<<"$res"
-    echo "link $lname: curl + $PEER ..." >&2
-    res=$(best_of run_peer "$link")
+    echo "camera $cname, uplink $uname: curl + $PEER ..." >&2
+    res=$(best_of run_peer "$sc")
     read -r p_s p_p <<<"$res"
+    read -r c_end c_start <"$W/curl-done"
     stop_sim
+    stop_s3
     ratio=$(calc %.2f "$p_s / $a_s")
-    ROWS+=("$(row "$lname" qucam-offload "$a_s" "$a_p" "${ratio}x")")
-    ROWS+=("$(row "$lname" "curl + $PEER" "$p_s" "$p_p" "1.00x")")
+    ROWS+=("$(row "$cname" "$uname" qucam-offload "$a_s" "$a_p" "${ratio}x")")
+    ROWS+=("$(row "$cname" "$uname" "curl + $PEER" "$p_s" "$p_p" "1.00x")")
+    NOTES+=("camera $cname, uplink $uname: curl alone took $(calc %.2f "$c_end - $c_start") s ($(calc %.1f "$TOTAL / ($c_end - $c_start) / 1000000") MB/s from the camera)")
 done
 
 echo
@@ -279,8 +308,9 @@ echo "$CLIPS clips x $SIZE bytes = $TOTAL bytes, $(nproc) cores, 127.0.0.1; best
 echo "qucam-offload $("$BIN/qucam-offload" --version 2>/dev/null | awk '{print $2}'), curl $(curl --version | awk 'NR==1{print $2}'), $(
     case "$PEER" in rclone) rclone version | head -1 ;; aws) aws --version 2>&1 ;; esac)"
 echo
-echo "| camera link   | tool            | seconds |   MB/s | peak RSS MiB | ratio |"
-echo "|---------------|-----------------|--------:|-------:|-------------:|------:|"
+echo "| camera link | S3 uplink | tool          | seconds |   MB/s | peak RSS MiB | ratio |"
+echo "|-------------|-----------|---------------|--------:|-------:|-------------:|------:|"
 printf '%s\n' "${ROWS[@]}"
 echo
+printf '%s\n' "${NOTES[@]}"
 echo "ratio = agent throughput / peer throughput; peer peak RSS = max over its curl and $PEER processes"
