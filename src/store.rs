@@ -265,7 +265,26 @@ impl Store {
     /// Runs `f` with the connection, synchronously (for blocking contexts).
     pub fn with<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R>) -> Result<R> {
         let mut c = self.lock();
-        f(&mut c)
+        f(&mut c).map_err(|e| self.explain(e))
+    }
+
+    /// Names the file and the way out when another process holds the database's lock.
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let locked = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        });
+        if locked {
+            e.context(format!(
+                "the state database {} is locked by another process: stop whatever holds it (an sqlite3 shell, a backup tool, another agent) and the agent carries on",
+                self.path.display()
+            ))
+        } else {
+            e
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.

@@ -208,3 +208,30 @@ async fn a_corrupt_state_database_is_a_clear_error_not_a_reset() {
     // The file was left as it was: no silent reset.
     assert_eq!(std::fs::read(&db).unwrap(), garbage);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_state_database_is_a_clear_error_and_work_resumes_after() {
+    let f = Fleet::start(6, 10_000).await;
+    // A first pass creates the database.
+    f.run_until_done(&Knobs::default(), 2).await;
+    // Someone holds a write lock on it (an sqlite3 shell, a backup tool).
+    let holder = f.db();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    match f.run_once(&Knobs::default()).await {
+        PassOutcome::Failed { error, .. } => {
+            assert!(error.contains("state.db"), "{error}");
+            assert!(error.contains("locked by another process"), "{error}");
+        }
+        other => panic!("a locked database must stop the pass: {other:?}"),
+    }
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    assert_eq!(
+        f.run_once(&Knobs::default()).await,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    integrity_ok(&f);
+}
