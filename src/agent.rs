@@ -567,22 +567,8 @@ impl Agent {
     /// Whether the spool may take another download (cap and free-disk floor).
     async fn spool_has_room(&self) -> Result<bool> {
         let cap = self.cfg.spool.max_bytes;
-        if cap > 0 {
-            let used: i64 = self
-                .store
-                .call(|c| {
-                    Ok(c.query_row(
-                        "SELECT COALESCE(SUM(size), 0) FROM clips WHERE state IN
-                            ('downloading', 'downloaded', 'uploading', 'uploaded')
-                            OR (state = 'failed' AND failed_stage = 'upload')",
-                        [],
-                        |r| r.get(0),
-                    )?)
-                })
-                .await?;
-            if used as u64 >= cap {
-                return Ok(false);
-            }
+        if cap > 0 && self.store.spool_bytes().await? >= cap {
+            return Ok(false);
         }
         let floor = self.cfg.spool.min_free_bytes;
         if floor > 0
@@ -1137,19 +1123,7 @@ impl Agent {
                 };
                 warn!(imei = %c.imei, clip = %c.name, "verification failed: {why}");
                 self.upload_gave_up(c.id);
-                let _ = self
-                    .store
-                    .call({
-                        let id = c.id;
-                        move |conn| {
-                            conn.execute(
-                                "UPDATE clips SET state = 'downloaded' WHERE id = ?1 AND state = 'uploaded'",
-                                [id],
-                            )?;
-                            Ok(())
-                        }
-                    })
-                    .await;
+                // Upload again later; the spool copy is kept until a verification passes.
                 let _ = self
                     .store
                     .failed(c.id, stage::UPLOAD, why, self.retry_secs(&c))
@@ -1159,20 +1133,7 @@ impl Agent {
                 // Stays `uploaded`: verification is retried by the uploader.
                 warn!(clip = %c.name, "verification failed: {e}");
                 self.upload_gave_up(c.id);
-                let _ = self
-                    .store
-                    .call({
-                        let id = c.id;
-                        let msg = e.to_string();
-                        move |conn| {
-                            conn.execute(
-                                "UPDATE clips SET reason = ?2, attempts = attempts + 1 WHERE id = ?1",
-                                rusqlite::params![id, msg],
-                            )?;
-                            Ok(())
-                        }
-                    })
-                    .await;
+                let _ = self.store.note_error(c.id, e.to_string()).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -1210,18 +1171,7 @@ impl Agent {
                 Ok(Verification::Verified) => ok.push(c),
                 Ok(v) => {
                     warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
-                    self.store
-                        .call({
-                            let id = c.id;
-                            move |conn| {
-                                conn.execute(
-                                    "UPDATE clips SET state = 'queued', object_key = NULL, etag = NULL WHERE id = ?1",
-                                    [id],
-                                )?;
-                                Ok(())
-                            }
-                        })
-                        .await?;
+                    self.store.requeue(c.id).await?;
                 }
                 Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
             }

@@ -663,6 +663,48 @@ impl Store {
         .await
     }
 
+    /// Records an error on a clip without changing its state (e.g. a verification that
+    /// could not reach the bucket: the clip stays `uploaded` and is verified later).
+    pub async fn note_error(&self, id: i64, error: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE clips SET reason = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, error],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `verified | retained → queued`: the bucket no longer confirms the object, so the
+    /// clip is offloaded again from the camera (which still has it).
+    pub async fn requeue(&self, id: i64) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE clips SET state = 'queued', object_key = NULL, etag = NULL,
+                    verified_at = NULL WHERE id = ?1 AND state IN ('verified', 'retained')",
+                params![id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bytes of clips held in the spool and not yet verified (the `[spool] max_bytes` cap).
+    pub async fn spool_bytes(&self) -> Result<u64> {
+        self.call(|c| {
+            let used: i64 = c.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM clips WHERE state IN
+                    ('downloading', 'downloaded', 'uploading', 'uploaded')
+                    OR (state = 'failed' AND failed_stage = 'upload')",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(used.max(0) as u64)
+        })
+        .await
+    }
+
     /// Refuses a clip for good (hostile or unusable entry).
     pub async fn refuse(&self, id: i64, reason: String) -> Result<()> {
         self.call(move |c| {

@@ -665,3 +665,37 @@ async fn a_listing_of_100_000_entries_is_recorded_without_trouble() {
         "loop recordings are skipped in events mode"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete() {
+    let f = Fleet::start(10, 20_000).await;
+    let keep = Knobs {
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    f.run_until_done(&keep, 2).await;
+    // Someone removes one verified object from the bucket (a lifecycle rule, an operator).
+    let victim = f.event_clips()[0].clone();
+    let path = f.s3.root.join("fleet-video").join(f.key(&victim));
+    std::fs::remove_file(&path).unwrap();
+    // Every delete must find its object in the bucket at that moment.
+    let root = f.s3.root.join("fleet-video");
+    let missing_at_delete = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let m2 = missing_at_delete.clone();
+    f.sim.set_on_delete(move |p| {
+        let name = p.rsplit('/').next().unwrap_or_default().to_string();
+        let key = format!(
+            "dashcam/{IMEI}/{}-{}-{}/{name}",
+            &name[0..4],
+            &name[4..6],
+            &name[6..8]
+        );
+        if !root.join(&key).exists() {
+            m2.lock().unwrap().push(name);
+        }
+    });
+    f.run_until_done(&knobs(), 3).await;
+    assert!(missing_at_delete.lock().unwrap().is_empty());
+    f.assert_in_bucket(&victim);
+    assert!(!f.clip_on_camera(&victim));
+}
