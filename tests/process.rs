@@ -455,10 +455,12 @@ async fn kill_9_between_the_camera_delete_and_its_record() {
         f.sim.set_on_delete(move |_| {
             let p = pid.swap(0, Ordering::SeqCst);
             if p != 0 {
+                // Counted before the signal: the test sees the child die as soon as the
+                // signal lands, possibly before `kill` itself has been reaped here.
+                kills.fetch_add(1, Ordering::SeqCst);
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", &p.to_string()])
                     .status();
-                kills.fetch_add(1, Ordering::SeqCst);
             }
         });
     }

@@ -766,10 +766,12 @@ async fn drive(
             }
             let p = pid.swap(0, Ordering::SeqCst);
             if p != 0 {
+                // Recorded before the signal: the test sees the child die as soon as the
+                // signal lands, possibly before `kill` itself has been reaped here.
+                hit.store(true, Ordering::SeqCst);
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", &p.to_string()])
                     .status();
-                hit.store(true, Ordering::SeqCst);
             }
         });
     }
