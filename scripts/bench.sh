@@ -6,10 +6,13 @@
 # seconds, MB/s (10^6 bytes/s), peak RSS and the agent/peer throughput ratio. BENCHMARKS.md
 # has results and notes.
 #
-# Usage: scripts/bench.sh [--install] [--no-build] [--peer rclone|aws] [--keep]
+# Usage: scripts/bench.sh [--install] [--no-build] [--peer rclone|aws] [--matched] [--keep]
 #   --install    apt-get install the missing tools first (root only): time curl rclone
 #   --no-build   use the binaries already in target/release
 #   --peer P     peer uploader: rclone (default when installed) or aws (AWS CLI)
+#   --matched    rclone uploads the way the agent does (multipart from 16 MiB, 8 MiB parts,
+#                4 at a time) instead of its defaults (single PUT below 200 MiB): the same
+#                work for the S3 server, so the ratio measures the overlap alone
 #   --keep       keep the work directory (printed at the end)
 # Environment (defaults in brackets):
 #   CLIPS [8]  SIZE [67108864]  RUNS [1]: runs per scenario and tool, the fastest is kept
@@ -33,12 +36,14 @@ AGENT_TOML_S3=${AGENT_TOML_S3:-}
 INSTALL=0
 BUILD=1
 KEEP=0
+MATCHED=0
 PEER=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --install) INSTALL=1 ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
+        --matched) MATCHED=1 ;;
         --peer) PEER=${2:?--peer needs rclone or aws}; shift ;;
         -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -74,6 +79,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "  or, as root:   scripts/bench.sh --install" >&2
         exit 2
     fi
+fi
+
+# --matched: the agent's default [s3] upload settings, in rclone's flags.
+RCLONE_MATCHED=()
+PEER_LABEL="curl + $PEER"
+if [ "$MATCHED" = 1 ]; then
+    [ "$PEER" = rclone ] || { echo "bench.sh: --matched applies to --peer rclone" >&2; exit 2; }
+    RCLONE_MATCHED=(--s3-upload-cutoff 16Mi --s3-chunk-size 8Mi --s3-upload-concurrency 4)
+    PEER_LABEL="curl + rclone*"
 fi
 
 if [ "$BUILD" = 1 ]; then
@@ -239,7 +253,8 @@ run_peer() { # $1 = tag; prints "seconds peak_kib"
             RCLONE_CONFIG_BENCH_ENDPOINT=$S3_URL RCLONE_CONFIG_BENCH_REGION=us-east-1 \
             RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true RCLONE_S3_NO_CHECK_BUCKET=true \
             RCLONE_CONFIG=/dev/null \
-                timed rclone copy "$dl" "bench:$BUCKET/peer" >"$W/peer-$tag.log" 2>&1 ;;
+                timed rclone copy "${RCLONE_MATCHED[@]}" "$dl" "bench:$BUCKET/peer" \
+                >"$W/peer-$tag.log" 2>&1 ;;
         aws)
             timed aws --endpoint-url "$S3_URL" s3 cp --recursive --only-show-errors \
                 "$dl" "s3://$BUCKET/peer" >"$W/peer-$tag.log" 2>&1 ;;
@@ -291,7 +306,7 @@ for sc in $SCENARIOS; do
     echo "camera $cname, uplink $uname: qucam-offload ..." >&2
     res=$(best_of run_agent "$sc")
     read -r a_s a_p <<<"$res"
-    echo "camera $cname, uplink $uname: curl + $PEER ..." >&2
+    echo "camera $cname, uplink $uname: $PEER_LABEL ..." >&2
     res=$(best_of run_peer "$sc")
     read -r p_s p_p <<<"$res"
     read -r c_end c_start <"$W/curl-done"
@@ -299,7 +314,7 @@ for sc in $SCENARIOS; do
     stop_s3
     ratio=$(calc %.2f "$p_s / $a_s")
     ROWS+=("$(row "$cname" "$uname" qucam-offload "$a_s" "$a_p" "${ratio}x")")
-    ROWS+=("$(row "$cname" "$uname" "curl + $PEER" "$p_s" "$p_p" "1.00x")")
+    ROWS+=("$(row "$cname" "$uname" "$PEER_LABEL" "$p_s" "$p_p" "1.00x")")
     NOTES+=("camera $cname, uplink $uname: curl alone took $(calc %.2f "$c_end - $c_start") s ($(calc %.1f "$TOTAL / ($c_end - $c_start) / 1000000") MB/s from the camera)")
 done
 
@@ -314,3 +329,5 @@ printf '%s\n' "${ROWS[@]}"
 echo
 printf '%s\n' "${NOTES[@]}"
 echo "ratio = agent throughput / peer throughput; peer peak RSS = max over its curl and $PEER processes"
+[ "$MATCHED" = 1 ] && echo "rclone* = rclone ${RCLONE_MATCHED[*]} (the agent's upload settings)"
+true

@@ -867,12 +867,10 @@ async fn unreachable_camera_fails_fast_and_recovers() {
         FIXTURE.len()
     );
 
-    // Nothing listening at all: connection refused.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let gone = client_with(&format!("http://127.0.0.1:{port}"), |_| {});
+    // Nothing listening at all: connection refused. The port stays reserved meanwhile (a
+    // released one could be given to another test's server).
+    let (_closed, addr) = common::sim::refusing_addr();
+    let gone = client_with(&format!("http://{addr}"), |_| {});
     let started = Instant::now();
     match gone.device_info().await {
         Err(CameraError::Unreachable(_) | CameraError::Timeout(_)) => {}

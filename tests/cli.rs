@@ -543,15 +543,9 @@ fn camera_commands_use_the_configured_camera() {
 #[test]
 fn an_absent_camera_is_a_clean_error() {
     let home = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let o = run(camera(
-        home.path(),
-        &format!("http://127.0.0.1:{port}"),
-        &["info"],
-    ));
+    // Held until the end: a released port could be given to another test's server.
+    let (_closed, addr) = common::sim::refusing_addr();
+    let o = run(camera(home.path(), &format!("http://{addr}"), &["info"]));
     assert_clean_failure(&o, 1, "unreachable");
     let o = run(camera(home.path(), "ftp://127.0.0.1:1", &["info"]));
     assert_clean_failure(&o, 2, "ftp://127.0.0.1:1");

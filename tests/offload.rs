@@ -168,15 +168,26 @@ async fn a_dropped_download_resumes_with_range() {
     for n in f.event_clips() {
         f.assert_in_bucket(&n);
     }
-    let ranged = f
+    // The camera sends 150 000 bytes, then cuts the connection after a short pause; what of
+    // that tail reached the agent before the cut depends on the machine's load, so the
+    // resume starts at most there, not exactly there (the bucket hash above proves the
+    // offset right, the served-bytes bound below that little was sent again).
+    let ranges: Vec<String> = f
         .sim
         .requests()
-        .iter()
-        .filter(|r| r.range.as_deref() == Some("bytes=150000-"))
-        .count();
-    assert_eq!(
-        ranged, 1,
-        "the interrupted clip resumed from where it broke"
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    let resumed_from = match ranges.as_slice() {
+        [one] => one
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<u64>().ok()),
+        _ => None,
+    };
+    assert!(
+        resumed_from.is_some_and(|n| (1..=150_000).contains(&n)),
+        "the interrupted clip resumed from where it broke: ranges sent {ranges:?}"
     );
     let total: u64 = f.event_clips().len() as u64 * 400_000;
     assert!(

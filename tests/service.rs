@@ -69,6 +69,16 @@ impl NotifySocket {
     fn has(&self, pred: impl Fn(&str) -> bool) -> bool {
         self.lines().iter().any(|l| pred(l))
     }
+
+    /// `count(line)` once it is at least `want`, or after `timeout`: a datagram the child sent
+    /// just before it exited may not have been read by the reader thread yet.
+    async fn count_settled(&self, line: &str, want: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while self.count(line) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.count(line)
+    }
 }
 
 impl Drop for NotifySocket {
@@ -281,11 +291,14 @@ async fn tells_systemd_ready_status_watchdog_and_stopping() {
     let (code, took) = d.terminate().await;
     println!("SIGTERM: exited {code:?} after {took:?}");
     assert_eq!(code, Some(0));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while notify.count("STOPPING=1") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(notify.count("STOPPING=1"), 1, "{:#?}", notify.lines());
+    assert_eq!(
+        notify
+            .count_settled("STOPPING=1", 1, Duration::from_secs(10))
+            .await,
+        1,
+        "{:#?}",
+        notify.lines()
+    );
     assert_eq!(notify.count("READY=1"), 1, "one READY=1 without a reload");
     // State saved: every event clip verified in the bucket and deleted from the camera.
     assert_eq!(keys(&f), want_keys(&f, &events));
@@ -453,7 +466,14 @@ async fn sigterm_during_a_reload_still_stops_within_5_s_and_keeps_the_partial_do
     let (code, took) = d.terminate().await;
     println!("SIGTERM while draining: exited {code:?} after {took:?}");
     assert_eq!(code, Some(0));
-    assert_eq!(notify.count("STOPPING=1"), 1, "{:#?}", notify.lines());
+    assert_eq!(
+        notify
+            .count_settled("STOPPING=1", 1, Duration::from_secs(10))
+            .await,
+        1,
+        "{:#?}",
+        notify.lines()
+    );
     // The interrupted download was kept for a resume; its state was recorded.
     assert!(
         part_files(&f).iter().any(|(_, len)| *len > 0),

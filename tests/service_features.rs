@@ -182,7 +182,10 @@ async fn metrics_reflect_a_real_offload() {
     let (by_state, verified_bytes) = db_counts(&f);
     assert_eq!(by_state["deleted"], events.len() as i64, "{by_state:?}");
     let offloaded = format!("qucam_offload_offloaded_bytes_total{{imei=\"{IMEI}\"}}");
-    // The collector follows the events asynchronously: wait until it has them all.
+    let reachable = "qucam_offload_camera_reachable{camera=\"truck-12\"}";
+    // The collector follows the events asynchronously: wait until it has them all. The
+    // pass's last event (PassFinished, which sets `reachable`) comes after the offloads and
+    // the deletes, and events are counted in order: once it shows, every counter is final.
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
         let text = http
@@ -194,7 +197,9 @@ async fn metrics_reflect_a_real_offload() {
             .await
             .unwrap();
         let m = samples(&text);
-        if m.get(&offloaded) == Some(&(verified_bytes as f64)) || Instant::now() > deadline {
+        if (m.get(&offloaded) == Some(&(verified_bytes as f64)) && m.get(reachable) == Some(&1.0))
+            || Instant::now() > deadline
+        {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -440,10 +445,8 @@ async fn doctor_passes_on_a_healthy_setup_and_cleans_up_its_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_reports_a_broken_bucket_and_an_unreachable_camera() {
     let f = Fleet::start(2, 10_000).await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Held until the end: a released port could be given to another test's server.
+    let (_closed, closed) = common::sim::refusing_addr();
     let text = f
         .config_text(&Knobs::default())
         .replace(&f.sim.url(), &format!("http://{closed}"));

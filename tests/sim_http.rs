@@ -280,7 +280,15 @@ async fn drop_after_bytes_truncates_then_recovers() {
             Err(e) => break e,
         }
     };
-    assert_eq!(got, 300_000, "{err}");
+    // The simulator sent exactly 300 000 bytes; the client may miss some of the tail if the
+    // cut comes before they were flushed (a loaded machine), never get more.
+    let sent = sim
+        .requests()
+        .last()
+        .expect("the download's record")
+        .body_bytes;
+    assert_eq!(sent, 300_000, "{err}");
+    assert!(got > 0 && got <= 300_000, "got {got}: {err}");
 
     // Resume from where it broke; the fault is spent.
     let rest = client()
@@ -290,7 +298,7 @@ async fn drop_after_bytes_truncates_then_recovers() {
         .await
         .expect("get");
     assert_eq!(rest.status(), 206);
-    assert_eq!(rest.bytes().await.expect("body").len(), 700_000);
+    assert_eq!(rest.bytes().await.expect("body").len(), 1_000_000 - got);
     assert_eq!(sim.faults().drop_after_bytes, None);
     sim.shutdown().await;
 }

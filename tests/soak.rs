@@ -827,11 +827,13 @@ async fn drive(
         let link = faulty.then_some(link_bps);
         clear_faults(f, link);
         let label = format!("run-{run}");
+        // Cleared before the hook is armed: cleared after, it could erase a kill that came
+        // in between.
+        killed_at_delete.store(false, Ordering::SeqCst);
         let mut p = spawn(f, &cfg, &["run", "--once"], &label);
         if plan.kill == Kill::At(Stage::AtDelete) {
             kill_at_delete.store(p.child.id().unwrap_or(0), Ordering::SeqCst);
         }
-        killed_at_delete.store(false, Ordering::SeqCst);
         let started = Instant::now();
         // (at ms, fault, on)
         let mut timeline: Vec<(u64, Fault, bool)> = Vec::new();

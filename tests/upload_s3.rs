@@ -310,17 +310,31 @@ async fn multipart_resumes_after_the_uploading_task_is_killed() {
     let file = write_clip(dir.path(), "big.mp4", &data);
     let meta = meta_for(&data);
     let dest = Arc::new(destination(&s3, &multipart_settings(&s3, 1)));
-    let first_part = Arc::new(tokio::sync::Notify::new());
-    let notify = first_part.clone();
-    let journal = Arc::new(HookJournal::new(move |_| notify.notify_one()));
+    // The task is killed from inside the journaling of its first part: the abort takes effect
+    // at its next await, before part 2 sends a byte. (Killed from the test's thread instead,
+    // after being told of the part, it could be mid-part 2 by then on a loaded machine, and
+    // the bytes it left in flight would reach the server after `before` below.)
+    let kill = Arc::new(std::sync::OnceLock::<tokio::task::AbortHandle>::new());
+    let journal = Arc::new(HookJournal::new({
+        let kill = kill.clone();
+        move |_| {
+            if let Some(task) = kill.get() {
+                task.abort();
+            }
+        }
+    }));
 
+    let (go, ready) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn({
         let (dest, journal, file, meta) =
             (dest.clone(), journal.clone(), file.clone(), meta.clone());
-        async move { dest.upload(&file, KEY, size, &meta, journal.as_ref()).await }
+        async move {
+            ready.await.expect("go");
+            dest.upload(&file, KEY, size, &meta, journal.as_ref()).await
+        }
     });
-    first_part.notified().await;
-    task.abort();
+    kill.set(task.abort_handle()).expect("set once");
+    go.send(()).expect("the task waits");
     assert!(task.await.unwrap_err().is_cancelled());
 
     let journaled = journal.journaled_bytes();

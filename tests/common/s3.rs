@@ -52,6 +52,24 @@ struct Faults {
     reply_delay_ms: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// Connections open plus requests still being carried out (see [`TestS3::busy`]).
+    busy: AtomicU64,
+}
+
+/// Counts one connection or request in [`Faults::busy`] while alive.
+struct Busy(Arc<Faults>);
+
+impl Busy {
+    fn new(faults: &Arc<Faults>) -> Busy {
+        faults.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(faults.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running test server; stops when dropped.
@@ -191,6 +209,13 @@ impl TestS3 {
         self.faults.bytes.load(Ordering::SeqCst)
     }
 
+    /// Connections open plus requests still being carried out. Once a client is gone (its
+    /// sockets closed), 0 means the server has read everything that client sent:
+    /// [`TestS3::bytes_received`] no longer grows on its account.
+    pub fn busy(&self) -> u64 {
+        self.faults.busy.load(Ordering::SeqCst)
+    }
+
     /// Upload ids of multipart uploads created and neither completed nor aborted.
     pub async fn list_incomplete_multipart(&self) -> Vec<String> {
         let mut ids = Vec::new();
@@ -225,7 +250,9 @@ async fn accept_loop(listener: TcpListener, service: S3Service, faults: Arc<Faul
         }
         let service = service.clone();
         let faults = faults.clone();
+        let conn = Busy::new(&faults);
         tokio::spawn(async move {
+            let _conn = conn;
             let handler =
                 hyper::service::service_fn(move |req| handle(req, service.clone(), faults.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
@@ -242,6 +269,7 @@ async fn handle(
     faults: Arc<Faults>,
 ) -> Result<Response<s3s::Body>, BoxError> {
     faults.requests.fetch_add(1, Ordering::SeqCst);
+    let busy = Busy::new(&faults);
     let delay = faults.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -265,7 +293,11 @@ async fn handle(
     // before its metadata is written), so a request cancelled in between would leave an
     // object without its metadata, which no real store ever shows. A body cut off mid-way
     // still fails the request and leaves nothing.
-    let resp = tokio::spawn(async move { service.call(req).await }).await??;
+    let resp = tokio::spawn(async move {
+        let _busy = busy;
+        service.call(req).await
+    })
+    .await??;
     let delay = faults.reply_delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;

@@ -202,6 +202,17 @@ async fn start_on(dir: tempfile::TempDir, clips: Vec<TestClip>, faults: Faults) 
     TestSim { sim, clips, dir }
 }
 
+/// A loopback address where connections are refused, reserved for as long as the returned
+/// socket lives: bound but never listening. A port that is bound and released at once (the
+/// usual trick) can be handed to another test's server meanwhile, which would then answer.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let addr = s.local_addr().expect("addr");
+    (s, addr)
+}
+
 /// A simulator kept serving on its own multi-thread runtime, for tests that run the CLI as
 /// a process (the test thread blocks on the child while the runtime serves).
 pub struct SimRuntime {
