@@ -437,6 +437,10 @@ async fn camera_cmd(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
                     PathBuf::from(clip.as_str())
                 }
             };
+            // A refused path fails before anything is created; a failed first attempt
+            // leaves no empty file behind (a partial one stays, to be resumed).
+            client.file_url(&path)?;
+            let existed = out.exists();
             let bar = progress_bar();
             let bar2 = bar.clone();
             let done = crate::download::fetch(&client, &path, &out, None, &move |d, t| {
@@ -447,6 +451,9 @@ async fn camera_cmd(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
             })
             .await;
             bar.finish_and_clear();
+            if done.is_err() && !existed && std::fs::metadata(&out).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&out);
+            }
             let done = done?;
             if json {
                 print_json(&serde_json::json!({

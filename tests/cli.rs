@@ -318,6 +318,7 @@ fn download_of_a_missing_clip_fails_with_exit_1() {
         &["download", &path, "-o", out.to_str().unwrap()],
     ));
     assert_clean_failure(&o, 1, "404");
+    assert!(!out.exists(), "a failed download leaves no empty file");
     // A path with `..` never reaches the camera.
     let before = s.sim().requests().len();
     let bad = format!("{VIDEO_ROOT}/../x/20200101_000000_00_1.mp4");
@@ -328,6 +329,7 @@ fn download_of_a_missing_clip_fails_with_exit_1() {
     ));
     assert_clean_failure(&o, 1, "invalid camera path");
     assert_eq!(s.sim().requests().len(), before);
+    assert!(!out.exists(), "a refused path creates no file");
 }
 
 #[test]
