@@ -23,7 +23,9 @@ use crate::cli::{Command, DemoArgs, Exit, load_config};
 use crate::config::{ChecksumMode, Config, LogFormat, LogTarget};
 use crate::service::Notifier;
 use crate::store::{Store, now};
-use crate::upload::{self, Destination, LocalDestination, S3Destination, S3Settings};
+use crate::upload::{
+    self, Destination, LocalDestination, MultipartThreshold, S3Destination, S3Settings,
+};
 
 pub async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<u8> {
     match cmd {
@@ -137,7 +139,9 @@ pub fn s3_settings(s3: &crate::config::S3Config) -> S3Settings {
         region: s3.region.clone().unwrap_or_default(),
         endpoint: s3.endpoint.clone(),
         force_path_style: s3.force_path_style,
-        multipart_threshold: s3.multipart_threshold,
+        multipart_threshold: s3
+            .multipart_threshold
+            .map_or(MultipartThreshold::Auto, MultipartThreshold::Fixed),
         part_size: s3.part_size,
         part_concurrency: s3.part_concurrency,
         checksum: match s3.checksum {

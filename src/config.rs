@@ -161,8 +161,10 @@ pub struct S3Config {
     pub force_path_style: bool,
     #[serde(default)]
     pub checksum: ChecksumMode,
-    #[serde(default = "d_threshold", deserialize_with = "de_bytes")]
-    pub multipart_threshold: u64,
+    /// `"auto"` (the default, `None`): multipart from 16 MiB unless the link is fast enough
+    /// to send the clip in one PUT within seconds; a size: multipart from that size on.
+    #[serde(default, deserialize_with = "de_threshold")]
+    pub multipart_threshold: Option<u64>,
     #[serde(default = "d_part_size", deserialize_with = "de_bytes")]
     pub part_size: u64,
     #[serde(default = "d_part_conc")]
@@ -290,9 +292,6 @@ fn d_attempts() -> u32 {
 fn d_quiet() -> Duration {
     Duration::from_secs(600)
 }
-fn d_threshold() -> u64 {
-    16 * 1024 * 1024
-}
 fn d_part_size() -> u64 {
     8 * 1024 * 1024
 }
@@ -408,6 +407,26 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             "size must not be negative (got {n})"
         ))),
         NumOrStr::Str(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `"auto"` → `None`; a size (as for [`de_bytes`]) → `Some`.
+fn de_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(i64),
+        Str(String),
+    }
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Str(s) if s.trim().eq_ignore_ascii_case("auto") => Ok(None),
+        NumOrStr::Num(n) if n >= 0 => Ok(Some(n as u64)),
+        NumOrStr::Num(n) => Err(serde::de::Error::custom(format!(
+            "size must not be negative (got {n})"
+        ))),
+        NumOrStr::Str(s) => parse_bytes(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (or \"auto\")"))),
     }
 }
 
@@ -663,7 +682,7 @@ impl Config {
                     "must be between 5 MiB and 5 GiB (S3's limits)".into(),
                 ));
             }
-            if s3.multipart_threshold < s3.part_size {
+            if s3.multipart_threshold.is_some_and(|t| t < s3.part_size) {
                 return Err(bad(
                     "s3.multipart_threshold",
                     "must be at least s3.part_size".into(),
@@ -760,6 +779,35 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("30 parsecs").is_err());
+    }
+
+    #[test]
+    fn multipart_threshold_is_auto_or_a_size() {
+        let s3 = |line: &str| parse(&format!("{MIN}{line}\n")).map(|c| c.s3.unwrap());
+        assert_eq!(s3("").unwrap().multipart_threshold, None, "default: auto");
+        assert_eq!(
+            s3("multipart_threshold = \"auto\"")
+                .unwrap()
+                .multipart_threshold,
+            None
+        );
+        assert_eq!(
+            s3("multipart_threshold = \"64MiB\"")
+                .unwrap()
+                .multipart_threshold,
+            Some(64 << 20)
+        );
+        let m = s3("multipart_threshold = \"often\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("s3.multipart_threshold") && m.contains("auto"),
+            "{m}"
+        );
+        let m = s3("multipart_threshold = \"6MiB\"\npart_size = \"8MiB\"")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("s3.multipart_threshold"), "{m}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::s3::TestS3;
 use qucam_offload::upload::{
     ChecksumMode, Destination, DonePart, LocalDestination, MemoryJournal, MultipartProgress,
-    ObjectMeta, S3Destination, S3Settings, UploadError, UploadJournal, UploadOutcome, Verification,
+    MultipartThreshold, ObjectMeta, S3Destination, S3Settings, UploadError, UploadJournal,
+    UploadOutcome, Verification,
 };
 use sha2::{Digest, Sha256};
 
@@ -55,7 +56,7 @@ fn meta_for(data: &[u8]) -> ObjectMeta {
 /// 6 MiB threshold, 5 MiB parts: a 12 MiB file is parts of 5 + 5 + 2 MiB.
 fn multipart_settings(s3: &TestS3, concurrency: usize) -> S3Settings {
     S3Settings {
-        multipart_threshold: 6 * MIB,
+        multipart_threshold: MultipartThreshold::Fixed(6 * MIB),
         part_size: 5 * MIB,
         part_concurrency: concurrency,
         ..s3.settings()
@@ -253,6 +254,55 @@ async fn multipart_round_trip_is_byte_identical() {
         .await
         .unwrap();
     assert_eq!(again, UploadOutcome::AlreadyPresent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_threshold_goes_multipart_until_the_link_has_shown_its_rate() {
+    // The default: a clip of 17 MiB (above the 16 MiB floor) goes multipart while the upload
+    // rate is unknown; once loopback has shown it can send such a clip in well under 10 s, the
+    // next goes in one PUT; after a failed upload the rate is forgotten and the retry is
+    // resumable again.
+    let s3 = TestS3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = s3.settings();
+    assert_eq!(settings.multipart_threshold, MultipartThreshold::Auto);
+    let dest = destination(&s3, &settings);
+    let size = 17 * MIB;
+    let upload = async |seed: u64, key: &str| {
+        let data = content(size, seed);
+        let file = write_clip(dir.path(), &format!("{seed}.mp4"), &data);
+        let journal = HookJournal::new(|_| {});
+        let result = dest
+            .upload(&file, key, size, &meta_for(&data), &journal)
+            .await;
+        (result, journal.parts_recorded.load(Ordering::SeqCst), data)
+    };
+
+    let (first, parts, data) = upload(1, "a/1.mp4").await;
+    first.expect("first upload");
+    assert_eq!(
+        parts, 3,
+        "no rate known yet: multipart, 3 parts of at most 8 MiB"
+    );
+    assert_eq!(s3.object_bytes("a/1.mp4").unwrap(), data);
+
+    let (second, parts, data) = upload(2, "a/2.mp4").await;
+    second.expect("second upload");
+    assert_eq!(parts, 0, "the link has shown its rate: one PUT");
+    assert_eq!(s3.object_bytes("a/2.mp4").unwrap(), data);
+
+    s3.set_failing(Some(503));
+    let (failed, _, _) = upload(3, "a/3.mp4").await;
+    assert!(failed.is_err(), "the store refused it");
+    s3.set_failing(None);
+    let (retried, parts, data) = upload(3, "a/3.mp4").await;
+    retried.expect("retry");
+    assert_eq!(
+        parts, 3,
+        "after a failure the rate is forgotten: multipart again"
+    );
+    assert_eq!(s3.object_bytes("a/3.mp4").unwrap(), data);
+    assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
 #[tokio::test]

@@ -32,8 +32,9 @@ use sha2::{Digest, Sha256};
 pub use local::LocalDestination;
 pub use s3::CheckStep;
 pub use s3::{
-    ChecksumMode, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE,
-    MIN_PART_SIZE, S3Destination, S3Settings, StaticCredentials,
+    AUTO_MULTIPART_FLOOR, AUTO_MULTIPART_RISK, ChecksumMode, DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE, MIN_PART_SIZE, MultipartThreshold, S3Destination,
+    S3Settings, StaticCredentials,
 };
 
 /// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,

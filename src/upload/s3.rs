@@ -1,9 +1,12 @@
-//! The S3 destination: conditional single PUT below the multipart threshold, resumable
-//! SHA-256-checksummed multipart above it, HeadObject verification, and SDK error mapping.
+//! The S3 destination: conditional single PUT or resumable SHA-256-checksummed multipart
+//! (chosen by [`MultipartThreshold`], by size or by the upload rate measured lately),
+//! HeadObject verification, and SDK error mapping.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
@@ -20,8 +23,22 @@ use super::{
     UploadOutcome, Verification, check_file_size, hex_to_b64, sha256_of_range_async,
 };
 
-/// Files of at least this many bytes go multipart unless configured otherwise.
-pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// The default multipart choice: [`MultipartThreshold::Auto`].
+pub const DEFAULT_MULTIPART_THRESHOLD: MultipartThreshold = MultipartThreshold::Auto;
+/// With [`MultipartThreshold::Auto`], files smaller than this (or than the part size) always
+/// go in one PUT.
+pub const AUTO_MULTIPART_FLOOR: u64 = 16 * 1024 * 1024;
+/// With [`MultipartThreshold::Auto`], a file goes in one PUT only when, at the upload rate
+/// measured lately, it takes less than this: an interruption then costs at most about this
+/// much uplink time, and larger or slower uploads go multipart and resume part by part.
+pub const AUTO_MULTIPART_RISK: Duration = Duration::from_secs(10);
+/// A measured upload rate older than this is not trusted (the link may have changed: a
+/// gateway box leaves the depot's Wi-Fi for cellular).
+const RATE_MAX_AGE: Duration = Duration::from_secs(300);
+/// Requests smaller than this say more about latency than about the link's rate.
+const RATE_MIN_SAMPLE: u64 = 1024 * 1024;
+/// S3's largest single PUT.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// Default multipart part size.
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 /// S3's minimum size for every part but the last.
@@ -32,6 +49,77 @@ pub const DEFAULT_PART_CONCURRENCY: usize = 4;
 const MAX_PARTS: u64 = 10_000;
 /// Read buffer of a part streamed from disk (per part in flight).
 const PART_READ_BUFFER: usize = 256 * 1024;
+
+/// When a file is uploaded multipart (resumable part by part) rather than in one PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultipartThreshold {
+    /// Files of at least this many bytes go multipart, whatever the link.
+    Fixed(u64),
+    /// Files from [`AUTO_MULTIPART_FLOOR`] (or the part size, if larger) go multipart unless
+    /// the upload rate measured lately would send them in under [`AUTO_MULTIPART_RISK`]. With
+    /// no recent measurement, or after an upload failed, they go multipart. On a fast link
+    /// a single PUT is cheaper (one request, no reassembly in the store) and an interruption
+    /// costs seconds; on a slow or flaky one, parts make the upload resumable.
+    Auto,
+}
+
+impl MultipartThreshold {
+    /// Whether a file of `size` bytes goes multipart, given the upload rate measured lately
+    /// (bytes per second per request; `None`: not known).
+    pub fn wants_multipart(self, size: u64, part_size: u64, rate: Option<f64>) -> bool {
+        match self {
+            MultipartThreshold::Fixed(threshold) => size >= threshold,
+            MultipartThreshold::Auto => {
+                if size < AUTO_MULTIPART_FLOOR.max(part_size) {
+                    return false;
+                }
+                if size > MAX_SINGLE_PUT {
+                    return true;
+                }
+                rate.is_none_or(|r| size as f64 / r >= AUTO_MULTIPART_RISK.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// The upload rate of recent requests (PUTs and parts), smoothed, for
+/// [`MultipartThreshold::Auto`].
+#[derive(Debug, Default)]
+struct LinkRate(std::sync::Mutex<Option<(f64, Instant)>>);
+
+impl LinkRate {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(f64, Instant)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a request body of `bytes` sent (and acknowledged) in `took`.
+    fn observe(&self, bytes: u64, took: Duration) {
+        if bytes < RATE_MIN_SAMPLE {
+            return;
+        }
+        let rate = bytes as f64 / took.as_secs_f64().max(1e-3);
+        let mut slot = self.slot();
+        let smoothed = match *slot {
+            Some((old, at)) if at.elapsed() < RATE_MAX_AGE => (old + rate) / 2.0,
+            _ => rate,
+        };
+        *slot = Some((smoothed, Instant::now()));
+    }
+
+    /// Forgets the rate: after a failed upload, the next ones are resumable until the link
+    /// has shown its rate again.
+    fn forget(&self) {
+        *self.slot() = None;
+    }
+
+    fn get(&self) -> Option<f64> {
+        self.slot()
+            .filter(|(_, at)| at.elapsed() < RATE_MAX_AGE)
+            .map(|(rate, _)| rate)
+    }
+}
 
 /// Which integrity checksums requests carry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,8 +145,8 @@ pub struct S3Settings {
     /// A custom endpoint (MinIO, a test server), e.g. `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
     pub force_path_style: bool,
-    /// Files of at least this size go multipart.
-    pub multipart_threshold: u64,
+    /// When files go multipart.
+    pub multipart_threshold: MultipartThreshold,
     /// Raised to [`MIN_PART_SIZE`] if smaller, and as needed to stay within 10 000 parts.
     pub part_size: u64,
     pub part_concurrency: usize,
@@ -107,7 +195,9 @@ pub struct S3Destination {
     bucket: String,
     prefix: String,
     endpoint: Option<String>,
-    multipart_threshold: u64,
+    multipart_threshold: MultipartThreshold,
+    /// Shared by clones: every upload to this destination measures the same link.
+    rate: Arc<LinkRate>,
     part_size: u64,
     part_concurrency: usize,
     checksum: ChecksumMode,
@@ -171,6 +261,7 @@ impl S3Destination {
             prefix: settings.prefix.clone(),
             endpoint: settings.endpoint.clone(),
             multipart_threshold: settings.multipart_threshold,
+            rate: Arc::default(),
             part_size: settings.part_size.max(MIN_PART_SIZE),
             part_concurrency: settings.part_concurrency.max(1),
             checksum: settings.checksum,
@@ -201,6 +292,23 @@ impl S3Destination {
         meta: &ObjectMeta,
         journal: &dyn UploadJournal,
     ) -> Result<UploadOutcome, UploadError> {
+        let result = self.upload_once(file, key, size, meta, journal).await;
+        if result.is_err() {
+            // The link may be worse than it looked: resumable uploads until it shows its
+            // rate again.
+            self.rate.forget();
+        }
+        result
+    }
+
+    async fn upload_once(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
         let sha256_b64 = hex_to_b64(&meta.sha256_hex)?;
         check_file_size(file, size).await?;
         if let Some(outcome) = self
@@ -209,10 +317,14 @@ impl S3Destination {
         {
             return Ok(outcome);
         }
-        if size < self.multipart_threshold && journal.multipart().is_none() {
-            self.put_single(file, key, size, meta, &sha256_b64).await
-        } else {
+        let multipart = journal.multipart().is_some()
+            || self
+                .multipart_threshold
+                .wants_multipart(size, self.part_size, self.rate.get());
+        if multipart {
             self.put_multipart(file, key, size, meta, journal).await
+        } else {
+            self.put_single(file, key, size, meta, &sha256_b64).await
         }
     }
 
@@ -388,10 +500,14 @@ impl S3Destination {
             request = request.checksum_sha256(sha256_b64);
         }
         tracing::debug!(key, size, "PutObject");
+        let started = Instant::now();
         match request.send().await {
-            Ok(out) => Ok(UploadOutcome::Uploaded {
-                etag: out.e_tag().unwrap_or_default().to_owned(),
-            }),
+            Ok(out) => {
+                self.rate.observe(size, started.elapsed());
+                Ok(UploadOutcome::Uploaded {
+                    etag: out.e_tag().unwrap_or_default().to_owned(),
+                })
+            }
             Err(e) => {
                 let err = map_sdk_err("PutObject", e);
                 if is_precondition_failed(&err) {
@@ -644,10 +760,12 @@ impl S3Destination {
         if self.checksum == ChecksumMode::Sha256 {
             request = request.checksum_sha256(&sha256_b64);
         }
+        let started = Instant::now();
         let out = request
             .send()
             .await
             .map_err(|e| map_sdk_err("UploadPart", e))?;
+        self.rate.observe(part.len, started.elapsed());
         let etag = out
             .e_tag()
             .ok_or_else(|| UploadError::Other("UploadPart returned no ETag".into()))?;
@@ -1053,6 +1171,43 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn auto_threshold_weighs_the_time_a_single_put_is_at_risk() {
+        let auto = MultipartThreshold::Auto;
+        let part = 8 * MIB;
+        // Below the floor: one PUT, whatever the link.
+        assert!(!auto.wants_multipart(16 * MIB - 1, part, None));
+        assert!(
+            !auto.wants_multipart(20 * MIB, 32 * MIB, None),
+            "floor is the part size"
+        );
+        // Rate unknown: multipart.
+        assert!(auto.wants_multipart(16 * MIB, part, None));
+        // 64 MiB at 100 MB/s is 0.7 s: one PUT. At 5 MB/s it is 13 s: multipart.
+        assert!(!auto.wants_multipart(64 * MIB, part, Some(100e6)));
+        assert!(auto.wants_multipart(64 * MIB, part, Some(5e6)));
+        // Over S3's single-PUT limit: multipart however fast.
+        assert!(auto.wants_multipart(MAX_SINGLE_PUT + 1, part, Some(1e12)));
+        // A fixed threshold ignores the rate.
+        let fixed = MultipartThreshold::Fixed(16 * MIB);
+        assert!(fixed.wants_multipart(16 * MIB, part, Some(1e12)));
+        assert!(!fixed.wants_multipart(16 * MIB - 1, part, Some(1.0)));
+    }
+
+    #[test]
+    fn link_rate_is_smoothed_and_forgotten() {
+        let rate = LinkRate::default();
+        assert_eq!(rate.get(), None);
+        rate.observe(1000, Duration::from_secs(1));
+        assert_eq!(rate.get(), None, "small requests are not samples");
+        rate.observe(8 * MIB, Duration::from_secs(1));
+        assert_eq!(rate.get(), Some((8 * MIB) as f64));
+        rate.observe(8 * MIB, Duration::from_secs(4));
+        assert_eq!(rate.get(), Some((8 * MIB) as f64 * 0.625));
+        rate.forget();
+        assert_eq!(rate.get(), None);
+    }
 
     #[test]
     fn plans_parts_with_short_last_part() {
