@@ -10,9 +10,10 @@
 #   --install    apt-get install the missing tools first (root only): time curl rclone
 #   --no-build   use the binaries already in target/release
 #   --peer P     peer uploader: rclone (default when installed) or aws (AWS CLI)
-#   --matched    rclone uploads the way the agent does (multipart from 16 MiB, 8 MiB parts,
-#                4 at a time) instead of its defaults (single PUT below 200 MiB): the same
-#                work for the S3 server, so the ratio measures the overlap alone
+#   --matched    rclone and the agent both upload multipart from 16 MiB, 8 MiB parts, 4 at
+#                a time (the agent's multipart_threshold pinned to "16MiB" instead of "auto",
+#                rclone's single PUT below 200 MiB turned off): the same work for the S3
+#                server, so the ratio measures the overlap alone
 #   --keep       keep the work directory (printed at the end)
 # Environment (defaults in brackets):
 #   CLIPS [8]  SIZE [67108864]  RUNS [1]: runs per scenario and tool, the fastest is kept
@@ -81,12 +82,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# --matched: the agent's default [s3] upload settings, in rclone's flags.
+# --matched: the agent's default [s3] upload settings with a fixed 16 MiB multipart threshold
+# (not "auto", which sends fast uploads in one PUT), and the same in rclone's flags.
 RCLONE_MATCHED=()
 PEER_LABEL="curl + $PEER"
 if [ "$MATCHED" = 1 ]; then
     [ "$PEER" = rclone ] || { echo "bench.sh: --matched applies to --peer rclone" >&2; exit 2; }
     RCLONE_MATCHED=(--s3-upload-cutoff 16Mi --s3-chunk-size 8Mi --s3-upload-concurrency 4)
+    case "$AGENT_TOML_S3" in
+        *multipart_threshold*) ;;
+        *) AGENT_TOML_S3="multipart_threshold = \"16MiB\"
+$AGENT_TOML_S3" ;;
+    esac
     PEER_LABEL="curl + rclone*"
 fi
 
@@ -329,5 +336,5 @@ printf '%s\n' "${ROWS[@]}"
 echo
 printf '%s\n' "${NOTES[@]}"
 echo "ratio = agent throughput / peer throughput; peer peak RSS = max over its curl and $PEER processes"
-[ "$MATCHED" = 1 ] && echo "rclone* = rclone ${RCLONE_MATCHED[*]} (the agent's upload settings)"
+[ "$MATCHED" = 1 ] && echo "rclone* = rclone ${RCLONE_MATCHED[*]} (the agent's upload settings, multipart_threshold = \"16MiB\")"
 true

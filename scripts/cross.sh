@@ -206,7 +206,7 @@ measure_mem() {
         s3_pid=$!
         PIDS+=("$s3_pid")
         s3_url=$(wait_url "$w/s3.log" "$s3_pid") || return 1
-        # The defaults: multipart from 16 MiB, 8 MiB parts, 4 in parallel, 2 uploads at once.
+        # The defaults: multipart_threshold "auto", 8 MiB parts, 4 in parallel, 2 uploads at once.
         printf '\n[s3]\nbucket = "fleet-video"\nregion = "us-east-1"\nendpoint = "%s"\nforce_path_style = true\n' \
             "$s3_url" >>"$w/agent.toml"
     else

@@ -53,7 +53,8 @@ const PART_READ_BUFFER: usize = 256 * 1024;
 /// When a file is uploaded multipart (resumable part by part) rather than in one PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MultipartThreshold {
-    /// Files of at least this many bytes go multipart, whatever the link.
+    /// Files of at least this many bytes go multipart, whatever the link (and so do files
+    /// over S3's 5 GiB single-PUT limit, whatever the threshold).
     Fixed(u64),
     /// Files from [`AUTO_MULTIPART_FLOOR`] (or the part size, if larger) go multipart unless
     /// the upload rate measured lately would send them in under [`AUTO_MULTIPART_RISK`]. With
@@ -67,14 +68,15 @@ impl MultipartThreshold {
     /// Whether a file of `size` bytes goes multipart, given the upload rate measured lately
     /// (bytes per second per request; `None`: not known).
     pub fn wants_multipart(self, size: u64, part_size: u64, rate: Option<f64>) -> bool {
+        if size > MAX_SINGLE_PUT {
+            // S3 refuses a larger PUT, whatever the threshold says.
+            return true;
+        }
         match self {
             MultipartThreshold::Fixed(threshold) => size >= threshold,
             MultipartThreshold::Auto => {
                 if size < AUTO_MULTIPART_FLOOR.max(part_size) {
                     return false;
-                }
-                if size > MAX_SINGLE_PUT {
-                    return true;
                 }
                 rate.is_none_or(|r| size as f64 / r >= AUTO_MULTIPART_RISK.as_secs_f64())
             }
@@ -82,40 +84,57 @@ impl MultipartThreshold {
     }
 }
 
-/// The upload rate of recent requests (PUTs and parts), smoothed, for
-/// [`MultipartThreshold::Auto`].
+/// The upload rate of recent requests (PUTs and parts), each request's own bytes over its
+/// own time, smoothed, for [`MultipartThreshold::Auto`]. Parts sent in parallel each see a
+/// share of the link, so the figure errs low: towards multipart.
 #[derive(Debug, Default)]
-struct LinkRate(std::sync::Mutex<Option<(f64, Instant)>>);
+struct LinkRate(std::sync::Mutex<RateState>);
+
+#[derive(Debug, Default)]
+struct RateState {
+    /// Bytes per second and when it was last updated.
+    rate: Option<(f64, Instant)>,
+    /// When the rate was last forgotten: requests that started before then do not count.
+    forgotten_at: Option<Instant>,
+}
 
 impl LinkRate {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(f64, Instant)>> {
+    fn state(&self) -> std::sync::MutexGuard<'_, RateState> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a request body of `bytes` sent (and acknowledged) in `took`.
-    fn observe(&self, bytes: u64, took: Duration) {
+    /// Records a request body of `bytes` sent (and acknowledged) by a request that started
+    /// at `started`.
+    fn observe(&self, bytes: u64, started: Instant) {
         if bytes < RATE_MIN_SAMPLE {
             return;
         }
-        let rate = bytes as f64 / took.as_secs_f64().max(1e-3);
-        let mut slot = self.slot();
-        let smoothed = match *slot {
+        let rate = bytes as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let mut state = self.state();
+        if state.forgotten_at.is_some_and(|f| started < f) {
+            // It began before a failure: it says nothing about the link since.
+            return;
+        }
+        let smoothed = match state.rate {
             Some((old, at)) if at.elapsed() < RATE_MAX_AGE => (old + rate) / 2.0,
             _ => rate,
         };
-        *slot = Some((smoothed, Instant::now()));
+        state.rate = Some((smoothed, Instant::now()));
     }
 
-    /// Forgets the rate: after a failed upload, the next ones are resumable until the link
-    /// has shown its rate again.
+    /// Forgets the rate: after a failed upload, the next ones are resumable until a request
+    /// started since has shown the link's rate again.
     fn forget(&self) {
-        *self.slot() = None;
+        let mut state = self.state();
+        state.rate = None;
+        state.forgotten_at = Some(Instant::now());
     }
 
     fn get(&self) -> Option<f64> {
-        self.slot()
+        self.state()
+            .rate
             .filter(|(_, at)| at.elapsed() < RATE_MAX_AGE)
             .map(|(rate, _)| rate)
     }
@@ -503,7 +522,7 @@ impl S3Destination {
         let started = Instant::now();
         match request.send().await {
             Ok(out) => {
-                self.rate.observe(size, started.elapsed());
+                self.rate.observe(size, started);
                 Ok(UploadOutcome::Uploaded {
                     etag: out.e_tag().unwrap_or_default().to_owned(),
                 })
@@ -765,7 +784,7 @@ impl S3Destination {
             .send()
             .await
             .map_err(|e| map_sdk_err("UploadPart", e))?;
-        self.rate.observe(part.len, started.elapsed());
+        self.rate.observe(part.len, started);
         let etag = out
             .e_tag()
             .ok_or_else(|| UploadError::Other("UploadPart returned no ETag".into()))?;
@@ -1193,20 +1212,36 @@ mod tests {
         let fixed = MultipartThreshold::Fixed(16 * MIB);
         assert!(fixed.wants_multipart(16 * MIB, part, Some(1e12)));
         assert!(!fixed.wants_multipart(16 * MIB - 1, part, Some(1.0)));
+        // ... but not S3's single-PUT limit.
+        let huge = MultipartThreshold::Fixed(8 << 30);
+        assert!(huge.wants_multipart(MAX_SINGLE_PUT + 1, part, Some(1e12)));
     }
 
     #[test]
     fn link_rate_is_smoothed_and_forgotten() {
+        let ago = |secs: u64| Instant::now() - Duration::from_secs(secs);
+        let near =
+            |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() / want < 0.01);
         let rate = LinkRate::default();
         assert_eq!(rate.get(), None);
-        rate.observe(1000, Duration::from_secs(1));
+        rate.observe(1000, ago(1));
         assert_eq!(rate.get(), None, "small requests are not samples");
-        rate.observe(8 * MIB, Duration::from_secs(1));
-        assert_eq!(rate.get(), Some((8 * MIB) as f64));
-        rate.observe(8 * MIB, Duration::from_secs(4));
-        assert_eq!(rate.get(), Some((8 * MIB) as f64 * 0.625));
+        rate.observe(8 * MIB, ago(1));
+        assert!(near(rate.get(), (8 * MIB) as f64), "{:?}", rate.get());
+        rate.observe(8 * MIB, ago(4));
+        assert!(
+            near(rate.get(), (8 * MIB) as f64 * 0.625),
+            "{:?}",
+            rate.get()
+        );
+        // A request that was in flight when an upload failed does not bring the rate back.
+        let in_flight = ago(1);
         rate.forget();
         assert_eq!(rate.get(), None);
+        rate.observe(8 * MIB, in_flight);
+        assert_eq!(rate.get(), None, "started before the failure");
+        rate.observe(8 * MIB, Instant::now());
+        assert!(rate.get().is_some(), "a request started since counts");
     }
 
     #[test]
