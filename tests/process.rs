@@ -339,7 +339,6 @@ async fn kill_9_mid_download_resumes_with_range() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_multipart_upload_resumes_the_upload() {
-    const MIB: u64 = 1024 * 1024;
     let clip = 24 * MIB;
     let f = Fleet::start(5, clip).await;
     let events = f.event_clips();
@@ -520,25 +519,55 @@ impl SplitMix {
     }
 }
 
+const MIB: u64 = 1024 * 1024;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
-    const MIB: u64 = 1024 * 1024;
+    // Clips of 7 MiB go multipart in two parts.
+    let (multipart, single) = random_kills(
+        7 * MIB,
+        "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"",
+        0x05EE_D0FC_1195,
+    )
+    .await;
+    assert!(
+        multipart > 0 && single == 0,
+        "{multipart} multipart, {single} PUT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_with_the_default_auto_threshold() {
+    // Clips of 17 MiB, default [s3] settings: each fresh agent sends its first upload(s)
+    // multipart (no rate known), later ones in one PUT once loopback has shown its rate, so
+    // kills land in both kinds of upload and in resumes of either.
+    let (multipart, single) = random_kills(17 * MIB, "", 0xA070_0001).await;
+    assert!(
+        multipart > 0 && single > 0,
+        "both kinds of upload: {multipart} multipart, {single} PUT"
+    );
+}
+
+/// Runs `run --once` 8 times, each killed -9 after a random delay (`QUCAM_KILL_SEED`
+/// overrides `default_seed`), then until it finishes; checks every invariant. Returns how
+/// many multipart uploads were created and single PUTs sent, from the agents' debug logs.
+async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usize, usize) {
     let seed: u64 = std::env::var("QUCAM_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x05EE_D0FC_1195);
+        .unwrap_or(default_seed);
     let mut rng = SplitMix(seed);
     let schedule: Vec<u64> = (0..8).map(|_| 5 + rng.below(1200)).collect();
     let ctx = format!("seed {seed} (QUCAM_KILL_SEED), kill after ms {schedule:?}");
     println!("random kills: {ctx}");
 
-    // Clips of 7 MiB go multipart in two parts; downloads at 20 MB/s and a small S3 delay
-    // spread a pass over a few seconds so the kills land in every stage.
-    let f = Fleet::start(10, 7 * MIB).await;
+    // Downloads at 20 MB/s and a small S3 delay spread a pass over a few seconds so the
+    // kills land in every stage.
+    let f = Fleet::start(10, clip_size).await;
     let events = f.event_clips();
     assert!(events.len() >= 4, "seed 42 gives event clips");
     let k = Knobs {
-        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        s3: s3_knobs.into(),
         ..Knobs::default()
     };
     let cfg = f.write_config(&k);
@@ -617,6 +646,14 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
             "{ctx}: orphaned upload {id} holds parts"
         );
     }
+    let (mut multipart, mut single) = (0, 0);
+    for entry in std::fs::read_dir(f.dir.path().join("logs")).expect("logs dir") {
+        let text = std::fs::read_to_string(entry.expect("log entry").path()).unwrap_or_default();
+        multipart += text.matches("multipart upload created").count();
+        single += text.matches("PutObject key=").count();
+    }
+    println!("  uploads started: {multipart} multipart, {single} single PUT");
+    (multipart, single)
 }
 
 /// Event clip states for progress output; an empty list while the database is not readable
@@ -626,7 +663,10 @@ fn event_states(f: &Fleet) -> Vec<String> {
     let Ok(c) = rusqlite::Connection::open(f.state_dir.join("state.db")) else {
         return Vec::new();
     };
-    let Ok(mut st) = c.prepare("SELECT name, state FROM clips ORDER BY name") else {
+    let Ok(mut st) = c.prepare(
+        "SELECT name, state || CASE WHEN state = 'failed' THEN ' (' || IFNULL(reason, '') || ')' \
+         ELSE '' END FROM clips ORDER BY name",
+    ) else {
         return Vec::new();
     };
     st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -657,7 +697,6 @@ async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
     // kill after the store created the upload but before the reply arrived leaves an upload
     // nobody knows. The agent journals the id before it sends any part, so such an orphan
     // never holds data; the restart creates its own upload and finishes it.
-    const MIB: u64 = 1024 * 1024;
     let f = Fleet::start(4, 7 * MIB).await;
     let events = f.event_clips();
     assert_eq!(events.len(), 1, "seed 42 with 4 clips gives one event clip");
