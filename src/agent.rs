@@ -373,7 +373,11 @@ impl Agent {
         Ok(clips
             .iter()
             .filter(|c| match c.state.as_str() {
-                state::SKIPPED | state::DELETED | state::LOST | state::REFUSED => false,
+                state::SKIPPED
+                | state::DELETED
+                | state::LOST
+                | state::ELSEWHERE
+                | state::REFUSED => false,
                 state::RETAINED => false,
                 state::VERIFIED => policy == DeletePolicy::AfterUpload && c_on_camera(c),
                 _ => true,
@@ -534,16 +538,20 @@ impl Agent {
                 offset += n as u32;
             }
             if round == 0 {
-                let lost = self.store.mark_missing(imei, seen.clone()).await?;
-                for c in &lost {
+                let gone = self.store.mark_missing(imei, seen.clone()).await?;
+                for c in &gone {
+                    let _ = std::fs::remove_file(self.part_path(imei, &c.name));
+                    if self.offloaded_elsewhere(c).await {
+                        info!(imei = %imei, clip = %c.name, "clip left the camera; another agent had offloaded it (its object is in the bucket)");
+                        continue;
+                    }
                     warn!(imei = %imei, clip = %c.name, "clip lost: it left the camera before it was offloaded");
                     self.emit(AgentEvent::Lost {
                         imei: imei.to_string(),
                         clip: c.name.clone(),
                     });
-                    let _ = std::fs::remove_file(self.part_path(imei, &c.name));
+                    lost_total += 1;
                 }
-                lost_total += lost.len();
             }
         }
         debug!(imei = %imei, clips = seen.len(), lost = lost_total, "listing reconciled");
@@ -966,6 +974,26 @@ impl Agent {
             camera: name.camera_label().to_string(),
             recorded_at: name.recorded().format("%Y-%m-%dT%H:%M:%S").to_string(),
             sha256_hex: sha.to_string(),
+        }
+    }
+
+    /// For a clip just recorded as lost: when its object is in the bucket under its key with
+    /// the listed size, another agent offloaded it, and it is recorded as `elsewhere`. Any
+    /// doubt (no object, another size, the bucket unreachable) leaves it `lost`.
+    async fn offloaded_elsewhere(&self, c: &Clip) -> bool {
+        let Ok(name) = ClipName::parse(&c.name) else {
+            return false;
+        };
+        let Ok(key) = clip::object_key(self.cfg.prefix(), &c.imei, &name) else {
+            return false;
+        };
+        match self.dest.holds(&key, c.size).await {
+            Ok(true) => self.store.found_elsewhere(c.id).await.unwrap_or(false),
+            Ok(false) => false,
+            Err(e) => {
+                debug!(imei = %c.imei, clip = %c.name, error = %e, "bucket check for a lost clip failed");
+                false
+            }
         }
     }
 

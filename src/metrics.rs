@@ -44,6 +44,7 @@ const STATES: &[&str] = &[
     state::RETAINED,
     state::FAILED,
     state::LOST,
+    state::ELSEWHERE,
     state::REFUSED,
 ];
 

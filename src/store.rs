@@ -31,6 +31,9 @@ pub mod state {
     pub const RETAINED: &str = "retained";
     pub const FAILED: &str = "failed";
     pub const LOST: &str = "lost";
+    /// Left the camera before this agent offloaded it, but its object is in the bucket under
+    /// its key with the listed size: another agent (another depot machine) offloaded it.
+    pub const ELSEWHERE: &str = "elsewhere";
     /// Refused for good: a hostile or unusable listing entry (kept with its reason).
     pub const REFUSED: &str = "refused";
 }
@@ -453,6 +456,20 @@ impl Store {
     /// Those not yet safely downloaded are `lost`, verified ones are `deleted` (their
     /// delete went through unrecorded, or the camera overwrote them); the rest are marked
     /// off-camera. Returns the clips newly marked lost.
+    /// A `lost` clip whose object turned out to be in the bucket: `elsewhere`. `false` when
+    /// the clip was no longer `lost`.
+    pub async fn found_elsewhere(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE clips SET state = ?2, reason = 'left the camera before this agent offloaded it; \
+                 its object is in the bucket (offloaded by another agent)' \
+                 WHERE id = ?1 AND state = ?3",
+                params![id, state::ELSEWHERE, state::LOST],
+            )? == 1)
+        })
+        .await
+    }
+
     pub async fn mark_missing(
         &self,
         imei: &str,

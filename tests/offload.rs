@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::fleet::{Fleet, IMEI, Knobs, clip_path, sha256_hex};
 use qucam_offload::agent::PassOutcome;
@@ -403,19 +403,17 @@ async fn a_clip_recorded_just_now_waits_for_stable_after() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
-    let f = Fleet::start(20, 200_000).await;
-    let a = f.agent(&knobs());
-    // The second agent has its own state dir (another depot machine).
+/// Another agent on the same camera and bucket, with its own state dir (another depot
+/// machine).
+fn second_agent(f: &Fleet, k: &Knobs) -> std::sync::Arc<qucam_offload::agent::Agent> {
     let other_state = f.dir.path().join("state-b");
-    let text = f.config_text(&knobs()).replace(
+    let text = f.config_text(k).replace(
         &f.state_dir.display().to_string(),
         &other_state.display().to_string(),
     );
     let cfg = qucam_offload::config::Config::parse(&text, std::path::Path::new("b.toml")).unwrap();
     let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
-    let b = std::sync::Arc::new(
+    std::sync::Arc::new(
         qucam_offload::agent::Agent::new(
             cfg,
             qucam_offload::upload::Destination::S3(
@@ -424,7 +422,64 @@ async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
             tokio_util::sync::CancellationToken::new(),
         )
         .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_another_agent_offloaded_is_not_counted_as_lost() {
+    // Agent B sees the clips but cannot download them; agent A (another depot machine)
+    // offloads them and deletes them from the camera. B's next listing finds them gone:
+    // their objects are in the bucket, so B records them as offloaded elsewhere, not lost.
+    // (The same clips gone with an empty bucket stay lost:
+    // a_clip_that_vanishes_before_offload_is_counted_lost.)
+    let f = Fleet::start(12, 10_000).await;
+    let events = f.event_clips();
+    let b = second_agent(&f, &knobs());
+    f.sim
+        .set_faults(|x| x.download_override = Some((500, b"<html>boom</html>".to_vec())));
+    let out = b.run_once().await.remove(0).1;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
     );
+    f.sim.set_faults(|x| x.download_override = None);
+    f.run_until_done(&knobs(), 2).await;
+    for n in &events {
+        f.assert_in_bucket(n);
+        assert!(!f.clip_on_camera(n), "{n}: A deleted it");
+    }
+
+    let out = b.run_once().await.remove(0).1;
+    assert_eq!(
+        out,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    let b_states: BTreeMap<String, String> = b
+        .store()
+        .clips_of(IMEI)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.state))
+        .collect();
+    for n in &events {
+        assert_eq!(b_states[n], "elsewhere", "{n}");
+    }
+    let st = qucam_offload::commands::collect_status(b.store())
+        .await
+        .unwrap();
+    assert_eq!(st[0].lost, 0, "nothing lost: {:?}", st[0].clips);
+    assert_eq!(st[0].clips["elsewhere"], events.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
+    let f = Fleet::start(20, 200_000).await;
+    let a = f.agent(&knobs());
+    let b = second_agent(&f, &knobs());
     let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
     for (_, o) in ra.iter().chain(rb.iter()) {
         assert!(matches!(o, PassOutcome::Done { .. }), "{o:?}");
@@ -461,7 +516,7 @@ async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|c| !matches!(c.state.as_str(), "skipped" | "deleted" | "lost"))
+                .filter(|c| !matches!(c.state.as_str(), "skipped" | "deleted" | "elsewhere"))
                 .map(|c| format!("{} {} {:?}", c.name, c.state, c.reason))
                 .collect();
             panic!("an agent did not settle: {last:?}: {stuck:?}");
@@ -470,6 +525,19 @@ async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
     assert_eq!(f.bucket_keys().into_iter().collect::<BTreeSet<_>>(), want);
     for n in f.event_clips() {
         f.assert_in_bucket(&n);
+    }
+    // A clip one agent offloaded and deleted is "elsewhere" for the other, never "lost".
+    for agent in [&a, &b] {
+        let lost: Vec<String> = agent
+            .store()
+            .clips_of(IMEI)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.state == "lost")
+            .map(|c| c.name)
+            .collect();
+        assert!(lost.is_empty(), "counted as lost: {lost:?}");
     }
 }
 

@@ -75,6 +75,14 @@ impl LocalDestination {
             .map_err(|e| UploadError::Other(format!("copy task failed: {e}")))?
     }
 
+    /// Whether a regular file of `size` bytes is under `key`.
+    pub async fn holds(&self, key: &str, size: u64) -> Result<bool, UploadError> {
+        let path = self.path_for(key)?;
+        Ok(tokio::fs::metadata(&path)
+            .await
+            .is_ok_and(|m| m.is_file() && m.len() == size))
+    }
+
     /// Re-reads the file under `key` and compares its size and SHA-256.
     pub async fn verify(
         &self,

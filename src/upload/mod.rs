@@ -317,6 +317,16 @@ impl Destination {
         }
     }
 
+    /// Whether an object of `size` bytes is under `key`, written by an agent (for S3: it
+    /// carries the `sha256` metadata). Used for clips that left the camera before this agent
+    /// offloaded them; the content itself was verified by whoever wrote it.
+    pub async fn holds(&self, key: &str, size: u64) -> Result<bool, UploadError> {
+        match self {
+            Self::S3(d) => d.holds(key, size).await,
+            Self::Local(d) => d.holds(key, size).await,
+        }
+    }
+
     /// Aborts a multipart upload left behind (no-op for a local directory).
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), UploadError> {
         match self {

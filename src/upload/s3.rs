@@ -402,6 +402,15 @@ impl S3Destination {
 
     // ---- existence ------------------------------------------------------------------------
 
+    /// Whether an object of `size` bytes with `sha256` metadata is under `key`.
+    pub async fn holds(&self, key: &str, size: u64) -> Result<bool, UploadError> {
+        Ok(self.head(key).await?.is_some_and(|h| {
+            h.content_length() == i64::try_from(size).ok()
+                && h.metadata()
+                    .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(SHA256_META_KEY)))
+        }))
+    }
+
     /// HeadObject (asking for checksums); `None` when there is no such key.
     async fn head(&self, key: &str) -> Result<Option<HeadObjectOutput>, UploadError> {
         let result = self
