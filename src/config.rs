@@ -394,37 +394,37 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// A size as written in the file: a number of bytes or a string such as `"16MiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Num(i64),
+    Str(String),
+}
+
+impl SizeValue {
+    fn bytes(self) -> Result<u64, String> {
+        match self {
+            SizeValue::Num(n) => {
+                u64::try_from(n).map_err(|_| format!("size must not be negative (got {n})"))
+            }
+            SizeValue::Str(s) => parse_bytes(&s),
+        }
+    }
+}
+
 fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumOrStr {
-        Num(i64),
-        Str(String),
-    }
-    match NumOrStr::deserialize(d)? {
-        NumOrStr::Num(n) if n >= 0 => Ok(n as u64),
-        NumOrStr::Num(n) => Err(serde::de::Error::custom(format!(
-            "size must not be negative (got {n})"
-        ))),
-        NumOrStr::Str(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
-    }
+    SizeValue::deserialize(d)?
+        .bytes()
+        .map_err(serde::de::Error::custom)
 }
 
 /// `"auto"` → `None`; a size (as for [`de_bytes`]) → `Some`.
 fn de_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumOrStr {
-        Num(i64),
-        Str(String),
-    }
-    match NumOrStr::deserialize(d)? {
-        NumOrStr::Str(s) if s.trim().eq_ignore_ascii_case("auto") => Ok(None),
-        NumOrStr::Num(n) if n >= 0 => Ok(Some(n as u64)),
-        NumOrStr::Num(n) => Err(serde::de::Error::custom(format!(
-            "size must not be negative (got {n})"
-        ))),
-        NumOrStr::Str(s) => parse_bytes(&s)
+    match SizeValue::deserialize(d)? {
+        SizeValue::Str(s) if s.trim().eq_ignore_ascii_case("auto") => Ok(None),
+        v => v
+            .bytes()
             .map(Some)
             .map_err(|e| serde::de::Error::custom(format!("{e} (or \"auto\")"))),
     }
@@ -802,6 +802,11 @@ mod tests {
             .to_string();
         assert!(
             m.contains("s3.multipart_threshold") && m.contains("auto"),
+            "{m}"
+        );
+        let m = s3("multipart_threshold = -1").unwrap_err().to_string();
+        assert!(
+            m.contains("s3.multipart_threshold") && m.contains("negative"),
             "{m}"
         );
         let m = s3("multipart_threshold = \"6MiB\"\npart_size = \"8MiB\"")
