@@ -538,19 +538,30 @@ impl Agent {
                 offset += n as u32;
             }
             if round == 0 {
-                let gone = self.store.mark_missing(imei, seen.clone()).await?;
-                for c in &gone {
+                for c in self.store.mark_missing(imei, seen.clone()).await? {
                     let _ = std::fs::remove_file(self.part_path(imei, &c.name));
-                    if self.offloaded_elsewhere(c).await {
-                        info!(imei = %imei, clip = %c.name, "clip left the camera; another agent had offloaded it (its object is in the bucket)");
+                }
+                // Every lost clip not yet looked for in the bucket, including those a kill or
+                // an unreachable bucket left unchecked in an earlier pass.
+                for c in self.store.lost_unchecked(imei).await? {
+                    let Some(found) = self.in_bucket(&c).await else {
+                        continue; // checked again next pass
+                    };
+                    if found {
+                        let moved = self.store.found_elsewhere(c.id).await?;
+                        if moved {
+                            info!(imei = %imei, clip = %c.name, "clip left the camera; another agent had offloaded it (its object is in the bucket)");
+                        }
                         continue;
                     }
-                    warn!(imei = %imei, clip = %c.name, "clip lost: it left the camera before it was offloaded");
-                    self.emit(AgentEvent::Lost {
-                        imei: imei.to_string(),
-                        clip: c.name.clone(),
-                    });
-                    lost_total += 1;
+                    if self.store.lost_confirmed(c.id).await? {
+                        warn!(imei = %imei, clip = %c.name, "clip lost: it left the camera before it was offloaded");
+                        self.emit(AgentEvent::Lost {
+                            imei: imei.to_string(),
+                            clip: c.name.clone(),
+                        });
+                        lost_total += 1;
+                    }
                 }
             }
         }
@@ -977,22 +988,21 @@ impl Agent {
         }
     }
 
-    /// For a clip just recorded as lost: when its object is in the bucket under its key with
-    /// the listed size, another agent offloaded it, and it is recorded as `elsewhere`. Any
-    /// doubt (no object, another size, the bucket unreachable) leaves it `lost`.
-    async fn offloaded_elsewhere(&self, c: &Clip) -> bool {
+    /// For a clip that left the camera before this agent offloaded it: whether its object is
+    /// in the bucket under its key with the listed size (another agent offloaded it).
+    /// `None` when the bucket could not be asked.
+    async fn in_bucket(&self, c: &Clip) -> Option<bool> {
         let Ok(name) = ClipName::parse(&c.name) else {
-            return false;
+            return Some(false);
         };
         let Ok(key) = clip::object_key(self.cfg.prefix(), &c.imei, &name) else {
-            return false;
+            return Some(false);
         };
         match self.dest.holds(&key, c.size).await {
-            Ok(true) => self.store.found_elsewhere(c.id).await.unwrap_or(false),
-            Ok(false) => false,
+            Ok(found) => Some(found),
             Err(e) => {
-                debug!(imei = %c.imei, clip = %c.name, error = %e, "bucket check for a lost clip failed");
-                false
+                debug!(imei = %c.imei, clip = %c.name, error = %e, "bucket check for a lost clip failed; trying again next pass");
+                None
             }
         }
     }

@@ -38,6 +38,12 @@ pub mod state {
     pub const REFUSED: &str = "refused";
 }
 
+/// Why a clip is `lost` before the bucket was checked for it ([`Store::lost_unchecked`]).
+const LOST_UNCHECKED: &str = "left the camera before it was offloaded (overwritten?)";
+/// Why a clip is `lost` once the bucket was checked and does not hold it either.
+const LOST_CONFIRMED: &str =
+    "left the camera before it was offloaded (overwritten?); not in the bucket either";
+
 /// Where a failed clip goes back to.
 pub mod stage {
     pub const DOWNLOAD: &str = "download";
@@ -456,6 +462,34 @@ impl Store {
     /// Those not yet safely downloaded are `lost`, verified ones are `deleted` (their
     /// delete went through unrecorded, or the camera overwrote them); the rest are marked
     /// off-camera. Returns the clips newly marked lost.
+    /// `lost` clips of `imei` whose objects were not looked for in the bucket yet (the agent
+    /// was killed, or the bucket was unreachable, since they left the camera).
+    pub async fn lost_unchecked(&self, imei: &str) -> Result<Vec<Clip>> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {CLIP_COLS} FROM clips WHERE imei = ?1 AND state = ?2 AND reason = ?3"
+            ))?;
+            let rows = st
+                .query_map(params![imei, state::LOST, LOST_UNCHECKED], clip_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// A `lost` clip the bucket does not hold either: lost for good. `false` when the clip was
+    /// no longer `lost` or already checked.
+    pub async fn lost_confirmed(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE clips SET reason = ?2 WHERE id = ?1 AND state = ?3 AND reason = ?4",
+                params![id, LOST_CONFIRMED, state::LOST, LOST_UNCHECKED],
+            )? == 1)
+        })
+        .await
+    }
+
     /// A `lost` clip whose object turned out to be in the bucket: `elsewhere`. `false` when
     /// the clip was no longer `lost`.
     pub async fn found_elsewhere(&self, id: i64) -> Result<bool> {
@@ -494,9 +528,9 @@ impl Store {
                     && clip.failed_stage.as_deref() == Some(stage::DOWNLOAD));
                 if before_download {
                     tx.execute(
-                        "UPDATE clips SET state = ?2, on_camera = 0, reason = 'left the camera before it was offloaded (overwritten?)',
+                        "UPDATE clips SET state = ?2, on_camera = 0, reason = ?3,
                             retry_after = NULL WHERE id = ?1",
-                        params![clip.id, state::LOST],
+                        params![clip.id, state::LOST, LOST_UNCHECKED],
                     )?;
                     lost.push(clip);
                 } else if clip.state == state::VERIFIED {
@@ -511,7 +545,10 @@ impl Store {
                         params![clip.id, state::DELETED, now()],
                     )?;
                 } else {
-                    tx.execute("UPDATE clips SET on_camera = 0 WHERE id = ?1", params![clip.id])?;
+                    tx.execute(
+                        "UPDATE clips SET on_camera = 0 WHERE id = ?1",
+                        params![clip.id],
+                    )?;
                 }
             }
             tx.commit()?;

@@ -425,6 +425,18 @@ fn second_agent(f: &Fleet, k: &Knobs) -> std::sync::Arc<qucam_offload::agent::Ag
     )
 }
 
+/// Clip name → state in an agent's own database.
+async fn states_of(agent: &qucam_offload::agent::Agent) -> BTreeMap<String, String> {
+    agent
+        .store()
+        .clips_of(IMEI)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.state))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clip_another_agent_offloaded_is_not_counted_as_lost() {
     // Agent B sees the clips but cannot download them; agent A (another depot machine)
@@ -449,6 +461,19 @@ async fn a_clip_another_agent_offloaded_is_not_counted_as_lost() {
         assert!(!f.clip_on_camera(n), "{n}: A deleted it");
     }
 
+    // B's first pass after that cannot reach the bucket: the clips are lost as far as it
+    // can tell, but the question stays open (a kill -9 leaves it open the same way) ...
+    f.s3.set_refusing(true);
+    b.run_once().await;
+    f.s3.set_refusing(false);
+    let states = states_of(&b).await;
+    for n in &events {
+        assert_eq!(
+            states[n], "lost",
+            "{n}: gone from the camera, bucket unreachable"
+        );
+    }
+    // ... and the next pass, with the bucket back, settles it.
     let out = b.run_once().await.remove(0).1;
     assert_eq!(
         out,
@@ -457,16 +482,9 @@ async fn a_clip_another_agent_offloaded_is_not_counted_as_lost() {
             remaining: 0
         }
     );
-    let b_states: BTreeMap<String, String> = b
-        .store()
-        .clips_of(IMEI)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| (c.name, c.state))
-        .collect();
+    let states = states_of(&b).await;
     for n in &events {
-        assert_eq!(b_states[n], "elsewhere", "{n}");
+        assert_eq!(states[n], "elsewhere", "{n}");
     }
     let st = qucam_offload::commands::collect_status(b.store())
         .await
