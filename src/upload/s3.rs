@@ -47,8 +47,8 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_PART_CONCURRENCY: usize = 4;
 /// S3's maximum number of parts in one upload.
 const MAX_PARTS: u64 = 10_000;
-/// Read buffer of a part streamed from disk (per part in flight).
-const PART_READ_BUFFER: usize = 256 * 1024;
+/// Read buffer of a PUT or part streamed from disk (per request in flight).
+const READ_BUFFER: usize = 256 * 1024;
 
 /// When a file is uploaded multipart (resumable part by part) rather than in one PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,17 +503,7 @@ impl S3Destination {
         meta: &ObjectMeta,
         sha256_b64: &str,
     ) -> Result<UploadOutcome, UploadError> {
-        let body = ByteStream::read_from()
-            .path(file)
-            .length(Length::Exact(size))
-            .build()
-            .await
-            .map_err(|e| {
-                UploadError::io(
-                    format!("reading {}", file.display()),
-                    std::io::Error::other(e),
-                )
-            })?;
+        let body = file_body(file, 0, size).await?;
         let mut request = self
             .client
             .put_object()
@@ -763,19 +753,7 @@ impl S3Destination {
         part: PartPlan,
     ) -> Result<DonePart, UploadError> {
         let sha256_b64 = b64(&sha256_of_range_async(file, part.offset, part.len).await?);
-        let body = ByteStream::read_from()
-            .path(file)
-            .offset(part.offset)
-            .length(Length::Exact(part.len))
-            .buffer_size(PART_READ_BUFFER)
-            .build()
-            .await
-            .map_err(|e| {
-                UploadError::io(
-                    format!("reading {}", file.display()),
-                    std::io::Error::other(e),
-                )
-            })?;
+        let body = file_body(file, part.offset, part.len).await?;
         let mut request = self
             .client
             .upload_part()
@@ -1011,6 +989,24 @@ fn content_type_for(key: &str) -> &'static str {
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }
+}
+
+/// A request body of `len` bytes of `file` from `offset`, streamed from disk through one
+/// read buffer (memory does not grow with the clip or part size).
+async fn file_body(file: &Path, offset: u64, len: u64) -> Result<ByteStream, UploadError> {
+    ByteStream::read_from()
+        .path(file)
+        .offset(offset)
+        .length(Length::Exact(len))
+        .buffer_size(READ_BUFFER)
+        .build()
+        .await
+        .map_err(|e| {
+            UploadError::io(
+                format!("reading {}", file.display()),
+                std::io::Error::other(e),
+            )
+        })
 }
 
 fn b64(raw: &[u8]) -> String {
