@@ -51,23 +51,10 @@ impl Out {
 /// The child's environment: nothing inherited (no real AWS profile, config or HOME), the
 /// test credentials, and HOME/XDG dirs inside the fleet's temp dir.
 fn command(f: &Fleet, args: &[&str]) -> tokio::process::Command {
-    let home = f.dir.path().join("home");
-    std::fs::create_dir_all(&home).expect("home dir");
-    // Empty AWS config and credentials files: nothing from the real user's.
-    for name in ["aws-config", "aws-credentials"] {
-        std::fs::write(home.join(name), "").expect("empty aws file");
-    }
     let mut c = tokio::process::Command::new(BIN);
     c.env_clear()
-        .envs(f.s3.env())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("AWS_CONFIG_FILE", home.join("aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info,qucam_offload=debug")
-        .current_dir(&home)
+        .envs(f.child_env())
+        .current_dir(f.child_home())
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true);

@@ -100,22 +100,11 @@ impl Daemon {
     /// Nothing inherited (no real AWS profile, config, HOME or JOURNAL_STREAM), the test
     /// credentials, and the notify socket. No WATCHDOG_PID: sd-notify accepts its absence.
     fn spawn(f: &Fleet, cfg: &Path, notify: &NotifySocket) -> Daemon {
-        let home = f.dir.path().join("home");
-        std::fs::create_dir_all(&home).expect("home dir");
-        for name in ["aws-config", "aws-credentials"] {
-            std::fs::write(home.join(name), "").expect("empty aws file");
-        }
+        let home = f.child_home();
         let stderr = f.dir.path().join("daemon.stderr");
         let child = std::process::Command::new(BIN)
             .env_clear()
-            .envs(f.s3.env())
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("AWS_CONFIG_FILE", home.join("aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,qucam_offload=debug")
+            .envs(f.child_env())
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "2000000")
             .current_dir(&home)

@@ -40,25 +40,13 @@ impl Out {
 /// `qucam-offload -c CONFIG ARGS…` with nothing inherited but the test credentials, a
 /// private HOME, and no session bus; waits at most a minute.
 async fn run_bin(f: &Fleet, cfg: &Path, args: &[&str]) -> Out {
-    let home = f.dir.path().join("home");
     let runtime = f.dir.path().join("runtime");
-    std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&runtime).unwrap();
-    for name in ["aws-config", "aws-credentials"] {
-        std::fs::write(home.join(name), "").unwrap();
-    }
     let mut c = tokio::process::Command::new(BIN);
     c.env_clear()
-        .envs(f.s3.env())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
+        .envs(f.child_env())
         // No DBUS_SESSION_BUS_ADDRESS, and no bus socket where one is looked for.
         .env("XDG_RUNTIME_DIR", &runtime)
-        .env("AWS_CONFIG_FILE", home.join("aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info,qucam_offload=debug")
         .arg("-c")
         .arg(cfg)
         .args(args)

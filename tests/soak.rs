@@ -218,25 +218,14 @@ struct Proc {
 }
 
 fn spawn(f: &Fleet, cfg: &Path, args: &[&str], label: &str) -> Proc {
-    let home = f.dir.path().join("home");
+    let home = f.child_home();
     let logs = f.dir.path().join("logs");
-    std::fs::create_dir_all(&home).expect("home dir");
     std::fs::create_dir_all(&logs).expect("logs dir");
-    for name in ["aws-config", "aws-credentials"] {
-        std::fs::write(home.join(name), "").expect("empty aws file");
-    }
     let stdout = logs.join(format!("{label}.stdout"));
     let stderr = logs.join(format!("{label}.stderr"));
     let mut c = tokio::process::Command::new(BIN);
     c.env_clear()
-        .envs(f.s3.env())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("AWS_CONFIG_FILE", home.join("aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info,qucam_offload=debug")
+        .envs(f.child_env())
         .current_dir(&home)
         .arg("-c")
         .arg(cfg)

@@ -221,6 +221,42 @@ force_path_style = true
         let p = clip_path(&self.camera_dir, name);
         p.exists()
     }
+
+    /// HOME of a `qucam-offload` child process, inside the fleet's temp dir, with empty AWS
+    /// config and credentials files (nothing from the real user's).
+    pub fn child_home(&self) -> PathBuf {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home dir");
+        for name in ["aws-config", "aws-credentials"] {
+            std::fs::write(home.join(name), "").expect("empty aws file");
+        }
+        home
+    }
+
+    /// The whole environment of a `qucam-offload` child process (after `env_clear`): the test
+    /// S3 credentials, [`Fleet::child_home`] as HOME with the XDG dirs and AWS files under
+    /// it, no colours, and the agent's debug log.
+    pub fn child_env(&self) -> Vec<(String, std::ffi::OsString)> {
+        let home = self.child_home();
+        let mut env: Vec<(String, std::ffi::OsString)> = self
+            .s3
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        for (k, v) in [
+            ("HOME", home.clone()),
+            ("XDG_CONFIG_HOME", home.join("config")),
+            ("XDG_DATA_HOME", home.join("data")),
+            ("AWS_CONFIG_FILE", home.join("aws-config")),
+            ("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials")),
+        ] {
+            env.push((k.to_owned(), v.into_os_string()));
+        }
+        env.push(("NO_COLOR".to_owned(), "1".into()));
+        env.push(("RUST_LOG".to_owned(), "info,qucam_offload=debug".into()));
+        env
+    }
 }
 
 /// Where the simulator keeps a clip: `DIR/yyyyMMdd/HH/name`.
