@@ -516,6 +516,11 @@ impl Config {
         }
     }
 
+    /// Finds ([`Config::resolve_path`]) and loads the config a command was pointed at.
+    pub fn find_and_load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(&Config::resolve_path(explicit)?)
+    }
+
     /// The state directory: as configured, else the platform data dir.
     pub fn state_dir(&self) -> PathBuf {
         if let Some(d) = &self.state_dir {

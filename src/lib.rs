@@ -9,11 +9,11 @@
 //! - [`upload`]: destinations (S3 with resumable multipart, or a local directory) and verification.
 //! - [`agent`]: the loops that tie detection, listing, download, upload and retention together.
 //! - [`sim`]: `qucam-sim`, a camera simulator for tests, demos and trying a setup without a vehicle.
-//! - [`cli`]: the `qucam-offload` command line; [`commands`] runs `run`, `status` and `demo`.
+//! - [`cli`]: the `qucam-offload` command line (clap types); [`commands`]: one file per
+//!   command (`run`, `status`, `demo`, `doctor`, `camera`); [`exit`]: exit codes.
 //! - [`service`]: the systemd notify protocol (readiness, status, watchdog, stopping).
 //! - [`metrics`]: Prometheus `/metrics` and `/healthz`; [`notify`]: webhook and desktop
-//!   notifications; [`progress`]: progress bars for `run --once` and `demo`;
-//!   [`doctor`]: `qucam-offload doctor`, checks of a whole setup.
+//!   notifications; [`progress`]: progress bars for `run --once` and `demo`.
 
 pub mod agent;
 pub mod camera;
@@ -21,8 +21,8 @@ pub mod cli;
 pub mod clip;
 pub mod commands;
 pub mod config;
-pub mod doctor;
 pub mod download;
+pub mod exit;
 pub mod metrics;
 pub mod notify;
 pub mod progress;

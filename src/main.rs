@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    qucam_offload::cli::main()
+    qucam_offload::commands::main()
 }

@@ -191,7 +191,7 @@ async fn a_corrupt_state_database_is_a_clear_error_not_a_reset() {
     let garbage = vec![0x5au8; 8192];
     std::fs::write(&db, &garbage).unwrap();
     let cfg = f.config(&Knobs::default());
-    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let settings = qucam_offload::upload::s3_settings(cfg.s3.as_ref().unwrap());
     let err = qucam_offload::agent::Agent::new(
         cfg,
         qucam_offload::upload::Destination::S3(qucam_offload::upload::S3Destination::from_client(

@@ -412,7 +412,7 @@ fn second_agent(f: &Fleet, k: &Knobs) -> std::sync::Arc<qucam_offload::agent::Ag
         &other_state.display().to_string(),
     );
     let cfg = qucam_offload::config::Config::parse(&text, std::path::Path::new("b.toml")).unwrap();
-    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let settings = qucam_offload::upload::s3_settings(cfg.s3.as_ref().unwrap());
     std::sync::Arc::new(
         qucam_offload::agent::Agent::new(
             cfg,
@@ -690,7 +690,7 @@ async fn a_camera_that_ignores_count_and_offset_is_listed_once() {
     let text = f.config_text(&k).replace("page_size = 50\n", "");
     let cfg = qucam_offload::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
     assert_eq!(cfg.sync.page_size, 5);
-    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let settings = qucam_offload::upload::s3_settings(cfg.s3.as_ref().unwrap());
     let agent = std::sync::Arc::new(
         qucam_offload::agent::Agent::new(
             cfg,

@@ -77,7 +77,7 @@ fn write_config(f: &Fleet, k: &Knobs, extra: &str) -> PathBuf {
 fn agent_with(f: &Fleet, k: &Knobs, extra: &str) -> Arc<Agent> {
     let text = format!("{}\n{extra}\n", f.config_text(k));
     let cfg = Config::parse(&text, Path::new("test.toml")).expect("config");
-    let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+    let settings = qucam_offload::upload::s3_settings(cfg.s3.as_ref().unwrap());
     let dest = Destination::S3(S3Destination::from_client(f.s3.client(), &settings));
     Arc::new(Agent::new(cfg, dest, CancellationToken::new()).expect("agent"))
 }

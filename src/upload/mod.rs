@@ -18,6 +18,7 @@
 //! Keys are full object keys (the `clip` module already joins the configured prefix); the
 //! `prefix` in [`S3Settings`] is only used to describe the destination.
 
+mod from_config;
 mod local;
 mod s3;
 
@@ -29,6 +30,7 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+pub use from_config::{destination, s3_settings};
 pub use local::LocalDestination;
 pub use s3::CheckStep;
 pub use s3::{

@@ -141,7 +141,7 @@ force_path_style = true
     /// The agent in-process, talking to the S3 server with the test credentials.
     pub fn agent(&self, k: &Knobs) -> Arc<Agent> {
         let cfg = self.config(k);
-        let settings = qucam_offload::commands::s3_settings(cfg.s3.as_ref().unwrap());
+        let settings = qucam_offload::upload::s3_settings(cfg.s3.as_ref().unwrap());
         let dest = Destination::S3(S3Destination::from_client(self.s3.client(), &settings));
         Arc::new(Agent::new(cfg, dest, CancellationToken::new()).expect("agent"))
     }

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use crate::camera::{CameraClient, ClientOptions, ListQuery};
-use crate::cli::load_config;
+
 use crate::config::Config;
 use crate::upload::Destination;
 
@@ -78,7 +78,7 @@ impl Report {
 pub async fn run(config: Option<&Path>, write_test: bool) -> anyhow::Result<u8> {
     let path = Config::resolve_path(config)?;
     // A config that does not load is an error with exit code 2, as everywhere else.
-    let cfg = load_config(Some(&path))?;
+    let cfg = Config::find_and_load(Some(&path))?;
     let mut r = Report::default();
     r.add(
         Status::Pass,
@@ -183,7 +183,7 @@ async fn check_destination(cfg: &Config, write_test: bool, r: &mut Report) {
     {
         return;
     }
-    let dest = match crate::commands::destination(cfg).await {
+    let dest = match crate::upload::destination(cfg).await {
         Ok(d) => d,
         Err(e) => {
             r.fail(

@@ -1,0 +1,284 @@
+//! `qucam-offload status [--json]`: per camera, what the state database knows: clips
+//! pending, offloaded today, lost and failed, uploads in flight, paused downloads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::agent;
+use crate::config::Config;
+use crate::store::{Store, now};
+
+/// One camera in `status`.
+#[derive(Debug, Serialize)]
+pub struct CameraStatus {
+    pub imei: String,
+    pub name: Option<String>,
+    pub device: Option<String>,
+    pub firmware: Option<String>,
+    pub last_seen: i64,
+    pub clips: BTreeMap<String, i64>,
+    pub bytes_offloaded: i64,
+    pub lost: i64,
+    pub failures: Vec<Failure>,
+    pub uploads_in_flight: Vec<String>,
+    /// Why downloads from this camera are paused (e.g. the spool's disk is full).
+    pub downloads_paused: Option<String>,
+    /// Selected clips not yet verified (queued, downloading, downloaded, uploading, uploaded).
+    pub pending: i64,
+    /// Clips in `failed` (retried later) and `refused` (never).
+    pub failed: i64,
+    /// Clips verified in the destination since local midnight, and their bytes.
+    pub uploaded_today: i64,
+    pub uploaded_today_bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub clip: String,
+    pub state: String,
+    pub attempts: i64,
+    pub error: String,
+    pub retry_after: Option<i64>,
+}
+
+/// Everything `status` reports, per camera.
+pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
+    let mut out = Vec::new();
+    for cam in store.cameras().await? {
+        let counts = store.counts(&cam.imei).await?;
+        let clips: BTreeMap<String, i64> = counts.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
+        let bytes_offloaded = counts
+            .iter()
+            .filter(|(s, _, _)| matches!(s.as_str(), "verified" | "retained" | "deleted"))
+            .map(|(_, _, b)| *b)
+            .sum();
+        let all = store.clips_of(&cam.imei).await?;
+        let failures = all
+            .iter()
+            .filter(|c| c.state == "failed" || c.state == "refused")
+            .map(|c| Failure {
+                clip: c.name.clone(),
+                state: c.state.clone(),
+                attempts: c.attempts,
+                error: c.reason.clone().unwrap_or_default(),
+                retry_after: c.retry_after,
+            })
+            .collect();
+        let uploads_in_flight = all
+            .iter()
+            .filter(|c| c.state == "uploading" || c.upload_id.is_some())
+            .map(|c| c.name.clone())
+            .collect();
+        let downloads_paused = store
+            .notice(agent::pause_key(&cam.imei))
+            .await?
+            .map(|(m, _)| m);
+        let n = |states: &[&str]| -> i64 { states.iter().filter_map(|s| clips.get(*s)).sum() };
+        let pending = n(&[
+            "queued",
+            "downloading",
+            "downloaded",
+            "uploading",
+            "uploaded",
+        ]);
+        let failed = n(&["failed", "refused"]);
+        let (uploaded_today, uploaded_today_bytes) = {
+            let (imei, since) = (cam.imei.clone(), local_midnight());
+            store
+                .call(move |c| {
+                    Ok(c.query_row(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM clips
+                         WHERE imei = ?1 AND verified_at >= ?2",
+                        rusqlite::params![imei, since],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
+                })
+                .await?
+        };
+        out.push(CameraStatus {
+            downloads_paused,
+            pending,
+            failed,
+            uploaded_today,
+            uploaded_today_bytes,
+            lost: clips.get("lost").copied().unwrap_or(0),
+            imei: cam.imei,
+            name: cam.config_name,
+            device: cam.device_name,
+            firmware: cam.firmware,
+            last_seen: cam.last_seen,
+            clips,
+            bytes_offloaded,
+            failures,
+            uploads_in_flight,
+        });
+    }
+    Ok(out)
+}
+
+fn ago(t: i64) -> String {
+    let d = (now() - t).max(0);
+    match d {
+        0..=59 => format!("{d}s ago"),
+        60..=3599 => format!("{}m ago", d / 60),
+        3600..=86399 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86400),
+    }
+}
+
+/// Unix time of the last local midnight.
+fn local_midnight() -> i64 {
+    use chrono::TimeZone as _;
+    let today = chrono::Local::now().date_naive();
+    today
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| chrono::Local.from_local_datetime(&t).earliest())
+        .map_or(now() - now().rem_euclid(86_400), |t| t.timestamp())
+}
+
+/// A size in at most 5 characters: `512B`, `12k`, `1.2M`, `340M`, `2.0G`.
+fn short_bytes(b: i64) -> String {
+    let b = b.max(0) as f64;
+    let (v, unit) = match b {
+        x if x < 1e3 => return format!("{b}B"),
+        x if x < 1e6 => (x / 1e3, "k"),
+        x if x < 1e9 => (x / 1e6, "M"),
+        x if x < 1e12 => (x / 1e9, "G"),
+        x => (x / 1e12, "T"),
+    };
+    if v < 10.0 {
+        format!("{v:.1}{unit}")
+    } else {
+        format!("{v:.0}{unit}")
+    }
+}
+
+/// `s` cut to `n` characters (with `…` when cut).
+fn fit(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The status table (80 columns), then failures and notices below it.
+pub fn format_status(st: &[CameraStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    if st.is_empty() {
+        o.push_str("no camera seen yet\n");
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{:<12}  {:<15}  {:<9}  {:>7}  {:>14}  {:>4}  {:>6}",
+        "CAMERA", "IMEI", "LAST SEEN", "PENDING", "UPLOADED TODAY", "LOST", "FAILED"
+    );
+    for c in st {
+        let today = format!(
+            "{} ({})",
+            c.uploaded_today,
+            short_bytes(c.uploaded_today_bytes)
+        );
+        let _ = writeln!(
+            o,
+            "{:<12}  {:<15}  {:<9}  {:>7}  {:>14}  {:>4}  {:>6}",
+            fit(c.name.as_deref().unwrap_or("?"), 12),
+            fit(&c.imei, 15),
+            ago(c.last_seen),
+            c.pending,
+            today,
+            c.lost,
+            c.failed
+        );
+    }
+    let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
+    let notes: Vec<String> = st
+        .iter()
+        .flat_map(|c| {
+            let mut v = Vec::new();
+            if let Some(p) = &c.downloads_paused {
+                v.push(format!("  {}: {p}", label(c)));
+            }
+            if !c.uploads_in_flight.is_empty() {
+                v.push(format!(
+                    "  {}: uploads in flight: {}",
+                    label(c),
+                    c.uploads_in_flight.join(", ")
+                ));
+            }
+            v
+        })
+        .collect();
+    if !notes.is_empty() {
+        o.push('\n');
+        for n in notes {
+            let _ = writeln!(o, "{n}");
+        }
+    }
+    if st.iter().any(|c| !c.failures.is_empty()) {
+        o.push_str("\nfailures:\n");
+        for c in st {
+            for f in &c.failures {
+                let retry = match f.retry_after {
+                    Some(t) if f.state == "failed" && t > now() => {
+                        format!(", retry in {}", in_secs(t - now()))
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    o,
+                    "  {} {} {} (attempts {}{retry})\n    {}",
+                    label(c),
+                    f.clip,
+                    f.state,
+                    f.attempts,
+                    f.error
+                );
+            }
+        }
+    }
+    o
+}
+
+fn in_secs(d: i64) -> String {
+    match d {
+        ..=59 => format!("{d}s"),
+        60..=3599 => format!("{}m", d / 60),
+        _ => format!("{}h", d / 3600),
+    }
+}
+
+/// Prints the status of the store at `state_dir`.
+pub async fn print_status(store: &Store, json: bool) -> Result<()> {
+    let st = collect_status(store).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", format_status(&st));
+    }
+    Ok(())
+}
+
+/// `status`: the state database of the config's state dir, as a table or JSON.
+pub async fn status(config: Option<&Path>, json: bool) -> Result<u8> {
+    let cfg = Config::find_and_load(config)?;
+    let db = agent::db_path(&cfg.state_dir());
+    if !db.exists() {
+        if json {
+            println!("[]");
+        } else {
+            println!("no state yet at {} (the agent has not run)", db.display());
+        }
+        return Ok(0);
+    }
+    let store = Store::open(&db)?;
+    print_status(&store, json).await?;
+    Ok(0)
+}
