@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::run::{NOTIFY_GRACE, cameras};
+use super::lifecycle::{NOTIFY_GRACE, cameras};
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::service::Notifier;

@@ -1,5 +1,5 @@
 //! What every command that runs the agent does around it: hold the state dir's lock (a
-//! second agent refuses to start) and stop on SIGTERM/SIGINT.
+//! second agent refuses to start), stop on SIGTERM/SIGINT, give webhooks a grace period.
 
 use std::path::Path;
 
@@ -65,4 +65,15 @@ pub fn stop_on_signals(token: CancellationToken) {
         info!("stopping: finishing the current writes and recording progress");
         token.cancel();
     });
+}
+
+/// How long queued webhooks may take to go out when the agent stops.
+pub const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+pub fn cameras(n: usize) -> String {
+    if n == 1 {
+        "1 camera".into()
+    } else {
+        format!("{n} cameras")
+    }
 }

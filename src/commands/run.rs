@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::daemon::daemon;
-use super::lifecycle::{lock_state_dir, stop_on_signals};
+use super::lifecycle::{NOTIFY_GRACE, cameras, lock_state_dir, stop_on_signals};
 use super::logging::init_logging;
 use crate::agent::{Agent, PassOutcome};
 use crate::config::Config;
@@ -94,16 +94,5 @@ async fn run_agent(cfg: Config, once: bool, config_path: &Path) -> Result<u8> {
         Ok(once_exit_code(&outcomes))
     } else {
         daemon(agent, token, notifier, config_path, metrics.as_ref()).await
-    }
-}
-
-/// How long queued webhooks may take to go out when the agent stops.
-pub(super) const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
-
-pub(super) fn cameras(n: usize) -> String {
-    if n == 1 {
-        "1 camera".into()
-    } else {
-        format!("{n} cameras")
     }
 }
