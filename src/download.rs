@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::camera::{CameraClient, CameraError};
+use crate::camera::{CameraClient, CameraError, Download};
 
 /// Slowest transfer tolerated, bytes per second (see [`fetch`]).
 pub const MIN_RATE: u64 = 1024;
@@ -79,20 +79,7 @@ pub async fn fetch(
     expected: Option<u64>,
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
 ) -> Result<Fetched, DownloadError> {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(file)
-        .await
-        .map_err(io_err(file))?;
-    let mut have = f.metadata().await.map_err(io_err(file))?.len();
-    if expected.is_some_and(|e| have > e) {
-        truncate(&mut f, file).await?;
-        have = 0;
-    }
-    let mut hasher = hash_prefix(&mut f, file, have).await?;
+    let (mut f, mut have, mut hasher) = open_partial(file, expected).await?;
     if expected == Some(have) && have > 0 {
         f.sync_all().await.map_err(io_err(file))?;
         return Ok(Fetched {
@@ -129,44 +116,16 @@ pub async fn fetch(
     }
     let total = expected.or(dl.total);
     let resumed_from = have;
-    let mut received = 0u64;
     progress(have, total);
-    // A slow-loris camera (a byte now and then, never idle long enough for the idle
-    // timeout) is cut off when a window of 3 idle timeouts brings under 1 KiB/s.
-    let window = (dl.idle_timeout() * 3).max(std::time::Duration::from_secs(1));
-    let mut window_start = std::time::Instant::now();
-    let mut window_bytes = 0u64;
-    let result = loop {
-        let chunk = match dl.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(DownloadError::from(e)),
-        };
-        window_bytes += chunk.len() as u64;
-        if window_start.elapsed() >= window {
-            if window_bytes < MIN_RATE * window.as_secs().max(1) {
-                break Err(DownloadError::Camera(CameraError::Timeout(format!(
-                    "camera sent {window_bytes} bytes in {window:?}, under {MIN_RATE} bytes/s"
-                ))));
-            }
-            window_start = std::time::Instant::now();
-            window_bytes = 0;
-        }
-        received += chunk.len() as u64;
-        let room = total.map_or(u64::MAX, |t| t.saturating_sub(have));
-        let take = (chunk.len() as u64).min(room) as usize;
-        if let Err(e) = f.write_all(&chunk[..take]).await {
-            break Err(io_err(file)(e));
-        }
-        hasher.update(&chunk[..take]);
-        have += take as u64;
-        progress(have, total);
-        if take < chunk.len() {
-            break Err(DownloadError::TooLong {
-                expected: total.unwrap_or(have),
-            });
-        }
+    let mut sink = Sink {
+        f: &mut f,
+        path: file,
+        hasher: &mut hasher,
+        have,
+        received: 0,
     };
+    let result = sink.stream(&mut dl, total, progress).await;
+    let (have, received) = (sink.have, sink.received);
     // Whatever happened, what was written stays on disk for the next attempt.
     f.flush().await.map_err(io_err(file))?;
     result?;
@@ -186,6 +145,84 @@ pub async fn fetch(
         resumed_from,
         restarted,
     })
+}
+
+/// Opens (creating) the partial file: its length and the hash of what it holds. A file
+/// longer than `expected` cannot be a prefix of the clip and starts over.
+async fn open_partial(
+    file: &Path,
+    expected: Option<u64>,
+) -> Result<(File, u64, Sha256), DownloadError> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(file)
+        .await
+        .map_err(io_err(file))?;
+    let mut have = f.metadata().await.map_err(io_err(file))?.len();
+    if expected.is_some_and(|e| have > e) {
+        truncate(&mut f, file).await?;
+        have = 0;
+    }
+    let hasher = hash_prefix(&mut f, file, have).await?;
+    Ok((f, have, hasher))
+}
+
+/// Where the body goes: the file and the running hash, with the counts so far.
+struct Sink<'a> {
+    f: &'a mut File,
+    path: &'a Path,
+    hasher: &'a mut Sha256,
+    /// Bytes in the file.
+    have: u64,
+    /// Body bytes received in this call (including any past `total`).
+    received: u64,
+}
+
+impl Sink<'_> {
+    /// Writes the body until it ends, stopping at `total`. A slow-loris camera (a byte now
+    /// and then, never idle long enough for the idle timeout) is cut off when a window of
+    /// 3 idle timeouts brings under [`MIN_RATE`].
+    async fn stream(
+        &mut self,
+        dl: &mut Download,
+        total: Option<u64>,
+        progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+    ) -> Result<(), DownloadError> {
+        let window = (dl.idle_timeout() * 3).max(std::time::Duration::from_secs(1));
+        let mut window_start = std::time::Instant::now();
+        let mut window_bytes = 0u64;
+        while let Some(chunk) = dl.chunk().await? {
+            window_bytes += chunk.len() as u64;
+            if window_start.elapsed() >= window {
+                if window_bytes < MIN_RATE * window.as_secs().max(1) {
+                    return Err(DownloadError::Camera(CameraError::Timeout(format!(
+                        "camera sent {window_bytes} bytes in {window:?}, under {MIN_RATE} bytes/s"
+                    ))));
+                }
+                window_start = std::time::Instant::now();
+                window_bytes = 0;
+            }
+            self.received += chunk.len() as u64;
+            let room = total.map_or(u64::MAX, |t| t.saturating_sub(self.have));
+            let take = (chunk.len() as u64).min(room) as usize;
+            self.f
+                .write_all(&chunk[..take])
+                .await
+                .map_err(io_err(self.path))?;
+            self.hasher.update(&chunk[..take]);
+            self.have += take as u64;
+            progress(self.have, total);
+            if take < chunk.len() {
+                return Err(DownloadError::TooLong {
+                    expected: total.unwrap_or(self.have),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn truncate(f: &mut File, path: &Path) -> Result<(), DownloadError> {

@@ -321,6 +321,11 @@ async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut R
             opt(&info.sd_card_size),
         ),
     );
+    check_range(&client, &name, r).await;
+}
+
+/// Whether the camera honours `Range`: one listed clip fetched from byte 1 must be a 206.
+async fn check_range(client: &CameraClient, name: &str, r: &mut Report) {
     let range = format!("{name} range");
     let q = ListQuery {
         count: Some(1),
@@ -331,7 +336,7 @@ async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut R
         Ok(files) => files.into_iter().find(|f| !f.is_directory),
         Err(e) => {
             r.fail(
-                &name,
+                name,
                 format!("cannot list clips: {e}"),
                 "try `qucam-offload camera --name NAME files --count 5`; a different firmware may need params = \"query\" or \"json\"",
             );
