@@ -1,6 +1,11 @@
 //! Local faults: a full disk under the spool, the spool cap, a corrupt state database.
 //! Nothing is deleted from the camera, the database stays consistent, and work resumes
 //! when the fault clears.
+//!
+//! The two full-disk tests mount a small tmpfs under the spool, which needs root: they are
+//! `#[ignore]`d so that a plain `cargo test` reports them as ignored (not passed), and CI,
+//! which runs as root, runs them with `cargo test --test local_faults -- --ignored`. Run
+//! that way without the right to mount, they fail.
 
 mod common;
 
@@ -9,19 +14,32 @@ use std::process::Command;
 
 use common::fleet::{Fleet, IMEI, Knobs};
 use qucam_offload::agent::PassOutcome;
+use rusqlite::OptionalExtension;
+
+/// Why the full-disk tests are ignored by default.
+const NEEDS_ROOT: &str = "needs root to mount a tmpfs: run with --ignored as root (CI does)";
 
 /// A small tmpfs mounted for the life of the value (needs root, as in CI).
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = Command::new("mount")
+    /// Mounts a tmpfs of `size` at `at`, or fails the test saying why it could not.
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", at.display()));
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e} ({NEEDS_ROOT})"));
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} ({NEEDS_ROOT}): mount {}: {}",
+            at.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(at.to_path_buf())
     }
 }
 
@@ -63,16 +81,15 @@ fn paused_notice(f: &Fleet) -> Option<String> {
             [format!("downloads-paused:{IMEI}")],
             |r| r.get(0),
         )
-        .ok()
+        .optional()
+        .expect("read the notices")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount a tmpfs: run with --ignored as root (CI does)"]
 async fn a_full_disk_pauses_downloads_and_work_resumes_when_space_returns() {
     let f = Fleet::start(24, 1024 * 1024).await;
-    let Some(_fs) = Tmpfs::mount(&f.state_dir.join("spool"), "2600k") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs this as root");
-        return;
-    };
+    let _fs = Tmpfs::mount(&f.state_dir.join("spool"), "2600k");
     let events = f.event_clips();
     assert!(events.len() >= 4, "need more event clips than fit the disk");
     // S3 is down, so the spool fills and nothing frees it.
@@ -119,12 +136,10 @@ async fn a_full_disk_pauses_downloads_and_work_resumes_when_space_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount a tmpfs: run with --ignored as root (CI does)"]
 async fn the_free_space_floor_pauses_before_the_disk_is_full() {
     let f = Fleet::start(24, 1024 * 1024).await;
-    let Some(_fs) = Tmpfs::mount(&f.state_dir.join("spool"), "4m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs this as root");
-        return;
-    };
+    let _fs = Tmpfs::mount(&f.state_dir.join("spool"), "4m");
     f.s3.set_refusing(true);
     let k = Knobs {
         spool: "min_free_bytes = \"2MiB\"".into(),

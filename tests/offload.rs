@@ -127,18 +127,46 @@ async fn pages_through_520_clips_and_a_second_pass_moves_nothing() {
     let k = Knobs {
         sync: "clips = \"all\"\nupload_concurrency = 8".into(),
         retention: "delete_from_camera = \"never\"".into(),
+        // Parameters in the query string (the simulator records it; a form body it does
+        // not), so the paging can be checked below.
+        camera: "params = \"query\"".into(),
         ..knobs()
     };
     f.run_until_done(&k, 2).await;
     assert_eq!(f.bucket_keys().len(), 520);
-    let offsets: BTreeSet<String> = f
+    // The listing was paged: every request asked for `page_size` (50) entries, and the
+    // offsets walked the whole listing in steps of 50, up to the short last page at 500.
+    let pages: Vec<(Option<String>, Option<String>)> = f
         .sim
         .requests()
         .iter()
         .filter(|r| r.path == "/device/get_video_files_info")
-        .filter_map(|r| r.query.clone())
+        .map(|r| {
+            let q = r.query.as_deref().unwrap_or_default();
+            let param = |name: &str| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            (param("count"), param("offset"))
+        })
         .collect();
-    let _ = offsets; // params travel in the form body by default
+    assert!(
+        pages
+            .iter()
+            .all(|(count, _)| count.as_deref() == Some("50")),
+        "every listing request pages by 50: {pages:?}"
+    );
+    let offsets: BTreeSet<u32> = pages
+        .iter()
+        .map(|(_, offset)| {
+            offset
+                .as_deref()
+                .and_then(|o| o.parse().ok())
+                .unwrap_or_else(|| panic!("a listing request without an offset: {pages:?}"))
+        })
+        .collect();
+    assert_eq!(offsets, (0..=500).step_by(50).collect::<BTreeSet<u32>>());
     let served = f.sim.bytes_served();
     let received = f.s3.bytes_received();
     let out = f.run_once(&k).await;
@@ -373,11 +401,24 @@ async fn multipart_uploads_round_trip() {
         ..knobs()
     };
     f.run_until_done(&k, 2).await;
+    let client = f.s3.client();
     for n in f.event_clips() {
         f.assert_in_bucket(&n);
+        // A multipart object's ETag is `"md5-of-part-md5s-N"`: 12 MiB in 5 MiB parts is 3.
+        let head = client
+            .head_object()
+            .bucket(&f.s3.bucket)
+            .key(f.key(&n))
+            .send()
+            .await
+            .unwrap();
+        let etag = head.e_tag().unwrap_or_default();
+        assert!(
+            etag.trim_matches('"').ends_with("-3"),
+            "{n}: ETag {etag:?} is not that of a 3-part multipart upload"
+        );
     }
     assert!(f.s3.list_incomplete_multipart().await.is_empty());
-    let _ = sha256_hex(b"");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Fleet, IMEI, Knobs};
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
@@ -716,7 +717,8 @@ async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
             [],
             |r| r.get(0),
         )
-        .ok();
+        .optional()
+        .expect("read the journal");
     assert_eq!(journaled, None, "killed before the id reached the journal");
     f.s3.set_reply_delay(None);
 

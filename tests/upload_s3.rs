@@ -490,6 +490,61 @@ async fn an_object_whose_metadata_was_tampered_with_fails_verification() {
     ));
 }
 
+/// The dangerous inverse of the test above: an object under our key whose metadata is exactly
+/// what the agent writes for the clip (its sha256 included) and whose size is right, but
+/// whose bytes are different. Verifying it would let the agent delete the camera's only copy.
+/// Each variant is put the way other writers could: with the SDK's default checksum (CRC32,
+/// no SHA-256 for the store to report), with no checksum at all, and with a truthful
+/// SHA-256 of the bytes it holds.
+#[tokio::test]
+async fn an_object_with_our_metadata_but_other_bytes_fails_verification() {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+    let s3 = TestS3::start().await;
+    let data = content(10_000, 17);
+    let meta = meta_for(&data);
+    let other = content(10_000, 18);
+    assert_eq!(other.len(), data.len());
+    assert_ne!(sha_hex(&other), meta.sha256_hex);
+    let when_required = aws_sdk_s3::Client::from_conf(
+        s3.client()
+            .config()
+            .to_builder()
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build(),
+    );
+    let dest = destination(&s3, &s3.settings());
+    for variant in ["sdk-default", "no-checksum", "truthful-sha256"] {
+        let key = format!("{KEY}.{variant}");
+        let client = if variant == "no-checksum" {
+            &when_required
+        } else {
+            &s3.client()
+        };
+        let mut put = client
+            .put_object()
+            .bucket(&s3.bucket)
+            .key(&key)
+            .body(other.clone().into())
+            .set_metadata(Some(meta.to_metadata()));
+        if variant == "truthful-sha256" {
+            put = put.checksum_sha256(base64_sha256(&other));
+        }
+        put.send().await.unwrap();
+        assert_eq!(s3.object_bytes(&key).unwrap(), other, "{variant}");
+        let got = dest.verify(&key, 10_000, &meta.sha256_hex).await.unwrap();
+        assert!(
+            matches!(got, Verification::Mismatch(_)),
+            "{variant}: other bytes under our metadata verified: {got:?}"
+        );
+    }
+}
+
+fn base64_sha256(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+}
+
 #[tokio::test]
 async fn store_errors_are_transient_and_config_errors_permanent() {
     let s3 = TestS3::start().await;
@@ -687,10 +742,10 @@ async fn s3_destination_enum_delegates_and_describes() {
         dest.verify(KEY, 1, &sha_hex(b"x")).await.unwrap(),
         Verification::Missing
     );
-    // Aborting an upload that does not exist is not an error.
+    // Aborting an upload that does not exist is not an error (S3 answers NoSuchUpload).
     dest.abort_multipart(KEY, "00000000-0000-0000-0000-000000000000")
         .await
-        .ok();
+        .expect("aborting an unknown upload id is not an error");
 }
 
 /// `S3Destination::new` uses the standard AWS chain: run it in a child process (this test

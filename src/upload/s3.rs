@@ -17,6 +17,7 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
+use sha2::{Digest, Sha256};
 
 use super::{
     DonePart, MultipartProgress, ObjectMeta, SHA256_META_KEY, UploadError, UploadJournal,
@@ -358,6 +359,10 @@ impl S3Destination {
     /// `ceil(size / part_size)`, which is in that range; accepting the range keeps objects
     /// uploaded before a `part_size` change verifiable). The content itself is covered by the
     /// `sha256` metadata and by the per-part SHA-256 checksums the store validated on upload.
+    ///
+    /// When the store reports no SHA-256 checksum at all (`checksum = "when_required"`, an
+    /// object someone else put, a store that keeps none for multipart objects), the metadata
+    /// is only a claim: the object is read with GetObject and its bytes hashed.
     pub async fn verify(
         &self,
         key: &str,
@@ -370,13 +375,46 @@ impl S3Destination {
         if let Err(detail) = compare_head(&head, size, sha256_hex) {
             return Ok(Verification::Mismatch(detail));
         }
-        let checked = head
-            .checksum_sha256()
-            .map_or(Ok(()), |c| check_store_checksum(c, sha256_hex, size));
+        let checked = match head.checksum_sha256() {
+            Some(c) => check_store_checksum(c, sha256_hex, size),
+            // No SHA-256 from the store (put without one, or a store that keeps none for
+            // multipart objects): the metadata is only a claim, so hash the bytes themselves.
+            None => match self.object_sha256(key).await? {
+                None => return Ok(Verification::Missing),
+                Some(s) if s.eq_ignore_ascii_case(sha256_hex.trim()) => Ok(()),
+                Some(s) => Err(format!(
+                    "sha256 of the stored bytes: {s}, expected {sha256_hex}"
+                )),
+            },
+        };
         Ok(match checked {
             Ok(()) => Verification::Verified,
             Err(detail) => Verification::Mismatch(detail),
         })
+    }
+
+    /// SHA-256 (hex) of the object's bytes, read with GetObject; `None` when it is gone.
+    async fn object_sha256(&self, key: &str) -> Result<Option<String>, UploadError> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let mut body = match result {
+            Ok(out) => out.body,
+            Err(SdkError::ServiceError(se)) if se.err().is_no_such_key() => return Ok(None),
+            Err(e) => return Err(map_sdk_err("GetObject", e)),
+        };
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| UploadError::Network {
+            op: "GetObject",
+            message: e.to_string(),
+        })? {
+            hasher.update(&chunk);
+        }
+        Ok(Some(hex::encode(hasher.finalize())))
     }
 
     /// Aborts a multipart upload; an upload that no longer exists counts as aborted.

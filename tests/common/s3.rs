@@ -9,6 +9,8 @@
 //!   [`TestS3::list_incomplete_multipart`] finds them (there is no ListMultipartUploads);
 //! - ListParts returns sizes only (no ETag, no checksum), and an unknown upload id lists as
 //!   empty instead of `NoSuchUpload`; UploadPart to an unknown id answers `AccessDenied`;
+//! - AbortMultipartUpload of an unknown upload id answers `AccessDenied` too, where S3
+//!   answers 404 `NoSuchUpload`: the fault layer answers that one as S3 does;
 //! - a request is not atomic (a PUT renames its file into place, then writes metadata), so
 //!   the fault layer runs each request to its end even if the client disconnects;
 //! - part checksums are not validated and no composite checksum is kept for multipart
@@ -16,7 +18,7 @@
 #![allow(dead_code)]
 
 use std::future::poll_fn;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -54,6 +56,8 @@ struct Faults {
     bytes: AtomicU64,
     /// Connections open plus requests still being carried out (see [`TestS3::busy`]).
     busy: AtomicU64,
+    /// The `s3s-fs` root, to tell known upload ids from unknown ones.
+    root: PathBuf,
 }
 
 /// Counts one connection or request in [`Faults::busy`] while alive.
@@ -103,7 +107,10 @@ impl TestS3 {
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let faults = Arc::new(Faults::default());
+        let faults = Arc::new(Faults {
+            root: root.clone(),
+            ..Faults::default()
+        });
         let accept_task = tokio::spawn(accept_loop(listener, service, faults.clone()));
         TestS3 {
             endpoint: format!("http://{addr}"),
@@ -287,6 +294,14 @@ async fn handle(
         drain(body).await;
         return Ok(error_response(status));
     }
+    if let Some(id) = unknown_upload_aborted(&parts, &faults.root) {
+        drain(body).await;
+        return Ok(error_response_with(
+            404,
+            "NoSuchUpload",
+            &format!("no upload {id}"),
+        ));
+    }
     let req = Request::from_parts(parts, s3s::Body::http_body_unsync(body));
     // Carried out in a task of its own, to the end, even when the client goes away (kill -9)
     // and hyper drops this future: `s3s-fs` is not atomic (a PUT's file is renamed into place
@@ -305,6 +320,25 @@ async fn handle(
     Ok(resp)
 }
 
+/// The upload id of an AbortMultipartUpload (`DELETE ...?uploadId=ID`) whose upload `s3s-fs`
+/// does not hold (no `root/.upload-{id}.json`), if `parts` is one.
+fn unknown_upload_aborted(parts: &hyper::http::request::Parts, root: &Path) -> Option<String> {
+    if parts.method != hyper::Method::DELETE {
+        return None;
+    }
+    let id = parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("uploadId="))?;
+    let known = id
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || c == '-')
+        .then(|| root.join(format!(".upload-{id}.json")))
+        .is_some_and(|p| p.exists());
+    (!known).then(|| id.to_owned())
+}
+
 fn error_response(status: u16) -> Response<s3s::Body> {
     let code = match status {
         503 => "ServiceUnavailable",
@@ -313,9 +347,13 @@ fn error_response(status: u16) -> Response<s3s::Body> {
         403 => "AccessDenied",
         _ => "InjectedFault",
     };
+    error_response_with(status, code, "injected by the test fault layer")
+}
+
+fn error_response_with(status: u16, code: &str, message: &str) -> Response<s3s::Body> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
-         <Message>injected by the test fault layer</Message></Error>"
+         <Message>{message}</Message></Error>"
     );
     Response::builder()
         .status(status)
