@@ -189,33 +189,7 @@ fn reconcile_one(
         )
         .optional()?;
     let Some((id, size, st)) = existing else {
-        let (st, reason) = if let Some(r) = &l.refuse {
-            (Refused, Some(r.clone()))
-        } else if let Some(r) = &l.skip {
-            (Skipped, Some(r.clone()))
-        } else if finished {
-            (Queued, None)
-        } else {
-            (Seen, None)
-        };
-        tx.execute(
-            "INSERT INTO clips (imei, path, name, size, recorded_at, event, camera, priority,
-                state, reason, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-            params![
-                imei,
-                l.path,
-                l.name,
-                l.size as i64,
-                l.recorded_at,
-                l.event,
-                l.camera,
-                l.priority,
-                st,
-                reason,
-                t
-            ],
-        )?;
+        insert_new(tx, imei, l, finished, t)?;
         return Ok(true);
     };
     let listed_size = l.size as i64;
@@ -269,4 +243,43 @@ fn reconcile_one(
         }
     }
     Ok(false)
+}
+
+/// A clip listed for the first time: `refused` (hostile or unusable entry), `skipped` (not
+/// selected), `queued` (known finished) or `seen`.
+fn insert_new(
+    tx: &Transaction<'_>,
+    imei: &str,
+    l: &Listed,
+    finished: bool,
+    t: i64,
+) -> rusqlite::Result<()> {
+    let (st, reason) = if let Some(r) = &l.refuse {
+        (Refused, Some(r.clone()))
+    } else if let Some(r) = &l.skip {
+        (Skipped, Some(r.clone()))
+    } else if finished {
+        (Queued, None)
+    } else {
+        (Seen, None)
+    };
+    tx.execute(
+        "INSERT INTO clips (imei, path, name, size, recorded_at, event, camera, priority,
+            state, reason, first_seen, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        params![
+            imei,
+            l.path,
+            l.name,
+            l.size as i64,
+            l.recorded_at,
+            l.event,
+            l.camera,
+            l.priority,
+            st,
+            reason,
+            t
+        ],
+    )?;
+    Ok(())
 }

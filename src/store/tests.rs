@@ -437,3 +437,21 @@ fn garbage_file_is_a_clear_error() {
     let e = Store::open(&p).err().unwrap();
     assert!(format!("{e:#}").contains("state.db"), "{e:#}");
 }
+
+/// The transition table of `docs/clip-lifecycle.md` is the one in the store's doc comment
+/// (which the tests above check against the code).
+#[test]
+fn the_documented_tables_agree() {
+    fn rows(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|l| l.trim_start_matches("//!").trim())
+            .skip_while(|l| !l.starts_with("| from |"))
+            .take_while(|l| l.starts_with('|'))
+            .map(String::from)
+            .collect()
+    }
+    let doc = rows(include_str!("../../docs/clip-lifecycle.md"));
+    let code = rows(include_str!("mod.rs"));
+    assert!(doc.len() > 20, "{doc:?}");
+    assert_eq!(doc, code);
+}
