@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ use crate::camera::{CameraClient, CameraError, ClientOptions, FileEntry, ListQue
 use crate::clip::{self, ClipName};
 use crate::config::{CameraConfig, ClipSelection, Config, DeletePolicy};
 use crate::download::{self, DownloadError};
-use crate::store::{self, CameraRow, Clip, Listed, Store, stage, state};
+use crate::store::{self, CameraRow, Clip, ClipState, Listed, Stage, Store, Verified};
 use crate::upload::{
     Destination, DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal,
     UploadOutcome, Verification,
@@ -340,8 +341,7 @@ impl Agent {
                 error: format!("state database: {e:#}"),
             };
         }
-        let device_name = info.device_name.clone().unwrap_or_default();
-        match self.pass_inner(client, &imei, &device_name).await {
+        match self.pass_inner(client, &imei).await {
             Ok(remaining) => PassOutcome::Done { imei, remaining },
             Err(e) => PassOutcome::Failed {
                 imei: Some(imei),
@@ -350,14 +350,9 @@ impl Agent {
         }
     }
 
-    async fn pass_inner(
-        self: &Arc<Self>,
-        client: &CameraClient,
-        imei: &str,
-        device_name: &str,
-    ) -> Result<usize> {
+    async fn pass_inner(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<usize> {
         self.list_and_reconcile(client, imei).await?;
-        let dl = self.download_all(client, imei, device_name).await;
+        let dl = self.download_all(client, imei).await;
         self.wait_uploads(Some(imei)).await;
         dl?;
         if !self.shutdown.is_cancelled() {
@@ -372,15 +367,10 @@ impl Agent {
         let policy = self.cfg.retention.delete_from_camera;
         Ok(clips
             .iter()
-            .filter(|c| match c.state.as_str() {
-                state::SKIPPED
-                | state::DELETED
-                | state::LOST
-                | state::ELSEWHERE
-                | state::REFUSED => false,
-                state::RETAINED => false,
-                state::VERIFIED => policy == DeletePolicy::AfterUpload && c_on_camera(c),
-                _ => true,
+            .filter(|c| {
+                c.state.is_still_to_do()
+                    // Verified clips wait for their delete from the camera.
+                    || (c.state == ClipState::Verified && policy == DeletePolicy::AfterUpload)
             })
             .count())
     }
@@ -600,12 +590,7 @@ impl Agent {
     }
 
     /// Downloads every queued clip of `imei`, `download_concurrency` at a time.
-    async fn download_all(
-        self: &Arc<Self>,
-        client: &CameraClient,
-        imei: &str,
-        device_name: &str,
-    ) -> Result<()> {
+    async fn download_all(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<()> {
         let conc = self.cfg.sync.download_concurrency;
         let mut tried: HashSet<i64> = HashSet::new();
         let mut running = FuturesUnordered::new();
@@ -645,8 +630,7 @@ impl Agent {
                     tried.insert(c.id);
                     let me = self.clone();
                     let client = client.clone();
-                    let dn = device_name.to_string();
-                    running.push(async move { me.download_one(&client, c, &dn).await });
+                    running.push(async move { me.download_one(&client, c).await });
                     continue;
                 }
             }
@@ -671,44 +655,29 @@ impl Agent {
 
     /// Downloads one clip. `Err` only when the camera is gone (the pass should end);
     /// every other failure is recorded on the clip.
-    async fn download_one(
-        self: &Arc<Self>,
-        client: &CameraClient,
-        c: Clip,
-        _device: &str,
-    ) -> Result<(), String> {
+    async fn download_one(self: &Arc<Self>, client: &CameraClient, c: Clip) -> Result<(), String> {
         let name = match ClipName::parse(&c.name)
             .and_then(|n| clip::check_camera_path(&c.path, &n).map(|_| n))
             .and_then(|n| clip::check_imei(&c.imei).map(|_| n))
         {
             Ok(n) => n,
             Err(e) => {
-                let _ = self.store.refuse(c.id, e.to_string()).await;
+                self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
                 return Ok(());
             }
         };
-        let moved = self
-            .store
-            .transition(
-                c.id,
-                &[state::QUEUED, state::FAILED, state::DOWNLOADING],
-                state::DOWNLOADING,
-            )
-            .await;
-        if !matches!(moved, Ok(true)) {
+        let moved = self.store.start_download(c.id).await;
+        if !self.applied(moved, "start download", &c) {
             return Ok(());
         }
         let dir = self.camera_dir(&c.imei);
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            let _ = self
+            let why = format!("cannot create {}: {e}", dir.display());
+            let r = self
                 .store
-                .failed(
-                    c.id,
-                    stage::DOWNLOAD,
-                    format!("cannot create {}: {e}", dir.display()),
-                    self.retry_secs(&c),
-                )
+                .failed(c.id, Stage::Download, why, self.retry_secs(&c))
                 .await;
+            self.applied(r, "mark failed", &c);
             return Ok(());
         }
         let part = self.part_path(&c.imei, name.as_str());
@@ -722,7 +691,11 @@ impl Agent {
             if let Ok(Ok(sha)) =
                 tokio::task::spawn_blocking(move || download::sha256_file(&f2)).await
             {
-                let _ = self.store.downloaded(c.id, sha).await;
+                self.applied(
+                    self.store.downloaded(c.id, sha).await,
+                    "mark downloaded",
+                    &c,
+                );
                 self.upload_wake.notify_one();
                 return Ok(());
             }
@@ -758,21 +731,23 @@ impl Agent {
             .notify(|e, d| debug!(clip = %c.name, "download retry in {d:?}: {e}"))
             .await;
         let got = received.load(Ordering::Relaxed);
-        let _ = self.store.add_received(c.id, got).await;
+        self.record(self.store.add_received(c.id, got).await, "count bytes", &c);
         match result {
             Ok(f) => {
                 if let Err(e) = finish_file(&part, &fin).await {
-                    let _ = self
+                    let r = self
                         .store
-                        .failed(c.id, stage::DOWNLOAD, e, self.retry_secs(&c))
+                        .failed(c.id, Stage::Download, e, self.retry_secs(&c))
                         .await;
+                    self.applied(r, "mark failed", &c);
                     return Ok(());
                 }
-                if let Err(e) = self.store.downloaded(c.id, f.sha256_hex).await {
-                    warn!(clip = %c.name, "state database: {e:#}");
+                let r = self.store.downloaded(c.id, f.sha256_hex).await;
+                if !self.applied(r, "mark downloaded", &c) {
                     return Ok(());
                 }
-                let _ = self.store.set_notice(pause_key(&c.imei), None).await;
+                let r = self.store.set_notice(pause_key(&c.imei), None).await;
+                self.record(r, "clear the pause notice", &c);
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 info!(
                     imei = %c.imei, clip = %c.name, size = f.size, resumed_from = f.resumed_from,
@@ -801,10 +776,11 @@ impl Agent {
                     // Not the clip's fault either: pause downloads, keep the partial file.
                     let msg = format!("{DISK_FULL}: {e}; downloads paused until space returns");
                     warn!(imei = %c.imei, clip = %c.name, "{msg}");
-                    let _ = self
+                    let r = self
                         .store
                         .set_notice(pause_key(&c.imei), Some(msg.clone()))
                         .await;
+                    self.record(r, "set the pause notice", &c);
                     return Err(msg);
                 }
                 let gone = matches!(&e, DownloadError::Camera(ce) if ce.is_unreachable());
@@ -817,13 +793,14 @@ impl Agent {
                 self.emit(AgentEvent::Failed {
                     imei: c.imei.clone(),
                     clip: c.name.clone(),
-                    stage: stage::DOWNLOAD,
+                    stage: Stage::Download.as_str(),
                     error: msg.clone(),
                 });
-                let _ = self
+                let r = self
                     .store
-                    .failed(c.id, stage::DOWNLOAD, msg, self.retry_secs(&c))
+                    .failed(c.id, Stage::Download, msg, self.retry_secs(&c))
                     .await;
+                self.applied(r, "mark failed", &c);
                 Ok(())
             }
         }
@@ -837,6 +814,25 @@ impl Agent {
         } else {
             quiet
         }
+    }
+
+    /// A store write's result: logged when it failed (a later pass repeats the work; the
+    /// agent carries on).
+    fn record<T>(&self, r: Result<T>, what: &str, c: &Clip) -> Option<T> {
+        r.inspect_err(
+            |e| warn!(imei = %c.imei, clip = %c.name, "state database: {what} failed: {e:#}"),
+        )
+        .ok()
+    }
+
+    /// A transition's result: whether it applied. Logged when it failed, and (at debug) when
+    /// its guard refused it because the clip is in another state.
+    fn applied(&self, r: Result<bool>, what: &str, c: &Clip) -> bool {
+        let done = self.record(r, what, c);
+        if done == Some(false) {
+            debug!(imei = %c.imei, clip = %c.name, "{what}: not applied (the clip is in another state)");
+        }
+        done == Some(true)
     }
 
     // ---- upload ------------------------------------------------------------------------
@@ -1013,31 +1009,25 @@ impl Agent {
         let name = match ClipName::parse(&c.name) {
             Ok(n) => n,
             Err(e) => {
-                let _ = self.store.refuse(c.id, e.to_string()).await;
+                self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
                 return;
             }
         };
         let key = match clip::object_key(self.cfg.prefix(), &c.imei, &name) {
             Ok(k) => k,
             Err(e) => {
-                let _ = self.store.refuse(c.id, e.to_string()).await;
+                self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
                 return;
             }
         };
         let Some(sha) = c.sha256.clone() else {
             // Downloaded without a hash cannot happen; download again to be safe.
-            let _ = self
-                .store
-                .transition(
-                    c.id,
-                    &[state::DOWNLOADED, state::UPLOADING, state::FAILED],
-                    state::QUEUED,
-                )
-                .await;
+            let r = self.store.requeue_for_download(c.id).await;
+            self.applied(r, "requeue for download", &c);
             return;
         };
         let file = self.file_path(&c.imei, name.as_str());
-        let uploaded_before = c.state == state::UPLOADED;
+        let uploaded_before = c.state == ClipState::Uploaded;
         let device_name = self
             .store
             .cameras()
@@ -1050,26 +1040,12 @@ impl Agent {
         if !uploaded_before {
             if tokio::fs::metadata(&file).await.is_err() {
                 warn!(clip = %c.name, "spool file missing: downloading it again");
-                let _ = self
-                    .store
-                    .transition(
-                        c.id,
-                        &[state::DOWNLOADED, state::UPLOADING, state::FAILED],
-                        state::QUEUED,
-                    )
-                    .await;
+                let r = self.store.requeue_for_download(c.id).await;
+                self.applied(r, "requeue for download", &c);
                 return;
             }
-            if !matches!(
-                self.store
-                    .transition(
-                        c.id,
-                        &[state::DOWNLOADED, state::FAILED, state::UPLOADING],
-                        state::UPLOADING
-                    )
-                    .await,
-                Ok(true)
-            ) {
+            let moved = self.store.start_upload(c.id).await;
+            if !self.applied(moved, "start upload", &c) {
                 return;
             }
             let meta = self.object_meta(&c, &name, &device_name, &sha);
@@ -1092,8 +1068,8 @@ impl Agent {
                         }
                         UploadOutcome::AlreadyPresent => None,
                     };
-                    if let Err(e) = self.store.uploaded(c.id, key.clone(), etag).await {
-                        warn!(clip = %c.name, "state database: {e:#}");
+                    let r = self.store.uploaded(c.id, key.clone(), etag).await;
+                    if !self.applied(r, "mark uploaded", &c) {
                         return;
                     }
                 }
@@ -1101,20 +1077,22 @@ impl Agent {
                     let transient = e.is_transient();
                     if !transient && let Some(id) = c.upload_id.as_deref() {
                         let _ = self.dest.abort_multipart(&key, id).await;
-                        let _ = self.store.clear_multipart(c.id);
+                        let r = self.store.clear_multipart(c.id).await;
+                        self.record(r, "forget the multipart upload", &c);
                     }
                     warn!(imei = %c.imei, clip = %c.name, "upload failed: {e}");
                     self.emit(AgentEvent::Failed {
                         imei: c.imei.clone(),
                         clip: c.name.clone(),
-                        stage: stage::UPLOAD,
+                        stage: Stage::Upload.as_str(),
                         error: e.to_string(),
                     });
                     self.upload_gave_up(c.id);
-                    let _ = self
+                    let r = self
                         .store
-                        .failed(c.id, stage::UPLOAD, e.to_string(), self.retry_secs(&c))
+                        .failed(c.id, Stage::Upload, e.to_string(), self.retry_secs(&c))
                         .await;
+                    self.applied(r, "mark failed", &c);
                     return;
                 }
             }
@@ -1126,9 +1104,12 @@ impl Agent {
             .await;
         match verdict {
             Ok(Verification::Verified) => {
-                if let Err(e) = self.store.verified(c.id).await {
-                    warn!(clip = %c.name, "state database: {e:#}");
-                    return;
+                match self.record(self.store.verified(c.id).await, "mark verified", &c) {
+                    Some(Verified::StillOnCamera) => {}
+                    Some(Verified::LeftCamera) => {
+                        debug!(clip = %c.name, "verified; it already left the camera: deleted");
+                    }
+                    Some(Verified::NotApplied) | None => return,
                 }
                 if !self.cfg.retention.keep_local {
                     let _ = tokio::fs::remove_file(&file).await;
@@ -1162,16 +1143,18 @@ impl Agent {
                 warn!(imei = %c.imei, clip = %c.name, "verification failed: {why}");
                 self.upload_gave_up(c.id);
                 // Upload again later; the spool copy is kept until a verification passes.
-                let _ = self
+                let r = self
                     .store
-                    .failed(c.id, stage::UPLOAD, why, self.retry_secs(&c))
+                    .failed(c.id, Stage::Upload, why, self.retry_secs(&c))
                     .await;
+                self.applied(r, "mark failed", &c);
             }
             Err(e) => {
                 // Stays `uploaded`: verification is retried by the uploader.
                 warn!(clip = %c.name, "verification failed: {e}");
                 self.upload_gave_up(c.id);
-                let _ = self.store.note_error(c.id, e.to_string()).await;
+                let r = self.store.verify_postponed(c.id, e.to_string()).await;
+                self.applied(r, "postpone verification", &c);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -1209,7 +1192,7 @@ impl Agent {
                 Ok(Verification::Verified) => ok.push(c),
                 Ok(v) => {
                     warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
-                    self.store.requeue(c.id).await?;
+                    self.store.requeue_missing_object(c.id).await?;
                 }
                 Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
             }
@@ -1259,11 +1242,6 @@ fn is_disk_full(e: &std::io::Error) -> bool {
         || e.raw_os_error() == Some(28)
 }
 
-fn c_on_camera(c: &Clip) -> bool {
-    // `deletable` rows are on the camera; verified clips not yet deleted count as work.
-    c.state == state::VERIFIED
-}
-
 fn upload_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(300))
@@ -1309,51 +1287,59 @@ async fn finish_file(part: &Path, fin: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The upload journal of one clip, kept in the store.
+/// The upload journal of one clip, kept in the store (each call runs on the store's
+/// blocking pool, never on an async worker).
 struct StoreJournal {
     store: Store,
     id: i64,
 }
 
-impl StoreJournal {
-    fn blocking<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| f(&self.store))
-            }
-            _ => f(&self.store),
-        }
-    }
-}
-
 impl UploadJournal for StoreJournal {
-    fn multipart(&self) -> Option<MultipartProgress> {
-        let mp = self.blocking(|s| s.multipart(self.id)).ok().flatten()?;
-        Some(MultipartProgress {
-            upload_id: mp.0,
-            part_size: mp.1,
-            parts: mp
-                .2
-                .into_iter()
-                .map(|(number, etag, sha256_b64, size)| DonePart {
-                    number,
-                    etag,
-                    sha256_b64,
-                    size,
-                })
-                .collect(),
+    fn multipart(&self) -> BoxFuture<'_, Option<MultipartProgress>> {
+        Box::pin(async move {
+            let (upload_id, part_size, parts) = match self.store.multipart(self.id).await {
+                Ok(mp) => mp?,
+                Err(e) => {
+                    warn!(
+                        clip_id = self.id,
+                        "state database: read the multipart upload failed: {e:#}"
+                    );
+                    return None;
+                }
+            };
+            Some(MultipartProgress {
+                upload_id,
+                part_size,
+                parts: parts
+                    .into_iter()
+                    .map(|(number, etag, sha256_b64, size)| DonePart {
+                        number,
+                        etag,
+                        sha256_b64,
+                        size,
+                    })
+                    .collect(),
+            })
         })
     }
 
-    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> Result<()> {
-        self.blocking(|s| s.begin_multipart(self.id, upload_id, part_size))
+    fn begin_multipart<'a>(
+        &'a self,
+        upload_id: &'a str,
+        part_size: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(
+            self.store
+                .begin_multipart(self.id, upload_id.to_string(), part_size),
+        )
     }
 
-    fn part_done(&self, p: &DonePart) -> Result<()> {
-        self.blocking(|s| s.part_done(self.id, p.number, &p.etag, &p.sha256_b64, p.size))
+    fn part_done<'a>(&'a self, p: &'a DonePart) -> BoxFuture<'a, Result<()>> {
+        let row = (p.number, p.etag.clone(), p.sha256_b64.clone(), p.size);
+        Box::pin(self.store.part_done(self.id, row))
     }
 
-    fn clear_multipart(&self) -> Result<()> {
-        self.blocking(|s| s.clear_multipart(self.id))
+    fn clear_multipart(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.store.clear_multipart(self.id))
     }
 }

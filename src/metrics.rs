@@ -27,35 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
-use crate::store::{Store, state};
-
-/// Every clip state, so each camera exports all of them (0 included) and graphs stay
-/// continuous.
-const STATES: &[&str] = &[
-    state::SEEN,
-    state::SKIPPED,
-    state::QUEUED,
-    state::DOWNLOADING,
-    state::DOWNLOADED,
-    state::UPLOADING,
-    state::UPLOADED,
-    state::VERIFIED,
-    state::DELETED,
-    state::RETAINED,
-    state::FAILED,
-    state::LOST,
-    state::ELSEWHERE,
-    state::REFUSED,
-];
-
-/// States of clips selected for offload and not yet verified: the queue depth.
-const QUEUED_STATES: &[&str] = &[
-    state::QUEUED,
-    state::DOWNLOADING,
-    state::DOWNLOADED,
-    state::UPLOADING,
-    state::UPLOADED,
-];
+use crate::store::{ClipState, Store};
 
 /// Counters per IMEI, from events since the process started.
 #[derive(Debug, Default, Clone)]
@@ -179,18 +151,7 @@ impl Metrics {
         for cam in &cams {
             rows.push(self.store.counts(&cam.imei).await?);
         }
-        let last_verified: BTreeMap<String, i64> = self
-            .store
-            .call(|c| {
-                let mut st = c.prepare(
-                    "SELECT imei, MAX(verified_at) FROM clips WHERE verified_at IS NOT NULL GROUP BY imei",
-                )?;
-                let rows = st
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
-                Ok(rows)
-            })
-            .await?;
+        let last_verified: BTreeMap<String, i64> = self.store.last_verified().await?;
         let c = self.counters();
         let mut s = String::with_capacity(8192);
         section(
@@ -221,11 +182,9 @@ impl Metrics {
         );
         for (cam, counts) in cams.iter().zip(&rows) {
             let labels = id(&cam.imei, &cam.config_name);
-            for st in STATES {
-                let n = counts
-                    .iter()
-                    .find(|(s, _, _)| s == st)
-                    .map_or(0, |(_, n, _)| *n);
+            // Every state, 0 included, so graphs stay continuous.
+            for st in ClipState::ALL {
+                let n = counts.iter().find(|r| r.state == st).map_or(0, |r| r.clips);
                 let _ = writeln!(s, "qucam_offload_clips{{{labels},state=\"{st}\"}} {n}");
             }
         }
@@ -238,8 +197,8 @@ impl Metrics {
         for (cam, counts) in cams.iter().zip(&rows) {
             let n: i64 = counts
                 .iter()
-                .filter(|(s, _, _)| QUEUED_STATES.contains(&s.as_str()))
-                .map(|(_, n, _)| n)
+                .filter(|r| r.state.is_pending())
+                .map(|r| r.clips)
                 .sum();
             let _ = writeln!(
                 s,
@@ -500,10 +459,7 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> axum::response::Respo
 
 /// 200 while the state database answers, 503 otherwise.
 async fn healthz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    let ok = m
-        .store
-        .call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await;
+    let ok = m.store.ping().await;
     match ok {
         Ok(_) => (StatusCode::OK, "ok\n"),
         Err(_) => (

@@ -54,31 +54,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
-/// A camera's clips from the store: (selected and not yet verified, verified since
-/// `since`, their bytes). Both from one query, so the bar never runs backwards.
-async fn tally(store: &Store, imei: &str, since: i64) -> anyhow::Result<(u64, u64, u64)> {
-    let imei = imei.to_string();
-    store
-        .call(move |c| {
-            Ok(c.query_row(
-                "SELECT
-                    COALESCE(SUM(state IN ('queued', 'downloading', 'downloaded', 'uploading', 'uploaded')), 0),
-                    COALESCE(SUM(verified_at >= ?2), 0),
-                    COALESCE(SUM(CASE WHEN verified_at >= ?2 THEN size ELSE 0 END), 0)
-                 FROM clips WHERE imei = ?1",
-                rusqlite::params![imei, since],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?.max(0) as u64,
-                        r.get::<_, i64>(1)?.max(0) as u64,
-                        r.get::<_, i64>(2)?.max(0) as u64,
-                    ))
-                },
-            )?)
-        })
-        .await
-}
-
 #[derive(Default)]
 struct Cam {
     name: String,
@@ -150,12 +125,12 @@ async fn show(
         let refresh = tty || matches!(event, Some(AgentEvent::PassFinished { .. }));
         if refresh && let Ok(rows) = store.cameras().await {
             for row in rows.into_iter().filter(|r| r.last_seen >= started) {
-                let Ok((pending, offloaded, bytes)) = tally(&store, &row.imei, started).await
-                else {
+                // Pending and verified from one query, so the bar never runs backwards.
+                let Ok(t) = store.tally(&row.imei, started).await else {
                     continue;
                 };
                 let cam = cams.entry(row.imei.clone()).or_default();
-                (cam.pending, cam.offloaded, cam.bytes) = (pending, offloaded, bytes);
+                (cam.pending, cam.offloaded, cam.bytes) = (t.pending, t.verified, t.verified_bytes);
                 cam.name = row.config_name.unwrap_or_else(|| row.imei.clone());
                 if let (Some(mp), None) = (&mp, &cam.bar) {
                     let bar = mp.add(ProgressBar::new(0));

@@ -474,7 +474,7 @@ async fn states_of(agent: &qucam_offload::agent::Agent) -> BTreeMap<String, Stri
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.name, c.state))
+        .map(|c| (c.name, c.state.to_string()))
         .collect()
 }
 
@@ -593,7 +593,7 @@ async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|c| c.state == "lost")
+            .filter(|c| c.state.as_str() == "lost")
             .map(|c| c.name)
             .collect();
         assert!(lost.is_empty(), "counted as lost: {lost:?}");

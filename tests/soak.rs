@@ -2,7 +2,7 @@
 //! and the S3 test server, under a seeded random schedule of faults (kill -9 in every stage,
 //! camera connection drops, busy spells, camera gone, S3 refusing connections or answering
 //! 500/503, S3 slow) until the camera is drained; then every invariant of
-//! /work/shared/clip-lifecycle.md is checked.
+//! `docs/clip-lifecycle.md` is checked.
 //!
 //! - `soak_short` (CI): a few schedules with small clips, well under a minute in debug.
 //! - `soak_long` (on demand): `cargo test --release --test soak -- --ignored soak_long

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::s3::TestS3;
+use futures_util::future::BoxFuture;
 use qucam_offload::upload::{
     ChecksumMode, Destination, DonePart, LocalDestination, MemoryJournal, MultipartProgress,
     MultipartThreshold, ObjectMeta, S3Destination, S3Settings, UploadError, UploadJournal,
@@ -83,26 +84,33 @@ impl HookJournal {
         }
     }
 
-    fn journaled_bytes(&self) -> u64 {
+    async fn journaled_bytes(&self) -> u64 {
         self.multipart()
+            .await
             .map_or(0, |p| p.parts.iter().map(|d| d.size).sum())
     }
 }
 
 impl UploadJournal for HookJournal {
-    fn multipart(&self) -> Option<MultipartProgress> {
+    fn multipart(&self) -> BoxFuture<'_, Option<MultipartProgress>> {
         self.inner.multipart()
     }
-    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> anyhow::Result<()> {
+    fn begin_multipart<'a>(
+        &'a self,
+        upload_id: &'a str,
+        part_size: u64,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         self.inner.begin_multipart(upload_id, part_size)
     }
-    fn part_done(&self, part: &DonePart) -> anyhow::Result<()> {
-        self.inner.part_done(part)?;
-        let n = self.parts_recorded.fetch_add(1, Ordering::SeqCst) + 1;
-        (self.hook)(n);
-        Ok(())
+    fn part_done<'a>(&'a self, part: &'a DonePart) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.inner.part_done(part).await?;
+            let n = self.parts_recorded.fetch_add(1, Ordering::SeqCst) + 1;
+            (self.hook)(n);
+            Ok(())
+        })
     }
-    fn clear_multipart(&self) -> anyhow::Result<()> {
+    fn clear_multipart(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         self.inner.clear_multipart()
     }
 }
@@ -124,7 +132,7 @@ async fn small_file_single_put_round_trip_with_metadata() {
     assert!(matches!(outcome, UploadOutcome::Uploaded { ref etag } if !etag.is_empty()));
     assert_eq!(s3.object_bytes(KEY).unwrap(), data);
     assert!(
-        journal.multipart().is_none(),
+        journal.multipart().await.is_none(),
         "a single PUT journals nothing"
     );
 
@@ -235,7 +243,7 @@ async fn multipart_round_trip_is_byte_identical() {
     assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
     assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
     assert!(
-        journal.multipart().is_none(),
+        journal.multipart().await.is_none(),
         "journal cleared after completion"
     );
     assert!(s3.list_incomplete_multipart().await.is_empty());
@@ -327,7 +335,10 @@ async fn multipart_resumes_after_the_store_fails_mid_upload() {
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
-    let progress = journal.multipart().expect("upload id kept for resume");
+    let progress = journal
+        .multipart()
+        .await
+        .expect("upload id kept for resume");
     assert_eq!(progress.parts.len(), 1);
     assert_eq!(
         s3.list_incomplete_multipart().await,
@@ -347,7 +358,7 @@ async fn multipart_resumes_after_the_store_fails_mid_upload() {
         "resume sent {resent} bytes, expected only parts 2 and 3 (7 MiB)"
     );
     assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
-    assert!(journal.multipart().is_none());
+    assert!(journal.multipart().await.is_none());
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
@@ -387,7 +398,7 @@ async fn multipart_resumes_after_the_uploading_task_is_killed() {
     go.send(()).expect("the task waits");
     assert!(task.await.unwrap_err().is_cancelled());
 
-    let journaled = journal.journaled_bytes();
+    let journaled = journal.journaled_bytes().await;
     assert!(journaled >= 5 * MIB, "at least one part journaled");
     assert!(s3.object_bytes(KEY).is_none());
 

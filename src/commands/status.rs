@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::agent;
 use crate::config::Config;
-use crate::store::{Store, now};
+use crate::store::{ClipState, Store, now};
 
 /// One camera in `status`.
 #[derive(Debug, Serialize)]
@@ -49,19 +49,25 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let mut out = Vec::new();
     for cam in store.cameras().await? {
         let counts = store.counts(&cam.imei).await?;
-        let clips: BTreeMap<String, i64> = counts.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
+        let clips: BTreeMap<String, i64> = counts
+            .iter()
+            .map(|r| (r.state.to_string(), r.clips))
+            .collect();
+        let count = |f: fn(ClipState) -> bool| -> i64 {
+            counts.iter().filter(|r| f(r.state)).map(|r| r.clips).sum()
+        };
         let bytes_offloaded = counts
             .iter()
-            .filter(|(s, _, _)| matches!(s.as_str(), "verified" | "retained" | "deleted"))
-            .map(|(_, _, b)| *b)
+            .filter(|r| r.state.is_offloaded())
+            .map(|r| r.bytes)
             .sum();
         let all = store.clips_of(&cam.imei).await?;
         let failures = all
             .iter()
-            .filter(|c| c.state == "failed" || c.state == "refused")
+            .filter(|c| c.state.is_failure())
             .map(|c| Failure {
                 clip: c.name.clone(),
-                state: c.state.clone(),
+                state: c.state.to_string(),
                 attempts: c.attempts,
                 error: c.reason.clone().unwrap_or_default(),
                 retry_after: c.retry_after,
@@ -69,35 +75,18 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             .collect();
         let uploads_in_flight = all
             .iter()
-            .filter(|c| c.state == "uploading" || c.upload_id.is_some())
+            .filter(|c| c.state == ClipState::Uploading || c.upload_id.is_some())
             .map(|c| c.name.clone())
             .collect();
         let downloads_paused = store
             .notice(agent::pause_key(&cam.imei))
             .await?
             .map(|(m, _)| m);
-        let n = |states: &[&str]| -> i64 { states.iter().filter_map(|s| clips.get(*s)).sum() };
-        let pending = n(&[
-            "queued",
-            "downloading",
-            "downloaded",
-            "uploading",
-            "uploaded",
-        ]);
-        let failed = n(&["failed", "refused"]);
-        let (uploaded_today, uploaded_today_bytes) = {
-            let (imei, since) = (cam.imei.clone(), local_midnight());
-            store
-                .call(move |c| {
-                    Ok(c.query_row(
-                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM clips
-                         WHERE imei = ?1 AND verified_at >= ?2",
-                        rusqlite::params![imei, since],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?)
-                })
-                .await?
-        };
+        let pending = count(ClipState::is_pending);
+        let failed = count(ClipState::is_failure);
+        let today = store.tally(&cam.imei, local_midnight()).await?;
+        let (uploaded_today, uploaded_today_bytes) =
+            (today.verified as i64, today.verified_bytes as i64);
         out.push(CameraStatus {
             downloads_paused,
             pending,

@@ -1,7 +1,7 @@
 //! Upload destinations: S3 (with resumable, checksummed multipart) or a local directory, and
 //! verification that a stored object is really the clip we hold.
 //!
-//! What this module guarantees (see `clip-lifecycle.md`):
+//! What this module guarantees (see `docs/clip-lifecycle.md`):
 //! - **Exactly one object per key, never overwritten.** Before sending, the key is looked up; an
 //!   identical object (same size and `sha256` metadata) is [`UploadOutcome::AlreadyPresent`], a
 //!   different one is the permanent error [`UploadError::Conflict`]. Writes are conditional
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use base64::Engine as _;
+use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 pub use from_config::{destination, s3_settings};
@@ -90,16 +91,21 @@ fn header_safe(value: &str) -> String {
         .collect()
 }
 
-/// Persists multipart progress so a restarted process resumes (the lead implements it over SQLite).
+/// Persists multipart progress so a restarted process resumes (the agent implements it over
+/// the state database). Async, so an implementation never blocks a runtime thread.
 pub trait UploadJournal: Send + Sync {
     /// The upload id and finished parts, if an upload was begun.
-    fn multipart(&self) -> Option<MultipartProgress>;
+    fn multipart(&self) -> BoxFuture<'_, Option<MultipartProgress>>;
     /// Records that a multipart upload was created.
-    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> anyhow::Result<()>;
+    fn begin_multipart<'a>(
+        &'a self,
+        upload_id: &'a str,
+        part_size: u64,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Called as each part finishes (before completing).
-    fn part_done(&self, part: &DonePart) -> anyhow::Result<()>;
+    fn part_done<'a>(&'a self, part: &'a DonePart) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Forgets the multipart upload (completed, aborted or gone).
-    fn clear_multipart(&self) -> anyhow::Result<()>;
+    fn clear_multipart(&self) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
 /// A multipart upload in progress, as persisted by an [`UploadJournal`].
@@ -137,21 +143,16 @@ impl MemoryJournal {
     }
 }
 
-impl UploadJournal for MemoryJournal {
-    fn multipart(&self) -> Option<MultipartProgress> {
-        self.lock().clone()
-    }
-
-    fn begin_multipart(&self, upload_id: &str, part_size: u64) -> anyhow::Result<()> {
+impl MemoryJournal {
+    fn begin(&self, upload_id: &str, part_size: u64) {
         *self.lock() = Some(MultipartProgress {
             upload_id: upload_id.to_owned(),
             part_size,
             parts: Vec::new(),
         });
-        Ok(())
     }
 
-    fn part_done(&self, part: &DonePart) -> anyhow::Result<()> {
+    fn add_part(&self, part: &DonePart) -> anyhow::Result<()> {
         let mut state = self.lock();
         let progress = state
             .as_mut()
@@ -160,10 +161,29 @@ impl UploadJournal for MemoryJournal {
         progress.parts.push(part.clone());
         Ok(())
     }
+}
 
-    fn clear_multipart(&self) -> anyhow::Result<()> {
+impl UploadJournal for MemoryJournal {
+    fn multipart(&self) -> BoxFuture<'_, Option<MultipartProgress>> {
+        Box::pin(std::future::ready(self.lock().clone()))
+    }
+
+    fn begin_multipart<'a>(
+        &'a self,
+        upload_id: &'a str,
+        part_size: u64,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.begin(upload_id, part_size);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn part_done<'a>(&'a self, part: &'a DonePart) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(std::future::ready(self.add_part(part)))
+    }
+
+    fn clear_multipart(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         *self.lock() = None;
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -466,21 +486,21 @@ mod tests {
         assert!(!UploadError::ChecksumMismatch(String::new()).is_transient());
     }
 
-    #[test]
-    fn memory_journal_tracks_parts() {
+    #[tokio::test]
+    async fn memory_journal_tracks_parts() {
         let j = MemoryJournal::new();
-        assert!(j.multipart().is_none());
-        j.begin_multipart("u1", 5).unwrap();
+        assert!(j.multipart().await.is_none());
+        j.begin_multipart("u1", 5).await.unwrap();
         let part = DonePart {
             number: 1,
             etag: "e".into(),
             sha256_b64: "s".into(),
             size: 5,
         };
-        j.part_done(&part).unwrap();
-        j.part_done(&part).unwrap();
-        assert_eq!(j.multipart().unwrap().parts, vec![part]);
-        j.clear_multipart().unwrap();
-        assert!(j.multipart().is_none());
+        j.part_done(&part).await.unwrap();
+        j.part_done(&part).await.unwrap();
+        assert_eq!(j.multipart().await.unwrap().parts, vec![part]);
+        j.clear_multipart().await.unwrap();
+        assert!(j.multipart().await.is_none());
     }
 }

@@ -337,7 +337,7 @@ impl S3Destination {
         {
             return Ok(outcome);
         }
-        let multipart = journal.multipart().is_some()
+        let multipart = journal.multipart().await.is_some()
             || self
                 .multipart_threshold
                 .wants_multipart(size, self.part_size, self.rate.get());
@@ -522,11 +522,14 @@ impl S3Destination {
         key: &str,
         journal: &dyn UploadJournal,
     ) -> Result<(), UploadError> {
-        if let Some(progress) = journal.multipart() {
+        if let Some(progress) = journal.multipart().await {
             if let Err(e) = self.abort_multipart(key, &progress.upload_id).await {
                 tracing::warn!(key, error = %e, "could not abort a stale multipart upload");
             }
-            journal.clear_multipart().map_err(UploadError::Journal)?;
+            journal
+                .clear_multipart()
+                .await
+                .map_err(UploadError::Journal)?;
         }
         Ok(())
     }
@@ -596,7 +599,10 @@ impl S3Destination {
         let parts: Vec<DonePart> = session.done.into_values().collect();
         match self.complete(key, &session.upload_id, &parts).await {
             Ok(etag) => {
-                journal.clear_multipart().map_err(UploadError::Journal)?;
+                journal
+                    .clear_multipart()
+                    .await
+                    .map_err(UploadError::Journal)?;
                 Ok(UploadOutcome::Uploaded { etag })
             }
             Err(e) if is_precondition_failed(&e) => {
@@ -611,7 +617,10 @@ impl S3Destination {
                     && let Ok(Some(head)) = self.head(key).await
                     && compare_head(&head, size, &meta.sha256_hex).is_ok()
                 {
-                    journal.clear_multipart().map_err(UploadError::Journal)?;
+                    journal
+                        .clear_multipart()
+                        .await
+                        .map_err(UploadError::Journal)?;
                     let etag = head.e_tag().unwrap_or_default().to_owned();
                     return Ok(UploadOutcome::Uploaded { etag });
                 }
@@ -629,15 +638,18 @@ impl S3Destination {
         meta: &ObjectMeta,
         journal: &dyn UploadJournal,
     ) -> Result<Session, UploadError> {
-        if let Some(progress) = journal.multipart() {
+        if let Some(progress) = journal.multipart().await {
             if let Some(session) = self.resume(file, key, size, &progress, journal).await? {
                 return Ok(session);
             }
-            journal.clear_multipart().map_err(UploadError::Journal)?;
+            journal
+                .clear_multipart()
+                .await
+                .map_err(UploadError::Journal)?;
         }
         let part_size = self.effective_part_size(size);
         let upload_id = self.create(key, meta).await?;
-        if let Err(e) = journal.begin_multipart(&upload_id, part_size) {
+        if let Err(e) = journal.begin_multipart(&upload_id, part_size).await {
             let _ = self.abort_multipart(key, &upload_id).await;
             return Err(UploadError::Journal(e));
         }
@@ -760,7 +772,7 @@ impl S3Destination {
         while let Some(result) = results.next().await {
             let error = match result {
                 None => continue,
-                Some(Ok(done)) => match journal.part_done(&done) {
+                Some(Ok(done)) => match journal.part_done(&done).await {
                     Ok(()) => {
                         session.done.insert(done.number, done);
                         continue;
@@ -872,7 +884,7 @@ impl S3Destination {
         if err.is_transient() {
             return err;
         }
-        if let Err(e) = journal.clear_multipart() {
+        if let Err(e) = journal.clear_multipart().await {
             tracing::warn!(key, error = %e, "could not clear the upload journal");
         }
         if err.code() == Some("NoSuchUpload") {
@@ -944,7 +956,10 @@ async fn reusable_parts(
             size: plan.len,
         };
         if jp.is_none() {
-            journal.part_done(&done).map_err(UploadError::Journal)?;
+            journal
+                .part_done(&done)
+                .await
+                .map_err(UploadError::Journal)?;
         }
         keep.insert(plan.number, done);
     }

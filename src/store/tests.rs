@@ -1,0 +1,457 @@
+//! The store's tests: every allowed transition (state before → method → state after), every
+//! disallowed one refused, the SQL groups against the Rust groups, and the listing.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::params;
+
+use super::state::ClipState::{self, *};
+use super::*;
+
+fn listed(path: &str, size: u64) -> Listed {
+    let name = path.rsplit('/').next().unwrap().to_string();
+    Listed {
+        path: path.into(),
+        name,
+        size,
+        event: "04".into(),
+        camera: 1,
+        recorded_at: "2021-04-27 11:51:34".into(),
+        priority: 0,
+        skip: None,
+        refuse: None,
+        too_recent: false,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&d.path().join("state.db")).unwrap();
+    (d, s)
+}
+
+/// A clip of camera "1" put straight into `state` (failed at `stage`), due for a retry.
+fn clip_in(s: &Store, state: ClipState, stage: Option<Stage>) -> i64 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = format!("/v/{}.mp4", N.fetch_add(1, Ordering::Relaxed));
+    s.with(|c| {
+        c.execute(
+            "INSERT INTO clips (imei, path, name, size, state, failed_stage, retry_after,
+                first_seen, last_seen) VALUES ('1', ?1, 'x.mp4', 7, ?2, ?3, 0, 0, 0)",
+            params![path, state, stage],
+        )?;
+        Ok(c.last_insert_rowid())
+    })
+    .unwrap()
+}
+
+/// Where a clip is: its state, and the stage a `failed` clip failed at.
+type Pos = (ClipState, Option<Stage>);
+
+/// Every place a clip can be: each state, with `failed` at either stage.
+fn positions() -> Vec<Pos> {
+    let mut v: Vec<_> = ClipState::ALL
+        .into_iter()
+        .filter(|s| *s != Failed)
+        .map(|s| (s, None))
+        .collect();
+    v.push((Failed, Some(Stage::Download)));
+    v.push((Failed, Some(Stage::Upload)));
+    v
+}
+
+const FD: Pos = (Failed, Some(Stage::Download));
+const FU: Pos = (Failed, Some(Stage::Upload));
+const fn at(s: ClipState) -> Pos {
+    (s, None)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    StartDownload,
+    Downloaded,
+    FailedDownload,
+    StartUpload,
+    RequeueForDownload,
+    Uploaded,
+    FailedUpload,
+    Verified,
+    VerifyPostponed,
+    Retained,
+    Deleted,
+    RequeueMissingObject,
+    Refuse,
+    FoundElsewhere,
+}
+
+async fn apply(s: &Store, id: i64, op: Op) -> bool {
+    let r = match op {
+        Op::StartDownload => s.start_download(id).await,
+        Op::Downloaded => s.downloaded(id, "00".into()).await,
+        Op::FailedDownload => s.failed(id, Stage::Download, "x".into(), 0).await,
+        Op::StartUpload => s.start_upload(id).await,
+        Op::RequeueForDownload => s.requeue_for_download(id).await,
+        Op::Uploaded => s.uploaded(id, "k".into(), None).await,
+        Op::FailedUpload => s.failed(id, Stage::Upload, "x".into(), 0).await,
+        Op::Verified => s
+            .verified(id)
+            .await
+            .map(|v| v != super::Verified::NotApplied),
+        Op::VerifyPostponed => s.verify_postponed(id, "x".into()).await,
+        Op::Retained => s.retained(vec![id]).await.map(|n| n == 1),
+        Op::Deleted => s.deleted(vec![id]).await.map(|n| n == 1),
+        Op::RequeueMissingObject => s.requeue_missing_object(id).await,
+        Op::Refuse => s.refuse(id, "x".into()).await,
+        Op::FoundElsewhere => s.found_elsewhere(id).await,
+    };
+    r.unwrap()
+}
+
+/// The transition table (as in the module doc and `docs/clip-lifecycle.md`), written out
+/// independently of the guards in the code: (method, from, to).
+fn table() -> Vec<(Op, Vec<Pos>, ClipState)> {
+    vec![
+        (
+            Op::StartDownload,
+            vec![at(Queued), at(Downloading), FD],
+            Downloading,
+        ),
+        (Op::Downloaded, vec![at(Downloading)], ClipState::Downloaded),
+        (Op::FailedDownload, vec![at(Downloading)], Failed),
+        (
+            Op::StartUpload,
+            vec![at(ClipState::Downloaded), at(Uploading), FU],
+            Uploading,
+        ),
+        (
+            Op::RequeueForDownload,
+            vec![at(ClipState::Downloaded), at(Uploading), FU],
+            Queued,
+        ),
+        (Op::Uploaded, vec![at(Uploading)], ClipState::Uploaded),
+        (
+            Op::FailedUpload,
+            vec![at(Uploading), at(ClipState::Uploaded)],
+            Failed,
+        ),
+        (
+            Op::Verified,
+            vec![at(ClipState::Uploaded)],
+            ClipState::Verified,
+        ),
+        (
+            Op::VerifyPostponed,
+            vec![at(ClipState::Uploaded)],
+            ClipState::Uploaded,
+        ),
+        (Op::Retained, vec![at(ClipState::Verified)], Retained),
+        (
+            Op::Deleted,
+            vec![at(ClipState::Verified), at(Retained)],
+            Deleted,
+        ),
+        (
+            Op::RequeueMissingObject,
+            vec![at(ClipState::Verified), at(Retained)],
+            Queued,
+        ),
+        (
+            Op::Refuse,
+            vec![
+                at(Seen),
+                at(Queued),
+                at(Downloading),
+                at(ClipState::Downloaded),
+                at(Uploading),
+                at(ClipState::Uploaded),
+                FD,
+                FU,
+            ],
+            Refused,
+        ),
+        (Op::FoundElsewhere, vec![at(Lost)], Elsewhere),
+    ]
+}
+
+#[tokio::test]
+async fn every_allowed_transition_applies_and_every_other_is_refused() {
+    let (_d, s) = open();
+    for (op, from, to) in table() {
+        for pos in positions() {
+            let id = clip_in(&s, pos.0, pos.1);
+            let allowed = from.contains(&pos);
+            assert_eq!(apply(&s, id, op).await, allowed, "{op:?} from {pos:?}");
+            let after = s.clip(id).await.unwrap().state;
+            let expected = if allowed { to } else { pos.0 };
+            assert_eq!(after, expected, "{op:?} from {pos:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn disallowed_transitions_are_refused() {
+    let (_d, s) = open();
+    let queued = clip_in(&s, Queued, None);
+    assert_eq!(s.deleted(vec![queued]).await.unwrap(), 0);
+    assert_eq!(s.clip(queued).await.unwrap().state, Queued);
+    let verified = clip_in(&s, ClipState::Verified, None);
+    assert!(!s.downloaded(verified, "00".into()).await.unwrap());
+    assert!(!s.refuse(verified, "no".into()).await.unwrap());
+    assert_eq!(s.clip(verified).await.unwrap().state, ClipState::Verified);
+}
+
+#[tokio::test]
+async fn verified_when_already_off_the_camera_is_deleted() {
+    let (_d, s) = open();
+    let on = clip_in(&s, ClipState::Uploaded, None);
+    let off = clip_in(&s, ClipState::Uploaded, None);
+    s.with(|c| Ok(c.execute("UPDATE clips SET on_camera = 0 WHERE id = ?1", [off])?))
+        .unwrap();
+    assert_eq!(
+        s.verified(on).await.unwrap(),
+        super::Verified::StillOnCamera
+    );
+    assert_eq!(s.verified(off).await.unwrap(), super::Verified::LeftCamera);
+    assert_eq!(s.clip(on).await.unwrap().state, ClipState::Verified);
+    assert_eq!(s.clip(off).await.unwrap().state, Deleted);
+    assert_eq!(s.verified(on).await.unwrap(), super::Verified::NotApplied);
+}
+
+#[tokio::test]
+async fn mark_missing_follows_the_table() {
+    let (_d, s) = open();
+    let ids: Vec<_> = positions()
+        .into_iter()
+        .map(|p| (p, clip_in(&s, p.0, p.1)))
+        .collect();
+    let lost = s.mark_missing("1", HashSet::new()).await.unwrap();
+    for (pos, id) in ids {
+        let after = s.clip(id).await.unwrap().state;
+        let expected = if [at(Seen), at(Queued), at(Downloading), FD].contains(&pos) {
+            assert!(lost.iter().any(|c| c.id == id), "{pos:?}");
+            Lost
+        } else if pos == at(ClipState::Verified) {
+            Deleted
+        } else {
+            pos.0
+        };
+        assert_eq!(after, expected, "{pos:?}");
+    }
+}
+
+#[tokio::test]
+async fn lost_clips_are_checked_once_then_confirmed_or_elsewhere() {
+    let (_d, s) = open();
+    let stable: HashSet<String> = ["/w/a.mp4".to_string(), "/w/b.mp4".to_string()].into();
+    s.reconcile_page(
+        "2",
+        vec![listed("/w/a.mp4", 1), listed("/w/b.mp4", 1)],
+        stable,
+    )
+    .await
+    .unwrap();
+    s.mark_missing("2", HashSet::new()).await.unwrap();
+    let unchecked = s.lost_unchecked("2").await.unwrap();
+    assert_eq!(unchecked.len(), 2);
+    assert!(s.lost_confirmed(unchecked[0].id).await.unwrap());
+    assert!(
+        !s.lost_confirmed(unchecked[0].id).await.unwrap(),
+        "only once"
+    );
+    assert!(s.found_elsewhere(unchecked[1].id).await.unwrap());
+    assert!(s.lost_unchecked("2").await.unwrap().is_empty());
+    assert_eq!(s.clip(unchecked[1].id).await.unwrap().state, Elsewhere);
+}
+
+#[tokio::test]
+async fn listing_transitions() {
+    let (_d, s) = open();
+    let none = HashSet::new();
+    let state_of = |path: &'static str| {
+        let s = s.clone();
+        async move {
+            s.clips_of("3")
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|c| c.path == path)
+                .unwrap()
+                .state
+        }
+    };
+    // new → seen; seen → queued once the size holds.
+    s.reconcile_page("3", vec![listed("/3/a.mp4", 5)], none.clone())
+        .await
+        .unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Seen);
+    s.reconcile_page("3", vec![listed("/3/a.mp4", 5)], none.clone())
+        .await
+        .unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Queued);
+    // queued → seen when the size changes.
+    s.reconcile_page("3", vec![listed("/3/a.mp4", 6)], none.clone())
+        .await
+        .unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Seen);
+    // seen → skipped when the selection drops it; skipped → queued when it wants it again.
+    let mut skip = listed("/3/a.mp4", 6);
+    skip.skip = Some("not selected".into());
+    s.reconcile_page("3", vec![skip], none.clone())
+        .await
+        .unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Skipped);
+    s.reconcile_page("3", vec![listed("/3/a.mp4", 6)], none.clone())
+        .await
+        .unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Queued);
+    // lost → seen when listed again.
+    s.mark_missing("3", HashSet::new()).await.unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Lost);
+    s.reconcile_page("3", vec![listed("/3/a.mp4", 6)], none.clone())
+        .await
+        .unwrap();
+    assert_eq!(state_of("/3/a.mp4").await, Seen);
+    // A hostile entry is refused at once.
+    let mut bad = listed("/3/b.mp4", 6);
+    bad.refuse = Some("bad name".into());
+    s.reconcile_page("3", vec![bad], none).await.unwrap();
+    assert_eq!(state_of("/3/b.mp4").await, Refused);
+}
+
+/// The SQL conditions generated from the groups select exactly the clips the Rust groups
+/// contain.
+#[tokio::test]
+async fn sql_groups_match_rust_groups() {
+    for pos in positions() {
+        let (_d2, one) = open();
+        let id = clip_in(&one, pos.0, pos.1);
+        let c = one.clip(id).await.unwrap();
+        let downloads = one.next_downloads("1", 10).await.unwrap();
+        assert_eq!(
+            !downloads.is_empty(),
+            c.is_in(Group::DOWNLOAD_WORK),
+            "{pos:?}"
+        );
+        let uploads = one.next_uploads(vec![], 10).await.unwrap();
+        assert_eq!(!uploads.is_empty(), c.is_in(Group::UPLOAD_WORK), "{pos:?}");
+        let spool = one.spool_bytes().await.unwrap();
+        assert_eq!(spool > 0, c.is_in(Group::IN_SPOOL), "{pos:?}");
+        let tally = one.tally("1", 0).await.unwrap();
+        assert_eq!(tally.pending == 1, c.state.is_pending(), "{pos:?}");
+        let deletable = one.deletable("1").await.unwrap();
+        assert_eq!(
+            !deletable.is_empty(),
+            transitions::DELETED_FROM.contains(pos.0, pos.1),
+            "{pos:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_state_is_an_error_not_a_panic() {
+    let (_d, s) = open();
+    let id = clip_in(&s, Queued, None);
+    s.with(|c| Ok(c.execute("UPDATE clips SET state = 'exploded' WHERE id = ?1", [id])?))
+        .unwrap();
+    let e = s.clips_of("1").await.unwrap_err();
+    assert!(format!("{e:#}").contains("exploded"), "{e:#}");
+}
+
+#[tokio::test]
+async fn growing_clip_waits_until_stable() {
+    let (_d, s) = open();
+    let none = HashSet::new();
+    s.reconcile_page("1", vec![listed("/v/a.mp4", 10)], none.clone())
+        .await
+        .unwrap();
+    assert!(s.next_downloads("1", 10).await.unwrap().is_empty());
+    s.reconcile_page("1", vec![listed("/v/a.mp4", 20)], none.clone())
+        .await
+        .unwrap();
+    assert!(s.next_downloads("1", 10).await.unwrap().is_empty());
+    s.reconcile_page("1", vec![listed("/v/a.mp4", 20)], none.clone())
+        .await
+        .unwrap();
+    let q = s.next_downloads("1", 10).await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].size, 20);
+}
+
+#[tokio::test]
+async fn missing_before_download_is_lost_but_downloaded_is_not() {
+    let (_d, s) = open();
+    let stable: HashSet<String> = ["/v/a.mp4".to_string(), "/v/b.mp4".to_string()].into();
+    s.reconcile_page(
+        "1",
+        vec![listed("/v/a.mp4", 1), listed("/v/b.mp4", 1)],
+        stable,
+    )
+    .await
+    .unwrap();
+    let b = s.next_downloads("1", 10).await.unwrap()[1].clone();
+    assert!(s.start_download(b.id).await.unwrap());
+    assert!(s.downloaded(b.id, "00".into()).await.unwrap());
+    let lost = s.mark_missing("1", Default::default()).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].path, "/v/a.mp4");
+    assert_eq!(s.clip(b.id).await.unwrap().state, ClipState::Downloaded);
+}
+
+#[tokio::test]
+async fn multipart_journal_round_trips() {
+    let (_d, s) = open();
+    let id = clip_in(&s, Uploading, None);
+    assert!(s.multipart(id).await.unwrap().is_none());
+    s.begin_multipart(id, "u1".into(), 5).await.unwrap();
+    s.part_done(id, (1, "e".into(), "h".into(), 5))
+        .await
+        .unwrap();
+    let (upload_id, part_size, parts) = s.multipart(id).await.unwrap().unwrap();
+    assert_eq!((upload_id.as_str(), part_size, parts.len()), ("u1", 5, 1));
+    s.clear_multipart(id).await.unwrap();
+    assert!(s.multipart(id).await.unwrap().is_none());
+}
+
+#[test]
+fn reopen_keeps_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    drop(Store::open(&p).unwrap());
+    let s = Store::open(&p).unwrap();
+    let v: i64 = s
+        .with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[test]
+fn garbage_file_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    std::fs::write(
+        &p,
+        b"this is not a database, it is a text file of some length....",
+    )
+    .unwrap();
+    let e = Store::open(&p).err().unwrap();
+    assert!(format!("{e:#}").contains("state.db"), "{e:#}");
+}
+
+/// The transition table of `docs/clip-lifecycle.md` is the one in the store's doc comment
+/// (which the tests above check against the code).
+#[test]
+fn the_documented_tables_agree() {
+    fn rows(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|l| l.trim_start_matches("//!").trim())
+            .skip_while(|l| !l.starts_with("| from |"))
+            .take_while(|l| l.starts_with('|'))
+            .map(String::from)
+            .collect()
+    }
+    let doc = rows(include_str!("../../docs/clip-lifecycle.md"));
+    let code = rows(include_str!("mod.rs"));
+    assert!(doc.len() > 20, "{doc:?}");
+    assert_eq!(doc, code);
+}

@@ -1,0 +1,293 @@
+//! One guarded method per transition of the download, upload and retention stages (the
+//! listing's transitions are in `listing`). Each `UPDATE` carries its `AND state IN (…)`
+//! guard, generated from the `*_FROM` group next to it, and reports whether it applied.
+
+use anyhow::Result;
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+
+use super::state::ClipState::{self, *};
+use super::state::{Group, Stage};
+use super::{Store, now};
+
+const fn only(states: &'static [ClipState]) -> Group {
+    Group {
+        states,
+        failed_at: None,
+    }
+}
+
+pub(super) const START_DOWNLOAD_FROM: Group = Group::DOWNLOAD_WORK;
+pub(super) const DOWNLOADED_FROM: Group = only(&[Downloading]);
+pub(super) const FAILED_DOWNLOAD_FROM: Group = only(&[Downloading]);
+pub(super) const START_UPLOAD_FROM: Group = Group {
+    states: &[Downloaded, Uploading],
+    failed_at: Some(Stage::Upload),
+};
+pub(super) const REQUEUE_FOR_DOWNLOAD_FROM: Group = START_UPLOAD_FROM;
+pub(super) const UPLOADED_FROM: Group = only(&[Uploading]);
+pub(super) const FAILED_UPLOAD_FROM: Group = only(&[Uploading, Uploaded]);
+pub(super) const VERIFIED_FROM: Group = only(&[Uploaded]);
+pub(super) const RETAINED_FROM: Group = only(&[Verified]);
+pub(super) const DELETED_FROM: Group = only(&[Verified, Retained]);
+pub(super) const REQUEUE_MISSING_OBJECT_FROM: Group = only(&[Verified, Retained]);
+pub(super) const REFUSE_FROM: Group = only(ClipState::STILL_TO_DO);
+
+/// What [`Store::verified`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// `uploaded → verified`: the clip is still on the camera, retention decides next.
+    StillOnCamera,
+    /// `uploaded → deleted`: the clip already left the camera (another agent deleted it, or
+    /// the camera overwrote it after the download): nothing is left to do.
+    LeftCamera,
+    /// The clip was not `uploaded`: nothing changed.
+    NotApplied,
+}
+
+/// `UPDATE clips SET {set} WHERE id = ?1 AND {from}`; `params[0]` is the id. Whether a row
+/// changed.
+pub(super) fn guarded(
+    c: &Connection,
+    set: &str,
+    from: Group,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<bool> {
+    let sql = format!("UPDATE clips SET {set} WHERE id = ?1 AND {}", from.sql());
+    Ok(c.execute(&sql, params)? == 1)
+}
+
+impl Store {
+    /// `queued | downloading | failed@download → downloading`: a download begins (or resumes).
+    pub async fn start_download(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            let to = Downloading;
+            Ok(guarded(c, "state = ?2", START_DOWNLOAD_FROM, &[&id, &to])?)
+        })
+        .await
+    }
+
+    /// `downloading → downloaded`, with the hash, after the file is fsynced and renamed.
+    pub async fn downloaded(&self, id: i64, sha256: String) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2, sha256 = ?3, downloaded_at = ?4, reason = NULL, failed_stage = NULL,
+                    retry_after = NULL",
+                DOWNLOADED_FROM,
+                &[&id, &Downloaded, &sha256, &now()],
+            )?)
+        })
+        .await
+    }
+
+    /// `downloaded | uploading | failed@upload → uploading`: an upload begins (or resumes).
+    pub async fn start_upload(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2",
+                START_UPLOAD_FROM,
+                &[&id, &Uploading],
+            )?)
+        })
+        .await
+    }
+
+    /// `downloaded | uploading | failed@upload → queued`: the spool copy is missing (or has no
+    /// hash), so the clip is downloaded again.
+    pub async fn requeue_for_download(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2",
+                REQUEUE_FOR_DOWNLOAD_FROM,
+                &[&id, &Queued],
+            )?)
+        })
+        .await
+    }
+
+    /// `uploading → uploaded` with the key and ETag; the multipart journal is forgotten.
+    pub async fn uploaded(&self, id: i64, key: String, etag: Option<String>) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let ok = guarded(
+                &tx,
+                "state = ?2, object_key = ?3, etag = ?4, uploaded_at = ?5, upload_id = NULL,
+                    reason = NULL, failed_stage = NULL, retry_after = NULL",
+                UPLOADED_FROM,
+                &[&id, &ClipState::Uploaded, &key, &etag, &now()],
+            )?;
+            if ok {
+                tx.execute("DELETE FROM parts WHERE clip_id = ?1", params![id])?;
+            }
+            tx.commit()?;
+            Ok(ok)
+        })
+        .await
+    }
+
+    /// `uploaded → verified`, or `uploaded → deleted` when the clip already left the camera
+    /// (another agent deleted it, or the camera overwrote it after the download): such a clip
+    /// is settled, there is nothing left to delete.
+    pub async fn verified(&self, id: i64) -> Result<Verified> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let t = now();
+            let on_camera: Option<bool> = tx
+                .query_row(
+                    "SELECT on_camera = 1 FROM clips WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let outcome = match on_camera {
+                Some(false)
+                    if guarded(
+                        &tx,
+                        "state = ?2, verified_at = ?3, deleted_at = ?3, reason = 'left the \
+                            camera before retention (another agent, or overwritten)'",
+                        VERIFIED_FROM,
+                        &[&id, &Deleted, &t],
+                    )? =>
+                {
+                    Verified::LeftCamera
+                }
+                Some(true)
+                    if guarded(
+                        &tx,
+                        "state = ?2, verified_at = ?3",
+                        VERIFIED_FROM,
+                        &[&id, &ClipState::Verified, &t],
+                    )? =>
+                {
+                    Verified::StillOnCamera
+                }
+                _ => Verified::NotApplied,
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Records a verification that could not ask the bucket: the clip stays `uploaded` (with
+    /// the error and one more attempt) and is verified later.
+    pub async fn verify_postponed(&self, id: i64, error: String) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "reason = ?2, attempts = attempts + 1",
+                VERIFIED_FROM,
+                &[&id, &error],
+            )?)
+        })
+        .await
+    }
+
+    /// Records a failed attempt at `stage`: `failed`, back to `stage` after `retry_in_secs`.
+    /// From `downloading` (download) or `uploading | uploaded` (upload, or a failed
+    /// verification).
+    pub async fn failed(
+        &self,
+        id: i64,
+        stage: Stage,
+        error: String,
+        retry_in_secs: i64,
+    ) -> Result<bool> {
+        let from = match stage {
+            Stage::Download => FAILED_DOWNLOAD_FROM,
+            Stage::Upload => FAILED_UPLOAD_FROM,
+        };
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2, failed_stage = ?3, reason = ?4, attempts = attempts + 1,
+                    retry_after = ?5",
+                from,
+                &[&id, &Failed, &stage, &error, &(now() + retry_in_secs)],
+            )?)
+        })
+        .await
+    }
+
+    /// Refuses a clip for good (hostile or unusable entry), from any state still to do.
+    pub async fn refuse(&self, id: i64, reason: String) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2, reason = ?3, attempts = attempts + 1",
+                REFUSE_FROM,
+                &[&id, &Refused, &reason],
+            )?)
+        })
+        .await
+    }
+
+    /// `verified | retained → queued`: the bucket no longer confirms the object, so the clip
+    /// is offloaded again from the camera (which still has it).
+    pub async fn requeue_missing_object(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2, object_key = NULL, etag = NULL, verified_at = NULL",
+                REQUEUE_MISSING_OBJECT_FROM,
+                &[&id, &Queued],
+            )?)
+        })
+        .await
+    }
+
+    /// `verified → retained` (kept on the camera by policy, for now). How many applied.
+    pub async fn retained(&self, ids: Vec<i64>) -> Result<usize> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for id in ids {
+                n += usize::from(guarded(
+                    &tx,
+                    "state = ?2",
+                    RETAINED_FROM,
+                    &[&id, &Retained],
+                )?);
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// `verified | retained → deleted` after the camera confirmed the delete. Nothing else can
+    /// be marked deleted this way. How many applied.
+    pub async fn deleted(&self, ids: Vec<i64>) -> Result<usize> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let t = now();
+            let mut n = 0;
+            for id in ids {
+                n += usize::from(guarded(
+                    &tx,
+                    "state = ?2, deleted_at = ?3, on_camera = 0",
+                    DELETED_FROM,
+                    &[&id, &Deleted, &t],
+                )?);
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Adds to the bytes received for a clip (also on failed attempts, to measure overhead).
+    /// Not a transition.
+    pub async fn add_received(&self, id: i64, received: u64) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE clips SET bytes_received = bytes_received + ?2 WHERE id = ?1",
+                params![id, received as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
