@@ -10,9 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::camera::{
-    AdasExtrinsics, CalibrationKind, CameraClient, CameraId, ClientOptions, ListQuery,
-};
+use qucam::{AdasExtrinsics, CalibrationKind, CameraClient, CameraId, ClientOptions, ListQuery};
+
 use crate::config::{Config, ConfigError};
 
 #[derive(Debug, Parser)]
@@ -274,7 +273,7 @@ fn client_for(config: Option<&Path>, args: &CameraArgs) -> Result<CameraClient> 
                 .unwrap_or_else(std::env::temp_dir);
             let id = match &args.client_id {
                 Some(id) => id.clone(),
-                None => crate::camera::client_id(&state, None)
+                None => qucam::client_id(&state, None)
                     .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string()),
             };
             (url.clone(), ClientOptions::new(id))
@@ -284,10 +283,9 @@ fn client_for(config: Option<&Path>, args: &CameraArgs) -> Result<CameraClient> 
             let cam = cfg.camera(args.name.as_deref()).map_err(usage)?;
             let id = match &args.client_id {
                 Some(id) => id.clone(),
-                None => crate::camera::client_id(&cfg.state_dir(), cam.client_id.as_deref())
-                    .with_context(|| {
-                        format!("cannot keep the client id in {}", cfg.state_dir().display())
-                    })?,
+                None => qucam::client_id(&cfg.state_dir(), cam.client_id.as_deref()).with_context(
+                    || format!("cannot keep the client id in {}", cfg.state_dir().display()),
+                )?,
             };
             let mut o = ClientOptions::new(id);
             o.params = cam.params;
@@ -298,9 +296,9 @@ fn client_for(config: Option<&Path>, args: &CameraArgs) -> Result<CameraClient> 
     };
     if let Some(p) = args.params {
         opts.params = match p {
-            ParamsArg::Form => crate::config::ParamStyle::Form,
-            ParamsArg::Query => crate::config::ParamStyle::Query,
-            ParamsArg::Json => crate::config::ParamStyle::Json,
+            ParamsArg::Form => qucam::ParamStyle::Form,
+            ParamsArg::Query => qucam::ParamStyle::Query,
+            ParamsArg::Json => qucam::ParamStyle::Json,
         };
     }
     CameraClient::new(&url, opts).map_err(|e| usage(e.to_string()))
@@ -313,7 +311,7 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 fn normalize_event(e: &str) -> Result<String> {
     let code = e.trim().trim_matches('_').to_ascii_uppercase();
-    if !crate::config::EVENT_CODES.contains(&code.as_str()) && code != "00" {
+    if !qucam::EVENT_CODES.contains(&code.as_str()) && code != "00" {
         return Err(usage(format!("unknown event code {e:?}")));
     }
     Ok(format!("_{code}_"))
@@ -432,7 +430,7 @@ async fn camera_cmd(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
                 Some(o) => o,
                 None => {
                     let name = path.rsplit('/').next().unwrap_or_default();
-                    let clip = crate::clip::ClipName::parse(name)
+                    let clip = qucam::ClipName::parse(name)
                         .map_err(|e| usage(format!("{e}; give -o FILE")))?;
                     PathBuf::from(clip.as_str())
                 }
@@ -505,7 +503,7 @@ async fn camera_cmd(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
             } else {
                 println!("{r:?}");
             }
-            if r != crate::camera::FormatOutcome::Formatted {
+            if r != qucam::FormatOutcome::Formatted {
                 return Ok(1);
             }
         }

@@ -1,3 +1,6 @@
+//! `qucam-sim`, the camera simulator (crates/qucam-sim), installed with the agent by
+//! `cargo install --path .`.
+
 fn main() -> std::process::ExitCode {
-    qucam_offload::sim::cli::main()
+    qucam_sim::cli::main()
 }

@@ -4,13 +4,12 @@
 //! info as JSON inside a string inside JSON. Unknown fields are ignored, missing ones
 //! tolerated.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use super::CameraError;
-use crate::clip::excerpt;
+use crate::clip_name::excerpt;
+use crate::error::CameraError;
+use crate::secret::Secret;
 
 /// The decoded `data` of a successful reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,44 +160,6 @@ pub fn decode_file_list(data: Data) -> Result<Vec<FileEntry>, CameraError> {
             })
         })
         .collect())
-}
-
-/// A secret (the hotspot password): never shown by `Debug`, `Display` or `Serialize`.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The real value, for the one place that asked for it explicitly.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"********\"")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("********")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("********")
-    }
 }
 
 /// `cameraPreviewState`, itself a JSON string inside device info.

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
-use super::clips::{self, Clip, ClipName, Rng, VIDEO_ROOT};
+use qucam::ClipName;
+
+use super::clips::{self, Clip, Rng, VIDEO_ROOT};
 use super::{RequestRecord, Shared};
 
 /// Largest request body accepted.
@@ -254,7 +256,7 @@ async fn track(State(sim): State<Sim>, req: Request, next: Next) -> Response {
 struct ListQuery {
     period: Option<(NaiveDateTime, NaiveDateTime)>,
     events: Vec<String>,
-    camera: Option<char>,
+    camera: Option<u8>,
     count: Option<usize>,
     offset: usize,
 }
@@ -284,8 +286,8 @@ impl ListQuery {
         if let Some(c) = param(p, "camera_type") {
             q.camera = match c.trim_matches(|c| c == '_' || c == '.') {
                 "1^2" | "2^1" => None,
-                "1" => Some('1'),
-                "2" => Some('2'),
+                "1" => Some(1),
+                "2" => Some(2),
                 _ => return Err(format!("bad camera_type {c:?}")),
             };
         }
@@ -299,15 +301,16 @@ impl ListQuery {
     }
 
     fn matches(&self, c: &ClipName) -> bool {
-        self.period.is_none_or(|(a, b)| a <= c.time && c.time <= b)
-            && (self.events.is_empty() || self.events.contains(&c.event))
-            && self.camera.is_none_or(|cam| cam == c.camera)
+        let time = c.recorded();
+        self.period.is_none_or(|(a, b)| a <= time && time <= b)
+            && (self.events.is_empty() || self.events.iter().any(|e| e == c.event_code()))
+            && self.camera.is_none_or(|cam| cam == c.camera())
     }
 }
 
 /// Newest first: by recording time, then name.
 fn sort_newest_first(clips: &mut [Clip]) {
-    clips.sort_by(|a, b| (b.parsed.time, &b.name).cmp(&(a.parsed.time, &a.name)));
+    clips.sort_by(|a, b| (b.parsed.recorded(), &b.name).cmp(&(a.parsed.recorded(), &a.name)));
 }
 
 fn format_mb(size: u64) -> String {
@@ -320,11 +323,11 @@ fn format_gb(size: u64) -> String {
 
 fn entry_json(c: &Clip) -> Value {
     json!({
-        "date": c.parsed.time.and_utc().timestamp_millis(),
+        "date": c.parsed.recorded().and_utc().timestamp_millis(),
         "duration": "01m:00s",
         "duration_long": 60000,
         "format_size": format_mb(c.size),
-        "header_title": c.parsed.time.format("%Y-%m-%d").to_string(),
+        "header_title": c.parsed.recorded().format("%Y-%m-%d").to_string(),
         "icon": null,
         "isDirectory": false,
         "name": c.name,
@@ -350,7 +353,10 @@ fn grow_clip(dir: &Path, name: &str) -> io::Result<()> {
 
 /// Creates a loop recording one minute newer than the newest clip.
 fn add_newest_clip(dir: &Path) -> io::Result<()> {
-    let newest = clips::scan(dir)?.into_iter().map(|c| c.parsed.time).max();
+    let newest = clips::scan(dir)?
+        .into_iter()
+        .map(|c| c.parsed.recorded())
+        .max();
     let time =
         newest.unwrap_or_else(|| chrono::Utc::now().naive_utc()) + chrono::Duration::minutes(1);
     let name = format!("{}_00_1.mp4", time.format("%Y%m%d_%H%M%S"));
@@ -587,7 +593,7 @@ async fn thumbnail(State(sim): State<Sim>, req: Request) -> Response {
         f.is_file()
             && f.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| ClipName::parse(n).is_some())
+                .is_some_and(|n| ClipName::parse(n).is_ok())
     });
     if file.is_none() {
         return api_err(&sim, StatusCode::NOT_FOUND, 404, "no such clip");
