@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    qucam_sim::cli::main()
-}
