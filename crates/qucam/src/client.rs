@@ -41,7 +41,19 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'[')
     .add(b']');
 
-/// A typed client for one camera.
+/// A typed client for one camera. Cheap to clone (clones share one connection pool).
+///
+/// ```no_run
+/// use qucam::{CameraClient, ClientOptions};
+///
+/// # async fn run() -> Result<(), qucam::CameraError> {
+/// let camera = CameraClient::new("http://192.168.43.1:2345", ClientOptions::new("my-client"))?;
+/// let info = camera.device_info().await?;
+/// println!("IMEI {}, storage {:?}", info.imei, info.local_storage);
+/// camera.delete_files(&["/storage/sdcard1/queclink/video/20210427/11/20210427_115134_00_1.mp4".into()]).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CameraClient {
     http: reqwest::Client,

@@ -3,8 +3,17 @@
 
 use std::path::Path;
 
-/// The client id: from the config, else a UUID kept in `state_dir/client-id`
-/// (made on first use).
+/// The client id: `configured` if given, else a UUID kept in `state_dir/client-id`
+/// (made on first use, written atomically).
+///
+/// ```no_run
+/// use std::path::Path;
+///
+/// let id = qucam::client_id(Path::new("/var/lib/my-app"), None)?;
+/// let opts = qucam::ClientOptions::new(id);
+/// # let _ = opts;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn client_id(state_dir: &Path, configured: Option<&str>) -> std::io::Result<String> {
     if let Some(id) = configured {
         return Ok(id.to_string());

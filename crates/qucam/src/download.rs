@@ -8,6 +8,21 @@ use bytes::Bytes;
 use crate::error::{CameraError, map_reqwest};
 
 /// A download in progress: the response status, what range was served, and the body.
+/// Made by [`CameraClient::download`](crate::CameraClient::download).
+///
+/// ```no_run
+/// # async fn resume(camera: &qucam::CameraClient, path: &str, have: u64) -> Result<(), qucam::CameraError> {
+/// let mut dl = camera.download(path, have).await?;
+/// if !dl.resumed {
+///     // The camera sent the whole file from byte 0: throw away the partial copy.
+/// }
+/// while let Some(chunk) = dl.chunk().await? {
+///     // append `chunk` at `dl.start + bytes so far`
+/// #   let _ = chunk;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Download {
     pub(crate) response: reqwest::Response,
     pub(crate) idle: Duration,
@@ -39,8 +54,16 @@ impl Download {
     }
 }
 
-/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`). A range that is not valid
-/// (END before START, or not below a known TOTAL) is `None`, as if absent.
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`) into `(START, TOTAL)`. A range that is
+/// not valid (END before START, or not below a known TOTAL) is `None`, as if absent.
+///
+/// ```
+/// use qucam::parse_content_range;
+///
+/// assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+/// assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+/// assert_eq!(parse_content_range("bytes 100-199/100"), None);
+/// ```
 pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;

@@ -17,28 +17,60 @@
 /// ```
 #[derive(Debug, thiserror::Error)]
 pub enum CameraError {
+    /// No connection could be made, or it broke (the camera is out of reach).
     #[error("camera unreachable: {0}")]
     Unreachable(String),
+    /// The camera accepted the connection but went silent for too long.
     #[error("camera timed out: {0}")]
     Timeout(String),
+    /// The camera said it is busy (`"Camera Busy"`, even under a success code, or code 301).
     #[error("camera busy")]
     Busy,
+    /// The camera answered with `isSuccess: false`.
     #[error("camera refused the request (errorCode {code_raw}): {message}")]
     Api {
+        /// `errorCode` as a number, when it is one.
         code: Option<i64>,
+        /// `errorCode` as sent (some firmware sends words).
         code_raw: String,
+        /// The camera's message (`data`), if any.
         message: String,
     },
+    /// The camera answered with an HTTP error status.
     #[error("camera answered HTTP {status}: {excerpt}")]
-    Http { status: u16, excerpt: String },
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the body, made safe to show.
+        excerpt: String,
+    },
+    /// The reply could not be decoded.
     #[error("malformed camera reply ({what}): {excerpt:?}")]
-    Malformed { what: String, excerpt: String },
+    Malformed {
+        /// What was wrong with it.
+        what: String,
+        /// The start of the reply, made safe to show.
+        excerpt: String,
+    },
+    /// A resumed download did not start at the byte asked for.
     #[error("camera did not honour the range: asked from byte {asked}, {got}")]
-    RangeNotHonoured { asked: u64, got: String },
+    RangeNotHonoured {
+        /// The offset asked for.
+        asked: u64,
+        /// What the camera answered instead.
+        got: String,
+    },
+    /// The reply exceeded [`ClientOptions::max_reply_bytes`](crate::ClientOptions::max_reply_bytes).
     #[error("camera reply larger than {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// A camera path was refused before anything was sent (relative, `..`, control
+    /// characters, ...), or a request lacked what it needs.
     #[error("invalid camera path {0:?}")]
     InvalidPath(String),
+    /// The base URL or the client id cannot be used.
     #[error("invalid camera URL {0:?}")]
     InvalidUrl(String),
 }

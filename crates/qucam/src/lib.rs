@@ -57,6 +57,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod client_id;
 pub mod clip_name;

@@ -32,9 +32,26 @@ impl fmt::Display for ParamStyle {
 }
 
 /// Client settings for one camera.
+///
+/// Start from [`ClientOptions::new`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use qucam::{ClientOptions, ParamStyle};
+///
+/// let opts = ClientOptions {
+///     params: ParamStyle::Json,
+///     connect_timeout: Duration::from_secs(1),
+///     ..ClientOptions::new("depot-7")
+/// };
+/// assert_eq!(opts.client_id, "depot-7");
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// Sent as the `clientId` header of every request (see [`client_id`](crate::client_id())
+    /// for one kept across restarts).
     pub client_id: String,
+    /// How POST parameters are sent.
     pub params: ParamStyle,
     /// TCP connect timeout: how fast an absent camera is noticed.
     pub connect_timeout: Duration,
@@ -47,6 +64,8 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
+    /// Defaults: form parameters, 3 s to connect, 10 s of silence, 60 s per API call,
+    /// replies up to 64 MiB.
     pub fn new(client_id: impl Into<String>) -> Self {
         ClientOptions {
             client_id: client_id.into(),
@@ -59,7 +78,21 @@ impl ClientOptions {
     }
 }
 
-/// Filters and paging for `get_video_files_info`.
+/// Filters and paging for `get_video_files_info`. `Default` lists everything.
+///
+/// ```
+/// use qucam::ListQuery;
+///
+/// // The second page of 50 crash and SOS clips from the front camera.
+/// let q = ListQuery {
+///     event_types: vec!["_04_".into(), "_0A_".into()],
+///     camera_type: "_1.".into(),
+///     count: Some(50),
+///     offset: Some(50),
+///     ..ListQuery::default()
+/// };
+/// # let _ = q;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     /// `yyyyMMddHHmmss:yyyyMMddHHmmss`, or empty for all time.
@@ -68,7 +101,9 @@ pub struct ListQuery {
     pub event_types: Vec<String>,
     /// `""`, `"_1."`, `"_2."` or `"1^2"`.
     pub camera_type: String,
+    /// Page size; `None` lets the camera choose.
     pub count: Option<u32>,
+    /// Entries to skip (newest first); `None` is 0.
     pub offset: Option<u32>,
 }
 
@@ -97,6 +132,8 @@ impl ListQuery {
 /// Which camera an RTMP push is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CameraId {
+    /// The road-facing camera (camera 1 in clip names).
     Front,
+    /// The cabin camera (camera 2 in clip names; CV200 only).
     Interior,
 }

@@ -1,14 +1,25 @@
-//! [`Secret`]: a value (the camera's hotspot password) that never shows in logs or output.
+//! [`Secret`]: a value (the camera's hotspot password, a storage key) that never shows in
+//! logs or output.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 /// A secret (the hotspot password): never shown by `Debug`, `Display` or `Serialize`.
+/// It deserializes from a plain string, so a configuration file can hold one.
+///
+/// ```
+/// use qucam::Secret;
+///
+/// let s = Secret::new("12345678");
+/// assert_eq!(format!("{s} {s:?}"), "******** \"********\"");
+/// assert_eq!(s.expose(), "12345678");
+/// ```
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
