@@ -211,4 +211,45 @@ mod tests {
         assert!(camera_to_disk(d, "/etc/passwd").is_none());
         assert!(camera_to_disk(d, &format!("{VIDEO_ROOT}x/a.mp4")).is_none());
     }
+
+    #[test]
+    fn scan_serves_only_names_the_client_accepts() {
+        let d = tempfile::tempdir().unwrap();
+        let path = write_clip(d.path(), "20210427_115134_0A_2.mp4", b"x").unwrap();
+        assert_eq!(
+            path,
+            format!("{VIDEO_ROOT}/20210427/11/20210427_115134_0A_2.mp4")
+        );
+        let sub = d.path().join("20210427/11");
+        for junk in [
+            "20210427_115134_00_3.mp4",
+            "20210427_115134_0G_1.mp4",
+            "20210427_115134_00_1.mov",
+            "notes.txt",
+        ] {
+            fs::write(sub.join(junk), b"y").unwrap();
+        }
+        let found = scan(d.path()).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].parsed.event_code(), "0A");
+        assert_eq!(found[0].camera_path, path);
+        assert!(write_clip(d.path(), "x_3.mp4", b"z").is_err());
+    }
+
+    #[test]
+    fn generated_names_use_the_event_table() {
+        let d = tempfile::tempdir().unwrap();
+        let files = generate_clips(d.path(), 40, 16, 3).unwrap();
+        assert_eq!(files.len(), 40);
+        let mut events = 0;
+        for f in &files {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap();
+            let n = ClipName::parse(name).unwrap();
+            if n.is_event() {
+                events += 1;
+                assert!(EVENT_CODES.contains(&n.event_code()), "{name}");
+            }
+        }
+        assert!(events > 0, "no event clips among {files:?}");
+    }
 }
