@@ -27,10 +27,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::camera::{CameraClient, CameraError, ClientOptions, FileEntry, ListQuery};
-use crate::clip::{self, ClipName};
+use qucam::{CameraClient, CameraError, ClientOptions, ClipName, FileEntry, ListQuery};
+
 use crate::config::{CameraConfig, ClipSelection, Config, DeletePolicy};
 use crate::download::{self, DownloadError};
+use crate::key;
 use crate::store::{self, CameraRow, Clip, ClipState, Listed, Stage, Store, Verified};
 use crate::upload::{
     Destination, DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal,
@@ -146,7 +147,7 @@ impl Agent {
             .with_context(|| format!("cannot create the spool {}", spool.display()))?;
         let mut cameras = Vec::new();
         for c in &cfg.cameras {
-            let id = crate::camera::client_id(&state_dir, c.client_id.as_deref())
+            let id = qucam::client_id(&state_dir, c.client_id.as_deref())
                 .with_context(|| format!("cannot keep the client id in {}", state_dir.display()))?;
             let mut o = ClientOptions::new(id);
             o.params = c.params;
@@ -305,7 +306,7 @@ impl Agent {
                 };
             }
         };
-        if let Err(e) = clip::check_imei(&info.imei) {
+        if let Err(e) = qucam::check_imei(&info.imei) {
             return PassOutcome::Failed {
                 imei: None,
                 error: format!("device info: {e}"),
@@ -380,8 +381,8 @@ impl Agent {
     fn classify(&self, e: &FileEntry) -> Listed {
         let sync = &self.cfg.sync;
         let mut l = Listed {
-            path: clip::excerpt_long(&e.path),
-            name: clip::excerpt(&e.name),
+            path: qucam::excerpt_long(&e.path),
+            name: qucam::excerpt(&e.name),
             size: e.size.unwrap_or(0).max(0) as u64,
             event: String::new(),
             camera: 0,
@@ -403,14 +404,14 @@ impl Agent {
                 return l;
             }
         };
-        if let Err(err) = clip::check_camera_path(&e.path, &name) {
+        if let Err(err) = qucam::check_camera_path(&e.path, &name) {
             l.refuse = Some(err.to_string());
             return l;
         }
         l.event = name.event_code().to_string();
         l.camera = name.camera() as i64;
         l.recorded_at = name.recorded().format("%Y-%m-%d %H:%M:%S").to_string();
-        l.priority = clip::event_priority(name.event_code());
+        l.priority = qucam::event_priority(name.event_code());
         match e.size {
             None => l.refuse = Some("listing gives no size".into()),
             Some(s) if s < 0 => l.refuse = Some(format!("listing gives a negative size ({s})")),
@@ -657,8 +658,8 @@ impl Agent {
     /// every other failure is recorded on the clip.
     async fn download_one(self: &Arc<Self>, client: &CameraClient, c: Clip) -> Result<(), String> {
         let name = match ClipName::parse(&c.name)
-            .and_then(|n| clip::check_camera_path(&c.path, &n).map(|_| n))
-            .and_then(|n| clip::check_imei(&c.imei).map(|_| n))
+            .and_then(|n| qucam::check_camera_path(&c.path, &n).map(|_| n))
+            .and_then(|n| qucam::check_imei(&c.imei).map(|_| n))
         {
             Ok(n) => n,
             Err(e) => {
@@ -977,7 +978,7 @@ impl Agent {
             device_name: device_name.to_string(),
             camera_path: c.path.clone(),
             event_code: name.event_code().to_string(),
-            event_name: clip::event_name(name.event_code()).to_string(),
+            event_name: qucam::event_name(name.event_code()).to_string(),
             camera: name.camera_label().to_string(),
             recorded_at: name.recorded().format("%Y-%m-%dT%H:%M:%S").to_string(),
             sha256_hex: sha.to_string(),
@@ -991,7 +992,7 @@ impl Agent {
         let Ok(name) = ClipName::parse(&c.name) else {
             return Some(false);
         };
-        let Ok(key) = clip::object_key(self.cfg.prefix(), &c.imei, &name) else {
+        let Ok(key) = key::object_key(self.cfg.prefix(), &c.imei, &name) else {
             return Some(false);
         };
         match self.dest.holds(&key, c.size).await {
@@ -1013,7 +1014,7 @@ impl Agent {
                 return;
             }
         };
-        let key = match clip::object_key(self.cfg.prefix(), &c.imei, &name) {
+        let key = match key::object_key(self.cfg.prefix(), &c.imei, &name) {
             Ok(k) => k,
             Err(e) => {
                 self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
@@ -1117,7 +1118,7 @@ impl Agent {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 info!(
                     imei = %c.imei, clip = %c.name, key = %key, size = c.size,
-                    event = clip::event_name(name.event_code()),
+                    event = qucam::event_name(name.event_code()),
                     "{} and verified in {secs:.1}s ({:.1} MB/s)",
                     if sent { "uploaded" } else { "already in the bucket" },
                     if sent { c.size as f64 / secs / 1e6 } else { 0.0 }

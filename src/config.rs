@@ -5,11 +5,11 @@
 //! and what is wrong; the CLI turns it into exit code 2.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use qucam::{EVENT_CODES, ParamStyle};
 use serde::{Deserialize, Deserializer};
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -62,19 +62,6 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
-}
-
-/// How POST parameters are sent to a camera (the vendor document does not say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ParamStyle {
-    /// `application/x-www-form-urlencoded` body (default).
-    #[default]
-    Form,
-    /// URL query string.
-    Query,
-    /// JSON object body.
-    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,7 +161,7 @@ pub struct S3Config {
     #[serde(default)]
     pub access_key_id: Option<String>,
     #[serde(default)]
-    pub secret_access_key: Option<crate::camera::Secret>,
+    pub secret_access_key: Option<qucam::Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,11 +441,6 @@ pub fn exposed_secrets_warning(path: &Path, cfg: &Config) -> Option<String> {
     }
     None
 }
-
-/// Known event codes, as they appear between underscores in clip names.
-pub const EVENT_CODES: &[&str] = &[
-    "01", "02", "03", "04", "05", "06", "07", "08", "09", "0A", "0E", "0F",
-];
 
 impl Config {
     /// Parses and validates a configuration document; `path` is used in messages only.
@@ -744,17 +726,7 @@ fn check_http_url(s: &str) -> Result<(), String> {
 }
 
 fn check_prefix(p: &str) -> Result<(), String> {
-    crate::clip::check_prefix(p).map_err(|e| e.0)
-}
-
-impl fmt::Display for ParamStyle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ParamStyle::Form => "form",
-            ParamStyle::Query => "query",
-            ParamStyle::Json => "json",
-        })
-    }
+    crate::key::check_prefix(p).map_err(|e| e.0)
 }
 
 #[cfg(test)]

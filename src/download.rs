@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::camera::{CameraClient, CameraError, Download};
+use qucam::{CameraClient, CameraError, Download};
 
 /// Slowest transfer tolerated, bytes per second (see [`fetch`]).
 pub const MIN_RATE: u64 = 1024;

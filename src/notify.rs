@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
-use crate::clip;
 use crate::config::NotifyConfig;
 
 /// Webhook notifications waiting to be sent before new ones are dropped.
@@ -78,8 +77,8 @@ impl ClipOffloaded {
             clip: clip.clone(),
             key: key.clone(),
             event_code: event_code.clone(),
-            event_name: clip::event_name(event_code),
-            severe: clip::is_severe(event_code),
+            event_name: qucam::event_name(event_code),
+            severe: qucam::is_severe(event_code),
             size: *size,
             sha256: sha256.clone(),
             offloaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -295,8 +294,8 @@ impl DesktopDigest {
                 let p = self.pending.entry(imei.clone()).or_default();
                 p.0 += 1;
                 p.1 += size;
-                clip::is_severe(event_code).then(|| Desktop {
-                    summary: format!("{} clip offloaded", clip::event_name(event_code)),
+                qucam::is_severe(event_code).then(|| Desktop {
+                    summary: format!("{} clip offloaded", qucam::event_name(event_code)),
                     body: format!(
                         "{} (IMEI {imei}): {clip}",
                         if device_name.is_empty() {

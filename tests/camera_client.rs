@@ -9,12 +9,12 @@ use common::sim::{
     FIXTURE, FIXTURE_NEWEST_FIRST, RawServer, SIM_IMEI, SIM_PASSWORD, TestSim, content, sha256_hex,
     start_fixture, start_one, write_test_clip,
 };
-use qucam_offload::camera::{
+use qucam::{
     AdasExtrinsics, CalibrationKind, CalibrationState, CameraClient, CameraError, CameraId,
     ClientOptions, FormatOutcome, ListQuery, ParamStyle,
 };
 use qucam_offload::download::{self, DownloadError};
-use qucam_offload::sim::{Faults, VIDEO_ROOT};
+use qucam_sim::{Faults, VIDEO_ROOT};
 
 const CLIENT_ID: &str = "camera-client-test";
 const LIST: &str = "/device/get_video_files_info";
@@ -33,11 +33,11 @@ fn client_with(url: &str, f: impl FnOnce(&mut ClientOptions)) -> CameraClient {
     CameraClient::new(url, o).expect("client")
 }
 
-fn names(entries: &[qucam_offload::camera::FileEntry]) -> Vec<&str> {
+fn names(entries: &[qucam::FileEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.name.as_str()).collect()
 }
 
-async fn read_all(dl: &mut qucam_offload::camera::Download) -> Vec<u8> {
+async fn read_all(dl: &mut qucam::Download) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(c) = dl.chunk().await.expect("chunk") {
         out.extend_from_slice(&c);

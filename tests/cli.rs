@@ -11,7 +11,7 @@ use common::sim::{
     FIXTURE, FIXTURE_NEWEST_FIRST, SIM_IMEI, SIM_PASSWORD, SimRuntime, write_config,
     write_config_text,
 };
-use qucam_offload::sim::{Faults, VIDEO_ROOT};
+use qucam_sim::{Faults, VIDEO_ROOT};
 use serde_json::Value;
 
 const CLIENT_ID: &str = "cli-test";

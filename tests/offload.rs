@@ -311,7 +311,7 @@ async fn a_growing_clip_is_never_uploaded_truncated() {
 
 fn sim_write(f: &Fleet, name: &str, size: usize) {
     let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-    qucam_offload::sim::write_clip(&f.camera_dir, name, &bytes).unwrap();
+    qucam_sim::write_clip(&f.camera_dir, name, &bytes).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,8 +655,8 @@ async fn an_html_error_page_instead_of_json_is_a_clear_failure() {
 async fn a_slow_loris_camera_times_out_while_another_camera_goes_on() {
     let f = Fleet::start(10, 50_000).await;
     let slow_dir = f.dir.path().join("slow-camera");
-    qucam_offload::sim::generate_clips(&slow_dir, 6, 200_000, 9).unwrap();
-    let slow = qucam_offload::sim::start(qucam_offload::sim::SimOptions {
+    qucam_sim::generate_clips(&slow_dir, 6, 200_000, 9).unwrap();
+    let slow = qucam_sim::start(qucam_sim::SimOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         dir: slow_dir,
         imei: "354000000000777".into(),

@@ -987,7 +987,7 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     // The refused agent did not talk to the camera (only the first one's download went on).
     let extra: Vec<_> = f.sim.requests()[requests..]
         .iter()
-        .filter(|r| !r.path.starts_with(qucam_offload::sim::VIDEO_ROOT))
+        .filter(|r| !r.path.starts_with(qucam_sim::VIDEO_ROOT))
         .cloned()
         .collect();
     assert!(

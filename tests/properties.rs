@@ -2,9 +2,10 @@
 //! check and the reply envelope: whatever a camera sends, a key never leaves its prefix.
 
 use proptest::prelude::*;
-use qucam_offload::camera::CameraError;
-use qucam_offload::camera::reply::decode_envelope;
-use qucam_offload::clip::{ClipName, check_camera_path, object_key};
+use qucam::CameraError;
+use qucam::reply::decode_envelope;
+use qucam::{ClipName, check_camera_path};
+use qucam_offload::key::object_key;
 use serde_json::json;
 
 fn days_in(year: u32, month: u32) -> u32 {

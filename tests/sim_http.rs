@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use qucam_offload::sim::{self, Faults, SimHandle, SimOptions, VIDEO_ROOT};
+use qucam_sim::{self as sim, Faults, SimHandle, SimOptions, VIDEO_ROOT};
 use serde_json::{Value, json};
 
 const NAMES: [&str; 5] = [

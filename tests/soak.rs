@@ -625,7 +625,7 @@ fn make_clips(f: &mut Fleet, rng: &mut Rng, o: &SoakOpts) -> Vec<(String, u64)> 
         };
         let mut content = vec![0u8; size as usize];
         rng.fill(&mut content);
-        qucam_offload::sim::write_clip(&f.camera_dir, &name, &content).expect("write clip");
+        qucam_sim::write_clip(&f.camera_dir, &name, &content).expect("write clip");
         f.originals.insert(name.clone(), sha256_hex(&content));
         out.push((name, size));
     }

@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qucam_offload::clip::{ClipName, check_camera_path, check_imei, object_key};
+use qucam::{ClipName, check_camera_path, check_imei};
+use qucam_offload::key::object_key;
 
 fuzz_target!(|input: &[u8]| {
     let Ok(text) = std::str::from_utf8(input) else {

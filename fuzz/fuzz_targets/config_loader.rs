@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use qucam_offload::clip::{ClipName, object_key};
+use qucam::ClipName;
+use qucam_offload::key::object_key;
 use qucam_offload::config::{Config, parse_bytes, parse_duration};
 
 fuzz_target!(|input: &[u8]| {

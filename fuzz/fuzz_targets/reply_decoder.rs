@@ -4,11 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qucam_offload::camera::reply::{
+use qucam::reply::{
     AdasExtrinsics, Data, decode_calibration, decode_device_info, decode_envelope,
     decode_file_list, decode_format,
 };
-use qucam_offload::camera::{CameraError, parse_content_range};
+use qucam::{CameraError, parse_content_range};
 
 fuzz_target!(|input: &[u8]| {
     match decode_envelope(input) {

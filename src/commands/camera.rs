@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::camera::{
-    AdasExtrinsics, CalibrationKind, CameraClient, CameraId, ClientOptions, FormatOutcome,
-    ListQuery, ParamStyle,
-};
 use crate::cli::{
     CalibrateKind, CameraAction, CameraArgs, CameraSel, ParamsArg, RtmpAction, RtmpCamera,
 };
 use crate::config::Config;
 use crate::exit::usage;
+use qucam::{
+    AdasExtrinsics, CalibrationKind, CameraClient, CameraId, ClientOptions, FormatOutcome,
+    ListQuery, ParamStyle,
+};
 
 /// Runs one `camera` action; returns the exit code.
 pub async fn camera(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
@@ -85,7 +85,7 @@ fn client_for(config: Option<&Path>, args: &CameraArgs) -> Result<CameraClient> 
                 .unwrap_or_else(std::env::temp_dir);
             let id = match &args.client_id {
                 Some(id) => id.clone(),
-                None => crate::camera::client_id(&state, None)
+                None => qucam::client_id(&state, None)
                     .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string()),
             };
             (url.clone(), ClientOptions::new(id))
@@ -95,10 +95,9 @@ fn client_for(config: Option<&Path>, args: &CameraArgs) -> Result<CameraClient> 
             let cam = cfg.camera(args.name.as_deref()).map_err(usage)?;
             let id = match &args.client_id {
                 Some(id) => id.clone(),
-                None => crate::camera::client_id(&cfg.state_dir(), cam.client_id.as_deref())
-                    .with_context(|| {
-                        format!("cannot keep the client id in {}", cfg.state_dir().display())
-                    })?,
+                None => qucam::client_id(&cfg.state_dir(), cam.client_id.as_deref()).with_context(
+                    || format!("cannot keep the client id in {}", cfg.state_dir().display()),
+                )?,
             };
             let mut o = ClientOptions::new(id);
             o.params = cam.params;
@@ -124,7 +123,7 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 fn normalize_event(e: &str) -> Result<String> {
     let code = e.trim().trim_matches('_').to_ascii_uppercase();
-    if !crate::config::EVENT_CODES.contains(&code.as_str()) && code != "00" {
+    if !qucam::EVENT_CODES.contains(&code.as_str()) && code != "00" {
         return Err(usage(format!("unknown event code {e:?}")));
     }
     Ok(format!("_{code}_"))
@@ -226,8 +225,8 @@ async fn download(
         Some(o) => o,
         None => {
             let name = path.rsplit('/').next().unwrap_or_default();
-            let clip = crate::clip::ClipName::parse(name)
-                .map_err(|e| usage(format!("{e}; give -o FILE")))?;
+            let clip =
+                qucam::ClipName::parse(name).map_err(|e| usage(format!("{e}; give -o FILE")))?;
             PathBuf::from(clip.as_str())
         }
     };

@@ -35,8 +35,8 @@ pub async fn demo(args: DemoArgs) -> Result<u8> {
     );
     let gen_dir = camera_dir.clone();
     let (n, size) = (args.clips, args.size);
-    tokio::task::spawn_blocking(move || crate::sim::generate_clips(&gen_dir, n, size, 7)).await??;
-    let sim = crate::sim::start(crate::sim::SimOptions {
+    tokio::task::spawn_blocking(move || qucam_sim::generate_clips(&gen_dir, n, size, 7)).await??;
+    let sim = qucam_sim::start(qucam_sim::SimOptions {
         listen: "127.0.0.1:0".parse()?,
         dir: camera_dir.clone(),
         ..Default::default()

@@ -14,10 +14,9 @@
 
 use std::path::Path;
 
-use crate::camera::{CameraClient, ClientOptions, ListQuery};
-
 use crate::config::Config;
 use crate::upload::Destination;
+use qucam::{CameraClient, ClientOptions, ListQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -274,7 +273,7 @@ async fn check_credentials(s3: &crate::config::S3Config, r: &mut Report) -> bool
 
 async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut Report) {
     let name = format!("camera {}", cam.name);
-    let id = crate::camera::client_id(&cfg.state_dir(), cam.client_id.as_deref())
+    let id = qucam::client_id(&cfg.state_dir(), cam.client_id.as_deref())
         .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
     let mut o = ClientOptions::new(id);
     o.params = cam.params;
@@ -363,7 +362,7 @@ async fn check_range(client: &CameraClient, name: &str, r: &mut Report) {
             format!("the camera ignores Range (200 for bytes=1- of {})", f.name),
             Some("nothing to fix: interrupted downloads restart from byte 0 instead of resuming"),
         ),
-        Err(crate::camera::CameraError::RangeNotHonoured { got, .. }) => r.push(
+        Err(qucam::CameraError::RangeNotHonoured { got, .. }) => r.push(
             Status::Warn,
             range,
             format!("Range not honoured for {}: {got}", f.name),

@@ -19,7 +19,7 @@ pub fn init_logging(cfg: &Config) {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // The in-process simulator (demo) logs every request: keep it quiet.
-        .add_directive("qucam_offload::sim=warn".parse().expect("static directive"));
+        .add_directive("qucam_sim=warn".parse().expect("static directive"));
     let want_journal = match cfg.log.target {
         LogTarget::Stderr => false,
         LogTarget::Journald => true,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use qucam_offload::agent::{Agent, PassOutcome};
 use qucam_offload::config::Config;
-use qucam_offload::sim::{self, SimHandle, SimOptions};
 use qucam_offload::upload::{Destination, S3Destination};
+use qucam_sim::{self as sim, SimHandle, SimOptions};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 

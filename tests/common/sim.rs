@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use qucam_offload::sim::{self, Faults, SimHandle, SimOptions};
+use qucam_sim::{self as sim, Faults, SimHandle, SimOptions};
 use sha2::{Digest, Sha256};
 
 /// The IMEI the simulator reports by default.

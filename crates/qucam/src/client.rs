@@ -1,13 +1,11 @@
-//! The typed HTTP client for a Qucam camera's web API (vendor document 3.1–3.10).
+//! [`CameraClient`]: one typed method per endpoint of the camera's web API (vendor
+//! document sections 3.1-3.10).
 //!
-//! One [`CameraClient`] per camera. Every request carries the `clientId` header.
-//! Replies are decoded by [`reply`], which absorbs the camera's quirks, so callers
-//! only ever see typed values or a typed [`CameraError`]. Downloads stream and resume
-//! from a byte offset; [`Download::resumed`] says whether the camera honoured the range.
+//! Every request carries the `clientId` header. Replies are decoded by [`crate::reply`],
+//! which absorbs the camera's quirks, so callers only ever see typed values or a typed
+//! [`CameraError`]. Downloads stream and resume from a byte offset; [`Download::resumed`]
+//! says whether the camera honoured the range.
 
-pub mod reply;
-
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,146 +14,13 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-pub use crate::config::ParamStyle;
-pub use reply::{
-    AdasExtrinsics, CalibrationKind, CalibrationState, DeviceInfo, FileEntry, FormatOutcome,
-    PreviewState, Secret,
+use crate::clip_name::excerpt;
+use crate::download::{Download, parse_content_range};
+use crate::error::{CameraError, map_reqwest};
+use crate::options::{CameraId, ClientOptions, ListQuery, ParamStyle};
+use crate::reply::{
+    self, AdasExtrinsics, CalibrationKind, CalibrationState, DeviceInfo, FileEntry, FormatOutcome,
 };
-
-use crate::clip::excerpt;
-
-/// Everything that can go wrong talking to a camera.
-#[derive(Debug, thiserror::Error)]
-pub enum CameraError {
-    #[error("camera unreachable: {0}")]
-    Unreachable(String),
-    #[error("camera timed out: {0}")]
-    Timeout(String),
-    #[error("camera busy")]
-    Busy,
-    #[error("camera refused the request (errorCode {code_raw}): {message}")]
-    Api {
-        code: Option<i64>,
-        code_raw: String,
-        message: String,
-    },
-    #[error("camera answered HTTP {status}: {excerpt}")]
-    Http { status: u16, excerpt: String },
-    #[error("malformed camera reply ({what}): {excerpt:?}")]
-    Malformed { what: String, excerpt: String },
-    #[error("camera did not honour the range: asked from byte {asked}, {got}")]
-    RangeNotHonoured { asked: u64, got: String },
-    #[error("camera reply larger than {limit} bytes")]
-    TooLarge { limit: usize },
-    #[error("invalid camera path {0:?}")]
-    InvalidPath(String),
-    #[error("invalid camera URL {0:?}")]
-    InvalidUrl(String),
-}
-
-impl CameraError {
-    /// Worth retrying later (the camera may come back, stop being busy, or recover).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            CameraError::Unreachable(_)
-            | CameraError::Timeout(_)
-            | CameraError::Busy
-            | CameraError::RangeNotHonoured { .. } => true,
-            CameraError::Http { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
-        }
-    }
-
-    /// The camera could not be reached at all (as opposed to answering badly).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, CameraError::Unreachable(_) | CameraError::Timeout(_))
-    }
-}
-
-fn map_reqwest(e: reqwest::Error) -> CameraError {
-    let timeout = e.is_timeout();
-    let e = e.without_url();
-    let mut full = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        full = format!("{full}: {s}");
-        src = s.source();
-    }
-    if timeout {
-        CameraError::Timeout(full)
-    } else {
-        CameraError::Unreachable(full)
-    }
-}
-
-/// Client settings for one camera.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    pub client_id: String,
-    pub params: ParamStyle,
-    /// TCP connect timeout: how fast an absent camera is noticed.
-    pub connect_timeout: Duration,
-    /// Longest silence while reading a reply or a download.
-    pub idle_timeout: Duration,
-    /// Longest an API call (not a download) may take in all.
-    pub request_timeout: Duration,
-    /// Largest JSON reply read (a hostile camera cannot exhaust memory).
-    pub max_reply_bytes: usize,
-}
-
-impl ClientOptions {
-    pub fn new(client_id: impl Into<String>) -> Self {
-        ClientOptions {
-            client_id: client_id.into(),
-            params: ParamStyle::Form,
-            connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-            max_reply_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-/// Filters and paging for `get_video_files_info`.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    /// `yyyyMMddHHmmss:yyyyMMddHHmmss`, or empty for all time.
-    pub time_window: String,
-    /// Event codes such as `_04_`; empty for all.
-    pub event_types: Vec<String>,
-    /// `""`, `"_1."`, `"_2."` or `"1^2"`.
-    pub camera_type: String,
-    pub count: Option<u32>,
-    pub offset: Option<u32>,
-}
-
-impl ListQuery {
-    fn params(&self) -> Vec<(&'static str, String)> {
-        let mut event = self.event_types.join(":");
-        if !event.is_empty() {
-            event.push(':');
-        }
-        let mut p = vec![
-            ("time_type", self.time_window.clone()),
-            ("event_type", event),
-            ("camera_type", self.camera_type.clone()),
-        ];
-        if let Some(c) = self.count {
-            p.push(("count", c.to_string()));
-        }
-        if let Some(o) = self.offset {
-            p.push(("offset", o.to_string()));
-        }
-        p
-    }
-}
-
-/// Which camera an RTMP push is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CameraId {
-    Front,
-    Interior,
-}
 
 /// Characters escaped in a path segment of a download URL.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -176,44 +41,24 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'[')
     .add(b']');
 
-/// A typed client for one camera.
+/// A typed client for one camera. Cheap to clone (clones share one connection pool).
+///
+/// ```no_run
+/// use qucam::{CameraClient, ClientOptions};
+///
+/// # async fn run() -> Result<(), qucam::CameraError> {
+/// let camera = CameraClient::new("http://192.168.43.1:2345", ClientOptions::new("my-client"))?;
+/// let info = camera.device_info().await?;
+/// println!("IMEI {}, storage {:?}", info.imei, info.local_storage);
+/// camera.delete_files(&["/storage/sdcard1/queclink/video/20210427/11/20210427_115134_00_1.mp4".into()]).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CameraClient {
     http: reqwest::Client,
     base: Url,
     opts: ClientOptions,
-}
-
-/// A download in progress: the response status, what range was served, and the body.
-pub struct Download {
-    response: reqwest::Response,
-    idle: Duration,
-    /// True when the camera answered 206 from the offset asked; false when it sent the
-    /// whole file from byte 0 (the caller must start over).
-    pub resumed: bool,
-    /// First byte of this body within the file.
-    pub start: u64,
-    /// Total file size, when the camera said (Content-Range or Content-Length).
-    pub total: Option<u64>,
-}
-
-impl Download {
-    /// The idle timeout this download was opened with.
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle
-    }
-
-    /// The next chunk of the body, `None` at its end. Fails with `Timeout` when the
-    /// camera sends nothing for the idle timeout.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, CameraError> {
-        match tokio::time::timeout(self.idle, self.response.chunk()).await {
-            Err(_) => Err(CameraError::Timeout(format!(
-                "no data for {:?} during download",
-                self.idle
-            ))),
-            Ok(r) => r.map_err(map_reqwest),
-        }
-    }
 }
 
 impl CameraClient {
@@ -543,66 +388,9 @@ impl CameraClient {
     }
 }
 
-/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`). A range that is not valid
-/// (END before START, or not below a known TOTAL) is `None`, as if absent.
-pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = end.trim().parse().ok()?;
-    let total: Option<u64> = total.trim().parse().ok();
-    if end < start || total.is_some_and(|t| end >= t) {
-        return None;
-    }
-    Some((start, total))
-}
-
-/// The client id: from the config, else a UUID kept in `state_dir/client-id`
-/// (made on first use).
-pub fn client_id(state_dir: &Path, configured: Option<&str>) -> std::io::Result<String> {
-    if let Some(id) = configured {
-        return Ok(id.to_string());
-    }
-    let file = state_dir.join("client-id");
-    match std::fs::read_to_string(&file) {
-        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => return Ok(s.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(state_dir)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let tmp = state_dir.join("client-id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, &file)?;
-    Ok(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_range() {
-        assert_eq!(
-            parse_content_range("bytes 100-199/200"),
-            Some((100, Some(200)))
-        );
-        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
-        assert_eq!(parse_content_range("items 1-2/3"), None);
-    }
-
-    /// Fuzz finding (reply_decoder): a range past the total, or ending before it starts,
-    /// was taken as valid.
-    #[test]
-    fn content_range_must_be_consistent() {
-        assert_eq!(parse_content_range("bytes 100-199/100"), None);
-        assert_eq!(parse_content_range("bytes 100-99/200"), None);
-        assert_eq!(parse_content_range("bytes 100-/200"), None);
-        assert_eq!(parse_content_range("bytes 0-0/1"), Some((0, Some(1))));
-        assert_eq!(parse_content_range("bytes 7-7/*"), Some((7, None)));
-    }
 
     #[test]
     fn file_urls_are_encoded_and_checked() {
@@ -620,14 +408,5 @@ mod tests {
         ] {
             assert!(c.file_url(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn client_id_is_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let a = client_id(d.path(), None).unwrap();
-        let b = client_id(d.path(), None).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(client_id(d.path(), Some("mine")).unwrap(), "mine");
     }
 }

@@ -9,7 +9,14 @@
 //! [`Faults`] switch on misbehaviour (busy replies, string error codes, dropped or slow
 //! downloads, ignored `Range`, growing clips, shifting listings, hostile raw replies) and may be
 //! changed while serving through [`SimHandle::set_faults`]. Tests start the simulator
-//! in-process with [`start`]; the `qucam-sim` binary wraps it (see [`cli`]).
+//! in-process with [`start`]; the `qucam-sim` binary wraps it (see [`cli`]; the binary target
+//! itself is `src/bin/qucam-sim.rs` of the root package, so that `cargo install --path .`
+//! installs it with the agent).
+//!
+//! Clip names and event codes are the [`qucam`] crate's ([`qucam::ClipName`],
+//! [`qucam::EVENT_CODES`]): the simulator serves exactly the names the client accepts. It
+//! uses `qucam` for those types only, never its HTTP client, so a bug in the client cannot
+//! hide behind the same bug in the simulator.
 
 pub mod cli;
 mod clips;

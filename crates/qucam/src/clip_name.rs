@@ -1,9 +1,9 @@
-//! Clip names and object keys.
+//! Clip names, and checks of the other strings a camera hands out (paths, IMEIs).
 //!
-//! A camera names its clips `yyyyMMdd_HHmmss_EE_C.ext` (`EE` the event code, `C` the
-//! camera). Everything the agent writes to disk or to a bucket is derived from a name
-//! that passed [`ClipName::parse`], never from the camera's path, so a hostile listing
-//! cannot steer a file or a key anywhere else.
+//! A camera names its clips `yyyyMMdd_HHmmss_EE_C.ext` (`EE` the event code, see
+//! [`crate::events`]; `C` the camera). A listing comes from the camera and may be hostile:
+//! derive file names and storage keys from a name that passed [`ClipName::parse`], never
+//! from the camera's path, so a listing cannot steer a file or a key anywhere else.
 
 use std::fmt;
 
@@ -15,6 +15,17 @@ use chrono::NaiveDateTime;
 pub struct NameError(pub String);
 
 /// A validated clip file name.
+///
+/// ```
+/// use qucam::ClipName;
+///
+/// let name = ClipName::parse("20210427_115134_04_2.mp4")?;
+/// assert_eq!(name.event_code(), "04");
+/// assert_eq!(name.camera_label(), "interior");
+/// assert_eq!(name.date(), "2021-04-27");
+/// assert!(ClipName::parse("../../etc/passwd").is_err());
+/// # Ok::<(), qucam::NameError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClipName {
     name: String,
@@ -72,6 +83,7 @@ impl ClipName {
         })
     }
 
+    /// The name as the camera wrote it.
     pub fn as_str(&self) -> &str {
         &self.name
     }
@@ -91,6 +103,7 @@ impl ClipName {
         self.camera
     }
 
+    /// `"front"` or `"interior"`.
     pub fn camera_label(&self) -> &'static str {
         if self.camera == 1 {
             "front"
@@ -99,6 +112,7 @@ impl ClipName {
         }
     }
 
+    /// Whether the clip was recorded for an event (anything but a `00` loop recording).
     pub fn is_event(&self) -> bool {
         self.event != "00"
     }
@@ -144,6 +158,11 @@ pub fn check_camera_path(path: &str, name: &ClipName) -> Result<(), NameError> {
 }
 
 /// Checks an IMEI before it becomes part of a key or a file name.
+///
+/// ```
+/// assert!(qucam::check_imei("867867432522518").is_ok());
+/// assert!(qucam::check_imei("../x").is_err());
+/// ```
 pub fn check_imei(imei: &str) -> Result<(), NameError> {
     if imei.is_empty()
         || imei.len() > 32
@@ -155,84 +174,6 @@ pub fn check_imei(imei: &str) -> Result<(), NameError> {
         )));
     }
     Ok(())
-}
-
-/// Checks a key prefix (outer slashes aside): no empty, `.` or `..` segment, no control
-/// characters or backslashes. The config loader and [`object_key`] both apply it.
-pub fn check_prefix(prefix: &str) -> Result<(), NameError> {
-    let t = prefix.trim_matches('/');
-    if t.is_empty() {
-        return Ok(());
-    }
-    for seg in t.split('/') {
-        if seg.is_empty() || seg == "." || seg == ".." {
-            return Err(NameError(format!(
-                "{prefix:?} has an empty, \".\" or \"..\" path segment"
-            )));
-        }
-        if seg.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(NameError(format!(
-                "{prefix:?} has control characters or backslashes"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The object key: `{prefix}/{imei}/{YYYY-MM-DD}/{file name}` (no prefix: no leading slash).
-pub fn object_key(prefix: &str, imei: &str, name: &ClipName) -> Result<String, NameError> {
-    check_imei(imei)?;
-    check_prefix(prefix)?;
-    let prefix = prefix.trim_matches('/');
-    let tail = format!("{imei}/{}/{}", name.date(), name.as_str());
-    Ok(if prefix.is_empty() {
-        tail
-    } else {
-        format!("{prefix}/{tail}")
-    })
-}
-
-/// Human name of an event code (`"04"` → `"Crash Detection"`).
-pub fn event_name(code: &str) -> &'static str {
-    match code {
-        "00" => "Loop Recording",
-        "01" => "Ignition ON",
-        "02" => "Ignition OFF",
-        "03" => "Power Disconnected",
-        "04" => "Crash Detection",
-        "05" => "Harsh Acceleration",
-        "06" => "Harsh Braking",
-        "07" => "Harsh Turning",
-        "08" => "Over Speed Alarm",
-        "09" => "Panic Event",
-        "0A" => "SoS Alarm",
-        "0E" => "Geo_Peo_Fence",
-        "0F" => "Parking Safeguard",
-        _ => "Unknown Event",
-    }
-}
-
-/// Offload priority of an event: lower goes first. Crash, SOS and panic lead; loop
-/// recordings come last.
-pub fn event_priority(code: &str) -> i64 {
-    match code {
-        "04" => 0,
-        "0A" => 1,
-        "09" => 2,
-        "03" => 3,
-        "06" | "05" | "07" => 4,
-        "08" => 5,
-        "0F" => 6,
-        "0E" => 7,
-        "01" | "02" => 8,
-        "00" => 10,
-        _ => 9,
-    }
-}
-
-/// Whether an event is one an operator wants to hear about at once.
-pub fn is_severe(code: &str) -> bool {
-    event_priority(code) <= 2
 }
 
 /// At most 1024 characters of a hostile string, for storing a camera path.
@@ -266,7 +207,7 @@ mod tests {
         assert!(!n.is_event());
         let n = ClipName::parse("20210916_025007_0A_2.ts").unwrap();
         assert!(n.is_event());
-        assert_eq!(event_name(n.event_code()), "SoS Alarm");
+        assert_eq!(n.event_code(), "0A");
     }
 
     #[test]
@@ -304,39 +245,5 @@ mod tests {
         ] {
             assert!(check_camera_path(bad, &n).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn key_layout() {
-        let n = ClipName::parse("20210427_115134_04_2.mp4").unwrap();
-        assert_eq!(
-            object_key("dashcam", "867867432522518", &n).unwrap(),
-            "dashcam/867867432522518/2021-04-27/20210427_115134_04_2.mp4"
-        );
-        assert_eq!(
-            object_key("", "1", &n).unwrap(),
-            "1/2021-04-27/20210427_115134_04_2.mp4"
-        );
-        assert!(object_key("p", "../x", &n).is_err());
-    }
-
-    /// Fuzz finding (clip_name): the key builder trusted its prefix, so a prefix with a
-    /// control character (or "..", "." or empty segments) went into the key as it was.
-    #[test]
-    fn key_refuses_unsafe_prefix() {
-        let n = ClipName::parse("20210428_115134_00_1.mp4").unwrap();
-        for bad in ["d\u{1}4hcam", "a/../b", "..", "a//b", "./a", "a\\b", "a/\0"] {
-            assert!(object_key(bad, "867867432522518", &n).is_err(), "{bad:?}");
-        }
-        for good in ["", "/", "/a/b/", "fleet.video/2024", "a..b"] {
-            assert!(object_key(good, "867867432522518", &n).is_ok(), "{good:?}");
-        }
-    }
-
-    #[test]
-    fn severe_first() {
-        assert!(event_priority("04") < event_priority("06"));
-        assert!(event_priority("06") < event_priority("00"));
-        assert!(is_severe("0A") && !is_severe("08"));
     }
 }

@@ -4,13 +4,12 @@
 //! info as JSON inside a string inside JSON. Unknown fields are ignored, missing ones
 //! tolerated.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use super::CameraError;
-use crate::clip::excerpt;
+use crate::clip_name::excerpt;
+use crate::error::CameraError;
+use crate::secret::Secret;
 
 /// The decoded `data` of a successful reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +23,24 @@ pub enum Data {
 }
 
 /// Decodes an envelope `{"data": …, "errorCode": …, "isSuccess": …}`.
+///
+/// ```
+/// use qucam::CameraError;
+/// use qucam::reply::{Data, decode_envelope, decode_file_list};
+///
+/// // "Camera Busy" arrives with isSuccess: true; it is still an error.
+/// let busy = decode_envelope(br#"{"data":"Camera Busy","errorCode":200,"isSuccess":true}"#);
+/// assert!(matches!(busy, Err(CameraError::Busy)));
+///
+/// // A listing may come as an array in a string, with the code as a string.
+/// let data = decode_envelope(
+///     br#"{"data":"[{\"name\":\"20210427_115134_00_1.mp4\",\"size\":\"12\"}]","errorCode":"200","isSuccess":true}"#,
+/// )?;
+/// assert!(matches!(data, Data::Json(_)));
+/// let files = decode_file_list(data)?;
+/// assert_eq!(files[0].size, Some(12));
+/// # Ok::<(), CameraError>(())
+/// ```
 pub fn decode_envelope(body: &[u8]) -> Result<Data, CameraError> {
     let text = std::str::from_utf8(body).map_err(|_| malformed("reply is not UTF-8", body))?;
     let v: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
@@ -118,13 +135,18 @@ fn lenient_bool(v: Option<&Value>) -> Option<bool> {
 /// One entry of `get_video_files_info`, exactly as the camera claimed it (unvalidated).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileEntry {
+    /// File name (check it with [`ClipName::parse`](crate::ClipName::parse)).
     pub name: String,
+    /// Path on the camera, for downloads and deletes (check it with
+    /// [`check_camera_path`](crate::check_camera_path)).
     pub path: String,
     /// Bytes; `None` when missing or not a number (a hostile camera may send anything).
     pub size: Option<i64>,
     /// Recording time, ms since the epoch.
     pub date_ms: Option<i64>,
+    /// Length of the recording, ms.
     pub duration_ms: Option<i64>,
+    /// The entry is a directory, not a clip.
     pub is_directory: bool,
 }
 
@@ -163,69 +185,50 @@ pub fn decode_file_list(data: Data) -> Result<Vec<FileEntry>, CameraError> {
         .collect())
 }
 
-/// A secret (the hotspot password): never shown by `Debug`, `Display` or `Serialize`.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The real value, for the one place that asked for it explicitly.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"********\"")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("********")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("********")
-    }
-}
-
 /// `cameraPreviewState`, itself a JSON string inside device info.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PreviewState {
+    /// An RTMP push is running (the vendor spells the key `isLving`).
     pub is_living: Option<bool>,
+    /// The camera wants a new RTMP URL.
     pub need_update_url: Option<bool>,
+    /// The camera being pushed (0 front, 1 interior), -1 for none.
     pub preview_camera_id: Option<i64>,
+    /// The RTMP URL last set.
     pub rtmp_url: Option<String>,
 }
 
 /// `get_device_info`, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeviceInfo {
+    /// The camera's IMEI, its identity (empty when missing; check it with
+    /// [`check_imei`](crate::check_imei) before use).
     pub imei: String,
+    /// Model, e.g. `CV100`.
     pub device_name: Option<String>,
+    /// Firmware version.
     pub application_version: Option<String>,
+    /// Free/total storage as the camera words it, e.g. `52.391GB/59.463GB`.
     pub local_storage: Option<String>,
+    /// The Wi-Fi hotspot password (never shown, see [`Secret`]).
     pub password: Secret,
+    /// Serial number (`s_n`).
     pub serial_number: Option<String>,
+    /// SD card file system, e.g. `FAT32`.
     pub sd_card_format: Option<String>,
+    /// SD card model.
     pub sd_card_model_no: Option<String>,
+    /// SD card size, e.g. `59.463GB`.
     pub sd_card_size: Option<String>,
+    /// SD card type, e.g. `SD`.
     pub sd_card_type: Option<String>,
+    /// Space used on the SD card, e.g. `7.072GB`.
     pub sd_card_used_space: Option<String>,
+    /// Cellular signal, e.g. `none`.
     pub signal: Option<String>,
+    /// The hotspot's SSID.
     pub ssid: Option<String>,
+    /// The RTMP preview state.
     pub preview: Option<PreviewState>,
 }
 
@@ -288,11 +291,15 @@ pub fn decode_device_info(data: Data) -> Result<DeviceInfo, CameraError> {
 /// The result of `format_sdcard`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum FormatOutcome {
+    /// The SD card was formatted.
     Formatted,
+    /// There is no SD card to format.
     NoSdCard,
+    /// Anything else, with the camera's message.
     Failed(String),
 }
 
+/// Decodes the `format_sdcard` message.
 pub fn decode_format(data: Data) -> FormatOutcome {
     match data {
         Data::Text(t) if t.to_ascii_lowercase().contains("success") => FormatOutcome::Formatted,
@@ -332,6 +339,16 @@ pub struct AdasExtrinsics {
 }
 
 impl AdasExtrinsics {
+    /// The vendor's wire form, the seven values joined by `|`.
+    ///
+    /// ```
+    /// use qucam::AdasExtrinsics;
+    ///
+    /// let x = AdasExtrinsics::from_wire("360|0|180|130|150|200|75")?;
+    /// assert_eq!(x.car_width, 180.0);
+    /// assert_eq!(x.to_wire(), "360|0|180|130|150|200|75");
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn to_wire(&self) -> String {
         [
             self.horizon,
@@ -383,12 +400,17 @@ impl AdasExtrinsics {
 /// The camera's answer to a calibration request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum CalibrationState {
+    /// `0`: calibration failed.
     Failed,
+    /// `1`: calibrated.
     Successful,
+    /// `2`: not ready to calibrate.
     NotReady,
+    /// A state the vendor document does not name.
     Other(i64),
 }
 
+/// Decodes a calibration reply: the state and, when the camera says, the calibration type.
 pub fn decode_calibration(data: Data) -> Result<(CalibrationState, Option<i64>), CameraError> {
     let Data::Json(Value::Object(o)) = data else {
         return Err(CameraError::Malformed {

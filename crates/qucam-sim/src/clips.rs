@@ -1,61 +1,16 @@
-//! Clips on disk: names, the camera's directory layout, scanning and generation.
+//! Clips on disk: the camera's directory layout, scanning and generation. Names are
+//! [`qucam::ClipName`]s and event codes come from [`qucam::EVENT_CODES`], the same ones the
+//! client checks against.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
-use chrono::{Duration, NaiveDateTime, Timelike, Utc};
+use chrono::{Duration, Timelike, Utc};
+use qucam::{ClipName, EVENT_CODES};
 
 /// The camera directory that the simulator's `--dir` stands for.
 pub const VIDEO_ROOT: &str = "/storage/sdcard1/queclink/video";
-
-/// Event codes other than `00` (loop recording), as the camera writes them in names.
-const EVENT_CODES: [&str; 12] = [
-    "01", "02", "03", "04", "05", "06", "07", "08", "09", "0A", "0E", "0F",
-];
-
-/// A parsed clip file name `yyyyMMdd_HHmmss_EE_C.ext`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClipName {
-    pub time: NaiveDateTime,
-    pub event: String,
-    pub camera: char,
-}
-
-impl ClipName {
-    /// Parses a clip name; `None` unless it is exactly `yyyyMMdd_HHmmss_EE_C.mp4|ts`.
-    pub fn parse(name: &str) -> Option<ClipName> {
-        let (stem, ext) = name.rsplit_once('.')?;
-        if !matches!(ext, "mp4" | "ts") || stem.len() != 20 || !stem.is_ascii() {
-            return None;
-        }
-        let b = stem.as_bytes();
-        if b[8] != b'_' || b[15] != b'_' || b[18] != b'_' {
-            return None;
-        }
-        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-        if !digits(0..8) || !digits(9..15) {
-            return None;
-        }
-        let event = &stem[16..18];
-        if !event
-            .bytes()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-        {
-            return None;
-        }
-        let camera = char::from(b[19]);
-        if !camera.is_ascii_digit() {
-            return None;
-        }
-        let time = NaiveDateTime::parse_from_str(&stem[..15], "%Y%m%d_%H%M%S").ok()?;
-        Some(ClipName {
-            time,
-            event: event.to_string(),
-            camera,
-        })
-    }
-}
 
 /// A clip found on disk.
 #[derive(Debug, Clone)]
@@ -70,7 +25,7 @@ pub struct Clip {
 
 /// The relative directory a clip lives in: `yyyyMMdd/HH`.
 fn clip_subdir(name: &str) -> io::Result<String> {
-    if ClipName::parse(name).is_none() {
+    if ClipName::parse(name).is_err() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("not a clip name: {name:?}"),
@@ -119,7 +74,7 @@ fn scan_into(root: &Path, dir: &Path, depth: usize, out: &mut Vec<Clip>) -> io::
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        let Some(parsed) = ClipName::parse(&name) else {
+        let Ok(parsed) = ClipName::parse(&name) else {
             continue;
         };
         let Ok(rel) = path.strip_prefix(root) else {
@@ -245,24 +200,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_names() {
-        let c = ClipName::parse("20210427_115134_0A_2.mp4").expect("valid");
-        assert_eq!(c.event, "0A");
-        assert_eq!(c.camera, '2');
-        assert!(ClipName::parse("20210427_115134_00_1.ts").is_some());
-        for bad in [
-            "20210427_115134_00_1.mov",
-            "20210427_115134_00_1",
-            "20211327_115134_00_1.mp4",
-            "2021042_115134_00_1.mp4",
-            "20210427-115134_00_1.mp4",
-            "../0427_115134_00_1.mp4",
-        ] {
-            assert!(ClipName::parse(bad).is_none(), "{bad}");
-        }
-    }
-
-    #[test]
     fn maps_paths_safely() {
         let d = Path::new("/x");
         assert_eq!(
@@ -273,5 +210,46 @@ mod tests {
         assert!(camera_to_disk(d, &format!("{VIDEO_ROOT}/")).is_none());
         assert!(camera_to_disk(d, "/etc/passwd").is_none());
         assert!(camera_to_disk(d, &format!("{VIDEO_ROOT}x/a.mp4")).is_none());
+    }
+
+    #[test]
+    fn scan_serves_only_names_the_client_accepts() {
+        let d = tempfile::tempdir().unwrap();
+        let path = write_clip(d.path(), "20210427_115134_0A_2.mp4", b"x").unwrap();
+        assert_eq!(
+            path,
+            format!("{VIDEO_ROOT}/20210427/11/20210427_115134_0A_2.mp4")
+        );
+        let sub = d.path().join("20210427/11");
+        for junk in [
+            "20210427_115134_00_3.mp4",
+            "20210427_115134_0G_1.mp4",
+            "20210427_115134_00_1.mov",
+            "notes.txt",
+        ] {
+            fs::write(sub.join(junk), b"y").unwrap();
+        }
+        let found = scan(d.path()).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].parsed.event_code(), "0A");
+        assert_eq!(found[0].camera_path, path);
+        assert!(write_clip(d.path(), "x_3.mp4", b"z").is_err());
+    }
+
+    #[test]
+    fn generated_names_use_the_event_table() {
+        let d = tempfile::tempdir().unwrap();
+        let files = generate_clips(d.path(), 40, 16, 3).unwrap();
+        assert_eq!(files.len(), 40);
+        let mut events = 0;
+        for f in &files {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap();
+            let n = ClipName::parse(name).unwrap();
+            if n.is_event() {
+                events += 1;
+                assert!(EVENT_CODES.contains(&n.event_code()), "{name}");
+            }
+        }
+        assert!(events > 0, "no event clips among {files:?}");
     }
 }

@@ -1,0 +1,139 @@
+//! How a [`CameraClient`](crate::CameraClient) talks to one camera ([`ClientOptions`],
+//! [`ParamStyle`]) and what a listing or an RTMP push asks for ([`ListQuery`], [`CameraId`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How POST parameters are sent to a camera (the vendor document does not say).
+///
+/// Deserializes from `"form"`, `"query"` or `"json"`; displays the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamStyle {
+    /// `application/x-www-form-urlencoded` body (default).
+    #[default]
+    Form,
+    /// URL query string.
+    Query,
+    /// JSON object body.
+    Json,
+}
+
+impl fmt::Display for ParamStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParamStyle::Form => "form",
+            ParamStyle::Query => "query",
+            ParamStyle::Json => "json",
+        })
+    }
+}
+
+/// Client settings for one camera.
+///
+/// Start from [`ClientOptions::new`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use qucam::{ClientOptions, ParamStyle};
+///
+/// let opts = ClientOptions {
+///     params: ParamStyle::Json,
+///     connect_timeout: Duration::from_secs(1),
+///     ..ClientOptions::new("depot-7")
+/// };
+/// assert_eq!(opts.client_id, "depot-7");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Sent as the `clientId` header of every request (see [`client_id`](crate::client_id())
+    /// for one kept across restarts).
+    pub client_id: String,
+    /// How POST parameters are sent.
+    pub params: ParamStyle,
+    /// TCP connect timeout: how fast an absent camera is noticed.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a reply or a download.
+    pub idle_timeout: Duration,
+    /// Longest an API call (not a download) may take in all.
+    pub request_timeout: Duration,
+    /// Largest JSON reply read (a hostile camera cannot exhaust memory).
+    pub max_reply_bytes: usize,
+}
+
+impl ClientOptions {
+    /// Defaults: form parameters, 3 s to connect, 10 s of silence, 60 s per API call,
+    /// replies up to 64 MiB.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        ClientOptions {
+            client_id: client_id.into(),
+            params: ParamStyle::Form,
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_reply_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Filters and paging for `get_video_files_info`. `Default` lists everything.
+///
+/// ```
+/// use qucam::ListQuery;
+///
+/// // The second page of 50 crash and SOS clips from the front camera.
+/// let q = ListQuery {
+///     event_types: vec!["_04_".into(), "_0A_".into()],
+///     camera_type: "_1.".into(),
+///     count: Some(50),
+///     offset: Some(50),
+///     ..ListQuery::default()
+/// };
+/// # let _ = q;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `yyyyMMddHHmmss:yyyyMMddHHmmss`, or empty for all time.
+    pub time_window: String,
+    /// Event codes such as `_04_`; empty for all.
+    pub event_types: Vec<String>,
+    /// `""`, `"_1."`, `"_2."` or `"1^2"`.
+    pub camera_type: String,
+    /// Page size; `None` lets the camera choose.
+    pub count: Option<u32>,
+    /// Entries to skip (newest first); `None` is 0.
+    pub offset: Option<u32>,
+}
+
+impl ListQuery {
+    /// The request parameters, in the vendor document's names.
+    pub(crate) fn params(&self) -> Vec<(&'static str, String)> {
+        let mut event = self.event_types.join(":");
+        if !event.is_empty() {
+            event.push(':');
+        }
+        let mut p = vec![
+            ("time_type", self.time_window.clone()),
+            ("event_type", event),
+            ("camera_type", self.camera_type.clone()),
+        ];
+        if let Some(c) = self.count {
+            p.push(("count", c.to_string()));
+        }
+        if let Some(o) = self.offset {
+            p.push(("offset", o.to_string()));
+        }
+        p
+    }
+}
+
+/// Which camera an RTMP push is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraId {
+    /// The road-facing camera (camera 1 in clip names).
+    Front,
+    /// The cabin camera (camera 2 in clip names; CV200 only).
+    Interior,
+}
