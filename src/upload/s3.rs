@@ -1195,7 +1195,7 @@ impl S3Destination {
                     .body
                     .collect()
                     .await
-                    .map_err(|e| format!("GetObject: {e}"))?;
+                    .map_err(|e| format!("GetObject: {}", error_chain(&e)))?;
                 if got.into_bytes() != body.as_bytes() {
                     return Err("GetObject: the probe came back different".to_owned());
                 }
