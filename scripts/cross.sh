@@ -19,7 +19,7 @@
 #   apt-get install -y gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross \
 #       libc6-dev-armhf-cross qemu-user-static time
 #   rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
-# The linker and the C compiler (aws-lc-sys, ring and SQLite are C) are set per target in
+# The linker and the C compiler (ring and SQLite are C) are set per target in
 # the environment only: .cargo/config is not touched, native builds are unaffected.
 # Exit codes: 0 ok, 1 a build or smoke test failed, 2 usage, 3 tools missing and not installable.
 set -euo pipefail

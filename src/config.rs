@@ -348,32 +348,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"1h\""))
 }
 
-/// Parses a byte size: an integer, or a string such as `64MiB`, `1GB`, `512k`.
+/// Parses a byte size: an integer, or a string such as `64MiB`, `8 MiB`, `1.5GB`, `512k`
+/// (decimal `k`/`KB`, `M`/`MB`, …; binary `KiB`, `MiB`, …; case-insensitive), exactly in
+/// integers by `parse-size` (a fraction of a byte rounds to the nearest byte).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid size {s:?}; write e.g. 1048576, \"64MiB\", \"2GB\"");
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    let v = n * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(v as u64)
+    parse_size::parse_size(s.trim())
+        .map_err(|_| format!("invalid size {s:?}; write e.g. 1048576, \"64MiB\", \"2GB\""))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -754,6 +734,25 @@ mod tests {
         assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_bytes("2GB").unwrap(), 2_000_000_000);
         assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_bytes(" 8 MiB ").unwrap(), 8 << 20);
+        assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("512k").unwrap(), 512_000);
+        assert_eq!(parse_bytes("2kib").unwrap(), 2048);
+        assert_eq!(parse_bytes("0.5TiB").unwrap(), 1 << 39);
+        for bad in ["", "-5MiB", "8 fortnights", "1e400", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        // Values that parsing through f64 got wrong: 1.005 * 1000 was 1004.999…, truncated
+        // to 1004; 2^53 + 1 has no f64.
+        assert_eq!(parse_bytes("1.005KB").unwrap(), 1005);
+        assert_eq!(
+            parse_bytes("9007199254740993").unwrap(),
+            9_007_199_254_740_993
+        );
+        assert_eq!(
+            parse_bytes("9007199254740993 B").unwrap(),
+            9_007_199_254_740_993
+        );
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("30 parsecs").is_err());
     }

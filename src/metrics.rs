@@ -1,5 +1,5 @@
 //! Prometheus metrics: `[metrics] listen = "127.0.0.1:9187"` serves `/metrics` (the text
-//! exposition format, written by hand) and `/healthz`.
+//! exposition format 0.0.4, encoded by `prometheus-client`) and `/healthz`.
 //!
 //! Two sources:
 //! - **the store**, read at each scrape: clips by state, queue depth, last verified
@@ -13,7 +13,6 @@
 //! misses are counted in `qucam_offload_events_missed_total`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -21,13 +20,18 @@ use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
-use crate::store::{ClipState, Store};
+use crate::store::{CameraRow, ClipState, StateCount, Store};
 
 /// Counters per IMEI, from events since the process started.
 #[derive(Debug, Default, Clone)]
@@ -152,203 +156,205 @@ impl Metrics {
             rows.push(self.store.counts(&cam.imei).await?);
         }
         let last_verified: BTreeMap<String, i64> = self.store.last_verified().await?;
-        let c = self.counters();
-        let mut s = String::with_capacity(8192);
-        section(
-            &mut s,
+        let mut reg = Registry::default();
+        gauge_family(
+            &mut reg,
             "qucam_offload_build_info",
-            "gauge",
             "Version of the running agent.",
-        );
-        let _ = writeln!(
-            s,
-            "qucam_offload_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
-        // From the store.
-        let id = |imei: &str, name: &Option<String>| {
-            format!(
-                "imei=\"{}\",camera=\"{}\"",
-                esc(imei),
-                esc(name.as_deref().unwrap_or(""))
-            )
-        };
-        section(
-            &mut s,
-            "qucam_offload_clips",
-            "gauge",
-            "Clips known per camera, by state.",
-        );
-        for (cam, counts) in cams.iter().zip(&rows) {
-            let labels = id(&cam.imei, &cam.config_name);
-            // Every state, 0 included, so graphs stay continuous.
-            for st in ClipState::ALL {
-                let n = counts.iter().find(|r| r.state == st).map_or(0, |r| r.clips);
-                let _ = writeln!(s, "qucam_offload_clips{{{labels},state=\"{st}\"}} {n}");
-            }
-        }
-        section(
-            &mut s,
-            "qucam_offload_queue_depth",
-            "gauge",
-            "Clips selected for offload and not yet verified (queued, downloading, downloaded, uploading, uploaded).",
-        );
-        for (cam, counts) in cams.iter().zip(&rows) {
-            let n: i64 = counts
-                .iter()
-                .filter(|r| r.state.is_pending())
-                .map(|r| r.clips)
-                .sum();
-            let _ = writeln!(
-                s,
-                "qucam_offload_queue_depth{{{}}} {n}",
-                id(&cam.imei, &cam.config_name)
-            );
-        }
-        section(
-            &mut s,
-            "qucam_offload_last_offload_timestamp_seconds",
-            "gauge",
-            "When the camera's last clip was verified in the destination (Unix time).",
-        );
-        for cam in &cams {
-            if let Some(t) = last_verified.get(&cam.imei) {
-                let _ = writeln!(
-                    s,
-                    "qucam_offload_last_offload_timestamp_seconds{{{}}} {t}",
-                    id(&cam.imei, &cam.config_name)
-                );
-            }
-        }
-        section(
-            &mut s,
-            "qucam_offload_camera_last_seen_timestamp_seconds",
-            "gauge",
-            "When the camera last answered (Unix time).",
-        );
-        for cam in &cams {
-            let _ = writeln!(
-                s,
-                "qucam_offload_camera_last_seen_timestamp_seconds{{{}}} {}",
-                id(&cam.imei, &cam.config_name),
-                cam.last_seen
-            );
-        }
-
-        // From events.
-        section(
-            &mut s,
-            "qucam_offload_camera_reachable",
-            "gauge",
-            "1 when the configured camera answered its last probe, else 0.",
-        );
-        for (name, up) in &c.reachable {
-            let _ = writeln!(
-                s,
-                "qucam_offload_camera_reachable{{camera=\"{}\"}} {}",
-                esc(name),
-                u8::from(*up)
-            );
-        }
-        let counter = |s: &mut String, name: &str, help: &str, f: &dyn Fn(&PerCamera) -> u64| {
-            section(s, name, "counter", help);
-            for (imei, p) in &c.per_imei {
-                let _ = writeln!(s, "{name}{{imei=\"{}\"}} {}", esc(imei), f(p));
-            }
-        };
-        counter(
-            &mut s,
-            "qucam_offload_downloaded_bytes_total",
-            "Bytes downloaded from the camera.",
-            &|p| p.downloaded_bytes,
-        );
-        counter(
-            &mut s,
-            "qucam_offload_uploaded_bytes_total",
-            "Bytes sent to the destination (0 for clips already there).",
-            &|p| p.uploaded_bytes,
-        );
-        counter(
-            &mut s,
-            "qucam_offload_offloaded_bytes_total",
-            "Bytes of clips verified in the destination.",
-            &|p| p.offloaded_bytes,
-        );
-        counter(
-            &mut s,
-            "qucam_offload_offloaded_clips_total",
-            "Clips verified in the destination.",
-            &|p| p.offloaded_clips,
-        );
-        counter(
-            &mut s,
-            "qucam_offload_lost_clips_total",
-            "Clips that left the camera before they were offloaded.",
-            &|p| p.lost_clips,
-        );
-        counter(
-            &mut s,
-            "qucam_offload_deleted_clips_total",
-            "Verified clips deleted from the camera.",
-            &|p| p.deleted_clips,
-        );
-        section(
-            &mut s,
-            "qucam_offload_failures_total",
-            "counter",
-            "Failed download or upload attempts, by stage.",
-        );
-        for (imei, p) in &c.per_imei {
-            for (stage, n) in &p.failures {
-                let _ = writeln!(
-                    s,
-                    "qucam_offload_failures_total{{imei=\"{}\",stage=\"{stage}\"}} {n}",
-                    esc(imei)
-                );
-            }
-        }
-        let gauge =
-            |s: &mut String, name: &str, help: &str, f: &dyn Fn(&PerCamera) -> Option<f64>| {
-                section(s, name, "gauge", help);
-                for (imei, p) in &c.per_imei {
-                    if let Some(v) = f(p) {
-                        let _ = writeln!(s, "{name}{{imei=\"{}\"}} {v:.0}", esc(imei));
-                    }
-                }
-            };
-        gauge(
-            &mut s,
-            "qucam_offload_download_throughput_bytes_per_second",
-            "Throughput of the camera's last download.",
-            &|p| p.download_bps,
-        );
-        gauge(
-            &mut s,
-            "qucam_offload_upload_throughput_bytes_per_second",
-            "Throughput of the camera's last upload.",
-            &|p| p.upload_bps,
-        );
-        section(
-            &mut s,
-            "qucam_offload_events_missed_total",
-            "counter",
-            "Agent events the metrics collector missed (it lagged behind).",
-        );
-        let _ = writeln!(s, "qucam_offload_events_missed_total {}", c.events_missed);
+        )
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+        .set(1);
+        register_store(&mut reg, &cams, &rows, &last_verified);
+        self.counters().register(&mut reg);
+        let mut s = String::with_capacity(8192);
+        prometheus_text::encode(&mut s, &reg).context("cannot encode the metrics")?;
         Ok(s)
     }
 }
 
-fn section(s: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The store's view, read at this scrape: clips by state, queue depth, last offload and last
+/// sighting per camera.
+fn register_store(
+    reg: &mut Registry,
+    cams: &[CameraRow],
+    rows: &[Vec<StateCount>],
+    last_verified: &BTreeMap<String, i64>,
+) {
+    let id = |cam: &CameraRow| -> Labels {
+        vec![
+            ("imei", cam.imei.clone()),
+            ("camera", cam.config_name.clone().unwrap_or_default()),
+        ]
+    };
+    let clips = gauge_family(
+        reg,
+        "qucam_offload_clips",
+        "Clips known per camera, by state.",
+    );
+    let queue = gauge_family(
+        reg,
+        "qucam_offload_queue_depth",
+        "Clips selected for offload and not yet verified (queued, downloading, downloaded, uploading, uploaded).",
+    );
+    for (cam, counts) in cams.iter().zip(rows) {
+        let labels = id(cam);
+        // Every state, 0 included, so graphs stay continuous.
+        for st in ClipState::ALL {
+            let n = counts.iter().find(|r| r.state == st).map_or(0, |r| r.clips);
+            let mut with_state = labels.clone();
+            with_state.push(("state", st.to_string()));
+            clips.get_or_create(&with_state).set(n);
+        }
+        let depth = counts
+            .iter()
+            .filter(|r| r.state.is_pending())
+            .map(|r| r.clips)
+            .sum();
+        queue.get_or_create(&labels).set(depth);
+    }
+    let last_offload = gauge_family(
+        reg,
+        "qucam_offload_last_offload_timestamp_seconds",
+        "When the camera's last clip was verified in the destination (Unix time).",
+    );
+    let last_seen = gauge_family(
+        reg,
+        "qucam_offload_camera_last_seen_timestamp_seconds",
+        "When the camera last answered (Unix time).",
+    );
+    for cam in cams {
+        if let Some(t) = last_verified.get(&cam.imei) {
+            last_offload.get_or_create(&id(cam)).set(*t);
+        }
+        last_seen.get_or_create(&id(cam)).set(cam.last_seen);
+    }
 }
 
-/// Escapes a label value (backslash, double quote, newline).
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A per-IMEI counter: name (without `_total`), help, and its value.
+type PerImeiCounter = (&'static str, &'static str, fn(&PerCamera) -> u64);
+
+const PER_IMEI_COUNTERS: [PerImeiCounter; 6] = [
+    (
+        "qucam_offload_downloaded_bytes",
+        "Bytes downloaded from the camera.",
+        |p| p.downloaded_bytes,
+    ),
+    (
+        "qucam_offload_uploaded_bytes",
+        "Bytes sent to the destination (0 for clips already there).",
+        |p| p.uploaded_bytes,
+    ),
+    (
+        "qucam_offload_offloaded_bytes",
+        "Bytes of clips verified in the destination.",
+        |p| p.offloaded_bytes,
+    ),
+    (
+        "qucam_offload_offloaded_clips",
+        "Clips verified in the destination.",
+        |p| p.offloaded_clips,
+    ),
+    (
+        "qucam_offload_lost_clips",
+        "Clips that left the camera before they were offloaded.",
+        |p| p.lost_clips,
+    ),
+    (
+        "qucam_offload_deleted_clips",
+        "Verified clips deleted from the camera.",
+        |p| p.deleted_clips,
+    ),
+];
+
+/// A per-IMEI throughput gauge: name, help, and its value (bytes per second), if known.
+type PerImeiRate = (&'static str, &'static str, fn(&PerCamera) -> Option<f64>);
+
+const PER_IMEI_RATES: [PerImeiRate; 2] = [
+    (
+        "qucam_offload_download_throughput_bytes_per_second",
+        "Throughput of the camera's last download.",
+        |p| p.download_bps,
+    ),
+    (
+        "qucam_offload_upload_throughput_bytes_per_second",
+        "Throughput of the camera's last upload.",
+        |p| p.upload_bps,
+    ),
+];
+
+impl Counters {
+    /// What the events said since the process started.
+    fn register(&self, reg: &mut Registry) {
+        let reachable = gauge_family(
+            reg,
+            "qucam_offload_camera_reachable",
+            "1 when the configured camera answered its last probe, else 0.",
+        );
+        for (name, up) in &self.reachable {
+            reachable
+                .get_or_create(&vec![("camera", name.clone())])
+                .set(i64::from(*up));
+        }
+        for (name, help, value) in PER_IMEI_COUNTERS {
+            let family = counter_family(reg, name, help);
+            for (imei, p) in &self.per_imei {
+                family
+                    .get_or_create(&vec![("imei", imei.clone())])
+                    .inc_by(value(p));
+            }
+        }
+        let failures = counter_family(
+            reg,
+            "qucam_offload_failures",
+            "Failed download or upload attempts, by stage.",
+        );
+        for (imei, p) in &self.per_imei {
+            for (stage, n) in &p.failures {
+                failures
+                    .get_or_create(&vec![("imei", imei.clone()), ("stage", stage.to_string())])
+                    .inc_by(*n);
+            }
+        }
+        for (name, help, value) in PER_IMEI_RATES {
+            let family = gauge_family(reg, name, help);
+            for (imei, p) in &self.per_imei {
+                if let Some(v) = value(p) {
+                    // Whole bytes per second, as before.
+                    family
+                        .get_or_create(&vec![("imei", imei.clone())])
+                        .set(v.round() as i64);
+                }
+            }
+        }
+        let missed = Counter::<u64>::default();
+        missed.inc_by(self.events_missed);
+        reg.register(
+            "qucam_offload_events_missed",
+            help_text("Agent events the metrics collector missed (it lagged behind)."),
+            missed,
+        );
+    }
+}
+
+/// Label pairs of one sample, in the order they are written.
+type Labels = Vec<(&'static str, String)>;
+
+/// `prometheus-client` ends every help text with a period: give it the text without one.
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
+}
+
+fn gauge_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    reg.register(name, help_text(help), family.clone());
+    family
+}
+
+/// A counter family; the encoder appends `_total` to `name`.
+fn counter_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    reg.register(name, help_text(help), family.clone());
+    family
 }
 
 /// Feeds `metrics` from the agent's events until the agent is gone.
@@ -442,10 +448,7 @@ pub async fn start(
 async fn metrics_handler(State(m): State<Arc<Metrics>>) -> axum::response::Response {
     match m.render().await {
         Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
             text,
         )
             .into_response(),
@@ -473,10 +476,16 @@ async fn healthz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn escapes_label_values() {
-        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(esc("x\ny"), "x\\ny");
+    #[tokio::test]
+    async fn escapes_label_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let m = Metrics::new(store, ["a\"b\\c\nd".to_string()]);
+        let text = m.render().await.unwrap();
+        assert!(
+            text.contains(r#"qucam_offload_camera_reachable{camera="a\"b\\c\nd"} 0"#),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -510,5 +519,19 @@ mod tests {
             text.contains("qucam_offload_download_throughput_bytes_per_second{imei=\"1\"} 1000000")
         );
         assert!(text.contains("qucam_offload_failures_total{imei=\"1\",stage=\"upload\"} 1"));
+        // Names, types and help as before the move to prometheus-client (one period, `_total`).
+        for header in [
+            "# HELP qucam_offload_build_info Version of the running agent.\n# TYPE qucam_offload_build_info gauge\n",
+            "# HELP qucam_offload_failures_total Failed download or upload attempts, by stage.\n# TYPE qucam_offload_failures_total counter\n",
+            "# HELP qucam_offload_events_missed_total Agent events the metrics collector missed (it lagged behind).\n# TYPE qucam_offload_events_missed_total counter\nqucam_offload_events_missed_total 0\n",
+            "# TYPE qucam_offload_download_throughput_bytes_per_second gauge\n",
+        ] {
+            assert!(text.contains(header), "{header:?} not in:\n{text}");
+        }
+        let version = format!(
+            "qucam_offload_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
     }
 }

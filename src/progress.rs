@@ -2,14 +2,15 @@
 //!
 //! On a terminal (stderr is a TTY): one bar per camera seen in this run, counting the
 //! clips verified in this run of those selected (verified in this run + still pending),
-//! with their bytes; events trigger a refresh from the store, which is the truth. Log lines are printed above the bars through [`LogWriter`] (the
-//! `tracing` writer), so bars and logs do not garble each other. Elsewhere (systemd, a
+//! with their bytes; events trigger a refresh from the store, which is the truth. Log lines
+//! are printed above the bars through [`log_writer`] (the `tracing` writer, from
+//! `tracing-indicatif`), so bars and logs do not garble each other. Elsewhere (systemd, a
 //! pipe, CI): no bars, just a summary log line per camera when its pass ends; the agent's
 //! own log lines say the rest.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::io::IsTerminal;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,41 +18,19 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use tracing_indicatif::writer::{IndicatifWriter, Stderr};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
 use crate::store::{Store, now};
 
-/// The bars being drawn, if any: log lines are printed above them.
-static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+/// Every bar of this process is drawn here (hidden when stderr is not a terminal).
+static BARS: LazyLock<MultiProgress> =
+    LazyLock::new(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
 
-fn bars() -> std::sync::MutexGuard<'static, Option<MultiProgress>> {
-    BARS.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A `tracing` writer to stderr that prints above the progress bars while they are shown.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mp = bars().clone();
-        match mp {
-            Some(mp) => mp.suspend(|| std::io::stderr().write_all(buf))?,
-            None => std::io::stderr().write_all(buf)?,
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogWriter;
-    fn make_writer(&'a self) -> LogWriter {
-        LogWriter
-    }
+/// The `tracing` writer: stderr, with the progress bars suspended while a log line is
+/// printed above them (`tracing-indicatif`), so bars and logs do not garble each other.
+pub fn log_writer() -> IndicatifWriter<Stderr> {
+    IndicatifWriter::new(BARS.clone())
 }
 
 #[derive(Default)]
@@ -87,8 +66,6 @@ impl Progress {
     pub async fn finish(self) {
         self.stop.cancel();
         let _ = self.task.await;
-        // The finished bars stay on screen; logs go straight to stderr again.
-        bars().take();
     }
 }
 
@@ -99,11 +76,10 @@ async fn show(
     stop: CancellationToken,
 ) {
     let started = now();
-    let mp = tty.then(|| {
-        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        *bars() = Some(mp.clone());
-        mp
-    });
+    let mp = tty.then(|| BARS.clone());
+    // Every bar made, in the order shown: dropped in that order at the end, so the
+    // finished bars stay on screen and later log lines no longer redraw them.
+    let mut made: Vec<ProgressBar> = Vec::new();
     let style =
         ProgressStyle::with_template("{prefix:<14!} {bar:30} {pos:>4}/{len:<4} clips {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -136,6 +112,7 @@ async fn show(
                     let bar = mp.add(ProgressBar::new(0));
                     bar.set_style(style.clone());
                     bar.set_prefix(cam.name.clone());
+                    made.push(bar.clone());
                     cam.bar = Some(bar);
                 }
             }
@@ -184,4 +161,7 @@ async fn show(
             }
         }
     }
+    // The bars' last handles go in the order shown (see `made`).
+    drop(cams);
+    drop(made);
 }

@@ -647,3 +647,77 @@ fn status_on_an_empty_state_dir() {
     // `status` only reads: no database was created.
     assert!(!home.path().join("state/state.db").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Errors read as sentences
+
+/// `doctor` names S3 failures in readable words, not the SDK's `Debug` dumps: missing
+/// credentials (`ProviderError(ProviderError { … `) and a refused connection
+/// (`DispatchFailure(DispatchFailure { source: ConnectorError { … `).
+#[test]
+fn doctor_shows_s3_errors_as_readable_lines() {
+    let home = tempfile::tempdir().unwrap();
+    // Held until the end: nothing listens on either address.
+    let (_closed_s3, s3_addr) = common::sim::refusing_addr();
+    let (_closed_cam, cam_addr) = common::sim::refusing_addr();
+    let cfg = write_config_text(
+        home.path(),
+        &format!(
+            "state_dir = {:?}\n[[camera]]\nname = \"t\"\nurl = \"http://{cam_addr}\"\n[s3]\nbucket = \"b\"\nregion = \"us-east-1\"\nendpoint = \"http://{s3_addr}\"\nforce_path_style = true\n",
+            home.path().join("state").display().to_string()
+        ),
+    );
+    let doctor = |creds: bool| {
+        let mut c = bin(home.path());
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_PROXY", "127.0.0.1")
+            .args(["--config", cfg.to_str().unwrap(), "doctor"]);
+        if creds {
+            c.env("AWS_ACCESS_KEY_ID", "AKIATEST")
+                .env("AWS_SECRET_ACCESS_KEY", "test-secret");
+        }
+        let o = run(c);
+        assert_eq!(o.code, 1, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+        let all = format!("{}{}", o.stdout, o.stderr);
+        for dump in [
+            "DispatchFailure(",
+            "ProviderError(",
+            "ConnectorError {",
+            " { source",
+        ] {
+            assert!(!all.contains(dump), "{dump:?} in:\n{all}");
+        }
+        o.stdout
+    };
+
+    let out = doctor(false);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("s3 credentials"))
+        .unwrap_or_else(|| panic!("no credentials failure in:\n{out}"));
+    assert!(line.len() > "FAIL  s3 credentials".len() + 10, "{line}");
+
+    let out = doctor(true);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("s3 bucket"))
+        .unwrap_or_else(|| panic!("no bucket failure in:\n{out}"));
+    assert!(line.contains("HeadBucket"), "{line}");
+    assert!(
+        line.to_lowercase().contains("refused") || line.contains("io error"),
+        "{line}"
+    );
+}

@@ -605,6 +605,7 @@ async fn store_errors_are_transient_and_config_errors_permanent() {
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(&s3.endpoint)
+        .http_client(qucam_offload::upload::s3_http_client())
         .force_path_style(true)
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
             "AKIAWRONG",

@@ -238,7 +238,8 @@ async fn check_destination(cfg: &Config, write_test: bool, r: &mut Report) {
 /// Whether the standard AWS chain (as the agent uses it) yields credentials.
 async fn check_credentials(s3: &crate::config::S3Config, r: &mut Report) -> bool {
     use aws_sdk_s3::config::ProvideCredentials as _;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::upload::s3_http_client());
     if let Some(region) = &s3.region {
         loader = loader.region(aws_sdk_s3::config::Region::new(region.clone()));
     }
@@ -250,7 +251,7 @@ async fn check_credentials(s3: &crate::config::S3Config, r: &mut Report) -> bool
                 .await
             {
                 Err(_) => Err("no credentials within 30s".to_string()),
-                Ok(Err(e)) => Err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()),
+                Ok(Err(e)) => Err(crate::upload::error_chain(&e)),
                 Ok(Ok(_)) => Ok(()),
             }
         }

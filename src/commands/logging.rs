@@ -40,7 +40,7 @@ pub fn init_logging(cfg: &Config) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(crate::progress::LogWriter),
+                    .with_writer(crate::progress::log_writer()),
             )
             .try_init(),
         (None, LogFormat::Text) => registry
@@ -51,7 +51,7 @@ pub fn init_logging(cfg: &Config) {
                         std::io::IsTerminal::is_terminal(&std::io::stderr())
                             && std::env::var_os("NO_COLOR").is_none(),
                     )
-                    .with_writer(crate::progress::LogWriter),
+                    .with_writer(crate::progress::log_writer()),
             )
             .try_init(),
     };

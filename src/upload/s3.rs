@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedHttpClient,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
@@ -238,12 +240,30 @@ struct Session {
     done: BTreeMap<i32, DonePart>,
 }
 
+/// The HTTPS client for S3 and for the credential chain (IMDS, SSO, STS): hyper 1.x with
+/// rustls and its `ring` provider, the crypto reqwest already uses, so the binary carries one
+/// TLS stack (see README, "Dependencies"). Otherwise as the SDK's default client: the
+/// system's root certificates, and the proxy from `HTTPS_PROXY`/`NO_PROXY`.
+pub fn http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
+}
+
 impl S3Destination {
     /// Builds a client from the standard AWS credential chain (environment, profile, web
     /// identity, IMDS, ...), with the settings' region, endpoint and addressing style.
     pub async fn new(settings: &S3Settings) -> anyhow::Result<Self> {
         anyhow::ensure!(!settings.bucket.is_empty(), "S3 bucket name is empty");
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
         if !settings.region.is_empty() {
             loader = loader.region(Region::new(settings.region.clone()));
         }
@@ -1085,13 +1105,32 @@ where
         }
         SdkError::ConstructionFailure(_) => UploadError::Other(format!(
             "{op}: could not build the request: {}",
-            DisplayErrorContext(&err)
+            error_chain(&err)
         )),
         other => UploadError::Network {
             op,
-            message: DisplayErrorContext(&other).to_string(),
+            message: error_chain(&other),
         },
     }
+}
+
+/// An error and its causes as one readable line, `outer: cause: root cause`, for people
+/// (status, doctor, logs). The SDK's own `DisplayErrorContext` appends a `Debug` dump of
+/// its error structs (`DispatchFailure(DispatchFailure { source: ConnectorError { … `),
+/// which says nothing more to a reader. A cause whose text the line already holds is skipped.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    // One line: a multi-line cause (the credential chain lists each provider) is joined.
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 const CHECKSUM_CODES: &[&str] = &[
@@ -1209,7 +1248,7 @@ impl S3Destination {
                     .body
                     .collect()
                     .await
-                    .map_err(|e| format!("GetObject: {e}"))?;
+                    .map_err(|e| format!("GetObject: {}", error_chain(&e)))?;
                 if got.into_bytes() != body.as_bytes() {
                     return Err("GetObject: the probe came back different".to_owned());
                 }
@@ -1344,6 +1383,30 @@ mod tests {
     }
 
     #[test]
+    fn error_chain_is_one_line_without_debug_dumps() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused\n  (twice)",
+        ));
+        assert_eq!(
+            error_chain(&e),
+            "dispatch failure: connection refused (twice)"
+        );
+    }
+
+    #[test]
     fn describes_itself() {
         let settings = S3Settings {
             bucket: "fleet-video".into(),
@@ -1353,6 +1416,7 @@ mod tests {
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
+            .http_client(http_client())
             .build();
         let d = S3Destination::from_client(Client::from_conf(conf), &settings);
         assert_eq!(d.describe(), "s3://fleet-video/clips");

@@ -130,6 +130,7 @@ impl TestS3 {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(TEST_REGION))
             .endpoint_url(&self.endpoint)
+            .http_client(qucam_offload::upload::s3_http_client())
             .force_path_style(true)
             .credentials_provider(Credentials::new(
                 TEST_ACCESS_KEY,
