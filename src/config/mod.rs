@@ -4,13 +4,20 @@
 //! goes unnoticed. A bad file produces one [`ConfigError`] naming the file, the key
 //! and what is wrong; the CLI turns it into exit code 2.
 
-use std::collections::HashSet;
+mod file;
+mod validate;
+mod values;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use qucam::{EVENT_CODES, ParamStyle};
-use serde::{Deserialize, Deserializer};
+use qucam::ParamStyle;
+use serde::Deserialize;
+
+pub use file::exposed_secrets_warning;
+use values::{de_bytes, de_duration, de_threshold};
+pub use values::{parse_bytes, parse_duration};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "QUCAM_OFFLOAD_CONFIG";
@@ -338,151 +345,7 @@ impl Default for LogConfig {
     }
 }
 
-/// Parses a duration such as `30s`, `5m`, `1h 30m` or `0`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"1h\""))
-}
-
-/// Parses a byte size: an integer, or a string such as `64MiB`, `8 MiB`, `1.5GB`, `512k`
-/// (decimal `k`/`KB`, `M`/`MB`, …; binary `KiB`, `MiB`, …; case-insensitive), exactly in
-/// integers by `parse-size` (a fraction of a byte rounds to the nearest byte).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::parse_size(s.trim())
-        .map_err(|_| format!("invalid size {s:?}; write e.g. 1048576, \"64MiB\", \"2GB\""))
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-/// A size as written in the file: a number of bytes or a string such as `"16MiB"`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SizeValue {
-    Num(i64),
-    Str(String),
-}
-
-impl SizeValue {
-    fn bytes(self) -> Result<u64, String> {
-        match self {
-            SizeValue::Num(n) => {
-                u64::try_from(n).map_err(|_| format!("size must not be negative (got {n})"))
-            }
-            SizeValue::Str(s) => parse_bytes(&s),
-        }
-    }
-}
-
-fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    SizeValue::deserialize(d)?
-        .bytes()
-        .map_err(serde::de::Error::custom)
-}
-
-/// `"auto"` → `None`; a size (as for [`de_bytes`]) → `Some`.
-fn de_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    match SizeValue::deserialize(d)? {
-        SizeValue::Str(s) if s.trim().eq_ignore_ascii_case("auto") => Ok(None),
-        v => v
-            .bytes()
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("{e} (or \"auto\")"))),
-    }
-}
-
-/// A warning when the file at `path` holds S3 keys and other users can read it.
-pub fn exposed_secrets_warning(path: &Path, cfg: &Config) -> Option<String> {
-    let holds_keys = cfg
-        .s3
-        .as_ref()
-        .is_some_and(|s| s.secret_access_key.is_some());
-    if !holds_keys {
-        return None;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Some(format!(
-                "config file {} holds S3 keys and other users can read it (mode {:o}): run chmod 600 {} (or move the keys to the AWS environment or a profile)",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
-        }
-    }
-    None
-}
-
 impl Config {
-    /// Parses and validates a configuration document; `path` is used in messages only.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string().trim().to_string(),
-        })?;
-        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
-            let key = key.replace('?', "");
-            ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                // Only the message: its Display adds "\nin `key`", which the key already says,
-                // and a config error is one line.
-                message: e.into_inner().message().trim().to_string(),
-            }
-        })?;
-        cfg.validate(path)?;
-        Ok(cfg)
-    }
-
-    /// Reads, parses and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, path)
-    }
-
-    /// The config path: `explicit`, else `$QUCAM_OFFLOAD_CONFIG`, else the platform config dir.
-    pub fn resolve_path(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
-        if let Some(p) = explicit {
-            return Ok(p.to_path_buf());
-        }
-        if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
-            return Ok(PathBuf::from(p));
-        }
-        let default = directories::ProjectDirs::from("", "", "qucam-offload")
-            .map(|d| d.config_dir().join("config.toml"));
-        match default {
-            Some(p) if p.exists() => Ok(p),
-            Some(p) => Err(ConfigError::NotFound {
-                default: p.display().to_string(),
-            }),
-            None => Err(ConfigError::NotFound {
-                default: "(no home directory)".into(),
-            }),
-        }
-    }
-
-    /// Finds ([`Config::resolve_path`]) and loads the config a command was pointed at.
-    pub fn find_and_load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        Config::load(&Config::resolve_path(explicit)?)
-    }
-
     /// The state directory: as configured, else the platform data dir.
     pub fn state_dir(&self) -> PathBuf {
         if let Some(d) = &self.state_dir {
@@ -511,178 +374,6 @@ impl Config {
         }
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            message,
-        };
-        if self.cameras.is_empty() {
-            return Err(bad(
-                "camera",
-                "at least one [[camera]] with name and url is required".into(),
-            ));
-        }
-        let mut names = HashSet::new();
-        for (i, c) in self.cameras.iter().enumerate() {
-            let k = |f: &str| format!("camera[{i}].{f}");
-            if c.name.trim().is_empty() {
-                return Err(bad(&k("name"), "must not be empty".into()));
-            }
-            if !names.insert(c.name.as_str()) {
-                return Err(bad(
-                    &k("name"),
-                    format!("duplicate camera name {:?}", c.name),
-                ));
-            }
-            check_http_url(&c.url).map_err(|m| bad(&k("url"), m))?;
-            if let Some(id) = &c.client_id
-                && (id.trim().is_empty() || id.chars().any(|ch| ch.is_control()))
-            {
-                return Err(bad(
-                    &k("client_id"),
-                    "must be a non-empty printable string".into(),
-                ));
-            }
-            if c.connect_timeout.is_zero() || c.idle_timeout.is_zero() {
-                return Err(bad(
-                    &k("connect_timeout/idle_timeout"),
-                    "must be greater than zero".into(),
-                ));
-            }
-        }
-        let s = &self.sync;
-        if s.poll_interval.is_zero() {
-            return Err(bad(
-                "sync.poll_interval",
-                "must be greater than zero".into(),
-            ));
-        }
-        if !(1..=1000).contains(&s.page_size) {
-            return Err(bad(
-                "sync.page_size",
-                format!("must be between 1 and 1000 (got {})", s.page_size),
-            ));
-        }
-        if !["", "_1.", "_2.", "1^2"].contains(&s.camera_type.as_str()) {
-            return Err(bad(
-                "sync.camera_type",
-                format!(
-                    "must be \"\" (both), \"_1.\" (front), \"_2.\" (interior) or \"1^2\" (got {:?})",
-                    s.camera_type
-                ),
-            ));
-        }
-        for e in &s.event_types {
-            let code = e.trim_matches('_');
-            if !(e.starts_with('_') && e.ends_with('_') && EVENT_CODES.contains(&code)) {
-                return Err(bad(
-                    "sync.event_types",
-                    format!(
-                        "unknown event type {e:?}; use codes like \"_04_\" (one of {})",
-                        EVENT_CODES.join(", ")
-                    ),
-                ));
-            }
-        }
-        if s.download_concurrency == 0 || s.download_concurrency > 16 {
-            return Err(bad(
-                "sync.download_concurrency",
-                "must be between 1 and 16".into(),
-            ));
-        }
-        if s.upload_concurrency == 0 || s.upload_concurrency > 64 {
-            return Err(bad(
-                "sync.upload_concurrency",
-                "must be between 1 and 64".into(),
-            ));
-        }
-        if s.max_attempts == 0 {
-            return Err(bad("sync.max_attempts", "must be at least 1".into()));
-        }
-        match (&self.s3, &self.local) {
-            (None, None) => {
-                return Err(bad(
-                    "s3",
-                    "a destination is required: an [s3] section with a bucket (or [local] dir)"
-                        .into(),
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "local",
-                    "give one destination: [s3] or [local], not both".into(),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(s3) = &self.s3 {
-            if s3.bucket.trim().is_empty() {
-                return Err(bad(
-                    "s3.bucket",
-                    "missing: name the bucket to upload to".into(),
-                ));
-            }
-            if s3.bucket.contains('/') || s3.bucket.chars().any(char::is_whitespace) {
-                return Err(bad(
-                    "s3.bucket",
-                    format!("{:?} is not a bucket name", s3.bucket),
-                ));
-            }
-            check_prefix(&s3.prefix).map_err(|m| bad("s3.prefix", m))?;
-            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
-                return Err(bad(
-                    if s3.access_key_id.is_some() {
-                        "s3.secret_access_key"
-                    } else {
-                        "s3.access_key_id"
-                    },
-                    "give access_key_id and secret_access_key together (or neither, to use the AWS environment, profile or instance role)".into(),
-                ));
-            }
-            if let Some(ep) = &s3.endpoint {
-                check_http_url(ep).map_err(|m| bad("s3.endpoint", m))?;
-            }
-            if s3.part_size < 5 * 1024 * 1024 || s3.part_size > 5 * 1024 * 1024 * 1024 {
-                return Err(bad(
-                    "s3.part_size",
-                    "must be between 5 MiB and 5 GiB (S3's limits)".into(),
-                ));
-            }
-            if s3.multipart_threshold.is_some_and(|t| t < s3.part_size) {
-                return Err(bad(
-                    "s3.multipart_threshold",
-                    "must be at least s3.part_size".into(),
-                ));
-            }
-            if s3.part_concurrency == 0 || s3.part_concurrency > 64 {
-                return Err(bad(
-                    "s3.part_concurrency",
-                    "must be between 1 and 64".into(),
-                ));
-            }
-        }
-        if let Some(l) = &self.local {
-            if l.dir.as_os_str().is_empty() {
-                return Err(bad("local.dir", "must not be empty".into()));
-            }
-            check_prefix(&l.prefix).map_err(|m| bad("local.prefix", m))?;
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(bad(
-                "log.level",
-                format!(
-                    "{:?} is not a level or filter (use error, warn, info, debug, trace)",
-                    self.log.level
-                ),
-            ));
-        }
-        if let Some(w) = &self.notify.webhook {
-            check_http_url(w).map_err(|m| bad("notify.webhook", m))?;
-        }
-        Ok(())
-    }
-
     /// The destination prefix (S3 or local), without leading or trailing slashes.
     pub fn prefix(&self) -> &str {
         let p = match (&self.s3, &self.local) {
@@ -694,24 +385,10 @@ impl Config {
     }
 }
 
-fn check_http_url(s: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{s:?} must start with http:// or https://"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{s:?} has no host"));
-    }
-    Ok(())
-}
-
-fn check_prefix(p: &str) -> Result<(), String> {
-    crate::key::check_prefix(p).map_err(|e| e.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const MIN: &str =
         "[[camera]]\nname = \"t\"\nurl = \"http://127.0.0.1:2345\"\n[s3]\nbucket = \"b\"\n";
