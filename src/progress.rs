@@ -69,21 +69,113 @@ impl Progress {
     }
 }
 
+/// What is on screen: a bar per camera seen in this run (on a terminal), and the counts.
+struct Screen {
+    started: i64,
+    mp: Option<MultiProgress>,
+    /// Every bar made, in the order shown: dropped in that order at the end, so the
+    /// finished bars stay on screen and later log lines no longer redraw them.
+    made: Vec<ProgressBar>,
+    style: ProgressStyle,
+    cams: HashMap<String, Cam>,
+}
+
+impl Screen {
+    fn new(tty: bool) -> Screen {
+        let style =
+            ProgressStyle::with_template("{prefix:<14!} {bar:30} {pos:>4}/{len:<4} clips {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        Screen {
+            started: now(),
+            mp: tty.then(|| BARS.clone()),
+            made: Vec::new(),
+            style,
+            cams: HashMap::new(),
+        }
+    }
+
+    /// Cameras seen in this run, with their pending and verified clips from the store.
+    async fn refresh(&mut self, store: &Store) {
+        let Ok(rows) = store.cameras().await else {
+            return;
+        };
+        for row in rows.into_iter().filter(|r| r.last_seen >= self.started) {
+            // Pending and verified from one query, so the bar never runs backwards.
+            let Ok(t) = store.tally(&row.imei, self.started).await else {
+                continue;
+            };
+            let cam = self.cams.entry(row.imei.clone()).or_default();
+            (cam.pending, cam.offloaded, cam.bytes) = (t.pending, t.verified, t.verified_bytes);
+            cam.name = row.config_name.unwrap_or_else(|| row.imei.clone());
+            if let (Some(mp), None) = (&self.mp, &cam.bar) {
+                let bar = mp.add(ProgressBar::new(0));
+                bar.set_style(self.style.clone());
+                bar.set_prefix(cam.name.clone());
+                self.made.push(bar.clone());
+                cam.bar = Some(bar);
+            }
+        }
+    }
+
+    /// A pass ended: its bar is finished with the outcome, or (no terminal) a log line.
+    fn pass_finished(&self, camera: &str, outcome: &PassOutcome) {
+        let imei = match outcome {
+            PassOutcome::Done { imei, .. } => Some(imei),
+            PassOutcome::Failed { imei, .. } => imei.as_ref(),
+            PassOutcome::Away => None,
+        };
+        let note = match outcome {
+            PassOutcome::Away => "not reachable".to_string(),
+            PassOutcome::Done { remaining: 0, .. } => "done".to_string(),
+            PassOutcome::Done { remaining, .. } => format!("{remaining} left"),
+            PassOutcome::Failed { error, .. } => format!("failed: {error}"),
+        };
+        let Some(cam) = imei.and_then(|i| self.cams.get(i)) else {
+            return;
+        };
+        match &cam.bar {
+            Some(bar) => {
+                bar.set_length(cam.offloaded + cam.pending);
+                bar.set_position(cam.offloaded);
+                bar.finish_with_message(format!("{:.1} MB, {note}", cam.bytes as f64 / 1e6));
+            }
+            None => info!(
+                camera = %camera,
+                "progress: {} of {} selected clips offloaded this run ({:.1} MB), {note}",
+                cam.offloaded,
+                cam.offloaded + cam.pending,
+                cam.bytes as f64 / 1e6
+            ),
+        }
+    }
+
+    /// Redraws the bars still running.
+    fn redraw(&self) {
+        for cam in self.cams.values() {
+            if let Some(bar) = &cam.bar
+                && !bar.is_finished()
+            {
+                bar.set_length(cam.offloaded + cam.pending);
+                bar.set_position(cam.offloaded);
+                bar.set_message(format!("{:.1} MB", cam.bytes as f64 / 1e6));
+            }
+        }
+    }
+
+    /// Drops the bars' last handles in the order shown (see `made`).
+    fn close(self) {
+        drop(self.cams);
+        drop(self.made);
+    }
+}
+
 async fn show(
     mut rx: broadcast::Receiver<AgentEvent>,
     store: Store,
     tty: bool,
     stop: CancellationToken,
 ) {
-    let started = now();
-    let mp = tty.then(|| BARS.clone());
-    // Every bar made, in the order shown: dropped in that order at the end, so the
-    // finished bars stay on screen and later log lines no longer redraw them.
-    let mut made: Vec<ProgressBar> = Vec::new();
-    let style =
-        ProgressStyle::with_template("{prefix:<14!} {bar:30} {pos:>4}/{len:<4} clips {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut cams: HashMap<String, Cam> = HashMap::new();
+    let mut screen = Screen::new(tty);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let event = tokio::select! {
@@ -96,72 +188,16 @@ async fn show(
             _ = tick.tick() => None,
             _ = stop.cancelled() => break,
         };
-        // Cameras seen in this run, with their pending clips (without bars, only needed
-        // for the summary at the end of a pass).
-        let refresh = tty || matches!(event, Some(AgentEvent::PassFinished { .. }));
-        if refresh && let Ok(rows) = store.cameras().await {
-            for row in rows.into_iter().filter(|r| r.last_seen >= started) {
-                // Pending and verified from one query, so the bar never runs backwards.
-                let Ok(t) = store.tally(&row.imei, started).await else {
-                    continue;
-                };
-                let cam = cams.entry(row.imei.clone()).or_default();
-                (cam.pending, cam.offloaded, cam.bytes) = (t.pending, t.verified, t.verified_bytes);
-                cam.name = row.config_name.unwrap_or_else(|| row.imei.clone());
-                if let (Some(mp), None) = (&mp, &cam.bar) {
-                    let bar = mp.add(ProgressBar::new(0));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(cam.name.clone());
-                    made.push(bar.clone());
-                    cam.bar = Some(bar);
-                }
-            }
+        // Without bars the store is only needed for the summary at the end of a pass.
+        if tty || matches!(event, Some(AgentEvent::PassFinished { .. })) {
+            screen.refresh(&store).await;
         }
-        if let Some(AgentEvent::PassFinished { camera, outcome }) = &event {
-            let imei = match outcome {
-                PassOutcome::Done { imei, .. } => Some(imei),
-                PassOutcome::Failed { imei, .. } => imei.as_ref(),
-                PassOutcome::Away => None,
-            };
-            let note = match outcome {
-                PassOutcome::Away => "not reachable".to_string(),
-                PassOutcome::Done { remaining: 0, .. } => "done".to_string(),
-                PassOutcome::Done { remaining, .. } => format!("{remaining} left"),
-                PassOutcome::Failed { error, .. } => format!("failed: {error}"),
-            };
-            match imei.and_then(|i| cams.get(i)) {
-                Some(cam) if cam.bar.is_some() => {
-                    if let Some(bar) = &cam.bar {
-                        bar.set_length(cam.offloaded + cam.pending);
-                        bar.set_position(cam.offloaded);
-                        bar.finish_with_message(format!(
-                            "{:.1} MB, {note}",
-                            cam.bytes as f64 / 1e6
-                        ));
-                    }
-                }
-                Some(cam) => info!(
-                    camera = %camera,
-                    "progress: {} of {} selected clips offloaded this run ({:.1} MB), {note}",
-                    cam.offloaded,
-                    cam.offloaded + cam.pending,
-                    cam.bytes as f64 / 1e6
-                ),
-                None => {}
+        match &event {
+            Some(AgentEvent::PassFinished { camera, outcome }) => {
+                screen.pass_finished(camera, outcome)
             }
-            continue;
-        }
-        for cam in cams.values() {
-            if let Some(bar) = &cam.bar
-                && !bar.is_finished()
-            {
-                bar.set_length(cam.offloaded + cam.pending);
-                bar.set_position(cam.offloaded);
-                bar.set_message(format!("{:.1} MB", cam.bytes as f64 / 1e6));
-            }
+            _ => screen.redraw(),
         }
     }
-    // The bars' last handles go in the order shown (see `made`).
-    drop(cams);
-    drop(made);
+    screen.close();
 }

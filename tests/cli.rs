@@ -721,3 +721,23 @@ fn doctor_shows_s3_errors_as_readable_lines() {
         "{line}"
     );
 }
+
+#[test]
+fn demo_offloads_and_says_so_without_a_terminal() {
+    // The README's quick start, as a process whose stderr is a pipe: no bars, one progress
+    // line per camera when its pass ends (from the store), and the status table.
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("demo");
+    let mut c = bin(home.path());
+    c.args(["demo", "--clips", "6", "--size", "100000", "--dir"])
+        .arg(&dir);
+    let o = ok(c);
+    // The demo's seed makes 4 event clips among the 6.
+    assert!(
+        o.stderr
+            .contains("progress: 4 of 4 selected clips offloaded this run (0.4 MB), done"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stdout.contains("demo-truck"), "{}", o.stdout);
+}
