@@ -1,0 +1,250 @@
+//! The S3 destination: conditional single PUT or resumable SHA-256-checksummed multipart
+//! (chosen by [`MultipartThreshold`], by size or by the upload rate measured lately),
+//! HeadObject verification, and SDK error mapping.
+//!
+//! The rooms: `settings` (what the config says), `client` (the HTTP and SDK clients),
+//! `threshold` (single PUT or multipart), `single`, `multipart`, `verify`, `errors` (SDK
+//! errors mapped to [`UploadError`]) and `check` (the doctor's checks). This file holds
+//! [`S3Destination`] itself, the upload entry point and the helpers the rooms share.
+
+mod check;
+mod client;
+mod errors;
+mod multipart;
+mod settings;
+mod single;
+mod threshold;
+mod verify;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use base64::Engine as _;
+
+use super::{ObjectMeta, UploadError, UploadJournal, UploadOutcome, check_file_size, hex_to_b64};
+pub use check::CheckStep;
+pub use client::http_client;
+pub use errors::error_chain;
+pub(crate) use errors::map_sdk_err;
+pub use settings::{
+    ChecksumMode, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Settings,
+    StaticCredentials,
+};
+use threshold::LinkRate;
+pub use threshold::{
+    AUTO_MULTIPART_FLOOR, AUTO_MULTIPART_RISK, DEFAULT_MULTIPART_THRESHOLD, MultipartThreshold,
+};
+use verify::compare_head;
+
+/// Read buffer of a PUT or part streamed from disk (per request in flight).
+const READ_BUFFER: usize = 256 * 1024;
+
+/// An S3 bucket (or S3-compatible store) that clips are uploaded to.
+#[derive(Debug, Clone)]
+pub struct S3Destination {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    multipart_threshold: MultipartThreshold,
+    /// Shared by clones: every upload to this destination measures the same link.
+    rate: Arc<LinkRate>,
+    part_size: u64,
+    part_concurrency: usize,
+    checksum: ChecksumMode,
+}
+
+impl S3Destination {
+    /// Builds a client from the standard AWS credential chain (environment, profile, web
+    /// identity, IMDS, ...), with the settings' region, endpoint and addressing style.
+    pub async fn new(settings: &S3Settings) -> anyhow::Result<Self> {
+        anyhow::ensure!(!settings.bucket.is_empty(), "S3 bucket name is empty");
+        Ok(Self::from_client(
+            client::sdk_client(settings).await,
+            settings,
+        ))
+    }
+
+    /// Uses a ready client (tests); the settings' bucket and upload tuning still apply.
+    pub fn from_client(client: Client, settings: &S3Settings) -> Self {
+        Self {
+            client,
+            bucket: settings.bucket.clone(),
+            prefix: settings.prefix.clone(),
+            endpoint: settings.endpoint.clone(),
+            multipart_threshold: settings.multipart_threshold,
+            rate: Arc::default(),
+            part_size: settings.part_size.max(MIN_PART_SIZE),
+            part_concurrency: settings.part_concurrency.max(1),
+            checksum: settings.checksum,
+        }
+    }
+
+    /// E.g. `s3://fleet-video/clips` (with the endpoint when it is not AWS).
+    pub fn describe(&self) -> String {
+        let prefix = self.prefix.trim_matches('/');
+        let mut s = if prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{prefix}", self.bucket)
+        };
+        if let Some(endpoint) = &self.endpoint {
+            s.push_str(&format!(" at {endpoint}"));
+        }
+        s
+    }
+
+    /// Uploads `file` (`size` bytes, SHA-256 `meta.sha256_hex`) as `key`, unless an identical
+    /// object is already there. Resumes a multipart upload recorded in `journal`.
+    pub async fn upload(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let result = self.upload_once(file, key, size, meta, journal).await;
+        if result.is_err() {
+            // The link may be worse than it looked: resumable uploads until it shows its
+            // rate again.
+            self.rate.forget();
+        }
+        result
+    }
+
+    async fn upload_once(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let sha256_b64 = hex_to_b64(&meta.sha256_hex)?;
+        check_file_size(file, size).await?;
+        if let Some(outcome) = self
+            .existing_outcome(key, size, &meta.sha256_hex, journal)
+            .await?
+        {
+            return Ok(outcome);
+        }
+        let multipart = journal.multipart().await.is_some()
+            || self
+                .multipart_threshold
+                .wants_multipart(size, self.part_size, self.rate.get());
+        if multipart {
+            self.put_multipart(file, key, size, meta, journal).await
+        } else {
+            self.put_single(file, key, size, meta, &sha256_b64).await
+        }
+    }
+
+    /// HeadObject (asking for checksums); `None` when there is no such key.
+    async fn head(&self, key: &str) -> Result<Option<HeadObjectOutput>, UploadError> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await;
+        match result {
+            Ok(head) => Ok(Some(head)),
+            Err(SdkError::ServiceError(se)) if matches!(se.err(), HeadObjectError::NotFound(_)) => {
+                Ok(None)
+            }
+            Err(e) => Err(map_sdk_err("HeadObject", e)),
+        }
+    }
+
+    /// `Some(AlreadyPresent)` when an identical object exists, `Conflict` when a different
+    /// one does, `None` when the key is free. Either way a journaled multipart for this key is
+    /// finished with (it completed earlier, or can never complete).
+    async fn existing_outcome(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+        journal: &dyn UploadJournal,
+    ) -> Result<Option<UploadOutcome>, UploadError> {
+        let Some(head) = self.head(key).await? else {
+            return Ok(None);
+        };
+        self.forget_multipart(key, journal).await?;
+        match compare_head(&head, size, sha256_hex) {
+            Ok(()) => Ok(Some(UploadOutcome::AlreadyPresent)),
+            Err(detail) => Err(UploadError::Conflict {
+                key: key.to_owned(),
+                detail,
+            }),
+        }
+    }
+}
+
+fn content_type_for(key: &str) -> &'static str {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("mp4") => "video/mp4",
+        Some("ts") => "video/mp2t",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A request body of `len` bytes of `file` from `offset`, streamed from disk through one
+/// read buffer (memory does not grow with the clip or part size).
+async fn file_body(file: &Path, offset: u64, len: u64) -> Result<ByteStream, UploadError> {
+    ByteStream::read_from()
+        .path(file)
+        .offset(offset)
+        .length(Length::Exact(len))
+        .buffer_size(READ_BUFFER)
+        .build()
+        .await
+        .map_err(|e| {
+            UploadError::io(
+                format!("reading {}", file.display()),
+                std::io::Error::other(e),
+            )
+        })
+}
+
+fn b64(raw: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+fn to_i64(n: u64) -> Result<i64, UploadError> {
+    i64::try_from(n).map_err(|_| UploadError::Other(format!("size {n} out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_s3::config::Region;
+
+    use super::*;
+
+    #[test]
+    fn describes_itself() {
+        let settings = S3Settings {
+            bucket: "fleet-video".into(),
+            prefix: "clips/".into(),
+            ..Default::default()
+        };
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .http_client(http_client())
+            .build();
+        let d = S3Destination::from_client(Client::from_conf(conf), &settings);
+        assert_eq!(d.describe(), "s3://fleet-video/clips");
+        assert_eq!(d.part_size, DEFAULT_PART_SIZE);
+    }
+}

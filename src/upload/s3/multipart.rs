@@ -1,0 +1,491 @@
+//! Resumable multipart uploads: create or resume (from the [`UploadJournal`]), send the
+//! missing parts, complete, or abort; and the part planning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
+use futures_util::StreamExt as _;
+
+use super::super::{
+    DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal, UploadOutcome,
+    sha256_of_range_async,
+};
+use super::errors::{is_precondition_failed, map_sdk_err};
+use super::settings::{ChecksumMode, MAX_PARTS, MIN_PART_SIZE, part_count};
+use super::verify::compare_head;
+use super::{S3Destination, b64, content_type_for, file_body, to_i64};
+
+/// One part of the file: its number, where it starts and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartPlan {
+    number: i32,
+    offset: u64,
+    len: u64,
+}
+
+/// The multipart upload being worked on and the parts already safely in the store.
+struct Session {
+    upload_id: String,
+    part_size: u64,
+    done: BTreeMap<i32, DonePart>,
+}
+
+impl S3Destination {
+    /// Aborts a multipart upload; an upload that no longer exists counts as aborted.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), UploadError> {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        match result.map_err(|e| map_sdk_err("AbortMultipartUpload", e)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn effective_part_size(&self, size: u64) -> u64 {
+        self.part_size.max(size.div_ceil(MAX_PARTS))
+    }
+
+    /// Aborts (best effort) and forgets the journaled multipart upload, if any.
+    pub(super) async fn forget_multipart(
+        &self,
+        key: &str,
+        journal: &dyn UploadJournal,
+    ) -> Result<(), UploadError> {
+        if let Some(progress) = journal.multipart().await {
+            if let Err(e) = self.abort_multipart(key, &progress.upload_id).await {
+                tracing::warn!(key, error = %e, "could not abort a stale multipart upload");
+            }
+            journal
+                .clear_multipart()
+                .await
+                .map_err(UploadError::Journal)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn put_multipart(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let mut session = self.open_session(file, key, size, meta, journal).await?;
+        if let Err(e) = self
+            .send_missing_parts(file, key, size, &mut session, journal)
+            .await
+        {
+            return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
+        }
+        let parts: Vec<DonePart> = session.done.into_values().collect();
+        match self.complete(key, &session.upload_id, &parts).await {
+            Ok(etag) => {
+                journal
+                    .clear_multipart()
+                    .await
+                    .map_err(UploadError::Journal)?;
+                Ok(UploadOutcome::Uploaded { etag })
+            }
+            Err(e) if is_precondition_failed(&e) => {
+                self.forget_multipart(key, journal).await?;
+                self.after_precondition_failed(key, size, &meta.sha256_hex)
+                    .await
+            }
+            Err(e) => {
+                // A retried Complete whose first try went through fails (the upload id is
+                // gone): if the object is there and right, the upload did complete.
+                if !e.is_transient()
+                    && let Ok(Some(head)) = self.head(key).await
+                    && compare_head(&head, size, &meta.sha256_hex).is_ok()
+                {
+                    journal
+                        .clear_multipart()
+                        .await
+                        .map_err(UploadError::Journal)?;
+                    let etag = head.e_tag().unwrap_or_default().to_owned();
+                    return Ok(UploadOutcome::Uploaded { etag });
+                }
+                Err(self.fail_upload(key, &session.upload_id, journal, e).await)
+            }
+        }
+    }
+
+    /// Resumes the journaled upload if the store still has it, else creates a new one.
+    async fn open_session(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<Session, UploadError> {
+        if let Some(progress) = journal.multipart().await {
+            if let Some(session) = self.resume(file, key, size, &progress, journal).await? {
+                return Ok(session);
+            }
+            journal
+                .clear_multipart()
+                .await
+                .map_err(UploadError::Journal)?;
+        }
+        let part_size = self.effective_part_size(size);
+        let upload_id = self.create(key, meta).await?;
+        if let Err(e) = journal.begin_multipart(&upload_id, part_size).await {
+            let _ = self.abort_multipart(key, &upload_id).await;
+            return Err(UploadError::Journal(e));
+        }
+        tracing::debug!(key, upload_id, part_size, "multipart upload created");
+        Ok(Session {
+            upload_id,
+            part_size,
+            done: BTreeMap::new(),
+        })
+    }
+
+    /// `None` when the journaled upload cannot be resumed (gone, or an unusable part size).
+    async fn resume(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        progress: &MultipartProgress,
+        journal: &dyn UploadJournal,
+    ) -> Result<Option<Session>, UploadError> {
+        if progress.part_size < MIN_PART_SIZE || part_count(size, progress.part_size) > MAX_PARTS {
+            let _ = self.abort_multipart(key, &progress.upload_id).await;
+            return Ok(None);
+        }
+        let listed = match self.list_parts_all(key, &progress.upload_id).await {
+            Ok(listed) => listed,
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                tracing::info!(key, "journaled multipart upload is gone; starting over");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let done = reusable_parts(file, size, progress, &listed, journal).await?;
+        tracing::info!(
+            key,
+            upload_id = progress.upload_id,
+            reused = done.len(),
+            "resuming multipart upload"
+        );
+        Ok(Some(Session {
+            upload_id: progress.upload_id.clone(),
+            part_size: progress.part_size,
+            done,
+        }))
+    }
+
+    async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<String, UploadError> {
+        let mut request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type_for(key))
+            .set_metadata(Some(meta.to_metadata()));
+        if self.checksum == ChecksumMode::Sha256 {
+            request = request.checksum_algorithm(ChecksumAlgorithm::Sha256);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| map_sdk_err("CreateMultipartUpload", e))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| UploadError::Other("CreateMultipartUpload returned no upload id".into()))
+    }
+
+    /// All parts the store holds for the upload (following ListParts pagination).
+    async fn list_parts_all(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, UploadError> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_sdk_err("ListParts", e))?;
+            parts.extend_from_slice(out.parts());
+            let next = out.next_part_number_marker().map(str::to_owned);
+            if out.is_truncated() != Some(true) || next.is_none() || next == marker {
+                return Ok(parts);
+            }
+            marker = next;
+        }
+    }
+
+    /// Sends every planned part not in `session.done`, `part_concurrency` at a time, journaling
+    /// each as it completes. After the first failure no new part starts, but parts already in
+    /// flight finish and are journaled, so a resume repeats as little as possible.
+    async fn send_missing_parts(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        session: &mut Session,
+        journal: &dyn UploadJournal,
+    ) -> Result<(), UploadError> {
+        let missing: Vec<PartPlan> = plan_parts(size, session.part_size)
+            .into_iter()
+            .filter(|p| !session.done.contains_key(&p.number))
+            .collect();
+        let stop = AtomicBool::new(false);
+        let upload_id = session.upload_id.as_str();
+        let mut results = futures_util::stream::iter(missing)
+            .map(|part| {
+                let stop = &stop;
+                async move {
+                    if stop.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                    Some(self.send_part(file, key, upload_id, part).await)
+                }
+            })
+            .buffer_unordered(self.part_concurrency);
+        let mut failure: Option<UploadError> = None;
+        while let Some(result) = results.next().await {
+            let error = match result {
+                None => continue,
+                Some(Ok(done)) => match journal.part_done(&done).await {
+                    Ok(()) => {
+                        session.done.insert(done.number, done);
+                        continue;
+                    }
+                    Err(e) => UploadError::Journal(e),
+                },
+                Some(Err(e)) => e,
+            };
+            stop.store(true, Ordering::SeqCst);
+            // Keep the first permanent error if there is one: it decides whether to abort.
+            if failure.as_ref().is_none_or(UploadError::is_transient) {
+                failure = Some(error);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Hashes one part of the file, then uploads it with its checksum, streamed from disk: a
+    /// part in flight holds one read buffer, not the whole part, so memory does not grow
+    /// with `part_size` × `part_concurrency` × `upload_concurrency`. (The spool file is the
+    /// agent's own and does not change; in [`ChecksumMode::Sha256`] the store checks the
+    /// streamed bytes against the hash anyway.)
+    async fn send_part(
+        &self,
+        file: &Path,
+        key: &str,
+        upload_id: &str,
+        part: PartPlan,
+    ) -> Result<DonePart, UploadError> {
+        let sha256_b64 = b64(&sha256_of_range_async(file, part.offset, part.len).await?);
+        let body = file_body(file, part.offset, part.len).await?;
+        let mut request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part.number)
+            .content_length(to_i64(part.len)?)
+            .body(body);
+        if self.checksum == ChecksumMode::Sha256 {
+            request = request.checksum_sha256(&sha256_b64);
+        }
+        let started = Instant::now();
+        let out = request
+            .send()
+            .await
+            .map_err(|e| map_sdk_err("UploadPart", e))?;
+        self.rate.observe(part.len, started);
+        let etag = out
+            .e_tag()
+            .ok_or_else(|| UploadError::Other("UploadPart returned no ETag".into()))?;
+        tracing::debug!(key, part = part.number, len = part.len, "part uploaded");
+        Ok(DonePart {
+            number: part.number,
+            etag: etag.to_owned(),
+            sha256_b64,
+            size: part.len,
+        })
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[DonePart],
+    ) -> Result<String, UploadError> {
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                let part = CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag);
+                if self.checksum == ChecksumMode::Sha256 {
+                    part.checksum_sha256(&p.sha256_b64).build()
+                } else {
+                    part.build()
+                }
+            })
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .if_none_match("*")
+            .send()
+            .await
+            .map_err(|e| map_sdk_err("CompleteMultipartUpload", e))?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// Decides what a failed multipart attempt leaves behind: transient failures keep the
+    /// upload and journal for a resume; a vanished upload is forgotten (the retry starts
+    /// over, so it is reported transient); any other permanent failure aborts the upload.
+    async fn fail_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        journal: &dyn UploadJournal,
+        err: UploadError,
+    ) -> UploadError {
+        if err.is_transient() {
+            return err;
+        }
+        if let Err(e) = journal.clear_multipart().await {
+            tracing::warn!(key, error = %e, "could not clear the upload journal");
+        }
+        if err.code() == Some("NoSuchUpload") {
+            return match err {
+                UploadError::Service {
+                    op,
+                    status,
+                    code,
+                    message,
+                    ..
+                } => UploadError::Service {
+                    op,
+                    status,
+                    code,
+                    message,
+                    transient: true,
+                },
+                other => other,
+            };
+        }
+        tracing::warn!(key, error = %err, "aborting multipart upload after a permanent failure");
+        if let Err(e) = self.abort_multipart(key, upload_id).await {
+            tracing::warn!(key, error = %e, "could not abort the multipart upload");
+        }
+        err
+    }
+}
+
+/// Which journaled or listed parts can be kept: the store lists them with the expected size,
+/// and the checksum recorded for them (journal, else listing) equals the SHA-256 of that
+/// range of the file now. Listed-but-unjournaled parts that qualify are journaled.
+async fn reusable_parts(
+    file: &Path,
+    size: u64,
+    progress: &MultipartProgress,
+    listed: &[Part],
+    journal: &dyn UploadJournal,
+) -> Result<BTreeMap<i32, DonePart>, UploadError> {
+    let plan: HashMap<i32, PartPlan> = plan_parts(size, progress.part_size)
+        .into_iter()
+        .map(|p| (p.number, p))
+        .collect();
+    let journaled: HashMap<i32, &DonePart> = progress.parts.iter().map(|p| (p.number, p)).collect();
+    let mut keep = BTreeMap::new();
+    for lp in listed {
+        let Some(plan) = lp.part_number().and_then(|n| plan.get(&n)) else {
+            continue;
+        };
+        if lp.size().and_then(|s| u64::try_from(s).ok()) != Some(plan.len) {
+            continue;
+        }
+        let jp = journaled.get(&plan.number).filter(|j| j.size == plan.len);
+        let recorded = jp.map(|j| j.sha256_b64.as_str()).or(lp.checksum_sha256());
+        let etag = lp.e_tag().or(jp.map(|j| j.etag.as_str()));
+        let (Some(recorded), Some(etag)) = (recorded, etag) else {
+            continue;
+        };
+        if lp.checksum_sha256().is_some_and(|c| c != recorded) {
+            continue;
+        }
+        let actual = b64(&sha256_of_range_async(file, plan.offset, plan.len).await?);
+        if actual != recorded {
+            continue;
+        }
+        let done = DonePart {
+            number: plan.number,
+            etag: etag.to_owned(),
+            sha256_b64: actual,
+            size: plan.len,
+        };
+        if jp.is_none() {
+            journal
+                .part_done(&done)
+                .await
+                .map_err(UploadError::Journal)?;
+        }
+        keep.insert(plan.number, done);
+    }
+    Ok(keep)
+}
+
+/// Cuts `size` bytes into parts of `part_size` (the last one shorter).
+fn plan_parts(size: u64, part_size: u64) -> Vec<PartPlan> {
+    let count = part_count(size, part_size).max(1);
+    (0..count)
+        .map(|i| {
+            let offset = i * part_size;
+            PartPlan {
+                number: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                offset,
+                len: part_size.min(size.saturating_sub(offset)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn plans_parts_with_short_last_part() {
+        let plan = plan_parts(12 * MIB, 5 * MIB);
+        assert_eq!(plan.len(), 3);
+        assert_eq!(plan[2].offset, 10 * MIB);
+        assert_eq!(plan[2].len, 2 * MIB);
+        assert_eq!(plan_parts(10 * MIB, 5 * MIB).len(), 2);
+        assert_eq!(plan_parts(0, 5 * MIB).len(), 1);
+    }
+}

@@ -1,0 +1,54 @@
+//! The single conditional PUT.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::super::{ObjectMeta, UploadError, UploadOutcome};
+use super::errors::{is_precondition_failed, map_sdk_err};
+use super::settings::ChecksumMode;
+use super::{S3Destination, content_type_for, file_body, to_i64};
+
+impl S3Destination {
+    pub(super) async fn put_single(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        sha256_b64: &str,
+    ) -> Result<UploadOutcome, UploadError> {
+        let body = file_body(file, 0, size).await?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .content_length(to_i64(size)?)
+            .content_type(content_type_for(key))
+            .set_metadata(Some(meta.to_metadata()))
+            .if_none_match("*");
+        if self.checksum == ChecksumMode::Sha256 {
+            request = request.checksum_sha256(sha256_b64);
+        }
+        tracing::debug!(key, size, "PutObject");
+        let started = Instant::now();
+        match request.send().await {
+            Ok(out) => {
+                self.rate.observe(size, started);
+                Ok(UploadOutcome::Uploaded {
+                    etag: out.e_tag().unwrap_or_default().to_owned(),
+                })
+            }
+            Err(e) => {
+                let err = map_sdk_err("PutObject", e);
+                if is_precondition_failed(&err) {
+                    self.after_precondition_failed(key, size, &meta.sha256_hex)
+                        .await
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
