@@ -168,8 +168,8 @@ impl Agent {
             self.download_failed(&w, why).await;
             return Ok(());
         }
-        let part = self.part_path(&w.imei, w.name.as_str());
-        let fin = self.file_path(&w.imei, w.name.as_str());
+        let part = self.part_path(&w.imei, w.parsed.as_str());
+        let fin = self.file_path(&w.imei, w.parsed.as_str());
         if self.already_whole(&w, &fin).await {
             return Ok(());
         }
@@ -240,7 +240,7 @@ impl Agent {
                     .with_jitter(),
             )
             .when(|e: &DownloadError| e.is_transient())
-            .notify(|e, d| debug!(clip = %w.clip.name, "download retry in {d:?}: {e}"))
+            .notify(|e, d| debug!(clip = %w.name, "download retry in {d:?}: {e}"))
             .await;
         let got = received.load(Ordering::Relaxed);
         self.record(self.store.add_received(w.id, got).await, "count bytes", w);
@@ -257,12 +257,12 @@ impl Agent {
         self.record(r, "clear the pause notice", w);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         info!(
-            imei = %w.imei, clip = %w.clip.name, size = f.size, resumed_from = f.resumed_from,
+            imei = %w.imei, clip = %w.name, size = f.size, resumed_from = f.resumed_from,
             "downloaded in {secs:.1}s ({:.1} MB/s)", f.received as f64 / secs / 1e6
         );
         self.emit(AgentEvent::Downloaded {
             imei: w.imei.clone(),
-            clip: w.clip.name.clone(),
+            clip: w.name.clone(),
             bytes: f.received,
             secs,
         });
@@ -285,7 +285,7 @@ impl Agent {
             // Not the clip's fault either: pause downloads, keep the partial file.
             let stop = PassStop::DiskFull(e);
             let msg = stop.to_string();
-            warn!(imei = %w.imei, clip = %w.clip.name, "{msg}");
+            warn!(imei = %w.imei, clip = %w.name, "{msg}");
             let r = self.store.set_notice(pause_key(&w.imei), Some(msg)).await;
             self.record(r, "set the pause notice", w);
             return Err(stop);
@@ -295,10 +295,10 @@ impl Agent {
             return Err(PassStop::CameraGone(e));
         }
         let msg = e.to_string();
-        warn!(imei = %w.imei, clip = %w.clip.name, "download failed: {msg}");
+        warn!(imei = %w.imei, clip = %w.name, "download failed: {msg}");
         self.emit(AgentEvent::Failed {
             imei: w.imei.clone(),
-            clip: w.clip.name.clone(),
+            clip: w.name.clone(),
             stage: Stage::Download.as_str(),
             error: msg.clone(),
         });

@@ -172,10 +172,10 @@ impl Agent {
             imei: w.imei.clone(),
             device_name: device_name.to_string(),
             camera_path: w.path.clone(),
-            event_code: w.name.event_code().to_string(),
-            event_name: qucam::event_name(w.name.event_code()).to_string(),
-            camera: w.name.camera_label().to_string(),
-            recorded_at: w.name.recorded().format("%Y-%m-%dT%H:%M:%S").to_string(),
+            event_code: w.parsed.event_code().to_string(),
+            event_name: qucam::event_name(w.parsed.event_code()).to_string(),
+            camera: w.parsed.camera_label().to_string(),
+            recorded_at: w.parsed.recorded().format("%Y-%m-%dT%H:%M:%S").to_string(),
             sha256_hex: sha.to_string(),
         }
     }
@@ -203,16 +203,17 @@ impl Agent {
             self.applied(r, "requeue for download", &w);
             return;
         };
-        let file = self.file_path(&w.imei, w.name.as_str());
-        let uploaded_before = w.state == ClipState::Uploaded;
+        let file = self.file_path(&w.imei, w.parsed.as_str());
         let device_name = self.device_name(&w.imei).await;
-        let mut sent = false;
-        if !uploaded_before {
-            match self.send(&w, &file, &sha, &device_name).await {
-                Some(s) => sent = s,
-                None => return,
-            }
-        }
+        // A clip already `uploaded` (verification postponed, or a kill) is only verified.
+        let sent = if w.state == ClipState::Uploaded {
+            false
+        } else {
+            let Some(sent) = self.send(&w, &file, &sha, &device_name).await else {
+                return;
+            };
+            sent
+        };
         self.verify(&w, &file, &sha, &device_name, sent, started)
             .await;
     }
@@ -222,7 +223,7 @@ impl Agent {
     /// `None`: not (requeued, failed, or the clip moved on), recorded.
     async fn send(&self, w: &Work, file: &Path, sha: &str, device_name: &str) -> Option<bool> {
         if tokio::fs::metadata(file).await.is_err() {
-            warn!(clip = %w.clip.name, "spool file missing: downloading it again");
+            warn!(clip = %w.name, "spool file missing: downloading it again");
             let r = self.store.requeue_for_download(w.id).await;
             self.applied(r, "requeue for download", w);
             return None;
@@ -243,7 +244,7 @@ impl Agent {
         })
         .retry(upload_backoff())
         .when(|e: &UploadError| e.is_transient())
-        .notify(|e, d| debug!(clip = %w.clip.name, "upload retry in {d:?}: {e}"))
+        .notify(|e, d| debug!(clip = %w.name, "upload retry in {d:?}: {e}"))
         .await;
         match result {
             Ok(outcome) => {
@@ -269,10 +270,10 @@ impl Agent {
             let r = self.store.clear_multipart(w.id).await;
             self.record(r, "forget the multipart upload", w);
         }
-        warn!(imei = %w.imei, clip = %w.clip.name, "upload failed: {e}");
+        warn!(imei = %w.imei, clip = %w.name, "upload failed: {e}");
         self.emit(AgentEvent::Failed {
             imei: w.imei.clone(),
-            clip: w.clip.name.clone(),
+            clip: w.name.clone(),
             stage: Stage::Upload.as_str(),
             error: e.to_string(),
         });
@@ -304,7 +305,7 @@ impl Agent {
                 match self.record(self.store.verified(w.id).await, "mark verified", w) {
                     Some(Verified::StillOnCamera) => {}
                     Some(Verified::LeftCamera) => {
-                        debug!(clip = %w.clip.name, "verified; it already left the camera: deleted");
+                        debug!(clip = %w.name, "verified; it already left the camera: deleted");
                     }
                     Some(Verified::NotApplied) | None => return,
                 }
@@ -319,7 +320,7 @@ impl Agent {
                     Verification::Mismatch(m) => format!("object does not match: {m}"),
                     Verification::Verified => unreachable!(),
                 };
-                warn!(imei = %w.imei, clip = %w.clip.name, "verification failed: {why}");
+                warn!(imei = %w.imei, clip = %w.name, "verification failed: {why}");
                 self.upload_gave_up(w.id);
                 // Upload again later; the spool copy is kept until a verification passes.
                 let r = self
@@ -330,7 +331,7 @@ impl Agent {
             }
             Err(e) => {
                 // Stays `uploaded`: verification is retried by the uploader.
-                warn!(clip = %w.clip.name, "verification failed: {e}");
+                warn!(clip = %w.name, "verification failed: {e}");
                 self.upload_gave_up(w.id);
                 let r = self.store.verify_postponed(w.id, e.to_string()).await;
                 self.applied(r, "postpone verification", w);
@@ -343,8 +344,8 @@ impl Agent {
     fn offloaded(&self, w: &Work, sha: &str, device_name: &str, sent: bool, started: Instant) {
         let secs = started.elapsed().as_secs_f64().max(0.001);
         info!(
-            imei = %w.imei, clip = %w.clip.name, key = %w.key, size = w.size,
-            event = qucam::event_name(w.name.event_code()),
+            imei = %w.imei, clip = %w.name, key = %w.key, size = w.size,
+            event = qucam::event_name(w.parsed.event_code()),
             "{} and verified in {secs:.1}s ({:.1} MB/s)",
             if sent { "uploaded" } else { "already in the bucket" },
             if sent { w.size as f64 / secs / 1e6 } else { 0.0 }
@@ -352,9 +353,9 @@ impl Agent {
         self.emit(AgentEvent::Offloaded {
             imei: w.imei.clone(),
             device_name: device_name.to_string(),
-            clip: w.clip.name.clone(),
+            clip: w.name.clone(),
             key: w.key.clone(),
-            event_code: w.name.event_code().to_string(),
+            event_code: w.parsed.event_code().to_string(),
             size: w.size,
             sha256: sha.to_string(),
             sent: if sent { w.size } else { 0 },

@@ -17,18 +17,19 @@ use crate::key;
 use crate::store::Clip;
 
 /// A clip from the store whose name, camera path and IMEI passed their checks, with the
-/// object key it goes to. Derefs to the [`Clip`].
+/// object key it goes to. Derefs to the [`Clip`] (so `w.name` is the stored name, as
+/// logged; `w.parsed` is the checked [`ClipName`]).
 pub(crate) struct Work {
     pub(crate) clip: Clip,
-    pub(crate) name: ClipName,
+    pub(crate) parsed: ClipName,
     pub(crate) key: String,
 }
 
 impl Work {
     /// Parses and checks `clip` (its key under `prefix`).
     pub(crate) fn parse(clip: Clip, prefix: &str) -> Result<Work, NameError> {
-        let (name, key) = Work::checked(&clip, prefix)?;
-        Ok(Work { clip, name, key })
+        let (parsed, key) = Work::checked(&clip, prefix)?;
+        Ok(Work { clip, parsed, key })
     }
 
     fn checked(clip: &Clip, prefix: &str) -> Result<(ClipName, String), NameError> {
@@ -62,7 +63,11 @@ impl Agent {
     /// Parses a clip a stage took from the store; refuses it (once, here) when it fails.
     pub(crate) async fn take(&self, c: Clip) -> Option<Work> {
         match Work::checked(&c, self.cfg.prefix()) {
-            Ok((name, key)) => Some(Work { clip: c, name, key }),
+            Ok((parsed, key)) => Some(Work {
+                clip: c,
+                parsed,
+                key,
+            }),
             Err(e) => {
                 self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
                 None
@@ -131,7 +136,8 @@ mod tests {
     fn a_good_clip_parses_once_with_its_key() {
         let w = Work::parse(clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI), "dashcam")
             .expect("a good clip");
-        assert_eq!(w.name.as_str(), NAME);
+        assert_eq!(w.parsed.as_str(), NAME);
+        assert_eq!(w.name, NAME);
         assert_eq!(w.key, format!("dashcam/{IMEI}/2021-04-27/{NAME}"));
         assert_eq!(w.imei, IMEI, "derefs to the clip");
     }
