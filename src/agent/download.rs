@@ -1,0 +1,367 @@
+//! The download stage: take queued clips of a camera from the store (most severe first,
+//! then oldest), `download_concurrency` at a time, while the spool has room; fetch each
+//! into a `.part` file (resuming), rename it into place, and hand it to the uploader.
+//! A clip's own failure is recorded on the clip; what is not the clip's fault (a full
+//! disk, a camera gone) stops the pass's downloads as a [`PassStop`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tracing::{debug, info, warn};
+
+use qucam::CameraClient;
+
+use super::work::Work;
+use super::{Agent, AgentEvent, pause_key};
+use crate::download::{self as dl, DownloadError, Fetched};
+use crate::store::{Clip, Stage};
+
+/// Why a pass's downloads stop early. Not the clip's fault: it keeps its state and its
+/// partial file, and resumes in a later pass.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PassStop {
+    /// The spool's disk is full: downloads pause until space returns.
+    #[error("local disk full: {0}; downloads paused until space returns")]
+    DiskFull(DownloadError),
+    /// The camera went away mid-download.
+    #[error("camera lost during downloads: {0}")]
+    CameraGone(DownloadError),
+}
+
+/// A finished `.part` file that could not be put in place.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot rename {} into place: {source}", part.display())]
+pub(crate) struct FinishError {
+    part: PathBuf,
+    source: std::io::Error,
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(28)
+}
+
+/// Renames the finished `.part` into place and fsyncs the directory.
+async fn finish_file(part: &Path, fin: &Path) -> Result<(), FinishError> {
+    tokio::fs::rename(part, fin)
+        .await
+        .map_err(|source| FinishError {
+            part: part.to_path_buf(),
+            source,
+        })?;
+    if let Some(dir) = fin.parent() {
+        let dir = dir.to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&dir).and_then(|d| d.sync_all())
+        })
+        .await;
+    }
+    Ok(())
+}
+
+impl Agent {
+    /// Whether the spool may take another download (cap and free-disk floor).
+    async fn spool_has_room(&self) -> Result<bool> {
+        let cap = self.cfg.spool.max_bytes;
+        if cap > 0 && self.store.spool_bytes().await? >= cap {
+            return Ok(false);
+        }
+        let floor = self.cfg.spool.min_free_bytes;
+        if floor > 0
+            && let Ok(free) = fs4::available_space(&self.spool)
+            && free < floor
+        {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Downloads every queued clip of `imei`, `download_concurrency` at a time.
+    pub(super) async fn download_all(
+        self: &Arc<Self>,
+        client: &CameraClient,
+        imei: &str,
+    ) -> Result<()> {
+        let conc = self.cfg.sync.download_concurrency;
+        let mut tried: HashSet<i64> = HashSet::new();
+        let mut running = FuturesUnordered::new();
+        let mut stop: Option<PassStop> = None;
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if running.len() < conc && stop.is_none() && !self.soft_stop.is_cancelled() {
+                let next = self
+                    .store
+                    .next_downloads(imei, conc * 2 + tried.len())
+                    .await?;
+                if let Some(c) = next.into_iter().find(|c| !tried.contains(&c.id)) {
+                    if !self.spool_has_room().await? {
+                        if running.is_empty() && !self.uploads_pending().await? {
+                            let msg = "downloads paused: the spool is full (spool.max_bytes or spool.min_free_bytes); they resume when uploads free space";
+                            warn!(imei = %imei, "{msg}");
+                            self.store
+                                .set_notice(pause_key(imei), Some(msg.into()))
+                                .await?;
+                            break;
+                        }
+                        tokio::select! {
+                            _ = self.upload_done.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            Some(r) = running.next(), if !running.is_empty() => {
+                                if let Err(e) = r { stop = Some(e); }
+                            }
+                        }
+                        continue;
+                    }
+                    tried.insert(c.id);
+                    let me = self.clone();
+                    let client = client.clone();
+                    running.push(async move { me.download_one(&client, c).await });
+                    continue;
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                Some(r) = running.next() => {
+                    if let Err(e) = r {
+                        stop = Some(e);
+                    }
+                }
+            }
+        }
+        match stop {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Downloads one clip. `Err` only when the pass's downloads should stop (camera gone,
+    /// disk full); every other failure is recorded on the clip.
+    async fn download_one(
+        self: &Arc<Self>,
+        client: &CameraClient,
+        c: Clip,
+    ) -> Result<(), PassStop> {
+        let Some(w) = self.take(c).await else {
+            return Ok(());
+        };
+        let moved = self.store.start_download(w.id).await;
+        if !self.applied(moved, "start download", &w) {
+            return Ok(());
+        }
+        let dir = self.camera_dir(&w.imei);
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            let why = format!("cannot create {}: {e}", dir.display());
+            self.download_failed(&w, why).await;
+            return Ok(());
+        }
+        let part = self.part_path(&w.imei, w.parsed.as_str());
+        let fin = self.file_path(&w.imei, w.parsed.as_str());
+        if self.already_whole(&w, &fin).await {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.fetch(client, &w, &part).await {
+            Ok(f) => {
+                if let Err(e) = finish_file(&part, &fin).await {
+                    self.download_failed(&w, e.to_string()).await;
+                    return Ok(());
+                }
+                self.downloaded(&w, f, started).await;
+                Ok(())
+            }
+            Err(e) => self.fetch_failed(&w, e, &part).await,
+        }
+    }
+
+    /// A kill between rename and the state update leaves the whole file in place: if it is
+    /// there with the listed size, records it as downloaded (true).
+    async fn already_whole(&self, w: &Work, fin: &Path) -> bool {
+        if !tokio::fs::metadata(fin)
+            .await
+            .is_ok_and(|m| m.len() == w.size)
+        {
+            return false;
+        }
+        let f2 = fin.to_path_buf();
+        let Ok(Ok(sha)) = tokio::task::spawn_blocking(move || dl::sha256_file(&f2)).await else {
+            return false;
+        };
+        self.applied(self.store.downloaded(w.id, sha).await, "mark downloaded", w);
+        self.upload_wake.notify_one();
+        true
+    }
+
+    /// Fetches the clip into `part` (resuming, with retries for transient errors) and
+    /// counts the bytes received in the store.
+    async fn fetch(
+        &self,
+        client: &CameraClient,
+        w: &Work,
+        part: &Path,
+    ) -> Result<Fetched, DownloadError> {
+        let received = Arc::new(AtomicU64::new(0));
+        let last = Arc::new(AtomicU64::new(u64::MAX));
+        let progress = {
+            let received = received.clone();
+            let last = last.clone();
+            move |done: u64, _total: Option<u64>| {
+                let prev = last.swap(done, Ordering::Relaxed);
+                if prev == u64::MAX {
+                    return;
+                }
+                let add = if done >= prev { done - prev } else { done };
+                received.fetch_add(add, Ordering::Relaxed);
+            }
+        };
+        let attempt = || async {
+            last.store(u64::MAX, Ordering::Relaxed);
+            dl::fetch(client, &w.path, part, Some(w.size), &progress).await
+        };
+        let result = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(300))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(4)
+                    .with_jitter(),
+            )
+            .when(|e: &DownloadError| e.is_transient())
+            .notify(|e, d| debug!(clip = %w.name, "download retry in {d:?}: {e}"))
+            .await;
+        let got = received.load(Ordering::Relaxed);
+        self.record(self.store.add_received(w.id, got).await, "count bytes", w);
+        result
+    }
+
+    /// Records a finished download and wakes the uploader.
+    async fn downloaded(&self, w: &Work, f: Fetched, started: Instant) {
+        let r = self.store.downloaded(w.id, f.sha256_hex).await;
+        if !self.applied(r, "mark downloaded", w) {
+            return;
+        }
+        let r = self.store.set_notice(pause_key(&w.imei), None).await;
+        self.record(r, "clear the pause notice", w);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        info!(
+            imei = %w.imei, clip = %w.name, size = f.size, resumed_from = f.resumed_from,
+            "downloaded in {secs:.1}s ({:.1} MB/s)", f.received as f64 / secs / 1e6
+        );
+        self.emit(AgentEvent::Downloaded {
+            imei: w.imei.clone(),
+            clip: w.name.clone(),
+            bytes: f.received,
+            secs,
+        });
+        self.upload_wake.notify_one();
+    }
+
+    /// A failed fetch: the pass stops when it is not the clip's fault (disk full, camera
+    /// gone); otherwise the failure is recorded on the clip.
+    async fn fetch_failed(&self, w: &Work, e: DownloadError, part: &Path) -> Result<(), PassStop> {
+        if matches!(
+            e,
+            DownloadError::TooLong { .. } | DownloadError::SizeMismatch { .. }
+        ) {
+            // What is on disk cannot be trusted as a prefix of the clip.
+            let _ = tokio::fs::remove_file(part).await;
+        }
+        if let DownloadError::Io { source, .. } = &e
+            && is_disk_full(source)
+        {
+            // Not the clip's fault either: pause downloads, keep the partial file.
+            let stop = PassStop::DiskFull(e);
+            let msg = stop.to_string();
+            warn!(imei = %w.imei, clip = %w.name, "{msg}");
+            let r = self.store.set_notice(pause_key(&w.imei), Some(msg)).await;
+            self.record(r, "set the pause notice", w);
+            return Err(stop);
+        }
+        if matches!(&e, DownloadError::Camera(ce) if ce.is_unreachable()) {
+            // Not the clip's fault: it stays `downloading` and resumes next time.
+            return Err(PassStop::CameraGone(e));
+        }
+        let msg = e.to_string();
+        warn!(imei = %w.imei, clip = %w.name, "download failed: {msg}");
+        self.emit(AgentEvent::Failed {
+            imei: w.imei.clone(),
+            clip: w.name.clone(),
+            stage: Stage::Download.as_str(),
+            error: msg.clone(),
+        });
+        self.download_failed(w, msg).await;
+        Ok(())
+    }
+
+    /// Records a download failure on the clip (retried after [`Agent::retry_secs`]).
+    async fn download_failed(&self, w: &Work, why: String) {
+        let r = self
+            .store
+            .failed(w.id, Stage::Download, why, self.retry_secs(w))
+            .await;
+        self.applied(r, "mark failed", w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_full_disk_or_quota_is_disk_full_and_nothing_else_is() {
+        assert!(is_disk_full(&Error::from(ErrorKind::StorageFull)));
+        assert!(is_disk_full(&Error::from(ErrorKind::QuotaExceeded)));
+        assert!(is_disk_full(&Error::from_raw_os_error(28))); // ENOSPC
+        assert!(!is_disk_full(&Error::from(ErrorKind::PermissionDenied)));
+        assert!(!is_disk_full(&Error::from_raw_os_error(5))); // EIO
+        assert!(!is_disk_full(&Error::other("local disk full")));
+    }
+
+    #[test]
+    fn a_pass_stop_reads_as_before() {
+        let io = DownloadError::Io {
+            path: "/spool/x.part".into(),
+            source: Error::from_raw_os_error(28),
+        };
+        let full = PassStop::DiskFull(io).to_string();
+        assert!(full.starts_with("local disk full: local file error on /spool/x.part"));
+        assert!(full.ends_with("; downloads paused until space returns"));
+        let short = DownloadError::Short {
+            got: 1,
+            expected: 2,
+        };
+        assert_eq!(
+            PassStop::CameraGone(short).to_string(),
+            "camera lost during downloads: download ended at 1 of 2 bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn finish_file_puts_the_part_in_place_or_says_why_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (part, fin) = (dir.path().join("a.part"), dir.path().join("a"));
+        std::fs::write(&part, b"clip").expect("write");
+        finish_file(&part, &fin).await.expect("renamed");
+        assert_eq!(std::fs::read(&fin).expect("read"), b"clip");
+        assert!(!part.exists());
+        let e = finish_file(&part, &fin)
+            .await
+            .expect_err("no part any more");
+        assert!(e.to_string().starts_with("cannot rename "), "{e}");
+        assert_eq!(e.source.kind(), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,471 @@
+//! Reading a camera's listing into the store: [`classify`] each entry (refused, skipped,
+//! selected, too recent), page through the listing reconciling each page, tell which
+//! clips finished recording ([`Latest`]), then settle the clips that left the camera
+//! (lost, or offloaded by another agent when their object is in the bucket).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use backon::{ExponentialBuilder, Retryable};
+use tracing::{debug, info, warn};
+
+use qucam::{CameraClient, CameraError, ClipName, FileEntry, ListQuery};
+
+use super::work::Work;
+use super::{Agent, AgentEvent, MAX_CLIP_BYTES, MAX_LISTING};
+use crate::config::{ClipSelection, SyncConfig};
+use crate::store::{self, Clip, Listed};
+
+/// What the store should make of one listing entry at `now_ms` (ms since the epoch):
+/// refused (`refuse`: hostile or unusable), skipped by the selection (`skip`), or
+/// selected; and whether it may still be recording (`too_recent`).
+pub(crate) fn classify(e: &FileEntry, sync: &SyncConfig, now_ms: i64) -> Listed {
+    let mut l = Listed {
+        path: qucam::excerpt_long(&e.path),
+        name: qucam::excerpt(&e.name),
+        size: e.size.unwrap_or(0).max(0) as u64,
+        event: String::new(),
+        camera: 0,
+        recorded_at: String::new(),
+        priority: 99,
+        skip: None,
+        refuse: None,
+        too_recent: false,
+    };
+    let recent_ms = sync.stable_after.as_millis() as i64;
+    if recent_ms > 0 {
+        l.too_recent = e.date_ms.is_none_or(|d| d > now_ms - recent_ms);
+    }
+    let name = match ClipName::parse(&e.name) {
+        Ok(n) => n,
+        Err(err) => {
+            l.refuse = Some(err.to_string());
+            return l;
+        }
+    };
+    if let Err(err) = qucam::check_camera_path(&e.path, &name) {
+        l.refuse = Some(err.to_string());
+        return l;
+    }
+    l.event = name.event_code().to_string();
+    l.camera = name.camera() as i64;
+    l.recorded_at = name.recorded().format("%Y-%m-%d %H:%M:%S").to_string();
+    l.priority = qucam::event_priority(name.event_code());
+    l.refuse = refusal(e);
+    if l.refuse.is_none() {
+        l.skip = skip_reason(&name, sync);
+    }
+    l
+}
+
+/// Why a well-named entry is refused anyway (its size or kind), if it is.
+fn refusal(e: &FileEntry) -> Option<String> {
+    if e.is_directory {
+        return Some("listed as a directory".into());
+    }
+    match e.size {
+        None => Some("listing gives no size".into()),
+        Some(s) if s < 0 => Some(format!("listing gives a negative size ({s})")),
+        Some(s) if s as u64 > MAX_CLIP_BYTES => {
+            Some(format!("listing gives an implausible size ({s} bytes)"))
+        }
+        _ => None,
+    }
+}
+
+/// Why the selection (`sync.clips`, `sync.event_types`, `sync.camera_type`) skips a clip.
+fn skip_reason(name: &ClipName, sync: &SyncConfig) -> Option<String> {
+    let code = format!("_{}_", name.event_code());
+    if sync.clips == ClipSelection::Events && !name.is_event() {
+        Some("loop recording (sync.clips = \"events\")".into())
+    } else if !sync.event_types.is_empty()
+        && !sync
+            .event_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&code))
+    {
+        Some(format!("event {code} not in sync.event_types"))
+    } else if (sync.camera_type == "_1." && name.camera() != 1)
+        || (sync.camera_type == "_2." && name.camera() != 2)
+    {
+        Some(format!(
+            "camera not selected by sync.camera_type {:?}",
+            sync.camera_type
+        ))
+    } else {
+        None
+    }
+}
+
+/// The two latest recording times of a camera channel (with repeats).
+#[derive(Default)]
+pub(crate) struct Latest {
+    first: Option<String>,
+    second: Option<String>,
+}
+
+impl Latest {
+    pub(crate) fn add(&mut self, t: &str) {
+        if self.first.as_deref().is_none_or(|f| t >= f) {
+            self.second = self.first.replace(t.to_string());
+        } else if self.second.as_deref().is_none_or(|s| t >= s) {
+            self.second = Some(t.to_string());
+        }
+    }
+
+    /// Whether at least two clips of the channel started strictly after `t`.
+    pub(crate) fn two_newer_than(&self, t: &str) -> bool {
+        self.second.as_deref().is_some_and(|s| s > t)
+    }
+}
+
+/// What one pass has read of the listing so far.
+#[derive(Default)]
+struct Reading {
+    /// Paths listed.
+    seen: HashSet<String>,
+    /// The two latest recording times seen per camera channel: a clip with two newer
+    /// clips on its channel has finished recording.
+    latest: HashMap<i64, Latest>,
+    /// Entries read (repeats included).
+    total: usize,
+}
+
+impl Agent {
+    async fn list_page(
+        &self,
+        client: &CameraClient,
+        offset: u32,
+    ) -> Result<Vec<FileEntry>, CameraError> {
+        let q = ListQuery {
+            count: Some(self.cfg.sync.page_size),
+            offset: Some(offset),
+            ..Default::default()
+        };
+        (|| async { client.list_files(&q).await })
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(8)
+                    .with_jitter(),
+            )
+            .when(|e: &CameraError| matches!(e, CameraError::Busy))
+            .await
+    }
+
+    /// Pages through the whole listing, reconciling each page; then re-reads the head
+    /// until a page brings nothing new (clips recorded while paging shift offsets).
+    pub(super) async fn list_and_reconcile(&self, client: &CameraClient, imei: &str) -> Result<()> {
+        let page_size = self.cfg.sync.page_size as usize;
+        let mut r = Reading::default();
+        let mut lost_total = 0usize;
+        for round in 0..2 {
+            let mut offset = 0u32;
+            loop {
+                if self.shutdown.is_cancelled() {
+                    return Err(anyhow!("shutting down"));
+                }
+                let page = self
+                    .list_page(client, offset)
+                    .await
+                    .with_context(|| format!("listing at offset {offset}"))?;
+                let n = page.len();
+                let fresh = self.reconcile_page(imei, &page, &mut r).await?;
+                if r.total > MAX_LISTING {
+                    return Err(anyhow!(
+                        "listing has more than {MAX_LISTING} entries: giving up"
+                    ));
+                }
+                // A short page ends the listing; so does a camera that ignores `count`
+                // (firmware before V2.1 sends everything at once) or repeats itself.
+                if n != page_size || fresh == 0 {
+                    break;
+                }
+                offset += n as u32;
+            }
+            if round == 0 {
+                lost_total += self.settle_missing(imei, &r.seen).await?;
+            }
+        }
+        debug!(imei = %imei, clips = r.seen.len(), lost = lost_total, "listing reconciled");
+        Ok(())
+    }
+
+    /// Classifies and reconciles one page into the store. Returns how many of its paths
+    /// were new to this pass.
+    async fn reconcile_page(
+        &self,
+        imei: &str,
+        page: &[FileEntry],
+        r: &mut Reading,
+    ) -> Result<usize> {
+        let mut fresh = 0;
+        let mut listed = Vec::with_capacity(page.len());
+        for e in page {
+            if r.seen.insert(e.path.clone()) {
+                fresh += 1;
+            }
+            let l = classify(e, &self.cfg.sync, store::now() * 1000);
+            if l.refuse.is_none() {
+                r.latest.entry(l.camera).or_default().add(&l.recorded_at);
+            }
+            listed.push(l);
+        }
+        let finished: HashSet<String> = listed
+            .iter()
+            .filter(|l| {
+                l.refuse.is_none()
+                    && r.latest
+                        .get(&l.camera)
+                        .is_some_and(|t| t.two_newer_than(&l.recorded_at))
+            })
+            .map(|l| l.path.clone())
+            .collect();
+        let mut dedup = HashSet::new();
+        listed.retain(|l| dedup.insert(l.path.clone()));
+        self.store.reconcile_page(imei, listed, finished).await?;
+        r.total += page.len();
+        Ok(fresh)
+    }
+
+    /// Marks the clips not in `seen` as missing, then settles every lost clip not yet
+    /// looked for in the bucket (including those a kill or an unreachable bucket left
+    /// unchecked in an earlier pass). Returns how many were confirmed lost.
+    async fn settle_missing(&self, imei: &str, seen: &HashSet<String>) -> Result<usize> {
+        let mut lost = 0;
+        for c in self.store.mark_missing(imei, seen.clone()).await? {
+            let _ = std::fs::remove_file(self.part_path(imei, &c.name));
+        }
+        for c in self.store.lost_unchecked(imei).await? {
+            let Some(found) = self.in_bucket(&c).await else {
+                continue; // checked again next pass
+            };
+            if found {
+                let moved = self.store.found_elsewhere(c.id).await?;
+                if moved {
+                    info!(imei = %imei, clip = %c.name, "clip left the camera; another agent had offloaded it (its object is in the bucket)");
+                }
+                continue;
+            }
+            if self.store.lost_confirmed(c.id).await? {
+                warn!(imei = %imei, clip = %c.name, "clip lost: it left the camera before it was offloaded");
+                self.emit(AgentEvent::Lost {
+                    imei: imei.to_string(),
+                    clip: c.name.clone(),
+                });
+                lost += 1;
+            }
+        }
+        Ok(lost)
+    }
+
+    /// For a clip that left the camera before this agent offloaded it: whether its object is
+    /// in the bucket under its key with the listed size (another agent offloaded it).
+    /// `None` when the bucket could not be asked.
+    async fn in_bucket(&self, c: &Clip) -> Option<bool> {
+        let Ok(w) = Work::parse(c.clone(), self.cfg.prefix()) else {
+            return Some(false);
+        };
+        match self.dest.holds(&w.key, c.size).await {
+            Ok(found) => Some(found),
+            Err(e) => {
+                debug!(imei = %c.imei, clip = %c.name, error = %e, "bucket check for a lost clip failed; trying again next pass");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+
+    /// A plausible entry recorded an hour before `NOW_MS`.
+    fn entry(name: &str) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            path: format!("/sdcard/DCIM/{name}"),
+            size: Some(1000),
+            date_ms: Some(NOW_MS - 3_600_000),
+            duration_ms: Some(60_000),
+            is_directory: false,
+        }
+    }
+
+    /// Everything selected; stable after two minutes.
+    fn sync() -> SyncConfig {
+        SyncConfig {
+            clips: ClipSelection::All,
+            stable_after: Duration::from_secs(120),
+            ..SyncConfig::default()
+        }
+    }
+
+    const EVENT: &str = "20210427_115134_04_2.mp4";
+    const LOOP: &str = "20210427_115134_00_1.mp4";
+
+    #[test]
+    fn a_good_entry_is_selected_with_what_the_name_says() {
+        let l = classify(&entry(EVENT), &sync(), NOW_MS);
+        assert_eq!((l.refuse, l.skip, l.too_recent), (None, None, false));
+        assert_eq!(l.event, "04");
+        assert_eq!(l.camera, 2);
+        assert_eq!(l.recorded_at, "2021-04-27 11:51:34");
+        assert_eq!(l.priority, qucam::event_priority("04"));
+        assert_eq!(l.size, 1000);
+    }
+
+    #[test]
+    fn hostile_or_unusable_entries_are_refused() {
+        let refused = |e: FileEntry| classify(&e, &sync(), NOW_MS).refuse;
+        assert!(
+            refused(FileEntry {
+                name: "../evil.mp4".into(),
+                ..entry(EVENT)
+            })
+            .is_some()
+        );
+        assert!(
+            refused(FileEntry {
+                path: format!("/sdcard/../{EVENT}"),
+                ..entry(EVENT)
+            })
+            .is_some()
+        );
+        let why = |e: FileEntry| refused(e).unwrap_or_default();
+        assert_eq!(
+            why(FileEntry {
+                size: None,
+                ..entry(EVENT)
+            }),
+            "listing gives no size"
+        );
+        assert!(
+            why(FileEntry {
+                size: Some(-1),
+                ..entry(EVENT)
+            })
+            .contains("negative")
+        );
+        let too_big = MAX_CLIP_BYTES as i64 + 1;
+        assert!(
+            why(FileEntry {
+                size: Some(too_big),
+                ..entry(EVENT)
+            })
+            .contains("implausible")
+        );
+        assert_eq!(
+            refused(FileEntry {
+                size: Some(MAX_CLIP_BYTES as i64),
+                ..entry(EVENT)
+            }),
+            None
+        );
+        // A directory is refused as such, whatever its size.
+        assert_eq!(
+            why(FileEntry {
+                is_directory: true,
+                size: None,
+                ..entry(EVENT)
+            }),
+            "listed as a directory"
+        );
+        let l = classify(
+            &FileEntry {
+                size: Some(-5),
+                ..entry(EVENT)
+            },
+            &sync(),
+            NOW_MS,
+        );
+        assert_eq!(
+            (l.size, l.skip),
+            (0, None),
+            "a refused entry is not also skipped"
+        );
+    }
+
+    #[test]
+    fn the_selection_skips_what_it_does_not_want() {
+        let skip = |name: &str, s: SyncConfig| classify(&entry(name), &s, NOW_MS).skip;
+        assert_eq!(skip(LOOP, sync()), None, "sync.clips = \"all\" takes loops");
+        let events = SyncConfig {
+            clips: ClipSelection::Events,
+            ..sync()
+        };
+        assert!(skip(LOOP, events.clone()).is_some_and(|r| r.contains("loop recording")));
+        assert_eq!(skip(EVENT, events), None);
+        let only_08 = SyncConfig {
+            event_types: vec!["_08_".into()],
+            ..sync()
+        };
+        assert!(skip(EVENT, only_08).is_some_and(|r| r.contains("_04_")));
+        let has_04 = SyncConfig {
+            event_types: vec!["_08_".into(), "_04_".into()],
+            ..sync()
+        };
+        assert_eq!(skip(EVENT, has_04), None);
+        let cam1 = SyncConfig {
+            camera_type: "_1.".into(),
+            ..sync()
+        };
+        assert!(skip(EVENT, cam1.clone()).is_some(), "camera 2 skipped");
+        assert_eq!(skip(LOOP, cam1), None, "camera 1 selected");
+        let cam2 = SyncConfig {
+            camera_type: "_2.".into(),
+            ..sync()
+        };
+        assert!(skip(LOOP, cam2.clone()).is_some());
+        assert_eq!(skip(EVENT, cam2), None);
+    }
+
+    #[test]
+    fn a_clip_recorded_within_stable_after_may_still_be_recording() {
+        let at = |date_ms: Option<i64>, s: &SyncConfig| {
+            classify(
+                &FileEntry {
+                    date_ms,
+                    ..entry(EVENT)
+                },
+                s,
+                NOW_MS,
+            )
+            .too_recent
+        };
+        let s = sync(); // stable after 120 s
+        assert!(at(Some(NOW_MS - 119_000), &s));
+        assert!(!at(Some(NOW_MS - 120_000), &s));
+        assert!(at(None, &s), "no recording time: assumed recent");
+        let off = SyncConfig {
+            stable_after: Duration::ZERO,
+            ..sync()
+        };
+        assert!(!at(Some(NOW_MS), &off), "stable_after = 0 never holds back");
+    }
+
+    #[test]
+    fn a_clip_is_finished_once_two_clips_of_its_channel_started_after_it() {
+        let mut l = Latest::default();
+        assert!(!l.two_newer_than("1"));
+        l.add("5");
+        assert!(!l.two_newer_than("1"), "one newer clip is not enough");
+        l.add("3");
+        assert!(l.two_newer_than("2"));
+        assert!(!l.two_newer_than("3"), "strictly newer");
+        l.add("9");
+        // The two latest are now 9 and 5.
+        assert!(l.two_newer_than("4"));
+        assert!(!l.two_newer_than("5"));
+        l.add("1");
+        assert!(!l.two_newer_than("5"), "an older clip changes nothing");
+        let mut same = Latest::default();
+        same.add("7");
+        same.add("7");
+        assert!(same.two_newer_than("6"), "repeats count");
+    }
+}

@@ -1,0 +1,216 @@
+//! The offload agent: the loops that take every selected clip from a camera to the
+//! destination exactly once, and delete from the camera only what is verified there.
+//!
+//! - **Camera passes** (one task per configured camera, when [`schedule`] says a pass is
+//!   due): probe `get_device_info`; the camera's identity is its IMEI. Page through the
+//!   listing, reconcile each page into the store, mark clips that left the camera as
+//!   lost, download queued clips (most severe first, then oldest), wait for their
+//!   uploads, then apply retention.
+//! - **The uploader** (one task): uploads downloaded clips, resumes interrupted
+//!   multipart uploads from the store, verifies each object with HeadObject, and frees
+//!   the spool. It does not need the camera, so downloads and uploads overlap.
+//!
+//! Every step is a state transition in [`crate::store`]; a kill -9 anywhere resumes
+//! from the last committed state and the bytes on disk.
+//!
+//! The rooms: this file holds the [`Agent`] (its parts, construction, `run` and
+//! `run_once`, the spool's paths); `events` what it reports; `schedule` when a camera is
+//! worked on and when uploads may run; `pass` one pass over a camera and what remains;
+//! `listing` reading and reconciling the listing; `work` a clip parsed once for the
+//! stages; `download`, `upload` and `retention` the three stages.
+
+mod download;
+mod events;
+mod listing;
+mod pass;
+mod retention;
+mod schedule;
+mod upload;
+mod work;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use qucam::{CameraClient, ClientOptions};
+
+use crate::config::{CameraConfig, Config};
+use crate::store::Store;
+use crate::upload::Destination;
+
+pub use events::{AgentEvent, PassOutcome};
+use schedule::Schedule;
+
+/// Largest clip size believed (a listing claiming more is refused as implausible).
+pub const MAX_CLIP_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// Most listing entries read in one pass (a camera that pages forever is cut off).
+pub const MAX_LISTING: usize = 200_000;
+
+/// The agent: configuration, store, destination and camera clients.
+pub struct Agent {
+    cfg: Arc<Config>,
+    store: Store,
+    dest: Arc<Destination>,
+    spool: PathBuf,
+    cameras: Vec<(CameraConfig, CameraClient)>,
+    /// When each camera is worked on and when uploads may run.
+    schedule: Schedule,
+    shutdown: CancellationToken,
+    /// Soft stop (config reload): start no new pass, download or upload; let the ones in
+    /// flight finish. See [`Agent::stop_taking_work`].
+    soft_stop: CancellationToken,
+    /// Woken when a clip becomes ready for upload.
+    upload_wake: Arc<Notify>,
+    /// Woken when an upload finishes (spool space freed, clips verified).
+    upload_done: Arc<Notify>,
+    /// Clips the uploader is working on.
+    in_flight: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// In a `--once` run: clips whose upload failed in this run (not retried until the
+    /// next run, so the pass ends).
+    once_failed: Arc<std::sync::Mutex<Option<HashSet<i64>>>>,
+    events: tokio::sync::broadcast::Sender<AgentEvent>,
+}
+
+/// The state database file inside the state dir.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state.db")
+}
+
+/// The notice key for paused downloads of one camera.
+pub fn pause_key(imei: &str) -> String {
+    format!("downloads-paused:{imei}")
+}
+
+impl Agent {
+    /// Opens the store under the config's state dir and builds a client per camera.
+    pub fn new(cfg: Config, dest: Destination, shutdown: CancellationToken) -> Result<Agent> {
+        let state_dir = cfg.state_dir();
+        let store = Store::open(&db_path(&state_dir))?;
+        let spool = state_dir.join("spool");
+        std::fs::create_dir_all(&spool)
+            .with_context(|| format!("cannot create the spool {}", spool.display()))?;
+        let mut cameras = Vec::new();
+        for c in &cfg.cameras {
+            let id = qucam::client_id(&state_dir, c.client_id.as_deref())
+                .with_context(|| format!("cannot keep the client id in {}", state_dir.display()))?;
+            let mut o = ClientOptions::new(id);
+            o.params = c.params;
+            o.connect_timeout = c.connect_timeout;
+            o.idle_timeout = c.idle_timeout;
+            let client =
+                CameraClient::new(&c.url, o).map_err(|e| anyhow!("camera {:?}: {e}", c.name))?;
+            cameras.push((c.clone(), client));
+        }
+        let soft_stop = CancellationToken::new();
+        let schedule = Schedule::new(cfg.sync.poll_interval, shutdown.clone(), soft_stop.clone());
+        Ok(Agent {
+            cfg: Arc::new(cfg),
+            store,
+            dest: Arc::new(dest),
+            spool,
+            cameras,
+            schedule,
+            shutdown,
+            soft_stop,
+            upload_wake: Arc::new(Notify::new()),
+            upload_done: Arc::new(Notify::new()),
+            in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
+            once_failed: Arc::new(std::sync::Mutex::new(None)),
+            events: tokio::sync::broadcast::channel(1024).0,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Events as the agent works (see [`AgentEvent`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AgentEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, e: AgentEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(e);
+    }
+
+    /// Soft stop, for a config reload: no new pass, download or upload starts; passes,
+    /// downloads and uploads in flight finish (unlike the shutdown token, which cuts them
+    /// short), then [`Agent::run`] returns. Leftover work stays in the store for the next
+    /// agent.
+    pub fn stop_taking_work(&self) {
+        self.soft_stop.cancel();
+    }
+
+    /// The configuration the agent runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// One pass over every configured camera, then stop. Returns each camera's outcome.
+    pub async fn run_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
+        if let Ok(mut f) = self.once_failed.lock() {
+            *f = Some(HashSet::new());
+        }
+        let stop_uploader = CancellationToken::new();
+        let uploader = {
+            let me = self.clone();
+            let stop = stop_uploader.clone();
+            tokio::spawn(async move { me.upload_loop(stop).await })
+        };
+        let passes = self.cameras.iter().enumerate().map(|(i, (c, _))| {
+            let me = self.clone();
+            let name = c.name.clone();
+            async move {
+                let outcome = me.pass(i).await;
+                me.emit(AgentEvent::PassFinished {
+                    camera: name.clone(),
+                    outcome: outcome.clone(),
+                });
+                (name, outcome)
+            }
+        });
+        let outcomes: Vec<(String, PassOutcome)> = futures_util::future::join_all(passes).await;
+        // Clips downloaded from cameras that failed mid-pass still get uploaded.
+        self.wait_uploads(None).await;
+        stop_uploader.cancel();
+        let _ = uploader.await;
+        outcomes
+    }
+
+    /// The daemon: passes over each camera when the schedule says (every `poll_interval`)
+    /// until shutdown.
+    pub async fn run(self: &Arc<Self>) {
+        let stop_uploader = self.shutdown.child_token();
+        let uploader = {
+            let me = self.clone();
+            let stop = stop_uploader.clone();
+            tokio::spawn(async move { me.upload_loop(stop).await })
+        };
+        let loops = (0..self.cameras.len()).map(|i| {
+            let me = self.clone();
+            async move { me.camera_loop(i).await }
+        });
+        futures_util::future::join_all(loops).await;
+        stop_uploader.cancel();
+        let _ = uploader.await;
+    }
+
+    // ---- the spool -----------------------------------------------------------------------
+
+    fn camera_dir(&self, imei: &str) -> PathBuf {
+        self.spool.join(imei)
+    }
+
+    fn part_path(&self, imei: &str, name: &str) -> PathBuf {
+        self.camera_dir(imei).join(format!("{name}.part"))
+    }
+
+    fn file_path(&self, imei: &str, name: &str) -> PathBuf {
+        self.camera_dir(imei).join(name)
+    }
+}

@@ -1,0 +1,87 @@
+//! The retention stage: after a pass's uploads, verified clips of the camera are deleted
+//! from it as `retention` allows (each object checked in the bucket again right before its
+//! delete, in batches of [`DELETE_BATCH`]), or marked retained. A clip the bucket no longer
+//! confirms is offloaded again instead.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use backon::{ExponentialBuilder, Retryable};
+use tracing::{info, warn};
+
+use qucam::{CameraClient, CameraError};
+
+use super::{Agent, AgentEvent};
+use crate::config::DeletePolicy;
+use crate::store::{self, Clip};
+use crate::upload::Verification;
+
+/// Paths deleted per `delete_file` request.
+const DELETE_BATCH: usize = 25;
+
+impl Agent {
+    /// Deletes verified clips from the camera as the policy allows; the rest are retained.
+    /// Each object is checked in the bucket again right before its delete.
+    pub(super) async fn apply_retention(&self, client: &CameraClient, imei: &str) -> Result<()> {
+        let r = &self.cfg.retention;
+        let clips = self.store.deletable(imei).await?;
+        if clips.is_empty() {
+            return Ok(());
+        }
+        if r.delete_from_camera == DeletePolicy::Never {
+            self.store
+                .retained(clips.iter().map(|c| c.id).collect())
+                .await?;
+            return Ok(());
+        }
+        let min_age = r.min_age_on_camera.as_secs() as i64;
+        let t = store::now();
+        let (old, young): (Vec<Clip>, Vec<Clip>) =
+            clips.into_iter().partition(|c| c.first_seen + min_age <= t);
+        self.store
+            .retained(young.iter().map(|c| c.id).collect())
+            .await?;
+        let mut ok = Vec::new();
+        for c in old {
+            let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
+                continue;
+            };
+            match self.dest.verify(&key, c.size, &sha).await {
+                Ok(Verification::Verified) => ok.push(c),
+                Ok(v) => {
+                    warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
+                    self.store.requeue_missing_object(c.id).await?;
+                }
+                Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
+            }
+        }
+        for batch in ok.chunks(DELETE_BATCH) {
+            let paths: Vec<String> = batch.iter().map(|c| c.path.clone()).collect();
+            let res = (|| async { client.delete_files(&paths).await })
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(300))
+                        .with_max_times(4)
+                        .with_jitter(),
+                )
+                .when(|e: &CameraError| e.is_transient())
+                .await;
+            match res {
+                Ok(()) => {
+                    self.store
+                        .deleted(batch.iter().map(|c| c.id).collect())
+                        .await?;
+                    for c in batch {
+                        info!(imei = %imei, clip = %c.name, "deleted from the camera (verified in the bucket)");
+                        self.emit(AgentEvent::DeletedFromCamera {
+                            imei: imei.to_string(),
+                            clip: c.name.clone(),
+                        });
+                    }
+                }
+                Err(e) => return Err(anyhow!("deleting from the camera: {e}")),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! When a camera is worked on, and when uploads may run: the one component that decides.
+//!
+//! The loops ask, they do not decide:
+//! - each camera's loop asks [`Turns::next`] "wait until this camera's next pass is due,
+//!   or tell me to stop" (see `Agent::camera_loop` in `pass.rs`);
+//! - the uploader asks [`Schedule::uploads_may_run`] before it starts an upload.
+//!
+//! **Today** a camera's first pass is due at once and each later one `sync.poll_interval`
+//! after the previous pass ended (a pass begins by probing the camera's URL, so an absent
+//! camera costs one failed probe per interval); uploads may always run. A shutdown or a
+//! soft stop (config reload) ends every wait and stops the loops.
+//!
+//! **The seam**: a Wi-Fi scheduler that joins one camera hotspot at a time replaces the
+//! timer here. `Turns::next` for camera `i` would then wait until the agent is joined to
+//! camera `i`'s hotspot (and hand the radio to the next camera after the pass), and
+//! `uploads_may_run` would say no while the only uplink is a camera's hotspot. Nothing
+//! outside this module needs to change for that.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Decides when each camera's pass is due and whether uploads may run now.
+pub(crate) struct Schedule {
+    poll_interval: Duration,
+    shutdown: CancellationToken,
+    soft_stop: CancellationToken,
+}
+
+impl Schedule {
+    /// A timer schedule: a pass every `poll_interval` per camera, until `shutdown` or
+    /// `soft_stop`.
+    pub(crate) fn new(
+        poll_interval: Duration,
+        shutdown: CancellationToken,
+        soft_stop: CancellationToken,
+    ) -> Schedule {
+        Schedule {
+            poll_interval,
+            shutdown,
+            soft_stop,
+        }
+    }
+
+    /// The turns of camera `camera` (its index in the config). The timer schedule treats
+    /// every camera alike; a hotspot scheduler tells them apart.
+    pub(crate) fn turns(&self, _camera: usize) -> Turns<'_> {
+        Turns {
+            schedule: self,
+            started: false,
+        }
+    }
+
+    /// Whether the uploader may start uploads now (always, while uploads share no radio
+    /// with the cameras).
+    pub(crate) fn uploads_may_run(&self) -> bool {
+        true
+    }
+
+    fn stopped(&self) -> bool {
+        self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
+    }
+}
+
+/// One camera's passes as the schedule hands them out.
+pub(crate) struct Turns<'a> {
+    schedule: &'a Schedule,
+    started: bool,
+}
+
+impl Turns<'_> {
+    /// Waits until the camera's next pass is due; `false` when the loop must stop
+    /// (shutdown or soft stop) instead.
+    pub(crate) async fn next(&mut self) -> bool {
+        let s = self.schedule;
+        if self.started {
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return false,
+                _ = s.soft_stop.cancelled() => return false,
+                _ = tokio::time::sleep(s.poll_interval) => {}
+            }
+        }
+        self.started = true;
+        !s.stopped()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn schedule(poll: Duration) -> (Schedule, CancellationToken, CancellationToken) {
+        let (shutdown, soft) = (CancellationToken::new(), CancellationToken::new());
+        (
+            Schedule::new(poll, shutdown.clone(), soft.clone()),
+            shutdown,
+            soft,
+        )
+    }
+
+    #[tokio::test]
+    async fn first_pass_at_once_then_every_poll_interval() {
+        let (s, _, _) = schedule(Duration::from_millis(150));
+        let mut t = s.turns(0);
+        let start = Instant::now();
+        assert!(t.next().await);
+        assert!(start.elapsed() < Duration::from_millis(150));
+        assert!(t.next().await);
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        assert!(s.uploads_may_run());
+    }
+
+    #[tokio::test]
+    async fn stops_cut_the_wait_short() {
+        let (s, shutdown, soft) = schedule(Duration::from_secs(3600));
+        let mut t = s.turns(0);
+        assert!(t.next().await);
+        soft.cancel();
+        // A one-hour wait that returns at once, with "stop".
+        let r = tokio::time::timeout(Duration::from_secs(5), t.next()).await;
+        assert_eq!(r.ok(), Some(false));
+        let (s, _, _) = schedule(Duration::from_secs(3600));
+        shutdown.cancel();
+        let mut t = s.turns(1);
+        assert!(
+            t.next().await,
+            "another schedule's shutdown does not stop this one"
+        );
+        let (s, shutdown, _) = schedule(Duration::ZERO);
+        shutdown.cancel();
+        assert!(!s.turns(0).next().await, "no first pass after a shutdown");
+    }
+}

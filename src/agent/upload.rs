@@ -1,0 +1,422 @@
+//! The upload stage: the uploader loop (up to `upload_concurrency` clips at a time, when
+//! the schedule lets uploads run), uploading or resuming each downloaded clip, verifying
+//! its object in the destination, and recording the outcome; the multipart journal each
+//! upload keeps in the store ([`StoreJournal`]). Also how a pass waits for the uploads of
+//! its camera.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::work::Work;
+use super::{Agent, AgentEvent};
+use crate::store::{Clip, ClipState, Stage, Store, Verified};
+use crate::upload::{
+    DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal, UploadOutcome,
+    Verification,
+};
+
+fn upload_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(300))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(4)
+        .with_jitter()
+}
+
+impl Agent {
+    /// Whether the uploader has work it will still do in this run (in flight, or due).
+    pub(super) async fn uploads_pending(&self) -> Result<bool> {
+        let flying = self
+            .in_flight
+            .lock()
+            .map(|s| !s.is_empty())
+            .unwrap_or(false);
+        Ok(flying
+            || !self
+                .store
+                .next_uploads(self.in_flight_ids(), 1)
+                .await?
+                .is_empty())
+    }
+
+    /// Clips the uploader must not pick now: in flight, or failed in this `--once` run.
+    fn in_flight_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .in_flight
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if let Ok(Some(f)) = self.once_failed.lock().as_deref() {
+            ids.extend(f.iter().copied());
+        }
+        ids
+    }
+
+    fn upload_gave_up(&self, id: i64) {
+        if let Ok(mut f) = self.once_failed.lock()
+            && let Some(set) = f.as_mut()
+        {
+            set.insert(id);
+        }
+    }
+
+    /// Waits until no clip (of `imei`, or of any camera) waits for the uploader.
+    pub(super) async fn wait_uploads(&self, imei: Option<&str>) {
+        loop {
+            if self.shutdown.is_cancelled() || self.soft_stop.is_cancelled() {
+                return;
+            }
+            let given_up: Vec<i64> = match self.once_failed.lock().as_deref() {
+                Ok(Some(f)) => f.iter().copied().collect(),
+                _ => Vec::new(),
+            };
+            let pending = match self.store.next_uploads(given_up, usize::MAX).await {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            // Clips in flight are still in an upload state, so they show up in `pending`.
+            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i)) {
+                return;
+            }
+            tokio::select! {
+                _ = self.upload_done.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.shutdown.cancelled() => return,
+                _ = self.soft_stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Uploads clips as they become ready until `stop`.
+    pub(super) async fn upload_loop(self: Arc<Self>, stop: CancellationToken) {
+        let conc = self.cfg.sync.upload_concurrency;
+        let mut running = FuturesUnordered::new();
+        loop {
+            if stop.is_cancelled() || self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
+            {
+                break;
+            }
+            if running.len() < conc && self.schedule.uploads_may_run() {
+                let next = self
+                    .store
+                    .next_uploads(self.in_flight_ids(), conc - running.len())
+                    .await
+                    .unwrap_or_default();
+                if !next.is_empty() {
+                    for c in next {
+                        if let Ok(mut s) = self.in_flight.lock() {
+                            s.insert(c.id);
+                        }
+                        let me = self.clone();
+                        running.push(async move {
+                            let id = c.id;
+                            me.upload_one(c).await;
+                            id
+                        });
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.shutdown.cancelled() => break,
+                _ = self.soft_stop.cancelled() => break,
+                _ = self.upload_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                Some(id) = running.next(), if !running.is_empty() => {
+                    if let Ok(mut s) = self.in_flight.lock() {
+                        s.remove(&id);
+                    }
+                    self.upload_done.notify_waiters();
+                }
+            }
+        }
+        // Let in-flight uploads record their progress for a moment, then drop them:
+        // finished parts are in the store and the upload resumes next time.
+        let drain = async {
+            while let Some(id) = running.next().await {
+                if let Ok(mut s) = self.in_flight.lock() {
+                    s.remove(&id);
+                }
+            }
+        };
+        tokio::pin!(drain);
+        // Without a shutdown (end of a pass, soft stop) uploads in flight may finish; a
+        // shutdown, even one arriving meanwhile, leaves them 2 s.
+        let drained = !self.shutdown.is_cancelled()
+            && tokio::time::timeout(Duration::from_secs(3600), async {
+                tokio::select! {
+                    _ = &mut drain => true,
+                    _ = self.shutdown.cancelled() => false,
+                }
+            })
+            .await
+            .unwrap_or(false);
+        if !drained {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut drain).await;
+        }
+        self.upload_done.notify_waiters();
+    }
+
+    fn object_meta(&self, w: &Work, device_name: &str, sha: &str) -> ObjectMeta {
+        ObjectMeta {
+            imei: w.imei.clone(),
+            device_name: device_name.to_string(),
+            camera_path: w.path.clone(),
+            event_code: w.parsed.event_code().to_string(),
+            event_name: qucam::event_name(w.parsed.event_code()).to_string(),
+            camera: w.parsed.camera_label().to_string(),
+            recorded_at: w.parsed.recorded().format("%Y-%m-%dT%H:%M:%S").to_string(),
+            sha256_hex: sha.to_string(),
+        }
+    }
+
+    /// The camera's device name as last seen (for the object's metadata), or "".
+    async fn device_name(&self, imei: &str) -> String {
+        self.store
+            .cameras()
+            .await
+            .ok()
+            .and_then(|cs| cs.into_iter().find(|r| r.imei == imei))
+            .and_then(|r| r.device_name)
+            .unwrap_or_default()
+    }
+
+    /// Uploads (or resumes), then verifies one clip; records the outcome.
+    async fn upload_one(self: &Arc<Self>, c: Clip) {
+        let started = Instant::now();
+        let Some(w) = self.take(c).await else {
+            return;
+        };
+        let Some(sha) = w.sha256.clone() else {
+            // Downloaded without a hash cannot happen; download again to be safe.
+            let r = self.store.requeue_for_download(w.id).await;
+            self.applied(r, "requeue for download", &w);
+            return;
+        };
+        let file = self.file_path(&w.imei, w.parsed.as_str());
+        let device_name = self.device_name(&w.imei).await;
+        // A clip already `uploaded` (verification postponed, or a kill) is only verified.
+        let sent = if w.state == ClipState::Uploaded {
+            false
+        } else {
+            let Some(sent) = self.send(&w, &file, &sha, &device_name).await else {
+                return;
+            };
+            sent
+        };
+        self.verify(&w, &file, &sha, &device_name, sent, started)
+            .await;
+    }
+
+    /// Uploads the spool file of `w` (resuming a multipart upload) and records it as
+    /// uploaded. `Some(sent)`: uploaded (`sent` false when the object was already there);
+    /// `None`: not (requeued, failed, or the clip moved on), recorded.
+    async fn send(&self, w: &Work, file: &Path, sha: &str, device_name: &str) -> Option<bool> {
+        if tokio::fs::metadata(file).await.is_err() {
+            warn!(clip = %w.name, "spool file missing: downloading it again");
+            let r = self.store.requeue_for_download(w.id).await;
+            self.applied(r, "requeue for download", w);
+            return None;
+        }
+        let moved = self.store.start_upload(w.id).await;
+        if !self.applied(moved, "start upload", w) {
+            return None;
+        }
+        let meta = self.object_meta(w, device_name, sha);
+        let journal = StoreJournal {
+            store: self.store.clone(),
+            id: w.id,
+        };
+        let result = (|| async {
+            self.dest
+                .upload(file, &w.key, w.size, &meta, &journal)
+                .await
+        })
+        .retry(upload_backoff())
+        .when(|e: &UploadError| e.is_transient())
+        .notify(|e, d| debug!(clip = %w.name, "upload retry in {d:?}: {e}"))
+        .await;
+        match result {
+            Ok(outcome) => {
+                let (sent, etag) = match outcome {
+                    UploadOutcome::Uploaded { etag } => (true, Some(etag)),
+                    UploadOutcome::AlreadyPresent => (false, None),
+                };
+                let r = self.store.uploaded(w.id, w.key.clone(), etag).await;
+                self.applied(r, "mark uploaded", w).then_some(sent)
+            }
+            Err(e) => {
+                self.upload_failed(w, e).await;
+                None
+            }
+        }
+    }
+
+    /// Records a failed upload (a permanent failure also abandons its multipart upload).
+    async fn upload_failed(&self, w: &Work, e: UploadError) {
+        let transient = e.is_transient();
+        if !transient && let Some(id) = w.upload_id.as_deref() {
+            let _ = self.dest.abort_multipart(&w.key, id).await;
+            let r = self.store.clear_multipart(w.id).await;
+            self.record(r, "forget the multipart upload", w);
+        }
+        warn!(imei = %w.imei, clip = %w.name, "upload failed: {e}");
+        self.emit(AgentEvent::Failed {
+            imei: w.imei.clone(),
+            clip: w.name.clone(),
+            stage: Stage::Upload.as_str(),
+            error: e.to_string(),
+        });
+        self.upload_gave_up(w.id);
+        let r = self
+            .store
+            .failed(w.id, Stage::Upload, e.to_string(), self.retry_secs(w))
+            .await;
+        self.applied(r, "mark failed", w);
+    }
+
+    /// Verifies the object of `w`: only a verified clip may ever be deleted from the
+    /// camera. Records the verdict; frees the spool copy once verified.
+    async fn verify(
+        &self,
+        w: &Work,
+        file: &Path,
+        sha: &str,
+        device_name: &str,
+        sent: bool,
+        started: Instant,
+    ) {
+        let verdict = (|| async { self.dest.verify(&w.key, w.size, sha).await })
+            .retry(upload_backoff())
+            .when(|e: &UploadError| e.is_transient())
+            .await;
+        match verdict {
+            Ok(Verification::Verified) => {
+                match self.record(self.store.verified(w.id).await, "mark verified", w) {
+                    Some(Verified::StillOnCamera) => {}
+                    Some(Verified::LeftCamera) => {
+                        debug!(clip = %w.name, "verified; it already left the camera: deleted");
+                    }
+                    Some(Verified::NotApplied) | None => return,
+                }
+                if !self.cfg.retention.keep_local {
+                    let _ = tokio::fs::remove_file(file).await;
+                }
+                self.offloaded(w, sha, device_name, sent, started);
+            }
+            Ok(other) => {
+                let why = match other {
+                    Verification::Missing => "object missing after upload".to_string(),
+                    Verification::Mismatch(m) => format!("object does not match: {m}"),
+                    Verification::Verified => unreachable!(),
+                };
+                warn!(imei = %w.imei, clip = %w.name, "verification failed: {why}");
+                self.upload_gave_up(w.id);
+                // Upload again later; the spool copy is kept until a verification passes.
+                let r = self
+                    .store
+                    .failed(w.id, Stage::Upload, why, self.retry_secs(w))
+                    .await;
+                self.applied(r, "mark failed", w);
+            }
+            Err(e) => {
+                // Stays `uploaded`: verification is retried by the uploader.
+                warn!(clip = %w.name, "verification failed: {e}");
+                self.upload_gave_up(w.id);
+                let r = self.store.verify_postponed(w.id, e.to_string()).await;
+                self.applied(r, "postpone verification", w);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Logs and reports a clip offloaded (uploaded or found, and verified).
+    fn offloaded(&self, w: &Work, sha: &str, device_name: &str, sent: bool, started: Instant) {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        info!(
+            imei = %w.imei, clip = %w.name, key = %w.key, size = w.size,
+            event = qucam::event_name(w.parsed.event_code()),
+            "{} and verified in {secs:.1}s ({:.1} MB/s)",
+            if sent { "uploaded" } else { "already in the bucket" },
+            if sent { w.size as f64 / secs / 1e6 } else { 0.0 }
+        );
+        self.emit(AgentEvent::Offloaded {
+            imei: w.imei.clone(),
+            device_name: device_name.to_string(),
+            clip: w.name.clone(),
+            key: w.key.clone(),
+            event_code: w.parsed.event_code().to_string(),
+            size: w.size,
+            sha256: sha.to_string(),
+            sent: if sent { w.size } else { 0 },
+            secs,
+        });
+    }
+}
+
+/// The upload journal of one clip, kept in the store (each call runs on the store's
+/// blocking pool, never on an async worker).
+struct StoreJournal {
+    store: Store,
+    id: i64,
+}
+
+impl UploadJournal for StoreJournal {
+    fn multipart(&self) -> BoxFuture<'_, Option<MultipartProgress>> {
+        Box::pin(async move {
+            let (upload_id, part_size, parts) = match self.store.multipart(self.id).await {
+                Ok(mp) => mp?,
+                Err(e) => {
+                    warn!(
+                        clip_id = self.id,
+                        "state database: read the multipart upload failed: {e:#}"
+                    );
+                    return None;
+                }
+            };
+            Some(MultipartProgress {
+                upload_id,
+                part_size,
+                parts: parts
+                    .into_iter()
+                    .map(|(number, etag, sha256_b64, size)| DonePart {
+                        number,
+                        etag,
+                        sha256_b64,
+                        size,
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    fn begin_multipart<'a>(
+        &'a self,
+        upload_id: &'a str,
+        part_size: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(
+            self.store
+                .begin_multipart(self.id, upload_id.to_string(), part_size),
+        )
+    }
+
+    fn part_done<'a>(&'a self, p: &'a DonePart) -> BoxFuture<'a, Result<()>> {
+        let row = (p.number, p.etag.clone(), p.sha256_b64.clone(), p.size);
+        Box::pin(self.store.part_done(self.id, row))
+    }
+
+    fn clear_multipart(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.store.clear_multipart(self.id))
+    }
+}

@@ -1,0 +1,182 @@
+//! A clip being worked on: the store's [`Clip`] parsed once into a [`Work`] (validated
+//! name, camera path and IMEI checked, object key built), when a stage takes it from the
+//! store; a clip that fails is refused there, once. Also the bookkeeping every stage
+//! shares: how long a failed clip waits ([`retry_secs`]) and how a store write's result
+//! is logged ([`Agent::record`], [`Agent::applied`]).
+
+use std::ops::Deref;
+
+use anyhow::Result;
+use tracing::{debug, warn};
+
+use qucam::{ClipName, NameError};
+
+use super::Agent;
+use crate::config::SyncConfig;
+use crate::key;
+use crate::store::Clip;
+
+/// A clip from the store whose name, camera path and IMEI passed their checks, with the
+/// object key it goes to. Derefs to the [`Clip`] (so `w.name` is the stored name, as
+/// logged; `w.parsed` is the checked [`ClipName`]).
+pub(crate) struct Work {
+    pub(crate) clip: Clip,
+    pub(crate) parsed: ClipName,
+    pub(crate) key: String,
+}
+
+impl Work {
+    /// Parses and checks `clip` (its key under `prefix`).
+    pub(crate) fn parse(clip: Clip, prefix: &str) -> Result<Work, NameError> {
+        let (parsed, key) = Work::checked(&clip, prefix)?;
+        Ok(Work { clip, parsed, key })
+    }
+
+    fn checked(clip: &Clip, prefix: &str) -> Result<(ClipName, String), NameError> {
+        let name = ClipName::parse(&clip.name)?;
+        qucam::check_camera_path(&clip.path, &name)?;
+        qucam::check_imei(&clip.imei)?;
+        let key = key::object_key(prefix, &clip.imei, &name)?;
+        Ok((name, key))
+    }
+}
+
+impl Deref for Work {
+    type Target = Clip;
+    fn deref(&self) -> &Clip {
+        &self.clip
+    }
+}
+
+/// Seconds a clip that failed after `attempts` earlier failures waits: short for the
+/// first attempts (5 s, doubling), then the quiet period `sync.retry_after`.
+pub(crate) fn retry_secs(attempts: i64, sync: &SyncConfig) -> i64 {
+    let quiet = sync.retry_after.as_secs() as i64;
+    if (attempts + 1) < sync.max_attempts as i64 {
+        (5i64 << attempts.clamp(0, 10)).min(quiet)
+    } else {
+        quiet
+    }
+}
+
+impl Agent {
+    /// Parses a clip a stage took from the store; refuses it (once, here) when it fails.
+    pub(crate) async fn take(&self, c: Clip) -> Option<Work> {
+        match Work::checked(&c, self.cfg.prefix()) {
+            Ok((parsed, key)) => Some(Work {
+                clip: c,
+                parsed,
+                key,
+            }),
+            Err(e) => {
+                self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
+                None
+            }
+        }
+    }
+
+    /// Seconds clip `c` waits after this failure (see [`retry_secs`]).
+    pub(crate) fn retry_secs(&self, c: &Clip) -> i64 {
+        retry_secs(c.attempts, &self.cfg.sync)
+    }
+
+    /// A store write's result: logged when it failed (a later pass repeats the work; the
+    /// agent carries on).
+    pub(crate) fn record<T>(&self, r: Result<T>, what: &str, c: &Clip) -> Option<T> {
+        r.inspect_err(
+            |e| warn!(imei = %c.imei, clip = %c.name, "state database: {what} failed: {e:#}"),
+        )
+        .ok()
+    }
+
+    /// A transition's result: whether it applied. Logged when it failed, and (at debug) when
+    /// its guard refused it because the clip is in another state.
+    pub(crate) fn applied(&self, r: Result<bool>, what: &str, c: &Clip) -> bool {
+        let done = self.record(r, what, c);
+        if done == Some(false) {
+            debug!(imei = %c.imei, clip = %c.name, "{what}: not applied (the clip is in another state)");
+        }
+        done == Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn clip(name: &str, path: &str, imei: &str) -> Clip {
+        Clip {
+            id: 1,
+            imei: imei.into(),
+            path: path.into(),
+            name: name.into(),
+            size: 10,
+            event: String::new(),
+            camera: 1,
+            recorded_at: String::new(),
+            state: crate::store::ClipState::Queued,
+            reason: None,
+            failed_stage: None,
+            attempts: 0,
+            retry_after: None,
+            sha256: None,
+            object_key: None,
+            etag: None,
+            upload_id: None,
+            part_size: None,
+            first_seen: 0,
+        }
+    }
+
+    const NAME: &str = "20210427_115134_04_2.mp4";
+    const IMEI: &str = "867867432522518";
+
+    #[test]
+    fn a_good_clip_parses_once_with_its_key() {
+        let w = Work::parse(clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI), "dashcam")
+            .expect("a good clip");
+        assert_eq!(w.parsed.as_str(), NAME);
+        assert_eq!(w.name, NAME);
+        assert_eq!(w.key, format!("dashcam/{IMEI}/2021-04-27/{NAME}"));
+        assert_eq!(w.imei, IMEI, "derefs to the clip");
+    }
+
+    #[test]
+    fn a_bad_name_path_or_imei_is_refused() {
+        let path = format!("/sdcard/DCIM/{NAME}");
+        assert!(Work::parse(clip("../x.mp4", &path, IMEI), "").is_err());
+        assert!(Work::parse(clip(NAME, "/sdcard/DCIM/other.mp4", IMEI), "").is_err());
+        assert!(Work::parse(clip(NAME, &path, "../etc"), "").is_err());
+        assert!(Work::parse(clip(NAME, &path, IMEI), "a/../b").is_err());
+    }
+
+    #[test]
+    fn retries_double_from_five_seconds_then_wait_the_quiet_period() {
+        let sync = SyncConfig {
+            max_attempts: 5,
+            retry_after: Duration::from_secs(3600),
+            ..SyncConfig::default()
+        };
+        let waits: Vec<i64> = (0..6).map(|a| retry_secs(a, &sync)).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 3600, 3600]);
+        let short = SyncConfig {
+            max_attempts: 100,
+            retry_after: Duration::from_secs(30),
+            ..SyncConfig::default()
+        };
+        assert_eq!(
+            retry_secs(3, &short),
+            30,
+            "never longer than the quiet period"
+        );
+        assert_eq!(retry_secs(-1, &short), 5, "a negative count counts as none");
+        assert_eq!(retry_secs(40, &short), 30);
+        let huge = SyncConfig {
+            max_attempts: 100,
+            retry_after: Duration::from_secs(1 << 30),
+            ..SyncConfig::default()
+        };
+        assert_eq!(retry_secs(50, &huge), 5 << 10, "the doubling stops at 2^10");
+    }
+}
