@@ -330,6 +330,8 @@ async fn check_range(client: &CameraClient, name: &str, r: &mut Report) {
     let q = ListQuery {
         count: Some(1),
         offset: Some(0),
+        // Firmware before V2.1 ignores `count` and sends the whole listing.
+        max_entries: Some(crate::agent::MAX_LISTING),
         ..Default::default()
     };
     let first = match client.list_files(&q).await {
