@@ -43,6 +43,22 @@ pub use s3::{error_chain, http_client as s3_http_client};
 
 /// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,
 /// event-code, event-name, camera, recorded-at, sha256.
+///
+/// S3 limits an object's user metadata to 2 KB (keys plus values), and neither the camera
+/// path (up to 1,024 characters) nor the device name (unbounded) is ours to size, so
+/// [`to_metadata`](ObjectMeta::to_metadata) fits them by a fixed rule:
+/// 1. every value is made printable ASCII (anything else becomes `_`), so bytes are
+///    characters;
+/// 2. `sha256` is never cut or dropped (verification reads it);
+/// 3. the small fields (imei, event-code, event-name, camera, recorded-at) and the
+///    device-name keep at most [`META_FIELD_MAX`] characters, a longer value ending in
+///    `...` in place of its tail;
+/// 4. the camera-path gets the room left under [`METADATA_LIMIT`]; a longer one keeps its
+///    end (the file name) behind a leading `...`.
+///
+/// Keys are counted with their `x-amz-meta-` prefix, so the total stays under the limit
+/// whichever way a store counts. Real values (15-digit IMEI, a 1,024-character path, a
+/// model name) are never cut.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub imei: String,
@@ -58,24 +74,72 @@ pub struct ObjectMeta {
 
 /// The metadata key (without `x-amz-meta-`) that holds the whole-file SHA-256 in hex.
 pub const SHA256_META_KEY: &str = "sha256";
+/// S3's limit on an object's user metadata, bytes of keys (with `x-amz-meta-`) and values.
+pub const METADATA_LIMIT: usize = 2048;
+/// The most characters kept of a metadata value other than the camera path and sha256.
+pub const META_FIELD_MAX: usize = 64;
+/// Marks where a metadata value was cut.
+const CUT: &str = "...";
+const META_PREFIX: &str = "x-amz-meta-";
 
 impl ObjectMeta {
-    /// The user metadata map sent with the object (keys without the `x-amz-meta-` prefix).
+    /// The user metadata map sent with the object (keys without the `x-amz-meta-` prefix),
+    /// under [`METADATA_LIMIT`] by the rule in [`ObjectMeta`]'s documentation.
     pub fn to_metadata(&self) -> HashMap<String, String> {
-        [
+        let mut m: HashMap<String, String> = [
             ("imei", &self.imei),
             ("device-name", &self.device_name),
-            ("camera-path", &self.camera_path),
             ("event-code", &self.event_code),
             ("event-name", &self.event_name),
             ("camera", &self.camera),
             ("recorded-at", &self.recorded_at),
-            (SHA256_META_KEY, &self.sha256_hex),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), header_safe(v)))
-        .collect()
+        .map(|(k, v)| (k.to_owned(), cut_end(&header_safe(v), META_FIELD_MAX)))
+        .collect();
+        m.insert(SHA256_META_KEY.to_owned(), header_safe(&self.sha256_hex));
+        let used: usize = m.iter().map(|(k, v)| meta_bytes(k, v)).sum();
+        let room = METADATA_LIMIT.saturating_sub(used + meta_bytes("camera-path", ""));
+        m.insert(
+            "camera-path".to_owned(),
+            cut_start(&header_safe(&self.camera_path), room),
+        );
+        m
     }
+}
+
+/// What one metadata entry counts towards [`METADATA_LIMIT`].
+fn meta_bytes(key: &str, value: &str) -> usize {
+    META_PREFIX.len() + key.len() + value.len()
+}
+
+/// At most `max` bytes of `s`: its start, then [`CUT`] (cut on a character boundary).
+fn cut_end(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let Some(mut keep) = max.checked_sub(CUT.len()) else {
+        return String::new();
+    };
+    while !s.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{CUT}", &s[..keep])
+}
+
+/// At most `max` bytes of `s`: [`CUT`], then its end (cut on a character boundary).
+fn cut_start(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let Some(keep) = max.checked_sub(CUT.len()) else {
+        return String::new();
+    };
+    let mut start = s.len() - keep;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{CUT}{}", &s[start..])
 }
 
 /// Metadata travels in HTTP headers: keep it printable ASCII so no store rejects the request.
@@ -457,6 +521,89 @@ mod tests {
         assert_eq!(m["device-name"], "Truck_ 7_");
         assert_eq!(m[SHA256_META_KEY], "ab");
         assert_eq!(m.len(), 8);
+    }
+
+    /// What `to_metadata` counts against S3's limit: keys with `x-amz-meta-`, values.
+    fn total_bytes(m: &HashMap<String, String>) -> usize {
+        m.iter().map(|(k, v)| meta_bytes(k, v)).sum()
+    }
+
+    #[test]
+    fn metadata_stays_under_2_kb_for_hostile_values_and_keeps_the_sha256() {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let name = "20210427_115134_04_1.mp4";
+        let hostile = ObjectMeta {
+            imei: "8".repeat(5000),
+            device_name: "\u{e9}\u{1F600}x".repeat(10_000),
+            camera_path: format!("/{}/{name}", "d\u{e9}\u{1F600}/".repeat(2000)),
+            event_code: "\u{1F600}".repeat(300),
+            event_name: "n".repeat(3000),
+            camera: "c".repeat(3000),
+            recorded_at: "r".repeat(3000),
+            sha256_hex: sha.into(),
+        };
+        let m = hostile.to_metadata();
+        assert_eq!(m.len(), 8);
+        assert!(total_bytes(&m) <= METADATA_LIMIT, "{}", total_bytes(&m));
+        assert_eq!(m[SHA256_META_KEY], sha);
+        let path = &m["camera-path"];
+        assert!(path.starts_with(CUT) && path.ends_with(name), "{path}");
+        assert_eq!(m["device-name"].len(), META_FIELD_MAX);
+        assert!(m["device-name"].ends_with(CUT));
+        for (k, v) in &m {
+            assert!(
+                v.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "{k}: {v}"
+            );
+        }
+        // Only the path fills the room left.
+        assert!(total_bytes(&m) > METADATA_LIMIT - 8, "{}", total_bytes(&m));
+    }
+
+    #[test]
+    fn real_metadata_is_never_cut() {
+        let path = format!("/{}/20210427_115134_04_1.mp4", "a".repeat(998));
+        assert_eq!(path.len(), 1024);
+        let meta = ObjectMeta {
+            imei: "867867432522518".into(),
+            device_name: "CV200 Truck 7, depot North-East".into(),
+            camera_path: path.clone(),
+            event_code: "04".into(),
+            event_name: "Crash (harsh impact)".into(),
+            camera: "front".into(),
+            recorded_at: "2021-04-27T11:51:34".into(),
+            sha256_hex: "ab".repeat(32),
+        };
+        let m = meta.to_metadata();
+        assert_eq!(m["camera-path"], path);
+        assert_eq!(m["device-name"], meta.device_name);
+        assert_eq!(m["event-name"], meta.event_name);
+        assert!(total_bytes(&m) <= METADATA_LIMIT);
+    }
+
+    #[test]
+    fn cuts_respect_utf8_boundaries() {
+        let s = "\u{e9}\u{1F600}\u{e9}\u{1F600}\u{e9}";
+        for max in 0..=s.len() + 1 {
+            let end = cut_end(s, max);
+            let start = cut_start(s, max);
+            assert!(
+                end.len() <= max && start.len() <= max,
+                "{max}: {end:?} {start:?}"
+            );
+            if max >= s.len() {
+                assert_eq!((end.as_str(), start.as_str()), (s, s));
+            } else if max >= CUT.len() {
+                assert!(end.ends_with(CUT) && start.starts_with(CUT), "{max}");
+                assert!(s.starts_with(end.trim_end_matches(CUT)), "{max}: {end:?}");
+                assert!(
+                    s.ends_with(start.trim_start_matches(CUT)),
+                    "{max}: {start:?}"
+                );
+            } else {
+                assert!(end.is_empty() && start.is_empty());
+            }
+        }
     }
 
     #[test]
