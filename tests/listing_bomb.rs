@@ -207,3 +207,87 @@ async fn the_agents_pass_fails_cleanly_on_a_bomb() {
     }
     assert!(f.states().is_empty(), "nothing recorded from a bomb");
 }
+
+/// Any JSON value, small and nested (entry fields, stray elements, odd `data`).
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "[ -~\u{e9}\u{1F600}\\\\\"]{0,12}".prop_map(Value::from),
+        prop_oneof![
+            Just("12"),
+            Just(" 7 "),
+            Just("true"),
+            Just("Camera Busy"),
+            Just("[]")
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        let key = prop_oneof![
+            Just("name".to_string()),
+            Just("path".to_string()),
+            Just("size".to_string()),
+            Just("date".to_string()),
+            Just("duration_long".to_string()),
+            Just("isDirectory".to_string()),
+            "[a-z]{1,4}",
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(key, inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Below the bound, the bounded decoder answers exactly as the unbounded one (envelope
+    /// then list): the same entries or the same error; at a bound one below the number of
+    /// elements, it ends in `ListingTooLong`.
+    #[test]
+    fn bounded_listing_agrees_with_the_unbounded_decoder(
+        data in any_json(),
+        in_string in proptest::bool::ANY,
+        code in proptest::prop_oneof![
+            proptest::strategy::Just(serde_json::json!(200)),
+            proptest::strategy::Just(serde_json::json!("200")),
+            proptest::strategy::Just(serde_json::json!(301)),
+            proptest::strategy::Just(serde_json::json!("e")),
+            proptest::strategy::Just(serde_json::Value::Null),
+        ],
+        success in proptest::prop_oneof![
+            proptest::strategy::Just(serde_json::json!(true)),
+            proptest::strategy::Just(serde_json::json!("false")),
+            proptest::strategy::Just(serde_json::json!(1)),
+            proptest::strategy::Just(serde_json::Value::Null),
+        ],
+    ) {
+        use qucam::listing::decode_file_list_reply;
+        use qucam::reply::{decode_envelope, decode_file_list};
+        let data = if in_string { serde_json::Value::from(data.to_string()) } else { data };
+        let body = serde_json::json!({"data": data, "errorCode": code, "isSuccess": success})
+            .to_string();
+        let old = decode_envelope(body.as_bytes()).and_then(decode_file_list);
+        let new = decode_file_list_reply(body.as_bytes(), 1000);
+        match (&old, &new) {
+            (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => proptest::prop_assert_eq!(a.to_string(), b.to_string()),
+            _ => proptest::prop_assert!(false, "{body}: unbounded {old:?}, bounded {new:?}"),
+        }
+        if let Ok(list) = &old
+            && !list.is_empty()
+        {
+            let short = decode_file_list_reply(body.as_bytes(), list.len() - 1);
+            proptest::prop_assert!(
+                matches!(short, Err(CameraError::ListingTooLong { .. })),
+                "{body}: {short:?}"
+            );
+        }
+    }
+}
