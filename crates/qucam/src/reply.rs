@@ -252,6 +252,10 @@ pub struct FileEntry {
 }
 
 /// Decodes the listing `data` (array, or array in a string; `"[]"` and empty are empty).
+///
+/// Unbounded, on an already decoded [`Data`]: a listing reply off the wire is decoded by
+/// [`listing::decode_file_list_reply`](crate::listing::decode_file_list_reply) instead,
+/// which builds no more entries than asked for.
 pub fn decode_file_list(data: Data) -> Result<Vec<FileEntry>, CameraError> {
     let items = match data {
         Data::Empty => return Ok(Vec::new()),
