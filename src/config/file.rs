@@ -172,7 +172,7 @@ mod tests {
             format!("secret_access_key = \"{SECRET}\\q\""),
             format!("secret_access_key = \"\"\"{SECRET}"),
             format!("secret_access_key = \"{SECRET}\"\nsecret_access_key = \"{SECRET}\""),
-            format!("{SECRET}"),
+            SECRET.to_string(),
         ] {
             let m = err(&with_s3(&line));
             assert!(!m.contains(SECRET), "{line:?} → {m}");
