@@ -6,8 +6,8 @@
 /// A URL as it may be shown: scheme, host and port only. Userinfo becomes `…@`, and a path,
 /// query or fragment becomes `/…` (a webhook's token often sits in its path), so
 /// `https://user:pw@hooks.example/T0KEN?key=abc` shows as `https://…@hooks.example/…`. A
-/// value that does not parse as a URL with a host is never shown: only its length, and its scheme when
-/// that is `http` or `https`.
+/// value that does not parse as a URL with a host is never shown: only its length, and its
+/// scheme when that is `http` or `https`.
 pub fn redact_url(s: &str) -> String {
     let url = reqwest::Url::parse(s).ok().filter(|u| u.has_host());
     let Some(url) = url else {
