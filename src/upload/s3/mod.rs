@@ -93,7 +93,7 @@ impl S3Destination {
             format!("s3://{}/{prefix}", self.bucket)
         };
         if let Some(endpoint) = &self.endpoint {
-            s.push_str(&format!(" at {endpoint}"));
+            s.push_str(&format!(" at {}", crate::config::redact_url(endpoint)));
         }
         s
     }
