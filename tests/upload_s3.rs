@@ -129,7 +129,7 @@ async fn small_file_single_put_round_trip_with_metadata() {
         .upload(&file, KEY, data.len() as u64, &meta, &journal)
         .await
         .unwrap();
-    assert!(matches!(outcome, UploadOutcome::Uploaded { ref etag } if !etag.is_empty()));
+    assert!(matches!(outcome, UploadOutcome::Uploaded { ref etag, .. } if !etag.is_empty()));
     assert_eq!(s3.object_bytes(KEY).unwrap(), data);
     assert!(
         journal.multipart().await.is_none(),

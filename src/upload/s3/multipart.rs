@@ -1,5 +1,8 @@
 //! Resumable multipart uploads: create or resume (from the [`UploadJournal`]), send the
-//! missing parts, complete, or abort; and the part planning.
+//! missing parts, complete, or abort; and the part planning. Before any part is sent (or
+//! reused), the file is read once to compute every part's SHA-256 and MD5 and check the
+//! whole file's SHA-256 against the download's: the parts' digests, and so the composite
+//! checksum and ETag that verification compares, are then those of the downloaded bytes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -9,14 +12,14 @@ use std::time::Instant;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
 use futures_util::StreamExt as _;
 
+use super::super::digests::{PartDigests, file_digests};
 use super::super::{
-    DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal, UploadOutcome,
-    sha256_of_range_async,
+    DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome,
 };
 use super::errors::{is_precondition_failed, map_sdk_err};
 use super::settings::{ChecksumMode, MAX_PARTS, MIN_PART_SIZE, part_count};
 use super::verify::compare_head;
-use super::{S3Destination, b64, content_type_for, file_body, to_i64};
+use super::{S3Destination, content_type_for, file_body, to_i64};
 
 /// One part of the file: its number, where it starts and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ struct Session {
     upload_id: String,
     part_size: u64,
     done: BTreeMap<i32, DonePart>,
+    /// The digests of every planned part, in order (part `n` at `n - 1`).
+    digests: Vec<PartDigests>,
 }
 
 impl S3Destination {
@@ -89,13 +94,14 @@ impl S3Destination {
             return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
         }
         let parts: Vec<DonePart> = session.done.into_values().collect();
+        let sent = SentDigests::of_parts(&parts);
         match self.complete(key, &session.upload_id, &parts).await {
             Ok(etag) => {
                 journal
                     .clear_multipart()
                     .await
                     .map_err(UploadError::Journal)?;
-                Ok(UploadOutcome::Uploaded { etag })
+                Ok(UploadOutcome::Uploaded { etag, sent })
             }
             Err(e) if is_precondition_failed(&e) => {
                 self.forget_multipart(key, journal).await?;
@@ -114,7 +120,7 @@ impl S3Destination {
                         .await
                         .map_err(UploadError::Journal)?;
                     let etag = head.e_tag().unwrap_or_default().to_owned();
-                    return Ok(UploadOutcome::Uploaded { etag });
+                    return Ok(UploadOutcome::Uploaded { etag, sent });
                 }
                 Err(self.fail_upload(key, &session.upload_id, journal, e).await)
             }
@@ -131,7 +137,10 @@ impl S3Destination {
         journal: &dyn UploadJournal,
     ) -> Result<Session, UploadError> {
         if let Some(progress) = journal.multipart().await {
-            if let Some(session) = self.resume(file, key, size, &progress, journal).await? {
+            if let Some(session) = self
+                .resume(file, key, size, &meta.sha256_hex, &progress, journal)
+                .await?
+            {
                 return Ok(session);
             }
             journal
@@ -140,6 +149,7 @@ impl S3Destination {
                 .map_err(UploadError::Journal)?;
         }
         let part_size = self.effective_part_size(size);
+        let digests = plan_digests(file, size, part_size, &meta.sha256_hex).await?;
         let upload_id = self.create(key, meta).await?;
         if let Err(e) = journal.begin_multipart(&upload_id, part_size).await {
             let _ = self.abort_multipart(key, &upload_id).await;
@@ -150,6 +160,7 @@ impl S3Destination {
             upload_id,
             part_size,
             done: BTreeMap::new(),
+            digests,
         })
     }
 
@@ -159,6 +170,7 @@ impl S3Destination {
         file: &Path,
         key: &str,
         size: u64,
+        sha256_hex: &str,
         progress: &MultipartProgress,
         journal: &dyn UploadJournal,
     ) -> Result<Option<Session>, UploadError> {
@@ -174,7 +186,8 @@ impl S3Destination {
             }
             Err(e) => return Err(e),
         };
-        let done = reusable_parts(file, size, progress, &listed, journal).await?;
+        let digests = plan_digests(file, size, progress.part_size, sha256_hex).await?;
+        let done = reusable_parts(size, progress, &listed, &digests, journal).await?;
         tracing::info!(
             key,
             upload_id = progress.upload_id,
@@ -185,6 +198,7 @@ impl S3Destination {
             upload_id: progress.upload_id.clone(),
             part_size: progress.part_size,
             done,
+            digests,
         }))
     }
 
@@ -243,20 +257,21 @@ impl S3Destination {
         session: &mut Session,
         journal: &dyn UploadJournal,
     ) -> Result<(), UploadError> {
-        let missing: Vec<PartPlan> = plan_parts(size, session.part_size)
+        let missing: Vec<(PartPlan, PartDigests)> = plan_parts(size, session.part_size)
             .into_iter()
             .filter(|p| !session.done.contains_key(&p.number))
+            .filter_map(|p| Some((p, digest_of(&session.digests, p.number)?.clone())))
             .collect();
         let stop = AtomicBool::new(false);
         let upload_id = session.upload_id.as_str();
         let mut results = futures_util::stream::iter(missing)
-            .map(|part| {
+            .map(|(part, digests)| {
                 let stop = &stop;
                 async move {
                     if stop.load(Ordering::SeqCst) {
                         return None;
                     }
-                    Some(self.send_part(file, key, upload_id, part).await)
+                    Some(self.send_part(file, key, upload_id, part, digests).await)
                 }
             })
             .buffer_unordered(self.part_concurrency);
@@ -282,9 +297,9 @@ impl S3Destination {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Hashes one part of the file, then uploads it with its checksum, streamed from disk: a
-    /// part in flight holds one read buffer, not the whole part, so memory does not grow
-    /// with `part_size` × `part_concurrency` × `upload_concurrency`. (The spool file is the
+    /// Uploads one part with its checksum (computed beforehand, see `plan_digests`),
+    /// streamed from disk: a part in flight holds one read buffer, not the whole part, so
+    /// memory does not grow with `part_size` × `part_concurrency` × `upload_concurrency`. (The spool file is the
     /// agent's own and does not change; in [`ChecksumMode::Sha256`] the store checks the
     /// streamed bytes against the hash anyway.)
     async fn send_part(
@@ -293,8 +308,12 @@ impl S3Destination {
         key: &str,
         upload_id: &str,
         part: PartPlan,
+        digests: PartDigests,
     ) -> Result<DonePart, UploadError> {
-        let sha256_b64 = b64(&sha256_of_range_async(file, part.offset, part.len).await?);
+        let PartDigests {
+            sha256_b64,
+            md5_hex,
+        } = digests;
         let body = file_body(file, part.offset, part.len).await?;
         let mut request = self
             .client
@@ -322,6 +341,7 @@ impl S3Destination {
             number: part.number,
             etag: etag.to_owned(),
             sha256_b64,
+            md5_hex,
             size: part.len,
         })
     }
@@ -407,12 +427,13 @@ impl S3Destination {
 
 /// Which journaled or listed parts can be kept: the store lists them with the expected size,
 /// and the checksum recorded for them (journal, else listing) equals the SHA-256 of that
-/// range of the file now. Listed-but-unjournaled parts that qualify are journaled.
+/// range of the file now (`digests`). Listed-but-unjournaled parts that qualify, and parts
+/// journaled without their MD5 (by an older version), are journaled.
 async fn reusable_parts(
-    file: &Path,
     size: u64,
     progress: &MultipartProgress,
     listed: &[Part],
+    digests: &[PartDigests],
     journal: &dyn UploadJournal,
 ) -> Result<BTreeMap<i32, DonePart>, UploadError> {
     let plan: HashMap<i32, PartPlan> = plan_parts(size, progress.part_size)
@@ -431,23 +452,22 @@ async fn reusable_parts(
         let jp = journaled.get(&plan.number).filter(|j| j.size == plan.len);
         let recorded = jp.map(|j| j.sha256_b64.as_str()).or(lp.checksum_sha256());
         let etag = lp.e_tag().or(jp.map(|j| j.etag.as_str()));
-        let (Some(recorded), Some(etag)) = (recorded, etag) else {
+        let (Some(recorded), Some(etag), Some(actual)) =
+            (recorded, etag, digest_of(digests, plan.number))
+        else {
             continue;
         };
-        if lp.checksum_sha256().is_some_and(|c| c != recorded) {
-            continue;
-        }
-        let actual = b64(&sha256_of_range_async(file, plan.offset, plan.len).await?);
-        if actual != recorded {
+        if lp.checksum_sha256().is_some_and(|c| c != recorded) || actual.sha256_b64 != recorded {
             continue;
         }
         let done = DonePart {
             number: plan.number,
             etag: etag.to_owned(),
-            sha256_b64: actual,
+            sha256_b64: actual.sha256_b64.clone(),
+            md5_hex: actual.md5_hex.clone(),
             size: plan.len,
         };
-        if jp.is_none() {
+        if jp.is_none_or(|j| j.md5_hex.is_empty()) {
             journal
                 .part_done(&done)
                 .await
@@ -456,6 +476,25 @@ async fn reusable_parts(
         keep.insert(plan.number, done);
     }
     Ok(keep)
+}
+
+/// The digests of every part of the file cut at `part_size`, after checking the whole
+/// file's SHA-256 (one sequential read; see [`file_digests`]).
+async fn plan_digests(
+    file: &Path,
+    size: u64,
+    part_size: u64,
+    sha256_hex: &str,
+) -> Result<Vec<PartDigests>, UploadError> {
+    let lens = plan_parts(size, part_size).iter().map(|p| p.len).collect();
+    file_digests(file, lens, sha256_hex).await
+}
+
+fn digest_of(digests: &[PartDigests], number: i32) -> Option<&PartDigests> {
+    usize::try_from(number)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| digests.get(i))
 }
 
 /// Cuts `size` bytes into parts of `part_size` (the last one shorter).

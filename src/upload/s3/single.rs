@@ -1,9 +1,11 @@
-//! The single conditional PUT.
+//! The single conditional PUT, after one read of the file that checks its SHA-256 and
+//! computes its MD5 (the ETag an unencrypted object has on a store that keeps no checksum).
 
 use std::path::Path;
 use std::time::Instant;
 
-use super::super::{ObjectMeta, UploadError, UploadOutcome};
+use super::super::digests::file_digests;
+use super::super::{ObjectMeta, SentDigests, UploadError, UploadOutcome};
 use super::errors::{is_precondition_failed, map_sdk_err};
 use super::settings::ChecksumMode;
 use super::{S3Destination, content_type_for, file_body, to_i64};
@@ -17,6 +19,11 @@ impl S3Destination {
         meta: &ObjectMeta,
         sha256_b64: &str,
     ) -> Result<UploadOutcome, UploadError> {
+        let md5_hex = file_digests(file, vec![size], &meta.sha256_hex)
+            .await?
+            .pop()
+            .map(|d| d.md5_hex)
+            .ok_or_else(|| UploadError::Other("no digest for a single PUT".into()))?;
         let body = file_body(file, 0, size).await?;
         let mut request = self
             .client
@@ -38,6 +45,7 @@ impl S3Destination {
                 self.rate.observe(size, started);
                 Ok(UploadOutcome::Uploaded {
                     etag: out.e_tag().unwrap_or_default().to_owned(),
+                    sent: SentDigests::Single { md5_hex },
                 })
             }
             Err(e) => {
