@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use md5::Md5;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use super::{DonePart, UploadError};
 
@@ -74,32 +75,86 @@ pub(crate) struct PartDigests {
     pub md5_hex: String,
 }
 
-/// The digests of each consecutive part of `path` (of the lengths `lens`), in one
-/// sequential read that also hashes the whole: `ChecksumMismatch` unless the bytes read are
-/// exactly the file whose SHA-256 is `sha256_hex` (the spool file changed, or is short).
-/// This is what ties the part digests, and so the store's checksum or ETag, to the bytes
-/// downloaded. One read buffer, whatever the part size.
+/// Hashing of a file in parts under way (see [`hash_in_parts`]): [`WholeFileCheck::finish`]
+/// says whether the bytes read were the file that was downloaded.
+pub(crate) struct WholeFileCheck {
+    task: tokio::task::JoinHandle<std::io::Result<String>>,
+    expected: String,
+    shown: String,
+}
+
+impl WholeFileCheck {
+    /// `ChecksumMismatch` unless every part was read and the whole file's SHA-256 is the
+    /// download's (the spool file changed, or is short, otherwise).
+    pub(crate) async fn finish(self) -> Result<(), UploadError> {
+        let full = self
+            .task
+            .await
+            .map_err(|e| UploadError::Other(format!("hashing task failed: {e}")))?
+            .map_err(|e| UploadError::io(format!("hashing {}", self.shown), e))?;
+        if full == self.expected {
+            Ok(())
+        } else {
+            Err(UploadError::ChecksumMismatch(format!(
+                "{} now has sha256 {full}, downloaded as {}",
+                self.shown, self.expected
+            )))
+        }
+    }
+}
+
+/// Starts reading `path` once, in order, on the blocking pool: the digests of each
+/// consecutive part (of the lengths `lens`) arrive on the receiver as soon as they are
+/// computed, at most `ahead` parts ahead of the consumer, while the whole file is hashed in
+/// the same read. Parts can be sent while later ones are hashed; nothing may be completed
+/// before [`WholeFileCheck::finish`] succeeds. This ties the part digests, and so the
+/// store's checksum or ETag, to the bytes downloaded (`sha256_hex`). One read buffer,
+/// whatever the part size.
+pub(crate) fn hash_in_parts(
+    path: &Path,
+    lens: Vec<u64>,
+    sha256_hex: &str,
+    ahead: usize,
+) -> (mpsc::Receiver<PartDigests>, WholeFileCheck) {
+    let (tx, rx) = mpsc::channel(ahead.max(1));
+    let owned: PathBuf = path.to_owned();
+    let task = tokio::task::spawn_blocking(move || {
+        hash_parts(&owned, &lens, |d| tx.blocking_send(d).is_ok())
+    });
+    let check = WholeFileCheck {
+        task,
+        expected: sha256_hex.trim().to_ascii_lowercase(),
+        shown: path.display().to_string(),
+    };
+    (rx, check)
+}
+
+/// [`hash_in_parts`], all parts at once (after the whole-file check).
 pub(crate) async fn file_digests(
     path: &Path,
     lens: Vec<u64>,
     sha256_hex: &str,
 ) -> Result<Vec<PartDigests>, UploadError> {
-    let expected = sha256_hex.trim().to_ascii_lowercase();
-    let shown = path.display().to_string();
-    let (parts, full) = blocking(path, move |p| hash_parts(p, &lens)).await?;
-    if full != expected {
-        return Err(UploadError::ChecksumMismatch(format!(
-            "{shown} now has sha256 {full}, downloaded as {expected}"
-        )));
+    let count = lens.len();
+    let (mut rx, check) = hash_in_parts(path, lens, sha256_hex, count);
+    let mut parts = Vec::with_capacity(count);
+    while let Some(d) = rx.recv().await {
+        parts.push(d);
     }
+    check.finish().await?;
     Ok(parts)
 }
 
-fn hash_parts(path: &Path, lens: &[u64]) -> std::io::Result<(Vec<PartDigests>, String)> {
+/// Hashes the parts in order, giving each part's digests to `each` (which says whether to
+/// go on); the whole file's SHA-256 (hex).
+fn hash_parts(
+    path: &Path,
+    lens: &[u64],
+    mut each: impl FnMut(PartDigests) -> bool,
+) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut full = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut parts = Vec::with_capacity(lens.len());
     for &len in lens {
         let (mut sha, mut md5) = (Sha256::new(), Md5::new());
         let mut left = len;
@@ -117,23 +172,18 @@ fn hash_parts(path: &Path, lens: &[u64]) -> std::io::Result<(Vec<PartDigests>, S
             full.update(&buf[..n]);
             left -= n as u64;
         }
-        parts.push(PartDigests {
+        let digests = PartDigests {
             sha256_b64: base64::engine::general_purpose::STANDARD.encode(sha.finalize()),
             md5_hex: hex::encode(md5.finalize()),
-        });
+        };
+        if !each(digests) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "nobody waits for the digests",
+            ));
+        }
     }
-    Ok((parts, hex::encode(full.finalize())))
-}
-
-async fn blocking<T: Send + 'static>(
-    path: &Path,
-    f: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
-) -> Result<T, UploadError> {
-    let owned: PathBuf = path.to_owned();
-    tokio::task::spawn_blocking(move || f(&owned))
-        .await
-        .map_err(|e| UploadError::Other(format!("hashing task failed: {e}")))?
-        .map_err(|e| UploadError::io(format!("hashing {}", path.display()), e))
+    Ok(hex::encode(full.finalize()))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Resumable multipart uploads: create or resume (from the [`UploadJournal`]), send the
-//! missing parts, complete, or abort; and the part planning. Before any part is sent (or
-//! reused), the file is read once to compute every part's SHA-256 and MD5 and check the
-//! whole file's SHA-256 against the download's: the parts' digests, and so the composite
-//! checksum and ETag that verification compares, are then those of the downloaded bytes.
+//! missing parts, complete, or abort; and the part planning. The file is read once, in
+//! order, to compute each part's SHA-256 and MD5 and the whole file's SHA-256; parts are
+//! sent as their digests arrive, and Complete waits until the whole file matched the
+//! download's SHA-256: the parts' digests, and so the composite checksum and ETag that
+//! verification compares, are those of the downloaded bytes. (A resumed upload hashes the
+//! whole file first, to decide which parts the store already holds.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,7 +14,7 @@ use std::time::Instant;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
 use futures_util::StreamExt as _;
 
-use super::super::digests::{PartDigests, file_digests};
+use super::super::digests::{PartDigests, file_digests, hash_in_parts};
 use super::super::{
     DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome,
 };
@@ -34,8 +36,9 @@ struct Session {
     upload_id: String,
     part_size: u64,
     done: BTreeMap<i32, DonePart>,
-    /// The digests of every planned part, in order (part `n` at `n - 1`).
-    digests: Vec<PartDigests>,
+    /// The digests of every planned part, in order (part `n` at `n - 1`), when already
+    /// computed (a resumed upload); else they are computed while the parts are sent.
+    digests: Option<Vec<PartDigests>>,
 }
 
 impl S3Destination {
@@ -88,7 +91,7 @@ impl S3Destination {
     ) -> Result<UploadOutcome, UploadError> {
         let mut session = self.open_session(file, key, size, meta, journal).await?;
         if let Err(e) = self
-            .send_missing_parts(file, key, size, &mut session, journal)
+            .send_missing_parts(file, key, (size, &meta.sha256_hex), &mut session, journal)
             .await
         {
             return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
@@ -149,7 +152,6 @@ impl S3Destination {
                 .map_err(UploadError::Journal)?;
         }
         let part_size = self.effective_part_size(size);
-        let digests = plan_digests(file, size, part_size, &meta.sha256_hex).await?;
         let upload_id = self.create(key, meta).await?;
         if let Err(e) = journal.begin_multipart(&upload_id, part_size).await {
             let _ = self.abort_multipart(key, &upload_id).await;
@@ -160,7 +162,7 @@ impl S3Destination {
             upload_id,
             part_size,
             done: BTreeMap::new(),
-            digests,
+            digests: None,
         })
     }
 
@@ -198,7 +200,7 @@ impl S3Destination {
             upload_id: progress.upload_id.clone(),
             part_size: progress.part_size,
             done,
-            digests,
+            digests: Some(digests),
         }))
     }
 
@@ -247,24 +249,45 @@ impl S3Destination {
     }
 
     /// Sends every planned part not in `session.done`, `part_concurrency` at a time, journaling
-    /// each as it completes. After the first failure no new part starts, but parts already in
-    /// flight finish and are journaled, so a resume repeats as little as possible.
+    /// each as it completes, then checks that the file read was the one downloaded (SHA-256
+    /// `expected.1` of `expected.0` bytes). After the first failure no new part starts, but
+    /// parts already in flight finish and are journaled, so a resume repeats as little as
+    /// possible.
     async fn send_missing_parts(
         &self,
         file: &Path,
         key: &str,
-        size: u64,
+        expected: (u64, &str),
         session: &mut Session,
         journal: &dyn UploadJournal,
     ) -> Result<(), UploadError> {
-        let missing: Vec<(PartPlan, PartDigests)> = plan_parts(size, session.part_size)
-            .into_iter()
-            .filter(|p| !session.done.contains_key(&p.number))
-            .filter_map(|p| Some((p, digest_of(&session.digests, p.number)?.clone())))
-            .collect();
+        let (size, sha256_hex) = expected;
+        let plan = plan_parts(size, session.part_size);
+        let (missing, check) = match &session.digests {
+            Some(digests) => {
+                let missing: Vec<(PartPlan, PartDigests)> = plan
+                    .into_iter()
+                    .filter(|p| !session.done.contains_key(&p.number))
+                    .filter_map(|p| Some((p, digest_of(digests, p.number)?.clone())))
+                    .collect();
+                (futures_util::stream::iter(missing).boxed(), None)
+            }
+            None => {
+                let lens = plan.iter().map(|p| p.len).collect();
+                let (rx, check) = hash_in_parts(file, lens, sha256_hex, self.part_concurrency);
+                let arriving = futures_util::stream::unfold(
+                    (rx, plan.into_iter()),
+                    |(mut rx, mut plan)| async move {
+                        let digests = rx.recv().await?;
+                        Some(((plan.next()?, digests), (rx, plan)))
+                    },
+                );
+                (arriving.boxed(), Some(check))
+            }
+        };
         let stop = AtomicBool::new(false);
         let upload_id = session.upload_id.as_str();
-        let mut results = futures_util::stream::iter(missing)
+        let mut results = missing
             .map(|(part, digests)| {
                 let stop = &stop;
                 async move {
@@ -294,7 +317,13 @@ impl S3Destination {
                 failure = Some(error);
             }
         }
-        failure.map_or(Ok(()), Err)
+        // Dropping the stream stops the hashing if it is still going (after a failure).
+        drop(results);
+        match (failure, check) {
+            (Some(e), _) => Err(e),
+            (None, Some(check)) => check.finish().await,
+            (None, None) => Ok(()),
+        }
     }
 
     /// Uploads one part with its checksum (computed beforehand, see `plan_digests`),
@@ -479,7 +508,7 @@ async fn reusable_parts(
 }
 
 /// The digests of every part of the file cut at `part_size`, after checking the whole
-/// file's SHA-256 (one sequential read; see [`file_digests`]).
+/// file's SHA-256 (one read; see [`file_digests`]).
 async fn plan_digests(
     file: &Path,
     size: u64,
