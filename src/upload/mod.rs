@@ -9,9 +9,10 @@
 //!   bucket cannot overwrite each other either.
 //! - **Integrity end to end.** Every PUT / part carries its SHA-256 (`x-amz-checksum-sha256`)
 //!   unless [`ChecksumMode::WhenRequired`] is configured; the whole-file SHA-256 is stored as
-//!   object metadata (`x-amz-meta-sha256`). The spool file is read once before sending to
-//!   check that SHA-256 and compute each part's SHA-256 and MD5 ([`SentDigests`]), which
-//!   [`S3Destination::verify_sent`] compares exactly with the store's checksum or ETag.
+//!   object metadata (`x-amz-meta-sha256`). The spool file is read once, in order, to check
+//!   that SHA-256 (nothing is completed before it matched) and compute the file's or each
+//!   part's SHA-256 and MD5 ([`SentDigests`]), which [`S3Destination::verify_sent`]
+//!   compares exactly with the store's checksum or ETag.
 //! - **Resumable after kill -9.** Multipart progress (upload id and finished parts) goes to an
 //!   [`UploadJournal`] as each part completes; the next attempt resumes the same upload id and
 //!   sends only the parts the store does not already hold with the right size and checksum.
