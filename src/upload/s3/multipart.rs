@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
 use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 
-use super::super::digests::{PartDigests, file_digests, hash_in_parts};
+use super::super::digests::{PartDigests, WholeFileCheck, file_digests, hash_in_parts};
 use super::super::{
     DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome,
 };
@@ -261,30 +262,7 @@ impl S3Destination {
         session: &mut Session,
         journal: &dyn UploadJournal,
     ) -> Result<(), UploadError> {
-        let (size, sha256_hex) = expected;
-        let plan = plan_parts(size, session.part_size);
-        let (missing, check) = match &session.digests {
-            Some(digests) => {
-                let missing: Vec<(PartPlan, PartDigests)> = plan
-                    .into_iter()
-                    .filter(|p| !session.done.contains_key(&p.number))
-                    .filter_map(|p| Some((p, digest_of(digests, p.number)?.clone())))
-                    .collect();
-                (futures_util::stream::iter(missing).boxed(), None)
-            }
-            None => {
-                let lens = plan.iter().map(|p| p.len).collect();
-                let (rx, check) = hash_in_parts(file, lens, sha256_hex, self.part_concurrency);
-                let arriving = futures_util::stream::unfold(
-                    (rx, plan.into_iter()),
-                    |(mut rx, mut plan)| async move {
-                        let digests = rx.recv().await?;
-                        Some(((plan.next()?, digests), (rx, plan)))
-                    },
-                );
-                (arriving.boxed(), Some(check))
-            }
-        };
+        let (missing, check) = self.parts_to_send(file, expected, session);
         let stop = AtomicBool::new(false);
         let upload_id = session.upload_id.as_str();
         let mut results = missing
@@ -326,11 +304,43 @@ impl S3Destination {
         }
     }
 
-    /// Uploads one part with its checksum (computed beforehand, see `plan_digests`),
-    /// streamed from disk: a part in flight holds one read buffer, not the whole part, so
-    /// memory does not grow with `part_size` × `part_concurrency` × `upload_concurrency`. (The spool file is the
-    /// agent's own and does not change; in [`ChecksumMode::Sha256`] the store checks the
-    /// streamed bytes against the hash anyway.)
+    /// The parts not in `session.done`, each with its digests: known already (a resumed
+    /// upload), or as the one read of the file computes them, with the check of the whole
+    /// file that must pass before the upload is completed.
+    fn parts_to_send(
+        &self,
+        file: &Path,
+        expected: (u64, &str),
+        session: &Session,
+    ) -> (
+        BoxStream<'static, (PartPlan, PartDigests)>,
+        Option<WholeFileCheck>,
+    ) {
+        let (size, sha256_hex) = expected;
+        let plan = plan_parts(size, session.part_size);
+        if let Some(digests) = &session.digests {
+            let missing: Vec<(PartPlan, PartDigests)> = plan
+                .into_iter()
+                .filter(|p| !session.done.contains_key(&p.number))
+                .filter_map(|p| Some((p, digest_of(digests, p.number)?.clone())))
+                .collect();
+            return (futures_util::stream::iter(missing).boxed(), None);
+        }
+        let lens = plan.iter().map(|p| p.len).collect();
+        let (rx, check) = hash_in_parts(file, lens, sha256_hex, self.part_concurrency);
+        let arriving =
+            futures_util::stream::unfold((rx, plan.into_iter()), |(mut rx, mut plan)| async move {
+                let digests = rx.recv().await?;
+                Some(((plan.next()?, digests), (rx, plan)))
+            });
+        (arriving.boxed(), Some(check))
+    }
+
+    /// Uploads one part with its checksum (computed by the one read of the file), streamed
+    /// from disk: a part in flight holds one read buffer, not the whole part, so memory does
+    /// not grow with `part_size` × `part_concurrency` × `upload_concurrency`. (Bytes that
+    /// changed between that read and this one are refused by the store in
+    /// [`ChecksumMode::Sha256`], and do not match the ETag verification compares otherwise.)
     async fn send_part(
         &self,
         file: &Path,
