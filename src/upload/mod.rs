@@ -9,7 +9,10 @@
 //!   bucket cannot overwrite each other either.
 //! - **Integrity end to end.** Every PUT / part carries its SHA-256 (`x-amz-checksum-sha256`)
 //!   unless [`ChecksumMode::WhenRequired`] is configured; the whole-file SHA-256 is stored as
-//!   object metadata (`x-amz-meta-sha256`) and checked by [`S3Destination::verify`].
+//!   object metadata (`x-amz-meta-sha256`). The spool file is read once, in order, to check
+//!   that SHA-256 (nothing is completed before it matched) and compute the file's or each
+//!   part's SHA-256 and MD5 ([`SentDigests`]), which [`S3Destination::verify_sent`]
+//!   compares exactly with the store's checksum or ETag.
 //! - **Resumable after kill -9.** Multipart progress (upload id and finished parts) goes to an
 //!   [`UploadJournal`] as each part completes; the next attempt resumes the same upload id and
 //!   sends only the parts the store does not already hold with the right size and checksum.
@@ -18,19 +21,21 @@
 //! Keys are full object keys (the `clip` module already joins the configured prefix); the
 //! `prefix` in [`S3Settings`] is only used to describe the destination.
 
+mod digests;
 mod from_config;
 mod local;
 mod s3;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+pub use digests::SentDigests;
 pub use from_config::{destination, s3_settings};
 pub use local::LocalDestination;
 pub use s3::CheckStep;
@@ -189,6 +194,9 @@ pub struct DonePart {
     pub etag: String,
     /// Base64 of the part's SHA-256 (the `x-amz-checksum-sha256` form).
     pub sha256_b64: String,
+    /// Hex MD5 of the part (its ETag on a store that keeps no checksum); empty when a
+    /// journal written by an older version does not have it.
+    pub md5_hex: String,
     pub size: u64,
 }
 
@@ -255,8 +263,8 @@ impl UploadJournal for MemoryJournal {
 /// The result of a successful upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadOutcome {
-    /// The store accepted the object.
-    Uploaded { etag: String },
+    /// The store accepted the object; `sent` is what verification compares it with.
+    Uploaded { etag: String, sent: SentDigests },
     /// An object with that key, same size and sha256 metadata, already existed: nothing sent.
     AlreadyPresent,
 }
@@ -391,15 +399,29 @@ impl Destination {
         }
     }
 
-    /// Checks that the object under `key` has `size` bytes and SHA-256 `sha256_hex`.
+    /// Checks that the object under `key` has `size` bytes and SHA-256 `sha256_hex`, for an
+    /// object this agent has no upload digests of ([`SentDigests::Unknown`]).
     pub async fn verify(
         &self,
         key: &str,
         size: u64,
         sha256_hex: &str,
     ) -> Result<Verification, UploadError> {
+        self.verify_sent(key, size, sha256_hex, &SentDigests::Unknown)
+            .await
+    }
+
+    /// [`Destination::verify`] knowing what was sent (`sent`, from [`UploadOutcome`]): the
+    /// store's checksum or ETag can then be compared exactly with the agent's own digests.
+    pub async fn verify_sent(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+        sent: &SentDigests,
+    ) -> Result<Verification, UploadError> {
         match self {
-            Self::S3(d) => d.verify(key, size, sha256_hex).await,
+            Self::S3(d) => d.verify_sent(key, size, sha256_hex, sent).await,
             Self::Local(d) => d.verify(key, size, sha256_hex).await,
         }
     }
@@ -463,19 +485,6 @@ pub(crate) fn sha256_of_range(path: &Path, offset: u64, len: u64) -> std::io::Re
         ));
     }
     Ok(hasher.finalize().into())
-}
-
-/// Runs [`sha256_of_range`] on the blocking pool.
-pub(crate) async fn sha256_of_range_async(
-    path: &Path,
-    offset: u64,
-    len: u64,
-) -> Result<[u8; 32], UploadError> {
-    let owned: PathBuf = path.to_owned();
-    tokio::task::spawn_blocking(move || sha256_of_range(&owned, offset, len))
-        .await
-        .map_err(|e| UploadError::Other(format!("hashing task failed: {e}")))?
-        .map_err(|e| UploadError::io(format!("hashing {}", path.display()), e))
 }
 
 /// Fails unless the file on disk has exactly the size the caller expects.
@@ -643,6 +652,7 @@ mod tests {
             number: 1,
             etag: "e".into(),
             sha256_b64: "s".into(),
+            md5_hex: "m".into(),
             size: 5,
         };
         j.part_done(&part).await.unwrap();
