@@ -7,7 +7,10 @@
 //!    file's digest (full-object form), or, for an object the agent uploaded as multipart,
 //!    the composite digest (moto's HeadObject leaves out the `-N`). `…-N`: the composite
 //!    digest and the part count of our upload. A checksum that differs is a mismatch; one
-//!    the agent cannot recompute (a composite of someone else's parts) goes to 4.
+//!    the agent cannot recompute (a composite of someone else's parts) goes to 4. A match
+//!    may be the client's own claim coming back (moto stores a sent checksum unchecked): on
+//!    an unencrypted object whose ETag has an MD5's shape, the ETag must also be the MD5 the
+//!    agent computed, else 4.
 //! 2. **The ETag**, when the store keeps no checksum and the object is not SSE-KMS/SSE-C
 //!    encrypted (then the ETag is an MD5 of the bytes): it must equal the MD5 of the file
 //!    (single PUT) or the MD5 of the part MD5s with `-N` (multipart). An ETag that differs is
@@ -16,7 +19,7 @@
 //!    reported as such; the bytes were sent in the request that wrote that metadata.
 //! 4. **Read the bytes** (GetObject and hash): exact, costs the object's size in traffic;
 //!    for objects the agent did not upload and for answers 1 and 2 cannot settle. An SSE-C
-//!    object cannot be read without its key: size and metadata only.
+//!    object the agent did not upload cannot be read without its key: not verified.
 
 use super::super::{SentDigests, hex_to_b64};
 
@@ -50,21 +53,27 @@ pub(super) fn judge(reported: &Reported, sha256_hex: &str, sent: &SentDigests) -
         Err(e) => return Verdict::Mismatch(e.to_string()),
     };
     if let Some(checksum) = reported.checksum_sha256 {
-        return judge_checksum(checksum.trim(), &full, sent, reported.etag);
+        let verdict = judge_checksum(checksum.trim(), &full, sent, reported.etag);
+        return etag_agrees(verdict, reported, sent);
     }
     if let Some(why) = reported.encrypted {
-        return if why == "SSE-C" || *sent != SentDigests::Unknown {
-            Verdict::SizeAndMetadata(format!(
-                "{why}: the ETag is not an MD5 of the bytes and the store reports no SHA-256"
-            ))
-        } else {
-            Verdict::ReadBytes("an encrypted object this agent did not upload")
+        return match (why, sent) {
+            (_, SentDigests::Single { .. } | SentDigests::Multipart { .. }) => {
+                Verdict::SizeAndMetadata(format!(
+                    "{why}: the ETag is not an MD5 of the bytes and the store reports no SHA-256"
+                ))
+            }
+            // Not ours, and unreadable without its customer key: nothing ties it to the clip.
+            ("SSE-C", SentDigests::Unknown) => Verdict::Mismatch(
+                "an SSE-C object this agent did not upload cannot be verified".into(),
+            ),
+            (_, SentDigests::Unknown) => {
+                Verdict::ReadBytes("an encrypted object this agent did not upload")
+            }
         };
     }
-    let expected = match sent {
-        SentDigests::Unknown => return Verdict::ReadBytes("no digests of our own to compare"),
-        SentDigests::Single { md5_hex } => md5_hex.clone(),
-        SentDigests::Multipart { parts, md5_hex, .. } => format!("{md5_hex}-{parts}"),
+    let Some(expected) = expected_etag(sent) else {
+        return Verdict::ReadBytes("no digests of our own to compare");
     };
     match reported.etag.map(unquote) {
         Some(etag) if etag.eq_ignore_ascii_case(&expected) => Verdict::Exact(match sent {
@@ -73,6 +82,47 @@ pub(super) fn judge(reported: &Reported, sha256_hex: &str, sent: &SentDigests) -
         }),
         _ => Verdict::ReadBytes("the ETag is not the MD5 the agent computed"),
     }
+}
+
+/// The ETag an unencrypted object made by our upload has: the MD5 of the file (single PUT)
+/// or the MD5 of the part MD5s with `-N`.
+fn expected_etag(sent: &SentDigests) -> Option<String> {
+    match sent {
+        SentDigests::Unknown => None,
+        SentDigests::Single { md5_hex } => Some(md5_hex.clone()),
+        SentDigests::Multipart { parts, md5_hex, .. } => Some(format!("{md5_hex}-{parts}")),
+    }
+}
+
+/// A checksum match is the client's own claim coming back on a store that does not check
+/// what clients send (moto keeps it unchecked). The ETag of an unencrypted object is the
+/// store's MD5 of the bytes it received: when it has that shape and is not the MD5 the agent
+/// computed, the checksum alone does not settle it, and the bytes are read back.
+fn etag_agrees(verdict: Verdict, reported: &Reported, sent: &SentDigests) -> Verdict {
+    let (Verdict::Exact(_), None, Some(expected), Some(etag)) = (
+        &verdict,
+        reported.encrypted,
+        expected_etag(sent),
+        reported.etag.map(unquote),
+    ) else {
+        return verdict;
+    };
+    if is_md5_etag(etag) && !etag.eq_ignore_ascii_case(&expected) {
+        return Verdict::ReadBytes("the checksum matches but the ETag is not the MD5 sent");
+    }
+    verdict
+}
+
+/// `0123…cdef` or `0123…cdef-N`: the shape of an MD5 ETag (single or multipart).
+fn is_md5_etag(etag: &str) -> bool {
+    let md5 = etag.split_once('-').map_or(etag, |(m, n)| {
+        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+            m
+        } else {
+            ""
+        }
+    });
+    md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn judge_checksum(checksum: &str, full: &str, sent: &SentDigests, etag: Option<&str>) -> Verdict {
@@ -297,6 +347,10 @@ mod tests {
         };
         assert!(matches!(
             judge(&ssec, HEX, &SentDigests::Unknown),
+            Verdict::Mismatch(_)
+        ));
+        assert!(matches!(
+            judge(&ssec, HEX, &single()),
             Verdict::SizeAndMetadata(_)
         ));
         // A checksum, when the store keeps one, still decides.
@@ -305,5 +359,30 @@ mod tests {
             ..kms
         };
         assert!(exact(judge(&with_checksum, HEX, &single())));
+    }
+
+    #[test]
+    fn a_matching_checksum_with_an_etag_of_other_bytes_is_read_back() {
+        // moto keeps a client-sent checksum unchecked; its ETag is the MD5 of what it got.
+        let other_bytes = Reported {
+            checksum_sha256: Some(FULL),
+            etag: Some("\"ffffffffffffffffffffffffffffffff\""),
+            encrypted: None,
+        };
+        assert!(matches!(
+            judge(&other_bytes, HEX, &single()),
+            Verdict::ReadBytes(_)
+        ));
+        let same_bytes = Reported {
+            etag: Some("\"d41d8cd98f00b204e9800998ecf8427e\""),
+            ..other_bytes
+        };
+        assert!(exact(judge(&same_bytes, HEX, &single())));
+        // An ETag of another scheme says nothing: the checksum decides.
+        let opaque = Reported {
+            etag: Some("\"v2-opaque\""),
+            ..other_bytes
+        };
+        assert!(exact(judge(&opaque, HEX, &single())));
     }
 }

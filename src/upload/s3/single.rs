@@ -1,8 +1,9 @@
 //! The single conditional PUT, and one read of the file that checks its SHA-256 against the
 //! download's and computes its MD5 (the ETag an unencrypted object has on a store that
-//! keeps no checksum). With [`ChecksumMode::Sha256`] the store checks the body against the
-//! download's SHA-256 itself, so the read runs alongside the PUT; without, it runs first,
-//! so bytes that are not the download's are never sent.
+//! keeps no checksum). The read runs before the PUT, in every checksum mode, so bytes that
+//! are not the download's are never sent: not every store checks the checksum a client sends
+//! (moto keeps it unchecked), and an object that was sent stays in the bucket under our
+//! metadata.
 
 use std::path::Path;
 use std::time::Instant;
@@ -22,12 +23,7 @@ impl S3Destination {
         meta: &ObjectMeta,
         sha256_b64: &str,
     ) -> Result<UploadOutcome, UploadError> {
-        let checked_by_store = self.checksum == ChecksumMode::Sha256;
-        let md5_first = if checked_by_store {
-            None
-        } else {
-            Some(file_md5(file, size, &meta.sha256_hex).await?)
-        };
+        let md5_hex = file_md5(file, size, &meta.sha256_hex).await?;
         let body = file_body(file, 0, size).await?;
         let mut request = self
             .client
@@ -44,16 +40,12 @@ impl S3Destination {
         }
         tracing::debug!(key, size, "PutObject");
         let started = Instant::now();
-        let (md5_hex, sent) = match md5_first {
-            Some(md5_hex) => (Ok(md5_hex), request.send().await),
-            None => tokio::join!(file_md5(file, size, &meta.sha256_hex), request.send()),
-        };
-        match sent {
+        match request.send().await {
             Ok(out) => {
                 self.rate.observe(size, started);
                 Ok(UploadOutcome::Uploaded {
                     etag: out.e_tag().unwrap_or_default().to_owned(),
-                    sent: SentDigests::Single { md5_hex: md5_hex? },
+                    sent: SentDigests::Single { md5_hex },
                 })
             }
             Err(e) => {
