@@ -182,7 +182,11 @@ pub fn excerpt_long(s: &str) -> String {
 }
 
 /// At most 60 characters of a hostile string, for messages.
+/// A `password` value in it is masked first ([`crate::secret::mask_passwords`]).
 pub fn excerpt(s: &str) -> String {
+    let head: String = s.chars().take(4096).collect();
+    let masked = crate::secret::mask_passwords(&head);
+    let s = masked.as_str();
     let mut out: String = s
         .chars()
         .take(60)

@@ -64,7 +64,8 @@ pub fn decode_envelope(body: &[u8]) -> Result<Data, CameraError> {
     }
     if !env.success {
         let message = match &data {
-            Data::Text(t) => t.clone(),
+            // A refusal may quote the device info, hotspot password included: masked.
+            Data::Text(t) => crate::secret::mask_passwords(&crate::clip_name::excerpt_long(t)),
             Data::Json(v) => excerpt(&v.to_string()),
             Data::Empty => String::new(),
         };
@@ -602,5 +603,16 @@ mod tests {
         assert_eq!(x.camera_to_left_wheel, 7.0);
         assert_eq!(x.to_wire(), "1|2|3|4|5|6|7");
         assert!(AdasExtrinsics::from_wire("1|2|3").is_err());
+    }
+
+    #[test]
+    fn errors_quoting_a_reply_never_show_the_hotspot_password() {
+        let refused = br#"{"isSuccess":false,"errorCode":7,"data":"{\"ssid\":\"queclinkgh\",\"password\":\"hunter22\"}"}"#;
+        let broken = br#"{"imei":"860000000000001","password":"hunter22","#;
+        for body in [&refused[..], &broken[..]] {
+            let e = decode_envelope(body).expect_err("not a good reply");
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("hunter22"), "{shown}");
+        }
     }
 }
