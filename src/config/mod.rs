@@ -171,6 +171,13 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<qucam::Secret>,
+    /// How long a connect to the store may take.
+    #[serde(default = "d_s3_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// A request that sends and receives no bytes for this long fails (no limit on the
+    /// length of a transfer that keeps moving).
+    #[serde(default = "d_s3_stall_timeout", deserialize_with = "de_duration")]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -263,6 +270,12 @@ pub struct MetricsConfig {
 
 fn d_connect_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn d_s3_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_s3_stall_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn d_idle_timeout() -> Duration {
     Duration::from_secs(10)

@@ -15,6 +15,7 @@ mod forms;
 mod multipart;
 mod settings;
 mod single;
+mod stall;
 mod threshold;
 mod verify;
 

@@ -1,0 +1,145 @@
+//! Stall detection for every S3 request, in both directions: [`StallGuard`] wraps the HTTP
+//! client handed to the SDK and fails a request when no byte of its body was taken for
+//! sending and no response arrived for `stall_timeout`. It is a limit on silence, not on
+//! the length of a request, so a 5 GiB PUT on a slow uplink runs as long as bytes flow.
+//! Response bodies are covered by the SDK's stalled-stream protection, configured with the
+//! same grace period in [`super::client`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::http::HttpRequest;
+use aws_sdk_s3::config::{HttpClient, RuntimeComponents, SharedHttpClient};
+use aws_sdk_s3::primitives::SdkBody;
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+/// The error a stalled request ends with (the SDK classifies it as a timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("S3 stalled: no bytes sent or received for {} (s3.stall_timeout)", humantime::format_duration(*.0))]
+pub struct Stalled(pub Duration);
+
+/// An HTTP client whose requests fail when they stall for `stall`.
+#[derive(Debug)]
+pub(super) struct StallGuard {
+    inner: SharedHttpClient,
+    stall: Duration,
+}
+
+impl StallGuard {
+    pub(super) fn new(inner: SharedHttpClient, stall: Duration) -> Self {
+        Self { inner, stall }
+    }
+}
+
+impl HttpClient for StallGuard {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(GuardedConnector {
+            inner: self.inner.http_connector(settings, components),
+            stall: self.stall,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct GuardedConnector {
+    inner: SharedHttpConnector,
+    stall: Duration,
+}
+
+impl HttpConnector for GuardedConnector {
+    fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        let progress = Arc::new(Progress::new());
+        let touch = progress.clone();
+        let body = std::mem::replace(request.body_mut(), SdkBody::taken());
+        *request.body_mut() = body.map_preserve_contents(move |inner| {
+            SdkBody::from_body_1_x(Touching {
+                inner,
+                progress: touch.clone(),
+            })
+        });
+        let response = self.inner.call(request);
+        let stall = self.stall;
+        HttpConnectorFuture::new(async move {
+            tokio::pin!(response);
+            loop {
+                let quiet = progress.quiet();
+                if quiet >= stall {
+                    return Err(ConnectorError::timeout(Box::new(Stalled(stall))));
+                }
+                tokio::select! {
+                    r = &mut response => return r,
+                    () = tokio::time::sleep(stall - quiet) => {}
+                }
+            }
+        })
+    }
+}
+
+/// When a request last made progress.
+#[derive(Debug)]
+struct Progress {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last progress (or the start).
+    fn quiet(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// A request body that records each chunk taken for sending as progress.
+struct Touching {
+    inner: SdkBody,
+    progress: Arc<Progress>,
+}
+
+impl Body for Touching {
+    type Data = Bytes;
+    type Error = aws_smithy_runtime_api::box_error::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        Body::size_hint(&self.inner)
+    }
+}
