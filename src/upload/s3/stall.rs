@@ -7,7 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,31 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+
+/// S3 requests under way in this process (until their reply's headers or their error).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// How many S3 requests are under way. Each ends by itself (a reply, an error, or
+/// `stall_timeout` of silence), so a loop waiting on one waits by design.
+pub fn requests_in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+/// Counts one request in [`IN_FLIGHT`] while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The error a stalled request ends with (the SDK classifies it as a timeout).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +97,7 @@ impl HttpConnector for GuardedConnector {
         let response = self.inner.call(request);
         let stall = self.stall;
         HttpConnectorFuture::new(async move {
+            let _in_flight = InFlight::new();
             tokio::pin!(response);
             loop {
                 let quiet = progress.quiet();
