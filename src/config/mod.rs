@@ -450,6 +450,26 @@ mod tests {
     }
 
     #[test]
+    fn s3_timeouts_have_defaults_and_bounds() {
+        let s3 = |line: &str| parse(&format!("{MIN}{line}\n")).map(|c| c.s3.unwrap());
+        let d = s3("").unwrap();
+        assert_eq!(d.connect_timeout, Duration::from_secs(10));
+        assert_eq!(d.stall_timeout, Duration::from_secs(60));
+        let t = s3("connect_timeout = \"2s\"\nstall_timeout = \"5m\"").unwrap();
+        assert_eq!(t.connect_timeout, Duration::from_secs(2));
+        assert_eq!(t.stall_timeout, Duration::from_secs(300));
+        for (line, key) in [
+            ("stall_timeout = \"0s\"", "s3.stall_timeout"),
+            ("stall_timeout = \"2h\"", "s3.stall_timeout"),
+            ("connect_timeout = \"0s\"", "s3.connect_timeout"),
+            ("connect_timeout = \"soon\"", "s3.connect_timeout"),
+        ] {
+            let m = s3(line).unwrap_err().to_string();
+            assert!(m.contains(key), "{line}: {m}");
+        }
+    }
+
+    #[test]
     fn multipart_threshold_is_auto_or_a_size() {
         let s3 = |line: &str| parse(&format!("{MIN}{line}\n")).map(|c| c.s3.unwrap());
         assert_eq!(s3("").unwrap().multipart_threshold, None, "default: auto");
