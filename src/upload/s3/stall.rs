@@ -169,3 +169,117 @@ impl Body for Touching {
         Body::size_hint(&self.inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+
+    /// A request body of `chunks` chunks, one every `every`.
+    struct Slow {
+        chunks: usize,
+        every: Duration,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl Body for Slow {
+        type Data = Bytes;
+        type Error = aws_smithy_runtime_api::box_error::BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.chunks == 0 {
+                return Poll::Ready(None);
+            }
+            let every = self.every;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+            self.chunks -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"bytes")))))
+        }
+    }
+
+    /// A store that reads the whole body, then answers 200 or (`answers` false) never.
+    #[derive(Debug)]
+    struct Store {
+        answers: bool,
+    }
+
+    impl HttpConnector for Store {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let answers = self.answers;
+            HttpConnectorFuture::new(async move {
+                let mut body = request.into_body();
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                {
+                    frame.map_err(|e| ConnectorError::other(e, None))?;
+                }
+                if !answers {
+                    std::future::pending::<()>().await;
+                }
+                let ok = StatusCode::try_from(200u16)
+                    .map_err(|e| ConnectorError::other(e.into(), None))?;
+                Ok(Response::new(ok, SdkBody::empty()))
+            })
+        }
+    }
+
+    fn guarded(answers: bool, stall: Duration) -> GuardedConnector {
+        GuardedConnector {
+            inner: SharedHttpConnector::new(Store { answers }),
+            stall,
+        }
+    }
+
+    fn request(chunks: usize, every: Duration) -> HttpRequest {
+        let body = SdkBody::from_body_1_x(Slow {
+            chunks,
+            every,
+            sleep: None,
+        });
+        HttpRequest::new(body)
+    }
+
+    #[tokio::test]
+    async fn a_transfer_that_keeps_moving_is_never_cut_off() {
+        // 20 chunks 100 ms apart: 2 s in all, far beyond the 300 ms stall limit.
+        let started = Instant::now();
+        let r = guarded(true, Duration::from_millis(300))
+            .call(request(20, Duration::from_millis(100)))
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn silence_in_either_direction_fails_after_the_stall_limit() {
+        // The body goes out (300 ms), then no reply comes: failed 300 ms later.
+        let stall = Duration::from_millis(300);
+        let started = Instant::now();
+        let r = guarded(false, stall)
+            .call(request(3, Duration::from_millis(100)))
+            .await;
+        let e = r.expect_err("a reply that never comes");
+        assert!(e.is_timeout(), "{e:?}");
+        let why = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(why.is_some_and(|w| w.contains("s3.stall_timeout")), "{e:?}");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(550), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // The body itself stalls: a 5 s gap between chunks fails at the limit.
+        let started = Instant::now();
+        let r = guarded(true, stall)
+            .call(request(2, Duration::from_secs(5)))
+            .await;
+        assert!(r.expect_err("a stalled body").is_timeout());
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}
