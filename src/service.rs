@@ -8,8 +8,9 @@
 //! - `STATUS=…` lines saying what it is doing, built from [`AgentEvent`]s, e.g.
 //!   `truck-12: 3 clips offloaded this pass, 17 pending` (shown by `systemctl status`);
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC` when systemd's watchdog is on
-//!   (`WatchdogSec=`): pings come from the agent's runtime, so a wedged runtime stops them
-//!   and systemd restarts the service;
+//!   (`WatchdogSec=`), but only while the agent's loops show progress or are idle by design
+//!   ([`crate::agent::heartbeat::alive`] within `WATCHDOG_USEC`): a loop stuck in a call,
+//!   or a wedged runtime, stops the pings and systemd restarts the service;
 //! - `RELOADING=1` while a SIGHUP config reload drains the old agent, then `READY=1`;
 //! - `STOPPING=1` as soon as a shutdown begins.
 //!
@@ -25,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
 
@@ -122,20 +123,33 @@ impl Notifier {
         None
     }
 
-    /// Pings the watchdog every [`Notifier::watchdog_interval`] until `stop`; `None` when
-    /// the watchdog is off.
+    /// Pings the watchdog every [`Notifier::watchdog_interval`] until `stop`, while the
+    /// agent's heartbeat says it progresses or idles by design within the watchdog's
+    /// timeout (twice the interval); `None` when the watchdog is off.
     pub fn spawn_watchdog(&self, stop: CancellationToken) -> Option<JoinHandle<()>> {
         let every = self.watchdog_interval()?;
+        let window = every * 2;
         let me = self.clone();
-        debug!("systemd watchdog on: pinging every {every:?}");
+        debug!("systemd watchdog on: pinging every {every:?} while the agent progresses");
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut starved = false;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => me.watchdog(),
+                    _ = tick.tick() => {}
                 }
+                let alive = crate::agent::heartbeat::alive(window);
+                if alive {
+                    me.watchdog();
+                } else if !starved {
+                    warn!(
+                        "no progress for {window:?} while at work: not feeding the watchdog \
+                         (the service manager will restart the agent)"
+                    );
+                }
+                starved = !alive;
             }
         }))
     }

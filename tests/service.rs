@@ -575,3 +575,85 @@ async fn a_sighup_that_only_rotates_the_s3_secret_is_applied() {
     let (code, _) = d.terminate().await;
     assert_eq!(code, Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The watchdog is fed only while the agent progresses or idles by design
+
+/// A 127.0.0.1 listener that accepts every connection and holds it in silence: a camera
+/// that answers nothing, with `idle_timeout = "1h"` a call that never returns.
+fn silent_listener() -> (String, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let t = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    (url, t)
+}
+
+/// WATCHDOG=1 pings seen over `span` (WATCHDOG_USEC=2 s: one a second when fed).
+async fn pings_over(notify: &NotifySocket, span: Duration) -> usize {
+    let before = notify.count("WATCHDOG=1");
+    tokio::time::sleep(span).await;
+    notify.count("WATCHDOG=1") - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_idle_agent_keeps_feeding_the_watchdog() {
+    // Nothing to offload: the camera loop only sleeps out its poll interval between passes.
+    let f = Fleet::start(0, 1_000).await;
+    let cfg = f.write_config(&Knobs::default());
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(&mut d, "READY=1", Duration::from_secs(30), || {
+        notify.count("READY=1") >= 1
+    })
+    .await;
+    let n = pings_over(&notify, Duration::from_secs(5)).await;
+    assert!(
+        n >= 3,
+        "{n} pings in 5 s from an idle agent\n{}",
+        d.stderr()
+    );
+    assert!(d.running(), "{}", d.stderr());
+    assert!(
+        !d.stderr().contains("not feeding the watchdog"),
+        "{}",
+        d.stderr()
+    );
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_loop_stops_the_watchdog_pings() {
+    // The camera accepts and never answers, and the config lets a reply take an hour: the
+    // pass is stuck in its first call, busy and silent.
+    let f = Fleet::start(1, 1_000).await;
+    let (silent, _t) = silent_listener();
+    let text = f
+        .config_text(&Knobs::default())
+        .replace(&f.sim.url(), &silent)
+        .replace("idle_timeout = \"2s\"", "idle_timeout = \"1h\"");
+    assert!(text.contains(&silent) && text.contains("\"1h\""));
+    let cfg = f.dir.path().join("wedged.toml");
+    std::fs::write(&cfg, text).expect("write config");
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(
+        &mut d,
+        "the watchdog starved",
+        Duration::from_secs(30),
+        || d_stderr(&f).contains("not feeding the watchdog"),
+    )
+    .await;
+    let n = pings_over(&notify, Duration::from_secs(4)).await;
+    assert_eq!(n, 0, "pings while wedged\n{}", d.stderr());
+    assert!(d.running(), "{}", d.stderr());
+    // What systemd does next (a SIGTERM does not cut a camera call short: the pass is
+    // stuck in it, which is the point).
+    d.child.kill().expect("kill the wedged daemon");
+    let _ = d.child.wait();
+}

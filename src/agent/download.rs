@@ -219,6 +219,7 @@ impl Agent {
             let received = received.clone();
             let last = last.clone();
             move |done: u64, _total: Option<u64>| {
+                super::heartbeat::beat();
                 let prev = last.swap(done, Ordering::Relaxed);
                 if prev == u64::MAX {
                     return;

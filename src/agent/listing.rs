@@ -175,6 +175,7 @@ impl Agent {
                     .with_context(|| format!("listing at offset {offset}"))?;
                 let n = page.len();
                 let fresh = self.reconcile_page(imei, &page, &mut r).await?;
+                super::heartbeat::beat();
                 if r.total > MAX_LISTING {
                     return Err(anyhow!(
                         "listing has more than {MAX_LISTING} entries: giving up"

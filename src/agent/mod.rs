@@ -16,11 +16,12 @@
 //! The rooms: this file holds the [`Agent`] (its parts, construction, `run` and
 //! `run_once`, the spool's paths); `events` what it reports; `schedule` when a camera is
 //! worked on and when uploads may run; `pass` one pass over a camera and what remains;
-//! `listing` reading and reconciling the listing; `work` a clip parsed once for the
+//! `listing` reading and reconciling the listing; `heartbeat` whether the loops progress; `work` a clip parsed once for the
 //! stages; `download`, `upload` and `retention` the three stages.
 
 mod download;
 mod events;
+pub mod heartbeat;
 mod listing;
 mod pass;
 mod retention;

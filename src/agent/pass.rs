@@ -40,7 +40,10 @@ impl Agent {
         let mut present: Option<String> = None;
         let mut turns = self.schedule.turns(i);
         while turns.next().await {
-            let outcome = self.pass(i).await;
+            let outcome = {
+                let _busy = super::heartbeat::busy();
+                self.pass(i).await
+            };
             self.emit(AgentEvent::PassFinished {
                 camera: name.clone(),
                 outcome: outcome.clone(),

@@ -87,6 +87,10 @@ impl Agent {
             if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i)) {
                 return;
             }
+            if self.in_flight_ids().is_empty() {
+                // The clips wait for a retry or for the uploader's turn: by design.
+                super::heartbeat::beat();
+            }
             tokio::select! {
                 _ = self.upload_done.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -118,6 +122,7 @@ impl Agent {
                         }
                         let me = self.clone();
                         running.push(async move {
+                            let _busy = super::heartbeat::busy();
                             let id = c.id;
                             me.upload_one(c).await;
                             id
@@ -417,6 +422,7 @@ impl UploadJournal for StoreJournal {
     }
 
     fn part_done<'a>(&'a self, p: &'a DonePart) -> BoxFuture<'a, Result<()>> {
+        super::heartbeat::beat();
         let md5 = Some(p.md5_hex.clone()).filter(|m| !m.is_empty());
         let row = (p.number, p.etag.clone(), p.sha256_b64.clone(), p.size, md5);
         Box::pin(self.store.part_done(self.id, row))

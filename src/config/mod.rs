@@ -171,6 +171,13 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<qucam::Secret>,
+    /// How long a connect to the store may take.
+    #[serde(default = "d_s3_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// A request that sends and receives no bytes for this long fails (no limit on the
+    /// length of a transfer that keeps moving).
+    #[serde(default = "d_s3_stall_timeout", deserialize_with = "de_duration")]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -263,6 +270,12 @@ pub struct MetricsConfig {
 
 fn d_connect_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn d_s3_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_s3_stall_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn d_idle_timeout() -> Duration {
     Duration::from_secs(10)
@@ -434,6 +447,26 @@ mod tests {
         );
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("30 parsecs").is_err());
+    }
+
+    #[test]
+    fn s3_timeouts_have_defaults_and_bounds() {
+        let s3 = |line: &str| parse(&format!("{MIN}{line}\n")).map(|c| c.s3.unwrap());
+        let d = s3("").unwrap();
+        assert_eq!(d.connect_timeout, Duration::from_secs(10));
+        assert_eq!(d.stall_timeout, Duration::from_secs(60));
+        let t = s3("connect_timeout = \"2s\"\nstall_timeout = \"5m\"").unwrap();
+        assert_eq!(t.connect_timeout, Duration::from_secs(2));
+        assert_eq!(t.stall_timeout, Duration::from_secs(300));
+        for (line, key) in [
+            ("stall_timeout = \"0s\"", "s3.stall_timeout"),
+            ("stall_timeout = \"2h\"", "s3.stall_timeout"),
+            ("connect_timeout = \"0s\"", "s3.connect_timeout"),
+            ("connect_timeout = \"soon\"", "s3.connect_timeout"),
+        ] {
+            let m = s3(line).unwrap_err().to_string();
+            assert!(m.contains(key), "{line}: {m}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use qucam::EVENT_CODES;
 
@@ -176,7 +177,8 @@ impl Config {
     }
 }
 
-/// `[s3]`: bucket, prefix, keys given together, endpoint, part sizes within S3's limits.
+/// `[s3]`: bucket, prefix, keys given together, endpoint, part sizes within S3's limits,
+/// timeouts.
 fn check_s3(s3: &super::S3Config, b: &Bad<'_>) -> Result<(), ConfigError> {
     let bad = |k: &str, m: String| b.at(k, m);
     if s3.bucket.trim().is_empty() {
@@ -222,6 +224,16 @@ fn check_s3(s3: &super::S3Config, b: &Bad<'_>) -> Result<(), ConfigError> {
             "s3.part_concurrency",
             "must be between 1 and 64".into(),
         ));
+    }
+    let (second, hour) = (Duration::from_secs(1), Duration::from_secs(3600));
+    if !(second..=hour).contains(&s3.connect_timeout) {
+        return Err(bad(
+            "s3.connect_timeout",
+            "must be between 1s and 1h".into(),
+        ));
+    }
+    if !(second..=hour).contains(&s3.stall_timeout) {
+        return Err(bad("s3.stall_timeout", "must be between 1s and 1h".into()));
     }
     Ok(())
 }

@@ -32,6 +32,8 @@ pub fn s3_settings(s3: &config::S3Config) -> S3Settings {
             }),
             _ => None,
         },
+        connect_timeout: s3.connect_timeout,
+        stall_timeout: s3.stall_timeout,
     }
 }
 

@@ -44,7 +44,9 @@ pub use s3::{
     DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE, MIN_PART_SIZE, MultipartThreshold, S3Destination,
     S3Settings, StaticCredentials,
 };
-pub use s3::{error_chain, http_client as s3_http_client};
+pub use s3::{
+    error_chain, http_client as s3_http_client, requests_in_flight as s3_requests_in_flight,
+};
 
 /// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,
 /// event-code, event-name, camera, recorded-at, sha256.

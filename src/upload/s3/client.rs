@@ -2,11 +2,14 @@
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedHttpClient,
+    StalledStreamProtectionConfig,
 };
 
 use super::settings::{ChecksumMode, S3Settings};
+use super::stall::StallGuard;
 
 /// The HTTPS client for S3 and for the credential chain (IMDS, SSO, STS): hyper 1.x with
 /// rustls and its `ring` provider, the crypto reqwest already uses, so the binary carries one
@@ -28,9 +31,25 @@ pub fn http_client() -> SharedHttpClient {
 
 /// The SDK client for `settings`: the standard AWS credential chain (environment, profile,
 /// web identity, IMDS, ...) or the config's static keys, with the settings' region, endpoint,
-/// addressing style and checksum mode.
+/// addressing style and checksum mode. Every request has the settings' connect timeout and
+/// fails when it stalls (no bytes sent or received) for `stall_timeout`: the request side
+/// and the wait for a reply by [`StallGuard`], response bodies by the SDK's stalled-stream
+/// protection with the same grace period. No total time limit: a long transfer runs while
+/// bytes flow.
 pub(super) async fn sdk_client(settings: &S3Settings) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
+    let http = SharedHttpClient::new(StallGuard::new(http_client(), settings.stall_timeout));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .build(),
+        )
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .grace_period(settings.stall_timeout)
+                .build(),
+        );
     if !settings.region.is_empty() {
         loader = loader.region(Region::new(settings.region.clone()));
     }

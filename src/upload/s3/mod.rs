@@ -15,6 +15,7 @@ mod forms;
 mod multipart;
 mod settings;
 mod single;
+mod stall;
 mod threshold;
 mod verify;
 
@@ -35,6 +36,7 @@ pub use settings::{
     ChecksumMode, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Settings,
     StaticCredentials,
 };
+pub use stall::requests_in_flight;
 use threshold::LinkRate;
 pub use threshold::{
     AUTO_MULTIPART_FLOOR, AUTO_MULTIPART_RISK, DEFAULT_MULTIPART_THRESHOLD, MultipartThreshold,

@@ -1,6 +1,8 @@
 //! How to reach the bucket and how to upload: [`S3Settings`], [`ChecksumMode`],
 //! [`StaticCredentials`], and the part-size limits.
 
+use std::time::Duration;
+
 use super::threshold::{DEFAULT_MULTIPART_THRESHOLD, MultipartThreshold};
 
 /// Default multipart part size.
@@ -9,6 +11,10 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Default number of parts in flight at once.
 pub const DEFAULT_PART_CONCURRENCY: usize = 4;
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default stall timeout: a request that sends and receives nothing this long fails.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// S3's maximum number of parts in one upload.
 pub(super) const MAX_PARTS: u64 = 10_000;
 
@@ -49,6 +55,10 @@ pub struct S3Settings {
     pub checksum: ChecksumMode,
     /// Static credentials from the config; `None`: the standard AWS chain.
     pub credentials: Option<StaticCredentials>,
+    /// How long a TCP (and TLS) connect may take.
+    pub connect_timeout: Duration,
+    /// A request that sends and receives no bytes for this long fails.
+    pub stall_timeout: Duration,
 }
 
 /// An access key pair given in the config. `Debug` never shows the secret.
@@ -80,6 +90,8 @@ impl Default for S3Settings {
             part_concurrency: DEFAULT_PART_CONCURRENCY,
             checksum: ChecksumMode::Sha256,
             credentials: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }

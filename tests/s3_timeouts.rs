@@ -1,0 +1,66 @@
+//! S3 timeouts end to end: an endpoint that accepts connections and never answers (it
+//! neither reads nor writes) must make `run --once` end by itself, exit 1, and say that S3
+//! stalled, naming the key that sets the limit.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::fleet::{Fleet, Knobs};
+use tokio::net::TcpListener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
+
+/// A 127.0.0.1 listener that accepts every connection and then holds it in silence.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holing_endpoint_ends_run_once_with_exit_1() {
+    let f = Fleet::start(2, 20_000).await;
+    let (hole, _task) = black_hole().await;
+    let knobs = Knobs {
+        s3: "connect_timeout = \"1s\"\nstall_timeout = \"2s\"\n".into(),
+        ..Knobs::default()
+    };
+    let text = f.config_text(&knobs).replace(&f.s3.endpoint, &hole);
+    assert!(text.contains(&hole));
+    let cfg = f.dir.path().join("hole.toml");
+    std::fs::write(&cfg, text).expect("write config");
+
+    let started = Instant::now();
+    let child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .envs(f.child_env())
+        .current_dir(f.child_home())
+        .args(["-c", cfg.to_str().expect("utf-8"), "run", "--once"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), child)
+        .await
+        .expect("run --once still running after 180 s against a black hole")
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let described = format!(
+        "exit {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{stderr}",
+        out.status.code(),
+        started.elapsed(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    println!("{described}");
+    assert_eq!(out.status.code(), Some(1), "{described}");
+    assert!(stderr.contains("s3.stall_timeout"), "{described}");
+    assert!(!stderr.contains("panicked"), "{described}");
+    assert!(f.sim.deletes().is_empty(), "deleted with S3 unreachable");
+}
