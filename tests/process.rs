@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Fleet, IMEI, Knobs};
+use common::s3::Store;
 use rusqlite::OptionalExtension;
 use serde_json::Value;
 
@@ -273,9 +274,12 @@ fn watch_deletes(f: &Fleet) -> Arc<Mutex<Vec<String>>> {
 // ---------------------------------------------------------------------------------------------
 // kill -9
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_download_resumes_with_range() {
-    let f = Fleet::start(8, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_mid_download_resumes_with_range
+);
+async fn kill_9_mid_download_resumes_with_range(store: Store) {
+    let f = Fleet::start_on(store, 8, 400_000).await;
     let events = f.event_clips();
     assert!(events.len() >= 2, "seed 42 gives event clips");
     let total = total_event_bytes(&f);
@@ -325,10 +329,13 @@ async fn kill_9_mid_download_resumes_with_range() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_multipart_upload_resumes_the_upload() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_mid_multipart_upload_resumes_the_upload
+);
+async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
     let clip = 24 * MIB;
-    let f = Fleet::start(5, clip).await;
+    let f = Fleet::start_on(store, 5, clip).await;
     let events = f.event_clips();
     assert!(events.len() >= 2, "seed 42 gives event clips");
     let total = total_event_bytes(&f);
@@ -428,13 +435,16 @@ async fn kill_9_mid_multipart_upload_resumes_the_upload() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_between_the_camera_delete_and_its_record() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_between_the_camera_delete_and_its_record
+);
+async fn kill_9_between_the_camera_delete_and_its_record(store: Store) {
     // The camera deletes the clips but the agent dies before it records the deletes: the
     // sim's delete hook SIGKILLs the agent, then the sim removes the files and answers a
     // dead socket. The next start must see that the verified clips left the camera and
     // finish, not report them as work forever.
-    let f = Fleet::start(8, 20_000).await;
+    let f = Fleet::start_on(store, 8, 20_000).await;
     let events = f.event_clips();
     let cfg = f.write_config(&Knobs::default());
     let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -679,13 +689,16 @@ fn stored_parts(f: &Fleet, upload_id: &str) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_during_create_multipart_leaves_at_most_an_empty_upload
+);
+async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload(store: Store) {
     // The agent journals an upload id only once CreateMultipartUpload has answered, so a
     // kill after the store created the upload but before the reply arrived leaves an upload
     // nobody knows. The agent journals the id before it sends any part, so such an orphan
     // never holds data; the restart creates its own upload and finishes it.
-    let f = Fleet::start(4, 7 * MIB).await;
+    let f = Fleet::start_on(store, 4, 7 * MIB).await;
     let events = f.event_clips();
     assert_eq!(events.len(), 1, "seed 42 with 4 clips gives one event clip");
     let k = Knobs {
@@ -738,10 +751,13 @@ async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
 // ---------------------------------------------------------------------------------------------
 // Exit codes
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exit_codes_of_run_once() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    exit_codes_of_run_once
+);
+async fn exit_codes_of_run_once(store: Store) {
     // One event clip: under S3 503s each clip spends seconds in the agent's upload retries.
-    let f = Fleet::start(4, 20_000).await;
+    let f = Fleet::start_on(store, 4, 20_000).await;
     let events = f.event_clips();
     assert!(!events.is_empty());
 
@@ -812,10 +828,13 @@ async fn exit_codes_of_run_once() {
 // ---------------------------------------------------------------------------------------------
 // status, demo
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_reports_the_run() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    status_reports_the_run
+);
+async fn status_reports_the_run(store: Store) {
     let size = 30_000u64;
-    let f = Fleet::start(10, size).await;
+    let f = Fleet::start_on(store, 10, size).await;
     let events = f.event_clips();
     let cfg = f.write_config(&Knobs::default());
     run_once_until_ok(&f, &cfg, 2).await;
@@ -847,9 +866,12 @@ async fn status_reports_the_run() {
     assert!(out.stdout.contains(IMEI), "{}", out.stdout);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_offloads_to_a_local_dir() {
-    let f = Fleet::start(0, 1).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    demo_offloads_to_a_local_dir
+);
+async fn demo_offloads_to_a_local_dir(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
     let dir = f.dir.path().join("demo");
     let p = spawn_with(
         &f,
@@ -901,9 +923,12 @@ fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
 // ---------------------------------------------------------------------------------------------
 // SIGTERM, lock
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_daemon_promptly_and_cleanly() {
-    let f = Fleet::start(8, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    sigterm_stops_the_daemon_promptly_and_cleanly
+);
+async fn sigterm_stops_the_daemon_promptly_and_cleanly(store: Store) {
+    let f = Fleet::start_on(store, 8, 400_000).await;
     let cfg = f.write_config(&Knobs::default());
     f.sim
         .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
@@ -955,9 +980,12 @@ async fn sigterm_stops_the_daemon_promptly_and_cleanly() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
-    let f = Fleet::start(8, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_second_agent_on_the_same_state_dir_refuses_to_start
+);
+async fn a_second_agent_on_the_same_state_dir_refuses_to_start(store: Store) {
+    let f = Fleet::start_on(store, 8, 400_000).await;
     let cfg = f.write_config(&Knobs::default());
     f.sim
         .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
@@ -1001,12 +1029,15 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     daemon.kill9().await;
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    keys_in_a_world_readable_config_are_used_but_warned_about
+);
 /// S3 keys may live in the config; such a file readable by others gets a warning, and
 /// the secret never reaches the log.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_in_a_world_readable_config_are_used_but_warned_about() {
+async fn keys_in_a_world_readable_config_are_used_but_warned_about(store: Store) {
     use std::os::unix::fs::PermissionsExt;
-    let f = Fleet::start(6, 20_000).await;
+    let f = Fleet::start_on(store, 6, 20_000).await;
     let k = Knobs {
         s3: format!(
             "access_key_id = \"{}\"\nsecret_access_key = \"{}\"",

@@ -1153,6 +1153,10 @@ fn assert_clean(t: &Tally) {
 }
 
 /// CI: three schedules with small clips (one multipart-sized).
+///
+/// s3s-fs only for now. moto: needs composite-checksum verification (issue 9 item 2) (every
+/// schedule has a multipart clip); the schedule's checks also read s3s-fs's files directly
+/// (`stored_parts`, the delete hook) and would need `TestS3::object_bytes` first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_short() {
     let base = env_u64("QUCAM_SOAK_SEED").unwrap_or(0x50A6_0001);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::s3::TestS3;
+use common::s3::{Store, TestS3};
 use futures_util::future::BoxFuture;
 use qucam_offload::upload::{
     ChecksumMode, Destination, DonePart, LocalDestination, MemoryJournal, MultipartProgress,
@@ -115,9 +115,12 @@ impl UploadJournal for HookJournal {
     }
 }
 
-#[tokio::test]
-async fn small_file_single_put_round_trip_with_metadata() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    small_file_single_put_round_trip_with_metadata
+);
+async fn small_file_single_put_round_trip_with_metadata(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let data = content(300_000, 1);
     let file = write_clip(dir.path(), "a.mp4", &data);
@@ -150,10 +153,14 @@ async fn small_file_single_put_round_trip_with_metadata() {
         assert_eq!(stored.get(&k), Some(&v), "metadata {k}");
     }
     assert_eq!(head.content_type(), Some("video/mp4"));
-    assert!(
-        head.checksum_sha256().is_some(),
-        "the PUT carried a SHA-256 checksum"
-    );
+    // Stores differ: s3s-fs keeps the SHA-256 the PUT carried and HeadObject reports it;
+    // moto 5.2.5's HeadObject reports none for this PUT, so this is checked on s3s-fs only.
+    if store == Store::S3sFs {
+        assert!(
+            head.checksum_sha256().is_some(),
+            "the PUT carried a SHA-256 checksum"
+        );
+    }
 
     let verified = dest
         .verify(KEY, data.len() as u64, &meta.sha256_hex)
@@ -162,9 +169,12 @@ async fn small_file_single_put_round_trip_with_metadata() {
     assert_eq!(verified, Verification::Verified);
 }
 
-#[tokio::test]
-async fn identical_existing_object_is_already_present_and_nothing_is_sent() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    identical_existing_object_is_already_present_and_nothing_is_sent
+);
+async fn identical_existing_object_is_already_present_and_nothing_is_sent(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let data = content(200_000, 2);
     let file = write_clip(dir.path(), "a.mp4", &data);
@@ -185,9 +195,12 @@ async fn identical_existing_object_is_already_present_and_nothing_is_sent() {
     assert_eq!(s3.bytes_received(), bytes, "no body sent");
 }
 
-#[tokio::test]
-async fn differing_object_is_a_conflict_and_is_not_overwritten() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    differing_object_is_a_conflict_and_is_not_overwritten
+);
+async fn differing_object_is_a_conflict_and_is_not_overwritten(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let first = content(100_000, 3);
     let second = content(100_000, 4);
@@ -208,6 +221,8 @@ async fn differing_object_is_a_conflict_and_is_not_overwritten() {
     assert_eq!(s3.object_bytes(KEY).unwrap(), first);
 }
 
+/// s3s-fs only: moto stores a client-sent checksum on PutObject without checking it (the
+/// upload succeeds there), so "the store rejects a bad digest" is a behaviour of s3s-fs.
 #[tokio::test]
 async fn wrong_checksum_is_rejected_by_the_store_as_permanent() {
     let s3 = TestS3::start().await;
@@ -226,9 +241,11 @@ async fn wrong_checksum_is_rejected_by_the_store_as_permanent() {
     // (s3s-fs writes the body before checking the checksum, so unlike S3 it keeps the bytes.)
 }
 
-#[tokio::test]
-async fn multipart_round_trip_is_byte_identical() {
-    let s3 = TestS3::start().await;
+// moto: needs composite-checksum verification (issue 9 item 2)
+on_both_stores!(#[tokio::test] multipart_round_trip_is_byte_identical,
+    moto: #[tokio::test] #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]);
+async fn multipart_round_trip_is_byte_identical(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let data = content(12 * MIB, 6);
     let file = write_clip(dir.path(), "big.mp4", &data);
@@ -264,13 +281,16 @@ async fn multipart_round_trip_is_byte_identical() {
     assert_eq!(again, UploadOutcome::AlreadyPresent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_threshold_goes_multipart_until_the_link_has_shown_its_rate() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    auto_threshold_goes_multipart_until_the_link_has_shown_its_rate
+);
+async fn auto_threshold_goes_multipart_until_the_link_has_shown_its_rate(store: Store) {
     // The default: a clip of 17 MiB (above the 16 MiB floor) goes multipart while the upload
     // rate is unknown; once loopback has shown it can send such a clip in well under 10 s, the
     // next goes in one PUT; after a failed upload the rate is forgotten and the retry is
     // resumable again.
-    let s3 = TestS3::start().await;
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = s3.settings();
     assert_eq!(settings.multipart_threshold, MultipartThreshold::Auto);
@@ -313,9 +333,13 @@ async fn auto_threshold_goes_multipart_until_the_link_has_shown_its_rate() {
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
-#[tokio::test]
-async fn multipart_resumes_after_the_store_fails_mid_upload() {
-    let s3 = Arc::new(TestS3::start().await);
+// moto: aws-sdk-s3 cannot parse moto 5.2.5's ListParts reply (the agent sees a "Service"
+// error with status 200), so resuming a multipart upload fails on moto; after that it would
+// need composite-checksum verification (issue 9 item 2) too.
+on_both_stores!(#[tokio::test] multipart_resumes_after_the_store_fails_mid_upload,
+    moto: #[tokio::test] #[ignore = "moto: ListParts reply not parsed by the SDK; needs composite-checksum verification (issue 9 item 2)"]);
+async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
+    let s3 = Arc::new(TestS3::start_on(store).await);
     let dir = tempfile::tempdir().unwrap();
     let size = 12 * MIB;
     let data = content(size, 7);
@@ -362,9 +386,13 @@ async fn multipart_resumes_after_the_store_fails_mid_upload() {
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multipart_resumes_after_the_uploading_task_is_killed() {
-    let s3 = TestS3::start().await;
+// moto: aws-sdk-s3 cannot parse moto 5.2.5's ListParts reply (the agent sees a "Service"
+// error with status 200), so resuming a multipart upload fails on moto; after that it would
+// need composite-checksum verification (issue 9 item 2) too.
+on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] multipart_resumes_after_the_uploading_task_is_killed,
+    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)] #[ignore = "moto: ListParts reply not parsed by the SDK; needs composite-checksum verification (issue 9 item 2)"]);
+async fn multipart_resumes_after_the_uploading_task_is_killed(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let size = 17 * MIB;
     let data = content(size, 8);
@@ -417,9 +445,13 @@ async fn multipart_resumes_after_the_uploading_task_is_killed() {
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
-#[tokio::test]
-async fn a_changed_file_does_not_reuse_journaled_parts() {
-    let s3 = Arc::new(TestS3::start().await);
+// moto: aws-sdk-s3 cannot parse moto 5.2.5's ListParts reply (the agent sees a "Service"
+// error with status 200), so resuming a multipart upload fails on moto; after that it would
+// need composite-checksum verification (issue 9 item 2) too.
+on_both_stores!(#[tokio::test] a_changed_file_does_not_reuse_journaled_parts,
+    moto: #[tokio::test] #[ignore = "moto: ListParts reply not parsed by the SDK; needs composite-checksum verification (issue 9 item 2)"]);
+async fn a_changed_file_does_not_reuse_journaled_parts(store: Store) {
+    let s3 = Arc::new(TestS3::start_on(store).await);
     let dir = tempfile::tempdir().unwrap();
     let size = 12 * MIB;
     let original = content(size, 9);
@@ -452,9 +484,12 @@ async fn a_changed_file_does_not_reuse_journaled_parts() {
     );
 }
 
-#[tokio::test]
-async fn verify_reports_missing_and_mismatches() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    verify_reports_missing_and_mismatches
+);
+async fn verify_reports_missing_and_mismatches(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let data = content(10_000, 11);
     let file = write_clip(dir.path(), "a.mp4", &data);
@@ -479,9 +514,12 @@ async fn verify_reports_missing_and_mismatches() {
     }
 }
 
-#[tokio::test]
-async fn an_object_whose_metadata_was_tampered_with_fails_verification() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    an_object_whose_metadata_was_tampered_with_fails_verification
+);
+async fn an_object_whose_metadata_was_tampered_with_fails_verification(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let data = content(10_000, 12);
     let meta = meta_for(&data);
     // Someone else's object under our key: same bytes, but a wrong sha256 in metadata.
@@ -501,16 +539,19 @@ async fn an_object_whose_metadata_was_tampered_with_fails_verification() {
     ));
 }
 
+on_both_stores!(
+    #[tokio::test]
+    an_object_with_our_metadata_but_other_bytes_fails_verification
+);
 /// The dangerous inverse of the test above: an object under our key whose metadata is exactly
 /// what the agent writes for the clip (its sha256 included) and whose size is right, but
 /// whose bytes are different. Verifying it would let the agent delete the camera's only copy.
 /// Each variant is put the way other writers could: with the SDK's default checksum (CRC32,
 /// no SHA-256 for the store to report), with no checksum at all, and with a truthful
 /// SHA-256 of the bytes it holds.
-#[tokio::test]
-async fn an_object_with_our_metadata_but_other_bytes_fails_verification() {
+async fn an_object_with_our_metadata_but_other_bytes_fails_verification(store: Store) {
     use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-    let s3 = TestS3::start().await;
+    let s3 = TestS3::start_on(store).await;
     let data = content(10_000, 17);
     let meta = meta_for(&data);
     let other = content(10_000, 18);
@@ -556,9 +597,12 @@ fn base64_sha256(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
 }
 
-#[tokio::test]
-async fn store_errors_are_transient_and_config_errors_permanent() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    store_errors_are_transient_and_config_errors_permanent
+);
+async fn store_errors_are_transient_and_config_errors_permanent(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let data = content(10_000, 13);
     let file = write_clip(dir.path(), "a.mp4", &data);
@@ -601,6 +645,8 @@ async fn store_errors_are_transient_and_config_errors_permanent() {
     assert!(!err.is_transient(), "{err}");
     s3.set_failing(None);
 
+    // Stores differ: moto does not check signatures (any credentials are accepted), so
+    // "wrong credentials are a permanent error" is checked on s3s-fs only.
     let bad_creds = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -615,11 +661,14 @@ async fn store_errors_are_transient_and_config_errors_permanent() {
             "test",
         ))
         .build();
-    let err = S3Destination::from_client(aws_sdk_s3::Client::from_conf(bad_creds), &s3.settings())
-        .upload(&file, KEY, 10_000, &meta, &journal)
-        .await
-        .unwrap_err();
-    assert!(!err.is_transient(), "{err}");
+    if store == Store::S3sFs {
+        let err =
+            S3Destination::from_client(aws_sdk_s3::Client::from_conf(bad_creds), &s3.settings())
+                .upload(&file, KEY, 10_000, &meta, &journal)
+                .await
+                .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+    }
 
     // After all that, a normal upload still works.
     dest.upload(&file, KEY, 10_000, &meta, &journal)
@@ -628,9 +677,12 @@ async fn store_errors_are_transient_and_config_errors_permanent() {
     assert_eq!(s3.object_bytes(KEY).unwrap(), data);
 }
 
-#[tokio::test]
-async fn when_required_mode_sends_no_checksums_and_still_round_trips() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    when_required_mode_sends_no_checksums_and_still_round_trips
+);
+async fn when_required_mode_sends_no_checksums_and_still_round_trips(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
     let conf = s3
         .client()
@@ -741,9 +793,12 @@ async fn local_destination_round_trip_and_refuses_escaping_keys() {
     assert!(!root.path().parent().unwrap().join("escape.mp4").exists());
 }
 
-#[tokio::test]
-async fn s3_destination_enum_delegates_and_describes() {
-    let s3 = TestS3::start().await;
+on_both_stores!(
+    #[tokio::test]
+    s3_destination_enum_delegates_and_describes
+);
+async fn s3_destination_enum_delegates_and_describes(store: Store) {
+    let s3 = TestS3::start_on(store).await;
     let settings = S3Settings {
         prefix: "fleet/".into(),
         ..s3.settings()
