@@ -73,7 +73,7 @@ on_both_stores!(
 );
 async fn deletes_happen_only_after_the_object_is_in_the_bucket(store: Store) {
     let f = Fleet::start_on(store, 16, 50_000).await;
-    let root = f.s3.root.join("fleet-video");
+    let objects = f.s3.objects();
     let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let v2 = violations.clone();
     f.sim.set_on_delete(move |path| {
@@ -84,7 +84,7 @@ async fn deletes_happen_only_after_the_object_is_in_the_bucket(store: Store) {
             &name[4..6],
             &name[6..8]
         );
-        if !root.join(&key).exists() {
+        if !objects.exists(&key) {
             v2.lock().unwrap().push(path.to_string());
         }
     });
@@ -430,9 +430,12 @@ async fn a_clip_that_vanishes_before_offload_is_counted_lost(store: Store) {
     assert_eq!(st[0].lost, events.len() as i64);
 }
 
+// moto: needs composite-checksum verification (issue 9 item 2)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    multipart_uploads_round_trip
+    multipart_uploads_round_trip,
+    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
 );
 async fn multipart_uploads_round_trip(store: Store) {
     let f = Fleet::start_on(store, 4, 12 * 1024 * 1024).await;
@@ -881,10 +884,9 @@ async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete(sto
     f.run_until_done(&keep, 2).await;
     // Someone removes one verified object from the bucket (a lifecycle rule, an operator).
     let victim = f.event_clips()[0].clone();
-    let path = f.s3.root.join("fleet-video").join(f.key(&victim));
-    std::fs::remove_file(&path).unwrap();
+    f.s3.objects().remove(&f.key(&victim));
     // Every delete must find its object in the bucket at that moment.
-    let root = f.s3.root.join("fleet-video");
+    let objects = f.s3.objects();
     let missing_at_delete = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let m2 = missing_at_delete.clone();
     f.sim.set_on_delete(move |p| {
@@ -895,7 +897,7 @@ async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete(sto
             &name[4..6],
             &name[6..8]
         );
-        if !root.join(&key).exists() {
+        if !objects.exists(&key) {
             m2.lock().unwrap().push(name);
         }
     });

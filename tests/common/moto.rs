@@ -100,48 +100,6 @@ impl Moto {
         }
     }
 
-    /// The stored bytes of an object, if it exists.
-    pub fn object_bytes(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let (endpoint, bucket, key) = (self.endpoint.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || async move {
-            let out = client_for(&endpoint)
-                .get_object()
-                .bucket(&bucket)
-                .key(&key)
-                .send()
-                .await;
-            match out {
-                Ok(out) => Some(out.body.collect().await.expect("object body").to_vec()),
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
-                Err(e) => panic!("GetObject {key} from moto: {e:?}"),
-            }
-        })
-    }
-
-    /// All object keys in `bucket`, sorted.
-    pub fn object_keys(&self, bucket: &str) -> Vec<String> {
-        let (endpoint, bucket) = (self.endpoint.clone(), bucket.to_owned());
-        blocking(move || async move {
-            let client = client_for(&endpoint);
-            let mut pages = client
-                .list_objects_v2()
-                .bucket(&bucket)
-                .into_paginator()
-                .send();
-            let mut keys = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.expect("ListObjectsV2 from moto");
-                keys.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|o| o.key().map(str::to_owned)),
-                );
-            }
-            keys.sort();
-            keys
-        })
-    }
-
     /// Upload ids of multipart uploads created and neither completed nor aborted, sorted.
     pub async fn incomplete_multipart(&self, bucket: &str) -> Vec<String> {
         let out = client_for(&self.endpoint)
@@ -158,6 +116,62 @@ impl Moto {
         ids.sort();
         ids
     }
+}
+
+/// The stored bytes of an object in moto at `endpoint`, if it exists.
+pub fn object_bytes(endpoint: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let (endpoint, bucket, key) = (endpoint.to_owned(), bucket.to_owned(), key.to_owned());
+    blocking(move || async move {
+        let out = client_for(&endpoint)
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Some(out.body.collect().await.expect("object body").to_vec()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+            Err(e) => panic!("GetObject {key} from moto: {e:?}"),
+        }
+    })
+}
+
+/// All object keys of `bucket` in moto at `endpoint`, sorted.
+pub fn object_keys(endpoint: &str, bucket: &str) -> Vec<String> {
+    let (endpoint, bucket) = (endpoint.to_owned(), bucket.to_owned());
+    blocking(move || async move {
+        let client = client_for(&endpoint);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&bucket)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("ListObjectsV2 from moto");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        keys
+    })
+}
+
+/// Deletes an object of `bucket` in moto at `endpoint`.
+pub fn delete_object(endpoint: &str, bucket: &str, key: &str) {
+    let (endpoint, bucket, key) = (endpoint.to_owned(), bucket.to_owned(), key.to_owned());
+    blocking(move || async move {
+        client_for(&endpoint)
+            .delete_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DeleteObject {key} from moto: {e:?}"));
+    })
 }
 
 /// Spawns `exe -H 127.0.0.1 -p 0` and reads the port it reports from its log (stderr, which

@@ -259,23 +259,74 @@ impl TestS3 {
 
     /// The stored bytes of an object, if it exists (read past the fault layer).
     pub fn object_bytes(&self, key: &str) -> Option<Vec<u8>> {
-        match &self.moto {
-            Some(moto) => moto.object_bytes(&self.bucket, key),
-            None => std::fs::read(self.root.join(&self.bucket).join(key)).ok(),
-        }
+        self.objects().bytes(key)
     }
 
     /// All object keys in the bucket, sorted (read past the fault layer).
     pub fn object_keys(&self) -> Vec<String> {
+        self.objects().keys()
+    }
+
+    /// A handle on the bucket's objects, past the fault layer, for callbacks that outlive a
+    /// borrow of this server (e.g. the simulator's delete hook).
+    pub fn objects(&self) -> Objects {
+        Objects {
+            moto: self.moto.as_ref().map(|m| m.endpoint.clone()),
+            dir: self.root.join(&self.bucket),
+            bucket: self.bucket.clone(),
+        }
+    }
+}
+
+/// The objects of a [`TestS3`] bucket, read or removed past the fault layer, from sync code
+/// (inside or outside an async test).
+#[derive(Clone)]
+pub struct Objects {
+    /// moto's own endpoint, for [`Store::Moto`].
+    moto: Option<String>,
+    /// The bucket's directory, for [`Store::S3sFs`].
+    dir: PathBuf,
+    bucket: String,
+}
+
+impl Objects {
+    /// The stored bytes of an object, if it exists.
+    pub fn bytes(&self, key: &str) -> Option<Vec<u8>> {
         match &self.moto {
-            Some(moto) => moto.object_keys(&self.bucket),
+            Some(endpoint) => super::moto::object_bytes(endpoint, &self.bucket, key),
+            None => std::fs::read(self.dir.join(key)).ok(),
+        }
+    }
+
+    /// Whether the object exists.
+    pub fn exists(&self, key: &str) -> bool {
+        match &self.moto {
+            Some(_) => self.bytes(key).is_some(),
+            None => self.dir.join(key).exists(),
+        }
+    }
+
+    /// All object keys, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        match &self.moto {
+            Some(endpoint) => super::moto::object_keys(endpoint, &self.bucket),
             None => {
-                let root = self.root.join(&self.bucket);
                 let mut out = Vec::new();
-                walk(&root, &root, &mut out);
+                walk(&self.dir, &self.dir, &mut out);
                 out.sort();
                 out
             }
+        }
+    }
+
+    /// Removes an object (as an operator or a lifecycle rule would); panics if it is absent.
+    pub fn remove(&self, key: &str) {
+        match &self.moto {
+            Some(endpoint) => {
+                assert!(self.exists(key), "{key} is not in the bucket");
+                super::moto::delete_object(endpoint, &self.bucket, key);
+            }
+            None => std::fs::remove_file(self.dir.join(key)).expect("remove object file"),
         }
     }
 }
