@@ -250,20 +250,18 @@ fn total_event_bytes(f: &Fleet) -> u64 {
 
 /// Records every camera delete whose object is not in the bucket at that moment.
 fn watch_deletes(f: &Fleet) -> Arc<Mutex<Vec<String>>> {
-    let root = f.s3.root.join(&f.s3.bucket);
+    let objects = f.s3.objects();
     let violations = Arc::new(Mutex::new(Vec::new()));
     let v = violations.clone();
     f.sim.set_on_delete(move |path| {
         let name = path.rsplit('/').next().unwrap_or_default();
         let ok = name.len() >= 8
-            && root
-                .join(format!(
-                    "dashcam/{IMEI}/{}-{}-{}/{name}",
-                    &name[0..4],
-                    &name[4..6],
-                    &name[6..8]
-                ))
-                .is_file();
+            && objects.exists(&format!(
+                "dashcam/{IMEI}/{}-{}-{}/{name}",
+                &name[0..4],
+                &name[4..6],
+                &name[6..8]
+            ));
         if !ok {
             v.lock().unwrap().push(path.to_string());
         }
@@ -639,7 +637,7 @@ async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usi
     println!("  incomplete multipart uploads left in the bucket: {orphans:?}");
     for id in &orphans {
         assert_eq!(
-            stored_parts(&f, id),
+            f.s3.stored_parts(id),
             0,
             "{ctx}: orphaned upload {id} holds parts"
         );
@@ -675,18 +673,6 @@ fn event_states(f: &Fleet) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Parts `s3s-fs` holds for an upload id (`root/.upload_id-{id}.part-N`).
-fn stored_parts(f: &Fleet, upload_id: &str) -> usize {
-    let prefix = format!(".upload_id-{upload_id}.part-");
-    std::fs::read_dir(&f.s3.root)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 on_both_stores!(
@@ -744,7 +730,7 @@ async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload(store: St
         "the restart left an upload of its own: {left:?}"
     );
     for id in &left {
-        assert_eq!(stored_parts(&f, id), 0, "orphaned upload {id} holds parts");
+        assert_eq!(f.s3.stored_parts(id), 0, "orphaned upload {id} holds parts");
     }
 }
 

@@ -567,18 +567,6 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-/// Parts `s3s-fs` holds for an upload id (`root/.upload_id-{id}.part-N`).
-fn stored_parts(f: &Fleet, upload_id: &str) -> usize {
-    let prefix = format!(".upload_id-{upload_id}.part-");
-    std::fs::read_dir(&f.s3.root)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // One schedule
 
@@ -984,9 +972,9 @@ async fn drive(
     let orphans = f.s3.list_incomplete_multipart().await;
     for id in &orphans {
         check!(
-            stored_parts(f, id) == 0,
+            f.s3.stored_parts(id) == 0,
             "incomplete multipart upload {id} left holding {} part(s)",
-            stored_parts(f, id)
+            f.s3.stored_parts(id)
         );
     }
     // 4. Overhead.

@@ -333,11 +333,10 @@ async fn auto_threshold_goes_multipart_until_the_link_has_shown_its_rate(store: 
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
-// moto: aws-sdk-s3 cannot parse moto 5.2.5's ListParts reply (the agent sees a "Service"
-// error with status 200), so resuming a multipart upload fails on moto; after that it would
-// need composite-checksum verification (issue 9 item 2) too.
-on_both_stores!(#[tokio::test] multipart_resumes_after_the_store_fails_mid_upload,
-    moto: #[tokio::test] #[ignore = "moto: ListParts reply not parsed by the SDK; needs composite-checksum verification (issue 9 item 2)"]);
+on_both_stores!(
+    #[tokio::test]
+    multipart_resumes_after_the_store_fails_mid_upload
+);
 async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
     let s3 = Arc::new(TestS3::start_on(store).await);
     let dir = tempfile::tempdir().unwrap();
@@ -386,11 +385,10 @@ async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
-// moto: aws-sdk-s3 cannot parse moto 5.2.5's ListParts reply (the agent sees a "Service"
-// error with status 200), so resuming a multipart upload fails on moto; after that it would
-// need composite-checksum verification (issue 9 item 2) too.
-on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] multipart_resumes_after_the_uploading_task_is_killed,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)] #[ignore = "moto: ListParts reply not parsed by the SDK; needs composite-checksum verification (issue 9 item 2)"]);
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    multipart_resumes_after_the_uploading_task_is_killed
+);
 async fn multipart_resumes_after_the_uploading_task_is_killed(store: Store) {
     let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
@@ -445,11 +443,10 @@ async fn multipart_resumes_after_the_uploading_task_is_killed(store: Store) {
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
 
-// moto: aws-sdk-s3 cannot parse moto 5.2.5's ListParts reply (the agent sees a "Service"
-// error with status 200), so resuming a multipart upload fails on moto; after that it would
-// need composite-checksum verification (issue 9 item 2) too.
-on_both_stores!(#[tokio::test] a_changed_file_does_not_reuse_journaled_parts,
-    moto: #[tokio::test] #[ignore = "moto: ListParts reply not parsed by the SDK; needs composite-checksum verification (issue 9 item 2)"]);
+on_both_stores!(
+    #[tokio::test]
+    a_changed_file_does_not_reuse_journaled_parts
+);
 async fn a_changed_file_does_not_reuse_journaled_parts(store: Store) {
     let s3 = Arc::new(TestS3::start_on(store).await);
     let dir = tempfile::tempdir().unwrap();

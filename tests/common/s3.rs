@@ -24,7 +24,9 @@
 //!
 //! `moto_server` (5.2.5) differences: it does not check signatures (any credentials work);
 //! it stores a client-sent checksum on PutObject without checking it; for a multipart object
-//! HeadObject reports the SHA-256 of the part checksums without the `-N` suffix.
+//! HeadObject reports the SHA-256 of the part checksums without the `-N` suffix; its
+//! ListParts reply has the root element `ListPartsResponse`, which the fault layer renames to
+//! S3's `ListPartsResult` (the SDK rejects the reply otherwise).
 #![allow(dead_code)]
 
 pub use super::moto::Store;
@@ -255,6 +257,22 @@ impl TestS3 {
         }
         ids.sort();
         ids
+    }
+
+    /// How many parts the store holds for the in-progress upload `upload_id`.
+    pub fn stored_parts(&self, upload_id: &str) -> usize {
+        if let Some(moto) = &self.moto {
+            return super::moto::stored_parts(&moto.endpoint, &self.bucket, upload_id);
+        }
+        // s3s-fs: `root/.upload_id-{id}.part-N`.
+        let prefix = format!(".upload_id-{upload_id}.part-");
+        std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// The stored bytes of an object, if it exists (read past the fault layer).
