@@ -327,9 +327,12 @@ async fn kill_9_mid_download_resumes_with_range(store: Store) {
     );
 }
 
+// moto: needs composite-checksum verification (issue 9 item 2)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kill_9_mid_multipart_upload_resumes_the_upload
+    kill_9_mid_multipart_upload_resumes_the_upload,
+    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
 );
 async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
     let clip = 24 * MIB;
@@ -517,10 +520,17 @@ impl SplitMix {
 
 const MIB: u64 = 1024 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+// moto: needs composite-checksum verification (issue 9 item 2) (every clip is multipart)
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_at_random_moments_loses_and_duplicates_nothing,
+    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+);
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing(store: Store) {
     // Clips of 7 MiB go multipart in two parts.
     let (multipart, single) = random_kills(
+        store,
         7 * MIB,
         "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"",
         0x05EE_D0FC_1195,
@@ -532,22 +542,34 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_with_the_default_auto_threshold() {
+// moto: needs composite-checksum verification (issue 9 item 2) (a fresh agent's first
+// uploads go multipart)
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_at_random_moments_with_the_default_auto_threshold,
+    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+);
+async fn kill_9_at_random_moments_with_the_default_auto_threshold(store: Store) {
     // Clips of 17 MiB, default [s3] settings: each fresh agent sends its first upload(s)
     // multipart (no rate known), later ones in one PUT once loopback has shown its rate.
     // Which kind each upload is depends on timing (two uploads start at once in a fresh
     // agent, both before any rate is known), so the mix is reported, not asserted; the
     // choice itself is tested deterministically in tests/upload_s3.rs. Here: 3 multipart
     // and 2 PUTs on the default seed.
-    let (multipart, single) = random_kills(17 * MIB, "", 0xA070_0001).await;
+    let (multipart, single) = random_kills(store, 17 * MIB, "", 0xA070_0001).await;
     assert!(multipart + single > 0, "nothing was uploaded");
 }
 
 /// Runs `run --once` 8 times, each killed -9 after a random delay (`QUCAM_KILL_SEED`
 /// overrides `default_seed`), then until it finishes; checks every invariant. Returns how
 /// many multipart uploads were created and single PUTs sent, from the agents' debug logs.
-async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usize, usize) {
+async fn random_kills(
+    store: Store,
+    clip_size: u64,
+    s3_knobs: &str,
+    default_seed: u64,
+) -> (usize, usize) {
     let seed: u64 = std::env::var("QUCAM_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -559,7 +581,7 @@ async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usi
 
     // Downloads at 20 MB/s and a small S3 delay spread a pass over a few seconds so the
     // kills land in every stage.
-    let f = Fleet::start(10, clip_size).await;
+    let f = Fleet::start_on(store, 10, clip_size).await;
     let events = f.event_clips();
     assert!(events.len() >= 4, "seed 42 gives event clips");
     let k = Knobs {
@@ -675,9 +697,12 @@ fn event_states(f: &Fleet) -> Vec<String> {
         .unwrap_or_default()
 }
 
+// moto: needs composite-checksum verification (issue 9 item 2)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kill_9_during_create_multipart_leaves_at_most_an_empty_upload
+    kill_9_during_create_multipart_leaves_at_most_an_empty_upload,
+    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
 );
 async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload(store: Store) {
     // The agent journals an upload id only once CreateMultipartUpload has answered, so a
