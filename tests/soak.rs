@@ -1146,7 +1146,7 @@ fn assert_clean(t: &Tally) {
     );
 }
 
-/// CI: three schedules with small clips (one multipart-sized), on each store.
+// CI: three schedules with small clips (one multipart-sized), on each store.
 // moto: needs composite-checksum verification (issue 9 item 2) (every schedule has a
 // multipart clip).
 on_both_stores!(
