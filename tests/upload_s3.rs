@@ -1,4 +1,5 @@
-//! The upload module against a real S3 protocol server (`s3s-fs` in process, 127.0.0.1).
+//! The upload module against real S3 protocol servers on 127.0.0.1: `s3s-fs` in process and
+//! `moto_server` (each test that takes a `Store` runs as `NAME::s3s_fs` and `NAME::moto`).
 
 mod common;
 

@@ -1,9 +1,6 @@
-//! An in-process S3 server for tests: `s3s-fs` on a temp dir, served with hyper on
-//! 127.0.0.1, behind a fault layer that can answer every request with an error status, drop
-//! connections or delay every request or reply, and that counts requests and request body
-//! bytes.
-//!
-//! Behind the same fault layer the store is either `s3s-fs` (in-process) or `moto_server`
+//! An S3 server for tests on 127.0.0.1: a fault layer served with hyper that can answer every
+//! request with an error status, drop connections or delay every request or reply, and that
+//! counts requests and request body bytes; behind it the store is either `s3s-fs` (in-process) or `moto_server`
 //! ([`Store::Moto`]: a child process on 127.0.0.1, pinned and installed by `scripts/test`,
 //! found through `QUCAM_TEST_MOTO`; the fault layer forwards each request to it once the
 //! request body has fully arrived). [`Store::ALL`] and [`crate::on_both_stores`] run a test
@@ -23,8 +20,11 @@
 //!   objects (HeadObject then reports none); single PUT checksums are validated and stored.
 //!
 //! `moto_server` (5.2.5) differences: it does not check signatures (any credentials work);
-//! it stores a client-sent checksum on PutObject without checking it; for a multipart object
-//! HeadObject reports the SHA-256 of the part checksums without the `-N` suffix; its
+//! it does not check a client-sent checksum on PutObject (a wrong one is stored as sent), and
+//! HeadObject with checksum mode reported no SHA-256 for the agent's single PUTs here; for a
+//! multipart object HeadObject reports the SHA-256 of the part checksums without the `-N`
+//! suffix (issue 9 item 2); AbortMultipartUpload and ListParts of an unknown upload id
+//! answer 404 `NoSuchUpload` as S3 does, but UploadPart to one answers 500; its
 //! ListParts reply has the root element `ListPartsResponse`, which the fault layer renames to
 //! S3's `ListPartsResult` (the SDK rejects the reply otherwise).
 #![allow(dead_code)]
