@@ -631,6 +631,90 @@ fn config_errors_exit_2_with_one_line_naming_the_key() {
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
 }
 
+/// No config error quotes a secret, at the start of `run`, `run --once` or `doctor`: a TOML
+/// syntax error on the `secret_access_key` line (the parser's own message quotes the line),
+/// a secret of the wrong type (serde quotes the value), and an invalid webhook URL whose
+/// credentials, path token and query key must not be echoed.
+#[test]
+fn config_errors_never_quote_a_secret() {
+    const SECRET: &str = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY";
+    let home = tempfile::tempdir().unwrap();
+    let base = |s3: &str, rest: &str| {
+        format!(
+            "state_dir = {:?}\n[[camera]]\nname = \"t\"\nurl = \"http://127.0.0.1:2345\"\n[s3]\nbucket = \"b\"\naccess_key_id = \"AKIAEXAMPLE\"\n{s3}\n{rest}",
+            home.path().join("state").display().to_string()
+        )
+    };
+    let hook = "https://user:pw@hooks.example.invalid:99999/T0KEN?key=abc";
+    let cases = [
+        (
+            base(&format!("secret_access_key = \"{SECRET}"), ""),
+            "secret_access_key",
+            vec![SECRET, "EXAMPLEKEY"],
+        ),
+        (
+            base(&format!("secret_access_key = {SECRET}"), ""),
+            "secret_access_key",
+            vec![SECRET, "EXAMPLEKEY"],
+        ),
+        (
+            base("secret_access_key = 982451653982451653", ""),
+            "s3.secret_access_key",
+            vec!["982451653"],
+        ),
+        (
+            base(
+                &format!("secret_access_key = \"{SECRET}\""),
+                &format!("[notify]\nwebhook = \"{hook}\"\n"),
+            ),
+            "notify.webhook",
+            vec![SECRET, "pw", "T0KEN", "key=abc", "user"],
+        ),
+    ];
+    for (text, key, leaks) in &cases {
+        let cfg = write_config_text(home.path(), text);
+        for args in [&["run", "--once"][..], &["run"], &["doctor"]] {
+            let mut c = bin(home.path());
+            c.env("RUST_BACKTRACE", "1")
+                .args(["--config", cfg.to_str().unwrap()])
+                .args(args);
+            let o = run(c);
+            assert_clean_failure(&o, 2, key);
+            let all = format!("{}{}", o.stdout, o.stderr);
+            for leak in leaks {
+                assert!(!all.contains(leak), "{args:?}: {leak:?} shown in:\n{all}");
+            }
+        }
+    }
+}
+
+/// `doctor` shows a camera URL without its userinfo, path and query.
+#[test]
+fn doctor_shows_the_camera_url_without_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    let (_closed_cam, cam_addr) = common::sim::refusing_addr();
+    let cfg = write_config_text(
+        home.path(),
+        &format!(
+            "state_dir = {:?}\n[[camera]]\nname = \"t\"\nurl = \"http://user:pw@{cam_addr}/T0KEN?key=abc\"\nconnect_timeout = \"1s\"\n[local]\ndir = {:?}\n",
+            home.path().join("state").display().to_string(),
+            home.path().join("out").display().to_string()
+        ),
+    );
+    let mut c = bin(home.path());
+    c.args(["--config", cfg.to_str().unwrap(), "doctor"]);
+    let o = run(c);
+    assert_eq!(o.code, 1, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(
+        all.contains(&format!("not reachable at http://…@{cam_addr}/…")),
+        "{all}"
+    );
+    for leak in ["pw", "T0KEN", "key=abc", "user"] {
+        assert!(!all.contains(leak), "{leak:?} shown in:\n{all}");
+    }
+}
+
 #[test]
 fn status_on_an_empty_state_dir() {
     let home = tempfile::tempdir().unwrap();

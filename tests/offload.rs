@@ -430,12 +430,9 @@ async fn a_clip_that_vanishes_before_offload_is_counted_lost(store: Store) {
     assert_eq!(st[0].lost, events.len() as i64);
 }
 
-// moto: needs composite-checksum verification (issue 9 item 2)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    multipart_uploads_round_trip,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+    multipart_uploads_round_trip
 );
 async fn multipart_uploads_round_trip(store: Store) {
     let f = Fleet::start_on(store, 4, 12 * 1024 * 1024).await;

@@ -327,12 +327,9 @@ async fn kill_9_mid_download_resumes_with_range(store: Store) {
     );
 }
 
-// moto: needs composite-checksum verification (issue 9 item 2)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kill_9_mid_multipart_upload_resumes_the_upload,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+    kill_9_mid_multipart_upload_resumes_the_upload
 );
 async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
     let clip = 24 * MIB;
@@ -520,12 +517,9 @@ impl SplitMix {
 
 const MIB: u64 = 1024 * 1024;
 
-// moto: needs composite-checksum verification (issue 9 item 2) (every clip is multipart)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kill_9_at_random_moments_loses_and_duplicates_nothing,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+    kill_9_at_random_moments_loses_and_duplicates_nothing
 );
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing(store: Store) {
     // Clips of 7 MiB go multipart in two parts.
@@ -542,13 +536,9 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing(store: Store) {
     );
 }
 
-// moto: needs composite-checksum verification (issue 9 item 2) (a fresh agent's first
-// uploads go multipart)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kill_9_at_random_moments_with_the_default_auto_threshold,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+    kill_9_at_random_moments_with_the_default_auto_threshold
 );
 async fn kill_9_at_random_moments_with_the_default_auto_threshold(store: Store) {
     // Clips of 17 MiB, default [s3] settings: each fresh agent sends its first upload(s)
@@ -697,12 +687,9 @@ fn event_states(f: &Fleet) -> Vec<String> {
         .unwrap_or_default()
 }
 
-// moto: needs composite-checksum verification (issue 9 item 2)
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kill_9_during_create_multipart_leaves_at_most_an_empty_upload,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+    kill_9_during_create_multipart_leaves_at_most_an_empty_upload
 );
 async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload(store: Store) {
     // The agent journals an upload id only once CreateMultipartUpload has answered, so a

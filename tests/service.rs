@@ -2,7 +2,8 @@
 //! camera and an S3 server on 127.0.0.1: the systemd notify protocol (READY, STATUS,
 //! WATCHDOG, STOPPING) on a datagram socket the test binds, SIGHUP config reloads (a
 //! changed config takes effect without dropping the transfer in flight; an invalid one is
-//! refused and the agent goes on), and SIGTERM stopping it within 5 s.
+//! refused and the agent goes on, without quoting a secret; a rotated S3 secret alone is a
+//! change), and SIGTERM stopping it within 5 s.
 //!
 //! Every wait polls with a deadline; every child is killed when its handle drops.
 #![cfg(unix)]
@@ -473,4 +474,104 @@ async fn sigterm_during_a_reload_still_stops_within_5_s_and_keeps_the_partial_do
         states.values().any(|s| s == "downloading" || s == "queued"),
         "the interrupted clip is still due: {states:?}"
     );
+}
+
+/// `[s3]` lines giving the static keys: the test access key id and `secret`.
+fn static_keys(secret: &str) -> Knobs {
+    Knobs {
+        sync: "max_attempts = 1000".into(),
+        s3: format!(
+            "access_key_id = \"{}\"\nsecret_access_key = \"{secret}\"",
+            common::s3::TEST_ACCESS_KEY
+        ),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toml_error_on_the_secret_line_at_sighup_is_refused_without_quoting_it() {
+    const NEW_SECRET: &str = "rotated-wJalrXUtnFEMIK7MDENGbPxRfiCY";
+    let f = Fleet::start(6, 10_000).await;
+    let cfg = f.write_config(&static_keys(common::s3::TEST_SECRET_KEY));
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(&mut d, "READY=1", Duration::from_secs(20), || {
+        notify.count("READY=1") == 1
+    })
+    .await;
+
+    // The closing quote forgotten on the rotated key's line.
+    let mut typo = static_keys(NEW_SECRET);
+    typo.s3 = typo.s3.trim_end_matches('"').to_string();
+    std::fs::write(&cfg, f.config_text(&typo)).unwrap();
+    d.signal("-HUP");
+    poll(
+        &mut d,
+        "the refusal logged",
+        Duration::from_secs(10),
+        || d_stderr(&f).contains("config reload (SIGHUP) refused"),
+    )
+    .await;
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused"))
+        .expect("refusal line");
+    assert!(
+        line.contains("secret_access_key") && line.contains("line "),
+        "says where: {line}"
+    );
+    for secret in [NEW_SECRET, "wJalrXUtnFEMI", common::s3::TEST_SECRET_KEY] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+    assert!(d.running(), "the agent keeps running");
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0));
+    let log = d_stderr(&f);
+    assert!(!log.contains(NEW_SECRET), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_that_only_rotates_the_s3_secret_is_applied() {
+    const OLD_SECRET: &str = "revoked-secret-the-store-no-longer-knows";
+    let f = Fleet::start(20, 10_000).await;
+    let events = f.event_clips();
+    // The store knows only the test key's secret: the agent starts with a revoked one.
+    let cfg = f.write_config(&static_keys(OLD_SECRET));
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(
+        &mut d,
+        "an upload refused for its signature (HTTP 403)",
+        Duration::from_secs(30),
+        || d_stderr(&f).contains("upload failed"),
+    )
+    .await;
+    assert!(
+        keys(&f).is_empty(),
+        "nothing uploaded with the revoked secret"
+    );
+
+    // Only the secret changes.
+    f.write_config(&static_keys(common::s3::TEST_SECRET_KEY));
+    d.signal("-HUP");
+    poll(
+        &mut d,
+        "every event clip in the bucket with the rotated secret",
+        Duration::from_secs(60),
+        || keys(&f) == want_keys(&f, &events),
+    )
+    .await;
+    let log = d.stderr();
+    let reloads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("config reloaded (SIGHUP)"))
+        .collect();
+    assert_eq!(reloads.len(), 1, "one line for the reload:\n{log}");
+    assert!(reloads[0].contains("changed s3"), "{}", reloads[0]);
+    for secret in [OLD_SECRET, common::s3::TEST_SECRET_KEY] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0));
 }

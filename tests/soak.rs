@@ -1147,13 +1147,9 @@ fn assert_clean(t: &Tally) {
 }
 
 // CI: three schedules with small clips (one multipart-sized), on each store.
-// moto: needs composite-checksum verification (issue 9 item 2) (every schedule has a
-// multipart clip).
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    soak_short,
-    moto: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]
+    soak_short
 );
 async fn soak_short(store: Store) {
     let base = env_u64("QUCAM_SOAK_SEED").unwrap_or(0x50A6_0001);

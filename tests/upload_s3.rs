@@ -11,8 +11,8 @@ use common::s3::{Store, TestS3};
 use futures_util::future::BoxFuture;
 use qucam_offload::upload::{
     ChecksumMode, Destination, DonePart, LocalDestination, MemoryJournal, MultipartProgress,
-    MultipartThreshold, ObjectMeta, S3Destination, S3Settings, UploadError, UploadJournal,
-    UploadOutcome, Verification,
+    MultipartThreshold, ObjectMeta, S3Destination, S3Settings, SentDigests, UploadError,
+    UploadJournal, UploadOutcome, Verification,
 };
 use sha2::{Digest, Sha256};
 
@@ -133,7 +133,7 @@ async fn small_file_single_put_round_trip_with_metadata(store: Store) {
         .upload(&file, KEY, data.len() as u64, &meta, &journal)
         .await
         .unwrap();
-    assert!(matches!(outcome, UploadOutcome::Uploaded { ref etag } if !etag.is_empty()));
+    assert!(matches!(outcome, UploadOutcome::Uploaded { ref etag, .. } if !etag.is_empty()));
     assert_eq!(s3.object_bytes(KEY).unwrap(), data);
     assert!(
         journal.multipart().await.is_none(),
@@ -242,9 +242,10 @@ async fn wrong_checksum_is_rejected_by_the_store_as_permanent() {
     // (s3s-fs writes the body before checking the checksum, so unlike S3 it keeps the bytes.)
 }
 
-// moto: needs composite-checksum verification (issue 9 item 2)
-on_both_stores!(#[tokio::test] multipart_round_trip_is_byte_identical,
-    moto: #[tokio::test] #[ignore = "moto: needs composite-checksum verification (issue 9 item 2)"]);
+on_both_stores!(
+    #[tokio::test]
+    multipart_round_trip_is_byte_identical
+);
 async fn multipart_round_trip_is_byte_identical(store: Store) {
     let s3 = TestS3::start_on(store).await;
     let dir = tempfile::tempdir().unwrap();
@@ -384,6 +385,61 @@ async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
     assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
     assert!(journal.multipart().await.is_none());
     assert!(s3.list_incomplete_multipart().await.is_empty());
+}
+
+on_both_stores!(
+    #[tokio::test]
+    a_resumed_multipart_upload_reports_the_digests_of_every_part
+);
+/// A resumed upload reports the digests of all its parts, the reused ones included, even
+/// when they were journaled by a version that kept no part MD5: what it sent verifies
+/// exactly (HeadObject alone).
+async fn a_resumed_multipart_upload_reports_the_digests_of_every_part(store: Store) {
+    let s3 = Arc::new(TestS3::start_on(store).await);
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * MIB;
+    let data = content(size, 23);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    let server = s3.clone();
+    let journal = HookJournal::new(move |n| {
+        if n == 1 {
+            server.set_failing(Some(503));
+        }
+    });
+    dest.upload(&file, KEY, size, &meta, &journal)
+        .await
+        .unwrap_err();
+    s3.set_failing(None);
+    // The journal as an older version left it: the part without its MD5.
+    let progress = journal.multipart().await.unwrap();
+    let old = MemoryJournal::new();
+    old.begin_multipart(&progress.upload_id, progress.part_size)
+        .await
+        .unwrap();
+    for p in &progress.parts {
+        let part = DonePart {
+            md5_hex: String::new(),
+            ..p.clone()
+        };
+        old.part_done(&part).await.unwrap();
+    }
+    let before = s3.bytes_received();
+    let outcome = dest.upload(&file, KEY, size, &meta, &old).await.unwrap();
+    assert!(s3.bytes_received() - before < 8 * MIB, "part 1 was reused");
+    let UploadOutcome::Uploaded { sent, .. } = outcome else {
+        panic!("not uploaded: {outcome:?}");
+    };
+    assert_eq!(sent, sent_in_parts(&data, 5 * MIB as usize));
+    let before = s3.request_count();
+    assert_eq!(
+        dest.verify_sent(KEY, size, &meta.sha256_hex, &sent)
+            .await
+            .unwrap(),
+        Verification::Verified
+    );
+    assert_eq!(s3.request_count() - before, 1);
 }
 
 on_both_stores!(
@@ -593,6 +649,262 @@ async fn an_object_with_our_metadata_but_other_bytes_fails_verification(store: S
 fn base64_sha256(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+}
+
+/// What the agent computes when it uploads `data` in parts of `part` bytes.
+fn sent_in_parts(data: &[u8], part: usize) -> SentDigests {
+    use md5::{Digest as _, Md5};
+    let parts: Vec<DonePart> = data
+        .chunks(part)
+        .enumerate()
+        .map(|(i, chunk)| DonePart {
+            number: i as i32 + 1,
+            etag: String::new(),
+            sha256_b64: base64_sha256(chunk),
+            md5_hex: hex::encode(Md5::digest(chunk)),
+            size: chunk.len() as u64,
+        })
+        .collect();
+    SentDigests::of_parts(&parts)
+}
+
+/// A multipart object put with the SDK directly (as another writer could): `data` in parts
+/// of `part` bytes under `meta`, with each part's SHA-256 or with no checksum at all.
+async fn put_multipart_raw(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    data: &[u8],
+    part: usize,
+    meta: &ObjectMeta,
+    sha256: bool,
+) {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+    let mut create = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .set_metadata(Some(meta.to_metadata()));
+    if sha256 {
+        create = create.checksum_algorithm(ChecksumAlgorithm::Sha256);
+    }
+    let created = create.send().await.unwrap();
+    let upload_id = created.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, chunk) in data.chunks(part).enumerate() {
+        let number = i as i32 + 1;
+        let mut request = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(chunk.to_vec().into());
+        let mut completed = CompletedPart::builder().part_number(number);
+        if sha256 {
+            request = request.checksum_sha256(base64_sha256(chunk));
+            completed = completed.checksum_sha256(base64_sha256(chunk));
+        }
+        let out = request.send().await.unwrap();
+        done.push(completed.e_tag(out.e_tag().unwrap()).build());
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+on_both_stores!(
+    #[tokio::test]
+    a_multipart_object_with_our_metadata_but_other_bytes_fails_verification
+);
+/// The multipart form of the test above: other bytes of the right size, uploaded in parts
+/// under our metadata (with truthful part SHA-256s, and with no checksum at all), must not
+/// verify, whether verification knows nothing of the upload (an object found already there)
+/// or compares with the digests of the clip's own upload in the same part layout. (On
+/// s3s-fs, which keeps no checksum for multipart objects, the ETag, MD5 of the part MD5s,
+/// differs from ours and the bytes are read back; a store that keeps the composite
+/// checksum refuses it by that.)
+async fn a_multipart_object_with_our_metadata_but_other_bytes_fails_verification(store: Store) {
+    use aws_sdk_s3::config::RequestChecksumCalculation;
+    let s3 = TestS3::start_on(store).await;
+    let part = 5 * MIB as usize;
+    let data = content(12 * MIB, 21);
+    let other = content(12 * MIB, 22);
+    let meta = meta_for(&data);
+    let ours = sent_in_parts(&data, part);
+    assert!(matches!(ours, SentDigests::Multipart { parts: 3, .. }));
+    let when_required = aws_sdk_s3::Client::from_conf(
+        s3.client()
+            .config()
+            .to_builder()
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build(),
+    );
+    let dest = destination(&s3, &multipart_settings(&s3, 2));
+    for (variant, sha256) in [("sha256-parts", true), ("no-checksum", false)] {
+        let key = format!("{KEY}.{variant}");
+        let client = if sha256 {
+            s3.client()
+        } else {
+            when_required.clone()
+        };
+        put_multipart_raw(&client, &s3.bucket, &key, &other, part, &meta, sha256).await;
+        assert!(s3.object_bytes(&key).unwrap() == other, "{variant}");
+        for sent in [SentDigests::Unknown, ours.clone()] {
+            let got = dest
+                .verify_sent(&key, 12 * MIB, &meta.sha256_hex, &sent)
+                .await
+                .unwrap();
+            assert!(
+                matches!(got, Verification::Mismatch(_)),
+                "{variant}, {sent:?}: other bytes under our metadata verified: {got:?}"
+            );
+        }
+        // The same layout with the clip's own bytes verifies (the test can tell them apart).
+        let right = format!("{key}.right");
+        put_multipart_raw(&client, &s3.bucket, &right, &data, part, &meta, sha256).await;
+        assert_eq!(
+            dest.verify_sent(&right, 12 * MIB, &meta.sha256_hex, &ours)
+                .await
+                .unwrap(),
+            Verification::Verified,
+            "{variant}"
+        );
+    }
+}
+
+on_both_stores!(
+    #[tokio::test]
+    our_uploads_verify_exactly_from_head_object_alone
+);
+/// What the agent sent is tied to the object by what HeadObject reports, in whichever form
+/// the store uses (on s3s-fs: the full-object SHA-256 of a single PUT; the ETag of a
+/// multipart object, for which it keeps no checksum; the ETag again with
+/// `checksum = "when_required"`): one request, nothing read back. Without the digests (an
+/// object found already there) it still verifies, by reading the object back if need be.
+async fn our_uploads_verify_exactly_from_head_object_alone(store: Store) {
+    let s3 = TestS3::start_on(store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let when_required = S3Destination::from_client(
+        aws_sdk_s3::Client::from_conf(
+            s3.client()
+                .config()
+                .to_builder()
+                .request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                )
+                .build(),
+        ),
+        &S3Settings {
+            checksum: ChecksumMode::WhenRequired,
+            ..multipart_settings(&s3, 2)
+        },
+    );
+    let sha256 = destination(&s3, &multipart_settings(&s3, 2));
+    let cases = [
+        ("sha256-single", &sha256, 300_000),
+        ("sha256-multipart", &sha256, 12 * MIB),
+        ("when-required-single", &when_required, 300_000),
+        ("when-required-multipart", &when_required, 12 * MIB),
+    ];
+    for (i, (name, dest, size)) in cases.into_iter().enumerate() {
+        let data = content(size, 30 + i as u64);
+        let file = write_clip(dir.path(), &format!("{name}.mp4"), &data);
+        let meta = meta_for(&data);
+        let key = format!("clips/forms/{name}.mp4");
+        let outcome = dest
+            .upload(&file, &key, size, &meta, &MemoryJournal::new())
+            .await
+            .unwrap();
+        let UploadOutcome::Uploaded { sent, .. } = outcome else {
+            panic!("{name}: not uploaded: {outcome:?}");
+        };
+        if size > 6 * MIB {
+            assert_eq!(sent, sent_in_parts(&data, 5 * MIB as usize), "{name}");
+        } else {
+            assert!(
+                matches!(sent, SentDigests::Single { .. }),
+                "{name}: {sent:?}"
+            );
+        }
+        let before = s3.request_count();
+        assert_eq!(
+            dest.verify_sent(&key, size, &meta.sha256_hex, &sent)
+                .await
+                .unwrap(),
+            Verification::Verified,
+            "{name}"
+        );
+        assert_eq!(s3.request_count() - before, 1, "{name}: HeadObject alone");
+        assert_eq!(
+            dest.verify(&key, size, &meta.sha256_hex).await.unwrap(),
+            Verification::Verified,
+            "{name} without our digests"
+        );
+    }
+}
+
+on_both_stores!(
+    #[tokio::test]
+    a_spool_file_changed_since_download_is_not_uploaded
+);
+/// A spool file that no longer has the bytes that were downloaded (and hashed) never becomes
+/// an object, single PUT or multipart, whatever the checksum mode: a single PUT is refused
+/// before anything is sent; a multipart upload (whose parts go out while the file is still
+/// being hashed) is never completed, and is aborted. The digests verification relies on are
+/// only ever those of the downloaded bytes.
+async fn a_spool_file_changed_since_download_is_not_uploaded(store: Store) {
+    let s3 = TestS3::start_on(store).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, size, checksum) in [
+        ("single", 300_000, ChecksumMode::WhenRequired),
+        ("multipart", 12 * MIB, ChecksumMode::Sha256),
+        (
+            "multipart-when-required",
+            12 * MIB,
+            ChecksumMode::WhenRequired,
+        ),
+    ] {
+        let downloaded = content(size, 40);
+        let now_on_disk = content(size, 41);
+        let file = write_clip(dir.path(), &format!("{name}.mp4"), &now_on_disk);
+        let settings = S3Settings {
+            checksum,
+            ..multipart_settings(&s3, 2)
+        };
+        let key = format!("clips/changed/{name}.mp4");
+        let before = s3.bytes_received();
+        let err = destination(&s3, &settings)
+            .upload(
+                &file,
+                &key,
+                size,
+                &meta_for(&downloaded),
+                &MemoryJournal::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UploadError::ChecksumMismatch(_)),
+            "{name}: {err}"
+        );
+        assert!(!err.is_transient(), "{name}");
+        if size < 6 * MIB {
+            assert_eq!(s3.bytes_received(), before, "{name}: nothing sent");
+        }
+        assert!(s3.object_bytes(&key).is_none(), "{name}");
+        assert!(s3.list_incomplete_multipart().await.is_empty(), "{name}");
+    }
 }
 
 on_both_stores!(

@@ -1,6 +1,8 @@
 //! The camera reply decoder on hostile bytes: the envelope, then every payload decoder
 //! on whatever `data` it yields, the same decoders on the input taken directly as JSON
-//! or text, the ADAS extrinsics parser and the `Content-Range` parser.
+//! or text, the bounded listing decoder (it agrees with the unbounded one, and a bound
+//! below the length is a clean error), the ADAS extrinsics parser and the
+//! `Content-Range` parser.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +10,7 @@ use qucam::reply::{
     AdasExtrinsics, Data, decode_calibration, decode_device_info, decode_envelope,
     decode_file_list, decode_format,
 };
+use qucam::listing::decode_file_list_reply;
 use qucam::{CameraError, parse_content_range};
 
 fuzz_target!(|input: &[u8]| {
@@ -29,6 +32,7 @@ fuzz_target!(|input: &[u8]| {
             }
         }
     }
+    bounded_listing(input);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) {
         payloads(Data::Json(v));
     }
@@ -63,6 +67,26 @@ fn payloads(data: Data) {
         Err(e) => drop(e.to_string()),
     }
     let _ = decode_format(data);
+}
+
+/// Where the unbounded decoder lists entries, the bounded one lists the same; with a bound
+/// below that, it ends in `ListingTooLong`.
+fn bounded_listing(input: &[u8]) {
+    let bounded = decode_file_list_reply(input, 10_000);
+    let Ok(list) = decode_envelope(input).and_then(decode_file_list) else {
+        return;
+    };
+    if list.len() > 10_000 {
+        return;
+    }
+    assert_eq!(bounded.expect("bounded listing"), list);
+    if !list.is_empty() {
+        let short = decode_file_list_reply(input, list.len() - 1);
+        assert!(
+            matches!(short, Err(CameraError::ListingTooLong { .. })),
+            "{short:?}"
+        );
+    }
 }
 
 fn extrinsics(text: &str) {

@@ -141,6 +141,8 @@ impl Agent {
         let q = ListQuery {
             count: Some(self.cfg.sync.page_size),
             offset: Some(offset),
+            // Firmware before V2.1 ignores `count` and sends the whole listing at once.
+            max_entries: Some(MAX_LISTING),
             ..Default::default()
         };
         (|| async { client.list_files(&q).await })

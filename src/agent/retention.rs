@@ -46,7 +46,8 @@ impl Agent {
             let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
                 continue;
             };
-            match self.dest.verify(&key, c.size, &sha).await {
+            let sent = super::upload::sent_digests(&self.store, c.id).await;
+            match self.dest.verify_sent(&key, c.size, &sha, &sent).await {
                 Ok(Verification::Verified) => ok.push(c),
                 Ok(v) => {
                     warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");

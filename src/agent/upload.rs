@@ -18,10 +18,10 @@ use tracing::{debug, info, warn};
 
 use super::work::Work;
 use super::{Agent, AgentEvent};
-use crate::store::{Clip, ClipState, Stage, Store, Verified};
+use crate::store::{Clip, ClipState, SentRow, Stage, Store, Verified};
 use crate::upload::{
-    DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal, UploadOutcome,
-    Verification,
+    DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal,
+    UploadOutcome, Verification,
 };
 
 fn upload_backoff() -> ExponentialBuilder {
@@ -248,11 +248,14 @@ impl Agent {
         .await;
         match result {
             Ok(outcome) => {
-                let (sent, etag) = match outcome {
-                    UploadOutcome::Uploaded { etag } => (true, Some(etag)),
-                    UploadOutcome::AlreadyPresent => (false, None),
+                let (sent, etag, digests) = match outcome {
+                    UploadOutcome::Uploaded { etag, sent } => (true, Some(etag), sent),
+                    UploadOutcome::AlreadyPresent => (false, None, SentDigests::Unknown),
                 };
-                let r = self.store.uploaded(w.id, w.key.clone(), etag).await;
+                let r = self
+                    .store
+                    .uploaded(w.id, w.key.clone(), etag, sent_row(&digests))
+                    .await;
                 self.applied(r, "mark uploaded", w).then_some(sent)
             }
             Err(e) => {
@@ -296,7 +299,8 @@ impl Agent {
         sent: bool,
         started: Instant,
     ) {
-        let verdict = (|| async { self.dest.verify(&w.key, w.size, sha).await })
+        let digests = sent_digests(&self.store, w.id).await;
+        let verdict = (|| async { self.dest.verify_sent(&w.key, w.size, sha, &digests).await })
             .retry(upload_backoff())
             .when(|e: &UploadError| e.is_transient())
             .await;
@@ -389,10 +393,11 @@ impl UploadJournal for StoreJournal {
                 part_size,
                 parts: parts
                     .into_iter()
-                    .map(|(number, etag, sha256_b64, size)| DonePart {
+                    .map(|(number, etag, sha256_b64, size, md5)| DonePart {
                         number,
                         etag,
                         sha256_b64,
+                        md5_hex: md5.unwrap_or_default(),
                         size,
                     })
                     .collect(),
@@ -412,11 +417,61 @@ impl UploadJournal for StoreJournal {
     }
 
     fn part_done<'a>(&'a self, p: &'a DonePart) -> BoxFuture<'a, Result<()>> {
-        let row = (p.number, p.etag.clone(), p.sha256_b64.clone(), p.size);
+        let md5 = Some(p.md5_hex.clone()).filter(|m| !m.is_empty());
+        let row = (p.number, p.etag.clone(), p.sha256_b64.clone(), p.size, md5);
         Box::pin(self.store.part_done(self.id, row))
     }
 
     fn clear_multipart(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.store.clear_multipart(self.id))
+    }
+}
+
+/// The digests of what was sent, as the store keeps them.
+fn sent_row(sent: &SentDigests) -> SentRow {
+    match sent {
+        SentDigests::Unknown => SentRow::default(),
+        SentDigests::Single { md5_hex } => SentRow {
+            md5: Some(md5_hex.clone()),
+            ..SentRow::default()
+        },
+        SentDigests::Multipart {
+            parts,
+            sha256_b64,
+            md5_hex,
+        } => SentRow {
+            md5: Some(md5_hex.clone()),
+            parts: Some(*parts),
+            composite_sha256: Some(sha256_b64.clone()),
+        },
+    }
+}
+
+/// What was sent for clip `id`, read back from the store (`Unknown` if it cannot be read:
+/// verification then reads the object's bytes instead, which is exact but costs traffic).
+pub(super) async fn sent_digests(store: &Store, id: i64) -> SentDigests {
+    match store.sent_digests(id).await {
+        Ok(SentRow {
+            md5: Some(md5_hex),
+            parts: None,
+            composite_sha256: None,
+        }) => SentDigests::Single { md5_hex },
+        Ok(SentRow {
+            md5: Some(md5_hex),
+            parts: Some(parts),
+            composite_sha256: Some(sha256_b64),
+        }) => SentDigests::Multipart {
+            parts,
+            sha256_b64,
+            md5_hex,
+        },
+        Ok(_) => SentDigests::Unknown,
+        Err(e) => {
+            warn!(
+                clip_id = id,
+                "state database: read the upload digests failed: {e:#}"
+            );
+            SentDigests::Unknown
+        }
     }
 }

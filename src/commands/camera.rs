@@ -46,6 +46,8 @@ pub async fn camera(config: Option<&Path>, args: CameraArgs) -> Result<u8> {
                 },
                 count,
                 offset,
+                // Firmware before V2.1 ignores `count` and sends the whole listing.
+                max_entries: Some(crate::agent::MAX_LISTING),
             };
             files(&client, q, all, json).await?
         }

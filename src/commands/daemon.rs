@@ -131,7 +131,7 @@ async fn prepare_reload(
             notes.push("the state_dir change applies at the next restart");
             cfg.state_dir = Some(old.state_dir());
         }
-        if format!("{:?}", cfg.log) != format!("{:?}", old.log) {
+        if cfg.log != old.log {
             notes.push("[log] changes apply at the next restart");
         }
         let changed = changed_sections(old, &cfg);
@@ -157,7 +157,7 @@ async fn prepare_reload(
             None
         }
         Err(e) => {
-            // One line, even for a TOML syntax error (which quotes the offending line).
+            // One line (a config error is one already; other errors may span several).
             let e = format!("{e:#}")
                 .split_whitespace()
                 .collect::<Vec<_>>()
@@ -171,38 +171,48 @@ async fn prepare_reload(
     }
 }
 
-/// Names of the config's sections that differ between `a` and `b` (state_dir aside).
+/// Names of the config's sections that differ between `a` and `b` (state_dir aside). Values
+/// are compared, secrets included (their `Debug` is masked, so comparing what is printed
+/// would miss a rotated key); only the section's name is reported.
 fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut cmp = |name: &'static str, x: String, y: String| {
-        if x != y {
-            out.push(name);
-        }
-    };
-    cmp(
-        "camera",
-        format!("{:?}", a.cameras),
-        format!("{:?}", b.cameras),
-    );
-    cmp("sync", format!("{:?}", a.sync), format!("{:?}", b.sync));
-    cmp("s3", format!("{:?}", a.s3), format!("{:?}", b.s3));
-    cmp("local", format!("{:?}", a.local), format!("{:?}", b.local));
-    cmp(
-        "retention",
-        format!("{:?}", a.retention),
-        format!("{:?}", b.retention),
-    );
-    cmp("spool", format!("{:?}", a.spool), format!("{:?}", b.spool));
-    cmp("log", format!("{:?}", a.log), format!("{:?}", b.log));
-    cmp(
-        "notify",
-        format!("{:?}", a.notify),
-        format!("{:?}", b.notify),
-    );
-    cmp(
-        "metrics",
-        format!("{:?}", a.metrics),
-        format!("{:?}", b.metrics),
-    );
-    out
+    [
+        ("camera", a.cameras == b.cameras),
+        ("sync", a.sync == b.sync),
+        ("s3", a.s3 == b.s3),
+        ("local", a.local == b.local),
+        ("retention", a.retention == b.retention),
+        ("spool", a.spool == b.spool),
+        ("log", a.log == b.log),
+        ("notify", a.notify == b.notify),
+        ("metrics", a.metrics == b.metrics),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(name, _)| name)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s3_lines: &str) -> Config {
+        let text = format!(
+            "[[camera]]\nname = \"t\"\nurl = \"http://127.0.0.1:2345\"\n[s3]\nbucket = \"b\"\n{s3_lines}\n"
+        );
+        Config::parse(&text, Path::new("test.toml")).expect("config")
+    }
+
+    #[test]
+    fn a_rotated_secret_is_a_change_of_s3() {
+        let keys = |secret: &str| {
+            parse(&format!(
+                "access_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"{secret}\""
+            ))
+        };
+        let (old, new) = (keys("old-secret-1"), keys("new-secret-2"));
+        assert_eq!(changed_sections(&old, &new), vec!["s3"]);
+        assert!(changed_sections(&old, &keys("old-secret-1")).is_empty());
+        assert_eq!(changed_sections(&parse(""), &old), vec!["s3"]);
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, redact_url};
 use crate::upload::Destination;
 use qucam::{CameraClient, ClientOptions, ListQuery};
 
@@ -284,7 +284,14 @@ async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut R
     let client = match CameraClient::new(&cam.url, o) {
         Ok(c) => c,
         Err(e) => {
-            r.fail(&name, e.to_string(), "fix the camera's url in [[camera]]");
+            // The URL only as redact_url shows it (the config checks make this rare).
+            let shown = match &e {
+                qucam::CameraError::InvalidUrl(u) if *u == cam.url => {
+                    format!("invalid camera URL {}", redact_url(&cam.url))
+                }
+                _ => e.to_string(),
+            };
+            r.fail(&name, shown, "fix the camera's url in [[camera]]");
             return;
         }
     };
@@ -293,7 +300,7 @@ async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut R
         Err(e) if e.is_unreachable() => {
             r.fail(
                 &name,
-                format!("not reachable at {}: {e}", cam.url),
+                format!("not reachable at {}: {e}", redact_url(&cam.url)),
                 "is the vehicle in range and its hotspot (or NAT port) up, and is this machine on that network? Check url (http://192.168.43.1:2345 on the hotspot)",
             );
             return;
@@ -301,7 +308,10 @@ async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut R
         Err(e) => {
             r.fail(
                 &name,
-                format!("{} answered get_device_info badly: {e}", cam.url),
+                format!(
+                    "{} answered get_device_info badly: {e}",
+                    redact_url(&cam.url)
+                ),
                 "is this a Qucam camera? Try `qucam-offload camera --name NAME info`; a different firmware may need params = \"query\" or \"json\"",
             );
             return;
@@ -313,7 +323,7 @@ async fn check_camera(cfg: &Config, cam: &crate::config::CameraConfig, r: &mut R
         &name,
         format!(
             "reachable at {}: IMEI {}, {} firmware {}, SD card {} used of {}",
-            cam.url,
+            redact_url(&cam.url),
             info.imei,
             opt(&info.device_name),
             opt(&info.application_version),
@@ -330,6 +340,8 @@ async fn check_range(client: &CameraClient, name: &str, r: &mut Report) {
     let q = ListQuery {
         count: Some(1),
         offset: Some(0),
+        // Firmware before V2.1 ignores `count` and sends the whole listing.
+        max_entries: Some(crate::agent::MAX_LISTING),
         ..Default::default()
     };
     let first = match client.list_files(&q).await {

@@ -5,6 +5,7 @@
 //! and what is wrong; the CLI turns it into exit code 2.
 
 mod file;
+mod redact;
 mod validate;
 mod values;
 
@@ -16,6 +17,7 @@ use qucam::ParamStyle;
 use serde::Deserialize;
 
 pub use file::exposed_secrets_warning;
+pub use redact::redact_url;
 use values::{de_bytes, de_duration, de_threshold};
 pub use values::{parse_bytes, parse_duration};
 
@@ -45,7 +47,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// SQLite database and download spool. Default: the platform data dir.
@@ -71,7 +73,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub name: String,
@@ -99,7 +101,7 @@ pub enum ClipSelection {
     All,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     #[serde(default = "d_poll", deserialize_with = "de_duration")]
@@ -140,7 +142,7 @@ pub enum ChecksumMode {
     WhenRequired,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     #[serde(default)]
@@ -171,7 +173,7 @@ pub struct S3Config {
     pub secret_access_key: Option<qucam::Secret>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
     pub dir: PathBuf,
@@ -189,7 +191,7 @@ pub enum DeletePolicy {
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     #[serde(default)]
@@ -200,7 +202,7 @@ pub struct RetentionConfig {
     pub keep_local: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Downloads pause while the spool holds this many bytes (0 = no cap).
@@ -232,7 +234,7 @@ pub enum LogTarget {
     Journald,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(default = "d_level")]
@@ -243,7 +245,7 @@ pub struct LogConfig {
     pub target: LogTarget,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     #[serde(default)]
@@ -252,7 +254,7 @@ pub struct NotifyConfig {
     pub webhook: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     #[serde(default)]

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use qucam::EVENT_CODES;
 
+use super::redact::redact_url;
 use super::{Config, ConfigError};
 
 /// Makes the error for `key` of the file at `path`.
@@ -225,13 +226,16 @@ fn check_s3(s3: &super::S3Config, b: &Bad<'_>) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// An `http(s)` URL with a host. The messages show the URL only as [`redact_url`] does: a
+/// webhook's token or a URL's password never reaches the log.
 fn check_http_url(s: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    let shown = redact_url(s);
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{shown} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{s:?} must start with http:// or https://"));
+        return Err(format!("{shown} must start with http:// or https://"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{s:?} has no host"));
+        return Err(format!("{shown} has no host"));
     }
     Ok(())
 }

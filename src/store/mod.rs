@@ -64,7 +64,7 @@ pub mod state;
 mod transitions;
 
 pub use listing::Listed;
-pub use multipart::PartRow;
+pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};
 pub use schema::SCHEMA_VERSION;
 pub use state::{ClipState, Group, Stage};

@@ -5,9 +5,9 @@ use anyhow::{Result, anyhow};
 use rusqlite::Connection;
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     r#"
     CREATE TABLE cameras (
@@ -68,6 +68,17 @@ const MIGRATIONS: &[&str] = &[
         message  TEXT NOT NULL,
         at       INTEGER NOT NULL
     );
+    "#,
+    // 3: what the agent computed about the bytes it uploaded, for exact verification after
+    // the parts are forgotten (NULL: found already there, or uploaded by an older version):
+    // sent_md5 (hex; single PUT: of the file, multipart: of the part MD5s), sent_parts (the
+    // part count, multipart only), sent_sha256 (the composite SHA-256, base64, multipart
+    // only); and each journaled part's MD5.
+    r#"
+    ALTER TABLE clips ADD COLUMN sent_md5 TEXT;
+    ALTER TABLE clips ADD COLUMN sent_parts INTEGER;
+    ALTER TABLE clips ADD COLUMN sent_sha256 TEXT;
+    ALTER TABLE parts ADD COLUMN md5 TEXT;
     "#,
 ];
 

@@ -92,7 +92,7 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         Op::FailedDownload => s.failed(id, Stage::Download, "x".into(), 0).await,
         Op::StartUpload => s.start_upload(id).await,
         Op::RequeueForDownload => s.requeue_for_download(id).await,
-        Op::Uploaded => s.uploaded(id, "k".into(), None).await,
+        Op::Uploaded => s.uploaded(id, "k".into(), None, SentRow::default()).await,
         Op::FailedUpload => s.failed(id, Stage::Upload, "x".into(), 0).await,
         Op::Verified => s
             .verified(id)
@@ -404,13 +404,71 @@ async fn multipart_journal_round_trips() {
     let id = clip_in(&s, Uploading, None);
     assert!(s.multipart(id).await.unwrap().is_none());
     s.begin_multipart(id, "u1".into(), 5).await.unwrap();
-    s.part_done(id, (1, "e".into(), "h".into(), 5))
+    s.part_done(id, (1, "e".into(), "h".into(), 5, Some("m".into())))
         .await
         .unwrap();
     let (upload_id, part_size, parts) = s.multipart(id).await.unwrap().unwrap();
     assert_eq!((upload_id.as_str(), part_size, parts.len()), ("u1", 5, 1));
+    assert_eq!(parts[0].4.as_deref(), Some("m"));
     s.clear_multipart(id).await.unwrap();
     assert!(s.multipart(id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_digests_of_what_was_sent_outlive_the_parts() {
+    let (_d, s) = open();
+    let id = clip_in(&s, Uploading, None);
+    assert_eq!(s.sent_digests(id).await.unwrap(), SentRow::default());
+    s.begin_multipart(id, "u1".into(), 5).await.unwrap();
+    let sent = SentRow {
+        md5: Some("abc".into()),
+        parts: Some(3),
+        composite_sha256: Some("c29tZQ==".into()),
+    };
+    assert!(
+        s.uploaded(id, "k".into(), None, sent.clone())
+            .await
+            .unwrap()
+    );
+    // The parts are gone after Complete; what verification needs is on the clip row.
+    assert!(s.multipart(id).await.unwrap().is_none());
+    assert_eq!(s.sent_digests(id).await.unwrap(), sent);
+    assert_eq!(
+        s.verified(id).await.unwrap(),
+        super::Verified::StillOnCamera
+    );
+    assert!(s.requeue_missing_object(id).await.unwrap());
+    assert_eq!(s.sent_digests(id).await.unwrap(), SentRow::default());
+}
+
+#[test]
+fn a_version_2_database_gains_the_sent_digest_columns() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        for sql in &schema::MIGRATIONS[..2] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute(
+            "INSERT INTO clips (imei, path, name, state, first_seen, last_seen)
+                VALUES ('1', '/a.mp4', 'a.mp4', 'uploaded', 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&p).unwrap();
+    let (md5, parts): (Option<String>, Option<i64>) = s
+        .with(|c| {
+            Ok(
+                c.query_row("SELECT sent_md5, sent_parts FROM clips", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?,
+            )
+        })
+        .unwrap();
+    assert_eq!((md5, parts), (None, None));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::state::ClipState::{self, *};
 use super::state::{Group, Stage};
-use super::{Store, now};
+use super::{SentRow, Store, now};
 
 const fn only(states: &'static [ClipState]) -> Group {
     Group {
@@ -107,16 +107,33 @@ impl Store {
         .await
     }
 
-    /// `uploading → uploaded` with the key and ETag; the multipart journal is forgotten.
-    pub async fn uploaded(&self, id: i64, key: String, etag: Option<String>) -> Result<bool> {
+    /// `uploading → uploaded` with the key, the ETag and the digests of what was sent
+    /// (verification compares them with the store's); the multipart journal is forgotten.
+    pub async fn uploaded(
+        &self,
+        id: i64,
+        key: String,
+        etag: Option<String>,
+        sent: SentRow,
+    ) -> Result<bool> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let ok = guarded(
                 &tx,
                 "state = ?2, object_key = ?3, etag = ?4, uploaded_at = ?5, upload_id = NULL,
-                    reason = NULL, failed_stage = NULL, retry_after = NULL",
+                    reason = NULL, failed_stage = NULL, retry_after = NULL, sent_md5 = ?6,
+                    sent_parts = ?7, sent_sha256 = ?8",
                 UPLOADED_FROM,
-                &[&id, &ClipState::Uploaded, &key, &etag, &now()],
+                &[
+                    &id,
+                    &ClipState::Uploaded,
+                    &key,
+                    &etag,
+                    &now(),
+                    &sent.md5,
+                    &sent.parts,
+                    &sent.composite_sha256,
+                ],
             )?;
             if ok {
                 tx.execute("DELETE FROM parts WHERE clip_id = ?1", params![id])?;
@@ -230,7 +247,8 @@ impl Store {
         self.call(move |c| {
             Ok(guarded(
                 c,
-                "state = ?2, object_key = NULL, etag = NULL, verified_at = NULL",
+                "state = ?2, object_key = NULL, etag = NULL, verified_at = NULL,
+                    sent_md5 = NULL, sent_parts = NULL, sent_sha256 = NULL",
                 REQUEUE_MISSING_OBJECT_FROM,
                 &[&id, &Queued],
             )?)

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::{ObjectMeta, UploadError, UploadJournal, UploadOutcome, Verification, sha256_of_range};
+use super::{
+    ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome, Verification,
+    sha256_of_range,
+};
 
 /// A directory tree holding one file per key.
 #[derive(Debug, Clone)]
@@ -186,6 +189,8 @@ fn publish(
     linked.map_err(|e| UploadError::io(format!("storing {}", dest.display()), e))?;
     Ok(UploadOutcome::Uploaded {
         etag: sha256_hex.to_owned(),
+        // The local destination verifies by hashing the stored file.
+        sent: SentDigests::Unknown,
     })
 }
 

@@ -9,7 +9,10 @@
 //!   bucket cannot overwrite each other either.
 //! - **Integrity end to end.** Every PUT / part carries its SHA-256 (`x-amz-checksum-sha256`)
 //!   unless [`ChecksumMode::WhenRequired`] is configured; the whole-file SHA-256 is stored as
-//!   object metadata (`x-amz-meta-sha256`) and checked by [`S3Destination::verify`].
+//!   object metadata (`x-amz-meta-sha256`). The spool file is read once, in order, to check
+//!   that SHA-256 (nothing is completed before it matched) and compute the file's or each
+//!   part's SHA-256 and MD5 ([`SentDigests`]), which [`S3Destination::verify_sent`]
+//!   compares exactly with the store's checksum or ETag.
 //! - **Resumable after kill -9.** Multipart progress (upload id and finished parts) goes to an
 //!   [`UploadJournal`] as each part completes; the next attempt resumes the same upload id and
 //!   sends only the parts the store does not already hold with the right size and checksum.
@@ -18,19 +21,21 @@
 //! Keys are full object keys (the `clip` module already joins the configured prefix); the
 //! `prefix` in [`S3Settings`] is only used to describe the destination.
 
+mod digests;
 mod from_config;
 mod local;
 mod s3;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+pub use digests::SentDigests;
 pub use from_config::{destination, s3_settings};
 pub use local::LocalDestination;
 pub use s3::CheckStep;
@@ -43,6 +48,22 @@ pub use s3::{error_chain, http_client as s3_http_client};
 
 /// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,
 /// event-code, event-name, camera, recorded-at, sha256.
+///
+/// S3 limits an object's user metadata to 2 KB (keys plus values), and neither the camera
+/// path (up to 1,024 characters) nor the device name (unbounded) is ours to size, so
+/// [`to_metadata`](ObjectMeta::to_metadata) fits them by a fixed rule:
+/// 1. every value is made printable ASCII (anything else becomes `_`), so bytes are
+///    characters;
+/// 2. `sha256` is never cut or dropped (verification reads it);
+/// 3. the small fields (imei, event-code, event-name, camera, recorded-at) and the
+///    device-name keep at most [`META_FIELD_MAX`] characters, a longer value ending in
+///    `...` in place of its tail;
+/// 4. the camera-path gets the room left under [`METADATA_LIMIT`]; a longer one keeps its
+///    end (the file name) behind a leading `...`.
+///
+/// Keys are counted with their `x-amz-meta-` prefix, so the total stays under the limit
+/// whichever way a store counts. Real values (15-digit IMEI, a 1,024-character path, a
+/// model name) are never cut.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub imei: String,
@@ -58,24 +79,72 @@ pub struct ObjectMeta {
 
 /// The metadata key (without `x-amz-meta-`) that holds the whole-file SHA-256 in hex.
 pub const SHA256_META_KEY: &str = "sha256";
+/// S3's limit on an object's user metadata, bytes of keys (with `x-amz-meta-`) and values.
+pub const METADATA_LIMIT: usize = 2048;
+/// The most characters kept of a metadata value other than the camera path and sha256.
+pub const META_FIELD_MAX: usize = 64;
+/// Marks where a metadata value was cut.
+const CUT: &str = "...";
+const META_PREFIX: &str = "x-amz-meta-";
 
 impl ObjectMeta {
-    /// The user metadata map sent with the object (keys without the `x-amz-meta-` prefix).
+    /// The user metadata map sent with the object (keys without the `x-amz-meta-` prefix),
+    /// under [`METADATA_LIMIT`] by the rule in [`ObjectMeta`]'s documentation.
     pub fn to_metadata(&self) -> HashMap<String, String> {
-        [
+        let mut m: HashMap<String, String> = [
             ("imei", &self.imei),
             ("device-name", &self.device_name),
-            ("camera-path", &self.camera_path),
             ("event-code", &self.event_code),
             ("event-name", &self.event_name),
             ("camera", &self.camera),
             ("recorded-at", &self.recorded_at),
-            (SHA256_META_KEY, &self.sha256_hex),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), header_safe(v)))
-        .collect()
+        .map(|(k, v)| (k.to_owned(), cut_end(&header_safe(v), META_FIELD_MAX)))
+        .collect();
+        m.insert(SHA256_META_KEY.to_owned(), header_safe(&self.sha256_hex));
+        let used: usize = m.iter().map(|(k, v)| meta_bytes(k, v)).sum();
+        let room = METADATA_LIMIT.saturating_sub(used + meta_bytes("camera-path", ""));
+        m.insert(
+            "camera-path".to_owned(),
+            cut_start(&header_safe(&self.camera_path), room),
+        );
+        m
     }
+}
+
+/// What one metadata entry counts towards [`METADATA_LIMIT`].
+fn meta_bytes(key: &str, value: &str) -> usize {
+    META_PREFIX.len() + key.len() + value.len()
+}
+
+/// At most `max` bytes of `s`: its start, then [`CUT`] (cut on a character boundary).
+fn cut_end(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let Some(mut keep) = max.checked_sub(CUT.len()) else {
+        return String::new();
+    };
+    while !s.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{CUT}", &s[..keep])
+}
+
+/// At most `max` bytes of `s`: [`CUT`], then its end (cut on a character boundary).
+fn cut_start(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let Some(keep) = max.checked_sub(CUT.len()) else {
+        return String::new();
+    };
+    let mut start = s.len() - keep;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{CUT}{}", &s[start..])
 }
 
 /// Metadata travels in HTTP headers: keep it printable ASCII so no store rejects the request.
@@ -125,6 +194,9 @@ pub struct DonePart {
     pub etag: String,
     /// Base64 of the part's SHA-256 (the `x-amz-checksum-sha256` form).
     pub sha256_b64: String,
+    /// Hex MD5 of the part (its ETag on a store that keeps no checksum); empty when a
+    /// journal written by an older version does not have it.
+    pub md5_hex: String,
     pub size: u64,
 }
 
@@ -191,8 +263,8 @@ impl UploadJournal for MemoryJournal {
 /// The result of a successful upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadOutcome {
-    /// The store accepted the object.
-    Uploaded { etag: String },
+    /// The store accepted the object; `sent` is what verification compares it with.
+    Uploaded { etag: String, sent: SentDigests },
     /// An object with that key, same size and sha256 metadata, already existed: nothing sent.
     AlreadyPresent,
 }
@@ -327,15 +399,29 @@ impl Destination {
         }
     }
 
-    /// Checks that the object under `key` has `size` bytes and SHA-256 `sha256_hex`.
+    /// Checks that the object under `key` has `size` bytes and SHA-256 `sha256_hex`, for an
+    /// object this agent has no upload digests of ([`SentDigests::Unknown`]).
     pub async fn verify(
         &self,
         key: &str,
         size: u64,
         sha256_hex: &str,
     ) -> Result<Verification, UploadError> {
+        self.verify_sent(key, size, sha256_hex, &SentDigests::Unknown)
+            .await
+    }
+
+    /// [`Destination::verify`] knowing what was sent (`sent`, from [`UploadOutcome`]): the
+    /// store's checksum or ETag can then be compared exactly with the agent's own digests.
+    pub async fn verify_sent(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+        sent: &SentDigests,
+    ) -> Result<Verification, UploadError> {
         match self {
-            Self::S3(d) => d.verify(key, size, sha256_hex).await,
+            Self::S3(d) => d.verify_sent(key, size, sha256_hex, sent).await,
             Self::Local(d) => d.verify(key, size, sha256_hex).await,
         }
     }
@@ -401,19 +487,6 @@ pub(crate) fn sha256_of_range(path: &Path, offset: u64, len: u64) -> std::io::Re
     Ok(hasher.finalize().into())
 }
 
-/// Runs [`sha256_of_range`] on the blocking pool.
-pub(crate) async fn sha256_of_range_async(
-    path: &Path,
-    offset: u64,
-    len: u64,
-) -> Result<[u8; 32], UploadError> {
-    let owned: PathBuf = path.to_owned();
-    tokio::task::spawn_blocking(move || sha256_of_range(&owned, offset, len))
-        .await
-        .map_err(|e| UploadError::Other(format!("hashing task failed: {e}")))?
-        .map_err(|e| UploadError::io(format!("hashing {}", path.display()), e))
-}
-
 /// Fails unless the file on disk has exactly the size the caller expects.
 pub(crate) async fn check_file_size(file: &Path, size: u64) -> Result<(), UploadError> {
     let actual = tokio::fs::metadata(file)
@@ -459,6 +532,89 @@ mod tests {
         assert_eq!(m.len(), 8);
     }
 
+    /// What `to_metadata` counts against S3's limit: keys with `x-amz-meta-`, values.
+    fn total_bytes(m: &HashMap<String, String>) -> usize {
+        m.iter().map(|(k, v)| meta_bytes(k, v)).sum()
+    }
+
+    #[test]
+    fn metadata_stays_under_2_kb_for_hostile_values_and_keeps_the_sha256() {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let name = "20210427_115134_04_1.mp4";
+        let hostile = ObjectMeta {
+            imei: "8".repeat(5000),
+            device_name: "\u{e9}\u{1F600}x".repeat(10_000),
+            camera_path: format!("/{}/{name}", "d\u{e9}\u{1F600}/".repeat(2000)),
+            event_code: "\u{1F600}".repeat(300),
+            event_name: "n".repeat(3000),
+            camera: "c".repeat(3000),
+            recorded_at: "r".repeat(3000),
+            sha256_hex: sha.into(),
+        };
+        let m = hostile.to_metadata();
+        assert_eq!(m.len(), 8);
+        assert!(total_bytes(&m) <= METADATA_LIMIT, "{}", total_bytes(&m));
+        assert_eq!(m[SHA256_META_KEY], sha);
+        let path = &m["camera-path"];
+        assert!(path.starts_with(CUT) && path.ends_with(name), "{path}");
+        assert_eq!(m["device-name"].len(), META_FIELD_MAX);
+        assert!(m["device-name"].ends_with(CUT));
+        for (k, v) in &m {
+            assert!(
+                v.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "{k}: {v}"
+            );
+        }
+        // Only the path fills the room left.
+        assert!(total_bytes(&m) > METADATA_LIMIT - 8, "{}", total_bytes(&m));
+    }
+
+    #[test]
+    fn real_metadata_is_never_cut() {
+        let path = format!("/{}/20210427_115134_04_1.mp4", "a".repeat(998));
+        assert_eq!(path.len(), 1024);
+        let meta = ObjectMeta {
+            imei: "867867432522518".into(),
+            device_name: "CV200 Truck 7, depot North-East".into(),
+            camera_path: path.clone(),
+            event_code: "04".into(),
+            event_name: "Crash (harsh impact)".into(),
+            camera: "front".into(),
+            recorded_at: "2021-04-27T11:51:34".into(),
+            sha256_hex: "ab".repeat(32),
+        };
+        let m = meta.to_metadata();
+        assert_eq!(m["camera-path"], path);
+        assert_eq!(m["device-name"], meta.device_name);
+        assert_eq!(m["event-name"], meta.event_name);
+        assert!(total_bytes(&m) <= METADATA_LIMIT);
+    }
+
+    #[test]
+    fn cuts_respect_utf8_boundaries() {
+        let s = "\u{e9}\u{1F600}\u{e9}\u{1F600}\u{e9}";
+        for max in 0..=s.len() + 1 {
+            let end = cut_end(s, max);
+            let start = cut_start(s, max);
+            assert!(
+                end.len() <= max && start.len() <= max,
+                "{max}: {end:?} {start:?}"
+            );
+            if max >= s.len() {
+                assert_eq!((end.as_str(), start.as_str()), (s, s));
+            } else if max >= CUT.len() {
+                assert!(end.ends_with(CUT) && start.starts_with(CUT), "{max}");
+                assert!(s.starts_with(end.trim_end_matches(CUT)), "{max}: {end:?}");
+                assert!(
+                    s.ends_with(start.trim_start_matches(CUT)),
+                    "{max}: {start:?}"
+                );
+            } else {
+                assert!(end.is_empty() && start.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn transient_classification() {
         let svc = |status, transient| UploadError::Service {
@@ -496,6 +652,7 @@ mod tests {
             number: 1,
             etag: "e".into(),
             sha256_b64: "s".into(),
+            md5_hex: "m".into(),
             size: 5,
         };
         j.part_done(&part).await.unwrap();

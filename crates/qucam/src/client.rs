@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::clip_name::excerpt;
 use crate::download::{Download, parse_content_range};
 use crate::error::{CameraError, map_reqwest};
+use crate::listing;
 use crate::options::{CameraId, ClientOptions, ListQuery, ParamStyle};
 use crate::reply::{
     self, AdasExtrinsics, CalibrationKind, CalibrationState, DeviceInfo, FileEntry, FormatOutcome,
@@ -174,8 +175,12 @@ impl CameraClient {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<reply::Data, CameraError> {
+        reply::decode_envelope(&self.send(self.post_request(path, params)).await?)
+    }
+
+    fn post_request(&self, path: &str, params: &[(&str, String)]) -> reqwest::RequestBuilder {
         let url = self.endpoint(path);
-        let req = match self.opts.params {
+        match self.opts.params {
             ParamStyle::Form => self.http.post(url).form(params),
             ParamStyle::Query => self.http.post(url).query(params),
             ParamStyle::Json => {
@@ -185,16 +190,16 @@ impl CameraClient {
                     .collect();
                 self.http.post(url).json(&obj)
             }
-        };
-        reply::decode_envelope(&self.send(req).await?)
+        }
     }
 
-    /// 3.1 `get_video_files_info`: one page of the listing, newest first.
+    /// 3.1 `get_video_files_info`: one page of the listing, newest first. At most
+    /// [`ListQuery::entry_limit`] entries are accepted (decoded without ever building
+    /// more); a longer reply is [`CameraError::ListingTooLong`].
     pub async fn list_files(&self, q: &ListQuery) -> Result<Vec<FileEntry>, CameraError> {
-        let data = self
-            .post_api("/device/get_video_files_info", &q.params())
-            .await?;
-        reply::decode_file_list(data)
+        let req = self.post_request("/device/get_video_files_info", &q.params());
+        let body = self.send(req).await?;
+        listing::decode_file_list_reply(&body, q.entry_limit())
     }
 
     /// 3.2 `delete_file`: deletes a batch of clips by camera path.

@@ -66,6 +66,17 @@ pub enum CameraError {
         /// The limit that was exceeded.
         limit: usize,
     },
+    /// A listing reply held more entries than the client accepts (the `count` asked for
+    /// plus [`LIST_SLACK`](crate::listing::LIST_SLACK), or
+    /// [`ListQuery::max_entries`](crate::ListQuery::max_entries)): a broken or hostile
+    /// camera. The entries beyond the bound were never built.
+    #[error("camera listed more entries than asked for: {listed} listed, at most {limit} accepted")]
+    ListingTooLong {
+        /// The most entries accepted.
+        limit: usize,
+        /// The entries the reply held.
+        listed: usize,
+    },
     /// A camera path was refused before anything was sent (relative, `..`, control
     /// characters, ...), or a request lacked what it needs.
     #[error("invalid camera path {0:?}")]

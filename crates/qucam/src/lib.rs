@@ -17,6 +17,7 @@
 //! - [`client`]: [`CameraClient`], one method per endpoint.
 //! - [`options`]: [`ClientOptions`], [`ParamStyle`], [`ListQuery`], [`CameraId`].
 //! - [`download`]: [`Download`], a streamed, resumable clip download.
+//! - [`listing`]: bounded decoding of a listing reply (no more entries than asked for).
 //! - [`reply`]: decoding of the reply envelope and payloads ([`FileEntry`], [`DeviceInfo`], …).
 //! - [`error`]: the error type, [`CameraError`].
 //! - [`clip_name`]: [`ClipName`] and checks of camera-supplied strings.
@@ -65,6 +66,7 @@ pub mod clip_name;
 pub mod download;
 pub mod error;
 pub mod events;
+pub mod listing;
 pub mod options;
 pub mod reply;
 pub mod secret;

@@ -105,9 +105,32 @@ pub struct ListQuery {
     pub count: Option<u32>,
     /// Entries to skip (newest first); `None` is 0.
     pub offset: Option<u32>,
+    /// The most entries accepted in the reply (more is
+    /// [`CameraError::ListingTooLong`](crate::CameraError::ListingTooLong), and no more are
+    /// ever built). `None`: `count` plus [`LIST_SLACK`](crate::listing::LIST_SLACK), or
+    /// [`DEFAULT_MAX_ENTRIES`](crate::listing::DEFAULT_MAX_ENTRIES) without a `count`. A
+    /// caller that must accept firmware ignoring `count` (before V2.1, which sends the
+    /// whole listing at once) sets its own bound here.
+    pub max_entries: Option<usize>,
 }
 
 impl ListQuery {
+    /// The most entries accepted in the reply (see [`ListQuery::max_entries`]).
+    ///
+    /// ```
+    /// use qucam::ListQuery;
+    ///
+    /// assert_eq!(ListQuery { count: Some(50), ..ListQuery::default() }.entry_limit(), 66);
+    /// assert_eq!(ListQuery::default().entry_limit(), 200_000);
+    /// ```
+    pub fn entry_limit(&self) -> usize {
+        use crate::listing::{DEFAULT_MAX_ENTRIES, LIST_SLACK};
+        self.max_entries.unwrap_or(match self.count {
+            Some(c) => (c as usize).saturating_add(LIST_SLACK),
+            None => DEFAULT_MAX_ENTRIES,
+        })
+    }
+
     /// The request parameters, in the vendor document's names.
     pub(crate) fn params(&self) -> Vec<(&'static str, String)> {
         let mut event = self.event_types.join(":");

@@ -4,8 +4,12 @@
 //! info as JSON inside a string inside JSON. Unknown fields are ignored, missing ones
 //! tolerated.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::clip_name::excerpt;
 use crate::error::CameraError;
@@ -42,48 +46,145 @@ pub enum Data {
 /// # Ok::<(), CameraError>(())
 /// ```
 pub fn decode_envelope(body: &[u8]) -> Result<Data, CameraError> {
-    let text = std::str::from_utf8(body).map_err(|_| malformed("reply is not UTF-8", body))?;
-    let v: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|_| malformed("reply is not JSON", body))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| malformed("reply is not a JSON object", body))?;
-    let code_raw = match obj.get("errorCode") {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+    let env = parse_envelope(body)?;
+    let data = match env.data.map(RawValue::get) {
+        None | Some("null") => Data::Empty,
+        Some(raw) if raw.starts_with('"') => {
+            let s: String =
+                serde_json::from_str(raw).map_err(|_| malformed("reply is not JSON", body))?;
+            decode_string_data(&s)
+        }
+        Some(raw) => {
+            Data::Json(serde_json::from_str(raw).map_err(|_| malformed("reply is not JSON", body))?)
+        }
     };
-    let code = code_raw.trim().parse::<i64>().ok();
-    let success = match obj.get("isSuccess") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        Some(Value::Number(n)) => n.as_i64() == Some(1),
-        // Missing: judge by the code.
-        _ => code.is_none_or(|c| c == 200),
-    };
-    let data = match obj.get("data") {
-        None | Some(Value::Null) => Data::Empty,
-        Some(Value::String(s)) => decode_string_data(s),
-        Some(v) => Data::Json(v.clone()),
-    };
-    let busy_text = matches!(&data, Data::Text(t) if t.to_ascii_lowercase().contains("busy"));
-    if busy_text || code == Some(301) {
+    let busy_text = matches!(&data, Data::Text(t) if mentions_busy(t));
+    if busy_text || env.code == Some(301) {
         return Err(CameraError::Busy);
     }
-    if !success {
+    if !env.success {
         let message = match &data {
             Data::Text(t) => t.clone(),
             Data::Json(v) => excerpt(&v.to_string()),
             Data::Empty => String::new(),
         };
-        return Err(CameraError::Api {
-            code,
-            code_raw,
-            message,
-        });
+        return Err(env.refusal(message));
     }
     Ok(data)
+}
+
+/// The envelope of a reply, `data` left undecoded (a slice of the reply itself).
+pub(crate) struct Envelope<'a> {
+    /// `errorCode` as a number, when it is one.
+    pub(crate) code: Option<i64>,
+    /// `errorCode` as sent.
+    code_raw: String,
+    /// `isSuccess`, or judged by the code when missing.
+    pub(crate) success: bool,
+    /// The raw JSON text of `data`, if present.
+    pub(crate) data: Option<&'a RawValue>,
+}
+
+impl Envelope<'_> {
+    /// The error for `isSuccess: false`, with the camera's message.
+    pub(crate) fn refusal(self, message: String) -> CameraError {
+        CameraError::Api {
+            code: self.code,
+            code_raw: self.code_raw,
+            message,
+        }
+    }
+}
+
+/// Reads the envelope without materialising `data`: unknown fields are skipped, the
+/// last of repeated fields wins, a leading BOM is tolerated.
+pub(crate) fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, CameraError> {
+    let text = std::str::from_utf8(body).map_err(|_| malformed("reply is not UTF-8", body))?;
+    let text = text.trim_start_matches('\u{feff}');
+    let fields: EnvelopeFields<'_> = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(_) if serde_json::from_str::<IgnoredAny>(text).is_ok() => {
+            return Err(malformed("reply is not a JSON object", body));
+        }
+        Err(_) => return Err(malformed("reply is not JSON", body)),
+    };
+    let code_raw = match small_value(fields.error_code) {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let code = code_raw.trim().parse::<i64>().ok();
+    let success = match small_value(fields.is_success) {
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        // Missing: judge by the code.
+        _ => code.is_none_or(|c| c == 200),
+    };
+    Ok(Envelope {
+        code,
+        code_raw,
+        success,
+        data: fields.data,
+    })
+}
+
+/// A small envelope field as a [`Value`]; a huge one (hostile) as a short string.
+fn small_value(raw: Option<&RawValue>) -> Option<Value> {
+    let raw = raw?.get();
+    if raw.len() > 4096 {
+        return Some(Value::String(excerpt(raw)));
+    }
+    serde_json::from_str(raw).ok()
+}
+
+/// The three envelope fields, each as raw JSON text.
+#[derive(Default)]
+struct EnvelopeFields<'a> {
+    error_code: Option<&'a RawValue>,
+    is_success: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for EnvelopeFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = EnvelopeFields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = EnvelopeFields::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "errorCode" => &mut out.error_code,
+                "isSuccess" => &mut out.is_success,
+                "data" => &mut out.data,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<&'de RawValue>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// The camera's message says it is busy (any letter case), without copying it.
+pub(crate) fn mentions_busy(t: &str) -> bool {
+    t.as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"busy"))
 }
 
 /// A string `data` holding JSON becomes JSON; anything else stays a message.
@@ -106,7 +207,7 @@ pub(crate) fn malformed(what: &str, body: &[u8]) -> CameraError {
 }
 
 /// A number that may arrive as a number, a numeric string, or not at all.
-fn lenient_i64(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn lenient_i64(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
@@ -114,7 +215,7 @@ fn lenient_i64(v: Option<&Value>) -> Option<i64> {
     }
 }
 
-fn lenient_str(v: Option<&Value>) -> Option<String> {
+pub(crate) fn lenient_str(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -123,7 +224,7 @@ fn lenient_str(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn lenient_bool(v: Option<&Value>) -> Option<bool> {
+pub(crate) fn lenient_bool(v: Option<&Value>) -> Option<bool> {
     match v? {
         Value::Bool(b) => Some(*b),
         Value::String(s) => s.parse().ok(),
@@ -151,6 +252,10 @@ pub struct FileEntry {
 }
 
 /// Decodes the listing `data` (array, or array in a string; `"[]"` and empty are empty).
+///
+/// Unbounded, on an already decoded [`Data`]: a listing reply off the wire is decoded by
+/// [`listing::decode_file_list_reply`](crate::listing::decode_file_list_reply) instead,
+/// which builds no more entries than asked for.
 pub fn decode_file_list(data: Data) -> Result<Vec<FileEntry>, CameraError> {
     let items = match data {
         Data::Empty => return Ok(Vec::new()),

@@ -3,13 +3,15 @@
 //! HeadObject verification, and SDK error mapping.
 //!
 //! The rooms: `settings` (what the config says), `client` (the HTTP and SDK clients),
-//! `threshold` (single PUT or multipart), `single`, `multipart`, `verify`, `errors` (SDK
-//! errors mapped to [`UploadError`]) and `check` (the doctor's checks). This file holds
+//! `threshold` (single PUT or multipart), `single`, `multipart`, `verify`, `forms` (the
+//! checksum and ETag forms a store reports, compared exactly), `errors` (SDK errors mapped
+//! to [`UploadError`]) and `check` (the doctor's checks). This file holds
 //! [`S3Destination`] itself, the upload entry point and the helpers the rooms share.
 
 mod check;
 mod client;
 mod errors;
+mod forms;
 mod multipart;
 mod settings;
 mod single;
@@ -23,7 +25,6 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use base64::Engine as _;
 
 use super::{ObjectMeta, UploadError, UploadJournal, UploadOutcome, check_file_size, hex_to_b64};
 pub use check::CheckStep;
@@ -38,7 +39,7 @@ use threshold::LinkRate;
 pub use threshold::{
     AUTO_MULTIPART_FLOOR, AUTO_MULTIPART_RISK, DEFAULT_MULTIPART_THRESHOLD, MultipartThreshold,
 };
-use verify::compare_head;
+use verify::{WarnedOnce, compare_head};
 
 /// Read buffer of a PUT or part streamed from disk (per request in flight).
 const READ_BUFFER: usize = 256 * 1024;
@@ -56,6 +57,8 @@ pub struct S3Destination {
     part_size: u64,
     part_concurrency: usize,
     checksum: ChecksumMode,
+    /// Keys already warned about being verified on size and metadata only.
+    warned: Arc<WarnedOnce>,
 }
 
 impl S3Destination {
@@ -81,6 +84,7 @@ impl S3Destination {
             part_size: settings.part_size.max(MIN_PART_SIZE),
             part_concurrency: settings.part_concurrency.max(1),
             checksum: settings.checksum,
+            warned: Arc::default(),
         }
     }
 
@@ -93,7 +97,7 @@ impl S3Destination {
             format!("s3://{}/{prefix}", self.bucket)
         };
         if let Some(endpoint) = &self.endpoint {
-            s.push_str(&format!(" at {endpoint}"));
+            s.push_str(&format!(" at {}", crate::config::redact_url(endpoint)));
         }
         s
     }
@@ -214,10 +218,6 @@ async fn file_body(file: &Path, offset: u64, len: u64) -> Result<ByteStream, Upl
                 std::io::Error::other(e),
             )
         })
-}
-
-fn b64(raw: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
 fn to_i64(n: u64) -> Result<i64, UploadError> {

@@ -1,5 +1,10 @@
 //! Resumable multipart uploads: create or resume (from the [`UploadJournal`]), send the
-//! missing parts, complete, or abort; and the part planning.
+//! missing parts, complete, or abort; and the part planning. The file is read once, in
+//! order, to compute each part's SHA-256 and MD5 and the whole file's SHA-256; parts are
+//! sent as their digests arrive, and Complete waits until the whole file matched the
+//! download's SHA-256: the parts' digests, and so the composite checksum and ETag that
+//! verification compares, are those of the downloaded bytes. (A resumed upload hashes the
+//! whole file first, to decide which parts the store already holds.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -8,15 +13,16 @@ use std::time::Instant;
 
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part};
 use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 
+use super::super::digests::{PartDigests, WholeFileCheck, file_digests, hash_in_parts};
 use super::super::{
-    DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal, UploadOutcome,
-    sha256_of_range_async,
+    DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome,
 };
 use super::errors::{is_precondition_failed, map_sdk_err};
 use super::settings::{ChecksumMode, MAX_PARTS, MIN_PART_SIZE, part_count};
 use super::verify::compare_head;
-use super::{S3Destination, b64, content_type_for, file_body, to_i64};
+use super::{S3Destination, content_type_for, file_body, to_i64};
 
 /// One part of the file: its number, where it starts and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +37,9 @@ struct Session {
     upload_id: String,
     part_size: u64,
     done: BTreeMap<i32, DonePart>,
+    /// The digests of every planned part, in order (part `n` at `n - 1`), when already
+    /// computed (a resumed upload); else they are computed while the parts are sent.
+    digests: Option<Vec<PartDigests>>,
 }
 
 impl S3Destination {
@@ -83,19 +92,20 @@ impl S3Destination {
     ) -> Result<UploadOutcome, UploadError> {
         let mut session = self.open_session(file, key, size, meta, journal).await?;
         if let Err(e) = self
-            .send_missing_parts(file, key, size, &mut session, journal)
+            .send_missing_parts(file, key, (size, &meta.sha256_hex), &mut session, journal)
             .await
         {
             return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
         }
         let parts: Vec<DonePart> = session.done.into_values().collect();
+        let sent = SentDigests::of_parts(&parts);
         match self.complete(key, &session.upload_id, &parts).await {
             Ok(etag) => {
                 journal
                     .clear_multipart()
                     .await
                     .map_err(UploadError::Journal)?;
-                Ok(UploadOutcome::Uploaded { etag })
+                Ok(UploadOutcome::Uploaded { etag, sent })
             }
             Err(e) if is_precondition_failed(&e) => {
                 self.forget_multipart(key, journal).await?;
@@ -114,7 +124,7 @@ impl S3Destination {
                         .await
                         .map_err(UploadError::Journal)?;
                     let etag = head.e_tag().unwrap_or_default().to_owned();
-                    return Ok(UploadOutcome::Uploaded { etag });
+                    return Ok(UploadOutcome::Uploaded { etag, sent });
                 }
                 Err(self.fail_upload(key, &session.upload_id, journal, e).await)
             }
@@ -131,7 +141,10 @@ impl S3Destination {
         journal: &dyn UploadJournal,
     ) -> Result<Session, UploadError> {
         if let Some(progress) = journal.multipart().await {
-            if let Some(session) = self.resume(file, key, size, &progress, journal).await? {
+            if let Some(session) = self
+                .resume(file, key, size, &meta.sha256_hex, &progress, journal)
+                .await?
+            {
                 return Ok(session);
             }
             journal
@@ -150,6 +163,7 @@ impl S3Destination {
             upload_id,
             part_size,
             done: BTreeMap::new(),
+            digests: None,
         })
     }
 
@@ -159,6 +173,7 @@ impl S3Destination {
         file: &Path,
         key: &str,
         size: u64,
+        sha256_hex: &str,
         progress: &MultipartProgress,
         journal: &dyn UploadJournal,
     ) -> Result<Option<Session>, UploadError> {
@@ -174,7 +189,8 @@ impl S3Destination {
             }
             Err(e) => return Err(e),
         };
-        let done = reusable_parts(file, size, progress, &listed, journal).await?;
+        let digests = plan_digests(file, size, progress.part_size, sha256_hex).await?;
+        let done = reusable_parts(size, progress, &listed, &digests, journal).await?;
         tracing::info!(
             key,
             upload_id = progress.upload_id,
@@ -185,6 +201,7 @@ impl S3Destination {
             upload_id: progress.upload_id.clone(),
             part_size: progress.part_size,
             done,
+            digests: Some(digests),
         }))
     }
 
@@ -233,30 +250,29 @@ impl S3Destination {
     }
 
     /// Sends every planned part not in `session.done`, `part_concurrency` at a time, journaling
-    /// each as it completes. After the first failure no new part starts, but parts already in
-    /// flight finish and are journaled, so a resume repeats as little as possible.
+    /// each as it completes, then checks that the file read was the one downloaded (SHA-256
+    /// `expected.1` of `expected.0` bytes). After the first failure no new part starts, but
+    /// parts already in flight finish and are journaled, so a resume repeats as little as
+    /// possible.
     async fn send_missing_parts(
         &self,
         file: &Path,
         key: &str,
-        size: u64,
+        expected: (u64, &str),
         session: &mut Session,
         journal: &dyn UploadJournal,
     ) -> Result<(), UploadError> {
-        let missing: Vec<PartPlan> = plan_parts(size, session.part_size)
-            .into_iter()
-            .filter(|p| !session.done.contains_key(&p.number))
-            .collect();
+        let (missing, check) = self.parts_to_send(file, expected, session);
         let stop = AtomicBool::new(false);
         let upload_id = session.upload_id.as_str();
-        let mut results = futures_util::stream::iter(missing)
-            .map(|part| {
+        let mut results = missing
+            .map(|(part, digests)| {
                 let stop = &stop;
                 async move {
                     if stop.load(Ordering::SeqCst) {
                         return None;
                     }
-                    Some(self.send_part(file, key, upload_id, part).await)
+                    Some(self.send_part(file, key, upload_id, part, digests).await)
                 }
             })
             .buffer_unordered(self.part_concurrency);
@@ -279,22 +295,64 @@ impl S3Destination {
                 failure = Some(error);
             }
         }
-        failure.map_or(Ok(()), Err)
+        // Dropping the stream stops the hashing if it is still going (after a failure).
+        drop(results);
+        match (failure, check) {
+            (Some(e), _) => Err(e),
+            (None, Some(check)) => check.finish().await,
+            (None, None) => Ok(()),
+        }
     }
 
-    /// Hashes one part of the file, then uploads it with its checksum, streamed from disk: a
-    /// part in flight holds one read buffer, not the whole part, so memory does not grow
-    /// with `part_size` × `part_concurrency` × `upload_concurrency`. (The spool file is the
-    /// agent's own and does not change; in [`ChecksumMode::Sha256`] the store checks the
-    /// streamed bytes against the hash anyway.)
+    /// The parts not in `session.done`, each with its digests: known already (a resumed
+    /// upload), or as the one read of the file computes them, with the check of the whole
+    /// file that must pass before the upload is completed.
+    fn parts_to_send(
+        &self,
+        file: &Path,
+        expected: (u64, &str),
+        session: &Session,
+    ) -> (
+        BoxStream<'static, (PartPlan, PartDigests)>,
+        Option<WholeFileCheck>,
+    ) {
+        let (size, sha256_hex) = expected;
+        let plan = plan_parts(size, session.part_size);
+        if let Some(digests) = &session.digests {
+            let missing: Vec<(PartPlan, PartDigests)> = plan
+                .into_iter()
+                .filter(|p| !session.done.contains_key(&p.number))
+                .filter_map(|p| Some((p, digest_of(digests, p.number)?.clone())))
+                .collect();
+            return (futures_util::stream::iter(missing).boxed(), None);
+        }
+        let lens = plan.iter().map(|p| p.len).collect();
+        let (rx, check) = hash_in_parts(file, lens, sha256_hex, self.part_concurrency);
+        let arriving =
+            futures_util::stream::unfold((rx, plan.into_iter()), |(mut rx, mut plan)| async move {
+                let digests = rx.recv().await?;
+                Some(((plan.next()?, digests), (rx, plan)))
+            });
+        (arriving.boxed(), Some(check))
+    }
+
+    /// Uploads one part with its checksum (computed by the one read of the file), streamed
+    /// from disk: a part in flight holds one read buffer, not the whole part, so memory does
+    /// not grow with `part_size` × `part_concurrency` × `upload_concurrency`. (Bytes that
+    /// changed between that read and this one are refused by the store in
+    /// [`ChecksumMode::Sha256`], and do not match the ETag verification compares otherwise.)
     async fn send_part(
         &self,
         file: &Path,
         key: &str,
         upload_id: &str,
         part: PartPlan,
+        digests: PartDigests,
     ) -> Result<DonePart, UploadError> {
-        let sha256_b64 = b64(&sha256_of_range_async(file, part.offset, part.len).await?);
+        let PartDigests {
+            sha256_b64,
+            md5_hex,
+        } = digests;
         let body = file_body(file, part.offset, part.len).await?;
         let mut request = self
             .client
@@ -322,6 +380,7 @@ impl S3Destination {
             number: part.number,
             etag: etag.to_owned(),
             sha256_b64,
+            md5_hex,
             size: part.len,
         })
     }
@@ -407,12 +466,13 @@ impl S3Destination {
 
 /// Which journaled or listed parts can be kept: the store lists them with the expected size,
 /// and the checksum recorded for them (journal, else listing) equals the SHA-256 of that
-/// range of the file now. Listed-but-unjournaled parts that qualify are journaled.
+/// range of the file now (`digests`). Listed-but-unjournaled parts that qualify, and parts
+/// journaled without their MD5 (by an older version), are journaled.
 async fn reusable_parts(
-    file: &Path,
     size: u64,
     progress: &MultipartProgress,
     listed: &[Part],
+    digests: &[PartDigests],
     journal: &dyn UploadJournal,
 ) -> Result<BTreeMap<i32, DonePart>, UploadError> {
     let plan: HashMap<i32, PartPlan> = plan_parts(size, progress.part_size)
@@ -431,23 +491,22 @@ async fn reusable_parts(
         let jp = journaled.get(&plan.number).filter(|j| j.size == plan.len);
         let recorded = jp.map(|j| j.sha256_b64.as_str()).or(lp.checksum_sha256());
         let etag = lp.e_tag().or(jp.map(|j| j.etag.as_str()));
-        let (Some(recorded), Some(etag)) = (recorded, etag) else {
+        let (Some(recorded), Some(etag), Some(actual)) =
+            (recorded, etag, digest_of(digests, plan.number))
+        else {
             continue;
         };
-        if lp.checksum_sha256().is_some_and(|c| c != recorded) {
-            continue;
-        }
-        let actual = b64(&sha256_of_range_async(file, plan.offset, plan.len).await?);
-        if actual != recorded {
+        if lp.checksum_sha256().is_some_and(|c| c != recorded) || actual.sha256_b64 != recorded {
             continue;
         }
         let done = DonePart {
             number: plan.number,
             etag: etag.to_owned(),
-            sha256_b64: actual,
+            sha256_b64: actual.sha256_b64.clone(),
+            md5_hex: actual.md5_hex.clone(),
             size: plan.len,
         };
-        if jp.is_none() {
+        if jp.is_none_or(|j| j.md5_hex.is_empty()) {
             journal
                 .part_done(&done)
                 .await
@@ -456,6 +515,25 @@ async fn reusable_parts(
         keep.insert(plan.number, done);
     }
     Ok(keep)
+}
+
+/// The digests of every part of the file cut at `part_size`, after checking the whole
+/// file's SHA-256 (one read; see [`file_digests`]).
+async fn plan_digests(
+    file: &Path,
+    size: u64,
+    part_size: u64,
+    sha256_hex: &str,
+) -> Result<Vec<PartDigests>, UploadError> {
+    let lens = plan_parts(size, part_size).iter().map(|p| p.len).collect();
+    file_digests(file, lens, sha256_hex).await
+}
+
+fn digest_of(digests: &[PartDigests], number: i32) -> Option<&PartDigests> {
+    usize::try_from(number)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| digests.get(i))
 }
 
 /// Cuts `size` bytes into parts of `part_size` (the last one shorter).

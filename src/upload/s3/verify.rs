@@ -1,37 +1,61 @@
-//! Is the stored object really the clip we hold: [`S3Destination::verify`] and `holds`,
-//! HeadObject compared with the file, the store's SHA-256 checksum checked, and the
-//! GET-and-hash fallback when the store keeps none.
+//! Is the stored object really the clip we hold: [`S3Destination::verify_sent`] and `holds`.
+//! HeadObject's size and `sha256` metadata must match; then what the store reports about
+//! the content is compared exactly with what the agent computed (`forms::judge`), and when
+//! nothing reported can be compared, the object is read back and hashed.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::ServerSideEncryption;
 use sha2::{Digest, Sha256};
 
-use super::super::{SHA256_META_KEY, UploadError, UploadOutcome, Verification, hex_to_b64};
+use super::super::{SHA256_META_KEY, SentDigests, UploadError, UploadOutcome, Verification};
 use super::S3Destination;
 use super::errors::map_sdk_err;
-use super::settings::{MAX_PARTS, MIN_PART_SIZE, part_count};
+use super::forms::{Reported, Verdict, judge};
+
+/// Keys already warned about being verified on size and metadata only (bounded).
+#[derive(Debug, Default)]
+pub(super) struct WarnedOnce(Mutex<HashSet<String>>);
+
+impl WarnedOnce {
+    /// True the first time for `key` (the set is cleared when it grows large).
+    fn first(&self, key: &str) -> bool {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= 10_000 {
+            set.clear();
+        }
+        set.insert(key.to_owned())
+    }
+}
 
 impl S3Destination {
-    /// Checks the object under `key` with HeadObject: its size and `sha256` metadata must
-    /// match, and when the store reports a SHA-256 checksum it must be either the full-object
-    /// form (`base64(sha256(file))`, single PUT) or the multipart composite form
-    /// `base64(sha256(part digests))-N`.
-    ///
-    /// The composite cannot be recomputed here (the part digests are gone by verify time), so
-    /// only its shape is checked: N must be a part count that a legal part size could give
-    /// for this size, `1 ..= ceil(size / 5 MiB)` (our own uploads use
-    /// `ceil(size / part_size)`, which is in that range; accepting the range keeps objects
-    /// uploaded before a `part_size` change verifiable). The content itself is covered by the
-    /// `sha256` metadata and by the per-part SHA-256 checksums the store validated on upload.
-    ///
-    /// When the store reports no SHA-256 checksum at all (`checksum = "when_required"`, an
-    /// object someone else put, a store that keeps none for multipart objects), the metadata
-    /// is only a claim: the object is read with GetObject and its bytes hashed.
+    /// [`S3Destination::verify_sent`] for an object the agent has no upload digests of.
     pub async fn verify(
         &self,
         key: &str,
         size: u64,
         sha256_hex: &str,
+    ) -> Result<Verification, UploadError> {
+        self.verify_sent(key, size, sha256_hex, &SentDigests::Unknown)
+            .await
+    }
+
+    /// Checks the object under `key` with HeadObject: its size and `sha256` metadata must
+    /// match, and its content must be tied to the clip's bytes by the first form that
+    /// applies (see `forms`): the store's SHA-256 checksum (full-object, or composite equal
+    /// to the one computed from the part digests in `sent`), else the ETag (equal to the MD5
+    /// or MD5-of-MD5s`-N` in `sent`), else the object is read back with GetObject and hashed
+    /// (costs its size in traffic). An SSE-KMS/SSE-C object the agent uploaded itself, whose
+    /// store keeps no checksum, is accepted on size and metadata, with a warning per key.
+    pub async fn verify_sent(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+        sent: &SentDigests,
     ) -> Result<Verification, UploadError> {
         let Some(head) = self.head(key).await? else {
             return Ok(Verification::Missing);
@@ -39,21 +63,37 @@ impl S3Destination {
         if let Err(detail) = compare_head(&head, size, sha256_hex) {
             return Ok(Verification::Mismatch(detail));
         }
-        let checked = match head.checksum_sha256() {
-            Some(c) => check_store_checksum(c, sha256_hex, size),
-            // No SHA-256 from the store (put without one, or a store that keeps none for
-            // multipart objects): the metadata is only a claim, so hash the bytes themselves.
-            None => match self.object_sha256(key).await? {
-                None => return Ok(Verification::Missing),
-                Some(s) if s.eq_ignore_ascii_case(sha256_hex.trim()) => Ok(()),
-                Some(s) => Err(format!(
-                    "sha256 of the stored bytes: {s}, expected {sha256_hex}"
-                )),
-            },
+        let reported = Reported {
+            checksum_sha256: head.checksum_sha256(),
+            etag: head.e_tag(),
+            encrypted: encryption(&head),
         };
-        Ok(match checked {
-            Ok(()) => Verification::Verified,
-            Err(detail) => Verification::Mismatch(detail),
+        Ok(match judge(&reported, sha256_hex, sent) {
+            Verdict::Exact(form) => {
+                tracing::debug!(key, form, "verified");
+                Verification::Verified
+            }
+            Verdict::Mismatch(detail) => Verification::Mismatch(detail),
+            Verdict::SizeAndMetadata(why) => {
+                if self.warned.first(key) {
+                    tracing::warn!(
+                        key,
+                        "verified by size and metadata only ({why}); with checksum = \"sha256\" \
+                         a store that keeps checksums ties the object to the bytes"
+                    );
+                }
+                Verification::Verified
+            }
+            Verdict::ReadBytes(why) => {
+                tracing::info!(key, size, "verifying by reading the object back: {why}");
+                match self.object_sha256(key).await? {
+                    None => Verification::Missing,
+                    Some(s) if s.eq_ignore_ascii_case(sha256_hex.trim()) => Verification::Verified,
+                    Some(s) => Verification::Mismatch(format!(
+                        "sha256 of the stored bytes: {s}, expected {sha256_hex}"
+                    )),
+                }
+            }
         })
     }
 
@@ -140,45 +180,14 @@ pub(super) fn compare_head(
     }
 }
 
-/// Checks the store's `checksum_sha256`: the full-object form must equal the file's digest;
-/// the composite form `...-N` must have a part count possible for `size` (see `verify`).
-fn check_store_checksum(checksum: &str, sha256_hex: &str, size: u64) -> Result<(), String> {
-    if let Some((_, n)) = checksum.rsplit_once('-') {
-        let max_parts = part_count(size, MIN_PART_SIZE).clamp(1, MAX_PARTS);
-        return match n.parse::<u64>() {
-            Ok(n) if (1..=max_parts).contains(&n) => Ok(()),
-            _ => Err(format!(
-                "composite checksum {checksum}: impossible part count for {size} bytes \
-                 (1..={max_parts})"
-            )),
-        };
+/// Why the object's ETag is not an MD5 of its bytes, if it is encrypted with SSE-KMS
+/// (`aws:kms`, `aws:kms:dsse`) or SSE-C. (SSE-S3, `AES256`, keeps MD5 ETags.)
+fn encryption(head: &HeadObjectOutput) -> Option<&'static str> {
+    if head.sse_customer_algorithm().is_some() {
+        return Some("SSE-C");
     }
-    let expected = hex_to_b64(sha256_hex).map_err(|e| e.to_string())?;
-    if checksum == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "checksum sha256: stored {checksum}, expected {expected}"
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1024 * 1024;
-
-    #[test]
-    fn store_checksum_forms() {
-        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let full = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
-        assert!(check_store_checksum(full, hex, 0).is_ok());
-        assert!(check_store_checksum("AAAA", hex, 0).is_err());
-        assert!(check_store_checksum("abc=-3", hex, 12 * MIB).is_ok());
-        assert!(check_store_checksum("abc=-2", hex, 12 * MIB).is_ok());
-        assert!(check_store_checksum("abc=-4", hex, 12 * MIB).is_err());
-        assert!(check_store_checksum("abc=-0", hex, 12 * MIB).is_err());
-        assert!(check_store_checksum("abc=-x", hex, 12 * MIB).is_err());
+    match head.server_side_encryption() {
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse) => Some("SSE-KMS"),
+        _ => None,
     }
 }
