@@ -222,7 +222,7 @@ async fn differing_object_is_a_conflict_and_is_not_overwritten(store: Store) {
     assert_eq!(s3.object_bytes(KEY).unwrap(), first);
 }
 
-/// s3s-fs only: moto stores a client-sent checksum on PutObject without checking it (the
+/// Stores differ: s3s-fs only, as moto stores a client-sent checksum on PutObject without checking it (the
 /// upload succeeds there), so "the store rejects a bad digest" is a behaviour of s3s-fs.
 #[tokio::test]
 async fn wrong_checksum_is_rejected_by_the_store_as_permanent() {
