@@ -222,8 +222,8 @@ async fn differing_object_is_a_conflict_and_is_not_overwritten(store: Store) {
     assert_eq!(s3.object_bytes(KEY).unwrap(), first);
 }
 
-/// Stores differ: s3s-fs only, as moto stores a client-sent checksum on PutObject without checking it (the
-/// upload succeeds there), so "the store rejects a bad digest" is a behaviour of s3s-fs.
+/// Stores differ: s3s-fs only, as moto stores a client-sent checksum on PutObject without
+/// checking it (the upload succeeds there): "the store rejects a bad digest" is s3s-fs's.
 #[tokio::test]
 async fn wrong_checksum_is_rejected_by_the_store_as_permanent() {
     let s3 = TestS3::start().await;
