@@ -6,15 +6,19 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::fleet::{Fleet, IMEI, Knobs, clip_path, sha256_hex};
+use common::s3::Store;
 use qucam_offload::agent::PassOutcome;
 
 fn knobs() -> Knobs {
     Knobs::default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_clip_arrives_intact_with_metadata_then_leaves_the_camera() {
-    let f = Fleet::start(30, 100_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    every_event_clip_arrives_intact_with_metadata_then_leaves_the_camera
+);
+async fn every_event_clip_arrives_intact_with_metadata_then_leaves_the_camera(store: Store) {
+    let f = Fleet::start_on(store, 30, 100_000).await;
     let events = f.event_clips();
     assert!(events.len() >= 5, "the generator makes event clips");
     let out = f.run_once(&knobs()).await;
@@ -63,10 +67,13 @@ async fn every_event_clip_arrives_intact_with_metadata_then_leaves_the_camera() 
     assert_eq!(f.sim.deletes().len(), events.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletes_happen_only_after_the_object_is_in_the_bucket() {
-    let f = Fleet::start(16, 50_000).await;
-    let root = f.s3.root.join("fleet-video");
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    deletes_happen_only_after_the_object_is_in_the_bucket
+);
+async fn deletes_happen_only_after_the_object_is_in_the_bucket(store: Store) {
+    let f = Fleet::start_on(store, 16, 50_000).await;
+    let objects = f.s3.objects();
     let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let v2 = violations.clone();
     f.sim.set_on_delete(move |path| {
@@ -77,7 +84,7 @@ async fn deletes_happen_only_after_the_object_is_in_the_bucket() {
             &name[4..6],
             &name[6..8]
         );
-        if !root.join(&key).exists() {
+        if !objects.exists(&key) {
             v2.lock().unwrap().push(path.to_string());
         }
     });
@@ -90,9 +97,12 @@ async fn deletes_happen_only_after_the_object_is_in_the_bucket() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filters_select_events_camera_and_all() {
-    let f = Fleet::start(40, 10_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    filters_select_events_camera_and_all
+);
+async fn filters_select_events_camera_and_all(store: Store) {
+    let f = Fleet::start_on(store, 40, 10_000).await;
     let k = Knobs {
         sync: "event_types = [\"_04_\", \"_0A_\", \"_09_\", \"_06_\"]\ncamera_type = \"_2.\""
             .into(),
@@ -121,9 +131,12 @@ async fn filters_select_events_camera_and_all() {
     assert_eq!(f.bucket_keys().len(), f.originals.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_through_520_clips_and_a_second_pass_moves_nothing() {
-    let f = Fleet::start(520, 1_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    pages_through_520_clips_and_a_second_pass_moves_nothing
+);
+async fn pages_through_520_clips_and_a_second_pass_moves_nothing(store: Store) {
+    let f = Fleet::start_on(store, 520, 1_000).await;
     let k = Knobs {
         sync: "clips = \"all\"\nupload_concurrency = 8".into(),
         retention: "delete_from_camera = \"never\"".into(),
@@ -185,9 +198,12 @@ async fn pages_through_520_clips_and_a_second_pass_moves_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_download_resumes_with_range() {
-    let f = Fleet::start(6, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_dropped_download_resumes_with_range
+);
+async fn a_dropped_download_resumes_with_range(store: Store) {
+    let f = Fleet::start_on(store, 6, 400_000).await;
     f.sim.set_faults(|x| {
         x.drop_after_bytes = Some(150_000);
         x.drop_downloads = 1;
@@ -225,9 +241,12 @@ async fn a_dropped_download_resumes_with_range() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_range_support_a_broken_download_restarts_from_zero() {
-    let f = Fleet::start(6, 300_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    without_range_support_a_broken_download_restarts_from_zero
+);
+async fn without_range_support_a_broken_download_restarts_from_zero(store: Store) {
+    let f = Fleet::start_on(store, 6, 300_000).await;
     f.sim.set_faults(|x| {
         x.no_range = true;
         x.drop_after_bytes = Some(100_000);
@@ -239,9 +258,12 @@ async fn without_range_support_a_broken_download_restarts_from_zero() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_camera_is_waited_for() {
-    let f = Fleet::start(10, 20_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_busy_camera_is_waited_for
+);
+async fn a_busy_camera_is_waited_for(store: Store) {
+    let f = Fleet::start_on(store, 10, 20_000).await;
     f.sim.set_faults(|x| x.busy_listings = 3);
     f.run_until_done(&knobs(), 1).await;
     for n in f.event_clips() {
@@ -249,9 +271,12 @@ async fn a_busy_camera_is_waited_for() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_s3_down_nothing_is_deleted_and_the_next_pass_completes() {
-    let f = Fleet::start(10, 50_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    with_s3_down_nothing_is_deleted_and_the_next_pass_completes
+);
+async fn with_s3_down_nothing_is_deleted_and_the_next_pass_completes(store: Store) {
+    let f = Fleet::start_on(store, 10, 50_000).await;
     f.s3.set_refusing(true);
     let out = f.run_once(&knobs()).await;
     assert!(
@@ -272,9 +297,12 @@ async fn with_s3_down_nothing_is_deleted_and_the_next_pass_completes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_s3_failing_503_nothing_is_deleted() {
-    let f = Fleet::start(8, 50_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    with_s3_failing_503_nothing_is_deleted
+);
+async fn with_s3_failing_503_nothing_is_deleted(store: Store) {
+    let f = Fleet::start_on(store, 8, 50_000).await;
     f.s3.set_failing(Some(503));
     let out = f.run_once(&knobs()).await;
     assert!(matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0));
@@ -282,9 +310,12 @@ async fn with_s3_failing_503_nothing_is_deleted() {
     assert!(f.bucket_keys().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_growing_clip_is_never_uploaded_truncated() {
-    let f = Fleet::start(6, 30_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_growing_clip_is_never_uploaded_truncated
+);
+async fn a_growing_clip_is_never_uploaded_truncated(store: Store) {
+    let f = Fleet::start_on(store, 6, 30_000).await;
     // The newest event clip of camera 1 is still being recorded for a few listings.
     let name = "20991231_235959_04_1.mp4";
     sim_write(&f, name, 30_000);
@@ -314,9 +345,12 @@ fn sim_write(f: &Fleet, name: &str, size: usize) {
     qucam_sim::write_clip(&f.camera_dir, name, &bytes).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_listing_writes_nothing_outside_the_spool() {
-    let f = Fleet::start(0, 1).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_hostile_listing_writes_nothing_outside_the_spool
+);
+async fn a_hostile_listing_writes_nothing_outside_the_spool(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
     let listing = serde_json::json!({
         "data": [
             {"name": "../../../evil_04_1.mp4", "path": "/storage/../../../tmp/evil_04_1.mp4", "size": 10},
@@ -366,9 +400,12 @@ fn snapshot(dir: &std::path::Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clip_that_vanishes_before_offload_is_counted_lost() {
-    let f = Fleet::start(12, 10_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_that_vanishes_before_offload_is_counted_lost
+);
+async fn a_clip_that_vanishes_before_offload_is_counted_lost(store: Store) {
+    let f = Fleet::start_on(store, 12, 10_000).await;
     // Downloads fail (HTTP 500), so nothing is offloaded in the first pass.
     f.sim
         .set_faults(|x| x.download_override = Some((500, b"<html>boom</html>".to_vec())));
@@ -393,9 +430,12 @@ async fn a_clip_that_vanishes_before_offload_is_counted_lost() {
     assert_eq!(st[0].lost, events.len() as i64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multipart_uploads_round_trip() {
-    let f = Fleet::start(4, 12 * 1024 * 1024).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    multipart_uploads_round_trip
+);
+async fn multipart_uploads_round_trip(store: Store) {
+    let f = Fleet::start_on(store, 4, 12 * 1024 * 1024).await;
     let k = Knobs {
         s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
         ..knobs()
@@ -421,9 +461,12 @@ async fn multipart_uploads_round_trip() {
     assert!(f.s3.list_incomplete_multipart().await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clip_recorded_just_now_waits_for_stable_after() {
-    let f = Fleet::start(6, 10_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_recorded_just_now_waits_for_stable_after
+);
+async fn a_clip_recorded_just_now_waits_for_stable_after(store: Store) {
+    let f = Fleet::start_on(store, 6, 10_000).await;
     // The simulator dates a clip by its name (as UTC): name one "now".
     let now = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
     let fresh = format!("{now}_04_2.mp4");
@@ -478,14 +521,17 @@ async fn states_of(agent: &qucam_offload::agent::Agent) -> BTreeMap<String, Stri
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clip_another_agent_offloaded_is_not_counted_as_lost() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_another_agent_offloaded_is_not_counted_as_lost
+);
+async fn a_clip_another_agent_offloaded_is_not_counted_as_lost(store: Store) {
     // Agent B sees the clips but cannot download them; agent A (another depot machine)
     // offloads them and deletes them from the camera. B's next listing finds them gone:
     // their objects are in the bucket, so B records them as offloaded elsewhere, not lost.
     // (The same clips gone with an empty bucket stay lost:
     // a_clip_that_vanishes_before_offload_is_counted_lost.)
-    let f = Fleet::start(12, 10_000).await;
+    let f = Fleet::start_on(store, 12, 10_000).await;
     let events = f.event_clips();
     let b = second_agent(&f, &knobs());
     f.sim
@@ -534,9 +580,12 @@ async fn a_clip_another_agent_offloaded_is_not_counted_as_lost() {
     assert_eq!(st[0].clips["elsewhere"], events.len() as i64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
-    let f = Fleet::start(20, 200_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    two_agents_on_one_camera_and_bucket_make_one_object_per_clip
+);
+async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip(store: Store) {
+    let f = Fleet::start_on(store, 20, 200_000).await;
     let a = f.agent(&knobs());
     let b = second_agent(&f, &knobs());
     let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
@@ -600,9 +649,12 @@ async fn two_agents_on_one_camera_and_bucket_make_one_object_per_clip() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_vehicle_at_the_same_address_gets_its_own_state() {
-    let f = Fleet::start(10, 10_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    another_vehicle_at_the_same_address_gets_its_own_state
+);
+async fn another_vehicle_at_the_same_address_gets_its_own_state(store: Store) {
+    let f = Fleet::start_on(store, 10, 10_000).await;
     let k = Knobs {
         retention: "delete_from_camera = \"never\"".into(),
         ..knobs()
@@ -636,9 +688,12 @@ async fn another_vehicle_at_the_same_address_gets_its_own_state() {
     assert_eq!(per_imei, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_html_error_page_instead_of_json_is_a_clear_failure() {
-    let f = Fleet::start(4, 1_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_html_error_page_instead_of_json_is_a_clear_failure
+);
+async fn an_html_error_page_instead_of_json_is_a_clear_failure(store: Store) {
+    let f = Fleet::start_on(store, 4, 1_000).await;
     f.sim.set_faults(|x| {
         x.device_info_override = Some("<html><body>502 Bad Gateway</body></html>".into())
     });
@@ -651,9 +706,12 @@ async fn an_html_error_page_instead_of_json_is_a_clear_failure() {
     assert!(f.bucket_keys().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_loris_camera_times_out_while_another_camera_goes_on() {
-    let f = Fleet::start(10, 50_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_slow_loris_camera_times_out_while_another_camera_goes_on
+);
+async fn a_slow_loris_camera_times_out_while_another_camera_goes_on(store: Store) {
+    let f = Fleet::start_on(store, 10, 50_000).await;
     let slow_dir = f.dir.path().join("slow-camera");
     qucam_sim::generate_clips(&slow_dir, 6, 200_000, 9).unwrap();
     let slow = qucam_sim::start(qucam_sim::SimOptions {
@@ -711,10 +769,13 @@ async fn a_slow_loris_camera_times_out_while_another_camera_goes_on() {
     assert_eq!(parked, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_camera_that_ignores_count_and_offset_is_listed_once() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_camera_that_ignores_count_and_offset_is_listed_once
+);
+async fn a_camera_that_ignores_count_and_offset_is_listed_once(store: Store) {
     // Firmware before V2.1 has no paging: every request returns the whole listing.
-    let f = Fleet::start(0, 1).await;
+    let f = Fleet::start_on(store, 0, 1).await;
     let entries: Vec<serde_json::Value> = (0..12)
         .map(|i| {
             let name = format!("20210427_1151{i:02}_00_1.mp4");
@@ -757,6 +818,7 @@ async fn a_camera_that_ignores_count_and_offset_is_listed_once() {
     assert_eq!(f.states().len(), 12);
 }
 
+// Not S3-facing (loop recordings only: nothing is uploaded) and slow: s3s-fs only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_of_100_000_entries_is_recorded_without_trouble() {
     let f = Fleet::start(0, 1).await;
@@ -804,9 +866,12 @@ async fn a_listing_of_100_000_entries_is_recorded_without_trouble() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete() {
-    let f = Fleet::start(10, 20_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete
+);
+async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete(store: Store) {
+    let f = Fleet::start_on(store, 10, 20_000).await;
     let keep = Knobs {
         retention: "delete_from_camera = \"never\"".into(),
         ..knobs()
@@ -814,10 +879,9 @@ async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete() {
     f.run_until_done(&keep, 2).await;
     // Someone removes one verified object from the bucket (a lifecycle rule, an operator).
     let victim = f.event_clips()[0].clone();
-    let path = f.s3.root.join("fleet-video").join(f.key(&victim));
-    std::fs::remove_file(&path).unwrap();
+    f.s3.objects().remove(&f.key(&victim));
     // Every delete must find its object in the bucket at that moment.
-    let root = f.s3.root.join("fleet-video");
+    let objects = f.s3.objects();
     let missing_at_delete = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let m2 = missing_at_delete.clone();
     f.sim.set_on_delete(move |p| {
@@ -828,7 +892,7 @@ async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete() {
             &name[4..6],
             &name[6..8]
         );
-        if !root.join(&key).exists() {
+        if !objects.exists(&key) {
             m2.lock().unwrap().push(name);
         }
     });

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Fleet, IMEI, Knobs};
+use common::s3::Store;
 use rusqlite::OptionalExtension;
 use serde_json::Value;
 
@@ -249,20 +250,18 @@ fn total_event_bytes(f: &Fleet) -> u64 {
 
 /// Records every camera delete whose object is not in the bucket at that moment.
 fn watch_deletes(f: &Fleet) -> Arc<Mutex<Vec<String>>> {
-    let root = f.s3.root.join(&f.s3.bucket);
+    let objects = f.s3.objects();
     let violations = Arc::new(Mutex::new(Vec::new()));
     let v = violations.clone();
     f.sim.set_on_delete(move |path| {
         let name = path.rsplit('/').next().unwrap_or_default();
         let ok = name.len() >= 8
-            && root
-                .join(format!(
-                    "dashcam/{IMEI}/{}-{}-{}/{name}",
-                    &name[0..4],
-                    &name[4..6],
-                    &name[6..8]
-                ))
-                .is_file();
+            && objects.exists(&format!(
+                "dashcam/{IMEI}/{}-{}-{}/{name}",
+                &name[0..4],
+                &name[4..6],
+                &name[6..8]
+            ));
         if !ok {
             v.lock().unwrap().push(path.to_string());
         }
@@ -273,9 +272,12 @@ fn watch_deletes(f: &Fleet) -> Arc<Mutex<Vec<String>>> {
 // ---------------------------------------------------------------------------------------------
 // kill -9
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_download_resumes_with_range() {
-    let f = Fleet::start(8, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_mid_download_resumes_with_range
+);
+async fn kill_9_mid_download_resumes_with_range(store: Store) {
+    let f = Fleet::start_on(store, 8, 400_000).await;
     let events = f.event_clips();
     assert!(events.len() >= 2, "seed 42 gives event clips");
     let total = total_event_bytes(&f);
@@ -325,10 +327,13 @@ async fn kill_9_mid_download_resumes_with_range() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_multipart_upload_resumes_the_upload() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_mid_multipart_upload_resumes_the_upload
+);
+async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
     let clip = 24 * MIB;
-    let f = Fleet::start(5, clip).await;
+    let f = Fleet::start_on(store, 5, clip).await;
     let events = f.event_clips();
     assert!(events.len() >= 2, "seed 42 gives event clips");
     let total = total_event_bytes(&f);
@@ -428,13 +433,16 @@ async fn kill_9_mid_multipart_upload_resumes_the_upload() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_between_the_camera_delete_and_its_record() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_between_the_camera_delete_and_its_record
+);
+async fn kill_9_between_the_camera_delete_and_its_record(store: Store) {
     // The camera deletes the clips but the agent dies before it records the deletes: the
     // sim's delete hook SIGKILLs the agent, then the sim removes the files and answers a
     // dead socket. The next start must see that the verified clips left the camera and
     // finish, not report them as work forever.
-    let f = Fleet::start(8, 20_000).await;
+    let f = Fleet::start_on(store, 8, 20_000).await;
     let events = f.event_clips();
     let cfg = f.write_config(&Knobs::default());
     let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -509,10 +517,14 @@ impl SplitMix {
 
 const MIB: u64 = 1024 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_at_random_moments_loses_and_duplicates_nothing
+);
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing(store: Store) {
     // Clips of 7 MiB go multipart in two parts.
     let (multipart, single) = random_kills(
+        store,
         7 * MIB,
         "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"",
         0x05EE_D0FC_1195,
@@ -524,22 +536,30 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_with_the_default_auto_threshold() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_at_random_moments_with_the_default_auto_threshold
+);
+async fn kill_9_at_random_moments_with_the_default_auto_threshold(store: Store) {
     // Clips of 17 MiB, default [s3] settings: each fresh agent sends its first upload(s)
     // multipart (no rate known), later ones in one PUT once loopback has shown its rate.
     // Which kind each upload is depends on timing (two uploads start at once in a fresh
     // agent, both before any rate is known), so the mix is reported, not asserted; the
     // choice itself is tested deterministically in tests/upload_s3.rs. Here: 3 multipart
     // and 2 PUTs on the default seed.
-    let (multipart, single) = random_kills(17 * MIB, "", 0xA070_0001).await;
+    let (multipart, single) = random_kills(store, 17 * MIB, "", 0xA070_0001).await;
     assert!(multipart + single > 0, "nothing was uploaded");
 }
 
 /// Runs `run --once` 8 times, each killed -9 after a random delay (`QUCAM_KILL_SEED`
 /// overrides `default_seed`), then until it finishes; checks every invariant. Returns how
 /// many multipart uploads were created and single PUTs sent, from the agents' debug logs.
-async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usize, usize) {
+async fn random_kills(
+    store: Store,
+    clip_size: u64,
+    s3_knobs: &str,
+    default_seed: u64,
+) -> (usize, usize) {
     let seed: u64 = std::env::var("QUCAM_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -551,7 +571,7 @@ async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usi
 
     // Downloads at 20 MB/s and a small S3 delay spread a pass over a few seconds so the
     // kills land in every stage.
-    let f = Fleet::start(10, clip_size).await;
+    let f = Fleet::start_on(store, 10, clip_size).await;
     let events = f.event_clips();
     assert!(events.len() >= 4, "seed 42 gives event clips");
     let k = Knobs {
@@ -629,7 +649,7 @@ async fn random_kills(clip_size: u64, s3_knobs: &str, default_seed: u64) -> (usi
     println!("  incomplete multipart uploads left in the bucket: {orphans:?}");
     for id in &orphans {
         assert_eq!(
-            stored_parts(&f, id),
+            f.s3.stored_parts(id),
             0,
             "{ctx}: orphaned upload {id} holds parts"
         );
@@ -667,25 +687,16 @@ fn event_states(f: &Fleet) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Parts `s3s-fs` holds for an upload id (`root/.upload_id-{id}.part-N`).
-fn stored_parts(f: &Fleet, upload_id: &str) -> usize {
-    let prefix = format!(".upload_id-{upload_id}.part-");
-    std::fs::read_dir(&f.s3.root)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_during_create_multipart_leaves_at_most_an_empty_upload
+);
+async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload(store: Store) {
     // The agent journals an upload id only once CreateMultipartUpload has answered, so a
     // kill after the store created the upload but before the reply arrived leaves an upload
     // nobody knows. The agent journals the id before it sends any part, so such an orphan
     // never holds data; the restart creates its own upload and finishes it.
-    let f = Fleet::start(4, 7 * MIB).await;
+    let f = Fleet::start_on(store, 4, 7 * MIB).await;
     let events = f.event_clips();
     assert_eq!(events.len(), 1, "seed 42 with 4 clips gives one event clip");
     let k = Knobs {
@@ -731,17 +742,20 @@ async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload() {
         "the restart left an upload of its own: {left:?}"
     );
     for id in &left {
-        assert_eq!(stored_parts(&f, id), 0, "orphaned upload {id} holds parts");
+        assert_eq!(f.s3.stored_parts(id), 0, "orphaned upload {id} holds parts");
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Exit codes
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exit_codes_of_run_once() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    exit_codes_of_run_once
+);
+async fn exit_codes_of_run_once(store: Store) {
     // One event clip: under S3 503s each clip spends seconds in the agent's upload retries.
-    let f = Fleet::start(4, 20_000).await;
+    let f = Fleet::start_on(store, 4, 20_000).await;
     let events = f.event_clips();
     assert!(!events.is_empty());
 
@@ -812,10 +826,13 @@ async fn exit_codes_of_run_once() {
 // ---------------------------------------------------------------------------------------------
 // status, demo
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_reports_the_run() {
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    status_reports_the_run
+);
+async fn status_reports_the_run(store: Store) {
     let size = 30_000u64;
-    let f = Fleet::start(10, size).await;
+    let f = Fleet::start_on(store, 10, size).await;
     let events = f.event_clips();
     let cfg = f.write_config(&Knobs::default());
     run_once_until_ok(&f, &cfg, 2).await;
@@ -847,6 +864,7 @@ async fn status_reports_the_run() {
     assert!(out.stdout.contains(IMEI), "{}", out.stdout);
 }
 
+// Not S3-facing (the demo writes to a local dir): s3s-fs only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_offloads_to_a_local_dir() {
     let f = Fleet::start(0, 1).await;
@@ -901,9 +919,12 @@ fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
 // ---------------------------------------------------------------------------------------------
 // SIGTERM, lock
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_daemon_promptly_and_cleanly() {
-    let f = Fleet::start(8, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    sigterm_stops_the_daemon_promptly_and_cleanly
+);
+async fn sigterm_stops_the_daemon_promptly_and_cleanly(store: Store) {
+    let f = Fleet::start_on(store, 8, 400_000).await;
     let cfg = f.write_config(&Knobs::default());
     f.sim
         .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
@@ -955,9 +976,12 @@ async fn sigterm_stops_the_daemon_promptly_and_cleanly() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
-    let f = Fleet::start(8, 400_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_second_agent_on_the_same_state_dir_refuses_to_start
+);
+async fn a_second_agent_on_the_same_state_dir_refuses_to_start(store: Store) {
+    let f = Fleet::start_on(store, 8, 400_000).await;
     let cfg = f.write_config(&Knobs::default());
     f.sim
         .set_faults(|x| x.bandwidth_bytes_per_sec = Some(100_000));
@@ -1001,12 +1025,15 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     daemon.kill9().await;
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    keys_in_a_world_readable_config_are_used_but_warned_about
+);
 /// S3 keys may live in the config; such a file readable by others gets a warning, and
 /// the secret never reaches the log.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_in_a_world_readable_config_are_used_but_warned_about() {
+async fn keys_in_a_world_readable_config_are_used_but_warned_about(store: Store) {
     use std::os::unix::fs::PermissionsExt;
-    let f = Fleet::start(6, 20_000).await;
+    let f = Fleet::start_on(store, 6, 20_000).await;
     let k = Knobs {
         s3: format!(
             "access_key_id = \"{}\"\nsecret_access_key = \"{}\"",

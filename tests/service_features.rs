@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Fleet, IMEI, Knobs};
+use common::s3::Store;
 use qucam_offload::agent::Agent;
 use qucam_offload::config::Config;
 use qucam_offload::upload::{Destination, S3Destination};
@@ -386,9 +387,12 @@ async fn desktop_notifications_without_a_session_bus_do_not_fail_the_run() {
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn doctor_passes_on_a_healthy_setup_and_cleans_up_its_probe() {
-    let f = Fleet::start(3, 50_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    doctor_passes_on_a_healthy_setup_and_cleans_up_its_probe
+);
+async fn doctor_passes_on_a_healthy_setup_and_cleans_up_its_probe(store: Store) {
+    let f = Fleet::start_on(store, 3, 50_000).await;
     let cfg = write_config(&f, &Knobs::default(), "");
     let out = run_bin(&f, &cfg, &["doctor", "--write-test"]).await;
     assert_eq!(out.code, Some(0), "{}", out.describe());
@@ -413,6 +417,8 @@ async fn doctor_passes_on_a_healthy_setup_and_cleans_up_its_probe() {
     assert!(out.stdout.contains(IMEI), "{}", out.stdout);
     assert!(out.stdout.contains("206"), "{}", out.stdout);
     assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
+    // (s3s-fs: its files, hidden ones included; moto: the temp dir is empty and
+    // `bucket_keys` below covers the probe object.)
     let leftovers: Vec<String> = files_under(&f.s3.root)
         .into_iter()
         .filter(|p| p.contains("qucam-offload-doctor"))
@@ -430,9 +436,12 @@ async fn doctor_passes_on_a_healthy_setup_and_cleans_up_its_probe() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn doctor_reports_a_broken_bucket_and_an_unreachable_camera() {
-    let f = Fleet::start(2, 10_000).await;
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    doctor_reports_a_broken_bucket_and_an_unreachable_camera
+);
+async fn doctor_reports_a_broken_bucket_and_an_unreachable_camera(store: Store) {
+    let f = Fleet::start_on(store, 2, 10_000).await;
     // Held until the end: a released port could be given to another test's server.
     let (_closed, closed) = common::sim::refusing_addr();
     let text = f

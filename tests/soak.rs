@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Fleet, IMEI, Knobs, sha256_hex};
+use common::s3::Store;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
@@ -105,6 +106,8 @@ struct SoakOpts {
     faulty_runs: (u64, u64),
     /// Longest fault spell.
     max_spell_ms: u64,
+    /// The S3 implementation.
+    store: Store,
 }
 
 impl SoakOpts {
@@ -116,6 +119,7 @@ impl SoakOpts {
             small_size: (20_000, 600_000),
             faulty_runs: (2, 4),
             max_spell_ms: 1200,
+            store: Store::S3sFs,
         }
     }
 
@@ -127,6 +131,7 @@ impl SoakOpts {
             small_size: (20_000, 2 * MIB),
             faulty_runs: (2, 8),
             max_spell_ms: 3000,
+            store: Store::S3sFs,
         }
     }
 }
@@ -567,18 +572,6 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-/// Parts `s3s-fs` holds for an upload id (`root/.upload_id-{id}.part-N`).
-fn stored_parts(f: &Fleet, upload_id: &str) -> usize {
-    let prefix = format!(".upload_id-{upload_id}.part-");
-    std::fs::read_dir(&f.s3.root)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // One schedule
 
@@ -669,7 +662,7 @@ async fn schedule(
     log: &Log,
     tally: &Mutex<Tally>,
 ) -> Result<Outcome, String> {
-    let mut f = Fleet::start(0, 1).await;
+    let mut f = Fleet::start_on(o.store, 0, 1).await;
     let res = drive(seed, o, log, tally, &mut f).await;
     res.map_err(|e| {
         let kept = keep_evidence(f.dir.path(), seed);
@@ -730,7 +723,7 @@ async fn drive(
     let kill_at_delete = Arc::new(AtomicU32::new(0));
     let killed_at_delete = Arc::new(AtomicBool::new(false));
     {
-        let root = f.s3.root.join(&f.s3.bucket);
+        let objects = f.s3.objects();
         let originals = f.originals.clone();
         let (v, pid, hit) = (
             violations.clone(),
@@ -748,8 +741,9 @@ async fn drive(
         f.sim.set_on_delete(move |path| {
             let name = path.rsplit('/').next().unwrap_or_default();
             let ok = name.len() >= 8
-                && std::fs::read(root.join(key(name)))
-                    .is_ok_and(|b| Some(&sha256_hex(&b)) == originals.get(name));
+                && objects
+                    .bytes(&key(name))
+                    .is_some_and(|b| Some(&sha256_hex(&b)) == originals.get(name));
             if !ok {
                 v.lock().unwrap().push(path.to_string());
             }
@@ -984,9 +978,9 @@ async fn drive(
     let orphans = f.s3.list_incomplete_multipart().await;
     for id in &orphans {
         check!(
-            stored_parts(f, id) == 0,
+            f.s3.stored_parts(id) == 0,
             "incomplete multipart upload {id} left holding {} part(s)",
-            stored_parts(f, id)
+            f.s3.stored_parts(id)
         );
     }
     // 4. Overhead.
@@ -1152,12 +1146,24 @@ fn assert_clean(t: &Tally) {
     );
 }
 
-/// CI: three schedules with small clips (one multipart-sized).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_short() {
+// CI: three schedules with small clips (one multipart-sized), on each store.
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    soak_short
+);
+async fn soak_short(store: Store) {
     let base = env_u64("QUCAM_SOAK_SEED").unwrap_or(0x50A6_0001);
     let n = env_u64("QUCAM_SOAK_SCHEDULES").unwrap_or(3) as usize;
-    let t = soak(base, n, None, SoakOpts::short()).await;
+    let t = soak(
+        base,
+        n,
+        None,
+        SoakOpts {
+            store,
+            ..SoakOpts::short()
+        },
+    )
+    .await;
     assert_clean(&t);
 }
 
@@ -1173,7 +1179,21 @@ async fn soak_long() {
     });
     let n = env_u64("QUCAM_SOAK_SCHEDULES").unwrap_or(100) as usize;
     let budget = env_u64("QUCAM_SOAK_MINUTES").map(|m| Duration::from_secs(m * 60));
-    let t = soak(base, n, budget, SoakOpts::long()).await;
+    // QUCAM_SOAK_STORE=moto soaks against moto_server (run through scripts/test).
+    let store = match std::env::var("QUCAM_SOAK_STORE").as_deref() {
+        Ok("moto") => Store::Moto,
+        _ => Store::S3sFs,
+    };
+    let t = soak(
+        base,
+        n,
+        budget,
+        SoakOpts {
+            store,
+            ..SoakOpts::long()
+        },
+    )
+    .await;
     assert_clean(&t);
 }
 

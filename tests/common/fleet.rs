@@ -14,7 +14,7 @@ use qucam_sim::{self as sim, SimHandle, SimOptions};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::s3::TestS3;
+use super::s3::{Store, TestS3};
 
 pub const IMEI: &str = "867867432522518";
 
@@ -48,8 +48,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Fleet {
-    /// A camera holding `n` generated clips of `size` bytes, and an empty bucket.
+    /// A camera holding `n` generated clips of `size` bytes, and an empty `s3s-fs` bucket.
     pub async fn start(n: usize, size: u64) -> Fleet {
+        Fleet::start_on(Store::S3sFs, n, size).await
+    }
+
+    /// A camera holding `n` generated clips of `size` bytes, and an empty bucket on `store`.
+    pub async fn start_on(store: Store, n: usize, size: u64) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let camera_dir = dir.path().join("camera");
         let state_dir = dir.path().join("state");
@@ -69,7 +74,7 @@ impl Fleet {
         })
         .await
         .expect("start sim");
-        let s3 = TestS3::start().await;
+        let s3 = TestS3::start_on(store).await;
         Fleet {
             sim,
             s3,
@@ -195,11 +200,7 @@ force_path_style = true
 
     /// All object keys in the bucket.
     pub fn bucket_keys(&self) -> Vec<String> {
-        let root = self.s3.root.join(&self.s3.bucket);
-        let mut out = Vec::new();
-        walk(&root, &root, &mut out);
-        out.sort();
-        out
+        self.s3.object_keys()
     }
 
     /// The state database, opened read-only by the test.
@@ -262,21 +263,4 @@ force_path_style = true
 /// Where the simulator keeps a clip: `DIR/yyyyMMdd/HH/name`.
 pub fn clip_path(camera_dir: &Path, name: &str) -> PathBuf {
     camera_dir.join(&name[0..8]).join(&name[9..11]).join(name)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(root, &p, out);
-        } else if let Ok(rel) = p.strip_prefix(root) {
-            let s = rel.to_string_lossy().into_owned();
-            if !s.starts_with('.') && !s.contains("/.") {
-                out.push(s);
-            }
-        }
-    }
 }

@@ -1,3 +1,4 @@
 pub mod fleet;
+pub mod moto;
 pub mod s3;
 pub mod sim;
