@@ -165,6 +165,18 @@ impl Metrics {
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
         register_store(&mut reg, &cams, &rows, &last_verified);
+        let paused = self
+            .store
+            .notice(crate::agent::DESTINATION_PAUSED_KEY.to_string())
+            .await?
+            .is_some();
+        gauge_family(
+            &mut reg,
+            "qucam_offload_destination_paused",
+            "1 while uploads to the destination are paused (it is down or refuses the agent).",
+        )
+        .get_or_create(&Vec::new())
+        .set(i64::from(paused));
         self.counters().register(&mut reg);
         let mut s = String::with_capacity(8192);
         prometheus_text::encode(&mut s, &reg).context("cannot encode the metrics")?;

@@ -26,6 +26,9 @@ pub struct CameraStatus {
     pub uploads_in_flight: Vec<String>,
     /// Why downloads from this camera are paused (e.g. the spool's disk is full).
     pub downloads_paused: Option<String>,
+    /// Why uploads to the destination are paused (it is down or refuses the agent), and
+    /// since when (Unix time); the same for every camera.
+    pub uploads_paused: Option<(String, i64)>,
     /// Selected clips not yet verified (queued, downloading, downloaded, uploading, uploaded).
     pub pending: i64,
     /// Clips in `failed` (retried later) and `refused` (never).
@@ -47,6 +50,9 @@ pub struct Failure {
 /// Everything `status` reports, per camera.
 pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let mut out = Vec::new();
+    let uploads_paused = store
+        .notice(agent::DESTINATION_PAUSED_KEY.to_string())
+        .await?;
     for cam in store.cameras().await? {
         let counts = store.counts(&cam.imei).await?;
         let clips: BTreeMap<String, i64> = counts
@@ -89,6 +95,7 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             (today.verified as i64, today.verified_bytes as i64);
         out.push(CameraStatus {
             downloads_paused,
+            uploads_paused: uploads_paused.clone(),
             pending,
             failed,
             uploaded_today,
@@ -188,6 +195,9 @@ pub fn format_status(st: &[CameraStatus]) -> String {
         );
     }
     let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
+    if let Some((why, since)) = st.iter().find_map(|c| c.uploads_paused.as_ref()) {
+        let _ = writeln!(o, "\n  {why} (since {})", ago(*since));
+    }
     let notes: Vec<String> = st
         .iter()
         .flat_map(|c| {

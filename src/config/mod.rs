@@ -129,6 +129,10 @@ pub struct SyncConfig {
     /// How long a failed clip waits before it is tried again.
     #[serde(default = "d_quiet", deserialize_with = "de_duration")]
     pub retry_after: Duration,
+    /// How long `run --once` waits for a paused destination (S3 unreachable or refusing
+    /// the agent) before it gives up and exits 1.
+    #[serde(default = "d_destination_wait", deserialize_with = "de_duration")]
+    pub destination_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -285,6 +289,9 @@ fn d_two() -> usize {
 fn d_attempts() -> u32 {
     5
 }
+fn d_destination_wait() -> Duration {
+    Duration::from_secs(120)
+}
 fn d_quiet() -> Duration {
     Duration::from_secs(600)
 }
@@ -314,6 +321,7 @@ impl Default for SyncConfig {
             upload_concurrency: d_two(),
             max_attempts: d_attempts(),
             retry_after: d_quiet(),
+            destination_wait: d_destination_wait(),
         }
     }
 }

@@ -1,0 +1,156 @@
+//! Outages are the destination's, not the clip's: S3 refusing connections pauses the
+//! uploads (no clip is charged an attempt, `status` says so), `run --once` waits for it up
+//! to `sync.destination_wait` and then exits 1 naming it, and once S3 is back a `run
+//! --once` finishes everything. A failure about the clip itself still counts.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::fleet::{Fleet, IMEI, Knobs};
+use qucam_offload::agent::PassOutcome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
+
+/// Clips charged an attempt or parked as failed: (name, state, attempts).
+fn charged(f: &Fleet) -> Vec<(String, String, i64)> {
+    let db = f.db();
+    let mut q = db
+        .prepare("SELECT name, state, attempts FROM clips WHERE attempts > 0 OR state = 'failed'")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_refusing_pauses_uploads_without_charging_clips_and_the_next_run_finishes() {
+    let f = Fleet::start(10, 50_000).await;
+    let events = f.event_clips();
+    f.s3.set_refusing(true);
+    let agent = f.agent(&Knobs::default());
+    let out = agent.run_once().await.remove(0).1;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
+    );
+    // (a) No clip was charged for the outage, and `status` says the uploads are paused.
+    assert_eq!(charged(&f), vec![], "attempts counted for an outage");
+    assert!(f.sim.deletes().is_empty(), "deleted while S3 was down");
+    let st = status_text(&agent).await;
+    assert!(
+        st.contains("uploads to s3://fleet-video") && st.contains("paused"),
+        "status:\n{st}"
+    );
+    let why = agent.destination_gave_up();
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("s3://fleet-video")),
+        "{why:?}"
+    );
+    drop(agent);
+
+    // (b) S3 is back: a run started at once takes every clip up and finishes.
+    f.s3.set_refusing(false);
+    let agent = f.agent(&Knobs::default());
+    let out = agent.run_once().await.remove(0).1;
+    assert_eq!(
+        out,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    assert_eq!(agent.destination_gave_up(), None);
+    for n in &events {
+        f.assert_in_bucket(n);
+        assert!(!f.clip_on_camera(n), "{n} stayed on the camera");
+    }
+    assert_eq!(charged(&f), vec![]);
+    let st = status_text(&agent).await;
+    assert!(!st.contains("paused"), "status after the outage:\n{st}");
+}
+
+async fn status_text(agent: &qucam_offload::agent::Agent) -> String {
+    let st = qucam_offload::commands::collect_status(agent.store())
+        .await
+        .unwrap();
+    qucam_offload::commands::format_status(&st)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_gives_up_on_a_destination_down_too_long_naming_it_then_exits_0_once_back() {
+    let f = Fleet::start(6, 30_000).await;
+    let cfg = f.write_config(&Knobs {
+        sync: "destination_wait = \"2s\"".into(),
+        ..Knobs::default()
+    });
+    let run = || async {
+        tokio::process::Command::new(BIN)
+            .env_clear()
+            .envs(f.child_env())
+            .current_dir(f.child_home())
+            .args(["-c", cfg.to_str().unwrap(), "run", "--once"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap()
+    };
+    // (c) S3 down for longer than the bound: exit 1, naming the destination and why.
+    f.s3.set_refusing(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), run())
+        .await
+        .expect("run --once ended by itself");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("destination s3://fleet-video") && stderr.contains("sync.destination_wait"),
+        "{stderr}"
+    );
+    assert_eq!(charged(&f), vec![]);
+    // And once it is back, a run started at once finishes everything: exit 0.
+    f.s3.set_refusing(false);
+    let out = tokio::time::timeout(Duration::from_secs(90), run())
+        .await
+        .expect("run --once ended by itself");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_about_the_clip_itself_still_counts_an_attempt() {
+    let f = Fleet::start(6, 30_000).await;
+    let events = f.event_clips();
+    // (d) Another object already holds one clip's key: a conflict, the clip's alone.
+    let taken = &events[0];
+    f.s3.client()
+        .put_object()
+        .bucket("fleet-video")
+        .key(f.key(taken))
+        .body(b"someone else's bytes".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let agent = f.agent(&Knobs::default());
+    let out = agent.run_once().await.remove(0).1;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
+    );
+    let charged = charged(&f);
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    assert_eq!(&charged[0].0, taken);
+    assert_eq!((charged[0].1.as_str(), charged[0].2), ("failed", 1));
+    assert_eq!(agent.destination_gave_up(), None, "the destination is fine");
+    let st = status_text(&agent).await;
+    assert!(!st.contains("uploads to"), "status:\n{st}");
+    for n in events.iter().filter(|n| *n != taken) {
+        f.assert_in_bucket(n);
+    }
+}
