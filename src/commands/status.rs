@@ -1,5 +1,6 @@
 //! `qucam-offload status [--json]`: per camera, what the state database knows: clips
-//! pending, offloaded today, lost and failed, uploads in flight, paused downloads.
+//! pending, offloaded today, lost and failed, uploads in flight, paused downloads, and
+//! uploads paused while the destination is down.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -195,26 +196,7 @@ pub fn format_status(st: &[CameraStatus]) -> String {
         );
     }
     let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
-    if let Some((why, since)) = st.iter().find_map(|c| c.uploads_paused.as_ref()) {
-        let _ = writeln!(o, "\n  {why} (since {})", ago(*since));
-    }
-    let notes: Vec<String> = st
-        .iter()
-        .flat_map(|c| {
-            let mut v = Vec::new();
-            if let Some(p) = &c.downloads_paused {
-                v.push(format!("  {}: {p}", label(c)));
-            }
-            if !c.uploads_in_flight.is_empty() {
-                v.push(format!(
-                    "  {}: uploads in flight: {}",
-                    label(c),
-                    c.uploads_in_flight.join(", ")
-                ));
-            }
-            v
-        })
-        .collect();
+    let notes = notes(st);
     if !notes.is_empty() {
         o.push('\n');
         for n in notes {
@@ -244,6 +226,31 @@ pub fn format_status(st: &[CameraStatus]) -> String {
         }
     }
     o
+}
+
+/// The notices below the table: uploads paused (once), then per camera downloads paused
+/// and uploads in flight.
+fn notes(st: &[CameraStatus]) -> Vec<String> {
+    let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
+    let paused = st.iter().find_map(|c| c.uploads_paused.as_ref());
+    let uploads = paused.map(|(why, since)| format!("  {why} (since {})", ago(*since)));
+    uploads
+        .into_iter()
+        .chain(st.iter().flat_map(|c| {
+            let mut v = Vec::new();
+            if let Some(p) = &c.downloads_paused {
+                v.push(format!("  {}: {p}", label(c)));
+            }
+            if !c.uploads_in_flight.is_empty() {
+                v.push(format!(
+                    "  {}: uploads in flight: {}",
+                    label(c),
+                    c.uploads_in_flight.join(", ")
+                ));
+            }
+            v
+        }))
+        .collect()
 }
 
 fn in_secs(d: i64) -> String {
