@@ -159,6 +159,14 @@ impl Agent {
         true
     }
 
+    /// Whether a pass should stop waiting for uploads (and downloads for spool room freed
+    /// by uploads): the daemon does not wait for a paused destination (its next pass goes
+    /// on downloading); a `--once` run waits up to `sync.destination_wait`.
+    pub(super) fn stop_waiting_for_destination(&self) -> bool {
+        let once = matches!(self.once_failed.lock().as_deref(), Ok(Some(_)));
+        (!once && self.destination_paused()) || self.destination_given_up()
+    }
+
     /// Why this `--once` run gave up on the destination, if it did (it then exits 1).
     pub fn destination_gave_up(&self) -> Option<String> {
         self.outage().gave_up.clone()

@@ -34,9 +34,9 @@ fn upload_backoff() -> ExponentialBuilder {
 
 impl Agent {
     /// Whether the uploader has work it will still do in this run (in flight, or due; not
-    /// once a `--once` run gave up on the destination).
+    /// while the destination is paused, see [`Agent::stop_waiting_for_destination`]).
     pub(super) async fn uploads_pending(&self) -> Result<bool> {
-        if self.destination_given_up() {
+        if self.stop_waiting_for_destination() {
             return Ok(false);
         }
         let flying = self
@@ -73,12 +73,14 @@ impl Agent {
         }
     }
 
-    /// Waits until no clip (of `imei`, or of any camera) waits for the uploader.
+    /// Waits until no clip (of `imei`, or of any camera) waits for the uploader, or the
+    /// destination is paused and this run does not wait for it
+    /// ([`Agent::stop_waiting_for_destination`]).
     pub(super) async fn wait_uploads(&self, imei: Option<&str>) {
         loop {
             if self.shutdown.is_cancelled()
                 || self.soft_stop.is_cancelled()
-                || self.destination_given_up()
+                || self.stop_waiting_for_destination()
             {
                 return;
             }
