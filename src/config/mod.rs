@@ -408,9 +408,18 @@ mod tests {
     }
 
     #[test]
+    fn destination_wait_is_a_bounded_duration() {
+        let c = parse(&format!("{MIN}[sync]\ndestination_wait = \"30s\"\n")).unwrap();
+        assert_eq!(c.sync.destination_wait, Duration::from_secs(30));
+        let e = parse(&format!("{MIN}[sync]\ndestination_wait = \"2d\"\n")).unwrap_err();
+        assert!(e.to_string().contains("sync.destination_wait"), "{e}");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MIN).unwrap();
         assert_eq!(c.sync.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.sync.destination_wait, Duration::from_secs(120));
         assert_eq!(c.sync.page_size, 50);
         assert_eq!(c.retention.delete_from_camera, DeletePolicy::AfterUpload);
         assert_eq!(c.cameras[0].params, ParamStyle::Form);
