@@ -501,6 +501,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn says_when_the_destination_is_paused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let m = Metrics::new(store.clone(), ["truck-12".to_string()]);
+        let key = || crate::agent::DESTINATION_PAUSED_KEY.to_string();
+        assert!(
+            m.render()
+                .await
+                .unwrap()
+                .contains("\nqucam_offload_destination_paused 0\n")
+        );
+        store.set_notice(key(), Some("down".into())).await.unwrap();
+        assert!(
+            m.render()
+                .await
+                .unwrap()
+                .contains("\nqucam_offload_destination_paused 1\n")
+        );
+        store.set_notice(key(), None).await.unwrap();
+        assert!(
+            m.render()
+                .await
+                .unwrap()
+                .contains("\nqucam_offload_destination_paused 0\n")
+        );
+    }
+
+    #[tokio::test]
     async fn counts_events() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
