@@ -154,3 +154,80 @@ async fn a_failure_about_the_clip_itself_still_counts_an_attempt() {
         f.assert_in_bucket(n);
     }
 }
+
+/// Journaled multipart parts: (clip name, upload id, parts).
+fn journals(f: &Fleet) -> Vec<(String, String, i64)> {
+    let db = f.db();
+    let mut q = db
+        .prepare(
+            "SELECT name, upload_id, (SELECT COUNT(*) FROM parts WHERE clip_id = clips.id)
+             FROM clips WHERE upload_id IS NOT NULL ORDER BY name",
+        )
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_going_down_mid_multipart_keeps_the_upload_and_its_parts() {
+    const MIB: u64 = 1024 * 1024;
+    let f = Fleet::start(4, 12 * MIB).await;
+    let k = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"\npart_concurrency = 1".into(),
+        sync: "upload_concurrency = 1".into(),
+        ..Knobs::default()
+    };
+    f.s3.set_delay(Some(Duration::from_millis(150)));
+    let agent = f.agent(&k);
+    let run = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run_once().await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !journals(&f).iter().any(|(_, _, parts)| *parts >= 1) {
+        assert!(std::time::Instant::now() < deadline, "no part journaled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // S3 goes down in the middle of a multipart upload.
+    f.s3.set_refusing(true);
+    let before = journals(&f);
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("run --once ended by itself")
+        .unwrap()
+        .remove(0)
+        .1;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
+    );
+    assert_eq!(charged(&f), vec![], "attempts counted for an outage");
+    // The interrupted upload keeps its id and at least the parts it had.
+    let after = journals(&f);
+    for (name, id, parts) in &before {
+        assert!(
+            after
+                .iter()
+                .any(|(n, i, p)| n == name && i == id && p >= parts),
+            "{name}: journal lost; before {before:?}, after {after:?}"
+        );
+    }
+    assert!(agent.destination_gave_up().is_some());
+    drop(agent);
+    f.s3.set_delay(None);
+    f.s3.set_refusing(false);
+    let out = f.run_once(&k).await;
+    assert_eq!(
+        out,
+        PassOutcome::Done {
+            imei: IMEI.into(),
+            remaining: 0
+        }
+    );
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    assert_eq!(charged(&f), vec![]);
+}
