@@ -3,7 +3,8 @@
 //!
 //! Two sources:
 //! - **the store**, read at each scrape: clips by state, queue depth, last verified
-//!   offload and last sighting per camera (IMEI). These survive restarts.
+//!   offload and last sighting per camera (IMEI), whether uploads to the destination are
+//!   paused. These survive restarts.
 //! - **[`AgentEvent`]s**, counted since the process started: bytes downloaded, uploaded
 //!   and offloaded, clips offloaded, lost and deleted, failures by stage, the throughput of
 //!   the last transfer, and whether each configured camera answered its last probe.
