@@ -231,3 +231,66 @@ async fn s3_going_down_mid_multipart_keeps_the_upload_and_its_parts() {
     }
     assert_eq!(charged(&f), vec![]);
 }
+
+/// Polls `cond` every 50 ms; fails after `secs` seconds.
+async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_goes_on_downloading_while_uploads_are_paused_and_resumes_them() {
+    use qucam_offload::upload::{Destination, S3Destination, s3_settings};
+    let f = Fleet::start(6, 20_000).await;
+    f.s3.set_refusing(true);
+    let cfg = f.config(&Knobs::default());
+    let settings = s3_settings(cfg.s3.as_ref().unwrap());
+    let dest = Destination::S3(S3Destination::from_client(f.s3.client(), &settings));
+    let token = tokio_util::sync::CancellationToken::new();
+    let agent =
+        std::sync::Arc::new(qucam_offload::agent::Agent::new(cfg, dest, token.clone()).unwrap());
+    let daemon = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.run().await }
+    });
+    let paused = || {
+        let db = f.db();
+        db.query_row(
+            "SELECT COUNT(*) FROM notices WHERE key = ?1",
+            [qucam_offload::agent::DESTINATION_PAUSED_KEY],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    };
+    wait_for("uploads paused", 60, paused).await;
+    // A clip recorded during the outage is still downloaded by a later pass.
+    let late = "20261124_101010_04_1.mp4";
+    let bytes: Vec<u8> = (0..20_000).map(|i| (i * 7 % 251) as u8).collect();
+    qucam_sim::write_clip(&f.camera_dir, late, &bytes).unwrap();
+    wait_for("the late clip downloaded while paused", 60, || {
+        f.states().get(late).map(String::as_str) == Some("downloaded")
+    })
+    .await;
+    assert!(paused(), "still paused");
+    assert_eq!(charged(&f), vec![], "attempts counted for an outage");
+    // S3 back: a probe finds it and every clip goes up.
+    f.s3.set_refusing(false);
+    let mut all = f.event_clips();
+    all.push(late.to_string());
+    wait_for("every clip in the bucket", 120, || {
+        let keys = f.bucket_keys();
+        all.iter().all(|n| keys.contains(&f.key(n)))
+    })
+    .await;
+    wait_for("the pause notice cleared", 10, || !paused()).await;
+    assert_eq!(charged(&f), vec![]);
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("the daemon stopped")
+        .unwrap();
+}
