@@ -3,7 +3,8 @@
 //!
 //! Two sources:
 //! - **the store**, read at each scrape: clips by state, queue depth, last verified
-//!   offload and last sighting per camera (IMEI). These survive restarts.
+//!   offload and last sighting per camera (IMEI), whether uploads to the destination are
+//!   paused. These survive restarts.
 //! - **[`AgentEvent`]s**, counted since the process started: bytes downloaded, uploaded
 //!   and offloaded, clips offloaded, lost and deleted, failures by stage, the throughput of
 //!   the last transfer, and whether each configured camera answered its last probe.
@@ -165,6 +166,18 @@ impl Metrics {
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
         register_store(&mut reg, &cams, &rows, &last_verified);
+        let paused = self
+            .store
+            .notice(crate::agent::DESTINATION_PAUSED_KEY.to_string())
+            .await?
+            .is_some();
+        gauge_family(
+            &mut reg,
+            "qucam_offload_destination_paused",
+            "1 while uploads to the destination are paused (it is down or refuses the agent).",
+        )
+        .get_or_create(&Vec::new())
+        .set(i64::from(paused));
         self.counters().register(&mut reg);
         let mut s = String::with_capacity(8192);
         prometheus_text::encode(&mut s, &reg).context("cannot encode the metrics")?;
@@ -485,6 +498,34 @@ mod tests {
         assert!(
             text.contains(r#"qucam_offload_camera_reachable{camera="a\"b\\c\nd"} 0"#),
             "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn says_when_the_destination_is_paused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let m = Metrics::new(store.clone(), ["truck-12".to_string()]);
+        let key = || crate::agent::DESTINATION_PAUSED_KEY.to_string();
+        assert!(
+            m.render()
+                .await
+                .unwrap()
+                .contains("\nqucam_offload_destination_paused 0\n")
+        );
+        store.set_notice(key(), Some("down".into())).await.unwrap();
+        assert!(
+            m.render()
+                .await
+                .unwrap()
+                .contains("\nqucam_offload_destination_paused 1\n")
+        );
+        store.set_notice(key(), None).await.unwrap();
+        assert!(
+            m.render()
+                .await
+                .unwrap()
+                .contains("\nqucam_offload_destination_paused 0\n")
         );
     }
 

@@ -542,9 +542,9 @@ async fn a_sighup_that_only_rotates_the_s3_secret_is_applied() {
     let mut d = Daemon::spawn(&f, &cfg, &notify);
     poll(
         &mut d,
-        "an upload refused for its signature (HTTP 403)",
+        "uploads paused: refused for their signature (HTTP 403)",
         Duration::from_secs(30),
-        || d_stderr(&f).contains("upload failed"),
+        || d_stderr(&f).contains("uploads paused"),
     )
     .await;
     assert!(

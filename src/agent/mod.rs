@@ -16,13 +16,15 @@
 //! The rooms: this file holds the [`Agent`] (its parts, construction, `run` and
 //! `run_once`, the spool's paths); `events` what it reports; `schedule` when a camera is
 //! worked on and when uploads may run; `pass` one pass over a camera and what remains;
-//! `listing` reading and reconciling the listing; `heartbeat` whether the loops progress; `work` a clip parsed once for the
+//! `listing` reading and reconciling the listing; `heartbeat` whether the loops progress;
+//! `outage` pausing uploads while the destination is down; `work` a clip parsed once for the
 //! stages; `download`, `upload` and `retention` the three stages.
 
 mod download;
 mod events;
 pub mod heartbeat;
 mod listing;
+mod outage;
 mod pass;
 mod retention;
 mod schedule;
@@ -44,6 +46,7 @@ use crate::store::Store;
 use crate::upload::Destination;
 
 pub use events::{AgentEvent, PassOutcome};
+pub use outage::DESTINATION_PAUSED_KEY;
 use schedule::Schedule;
 
 /// Largest clip size believed (a listing claiming more is refused as implausible).
@@ -73,6 +76,8 @@ pub struct Agent {
     /// In a `--once` run: clips whose upload failed in this run (not retried until the
     /// next run, so the pass ends).
     once_failed: Arc<std::sync::Mutex<Option<HashSet<i64>>>>,
+    /// Whether uploads are paused because the destination is down (see `outage`).
+    outage: std::sync::Mutex<outage::Outage>,
     events: tokio::sync::broadcast::Sender<AgentEvent>,
 }
 
@@ -121,6 +126,7 @@ impl Agent {
             upload_done: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
             once_failed: Arc::new(std::sync::Mutex::new(None)),
+            outage: std::sync::Mutex::new(outage::Outage::default()),
             events: tokio::sync::broadcast::channel(1024).0,
         })
     }

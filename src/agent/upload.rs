@@ -33,8 +33,12 @@ fn upload_backoff() -> ExponentialBuilder {
 }
 
 impl Agent {
-    /// Whether the uploader has work it will still do in this run (in flight, or due).
+    /// Whether the uploader has work it will still do in this run (in flight, or due; not
+    /// while the destination is paused, see [`Agent::stop_waiting_for_destination`]).
     pub(super) async fn uploads_pending(&self) -> Result<bool> {
+        if self.stop_waiting_for_destination() {
+            return Ok(false);
+        }
         let flying = self
             .in_flight
             .lock()
@@ -69,10 +73,15 @@ impl Agent {
         }
     }
 
-    /// Waits until no clip (of `imei`, or of any camera) waits for the uploader.
+    /// Waits until no clip (of `imei`, or of any camera) waits for the uploader, or the
+    /// destination is paused and this run does not wait for it
+    /// ([`Agent::stop_waiting_for_destination`]).
     pub(super) async fn wait_uploads(&self, imei: Option<&str>) {
         loop {
-            if self.shutdown.is_cancelled() || self.soft_stop.is_cancelled() {
+            if self.shutdown.is_cancelled()
+                || self.soft_stop.is_cancelled()
+                || self.stop_waiting_for_destination()
+            {
                 return;
             }
             let given_up: Vec<i64> = match self.once_failed.lock().as_deref() {
@@ -104,12 +113,18 @@ impl Agent {
     pub(super) async fn upload_loop(self: Arc<Self>, stop: CancellationToken) {
         let conc = self.cfg.sync.upload_concurrency;
         let mut running = FuturesUnordered::new();
+        if !self.destination_paused() {
+            self.clear_destination_notice().await;
+        }
         loop {
             if stop.is_cancelled() || self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
             {
                 break;
             }
-            if running.len() < conc && self.schedule.uploads_may_run() {
+            // While the destination is paused nothing new starts; it is probed instead.
+            self.probe_if_due().await;
+            let open = !self.destination_paused() && !self.destination_given_up();
+            if open && running.len() < conc && self.schedule.uploads_may_run() {
                 let next = self
                     .store
                     .next_uploads(self.in_flight_ids(), conc - running.len())
@@ -264,7 +279,11 @@ impl Agent {
                 self.applied(r, "mark uploaded", w).then_some(sent)
             }
             Err(e) => {
-                self.upload_failed(w, e).await;
+                // The destination's failure, not the clip's: it stays `uploading` (with its
+                // multipart journal) and no attempt is counted.
+                if !self.destination_down(&e).await {
+                    self.upload_failed(w, e).await;
+                }
                 None
             }
         }
@@ -338,6 +357,7 @@ impl Agent {
                     .await;
                 self.applied(r, "mark failed", w);
             }
+            Err(e) if self.destination_down(&e).await => {} // stays `uploaded`, no attempt
             Err(e) => {
                 // Stays `uploaded`: verification is retried by the uploader.
                 warn!(clip = %w.name, "verification failed: {e}");

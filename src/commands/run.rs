@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::daemon::daemon;
 use super::lifecycle::{NOTIFY_GRACE, cameras, lock_state_dir, stop_on_signals};
@@ -89,6 +89,10 @@ async fn run_agent(cfg: Config, once: bool, config_path: &Path) -> Result<u8> {
             }
         }
         if token.is_cancelled() {
+            return Ok(1);
+        }
+        if let Some(why) = agent.destination_gave_up() {
+            error!("{why}");
             return Ok(1);
         }
         Ok(once_exit_code(&outcomes))

@@ -1,5 +1,6 @@
 //! `qucam-offload status [--json]`: per camera, what the state database knows: clips
-//! pending, offloaded today, lost and failed, uploads in flight, paused downloads.
+//! pending, offloaded today, lost and failed, uploads in flight, paused downloads, and
+//! uploads paused while the destination is down.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +27,9 @@ pub struct CameraStatus {
     pub uploads_in_flight: Vec<String>,
     /// Why downloads from this camera are paused (e.g. the spool's disk is full).
     pub downloads_paused: Option<String>,
+    /// Why uploads to the destination are paused (it is down or refuses the agent), and
+    /// since when (Unix time); the same for every camera.
+    pub uploads_paused: Option<(String, i64)>,
     /// Selected clips not yet verified (queued, downloading, downloaded, uploading, uploaded).
     pub pending: i64,
     /// Clips in `failed` (retried later) and `refused` (never).
@@ -47,6 +51,9 @@ pub struct Failure {
 /// Everything `status` reports, per camera.
 pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let mut out = Vec::new();
+    let uploads_paused = store
+        .notice(agent::DESTINATION_PAUSED_KEY.to_string())
+        .await?;
     for cam in store.cameras().await? {
         let counts = store.counts(&cam.imei).await?;
         let clips: BTreeMap<String, i64> = counts
@@ -89,6 +96,7 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             (today.verified as i64, today.verified_bytes as i64);
         out.push(CameraStatus {
             downloads_paused,
+            uploads_paused: uploads_paused.clone(),
             pending,
             failed,
             uploaded_today,
@@ -188,23 +196,7 @@ pub fn format_status(st: &[CameraStatus]) -> String {
         );
     }
     let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
-    let notes: Vec<String> = st
-        .iter()
-        .flat_map(|c| {
-            let mut v = Vec::new();
-            if let Some(p) = &c.downloads_paused {
-                v.push(format!("  {}: {p}", label(c)));
-            }
-            if !c.uploads_in_flight.is_empty() {
-                v.push(format!(
-                    "  {}: uploads in flight: {}",
-                    label(c),
-                    c.uploads_in_flight.join(", ")
-                ));
-            }
-            v
-        })
-        .collect();
+    let notes = notes(st);
     if !notes.is_empty() {
         o.push('\n');
         for n in notes {
@@ -234,6 +226,31 @@ pub fn format_status(st: &[CameraStatus]) -> String {
         }
     }
     o
+}
+
+/// The notices below the table: uploads paused (once), then per camera downloads paused
+/// and uploads in flight.
+fn notes(st: &[CameraStatus]) -> Vec<String> {
+    let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
+    let paused = st.iter().find_map(|c| c.uploads_paused.as_ref());
+    let uploads = paused.map(|(why, since)| format!("  {why} (since {})", ago(*since)));
+    uploads
+        .into_iter()
+        .chain(st.iter().flat_map(|c| {
+            let mut v = Vec::new();
+            if let Some(p) = &c.downloads_paused {
+                v.push(format!("  {}: {p}", label(c)));
+            }
+            if !c.uploads_in_flight.is_empty() {
+                v.push(format!(
+                    "  {}: uploads in flight: {}",
+                    label(c),
+                    c.uploads_in_flight.join(", ")
+                ));
+            }
+            v
+        }))
+        .collect()
 }
 
 fn in_secs(d: i64) -> String {

@@ -129,6 +129,10 @@ pub struct SyncConfig {
     /// How long a failed clip waits before it is tried again.
     #[serde(default = "d_quiet", deserialize_with = "de_duration")]
     pub retry_after: Duration,
+    /// How long `run --once` waits for a paused destination (S3 unreachable or refusing
+    /// the agent) before it gives up and exits 1.
+    #[serde(default = "d_destination_wait", deserialize_with = "de_duration")]
+    pub destination_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -298,6 +302,9 @@ fn d_two() -> usize {
 fn d_attempts() -> u32 {
     5
 }
+fn d_destination_wait() -> Duration {
+    Duration::from_secs(120)
+}
 fn d_quiet() -> Duration {
     Duration::from_secs(600)
 }
@@ -327,6 +334,7 @@ impl Default for SyncConfig {
             upload_concurrency: d_two(),
             max_attempts: d_attempts(),
             retry_after: d_quiet(),
+            destination_wait: d_destination_wait(),
         }
     }
 }
@@ -413,9 +421,18 @@ mod tests {
     }
 
     #[test]
+    fn destination_wait_is_a_bounded_duration() {
+        let c = parse(&format!("{MIN}[sync]\ndestination_wait = \"30s\"\n")).unwrap();
+        assert_eq!(c.sync.destination_wait, Duration::from_secs(30));
+        let e = parse(&format!("{MIN}[sync]\ndestination_wait = \"2d\"\n")).unwrap_err();
+        assert!(e.to_string().contains("sync.destination_wait"), "{e}");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MIN).unwrap();
         assert_eq!(c.sync.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.sync.destination_wait, Duration::from_secs(120));
         assert_eq!(c.sync.page_size, 50);
         assert_eq!(c.retention.delete_from_camera, DeletePolicy::AfterUpload);
         assert_eq!(c.cameras[0].params, ParamStyle::Form);

@@ -127,6 +127,9 @@ impl Config {
         if s.max_attempts == 0 {
             return Err(bad("sync.max_attempts", "must be at least 1".into()));
         }
+        if s.destination_wait > std::time::Duration::from_secs(24 * 3600) {
+            return Err(bad("sync.destination_wait", "must be at most 24h".into()));
+        }
         Ok(())
     }
 

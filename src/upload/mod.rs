@@ -24,6 +24,7 @@
 mod digests;
 mod from_config;
 mod local;
+mod outage;
 mod s3;
 
 use std::collections::HashMap;

@@ -101,7 +101,7 @@ idle_timeout = "2s"
 poll_interval = "1s"
 page_size = 50
 retry_after = "1s"
-{sync}
+{wait}{sync}
 
 [s3]
 bucket = "fleet-video"
@@ -122,6 +122,12 @@ force_path_style = true
             endpoint = self.s3.endpoint,
             camera = k.camera,
             sync = k.sync,
+            // A paused destination is waited for 3 s by `run --once` (not 2 min).
+            wait = if k.sync.contains("destination_wait") {
+                ""
+            } else {
+                "destination_wait = \"3s\"\n"
+            },
             s3 = k.s3,
             retention = k.retention,
             spool = if k.spool.contains("min_free_bytes") {

@@ -1,4 +1,5 @@
-//! The doctor's S3 checks: [`S3Destination::check`] and its [`CheckStep`]s.
+//! The doctor's S3 checks: [`S3Destination::check`] and its [`CheckStep`]s; and
+//! [`S3Destination::probe`], the HeadBucket that tells a paused destination is back.
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -14,6 +15,18 @@ pub struct CheckStep {
 }
 
 impl S3Destination {
+    /// HeadBucket: whether the bucket answers this agent (used to probe a paused
+    /// destination; the caller bounds the time).
+    pub async fn probe(&self) -> Result<(), super::super::UploadError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_sdk_err("HeadBucket", e))
+    }
+
     /// Checks that the bucket answers HeadBucket; with `write_test`,
     /// also PUTs, GETs and DELETEs a probe object `{prefix}/.qucam-offload-doctor-<uuid>`.
     /// Stops at the first failing step.
