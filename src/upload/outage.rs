@@ -26,7 +26,7 @@ const DESTINATION_CODES: &[&str] = &[
 
 /// Store error codes that mean the store is overloaded or unwell (after the per-request
 /// retries), whatever the object.
-const UNWELL_CODES: &[&str] = &[
+pub(super) const UNWELL_CODES: &[&str] = &[
     "SlowDown",
     "RequestTimeout",
     "InternalError",

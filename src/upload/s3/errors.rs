@@ -4,6 +4,7 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::super::UploadError;
+use super::super::outage::UNWELL_CODES;
 
 /// Whether a conditional write lost (412 `PreconditionFailed`).
 pub(super) fn is_precondition_failed(err: &UploadError) -> bool {
@@ -72,17 +73,8 @@ const PERMANENT_CODES: &[&str] = &[
     "NotImplemented",
 ];
 
+/// Worth retrying: the codes of an unwell store ([`UNWELL_CODES`]), and these.
 const TRANSIENT_CODES: &[&str] = &[
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "BandwidthLimitExceeded",
     "OperationAborted",
     "ConditionalRequestConflict",
     "RequestTimeTooSkewed",
@@ -95,7 +87,11 @@ fn service_error(op: &'static str, status: u16, code: String, message: String) -
     let transient = if PERMANENT_CODES.contains(&code.as_str()) {
         false
     } else {
-        TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 || status == 408
+        UNWELL_CODES.contains(&code.as_str())
+            || TRANSIENT_CODES.contains(&code.as_str())
+            || status >= 500
+            || status == 429
+            || status == 408
     };
     UploadError::Service {
         op,
