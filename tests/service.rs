@@ -350,11 +350,7 @@ async fn sighup_applies_a_changed_config_without_dropping_the_transfer_in_flight
     )
     .await;
     let log = d.stderr();
-    let reloads: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("config reloaded (SIGHUP)"))
-        .collect();
-    assert_eq!(reloads.len(), 1, "one line for the reload:\n{log}");
+    let reloads = [the_reload_line(&log)];
     assert!(reloads[0].contains("changed sync"), "{}", reloads[0]);
     // The download in flight at the SIGHUP finished under the old agent: no download was
     // resumed (a dropped one would come back with a Range from its offset).
@@ -563,11 +559,7 @@ async fn a_sighup_that_only_rotates_the_s3_secret_is_applied() {
     )
     .await;
     let log = d.stderr();
-    let reloads: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("config reloaded (SIGHUP)"))
-        .collect();
-    assert_eq!(reloads.len(), 1, "one line for the reload:\n{log}");
+    let reloads = [the_reload_line(&log)];
     assert!(reloads[0].contains("changed s3"), "{}", reloads[0]);
     for secret in [OLD_SECRET, common::s3::TEST_SECRET_KEY] {
         assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
@@ -656,4 +648,14 @@ async fn a_wedged_loop_stops_the_watchdog_pings() {
     // stuck in it, which is the point).
     d.child.kill().expect("kill the wedged daemon");
     let _ = d.child.wait();
+}
+
+/// The one "config reloaded (SIGHUP)" line of `log` (a reload says what changed in one line).
+fn the_reload_line(log: &str) -> &str {
+    let reloads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("config reloaded (SIGHUP)"))
+        .collect();
+    assert_eq!(reloads.len(), 1, "one line for the reload:\n{log}");
+    reloads[0]
 }
