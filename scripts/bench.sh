@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Offload benchmark: qucam-offload vs. a sequential peer (curl, then rclone copy or aws s3 cp).
 #
-# Moves CLIPS clips of SIZE bytes from a qucam-sim camera to an s3s-fs S3 server
-# (examples/s3-test-server.rs), both on 127.0.0.1, once per scenario in SCENARIOS, and prints
+# Moves CLIPS clips of SIZE bytes from a qucam-sim camera to an S3 server (s3s-fs, i.e.
+# examples/s3-test-server.rs, or moto_server), all on 127.0.0.1, once per scenario in SCENARIOS, and prints
 # seconds, MB/s (10^6 bytes/s), peak RSS and the agent/peer throughput ratio. BENCHMARKS.md
 # has results and notes.
 #
-# Usage: scripts/bench.sh [--install] [--no-build] [--peer rclone|aws] [--matched] [--keep]
+# Usage: scripts/bench.sh [--install] [--no-build] [--store s3s|moto] [--peer rclone|aws]
+#                          [--matched] [--keep]
 #   --install    apt-get install the missing tools first (root only): time curl rclone
-#   --no-build   use the binaries already in target/release
+#   --no-build   use the binaries already in $CARGO_TARGET_DIR/release (default target/release)
+#   --store S    the S3 server: s3s (s3s-fs, default) or moto (moto_server from the virtualenv
+#                scripts/test sets up, target/moto-venv or $QUCAM_MOTO_VENV; run scripts/test
+#                once first). moto has no bandwidth cap: UPLINK must be 0 with it
 #   --peer P     peer uploader: rclone (default when installed) or aws (AWS CLI)
 #   --matched    rclone and the agent both upload multipart from 16 MiB, 8 MiB parts, 4 at
 #                a time (the agent's multipart_threshold pinned to "16MiB" instead of "auto",
@@ -39,6 +43,7 @@ BUILD=1
 KEEP=0
 MATCHED=0
 PEER=""
+STORE=s3s
 while [ $# -gt 0 ]; do
     case "$1" in
         --install) INSTALL=1 ;;
@@ -46,7 +51,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --matched) MATCHED=1 ;;
         --peer) PEER=${2:?--peer needs rclone or aws}; shift ;;
-        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --store) STORE=${2:?--store needs s3s or moto}; shift ;;
+        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -54,6 +60,18 @@ done
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+case "$STORE" in
+    s3s) ;;
+    moto)
+        MOTO_SERVER=${QUCAM_MOTO_VENV:-$ROOT/target/moto-venv}/bin/moto_server
+        [ -x "$MOTO_SERVER" ] || { echo "bench.sh: $MOTO_SERVER is missing: run scripts/test once (it installs moto_server)" >&2; exit 2; }
+        for sc in $SCENARIOS; do
+            case "$sc" in *:0 | "${sc%%:*}") ;; *)
+                echo "bench.sh: --store moto has no uplink cap: scenario $sc needs UPLINK 0" >&2; exit 2 ;;
+            esac
+        done ;;
+    *) echo "bench.sh: --store is s3s or moto, not $STORE" >&2; exit 2 ;;
+esac
 
 # ---- tools ----------------------------------------------------------------------------------
 missing=()
@@ -100,7 +118,7 @@ fi
 if [ "$BUILD" = 1 ]; then
     cargo build --release --bins --examples
 fi
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 for b in "$BIN/qucam-offload" "$BIN/qucam-sim" "$BIN/examples/s3-test-server"; do
     [ -x "$b" ] || { echo "bench.sh: $b is missing (run without --no-build)" >&2; exit 2; }
 done
@@ -142,11 +160,30 @@ wait_url() {
 
 S3DIR="$W/s3"
 start_s3() { # $1 = uplink bandwidth (0 = unlimited)
+    if [ "$STORE" = moto ]; then
+        start_moto
+        return
+    fi
     "$BIN/examples/s3-test-server" --listen 127.0.0.1:0 --dir "$S3DIR" --bucket "$BUCKET" \
         --bandwidth "$1" >"$W/s3.log" 2>&1 &
     S3_PID=$!
     PIDS+=("$S3_PID")
     S3_URL=$(wait_url "$W/s3.log" "$S3_PID")
+}
+# moto_server on a free port (it prints "Running on http://127.0.0.1:PORT"), with the bucket.
+start_moto() {
+    PYTHONUNBUFFERED=1 "$MOTO_SERVER" -H 127.0.0.1 -p 0 >"$W/s3.log" 2>&1 &
+    S3_PID=$!
+    PIDS+=("$S3_PID")
+    local i
+    for i in $(seq 1 300); do
+        S3_URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$W/s3.log" 2>/dev/null | head -1 || true)
+        [ -n "$S3_URL" ] && curl -sf -o /dev/null "$S3_URL/moto-api/" && break
+        kill -0 "$S3_PID" 2>/dev/null || { echo "bench.sh: moto_server died:" >&2; cat "$W/s3.log" >&2; return 1; }
+        sleep 0.2
+    done
+    [ -n "$S3_URL" ] || { echo "bench.sh: moto_server did not start" >&2; return 1; }
+    curl -sf -X PUT -o /dev/null "$S3_URL/$BUCKET"
 }
 stop_s3() {
     kill "$S3_PID" 2>/dev/null || true
@@ -179,6 +216,10 @@ CLIP_FILES=()
 
 # Checks that the bucket holds every clip, byte for byte, under $1/.../name.
 check_bucket() {
+    if [ "$STORE" = moto ]; then
+        check_moto "$1"
+        return
+    fi
     local prefix=$1 rel name obj n=0
     for rel in "${CLIP_FILES[@]}"; do
         name=$(basename "$rel")
@@ -193,7 +234,31 @@ check_bucket() {
     [ "$n" = "$CLIPS" ] || { echo "bench.sh: $prefix: $n objects, expected $CLIPS" >&2; return 1; }
 }
 
-empty_bucket() { rm -rf "${S3DIR:?}/$BUCKET"/* "$S3DIR"/.upload* 2>/dev/null || true; }
+# check_bucket for moto: lists the keys under $1/ and reads each object back with curl.
+check_moto() {
+    local prefix=$1 rel name key keys n
+    keys=$(curl -sf "$S3_URL/$BUCKET?list-type=2&prefix=$prefix/" | grep -o '<Key>[^<]*</Key>' |
+        sed 's/<Key>\(.*\)<\/Key>/\1/')
+    n=$(printf '%s\n' "$keys" | grep -c . || true)
+    [ "$n" = "$CLIPS" ] || { echo "bench.sh: $prefix: $n objects, expected $CLIPS" >&2; return 1; }
+    for rel in "${CLIP_FILES[@]}"; do
+        name=$(basename "$rel")
+        key=$(printf '%s\n' "$keys" | grep -F "/$name" | head -1)
+        if [ -z "$key" ] || ! curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$ACCESS_KEY:$SECRET_KEY" "$S3_URL/$BUCKET/$key" | cmp -s - "$CAM/$rel"; then
+            echo "bench.sh: $prefix: $name missing or different in the bucket" >&2
+            return 1
+        fi
+    done
+}
+
+empty_bucket() {
+    if [ "$STORE" = moto ]; then
+        curl -sf -X POST -o /dev/null "$S3_URL/moto-api/reset" &&
+            curl -sf -X PUT -o /dev/null "$S3_URL/$BUCKET"
+        return
+    fi
+    rm -rf "${S3DIR:?}/$BUCKET"/* "$S3DIR"/.upload* 2>/dev/null || true
+}
 
 # Runs a command under GNU time; appends "seconds peak_kib" to $W/times.
 timed() {
@@ -326,7 +391,7 @@ for sc in $SCENARIOS; do
 done
 
 echo
-echo "$CLIPS clips x $SIZE bytes = $TOTAL bytes, $(nproc) cores, 127.0.0.1; best of $RUNS run(s)"
+echo "$CLIPS clips x $SIZE bytes = $TOTAL bytes, $(nproc) cores, 127.0.0.1; store $STORE; best of $RUNS run(s)"
 echo "qucam-offload $("$BIN/qucam-offload" --version 2>/dev/null | awk '{print $2}'), curl $(curl --version | awk 'NR==1{print $2}'), $(
     case "$PEER" in rclone) rclone version | head -1 ;; aws) aws --version 2>&1 ;; esac)"
 echo
