@@ -1,10 +1,14 @@
 //! S3 timeouts end to end: an endpoint that accepts connections and never answers (it
 //! neither reads nor writes) must make `run --once` end by itself, exit 1, and say that S3
-//! stalled, naming the key that sets the limit.
+//! stalled, naming the key that sets the limit; and it must wait out each stall once, not
+//! once per SDK retry, backoff retry and clip (with the defaults, 60 s of stall times 3 SDK
+//! attempts times 5 tries kept a `run --once` going for over 15 minutes).
 
 mod common;
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Fleet, Knobs};
@@ -12,25 +16,30 @@ use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
 
-/// A 127.0.0.1 listener that accepts every connection and then holds it in silence.
-async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+/// A 127.0.0.1 listener that accepts every connection and then holds it in silence; the
+/// counter is how many connections it accepted.
+async fn black_hole() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", l.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             held.push(s);
         }
     });
-    (url, task)
+    (url, accepted, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holing_endpoint_ends_run_once_with_exit_1() {
     let f = Fleet::start(2, 20_000).await;
-    let (hole, _task) = black_hole().await;
+    let (hole, accepted, _task) = black_hole().await;
     let knobs = Knobs {
         s3: "connect_timeout = \"1s\"\nstall_timeout = \"2s\"\n".into(),
+        sync: "destination_wait = \"6s\"\n".into(),
         ..Knobs::default()
     };
     let text = f.config_text(&knobs).replace(&f.s3.endpoint, &hole);
@@ -63,4 +72,13 @@ async fn a_black_holing_endpoint_ends_run_once_with_exit_1() {
     assert!(stderr.contains("s3.stall_timeout"), "{described}");
     assert!(!stderr.contains("panicked"), "{described}");
     assert!(f.sim.deletes().is_empty(), "deleted with S3 unreachable");
+    // Each stalled request held one connection for the whole stall_timeout. Two clips'
+    // first requests, then the HeadBucket probes of the pause (at 1, 2, 4 s: at most a
+    // handful within destination_wait): well under 12. Retrying a stalled request at once
+    // (3 SDK attempts, times 5 backoff tries, per clip) makes it 30 or more.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n < 12,
+        "{n} connections to the black hole: stalled requests were retried on the spot\n{described}"
+    );
 }

@@ -263,7 +263,7 @@ impl Agent {
                 .await
         })
         .retry(upload_backoff())
-        .when(|e: &UploadError| e.is_transient())
+        .when(UploadError::retry_now)
         .notify(|e, d| debug!(clip = %w.name, "upload retry in {d:?}: {e}"))
         .await;
         match result {
@@ -326,7 +326,7 @@ impl Agent {
         let digests = sent_digests(&self.store, w.id).await;
         let verdict = (|| async { self.dest.verify_sent(&w.key, w.size, sha, &digests).await })
             .retry(upload_backoff())
-            .when(|e: &UploadError| e.is_transient())
+            .when(UploadError::retry_now)
             .await;
         match verdict {
             Ok(Verification::Verified) => {

@@ -285,9 +285,14 @@ pub enum Verification {
 /// later retry can succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// The request never got a usable answer: connection refused/reset, timeout, garbled reply.
+    /// The request never got a usable answer: connection refused/reset, garbled reply.
     #[error("{op}: network error: {message}")]
     Network { op: &'static str, message: String },
+    /// The request waited out a whole timeout (connect, `stall_timeout`, the probe's limit):
+    /// transient and the destination's, but not worth retrying on the spot
+    /// ([`UploadError::retry_now`]), which would wait the same time again.
+    #[error("{op}: timed out: {message}")]
+    TimedOut { op: &'static str, message: String },
     /// The store answered with an error.
     #[error("{op}: store returned HTTP {status}{}", code_and_message(.code, .message))]
     Service {
@@ -327,7 +332,7 @@ impl UploadError {
     /// bucket, conflict, checksum mismatch, bad key).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Network { .. } | Self::Journal(_) => true,
+            Self::Network { .. } | Self::TimedOut { .. } | Self::Journal(_) => true,
             Self::Service { transient, .. } => *transient,
             Self::Io { source, .. } => io_is_transient(source),
             Self::Conflict { .. }
@@ -335,6 +340,14 @@ impl UploadError {
             | Self::InvalidKey(_)
             | Self::Other(_) => false,
         }
+    }
+
+    /// Whether to retry the request on the spot (a short backoff): transient, and not a
+    /// request that already waited out a timeout. A destination that black-holes requests
+    /// would otherwise cost the timeout once per retry and clip before the agent notices
+    /// the outage; a timed-out request goes straight to the destination probe instead.
+    pub fn retry_now(&self) -> bool {
+        self.is_transient() && !matches!(self, Self::TimedOut { .. })
     }
 
     /// The store's error code, if the store answered with one.

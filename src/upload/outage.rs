@@ -51,7 +51,7 @@ impl UploadError {
     /// local I/O and other per-object answers are the clip's.
     pub fn is_destination_wide(&self) -> bool {
         match self {
-            Self::Network { .. } => true,
+            Self::Network { .. } | Self::TimedOut { .. } => true,
             Self::Service { status, code, .. } => {
                 let code = code.as_str();
                 DESTINATION_CODES.contains(&code)
@@ -77,7 +77,7 @@ impl Destination {
         match self {
             Self::S3(d) => match tokio::time::timeout(PROBE_LIMIT, d.probe()).await {
                 Ok(r) => r,
-                Err(_) => Err(UploadError::Network {
+                Err(_) => Err(UploadError::TimedOut {
                     op: "HeadBucket",
                     message: format!("no answer in {}s", PROBE_LIMIT.as_secs()),
                 }),

@@ -5,6 +5,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::super::UploadError;
 use super::super::outage::UNWELL_CODES;
+use super::stall::Stalled;
 
 /// Whether a conditional write lost (412 `PreconditionFailed`).
 pub(super) fn is_precondition_failed(err: &UploadError) -> bool {
@@ -29,10 +30,37 @@ where
             "{op}: could not build the request: {}",
             error_chain(&err)
         )),
+        other if timed_out(&other) => UploadError::TimedOut {
+            op,
+            message: error_chain(&other),
+        },
         other => UploadError::Network {
             op,
             message: error_chain(&other),
         },
+    }
+}
+
+/// Whether the request waited out a timeout: the SDK's own (connect, operation) or the
+/// stall guard's [`Stalled`] anywhere in the error's causes.
+fn timed_out<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(d) if d.is_timeout() => true,
+        _ => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            while let Some(e) = cause {
+                if e.is::<Stalled>() {
+                    return true;
+                }
+                cause = e.source();
+            }
+            false
+        }
     }
 }
 

@@ -46,7 +46,8 @@ impl Drop for InFlight {
     }
 }
 
-/// The error a stalled request ends with (the SDK classifies it as a timeout).
+/// The error a stalled request ends with ([`super::errors`] maps it to `UploadError::TimedOut`;
+/// the SDK does not retry it).
 #[derive(Debug, thiserror::Error)]
 #[error("S3 stalled: no bytes sent or received for {} (s3.stall_timeout)", humantime::format_duration(*.0))]
 pub struct Stalled(pub Duration);
@@ -102,7 +103,9 @@ impl HttpConnector for GuardedConnector {
             loop {
                 let quiet = progress.quiet();
                 if quiet >= stall {
-                    return Err(ConnectorError::timeout(Box::new(Stalled(stall))));
+                    // Not a `timeout` kind: the SDK retries those at once, each costing the
+                    // whole stall again; the agent probes the destination instead.
+                    return Err(ConnectorError::other(Box::new(Stalled(stall)), None));
                 }
                 tokio::select! {
                     r = &mut response => return r,
@@ -268,7 +271,8 @@ mod tests {
             .call(request(3, Duration::from_millis(100)))
             .await;
         let e = r.expect_err("a reply that never comes");
-        assert!(e.is_timeout(), "{e:?}");
+        // Not the `timeout` kind, which the SDK would retry at once.
+        assert!(!e.is_timeout() && e.as_other().is_none(), "{e:?}");
         let why = std::error::Error::source(&e).map(ToString::to_string);
         assert!(why.is_some_and(|w| w.contains("s3.stall_timeout")), "{e:?}");
         let took = started.elapsed();
@@ -279,7 +283,11 @@ mod tests {
         let r = guarded(true, stall)
             .call(request(2, Duration::from_secs(5)))
             .await;
-        assert!(r.expect_err("a stalled body").is_timeout());
+        let e = r.expect_err("a stalled body");
+        assert!(
+            std::error::Error::source(&e).is_some_and(|w| w.is::<Stalled>()),
+            "{e:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 }
