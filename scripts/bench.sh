@@ -332,6 +332,7 @@ run_peer() { # $1 = tag; prints "seconds peak_kib"
                 "$dl" "s3://$BUCKET/peer" >"$W/peer-$tag.log" 2>&1 ;;
     esac || { echo "bench.sh: $PEER failed:" >&2; cat "$W/peer-$tag.log" >&2; return 1; }
     end=$(date +%s.%N)
+    echo "$end" >"$W/peer-done"
     check_bucket peer
     secs=$(calc %.2f "$end - $start")
     peak=$(awk 'BEGIN{m=0} {if ($2>m) m=$2} END{print m}' "$W/times")
@@ -382,12 +383,16 @@ for sc in $SCENARIOS; do
     res=$(best_of run_peer "$sc")
     read -r p_s p_p <<<"$res"
     read -r c_end c_start <"$W/curl-done"
+    read -r p_end <"$W/peer-done"
     stop_sim
     stop_s3
     ratio=$(calc %.2f "$p_s / $a_s")
     ROWS+=("$(row "$cname" "$uname" qucam-offload "$a_s" "$a_p" "${ratio}x")")
     ROWS+=("$(row "$cname" "$uname" "$PEER_LABEL" "$p_s" "$p_p" "1.00x")")
-    NOTES+=("camera $cname, uplink $uname: curl alone took $(calc %.2f "$c_end - $c_start") s ($(calc %.1f "$TOTAL / ($c_end - $c_start) / 1000000") MB/s from the camera)")
+    dl=$(calc %.2f "$c_end - $c_start")
+    ul=$(calc %.2f "$p_end - $c_end")
+    slower=$(awk -v a="$dl" -v b="$ul" 'BEGIN{print (a > b) ? a : b}')
+    NOTES+=("camera $cname, uplink $uname: curl alone took $dl s ($(calc %.1f "$TOTAL / $dl / 1000000") MB/s from the camera), $PEER alone $ul s; the agent took $(calc %.2f "$a_s / $slower") x the slower leg")
 done
 
 echo
