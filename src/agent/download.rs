@@ -168,8 +168,8 @@ impl Agent {
             self.download_failed(&w, why).await;
             return Ok(());
         }
-        let part = self.part_path(&w.imei, w.parsed.as_str());
-        let fin = self.file_path(&w.imei, w.parsed.as_str());
+        let part = self.part_path(&w);
+        let fin = self.file_path(&w);
         if self.already_whole(&w, &fin).await {
             return Ok(());
         }

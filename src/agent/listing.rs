@@ -32,6 +32,7 @@ pub(crate) fn classify(e: &FileEntry, sync: &SyncConfig, now_ms: i64) -> Listed 
         skip: None,
         refuse: None,
         too_recent: false,
+        date_ms: e.date_ms,
     };
     let recent_ms = sync.stable_after.as_millis() as i64;
     if recent_ms > 0 {
@@ -228,7 +229,11 @@ impl Agent {
             .collect();
         let mut dedup = HashSet::new();
         listed.retain(|l| dedup.insert(l.path.clone()));
-        self.store.reconcile_page(imei, listed, finished).await?;
+        let done = self.store.reconcile_page(imei, listed, finished).await?;
+        for c in done.stale_parts {
+            // Its file changed on the camera before it was downloaded.
+            let _ = tokio::fs::remove_file(self.part_path(&c)).await;
+        }
         r.total += page.len();
         Ok(fresh)
     }
@@ -239,7 +244,7 @@ impl Agent {
     async fn settle_missing(&self, imei: &str, seen: &HashSet<String>) -> Result<usize> {
         let mut lost = 0;
         for c in self.store.mark_missing(imei, seen.clone()).await? {
-            let _ = std::fs::remove_file(self.part_path(imei, &c.name));
+            let _ = std::fs::remove_file(self.part_path(&c));
         }
         for c in self.store.lost_unchecked(imei).await? {
             let Some(found) = self.in_bucket(&c).await else {
@@ -271,6 +276,9 @@ impl Agent {
         let Ok(w) = Work::parse(c.clone(), self.cfg.prefix()) else {
             return Some(false);
         };
+        if w.key_needs_hash() && w.sha256.is_none() {
+            return Some(false); // never downloaded: no key to look for
+        }
         match self.dest.holds(&w.key, c.size).await {
             Ok(found) => Some(found),
             Err(e) => {

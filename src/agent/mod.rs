@@ -213,11 +213,14 @@ impl Agent {
         self.spool.join(imei)
     }
 
-    fn part_path(&self, imei: &str, name: &str) -> PathBuf {
-        self.camera_dir(imei).join(format!("{name}.part"))
+    /// Where clip `c` is downloaded to (see [`work::spool_name`]).
+    fn part_path(&self, c: &crate::store::Clip) -> PathBuf {
+        let name = work::spool_name(c);
+        self.camera_dir(&c.imei).join(format!("{name}.part"))
     }
 
-    fn file_path(&self, imei: &str, name: &str) -> PathBuf {
-        self.camera_dir(imei).join(name)
+    /// Where clip `c` waits for its upload once downloaded.
+    fn file_path(&self, c: &crate::store::Clip) -> PathBuf {
+        self.camera_dir(&c.imei).join(work::spool_name(c))
     }
 }

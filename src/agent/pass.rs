@@ -138,12 +138,13 @@ impl Agent {
     }
 
     async fn pass_inner(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<usize> {
+        let listed_since = crate::store::now_ms();
         self.list_and_reconcile(client, imei).await?;
         let dl = self.download_all(client, imei).await;
         self.wait_uploads(Some(imei)).await;
         dl?;
         if !self.shutdown.is_cancelled() {
-            self.apply_retention(client, imei).await?;
+            self.apply_retention(client, imei, listed_since).await?;
         }
         self.remaining(imei).await
     }

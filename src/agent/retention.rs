@@ -22,9 +22,16 @@ const DELETE_BATCH: usize = 25;
 impl Agent {
     /// Deletes verified clips from the camera as the policy allows; the rest are retained.
     /// Each object is checked in the bucket again right before its delete.
-    pub(super) async fn apply_retention(&self, client: &CameraClient, imei: &str) -> Result<()> {
+    /// Only clips this pass's listing (since `listed_since`, ms) showed with the verified
+    /// size and `date` are candidates ([`crate::store::Store::deletable`]).
+    pub(super) async fn apply_retention(
+        &self,
+        client: &CameraClient,
+        imei: &str,
+        listed_since: i64,
+    ) -> Result<()> {
         let r = &self.cfg.retention;
-        let clips = self.store.deletable(imei).await?;
+        let clips = self.store.deletable(imei, listed_since).await?;
         if clips.is_empty() {
             return Ok(());
         }
