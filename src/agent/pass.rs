@@ -130,20 +130,34 @@ impl Agent {
         }
         match self.pass_inner(client, &imei).await {
             Ok(remaining) => PassOutcome::Done { imei, remaining },
-            Err(e) => PassOutcome::Failed {
-                imei: Some(imei),
-                error: format!("{e:#}"),
-            },
+            Err(e) => {
+                if super::identity::is_swap(&e) {
+                    // Whichever camera answers now gets its pass at once.
+                    info!(camera = %cam.name, imei = %imei, "{e:#}: starting a pass for the camera that answers now");
+                    self.schedule.again(i);
+                }
+                PassOutcome::Failed {
+                    imei: Some(imei),
+                    error: format!("{e:#}"),
+                }
+            }
         }
     }
 
     async fn pass_inner(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<usize> {
-        let listed_since = crate::store::now_ms();
+        let mut listed_since = crate::store::now_ms();
         self.list_and_reconcile(client, imei).await?;
         let dl = self.download_all(client, imei).await;
         self.wait_uploads(Some(imei)).await;
         dl?;
         if !self.shutdown.is_cancelled() {
+            // Deletes go by a listing taken right before them (the camera may have
+            // rewritten a path since the pass began).
+            if self.cfg.retention.delete_from_camera != DeletePolicy::Never
+                && !self.store.deletable(imei, listed_since).await?.is_empty()
+            {
+                listed_since = self.list_for_retention(client, imei).await?;
+            }
             self.apply_retention(client, imei, listed_since).await?;
         }
         self.remaining(imei).await
