@@ -178,6 +178,11 @@ impl SimDevice {
     pub fn imei(&self) -> String {
         self.shared.lock().imei.clone()
     }
+
+    /// The directory standing for the video root of the camera answering now.
+    pub fn dir(&self) -> PathBuf {
+        self.shared.dir()
+    }
 }
 
 /// A running simulator. Dropping it stops the server (as [`SimHandle::shutdown`] without waiting).
