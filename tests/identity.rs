@@ -112,7 +112,7 @@ async fn a_name_written_again_after_its_clip_was_deleted_is_offloaded_under_a_su
     let (old, new) = (content(1, SIZE), content(2, SIZE));
     let path = write(&f.camera_dir, &old);
     assert_eq!(f.run_once(&knobs()).await, done(IMEI));
-    assert_eq!(f.sim.deletes(), [path.clone()]);
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
     // The camera's clock resets and it records the same name again (same size even).
     write(&f.camera_dir, &new);
     assert_eq!(f.run_once(&knobs()).await, done(IMEI));
@@ -162,7 +162,7 @@ async fn a_clip_that_grew_after_its_download_is_offloaded_again_in_full(store: S
     );
     assert_eq!(
         f.sim.deletes(),
-        [path.clone()],
+        std::slice::from_ref(&path),
         "once its own object is verified"
     );
     assert_eq!(
@@ -204,7 +204,7 @@ async fn a_path_rewritten_after_its_verification_is_not_deleted_on_the_old_one(s
     assert_eq!(f.run_once(&knobs()).await, done(IMEI));
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(old), "untouched");
     assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &new)), Some(new));
-    assert_eq!(f.sim.deletes(), [path.clone()]);
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
 

@@ -12,8 +12,6 @@ use backon::{ExponentialBuilder, Retryable};
 
 use qucam::{CameraClient, CameraError};
 
-use super::download::PassStop;
-
 /// Why the camera at the address could not be confirmed as the pass's own.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Identity {
@@ -45,41 +43,5 @@ pub(crate) async fn confirm_imei(client: &CameraClient, expected: &str) -> Resul
             expected: expected.to_string(),
             found: info.imei,
         })
-    }
-}
-
-/// Whether a pass ended because another camera answers at its address.
-pub(crate) fn is_swap(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(c.downcast_ref::<Identity>(), Some(Identity::Swapped { .. }))
-            || matches!(
-                c.downcast_ref::<PassStop>(),
-                Some(PassStop::Identity(Identity::Swapped { .. }))
-            )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_swap_is_told_apart_from_other_failures() {
-        let swapped = || Identity::Swapped {
-            expected: "1".into(),
-            found: "2".into(),
-        };
-        assert!(is_swap(&anyhow::Error::from(swapped())));
-        assert!(is_swap(&anyhow::Error::from(PassStop::Identity(swapped()))));
-        assert!(is_swap(
-            &anyhow::Error::from(swapped()).context("before deleting")
-        ));
-        let unconfirmed = Identity::Unconfirmed(CameraError::Busy);
-        assert!(!is_swap(&anyhow::Error::from(unconfirmed)));
-        assert!(!is_swap(&anyhow::anyhow!("listing failed")));
-        assert_eq!(
-            swapped().to_string(),
-            "another camera answers at the address now (IMEI 2, not 1)"
-        );
     }
 }

@@ -250,14 +250,8 @@ fn reconcile_one(
     out: &mut Reconciled,
 ) -> rusqlite::Result<()> {
     let Some(row) = latest(tx, imei, &l.path)? else {
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM clips WHERE imei = ?1 AND name = ?2 AND state != ?3)",
-            params![imei, l.name, Refused],
-            |r| r.get(0),
-        )?;
-        insert_new(tx, imei, l, finished, t, (0, taken))?;
         out.new += 1;
-        return Ok(());
+        return insert_first(tx, imei, l, finished, t);
     };
     if holds_new_clip(&row, l) {
         supersede(tx, row.id, t)?;
@@ -329,6 +323,23 @@ fn reconcile_one(
         params![id, listed_size, l.date_ms, now_ms()],
     )?;
     Ok(())
+}
+
+/// A path listed for the first time. Its key is hashed when the camera's file name is
+/// already taken by a clip at another path (a second folder or card).
+fn insert_first(
+    tx: &Transaction<'_>,
+    imei: &str,
+    l: &Listed,
+    finished: bool,
+    t: i64,
+) -> rusqlite::Result<()> {
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM clips WHERE imei = ?1 AND name = ?2 AND state != ?3)",
+        params![imei, l.name, Refused],
+        |r| r.get(0),
+    )?;
+    insert_new(tx, imei, l, finished, t, (0, taken))
 }
 
 /// The earlier generation of a path that now holds a new clip: off the camera for good, so

@@ -212,12 +212,10 @@ async fn an_old_generation_whose_spool_copy_is_gone_is_lost_not_queued() {
     assert_eq!(s.clip(id).await.unwrap().state, Lost);
 }
 
-#[test]
-fn a_version_3_database_keeps_its_clips_as_generation_0() {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("state.db");
+/// A schema-3 database at `p` with three clips (two of the same name) and a journaled part.
+fn v3_database(p: &std::path::Path) {
     {
-        let c = rusqlite::Connection::open(&p).unwrap();
+        let c = rusqlite::Connection::open(p).unwrap();
         for sql in &schema::MIGRATIONS[..3] {
             c.execute_batch(sql).unwrap();
         }
@@ -246,6 +244,13 @@ fn a_version_3_database_keeps_its_clips_as_generation_0() {
         );
         assert!(dup.is_err(), "v3: one row per path");
     }
+}
+
+#[test]
+fn a_version_3_database_keeps_its_clips_as_generation_0() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    v3_database(&p);
     let s = Store::open(&p).unwrap();
     let got: Vec<(i64, String, String, i64, bool, Option<String>)> = s
         .with(|c| {
