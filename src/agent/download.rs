@@ -35,8 +35,9 @@ pub(crate) enum PassStop {
     #[error("camera lost during downloads: {0}")]
     CameraGone(DownloadError),
     /// The camera at the address could not be confirmed as the pass's own after a
-    /// download (see `identity`): that download was discarded.
-    #[error("{0}; the download was discarded")]
+    /// download (see `identity`): that download was discarded (or, after a failed one,
+    /// the camera could not be asked: it resumes later).
+    #[error("{0}; downloads stopped")]
     Identity(Identity),
 }
 
@@ -321,9 +322,14 @@ impl Agent {
             return Err(PassStop::CameraGone(e));
         }
         // The clip's own failure only if its own camera served it (another one at the
-        // address may well list other sizes).
-        if let Err(why) = confirm_imei(client, &w.imei).await {
-            return Err(self.discard_download(w, part, why).await);
+        // address may well list other sizes). A camera that cannot be asked is gone: the
+        // clip stays `downloading`, its partial file is checked again when it completes.
+        match confirm_imei(client, &w.imei).await {
+            Ok(()) => {}
+            Err(why @ Identity::Swapped { .. }) => {
+                return Err(self.discard_download(w, part, why).await);
+            }
+            Err(why) => return Err(PassStop::Identity(why)),
         }
         let msg = e.to_string();
         warn!(imei = %w.imei, clip = %w.name, "download failed: {msg}");
