@@ -41,6 +41,33 @@ pub fn object_key(prefix: &str, imei: &str, name: &ClipName) -> Result<String, N
     })
 }
 
+/// The key of a clip whose key is hashed (a later generation of a path, or the same file
+/// name at another path): [`object_key`] with `~<first 8 hex of the SHA-256>` before the
+/// extension, e.g. `…/20210101_000012_01_1~1a2b3c4d.mp4`. Two agents holding the same bytes
+/// choose the same key; other bytes never land on another clip's key.
+pub fn hashed_object_key(
+    prefix: &str,
+    imei: &str,
+    name: &ClipName,
+    sha256_hex: &str,
+) -> Result<String, NameError> {
+    let plain = object_key(prefix, imei, name)?;
+    let short = sha256_hex.get(..8).filter(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    let Some(short) = short else {
+        return Err(NameError(format!(
+            "not a SHA-256 (hex) for the key of {}",
+            name.as_str()
+        )));
+    };
+    let file = name.as_str();
+    let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
+    let dir = &plain[..plain.len() - file.len()];
+    Ok(format!("{dir}{stem}~{short}.{ext}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +84,24 @@ mod tests {
             "1/2021-04-27/20210427_115134_04_2.mp4"
         );
         assert!(object_key("p", "../x", &n).is_err());
+    }
+
+    #[test]
+    fn a_hashed_key_adds_eight_hex_of_the_digest() {
+        let n = ClipName::parse("20210101_000012_01_1.mp4").unwrap();
+        let sha = "1a2b3c4d".to_string() + &"0".repeat(56);
+        assert_eq!(
+            hashed_object_key("dashcam", "867867432522518", &n, &sha).unwrap(),
+            "dashcam/867867432522518/2021-01-01/20210101_000012_01_1~1a2b3c4d.mp4"
+        );
+        let ts = ClipName::parse("20210101_000012_01_2.ts").unwrap();
+        assert_eq!(
+            hashed_object_key("", "1", &ts, &sha).unwrap(),
+            "1/2021-01-01/20210101_000012_01_2~1a2b3c4d.ts"
+        );
+        for bad in ["", "1a2b", "1A2B3C4D", "../../../x", "zzzzzzzzzz"] {
+            assert!(hashed_object_key("", "1", &n, bad).is_err(), "{bad:?}");
+        }
     }
 
     /// Fuzz finding (clip_name): the key builder trusted its prefix, so a prefix with a

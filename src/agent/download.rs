@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use qucam::CameraClient;
 
+use super::identity::{Identity, confirm_imei};
 use super::work::Work;
 use super::{Agent, AgentEvent, pause_key};
 use crate::download::{self as dl, DownloadError, Fetched};
@@ -33,6 +34,11 @@ pub(crate) enum PassStop {
     /// The camera went away mid-download.
     #[error("camera lost during downloads: {0}")]
     CameraGone(DownloadError),
+    /// The camera at the address could not be confirmed as the pass's own after a
+    /// download (see `identity`): that download was discarded (or, after a failed one,
+    /// the camera could not be asked: it resumes later).
+    #[error("{0}; downloads stopped")]
+    Identity(Identity),
 }
 
 /// A finished `.part` file that could not be put in place.
@@ -168,14 +174,18 @@ impl Agent {
             self.download_failed(&w, why).await;
             return Ok(());
         }
-        let part = self.part_path(&w.imei, w.parsed.as_str());
-        let fin = self.file_path(&w.imei, w.parsed.as_str());
+        let part = self.part_path(&w);
+        let fin = self.file_path(&w);
         if self.already_whole(&w, &fin).await {
             return Ok(());
         }
         let started = Instant::now();
         match self.fetch(client, &w, &part).await {
             Ok(f) => {
+                // Kept only once the camera that served them is confirmed as the clip's.
+                if let Err(e) = confirm_imei(client, &w.imei).await {
+                    return Err(self.discard_download(&w, &part, e).await);
+                }
                 if let Err(e) = finish_file(&part, &fin).await {
                     self.download_failed(&w, e.to_string()).await;
                     return Ok(());
@@ -183,7 +193,7 @@ impl Agent {
                 self.downloaded(&w, f, started).await;
                 Ok(())
             }
-            Err(e) => self.fetch_failed(&w, e, &part).await,
+            Err(e) => self.fetch_failed(client, &w, e, &part).await,
         }
     }
 
@@ -270,9 +280,25 @@ impl Agent {
         self.upload_wake.notify_one();
     }
 
+    /// Drops the download of `w` (its `.part`) because the camera at the address is not
+    /// confirmed as its own; the clip is queued again without counting an attempt.
+    async fn discard_download(&self, w: &Work, part: &Path, why: Identity) -> PassStop {
+        warn!(imei = %w.imei, clip = %w.name, "{why}: discarding the download");
+        let _ = tokio::fs::remove_file(part).await;
+        let r = self.store.download_discarded(w.id).await;
+        self.applied(r, "discard the download", w);
+        PassStop::Identity(why)
+    }
+
     /// A failed fetch: the pass stops when it is not the clip's fault (disk full, camera
-    /// gone); otherwise the failure is recorded on the clip.
-    async fn fetch_failed(&self, w: &Work, e: DownloadError, part: &Path) -> Result<(), PassStop> {
+    /// gone, another camera at the address); otherwise the failure is recorded on the clip.
+    async fn fetch_failed(
+        &self,
+        client: &CameraClient,
+        w: &Work,
+        e: DownloadError,
+        part: &Path,
+    ) -> Result<(), PassStop> {
         if matches!(
             e,
             DownloadError::TooLong { .. } | DownloadError::SizeMismatch { .. }
@@ -294,6 +320,16 @@ impl Agent {
         if matches!(&e, DownloadError::Camera(ce) if ce.is_unreachable()) {
             // Not the clip's fault: it stays `downloading` and resumes next time.
             return Err(PassStop::CameraGone(e));
+        }
+        // The clip's own failure only if its own camera served it (another one at the
+        // address may well list other sizes). A camera that cannot be asked is gone: the
+        // clip stays `downloading`, its partial file is checked again when it completes.
+        match confirm_imei(client, &w.imei).await {
+            Ok(()) => {}
+            Err(why @ Identity::Swapped { .. }) => {
+                return Err(self.discard_download(w, part, why).await);
+            }
+            Err(why) => return Err(PassStop::Identity(why)),
         }
         let msg = e.to_string();
         warn!(imei = %w.imei, clip = %w.name, "download failed: {msg}");

@@ -32,6 +32,7 @@ pub(crate) fn classify(e: &FileEntry, sync: &SyncConfig, now_ms: i64) -> Listed 
         skip: None,
         refuse: None,
         too_recent: false,
+        date_ms: e.date_ms,
     };
     let recent_ms = sync.stable_after.as_millis() as i64;
     if recent_ms > 0 {
@@ -160,40 +161,58 @@ impl Agent {
     /// Pages through the whole listing, reconciling each page; then re-reads the head
     /// until a page brings nothing new (clips recorded while paging shift offsets).
     pub(super) async fn list_and_reconcile(&self, client: &CameraClient, imei: &str) -> Result<()> {
-        let page_size = self.cfg.sync.page_size as usize;
         let mut r = Reading::default();
-        let mut lost_total = 0usize;
-        for round in 0..2 {
-            let mut offset = 0u32;
-            loop {
-                if self.shutdown.is_cancelled() {
-                    return Err(anyhow!("shutting down"));
-                }
-                let page = self
-                    .list_page(client, offset)
-                    .await
-                    .with_context(|| format!("listing at offset {offset}"))?;
-                let n = page.len();
-                let fresh = self.reconcile_page(imei, &page, &mut r).await?;
-                super::heartbeat::beat();
-                if r.total > MAX_LISTING {
-                    return Err(anyhow!(
-                        "listing has more than {MAX_LISTING} entries: giving up"
-                    ));
-                }
-                // A short page ends the listing; so does a camera that ignores `count`
-                // (firmware before V2.1 sends everything at once) or repeats itself.
-                if n != page_size || fresh == 0 {
-                    break;
-                }
-                offset += n as u32;
-            }
-            if round == 0 {
-                lost_total += self.settle_missing(imei, &r.seen).await?;
-            }
-        }
-        debug!(imei = %imei, clips = r.seen.len(), lost = lost_total, "listing reconciled");
+        self.page_through(client, imei, &mut r).await?;
+        let lost = self.settle_missing(imei, &r.seen).await?;
+        self.page_through(client, imei, &mut r).await?;
+        debug!(imei = %imei, clips = r.seen.len(), lost, "listing reconciled");
         Ok(())
+    }
+
+    /// Right before retention: pages through the listing once more, reconciling it (a clip
+    /// rewritten or grown since the pass's listing becomes a new generation, and its old one
+    /// is never deleted for). Returns when this listing began (ms): retention deletes only
+    /// clips it showed with their verified size and `date`.
+    pub(super) async fn list_for_retention(
+        &self,
+        client: &CameraClient,
+        imei: &str,
+    ) -> Result<i64> {
+        let since = store::now_ms();
+        self.page_through(client, imei, &mut Reading::default())
+            .await
+            .context("listing again before deleting")?;
+        Ok(since)
+    }
+
+    /// Pages through the listing from offset 0, reconciling each page into `r`, until a
+    /// short page or a page with nothing new to `r`.
+    async fn page_through(&self, client: &CameraClient, imei: &str, r: &mut Reading) -> Result<()> {
+        let page_size = self.cfg.sync.page_size as usize;
+        let mut offset = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(anyhow!("shutting down"));
+            }
+            let page = self
+                .list_page(client, offset)
+                .await
+                .with_context(|| format!("listing at offset {offset}"))?;
+            let n = page.len();
+            let fresh = self.reconcile_page(imei, &page, r).await?;
+            super::heartbeat::beat();
+            if r.total > MAX_LISTING {
+                return Err(anyhow!(
+                    "listing has more than {MAX_LISTING} entries: giving up"
+                ));
+            }
+            // A short page ends the listing; so does a camera that ignores `count`
+            // (firmware before V2.1 sends everything at once) or repeats itself.
+            if n != page_size || fresh == 0 {
+                return Ok(());
+            }
+            offset += n as u32;
+        }
     }
 
     /// Classifies and reconciles one page into the store. Returns how many of its paths
@@ -228,7 +247,11 @@ impl Agent {
             .collect();
         let mut dedup = HashSet::new();
         listed.retain(|l| dedup.insert(l.path.clone()));
-        self.store.reconcile_page(imei, listed, finished).await?;
+        let done = self.store.reconcile_page(imei, listed, finished).await?;
+        for c in done.stale_parts {
+            // Its file changed on the camera before it was downloaded.
+            let _ = tokio::fs::remove_file(self.part_path(&c)).await;
+        }
         r.total += page.len();
         Ok(fresh)
     }
@@ -239,7 +262,7 @@ impl Agent {
     async fn settle_missing(&self, imei: &str, seen: &HashSet<String>) -> Result<usize> {
         let mut lost = 0;
         for c in self.store.mark_missing(imei, seen.clone()).await? {
-            let _ = std::fs::remove_file(self.part_path(imei, &c.name));
+            let _ = std::fs::remove_file(self.part_path(&c));
         }
         for c in self.store.lost_unchecked(imei).await? {
             let Some(found) = self.in_bucket(&c).await else {
@@ -271,6 +294,9 @@ impl Agent {
         let Ok(w) = Work::parse(c.clone(), self.cfg.prefix()) else {
             return Some(false);
         };
+        if w.key_needs_hash() && w.sha256.is_none() {
+            return Some(false); // never downloaded: no key to look for
+        }
         match self.dest.holds(&w.key, c.size).await {
             Ok(found) => Some(found),
             Err(e) => {

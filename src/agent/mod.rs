@@ -16,13 +16,15 @@
 //! The rooms: this file holds the [`Agent`] (its parts, construction, `run` and
 //! `run_once`, the spool's paths); `events` what it reports; `schedule` when a camera is
 //! worked on and when uploads may run; `pass` one pass over a camera and what remains;
-//! `listing` reading and reconciling the listing; `heartbeat` whether the loops progress;
+//! `listing` reading and reconciling the listing; `identity` which camera answers at the
+//! address; `heartbeat` whether the loops progress;
 //! `outage` pausing uploads while the destination is down; `work` a clip parsed once for the
 //! stages; `download`, `upload` and `retention` the three stages.
 
 mod download;
 mod events;
 pub mod heartbeat;
+mod identity;
 mod listing;
 mod outage;
 mod pass;
@@ -80,6 +82,10 @@ pub struct Agent {
     outage: std::sync::Mutex<outage::Outage>,
     events: tokio::sync::broadcast::Sender<AgentEvent>,
 }
+
+/// In a `--once` run, how many more passes a camera gets when another camera takes its
+/// address mid-pass.
+const MAX_SWAPS_PER_RUN: usize = 3;
 
 /// The state database file inside the state dir.
 pub fn db_path(state_dir: &Path) -> PathBuf {
@@ -173,7 +179,18 @@ impl Agent {
             let me = self.clone();
             let name = c.name.clone();
             async move {
-                let outcome = me.pass(i).await;
+                let mut outcome = me.pass(i).await;
+                // Another camera took the address mid-pass: a pass for it, a few times over.
+                for _ in 0..MAX_SWAPS_PER_RUN {
+                    if !me.schedule.take_again(i) || me.shutdown.is_cancelled() {
+                        break;
+                    }
+                    me.emit(AgentEvent::PassFinished {
+                        camera: name.clone(),
+                        outcome,
+                    });
+                    outcome = me.pass(i).await;
+                }
                 me.emit(AgentEvent::PassFinished {
                     camera: name.clone(),
                     outcome: outcome.clone(),
@@ -213,11 +230,14 @@ impl Agent {
         self.spool.join(imei)
     }
 
-    fn part_path(&self, imei: &str, name: &str) -> PathBuf {
-        self.camera_dir(imei).join(format!("{name}.part"))
+    /// Where clip `c` is downloaded to (see [`work::spool_name`]).
+    fn part_path(&self, c: &crate::store::Clip) -> PathBuf {
+        let name = work::spool_name(c);
+        self.camera_dir(&c.imei).join(format!("{name}.part"))
     }
 
-    fn file_path(&self, imei: &str, name: &str) -> PathBuf {
-        self.camera_dir(imei).join(name)
+    /// Where clip `c` waits for its upload once downloaded.
+    fn file_path(&self, c: &crate::store::Clip) -> PathBuf {
+        self.camera_dir(&c.imei).join(work::spool_name(c))
     }
 }

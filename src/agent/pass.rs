@@ -10,6 +10,8 @@ use tracing::{debug, info, warn};
 
 use qucam::CameraClient;
 
+use super::download::PassStop;
+use super::identity::Identity;
 use super::{Agent, AgentEvent, PassOutcome};
 use crate::config::DeletePolicy;
 use crate::store::{CameraRow, ClipState};
@@ -30,6 +32,17 @@ pub(crate) fn count_remaining(
         .into_iter()
         .filter(|s| needs_work(*s, policy))
         .count()
+}
+
+/// Whether a pass ended because another camera answers at its address (see `identity`).
+pub(crate) fn is_swap(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<Identity>(), Some(Identity::Swapped { .. }))
+            || matches!(
+                c.downcast_ref::<PassStop>(),
+                Some(PassStop::Identity(Identity::Swapped { .. }))
+            )
+    })
 }
 
 impl Agent {
@@ -130,20 +143,35 @@ impl Agent {
         }
         match self.pass_inner(client, &imei).await {
             Ok(remaining) => PassOutcome::Done { imei, remaining },
-            Err(e) => PassOutcome::Failed {
-                imei: Some(imei),
-                error: format!("{e:#}"),
-            },
+            Err(e) => {
+                if is_swap(&e) {
+                    // Whichever camera answers now gets its pass at once.
+                    info!(camera = %cam.name, imei = %imei, "{e:#}: starting a pass for the camera that answers now");
+                    self.schedule.again(i);
+                }
+                PassOutcome::Failed {
+                    imei: Some(imei),
+                    error: format!("{e:#}"),
+                }
+            }
         }
     }
 
     async fn pass_inner(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<usize> {
+        let mut listed_since = crate::store::now_ms();
         self.list_and_reconcile(client, imei).await?;
         let dl = self.download_all(client, imei).await;
         self.wait_uploads(Some(imei)).await;
         dl?;
         if !self.shutdown.is_cancelled() {
-            self.apply_retention(client, imei).await?;
+            // Deletes go by a listing taken right before them (the camera may have
+            // rewritten a path since the pass began).
+            if self.cfg.retention.delete_from_camera != DeletePolicy::Never
+                && !self.store.deletable(imei, listed_since).await?.is_empty()
+            {
+                listed_since = self.list_for_retention(client, imei).await?;
+            }
+            self.apply_retention(client, imei, listed_since).await?;
         }
         self.remaining(imei).await
     }
@@ -159,6 +187,26 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_swap_is_told_apart_from_other_failures() {
+        let swapped = || Identity::Swapped {
+            expected: "1".into(),
+            found: "2".into(),
+        };
+        assert!(is_swap(&anyhow::Error::from(swapped())));
+        assert!(is_swap(&anyhow::Error::from(PassStop::Identity(swapped()))));
+        assert!(is_swap(
+            &anyhow::Error::from(swapped()).context("not deleting anything")
+        ));
+        let unconfirmed = Identity::Unconfirmed(qucam::CameraError::Busy);
+        assert!(!is_swap(&anyhow::Error::from(unconfirmed)));
+        assert!(!is_swap(&anyhow::anyhow!("listing failed")));
+        assert_eq!(
+            swapped().to_string(),
+            "another camera answers at the address now (IMEI 2, not 1)"
+        );
+    }
 
     #[test]
     fn what_remains_is_the_work_left_and_the_deletes_the_policy_wants() {

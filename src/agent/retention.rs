@@ -1,16 +1,19 @@
 //! The retention stage: after a pass's uploads, verified clips of the camera are deleted
 //! from it as `retention` allows (each object checked in the bucket again right before its
 //! delete, in batches of [`DELETE_BATCH`]), or marked retained. A clip the bucket no longer
-//! confirms is offloaded again instead.
+//! confirms is offloaded again instead. Only clips this pass's listing showed with the
+//! size and `date` that were verified are candidates, and the camera's IMEI is confirmed
+//! before each batch (see `identity`).
 
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use backon::{ExponentialBuilder, Retryable};
 use tracing::{info, warn};
 
 use qucam::{CameraClient, CameraError};
 
+use super::identity::confirm_imei;
 use super::{Agent, AgentEvent};
 use crate::config::DeletePolicy;
 use crate::store::{self, Clip};
@@ -22,9 +25,16 @@ const DELETE_BATCH: usize = 25;
 impl Agent {
     /// Deletes verified clips from the camera as the policy allows; the rest are retained.
     /// Each object is checked in the bucket again right before its delete.
-    pub(super) async fn apply_retention(&self, client: &CameraClient, imei: &str) -> Result<()> {
+    /// Only clips this pass's listing (since `listed_since`, ms) showed with the verified
+    /// size and `date` are candidates ([`crate::store::Store::deletable`]).
+    pub(super) async fn apply_retention(
+        &self,
+        client: &CameraClient,
+        imei: &str,
+        listed_since: i64,
+    ) -> Result<()> {
         let r = &self.cfg.retention;
-        let clips = self.store.deletable(imei).await?;
+        let clips = self.store.deletable(imei, listed_since).await?;
         if clips.is_empty() {
             return Ok(());
         }
@@ -57,6 +67,10 @@ impl Agent {
             }
         }
         for batch in ok.chunks(DELETE_BATCH) {
+            // Deletes go to whichever camera answers at the address: only to this one.
+            confirm_imei(client, imei)
+                .await
+                .context("not deleting anything")?;
             let paths: Vec<String> = batch.iter().map(|c| c.path.clone()).collect();
             let res = (|| async { client.delete_files(&paths).await })
                 .retry(

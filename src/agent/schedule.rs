@@ -7,7 +7,8 @@
 //!
 //! **Today** a camera's first pass is due at once and each later one `sync.poll_interval`
 //! after the previous pass ended (a pass begins by probing the camera's URL, so an absent
-//! camera costs one failed probe per interval); uploads may always run. A shutdown or a
+//! camera costs one failed probe per interval), or at once when the previous pass ended
+//! because another camera took the address ([`Schedule::again`]); uploads may always run. A shutdown or a
 //! soft stop (config reload) ends every wait and stops the loops.
 //!
 //! **The seam**: a Wi-Fi scheduler that joins one camera hotspot at a time replaces the
@@ -16,8 +17,11 @@
 //! `uploads_may_run` would say no while the only uplink is a camera's hotspot. Nothing
 //! outside this module needs to change for that.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Decides when each camera's pass is due and whether uploads may run now.
@@ -25,6 +29,9 @@ pub(crate) struct Schedule {
     poll_interval: Duration,
     shutdown: CancellationToken,
     soft_stop: CancellationToken,
+    /// Cameras whose next pass is due at once (see [`Schedule::again`]).
+    again: Mutex<HashSet<usize>>,
+    woken: Notify,
 }
 
 impl Schedule {
@@ -39,14 +46,31 @@ impl Schedule {
             poll_interval,
             shutdown,
             soft_stop,
+            again: Mutex::new(HashSet::new()),
+            woken: Notify::new(),
         }
+    }
+
+    /// Camera `camera`'s next pass is due at once: another camera answers at its address
+    /// now (a pass ended on a swap), and that one is worked on without waiting.
+    pub(crate) fn again(&self, camera: usize) {
+        if let Ok(mut a) = self.again.lock() {
+            a.insert(camera);
+        }
+        self.woken.notify_waiters();
+    }
+
+    /// Whether camera `camera`'s next pass was made due at once (and clears it).
+    pub(crate) fn take_again(&self, camera: usize) -> bool {
+        self.again.lock().is_ok_and(|mut a| a.remove(&camera))
     }
 
     /// The turns of camera `camera` (its index in the config). The timer schedule treats
     /// every camera alike; a hotspot scheduler tells them apart.
-    pub(crate) fn turns(&self, _camera: usize) -> Turns<'_> {
+    pub(crate) fn turns(&self, camera: usize) -> Turns<'_> {
         Turns {
             schedule: self,
+            camera,
             started: false,
         }
     }
@@ -65,6 +89,7 @@ impl Schedule {
 /// One camera's passes as the schedule hands them out.
 pub(crate) struct Turns<'a> {
     schedule: &'a Schedule,
+    camera: usize,
     started: bool,
 }
 
@@ -73,11 +98,20 @@ impl Turns<'_> {
     /// (shutdown or soft stop) instead.
     pub(crate) async fn next(&mut self) -> bool {
         let s = self.schedule;
-        if self.started {
-            tokio::select! {
-                _ = s.shutdown.cancelled() => return false,
-                _ = s.soft_stop.cancelled() => return false,
-                _ = tokio::time::sleep(s.poll_interval) => {}
+        if self.started && !s.take_again(self.camera) {
+            let sleep = tokio::time::sleep(s.poll_interval);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => return false,
+                    _ = s.soft_stop.cancelled() => return false,
+                    _ = &mut sleep => break,
+                    _ = s.woken.notified() => {
+                        if s.take_again(self.camera) {
+                            break;
+                        }
+                    }
+                }
             }
         }
         self.started = true;
@@ -109,6 +143,27 @@ mod tests {
         assert!(t.next().await);
         assert!(start.elapsed() >= Duration::from_millis(150));
         assert!(s.uploads_may_run());
+    }
+
+    #[tokio::test]
+    async fn a_camera_made_due_again_is_worked_on_at_once() {
+        let (s, _, _) = schedule(Duration::from_secs(3600));
+        let mut t = s.turns(0);
+        assert!(t.next().await);
+        s.again(0);
+        let r = tokio::time::timeout(Duration::from_secs(5), t.next()).await;
+        assert_eq!(r.ok(), Some(true), "no hour-long wait");
+        assert!(!s.take_again(0), "taken by the turn");
+        // Made due while the loop already waits.
+        let waiting = tokio::time::timeout(Duration::from_secs(5), t.next());
+        let again = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.again(0);
+        };
+        let (r, ()) = tokio::join!(waiting, again);
+        assert_eq!(r.ok(), Some(true));
+        s.again(1);
+        assert!(!s.take_again(0) && s.take_again(1), "per camera");
     }
 
     #[tokio::test]

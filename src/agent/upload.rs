@@ -223,7 +223,7 @@ impl Agent {
             self.applied(r, "requeue for download", &w);
             return;
         };
-        let file = self.file_path(&w.imei, w.parsed.as_str());
+        let file = self.file_path(&w);
         let device_name = self.device_name(&w.imei).await;
         // A clip already `uploaded` (verification postponed, or a kill) is only verified.
         let sent = if w.state == ClipState::Uploaded {

@@ -32,12 +32,41 @@ impl Work {
         Ok(Work { clip, parsed, key })
     }
 
+    /// The name and the key; the key is empty while it is not known yet (a hashed key
+    /// before the download: see [`Work::key_needs_hash`]).
     fn checked(clip: &Clip, prefix: &str) -> Result<(ClipName, String), NameError> {
         let name = ClipName::parse(&clip.name)?;
         qucam::check_camera_path(&clip.path, &name)?;
         qucam::check_imei(&clip.imei)?;
-        let key = key::object_key(prefix, &clip.imei, &name)?;
+        let key = match (clip.hashed_key, clip.sha256.as_deref()) {
+            (false, _) => key::object_key(prefix, &clip.imei, &name)?,
+            (true, Some(sha)) => key::hashed_object_key(prefix, &clip.imei, &name, sha)?,
+            (true, None) => {
+                // Checked all the same, so a bad prefix is refused before the download.
+                key::object_key(prefix, &clip.imei, &name)?;
+                String::new()
+            }
+        };
         Ok((name, key))
+    }
+
+    /// Whether the clip's key depends on its bytes (`~<8 hex of its SHA-256>`: a later
+    /// generation of a path, or the same name at another path). Such a clip may start
+    /// uploading only once its download finished and was hashed; any other clip may start
+    /// uploading while it still downloads (its key is known from the start).
+    pub(crate) fn key_needs_hash(&self) -> bool {
+        self.clip.hashed_key
+    }
+}
+
+/// The clip's file name in the spool (`spool/{imei}/…`, `.part` while downloading): its file
+/// name, or for a clip with a hashed key (a later generation, or the same name at another
+/// path: another clip of the same name may be in the spool) the name with `~{row id}`.
+pub(crate) fn spool_name(clip: &Clip) -> String {
+    if clip.hashed_key {
+        format!("{}~{}", clip.name, clip.id)
+    } else {
+        clip.name.clone()
     }
 }
 
@@ -126,6 +155,9 @@ mod tests {
             upload_id: None,
             part_size: None,
             first_seen: 0,
+            generation: 0,
+            hashed_key: false,
+            date_ms: None,
         }
     }
 
@@ -140,6 +172,26 @@ mod tests {
         assert_eq!(w.name, NAME);
         assert_eq!(w.key, format!("dashcam/{IMEI}/2021-04-27/{NAME}"));
         assert_eq!(w.imei, IMEI, "derefs to the clip");
+    }
+
+    #[test]
+    fn a_hashed_key_is_known_once_the_bytes_are_hashed() {
+        let mut c = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
+        c.hashed_key = true;
+        c.id = 7;
+        let w = Work::parse(c.clone(), "dashcam").expect("a good clip");
+        assert!(w.key_needs_hash());
+        assert_eq!(w.key, "", "not known before the download");
+        assert_eq!(spool_name(&c), format!("{NAME}~7"));
+        c.sha256 = Some("0badcafe".repeat(8));
+        let w = Work::parse(c, "dashcam").expect("a good clip");
+        assert_eq!(
+            w.key,
+            format!("dashcam/{IMEI}/2021-04-27/20210427_115134_04_2~0badcafe.mp4")
+        );
+        let plain = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
+        assert!(!Work::parse(plain.clone(), "").unwrap().key_needs_hash());
+        assert_eq!(spool_name(&plain), NAME);
     }
 
     #[test]

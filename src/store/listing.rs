@@ -9,9 +9,9 @@ use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::state::ClipState::{self, *};
-use super::state::Group;
+use super::state::{Group, Stage};
 use super::transitions::guarded;
-use super::{CLIP_COLS, Clip, Store, clip_from_row, now};
+use super::{CLIP_COLS, Clip, Store, clip_from_row, now, now_ms};
 
 /// Why a clip is `lost` before the bucket was checked for it ([`Store::lost_unchecked`]).
 const LOST_UNCHECKED: &str = "left the camera before it was offloaded (overwritten?)";
@@ -29,7 +29,11 @@ const fn only(states: &'static [ClipState]) -> Group {
 pub(super) const RELISTED_FROM: Group = only(&[Lost]);
 pub(super) const SELECTED_FROM: Group = only(&[Skipped]);
 pub(super) const UNSELECTED_FROM: Group = only(&[Seen, Queued]);
-pub(super) const RESIZED_FROM: Group = only(&[Seen, Queued, Failed]);
+pub(super) const RESIZED_FROM: Group = Group::BEFORE_DOWNLOAD;
+pub(super) const SUPERSEDED_FROM: Group = only(&[Verified]);
+/// States that hold the whole clip's bytes (or their object): a listing with another size
+/// or `date` is then a new clip (with `retained`, and `failed` at upload).
+const DOWNLOADED: [ClipState; 4] = [ClipState::Downloaded, Uploading, Uploaded, Verified];
 pub(super) const STABLE_FROM: Group = only(&[Seen]);
 pub(super) const MISSING_FROM: Group = Group::BEFORE_DOWNLOAD;
 pub(super) const GONE_AFTER_VERIFIED_FROM: Group = only(&[Verified]);
@@ -51,32 +55,47 @@ pub struct Listed {
     pub refuse: Option<String>,
     /// Recorded less than `sync.stable_after` ago: may still be recording.
     pub too_recent: bool,
+    /// The listing's `date` (ms since the epoch), when it gave one.
+    pub date_ms: Option<i64>,
+}
+
+/// What [`Store::reconcile_page`] did.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Clips new to the store (new generations of a path included).
+    pub new: usize,
+    /// Clips whose file changed on the camera before they were downloaded: their partial
+    /// download (`.part`) is of other bytes and must go.
+    pub stale_parts: Vec<Clip>,
 }
 
 impl Store {
-    /// Reconciles one listing page in one transaction. Returns how many clips were new.
+    /// Reconciles one listing page in one transaction.
     ///
     /// New clips become `queued` (selected), `skipped` or `refused`. A clip listed
-    /// again with the same size gains stability; a size change resets it and sends a
-    /// not-yet-downloaded clip back to `seen`. `stable_now` lists paths known to be
-    /// finished (a newer clip of the same camera exists), which are queued at once.
+    /// again with the same size gains stability; a size (or `date`) change resets it and
+    /// sends a not-yet-downloaded clip back to `seen`. A path that holds a new clip (see
+    /// `holds_new_clip`) gets a new generation. `stable_now` lists paths known to be
+    /// finished (a newer clip of the same camera exists), which are queued at once. Every
+    /// listed row records what this listing showed (`listed_size`, `listed_date`,
+    /// `listed_at`), for retention.
     pub async fn reconcile_page(
         &self,
         imei: &str,
         page: Vec<Listed>,
         stable_now: HashSet<String>,
-    ) -> Result<usize> {
+    ) -> Result<Reconciled> {
         let imei = imei.to_string();
         self.call(move |c| {
             let tx = c.transaction()?;
             let t = now();
-            let mut new = 0;
+            let mut out = Reconciled::default();
             for l in &page {
                 let finished = stable_now.contains(&l.path) && !l.too_recent;
-                new += usize::from(reconcile_one(&tx, &imei, l, finished, t)?);
+                reconcile_one(&tx, &imei, l, finished, t, &mut out)?;
             }
             tx.commit()?;
-            Ok(new)
+            Ok(out)
         })
         .await
     }
@@ -173,34 +192,86 @@ impl Store {
     }
 }
 
-/// Reconciles one listed entry; whether it was new.
+/// The latest generation of a path, as reconciling needs it.
+struct Latest {
+    id: i64,
+    size: i64,
+    state: ClipState,
+    stage: Option<Stage>,
+    on_camera: bool,
+    date_ms: Option<i64>,
+    generation: i64,
+    reason: Option<String>,
+}
+
+fn latest(tx: &Transaction<'_>, imei: &str, path: &str) -> rusqlite::Result<Option<Latest>> {
+    tx.query_row(
+        "SELECT id, size, state, failed_stage, on_camera, date_ms, generation, reason
+           FROM clips WHERE imei = ?1 AND path = ?2 ORDER BY generation DESC LIMIT 1",
+        params![imei, path],
+        |r| {
+            Ok(Latest {
+                id: r.get(0)?,
+                size: r.get(1)?,
+                state: r.get(2)?,
+                stage: r.get(3)?,
+                on_camera: r.get(4)?,
+                date_ms: r.get(5)?,
+                generation: r.get(6)?,
+                reason: r.get(7)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Whether the listing shows another clip than the one `row` holds (see
+/// `docs/clip-lifecycle.md`, Identity): the path was listed again after its clip left the
+/// camera for good (deleted, offloaded elsewhere, lost for sure, retained then gone), or
+/// with another size or `date` after the clip was downloaded.
+fn holds_new_clip(row: &Latest, l: &Listed) -> bool {
+    let changed = row.size != l.size as i64 || row.date_ms.is_some_and(|d| Some(d) != l.date_ms);
+    match row.state {
+        Deleted | Elsewhere => true,
+        Lost => row.reason.as_deref() == Some(LOST_CONFIRMED),
+        Retained => !row.on_camera || changed,
+        Failed => row.stage == Some(Stage::Upload) && changed,
+        s => DOWNLOADED.contains(&s) && changed,
+    }
+}
+
+/// Reconciles one listed entry into `out`.
 fn reconcile_one(
     tx: &Transaction<'_>,
     imei: &str,
     l: &Listed,
     finished: bool,
     t: i64,
-) -> rusqlite::Result<bool> {
-    let existing: Option<(i64, i64, ClipState)> = tx
-        .query_row(
-            "SELECT id, size, state FROM clips WHERE imei = ?1 AND path = ?2",
-            params![imei, l.path],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((id, size, st)) = existing else {
-        insert_new(tx, imei, l, finished, t)?;
-        return Ok(true);
+    out: &mut Reconciled,
+) -> rusqlite::Result<()> {
+    let Some(row) = latest(tx, imei, &l.path)? else {
+        out.new += 1;
+        return insert_first(tx, imei, l, finished, t);
     };
+    if holds_new_clip(&row, l) {
+        supersede(tx, row.id, t)?;
+        insert_new(tx, imei, l, finished, t, (row.generation + 1, true))?;
+        out.new += 1;
+        return Ok(());
+    }
+    let id = row.id;
     let listed_size = l.size as i64;
-    let same = size == listed_size;
+    let same = row.size == listed_size;
+    let same_date = row.date_ms.is_none() || row.date_ms == l.date_ms;
+    let st = row.state;
     if st == Lost {
         // Listed again after all (a listing glitch): back in the running.
         guarded(
             tx,
-            "size = ?2, stable_count = 0, state = ?3, last_seen = ?4, on_camera = 1, reason = NULL",
+            "size = ?2, stable_count = 0, state = ?3, last_seen = ?4, on_camera = 1, reason = NULL,
+                date_ms = ?5",
             RELISTED_FROM,
-            &[&id, &listed_size, &Seen, &t],
+            &[&id, &listed_size, &Seen, &t, &l.date_ms],
         )?;
     } else if st == Skipped && l.skip.is_none() && l.refuse.is_none() {
         // The selection changed: offload it after all.
@@ -211,9 +282,9 @@ fn reconcile_one(
         };
         guarded(
             tx,
-            "size = ?2, state = ?3, reason = NULL, last_seen = ?4, on_camera = 1",
+            "size = ?2, state = ?3, reason = NULL, last_seen = ?4, on_camera = 1, date_ms = ?5",
             SELECTED_FROM,
-            &[&id, &listed_size, &to, &t],
+            &[&id, &listed_size, &to, &t, &l.date_ms],
         )?;
     } else if (st == Seen || st == Queued) && l.skip.is_some() {
         // The selection changed: no longer wanted.
@@ -223,36 +294,88 @@ fn reconcile_one(
             UNSELECTED_FROM,
             &[&id, &Skipped, &l.skip, &t],
         )?;
-    } else if !same && RESIZED_FROM.contains(st, None) {
-        // Still recording: wait until the size settles.
+    } else if !(same && same_date) && RESIZED_FROM.contains(st, row.stage) {
+        // Still recording (or rewritten) before it was downloaded: wait until it settles;
+        // a partial download of the old bytes is worthless.
+        if matches!(st, Downloading | Failed) {
+            out.stale_parts.push(clip_by_id(tx, id)?);
+        }
         guarded(
             tx,
-            "size = ?2, stable_count = 0, state = ?3, last_seen = ?4, on_camera = 1",
+            "size = ?2, stable_count = 0, state = ?3, last_seen = ?4, on_camera = 1, date_ms = ?5,
+                failed_stage = NULL, retry_after = NULL",
             RESIZED_FROM,
-            &[&id, &listed_size, &Seen, &t],
+            &[&id, &listed_size, &Seen, &t, &l.date_ms],
         )?;
     } else {
         tx.execute(
-            "UPDATE clips SET last_seen = ?2, on_camera = 1,
+            "UPDATE clips SET last_seen = ?2, on_camera = 1, date_ms = COALESCE(date_ms, ?4),
                 stable_count = CASE WHEN ?3 THEN stable_count + 1 ELSE stable_count END
              WHERE id = ?1",
-            params![id, t, same],
+            params![id, t, same, l.date_ms],
         )?;
         if st == Seen && ((same && !l.too_recent) || finished) {
             guarded(tx, "state = ?2", STABLE_FROM, &[&id, &Queued])?;
         }
     }
-    Ok(false)
+    tx.execute(
+        "UPDATE clips SET listed_size = ?2, listed_date = ?3, listed_at = ?4 WHERE id = ?1",
+        params![id, listed_size, l.date_ms, now_ms()],
+    )?;
+    Ok(())
+}
+
+/// A path listed for the first time. Its key is hashed when the camera's file name is
+/// already taken by a clip at another path (a second folder or card).
+fn insert_first(
+    tx: &Transaction<'_>,
+    imei: &str,
+    l: &Listed,
+    finished: bool,
+    t: i64,
+) -> rusqlite::Result<()> {
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM clips WHERE imei = ?1 AND name = ?2 AND state != ?3)",
+        params![imei, l.name, Refused],
+        |r| r.get(0),
+    )?;
+    insert_new(tx, imei, l, finished, t, (0, taken))
+}
+
+/// The earlier generation of a path that now holds a new clip: off the camera for good, so
+/// nothing is ever deleted from the camera on its strength. A `verified` one is settled
+/// (`deleted`: its file left the camera, not by the agent's hand); one still on its way
+/// (downloaded, uploading, …) is finished under its own key.
+fn supersede(tx: &Transaction<'_>, id: i64, t: i64) -> rusqlite::Result<()> {
+    tx.execute("UPDATE clips SET on_camera = 0 WHERE id = ?1", params![id])?;
+    guarded(
+        tx,
+        "state = ?2, deleted_at = ?3, reason = 'replaced on the camera by a new clip at the \
+            same path (not deleted by the agent)'",
+        SUPERSEDED_FROM,
+        &[&id, &Deleted, &t],
+    )?;
+    Ok(())
+}
+
+fn clip_by_id(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<Clip> {
+    tx.query_row(
+        &format!("SELECT {CLIP_COLS} FROM clips WHERE id = ?1"),
+        params![id],
+        clip_from_row,
+    )
 }
 
 /// A clip listed for the first time: `refused` (hostile or unusable entry), `skipped` (not
 /// selected), `queued` (known finished) or `seen`.
+/// `generation`: its number and whether its key is hashed.
 fn insert_new(
     tx: &Transaction<'_>,
     imei: &str,
     l: &Listed,
     finished: bool,
     t: i64,
+    (generation, hashed_key): (i64, bool),
 ) -> rusqlite::Result<()> {
     let (st, reason) = if let Some(r) = &l.refuse {
         (Refused, Some(r.clone()))
@@ -265,8 +388,9 @@ fn insert_new(
     };
     tx.execute(
         "INSERT INTO clips (imei, path, name, size, recorded_at, event, camera, priority,
-            state, reason, first_seen, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            state, reason, first_seen, last_seen, generation, hashed_key, date_ms,
+            listed_size, listed_date, listed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?4, ?14, ?15)",
         params![
             imei,
             l.path,
@@ -278,7 +402,11 @@ fn insert_new(
             l.priority,
             st,
             reason,
-            t
+            t,
+            generation,
+            hashed_key,
+            l.date_ms,
+            now_ms()
         ],
     )?;
     Ok(())

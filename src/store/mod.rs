@@ -6,7 +6,8 @@
 //! IN (…)`) and reports whether it applied. WAL mode with `synchronous=FULL`: a committed
 //! transition survives a kill -9 or a power cut.
 //!
-//! A clip is `(imei, path)` (generations of a reused path are planned, not built). The states
+//! A clip is `(imei, path, generation)`: a path that holds a new clip gets a new row (see
+//! `docs/clip-lifecycle.md`, Identity). The states
 //! are [`ClipState`]; the sets of states the program reasons about are defined once there.
 //! The rooms: [`schema`] (migrations), [`state`] (states and groups), `transitions` (one
 //! guarded method per transition), `listing` (reconciling listings, clips that left the
@@ -21,9 +22,10 @@
 //!
 //! | from | method | to |
 //! |---|---|---|
-//! | (new) | `reconcile_page` | `refused` (hostile or unusable entry), `skipped` (not selected), `queued` (known finished), else `seen` |
+//! | (new) | `reconcile_page` | `refused` (hostile or unusable entry), `skipped` (not selected), `queued` (known finished), else `seen`; also a path's new generation (Identity) |
 //! | seen | `reconcile_page` | queued (same size listed again and not too recent, or finished) |
-//! | seen, queued, failed | `reconcile_page` | seen (listed with another size: still recording) |
+//! | seen, queued, downloading, failed@download | `reconcile_page` | seen (listed with another size or `date`: still recording; a partial download is dropped) |
+//! | verified | `reconcile_page` | deleted (its path holds a new clip, a new generation: left the camera, not deleted by the agent) |
 //! | seen, queued | `reconcile_page` | skipped (the selection no longer wants it) |
 //! | skipped | `reconcile_page` | queued or seen (the selection wants it now) |
 //! | lost | `reconcile_page` | seen (listed again after all) |
@@ -34,8 +36,9 @@
 //! | queued, downloading, failed@download | `start_download` | downloading |
 //! | downloading | `downloaded` | downloaded |
 //! | downloading | `failed(Stage::Download)` | failed |
+//! | downloading | `download_discarded` | queued (another camera answers at the address: bytes dropped, no attempt counted) |
 //! | downloaded, uploading, failed@upload | `start_upload` | uploading |
-//! | downloaded, uploading, failed@upload | `requeue_for_download` | queued (spool file missing, or no hash) |
+//! | downloaded, uploading, failed@upload | `requeue_for_download` | queued (spool file missing, or no hash); lost when the camera no longer holds it |
 //! | uploading | `uploaded` | uploaded |
 //! | uploading, uploaded | `failed(Stage::Upload)` | failed |
 //! | uploaded | `verify_postponed` | uploaded (reason only: the bucket could not be asked) |
@@ -63,7 +66,7 @@ pub mod schema;
 pub mod state;
 mod transitions;
 
-pub use listing::Listed;
+pub use listing::{Listed, Reconciled};
 pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};
 pub use schema::SCHEMA_VERSION;
@@ -75,6 +78,14 @@ pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
@@ -107,6 +118,13 @@ pub struct Clip {
     pub upload_id: Option<String>,
     pub part_size: Option<i64>,
     pub first_seen: i64,
+    /// 0 for the first clip at this path; + 1 each time the path held a new clip.
+    pub generation: i64,
+    /// The key carries `~<8 hex of the SHA-256>`: a later generation, or the same file name
+    /// at another path (the key is only known once the bytes are hashed).
+    pub hashed_key: bool,
+    /// The listing's `date` (ms) of the bytes this row holds, when the camera gave one.
+    pub date_ms: Option<i64>,
 }
 
 impl Clip {
@@ -117,7 +135,8 @@ impl Clip {
 }
 
 const CLIP_COLS: &str = "id, imei, path, name, size, event, camera, recorded_at, state, reason, \
-    failed_stage, attempts, retry_after, sha256, object_key, etag, upload_id, part_size, first_seen";
+    failed_stage, attempts, retry_after, sha256, object_key, etag, upload_id, part_size, first_seen, \
+    generation, hashed_key, date_ms";
 
 fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
     Ok(Clip {
@@ -140,6 +159,9 @@ fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
         upload_id: r.get(16)?,
         part_size: r.get(17)?,
         first_seen: r.get(18)?,
+        generation: r.get(19)?,
+        hashed_key: r.get(20)?,
+        date_ms: r.get(21)?,
     })
 }
 
@@ -215,3 +237,5 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_identity;

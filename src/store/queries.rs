@@ -135,15 +135,19 @@ impl Store {
     }
 
     /// Clips of `imei` still on the camera that may be deleted from it (verified or
-    /// retained: the guard of [`Store::deleted`]), oldest first.
-    pub async fn deletable(&self, imei: &str) -> Result<Vec<Clip>> {
+    /// retained: the guard of [`Store::deleted`]), oldest first: only those a listing since
+    /// `listed_since` (ms, [`super::now_ms`]) showed with the size and `date` of the bytes
+    /// that were verified (a path that now holds other bytes is never deleted on the old
+    /// clip's strength).
+    pub async fn deletable(&self, imei: &str, listed_since: i64) -> Result<Vec<Clip>> {
         let imei = imei.to_string();
         self.call(move |c| {
             let cond = format!(
-                "imei = ?1 AND on_camera = 1 AND {} ORDER BY recorded_at",
+                "imei = ?1 AND on_camera = 1 AND {} AND listed_at >= ?2 AND listed_size = size
+                    AND listed_date IS date_ms ORDER BY recorded_at",
                 DELETED_FROM.sql()
             );
-            clips(c, &cond, params![imei])
+            clips(c, &cond, params![imei, listed_since])
         })
         .await
     }

@@ -2,10 +2,10 @@
 //! that bring any older database up to it, one transaction per step.
 
 use anyhow::{Result, anyhow};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -80,6 +80,72 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE clips ADD COLUMN sent_sha256 TEXT;
     ALTER TABLE parts ADD COLUMN md5 TEXT;
     "#,
+    // 4: clip identity. A path that holds a new clip is a new row (`generation` + 1), so
+    // `UNIQUE (imei, path)` becomes `UNIQUE (imei, path, generation)` (SQLite cannot drop a
+    // constraint: the table is rebuilt, every row kept as generation 0). `hashed_key`: the
+    // clip's key carries `~<8 hex of its SHA-256>` (a later generation, or the same name at
+    // another path). `date_ms`: the listing's `date` of the bytes this row holds (frozen from
+    // the download on, like `size`); `listed_size`, `listed_date`, `listed_at` (ms): what the
+    // latest listing showed at this path, which retention compares before a delete.
+    r#"
+    CREATE TABLE clips_v4 (
+        id            INTEGER PRIMARY KEY,
+        imei          TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        size          INTEGER NOT NULL DEFAULT 0,
+        stable_count  INTEGER NOT NULL DEFAULT 0,
+        recorded_at   TEXT,
+        event         TEXT,
+        camera        INTEGER,
+        priority      INTEGER NOT NULL DEFAULT 10,
+        state         TEXT NOT NULL,
+        reason        TEXT,
+        failed_stage  TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        retry_after   INTEGER,
+        sha256        TEXT,
+        object_key    TEXT,
+        etag          TEXT,
+        upload_id     TEXT,
+        part_size     INTEGER,
+        on_camera     INTEGER NOT NULL DEFAULT 1,
+        first_seen    INTEGER NOT NULL,
+        last_seen     INTEGER NOT NULL,
+        downloaded_at INTEGER,
+        uploaded_at   INTEGER,
+        verified_at   INTEGER,
+        deleted_at    INTEGER,
+        bytes_received INTEGER NOT NULL DEFAULT 0,
+        sent_md5      TEXT,
+        sent_parts    INTEGER,
+        sent_sha256   TEXT,
+        generation    INTEGER NOT NULL DEFAULT 0,
+        hashed_key    INTEGER NOT NULL DEFAULT 0,
+        date_ms       INTEGER,
+        listed_size   INTEGER,
+        listed_date   INTEGER,
+        listed_at     INTEGER,
+        UNIQUE (imei, path, generation)
+    );
+    INSERT INTO clips_v4 (id, imei, path, name, size, stable_count, recorded_at, event, camera,
+        priority, state, reason, failed_stage, attempts, retry_after, sha256, object_key, etag,
+        upload_id, part_size, on_camera, first_seen, last_seen, downloaded_at, uploaded_at,
+        verified_at, deleted_at, bytes_received, sent_md5, sent_parts, sent_sha256)
+    SELECT id, imei, path, name, size, stable_count, recorded_at, event, camera,
+        priority, state, reason, failed_stage, attempts, retry_after, sha256, object_key, etag,
+        upload_id, part_size, on_camera, first_seen, last_seen, downloaded_at, uploaded_at,
+        verified_at, deleted_at, bytes_received, sent_md5, sent_parts, sent_sha256
+    FROM clips;
+    DROP TABLE clips;
+    ALTER TABLE clips_v4 RENAME TO clips;
+    CREATE INDEX clips_state ON clips (state, priority, recorded_at);
+    CREATE INDEX clips_name ON clips (imei, name);
+    UPDATE clips SET hashed_key = 1
+     WHERE state IN ('seen', 'queued', 'skipped', 'lost')
+       AND EXISTS (SELECT 1 FROM clips o
+                    WHERE o.imei = clips.imei AND o.name = clips.name AND o.id < clips.id);
+    "#,
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`], one transaction per step.
@@ -90,11 +156,21 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
             "the state database has schema version {version}, newer than this program's {SCHEMA_VERSION}: upgrade qucam-offload"
         ));
     }
+    // Step 4 rebuilds `clips`, which `parts` references: dropping the old table must not
+    // cascade to the parts (foreign keys can only be switched outside a transaction).
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(anyhow!("migration {} broke a reference in {table}", i + 1));
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }

@@ -22,6 +22,7 @@ fn listed(path: &str, size: u64) -> Listed {
         skip: None,
         refuse: None,
         too_recent: false,
+        date_ms: None,
     }
 }
 
@@ -38,7 +39,8 @@ fn clip_in(s: &Store, state: ClipState, stage: Option<Stage>) -> i64 {
     s.with(|c| {
         c.execute(
             "INSERT INTO clips (imei, path, name, size, state, failed_stage, retry_after,
-                first_seen, last_seen) VALUES ('1', ?1, 'x.mp4', 7, ?2, ?3, 0, 0, 0)",
+                first_seen, last_seen, listed_size, listed_at)
+             VALUES ('1', ?1, 'x.mp4', 7, ?2, ?3, 0, 0, 0, 7, 0)",
             params![path, state, stage],
         )?;
         Ok(c.last_insert_rowid())
@@ -83,6 +85,7 @@ enum Op {
     RequeueMissingObject,
     Refuse,
     FoundElsewhere,
+    DownloadDiscarded,
 }
 
 async fn apply(s: &Store, id: i64, op: Op) -> bool {
@@ -104,6 +107,7 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         Op::RequeueMissingObject => s.requeue_missing_object(id).await,
         Op::Refuse => s.refuse(id, "x".into()).await,
         Op::FoundElsewhere => s.found_elsewhere(id).await,
+        Op::DownloadDiscarded => s.download_discarded(id).await,
     };
     r.unwrap()
 }
@@ -171,6 +175,7 @@ fn table() -> Vec<(Op, Vec<Pos>, ClipState)> {
             Refused,
         ),
         (Op::FoundElsewhere, vec![at(Lost)], Elsewhere),
+        (Op::DownloadDiscarded, vec![at(Downloading)], Queued),
     ]
 }
 
@@ -339,7 +344,7 @@ async fn sql_groups_match_rust_groups() {
         assert_eq!(spool > 0, c.is_in(Group::IN_SPOOL), "{pos:?}");
         let tally = one.tally("1", 0).await.unwrap();
         assert_eq!(tally.pending == 1, c.state.is_pending(), "{pos:?}");
-        let deletable = one.deletable("1").await.unwrap();
+        let deletable = one.deletable("1", 0).await.unwrap();
         assert_eq!(
             !deletable.is_empty(),
             transitions::DELETED_FROM.contains(pos.0, pos.1),

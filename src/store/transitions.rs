@@ -24,6 +24,7 @@ pub(super) const START_UPLOAD_FROM: Group = Group {
     failed_at: Some(Stage::Upload),
 };
 pub(super) const REQUEUE_FOR_DOWNLOAD_FROM: Group = START_UPLOAD_FROM;
+pub(super) const DOWNLOAD_DISCARDED_FROM: Group = only(&[Downloading]);
 pub(super) const UPLOADED_FROM: Group = only(&[Uploading]);
 pub(super) const FAILED_UPLOAD_FROM: Group = only(&[Uploading, Uploaded]);
 pub(super) const VERIFIED_FROM: Group = only(&[Uploaded]);
@@ -31,6 +32,11 @@ pub(super) const RETAINED_FROM: Group = only(&[Verified]);
 pub(super) const DELETED_FROM: Group = only(&[Verified, Retained]);
 pub(super) const REQUEUE_MISSING_OBJECT_FROM: Group = only(&[Verified, Retained]);
 pub(super) const REFUSE_FROM: Group = only(ClipState::STILL_TO_DO);
+
+/// Why a downloaded clip is `lost` when its spool copy is gone and the camera no longer
+/// holds it.
+const SPOOL_COPY_GONE: &str =
+    "its spool copy is gone and the camera no longer holds it (left, or replaced)";
 
 /// What [`Store::verified`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,13 +100,29 @@ impl Store {
     }
 
     /// `downloaded | uploading | failed@upload → queued`: the spool copy is missing (or has no
-    /// hash), so the clip is downloaded again.
+    /// hash), so the clip is downloaded again; `→ lost` when the camera no longer holds it
+    /// (it left, or its path holds a newer clip).
     pub async fn requeue_for_download(&self, id: i64) -> Result<bool> {
         self.call(move |c| {
             Ok(guarded(
                 c,
-                "state = ?2",
+                "state = CASE WHEN on_camera = 1 THEN ?2 ELSE ?3 END,
+                 reason = CASE WHEN on_camera = 1 THEN reason ELSE ?4 END",
                 REQUEUE_FOR_DOWNLOAD_FROM,
+                &[&id, &Queued, &Lost, &SPOOL_COPY_GONE],
+            )?)
+        })
+        .await
+    }
+
+    /// `downloading → queued`: the download is discarded without counting an attempt (the
+    /// camera at the address is no longer the one the clip belongs to).
+    pub async fn download_discarded(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            Ok(guarded(
+                c,
+                "state = ?2",
+                DOWNLOAD_DISCARDED_FROM,
                 &[&id, &Queued],
             )?)
         })

@@ -8,7 +8,8 @@
 //!
 //! [`Faults`] switch on misbehaviour (busy replies, string error codes, dropped or slow
 //! downloads, ignored `Range`, growing clips, shifting listings, hostile raw replies) and may be
-//! changed while serving through [`SimHandle::set_faults`]. Tests start the simulator
+//! changed while serving through [`SimHandle::set_faults`]; [`SimDevice::swap`] puts another
+//! camera (IMEI and clips) behind the same address mid-pass. Tests start the simulator
 //! in-process with [`start`]; the `qucam-sim` binary wraps it (see [`cli`]; the binary target
 //! itself is `src/bin/qucam-sim.rs` of the root package, so that `cargo install --path .`
 //! installs it with the agent).
@@ -130,6 +131,7 @@ struct State {
     device_name: String,
     deletes: Vec<String>,
     on_delete: Option<DeleteHook>,
+    on_request: Option<RequestHook>,
     requests: Vec<RequestRecord>,
     bytes_served: u64,
     /// (streaming, rtmp url, camera id)
@@ -139,7 +141,8 @@ struct State {
 
 /// Shared between the server and the handle.
 struct Shared {
-    dir: PathBuf,
+    /// The directory standing for the video root (another one after [`SimDevice::swap`]).
+    dir: Mutex<PathBuf>,
     state: Mutex<State>,
     gate: Arc<net::Gate>,
 }
@@ -147,6 +150,38 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+type RequestHook = Arc<dyn Fn(&str, &SimDevice) + Send + Sync>;
+
+/// The device behind the listener, for a test that swaps it mid-pass (another vehicle
+/// taking the hotspot address): clone it into a hook ([`SimHandle::set_on_request`]).
+#[derive(Clone)]
+pub struct SimDevice {
+    shared: Arc<Shared>,
+}
+
+impl SimDevice {
+    /// Another camera answers from now on: its IMEI and its clips (the directory standing
+    /// for its video root).
+    pub fn swap(&self, imei: &str, dir: PathBuf) {
+        self.shared.lock().imei = imei.to_string();
+        *self.shared.dir.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+    }
+
+    /// The IMEI the camera reports now.
+    pub fn imei(&self) -> String {
+        self.shared.lock().imei.clone()
+    }
+
+    /// The directory standing for the video root of the camera answering now.
+    pub fn dir(&self) -> PathBuf {
+        self.shared.dir()
     }
 }
 
@@ -167,7 +202,7 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        dir: opts.dir,
+        dir: Mutex::new(opts.dir),
         gate: net::Gate::new(),
         state: Mutex::new(State {
             faults: opts.faults,
@@ -175,6 +210,7 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
             device_name: opts.device_name,
             deletes: Vec::new(),
             on_delete: None,
+            on_request: None,
             requests: Vec::new(),
             bytes_served: 0,
             rtmp: (false, String::new(), String::new()),
@@ -199,7 +235,7 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
             tracing::error!("simulator server failed: {e}");
         }
     });
-    tracing::info!(%addr, dir = %shared.dir.display(), "qucam-sim listening");
+    tracing::info!(%addr, dir = %shared.dir().display(), "qucam-sim listening");
     Ok(SimHandle {
         addr,
         shared,
@@ -241,6 +277,19 @@ impl SimHandle {
         self.shared.lock().on_delete = Some(Arc::new(f));
     }
 
+    /// Called synchronously with each request's (percent-decoded) path before it is
+    /// answered, with the device behind the listener (e.g. to swap it).
+    pub fn set_on_request(&self, f: impl Fn(&str, &SimDevice) + Send + Sync + 'static) {
+        self.shared.lock().on_request = Some(Arc::new(f));
+    }
+
+    /// The device behind the listener.
+    pub fn device(&self) -> SimDevice {
+        SimDevice {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Every request answered so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.lock().requests.clone()
@@ -266,9 +315,9 @@ impl SimHandle {
         self.shared.lock().calibration.clone()
     }
 
-    /// The directory standing for the camera's video root.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.shared.dir
+    /// The directory standing for the camera's video root (now: see [`SimDevice::swap`]).
+    pub fn dir(&self) -> PathBuf {
+        self.shared.dir()
     }
 
     /// Stops the server: open connections are cut, then the task is awaited.

@@ -87,7 +87,7 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
     };
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
-        match clips::camera_to_disk(&sim.dir, &path) {
+        match clips::camera_to_disk(&sim.dir(), &path) {
             Some(file) => files.push((path, file)),
             None => return bad_request(&sim, &format!("path outside the video root: {path:?}")),
         }
@@ -117,7 +117,7 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
 }
 
 pub(super) async fn format_sdcard(State(sim): State<Sim>) -> Response {
-    let dir = sim.dir.clone();
+    let dir = sim.dir();
     let done = blocking(move || {
         for clip in clips::scan(&dir)? {
             remove_clip_file(&clip.file)?;
@@ -155,7 +155,7 @@ pub(super) async fn device_info(State(sim): State<Sim>) -> Response {
     if let Some(raw) = sim.lock().faults.device_info_override.clone() {
         return json_response(StatusCode::OK, raw);
     }
-    let dir = sim.dir.clone();
+    let dir = sim.dir();
     let used = match blocking(move || disk_usage(&dir)).await {
         Ok(u) => u,
         Err(e) => return internal(&sim, &e),
@@ -201,7 +201,7 @@ pub(super) async fn thumbnail(State(sim): State<Sim>, req: Request) -> Response 
     let Some(path) = param(&params, "path") else {
         return bad_request(&sim, "missing path");
     };
-    let file = clips::camera_to_disk(&sim.dir, path).filter(|f| {
+    let file = clips::camera_to_disk(&sim.dir(), path).filter(|f| {
         f.is_file()
             && f.file_name()
                 .and_then(|n| n.to_str())

@@ -143,7 +143,7 @@ pub(super) async fn download(State(sim): State<Sim>, req: Request) -> Response {
         );
         return resp;
     }
-    let Some(file_path) = clips::camera_to_disk(&sim.dir, &path) else {
+    let Some(file_path) = clips::camera_to_disk(&sim.dir(), &path) else {
         return api_err(
             &sim,
             StatusCode::FORBIDDEN,
@@ -152,7 +152,7 @@ pub(super) async fn download(State(sim): State<Sim>, req: Request) -> Response {
         );
     };
     // Refuse symlinks leading out of the directory.
-    let inside = match (fs::canonicalize(&file_path), fs::canonicalize(&sim.dir)) {
+    let inside = match (fs::canonicalize(&file_path), fs::canonicalize(sim.dir())) {
         (Ok(f), Ok(d)) => f.starts_with(d),
         _ => false,
     };

@@ -155,7 +155,7 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
         Err(why) => return bad_request(&sim, &why),
     };
     let new_clip = q.offset == 0 && sim.lock().faults.new_clip_between_pages;
-    let dir = sim.dir.clone();
+    let dir = sim.dir();
     let listed = blocking(move || {
         if let Some(name) = growing {
             grow_clip(&dir, &name)?;

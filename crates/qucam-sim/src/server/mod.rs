@@ -181,6 +181,13 @@ async fn track(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         status: 0,
         body_bytes: 0,
     };
+    let hook = sim.lock().on_request.clone();
+    if let Some(hook) = hook {
+        let device = super::SimDevice {
+            shared: sim.clone(),
+        };
+        hook(&record.path, &device);
+    }
     let require_client_id = sim.lock().faults.require_client_id;
     let resp = if require_client_id && record.client_id.is_none() {
         api_err(

@@ -1,0 +1,47 @@
+//! Which camera is answering. Every camera in a depot comes up at the same hotspot address,
+//! so another vehicle may take the address in the middle of a pass: the IMEI is read again
+//! after each download (before its bytes are kept) and before each delete batch. A camera
+//! that is not the pass's own discards that download (no attempt counted), deletes nothing,
+//! and ends the pass; the schedule then starts a pass at once for whichever camera answers
+//! ([`super::schedule::Schedule::again`]). Bytes are only ever attributed to the IMEI that
+//! was confirmed after serving them.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use qucam::{CameraClient, CameraError};
+
+/// Why the camera at the address could not be confirmed as the pass's own.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Identity {
+    /// Another camera answers at the address.
+    #[error("another camera answers at the address now (IMEI {found}, not {expected})")]
+    Swapped { expected: String, found: String },
+    /// The camera's IMEI could not be read.
+    #[error("cannot confirm which camera answers: {0}")]
+    Unconfirmed(CameraError),
+}
+
+/// Reads the IMEI of the camera answering on `client` (retrying a busy or briefly
+/// unreachable camera a few times) and compares it with `expected`.
+pub(crate) async fn confirm_imei(client: &CameraClient, expected: &str) -> Result<(), Identity> {
+    let info = (|| async { client.device_info().await })
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_times(3)
+                .with_jitter(),
+        )
+        .when(|e: &CameraError| e.is_transient())
+        .await
+        .map_err(Identity::Unconfirmed)?;
+    if info.imei == expected {
+        Ok(())
+    } else {
+        Err(Identity::Swapped {
+            expected: expected.to_string(),
+            found: info.imei,
+        })
+    }
+}

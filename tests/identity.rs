@@ -1,0 +1,351 @@
+//! Clip identity against real cameras' habits: a name the camera writes again after its
+//! clip was deleted (a clock reset), a clip that changes after it was downloaded, a path
+//! rewritten before retention, a vehicle swap at the shared hotspot address mid-pass, and
+//! the same file name in two directories. The agent runs in-process against `qucam-sim`
+//! and the S3 stores on 127.0.0.1; every delete is checked as it happens: the bucket must
+//! hold the exact bytes being deleted, under the IMEI of the camera that deletes them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use common::fleet::{Fleet, IMEI, Knobs, sha256_hex};
+use common::s3::Store;
+use common::sim::content;
+use qucam_offload::agent::PassOutcome;
+use qucam_sim::{self as sim, VIDEO_ROOT};
+
+/// An event clip (`_01_`, selected by default).
+const NAME: &str = "20210101_000012_01_1.mp4";
+const SIZE: usize = 50_000;
+/// The vehicle that takes the address in the swap scenarios.
+const OTHER_IMEI: &str = "359881234567890";
+
+fn knobs() -> Knobs {
+    Knobs::default()
+}
+
+/// Keeps verified clips on the camera (this pass).
+fn keep() -> Knobs {
+    Knobs {
+        retention: "min_age_on_camera = \"1h\"".into(),
+        ..knobs()
+    }
+}
+
+fn key(imei: &str, name: &str) -> String {
+    format!("dashcam/{imei}/2021-01-01/{name}")
+}
+
+/// The key of a later generation (or a second path) holding `bytes`.
+fn hashed_key(imei: &str, bytes: &[u8]) -> String {
+    let stem = NAME.trim_end_matches(".mp4");
+    key(imei, &format!("{stem}~{}.mp4", &sha256_hex(bytes)[..8]))
+}
+
+/// Writes `NAME` with `bytes` under `dir` (camera layout); its camera path.
+fn write(dir: &std::path::Path, bytes: &[u8]) -> String {
+    sim::write_clip(dir, NAME, bytes).expect("write clip")
+}
+
+fn file_of(dir: &std::path::Path, camera_path: &str) -> PathBuf {
+    dir.join(
+        camera_path
+            .trim_start_matches(VIDEO_ROOT)
+            .trim_start_matches('/'),
+    )
+}
+
+/// Records every delete the bucket does not vouch for: the file about to be deleted must
+/// be held, byte for byte, under the IMEI of the camera answering at that moment.
+fn guard_deletes(f: &Fleet) -> Arc<Mutex<Vec<String>>> {
+    let objects = f.s3.objects();
+    let device = f.sim.device();
+    let bad = Arc::new(Mutex::new(Vec::new()));
+    let seen = bad.clone();
+    f.sim.set_on_delete(move |path| {
+        let imei = device.imei();
+        let bytes = std::fs::read(file_of(&device.dir(), path)).unwrap_or_default();
+        let sha = sha256_hex(&bytes);
+        let held = objects.keys().iter().any(|k| {
+            k.starts_with(&format!("dashcam/{imei}/"))
+                && objects.bytes(k).is_some_and(|b| sha256_hex(&b) == sha)
+        });
+        if !held {
+            seen.lock().unwrap().push(format!("{imei}: {path}"));
+        }
+    });
+    bad
+}
+
+fn done(imei: &str) -> PassOutcome {
+    PassOutcome::Done {
+        imei: imei.into(),
+        remaining: 0,
+    }
+}
+
+/// Rows of `imei` at `path`: (generation, state).
+fn generations(f: &Fleet, imei: &str, path: &str) -> Vec<(i64, String)> {
+    let c = f.db();
+    let mut st = c
+        .prepare(
+            "SELECT generation, state FROM clips WHERE imei = ?1 AND path = ?2 ORDER BY generation",
+        )
+        .unwrap();
+    st.query_map([imei, path], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_name_written_again_after_its_clip_was_deleted_is_offloaded_under_a_suffixed_key
+);
+async fn a_name_written_again_after_its_clip_was_deleted_is_offloaded_under_a_suffixed_key(
+    store: Store,
+) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (old, new) = (content(1, SIZE), content(2, SIZE));
+    let path = write(&f.camera_dir, &old);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+    // The camera's clock resets and it records the same name again (same size even).
+    write(&f.camera_dir, &new);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(old), "untouched");
+    assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &new)), Some(new));
+    assert_eq!(f.bucket_keys().len(), 2);
+    assert_eq!(f.sim.deletes(), [path.clone(), path.clone()]);
+    assert_eq!(
+        generations(&f, IMEI, &path),
+        [(0, "deleted".into()), (1, "deleted".into())]
+    );
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_that_grew_after_its_download_is_offloaded_again_in_full
+);
+async fn a_clip_that_grew_after_its_download_is_offloaded_again_in_full(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let first = content(3, SIZE);
+    let path = write(&f.camera_dir, &first);
+    // Offloaded and verified, kept on the camera for now.
+    f.run_once(&keep()).await;
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(first.clone()));
+    assert!(f.sim.deletes().is_empty());
+    // It was still recording: the camera's file grows.
+    let mut grown = first.clone();
+    grown.extend(content(4, 20_000));
+    std::fs::write(file_of(&f.camera_dir, &path), &grown).unwrap();
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(
+        f.s3.object_bytes(&key(IMEI, NAME)),
+        Some(first),
+        "untouched"
+    );
+    assert_eq!(
+        f.s3.object_bytes(&hashed_key(IMEI, &grown)),
+        Some(grown),
+        "the whole grown clip, under its own key"
+    );
+    assert!(
+        bad.lock().unwrap().is_empty(),
+        "deleted on the old object's strength: {:?}",
+        bad.lock().unwrap()
+    );
+    assert_eq!(
+        f.sim.deletes(),
+        std::slice::from_ref(&path),
+        "once its own object is verified"
+    );
+    assert_eq!(
+        generations(&f, IMEI, &path),
+        [(0, "retained".into()), (1, "deleted".into())]
+    );
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_path_rewritten_after_its_verification_is_not_deleted_on_the_old_one
+);
+async fn a_path_rewritten_after_its_verification_is_not_deleted_on_the_old_one(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (old, new) = (content(5, SIZE), content(6, SIZE + 1_000));
+    let path = write(&f.camera_dir, &old);
+    // The camera rewrites the path after the clip was verified, before retention lists it
+    // again (the pass's first two listings are the listing and its head re-read).
+    let listings = Arc::new(Mutex::new(0));
+    let (dir, rewrite) = (f.camera_dir.clone(), new.clone());
+    f.sim.set_on_request(move |p, _| {
+        if p == "/device/get_video_files_info" {
+            let mut n = listings.lock().unwrap();
+            *n += 1;
+            if *n == 3 {
+                write(&dir, &rewrite);
+            }
+        }
+    });
+    f.run_once(&knobs()).await;
+    assert!(
+        f.sim.deletes().is_empty(),
+        "deleted the rewritten file on the old verification"
+    );
+    assert_eq!(std::fs::read(file_of(&f.camera_dir, &path)).unwrap(), new);
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(old.clone()));
+    // The next pass offloads the new clip under its own key, then deletes it.
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(old), "untouched");
+    assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &new)), Some(new));
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+/// A second vehicle: a camera dir holding its own clip at the same path as ours.
+fn other_vehicle(f: &Fleet, bytes: &[u8]) -> PathBuf {
+    let dir = f.dir.path().join("other-camera");
+    std::fs::create_dir_all(&dir).unwrap();
+    write(&dir, bytes);
+    dir
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_during_a_download_discards_it_and_offloads_the_new_camera
+);
+async fn a_vehicle_swap_during_a_download_discards_it_and_offloads_the_new_camera(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(7, SIZE), content(8, SIZE));
+    let path = write(&f.camera_dir, &ours);
+    let other_dir = other_vehicle(&f, &theirs);
+    // The other vehicle takes the address as our clip's download starts: it serves its
+    // own clip at the same path, with the same size.
+    let swapped = Arc::new(Mutex::new(false));
+    let to = other_dir.clone();
+    f.sim.set_on_request(move |p, device| {
+        let mut s = swapped.lock().unwrap();
+        if p.starts_with(VIDEO_ROOT) && !*s {
+            *s = true;
+            device.swap(OTHER_IMEI, to.clone());
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert_eq!(
+        out,
+        done(OTHER_IMEI),
+        "a pass for the camera that answers now"
+    );
+    assert_eq!(
+        f.s3.object_bytes(&key(IMEI, NAME)),
+        None,
+        "the other vehicle's bytes were attributed to ours"
+    );
+    assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
+    // Ours is waiting for its own camera, no attempt counted; its file is untouched.
+    let (state, attempts): (String, i64) = f
+        .db()
+        .query_row(
+            "SELECT state, attempts FROM clips WHERE imei = ?1",
+            [IMEI],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), attempts), ("queued", 0));
+    assert!(file_of(&f.camera_dir, &path).exists());
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+    // Our vehicle comes back: its clip is offloaded.
+    f.sim.device().swap(IMEI, f.camera_dir.clone());
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_before_the_deletes_deletes_nothing_of_ours_on_it
+);
+async fn a_vehicle_swap_before_the_deletes_deletes_nothing_of_ours_on_it(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(9, SIZE), content(10, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = other_vehicle(&f, &theirs);
+    // Device info: the pass's probe, the check after our download, then the one before
+    // the deletes, which the other vehicle answers.
+    let probes = Arc::new(Mutex::new(0));
+    let to = other_dir.clone();
+    f.sim.set_on_request(move |p, device| {
+        if p == "/device/get_device_info" {
+            let mut n = probes.lock().unwrap();
+            *n += 1;
+            if *n == 3 {
+                device.swap(OTHER_IMEI, to.clone());
+            }
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert_eq!(
+        out,
+        done(OTHER_IMEI),
+        "a pass for the camera that answers now"
+    );
+    assert!(
+        bad.lock().unwrap().is_empty(),
+        "deleted from the other vehicle on our verification: {:?}",
+        bad.lock().unwrap()
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
+    let ours_left: String = f
+        .db()
+        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        ours_left, "verified",
+        "deleted next time our camera is here"
+    );
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    the_same_name_in_two_directories_makes_two_objects
+);
+async fn the_same_name_in_two_directories_makes_two_objects(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (a, b) = (content(11, SIZE), content(12, SIZE + 10));
+    let pa = write(&f.camera_dir, &a);
+    // A second folder on the card, the same name.
+    write(&f.camera_dir.join("second"), &b);
+    let pb = pa.replace(VIDEO_ROOT, &format!("{VIDEO_ROOT}/second"));
+    assert!(file_of(&f.camera_dir, &pb).exists());
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    let objects: Vec<Vec<u8>> = f
+        .bucket_keys()
+        .iter()
+        .map(|k| f.s3.object_bytes(k).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 2, "{:?}", f.bucket_keys());
+    assert!(objects.contains(&a) && objects.contains(&b));
+    // One keeps the plain key; the other's key carries its own digest.
+    let plain = f.s3.object_bytes(&key(IMEI, NAME)).unwrap();
+    let other = if plain == a { &b } else { &a };
+    assert_eq!(
+        f.s3.object_bytes(&hashed_key(IMEI, other)).as_ref(),
+        Some(other)
+    );
+    let mut deleted = f.sim.deletes();
+    deleted.sort();
+    assert_eq!(deleted, [pa, pb]);
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
