@@ -17,7 +17,6 @@ use super::identity::confirm_imei;
 use super::{Agent, AgentEvent};
 use crate::config::DeletePolicy;
 use crate::store::{self, Clip};
-use crate::upload::Verification;
 
 /// Paths deleted per `delete_file` request.
 const DELETE_BATCH: usize = 25;
@@ -58,7 +57,7 @@ impl Agent {
             };
             let sent = super::upload::sent_digests(&self.store, c.id).await;
             match self.dest.verify_sent(&key, c.size, &sha, &sent).await {
-                Ok(Verification::Verified) => ok.push(c),
+                Ok(v) if v.is_verified() => ok.push(c),
                 Ok(v) => {
                     warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
                     self.store.requeue_missing_object(c.id).await?;

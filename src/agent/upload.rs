@@ -329,7 +329,10 @@ impl Agent {
             .when(UploadError::retry_now)
             .await;
         match verdict {
-            Ok(Verification::Verified) => {
+            Ok(v) if v.is_verified() => {
+                let weak = v.weakness().map(str::to_owned);
+                let r = self.store.set_weak_proof(w.id, weak).await;
+                self.record(r, "note how it was verified", w);
                 match self.record(self.store.verified(w.id).await, "mark verified", w) {
                     Some(Verified::StillOnCamera) => {}
                     Some(Verified::LeftCamera) => {
@@ -344,9 +347,8 @@ impl Agent {
             }
             Ok(other) => {
                 let why = match other {
-                    Verification::Missing => "object missing after upload".to_string(),
                     Verification::Mismatch(m) => format!("object does not match: {m}"),
-                    Verification::Verified => unreachable!(),
+                    _ => "object missing after upload".to_string(),
                 };
                 warn!(imei = %w.imei, clip = %w.name, "verification failed: {why}");
                 self.upload_gave_up(w.id);

@@ -158,6 +158,7 @@ mod tests {
             generation: 0,
             hashed_key: false,
             date_ms: None,
+            weak_proof: None,
         }
     }
 

@@ -37,6 +37,10 @@ pub struct CameraStatus {
     /// Clips verified in the destination since local midnight, and their bytes.
     pub uploaded_today: i64,
     pub uploaded_today_bytes: i64,
+    /// Offloaded clips verified by size and metadata only (nothing the store reports ties
+    /// their objects to the bytes: SSE-KMS/SSE-C without checksums), and the first reason.
+    pub weakly_verified: i64,
+    pub weakly_verified_why: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,6 +93,11 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             .notice(agent::pause_key(&cam.imei))
             .await?
             .map(|(m, _)| m);
+        let weak: Vec<&str> = all
+            .iter()
+            .filter(|c| c.state.is_offloaded())
+            .filter_map(|c| c.weak_proof.as_deref())
+            .collect();
         let pending = count(ClipState::is_pending);
         let failed = count(ClipState::is_failure);
         let today = store.tally(&cam.imei, local_midnight()).await?;
@@ -101,6 +110,8 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             failed,
             uploaded_today,
             uploaded_today_bytes,
+            weakly_verified: weak.len() as i64,
+            weakly_verified_why: weak.first().map(|w| (*w).to_owned()),
             lost: clips.get("lost").copied().unwrap_or(0),
             imei: cam.imei,
             name: cam.config_name,
@@ -240,6 +251,13 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
             let mut v = Vec::new();
             if let Some(p) = &c.downloads_paused {
                 v.push(format!("  {}: {p}", label(c)));
+            }
+            if let Some(why) = &c.weakly_verified_why {
+                v.push(format!(
+                    "  {}: {} clip(s) verified by size and metadata only ({why}); with checksum = \"sha256\" a store that keeps checksums ties objects to their bytes",
+                    label(c),
+                    c.weakly_verified
+                ));
             }
             if !c.uploads_in_flight.is_empty() {
                 v.push(format!(

@@ -125,6 +125,9 @@ pub struct Clip {
     pub hashed_key: bool,
     /// The listing's `date` (ms) of the bytes this row holds, when the camera gave one.
     pub date_ms: Option<i64>,
+    /// Verified by size and metadata only, and why (nothing the store reports ties the
+    /// object to the bytes); `None` when verified exactly, or not verified.
+    pub weak_proof: Option<String>,
 }
 
 impl Clip {
@@ -136,7 +139,7 @@ impl Clip {
 
 const CLIP_COLS: &str = "id, imei, path, name, size, event, camera, recorded_at, state, reason, \
     failed_stage, attempts, retry_after, sha256, object_key, etag, upload_id, part_size, first_seen, \
-    generation, hashed_key, date_ms";
+    generation, hashed_key, date_ms, weak_proof";
 
 fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
     Ok(Clip {
@@ -162,6 +165,7 @@ fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
         generation: r.get(19)?,
         hashed_key: r.get(20)?,
         date_ms: r.get(21)?,
+        weak_proof: r.get(22)?,
     })
 }
 

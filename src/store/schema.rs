@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -145,6 +145,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
      WHERE state IN ('seen', 'queued', 'skipped', 'lost')
        AND EXISTS (SELECT 1 FROM clips o
                     WHERE o.imei = clips.imei AND o.name = clips.name AND o.id < clips.id);
+    "#,
+    // 5: how a verified clip's object was tied to its bytes, when only weakly (size and
+    // metadata: an SSE-KMS/SSE-C object whose store keeps no checksum); NULL = exactly.
+    r#"
+    ALTER TABLE clips ADD COLUMN weak_proof TEXT;
     "#,
 ];
 

@@ -224,6 +224,19 @@ impl Store {
         .await
     }
 
+    /// Notes how the clip's object was verified: `Some(why)` when by size and metadata only
+    /// (`status` says so), `None` when exactly. Not a transition: any state.
+    pub async fn set_weak_proof(&self, id: i64, why: Option<String>) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE clips SET weak_proof = ?2 WHERE id = ?1",
+                params![id, why],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records a failed attempt at `stage`: `failed`, back to `stage` after `retry_in_secs`.
     /// From `downloading` (download) or `uploading | uploaded` (upload, or a failed
     /// verification).

@@ -272,10 +272,32 @@ pub enum UploadOutcome {
     AlreadyPresent,
 }
 
+impl Verification {
+    /// Whether the object counts as the clip ([`Verification::Verified`] or
+    /// [`Verification::SizeAndMetadataOnly`]).
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Self::Verified | Self::SizeAndMetadataOnly(_))
+    }
+
+    /// Why the verification is only by size and metadata, if it is.
+    pub fn weakness(&self) -> Option<&str> {
+        match self {
+            Self::SizeAndMetadataOnly(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
 /// What the store holds under a key, compared with the clip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
+    /// The object is the clip: size, `sha256` metadata, and its content tied exactly to the
+    /// bytes (a checksum, an MD5 ETag, or the bytes read back).
     Verified,
+    /// Size and `sha256` metadata match, but nothing the store reports ties the content to
+    /// the bytes (why): an SSE-KMS/SSE-C object this agent uploaded, to a store that keeps no
+    /// checksum. Accepted as verified, and reported as weaker (log and `status`).
+    SizeAndMetadataOnly(String),
     Missing,
     /// What differs.
     Mismatch(String),

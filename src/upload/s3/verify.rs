@@ -82,7 +82,7 @@ impl S3Destination {
                          a store that keeps checksums ties the object to the bytes"
                     );
                 }
-                Verification::Verified
+                Verification::SizeAndMetadataOnly(why)
             }
             Verdict::ReadBytes(why) => {
                 tracing::info!(key, size, "verifying by reading the object back: {why}");
