@@ -240,6 +240,9 @@ impl Agent {
         let mut lost = 0;
         for c in self.store.mark_missing(imei, seen.clone()).await? {
             let _ = std::fs::remove_file(self.part_path(imei, &c.name));
+            if c.upload_id.is_some() {
+                self.forget_upload(&c).await;
+            }
         }
         for c in self.store.lost_unchecked(imei).await? {
             let Some(found) = self.in_bucket(&c).await else {

@@ -18,13 +18,15 @@
 //! worked on and when uploads may run; `pass` one pass over a camera and what remains;
 //! `listing` reading and reconciling the listing; `heartbeat` whether the loops progress;
 //! `outage` pausing uploads while the destination is down; `work` a clip parsed once for the
-//! stages; `download`, `upload` and `retention` the three stages.
+//! stages; `download`, `upload` and `retention` the three stages; `overlap` a large clip's
+//! upload while it downloads.
 
 mod download;
 mod events;
 pub mod heartbeat;
 mod listing;
 mod outage;
+mod overlap;
 mod pass;
 mod retention;
 mod schedule;

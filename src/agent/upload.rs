@@ -187,7 +187,7 @@ impl Agent {
         self.upload_done.notify_waiters();
     }
 
-    fn object_meta(&self, w: &Work, device_name: &str, sha: &str) -> ObjectMeta {
+    pub(super) fn object_meta(&self, w: &Work, device_name: &str, sha: &str) -> ObjectMeta {
         ObjectMeta {
             imei: w.imei.clone(),
             device_name: device_name.to_string(),
@@ -201,7 +201,7 @@ impl Agent {
     }
 
     /// The camera's device name as last seen (for the object's metadata), or "".
-    async fn device_name(&self, imei: &str) -> String {
+    pub(super) async fn device_name(&self, imei: &str) -> String {
         self.store
             .cameras()
             .await
@@ -395,9 +395,9 @@ impl Agent {
 
 /// The upload journal of one clip, kept in the store (each call runs on the store's
 /// blocking pool, never on an async worker).
-struct StoreJournal {
-    store: Store,
-    id: i64,
+pub(super) struct StoreJournal {
+    pub(super) store: Store,
+    pub(super) id: i64,
 }
 
 impl UploadJournal for StoreJournal {
@@ -454,7 +454,7 @@ impl UploadJournal for StoreJournal {
 }
 
 /// The digests of what was sent, as the store keeps them.
-fn sent_row(sent: &SentDigests) -> SentRow {
+pub(super) fn sent_row(sent: &SentDigests) -> SentRow {
     match sent {
         SentDigests::Unknown => SentRow::default(),
         SentDigests::Single { md5_hex } => SentRow {

@@ -13,6 +13,7 @@ mod client;
 mod errors;
 mod forms;
 mod multipart;
+mod overlap;
 mod settings;
 mod single;
 mod stall;
@@ -148,6 +149,12 @@ impl S3Destination {
         } else {
             self.put_single(file, key, size, meta, &sha256_b64).await
         }
+    }
+
+    /// Whether a file of `size` bytes goes multipart now (by the threshold and the rate).
+    pub fn goes_multipart(&self, size: u64) -> bool {
+        self.multipart_threshold
+            .wants_multipart(size, self.part_size, self.rate.get())
     }
 
     /// HeadObject (asking for checksums); `None` when there is no such key.

@@ -26,20 +26,20 @@ use super::{S3Destination, content_type_for, file_body, to_i64};
 
 /// One part of the file: its number, where it starts and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PartPlan {
-    number: i32,
-    offset: u64,
-    len: u64,
+pub(super) struct PartPlan {
+    pub(super) number: i32,
+    pub(super) offset: u64,
+    pub(super) len: u64,
 }
 
 /// The multipart upload being worked on and the parts already safely in the store.
-struct Session {
-    upload_id: String,
-    part_size: u64,
-    done: BTreeMap<i32, DonePart>,
+pub(super) struct Session {
+    pub(super) upload_id: String,
+    pub(super) part_size: u64,
+    pub(super) done: BTreeMap<i32, DonePart>,
     /// The digests of every planned part, in order (part `n` at `n - 1`), when already
     /// computed (a resumed upload); else they are computed while the parts are sent.
-    digests: Option<Vec<PartDigests>>,
+    pub(super) digests: Option<Vec<PartDigests>>,
 }
 
 impl S3Destination {
@@ -60,7 +60,7 @@ impl S3Destination {
         }
     }
 
-    fn effective_part_size(&self, size: u64) -> u64 {
+    pub(super) fn effective_part_size(&self, size: u64) -> u64 {
         self.part_size.max(size.div_ceil(MAX_PARTS))
     }
 
@@ -91,12 +91,27 @@ impl S3Destination {
         journal: &dyn UploadJournal,
     ) -> Result<UploadOutcome, UploadError> {
         let mut session = self.open_session(file, key, size, meta, journal).await?;
+        let (missing, check) = self.parts_to_send(file, (size, &meta.sha256_hex), &session);
         if let Err(e) = self
-            .send_missing_parts(file, key, (size, &meta.sha256_hex), &mut session, journal)
+            .send_parts(file, key, &mut session, journal, missing, check)
             .await
         {
             return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
         }
+        self.complete_session(key, (size, &meta.sha256_hex), session, journal)
+            .await
+    }
+
+    /// Completes the upload of `session`, whose parts were all sent and checked against the
+    /// download (`expected`: its size and SHA-256).
+    pub(super) async fn complete_session(
+        &self,
+        key: &str,
+        expected: (u64, &str),
+        session: Session,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let (size, sha256_hex) = expected;
         let parts: Vec<DonePart> = session.done.into_values().collect();
         let sent = SentDigests::of_parts(&parts);
         match self.complete(key, &session.upload_id, &parts).await {
@@ -109,15 +124,14 @@ impl S3Destination {
             }
             Err(e) if is_precondition_failed(&e) => {
                 self.forget_multipart(key, journal).await?;
-                self.after_precondition_failed(key, size, &meta.sha256_hex)
-                    .await
+                self.after_precondition_failed(key, size, sha256_hex).await
             }
             Err(e) => {
                 // A retried Complete whose first try went through fails (the upload id is
                 // gone): if the object is there and right, the upload did complete.
                 if !e.is_transient()
                     && let Ok(Some(head)) = self.head(key).await
-                    && compare_head(&head, size, &meta.sha256_hex).is_ok()
+                    && compare_head(&head, size, sha256_hex).is_ok()
                 {
                     journal
                         .clear_multipart()
@@ -152,6 +166,17 @@ impl S3Destination {
                 .await
                 .map_err(UploadError::Journal)?;
         }
+        self.new_session(key, size, meta, journal).await
+    }
+
+    /// Creates a multipart upload and journals it.
+    pub(super) async fn new_session(
+        &self,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<Session, UploadError> {
         let part_size = self.effective_part_size(size);
         let upload_id = self.create(key, meta).await?;
         if let Err(e) = journal.begin_multipart(&upload_id, part_size).await {
@@ -205,7 +230,7 @@ impl S3Destination {
         }))
     }
 
-    async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<String, UploadError> {
+    pub(super) async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<String, UploadError> {
         let mut request = self
             .client
             .create_multipart_upload()
@@ -226,7 +251,11 @@ impl S3Destination {
     }
 
     /// All parts the store holds for the upload (following ListParts pagination).
-    async fn list_parts_all(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, UploadError> {
+    pub(super) async fn list_parts_all(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<Part>, UploadError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -249,20 +278,19 @@ impl S3Destination {
         }
     }
 
-    /// Sends every planned part not in `session.done`, `part_concurrency` at a time, journaling
-    /// each as it completes, then checks that the file read was the one downloaded (SHA-256
-    /// `expected.1` of `expected.0` bytes). After the first failure no new part starts, but
-    /// parts already in flight finish and are journaled, so a resume repeats as little as
-    /// possible.
-    async fn send_missing_parts(
+    /// Sends the parts `missing` yields, `part_concurrency` at a time, journaling each as it
+    /// completes, then `check`s that the file read was the one downloaded. After the first
+    /// failure no new part starts, but parts already in flight finish and are journaled, so
+    /// a resume repeats as little as possible.
+    pub(super) async fn send_parts(
         &self,
         file: &Path,
         key: &str,
-        expected: (u64, &str),
         session: &mut Session,
         journal: &dyn UploadJournal,
+        missing: BoxStream<'static, (PartPlan, PartDigests)>,
+        check: Option<WholeFileCheck>,
     ) -> Result<(), UploadError> {
-        let (missing, check) = self.parts_to_send(file, expected, session);
         let stop = AtomicBool::new(false);
         let upload_id = session.upload_id.as_str();
         let mut results = missing
@@ -299,7 +327,7 @@ impl S3Destination {
         drop(results);
         match (failure, check) {
             (Some(e), _) => Err(e),
-            (None, Some(check)) => check.finish().await,
+            (None, Some(check)) => check.finish().await.map(drop),
             (None, None) => Ok(()),
         }
     }
@@ -425,7 +453,7 @@ impl S3Destination {
     /// Decides what a failed multipart attempt leaves behind: transient failures keep the
     /// upload and journal for a resume; a vanished upload is forgotten (the retry starts
     /// over, so it is reported transient); any other permanent failure aborts the upload.
-    async fn fail_upload(
+    pub(super) async fn fail_upload(
         &self,
         key: &str,
         upload_id: &str,
@@ -537,7 +565,7 @@ fn digest_of(digests: &[PartDigests], number: i32) -> Option<&PartDigests> {
 }
 
 /// Cuts `size` bytes into parts of `part_size` (the last one shorter).
-fn plan_parts(size: u64, part_size: u64) -> Vec<PartPlan> {
+pub(super) fn plan_parts(size: u64, part_size: u64) -> Vec<PartPlan> {
     let count = part_count(size, part_size).max(1);
     (0..count)
         .map(|i| {
