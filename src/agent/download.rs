@@ -180,16 +180,10 @@ impl Agent {
         let early = self.start_early(&w, &part).await;
         match self.fetch(client, &w, &part, early.as_ref()).await {
             Ok(f) => {
-                // The upload reads the `.part` file: it ends before the rename.
-                let sent = match early {
-                    Some(e) => e.finish(&f.sha256_hex).await,
-                    None => None,
-                };
-                if let Err(e) = finish_file(&part, &fin).await {
-                    self.download_failed(&w, e.to_string()).await;
-                    return Ok(());
+                match early {
+                    Some(e) => self.finish_early(e, w, f, started),
+                    None => self.put_in_place(&w, f, started, None).await,
                 }
-                self.downloaded(&w, f, started, sent).await;
                 Ok(())
             }
             Err(e) => {
@@ -200,6 +194,23 @@ impl Agent {
                 }
                 self.fetch_failed(&w, e, &part).await
             }
+        }
+    }
+
+    /// Renames the finished `.part` of `w` into place and records the download (and the
+    /// upload that ran with it, if it completed).
+    pub(super) async fn put_in_place(
+        &self,
+        w: &Work,
+        f: Fetched,
+        started: Instant,
+        sent: Option<UploadOutcome>,
+    ) {
+        let part = self.part_path(&w.imei, w.parsed.as_str());
+        let fin = self.file_path(&w.imei, w.parsed.as_str());
+        match finish_file(&part, &fin).await {
+            Ok(()) => self.downloaded(w, f, started, sent).await,
+            Err(e) => self.download_failed(w, e.to_string()).await,
         }
     }
 

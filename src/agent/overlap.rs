@@ -4,21 +4,28 @@
 //! hands over its SHA-256 (the upload completes only if it is the one read from the parts:
 //! the clip goes `downloading → uploaded` in one transition) or says it stopped (the
 //! upload stops too, keeping its journal and parts for the resume; the clip fails once, at
-//! its download). While it overlaps, the clip stays `downloading` with a multipart journal.
+//! its download). While it overlaps, the clip stays `downloading` with a multipart journal;
+//! after its download the download stage moves on while the upload's tail finishes in the
+//! background, then the file is renamed into place. At most `upload_concurrency` uploads
+//! (the uploader's and these) start this way; a pass and a run wait for them.
 //!
 //! Whenever the `.part` file is discarded or truncated, the upload begun from it is
 //! aborted and its journal cleared ([`Agent::forget_upload`]), so no part of old bytes can
 //! be completed (and the parts are checked against the bytes on disk anyway).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::Agent;
 use super::upload::StoreJournal;
 use super::work::Work;
+use crate::download::Fetched;
 use crate::store::Clip;
 use crate::upload::{Destination, GrowingWriter, UploadOutcome, growing};
 
@@ -29,18 +36,57 @@ pub(crate) fn may_overlap(w: &Work, dest: &Destination) -> bool {
     dest.uploads_early(w.size)
 }
 
+/// The clips uploading while they download (id → IMEI): a pass and a run wait for them as
+/// for the uploader's clips.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Overlapping(Arc<Mutex<HashMap<i64, String>>>);
+
+impl Overlapping {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a clip (of `imei`, or of any camera) is uploading while it downloads.
+    pub(super) fn any(&self, imei: Option<&str>) -> bool {
+        self.lock()
+            .values()
+            .any(|i| imei.is_none_or(|want| want == i))
+    }
+}
+
+/// One clip's entry in [`Overlapping`], removed (and the waiters woken) when dropped.
+struct Registered {
+    set: Overlapping,
+    id: i64,
+    done: Arc<Notify>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.id);
+        self.done.notify_waiters();
+    }
+}
+
 /// An upload running while its clip downloads.
 pub(super) struct Early {
     pub(super) writer: GrowingWriter,
     task: JoinHandle<Option<UploadOutcome>>,
+    _registered: Registered,
 }
 
 impl Early {
     /// The download finished with SHA-256 `sha256_hex`: waits for the upload. `Some` when
-    /// the object was completed (from the bytes downloaded, checked).
-    pub(super) async fn finish(self, sha256_hex: &str) -> Option<UploadOutcome> {
-        self.writer.done(sha256_hex);
-        self.task.await.ok().flatten()
+    /// the object was completed (from the bytes downloaded, checked). The clip stays
+    /// registered as overlapping until the registration is dropped (after it is recorded).
+    async fn finish(self, sha256_hex: &str) -> (Option<UploadOutcome>, Registered) {
+        let Early {
+            writer,
+            task,
+            _registered,
+        } = self;
+        writer.done(sha256_hex);
+        (task.await.ok().flatten(), _registered)
     }
 
     /// The download stopped: waits for the parts in flight. Whether the partial file was
@@ -56,7 +102,9 @@ impl Agent {
     /// Starts uploading `w` from its partial file `part` while it downloads, when it may
     /// overlap and uploads may run now.
     pub(super) async fn start_early(self: &Arc<Self>, w: &Work, part: &Path) -> Option<Early> {
+        let busy = self.in_flight.lock().map_or(0, |s| s.len()) + self.overlapping.lock().len();
         if !may_overlap(w, &self.dest)
+            || busy >= self.cfg.sync.upload_concurrency
             || !self.schedule.uploads_may_run()
             || self.destination_paused()
             || self.destination_given_up()
@@ -64,6 +112,12 @@ impl Agent {
         {
             return None;
         }
+        self.overlapping.lock().insert(w.id, w.imei.clone());
+        let registered = Registered {
+            set: self.overlapping.clone(),
+            id: w.id,
+            done: self.upload_done.clone(),
+        };
         let (writer, growing) = growing();
         let device_name = self.device_name(&w.imei).await;
         // The SHA-256 is not known yet: the object is marked as overlapped instead.
@@ -92,7 +146,42 @@ impl Agent {
             }
         });
         debug!(clip = %w.name, "uploading while downloading");
-        Some(Early { writer, task })
+        Some(Early {
+            writer,
+            task,
+            _registered: registered,
+        })
+    }
+
+    /// The download of `w` into `part` finished (`f`): the upload that ran with it finishes
+    /// in the background (the download stage moves on to the next clip), then the file is
+    /// put in place and the clip recorded, uploaded when the upload completed.
+    pub(super) fn finish_early(
+        self: &Arc<Self>,
+        early: Early,
+        w: Work,
+        f: Fetched,
+        started: Instant,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // The upload reads the `.part` file: it ends before the rename.
+            let (sent, registered) = early.finish(&f.sha256_hex).await;
+            me.put_in_place(&w, f, started, sent).await;
+            // Only now may a pass or run that waits for uploads stop waiting for this clip.
+            drop(registered);
+        });
+    }
+
+    /// Waits until no clip uploads while it downloads (or shutdown).
+    pub(super) async fn wait_overlaps(&self) {
+        while self.overlapping.any(None) && !self.shutdown.is_cancelled() {
+            tokio::select! {
+                _ = self.upload_done.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
     }
 
     /// Aborts and forgets the multipart upload journaled for `c`, if any: its parts came

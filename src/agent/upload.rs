@@ -45,6 +45,7 @@ impl Agent {
             .map(|s| !s.is_empty())
             .unwrap_or(false);
         Ok(flying
+            || self.overlapping.any(None)
             || !self
                 .store
                 .next_uploads(self.in_flight_ids(), 1)
@@ -92,8 +93,11 @@ impl Agent {
                 Ok(p) => p,
                 Err(_) => return,
             };
-            // Clips in flight are still in an upload state, so they show up in `pending`.
-            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i)) {
+            // Clips in flight are still in an upload state, so they show up in `pending`;
+            // clips uploading while they download are `downloading`, so they are asked for.
+            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i))
+                && !self.overlapping.any(imei)
+            {
                 return;
             }
             if self.in_flight_ids().is_empty() {

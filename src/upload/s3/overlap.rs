@@ -98,8 +98,8 @@ impl S3Destination {
                 tracing::info!(
                     key,
                     upload_id = progress.upload_id,
-                    held = done.len(),
-                    "resuming multipart upload while downloading"
+                    reused = done.len(),
+                    "resuming multipart upload (while downloading; each part checked as it lands)"
                 );
                 return Ok(Session {
                     upload_id: progress.upload_id,
