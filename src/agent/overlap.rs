@@ -46,6 +46,12 @@ impl Overlapping {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many clips upload while they download (they count against
+    /// `upload_concurrency`, as the uploader's own).
+    pub(super) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Whether a clip (of `imei`, or of any camera) is uploading while it downloads.
     pub(super) fn any(&self, imei: Option<&str>) -> bool {
         self.lock()
@@ -59,12 +65,15 @@ struct Registered {
     set: Overlapping,
     id: i64,
     done: Arc<Notify>,
+    /// The uploader's wake-up: a slot of `upload_concurrency` is free again.
+    wake: Arc<Notify>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.set.lock().remove(&self.id);
         self.done.notify_waiters();
+        self.wake.notify_one();
     }
 }
 
@@ -102,7 +111,7 @@ impl Agent {
     /// Starts uploading `w` from its partial file `part` while it downloads, when it may
     /// overlap and uploads may run now.
     pub(super) async fn start_early(self: &Arc<Self>, w: &Work, part: &Path) -> Option<Early> {
-        let busy = self.in_flight.lock().map_or(0, |s| s.len()) + self.overlapping.lock().len();
+        let busy = self.in_flight.lock().map_or(0, |s| s.len()) + self.overlapping.count();
         if !may_overlap(w, &self.dest)
             || busy >= self.cfg.sync.upload_concurrency
             || !self.schedule.uploads_may_run()
@@ -117,6 +126,7 @@ impl Agent {
             set: self.overlapping.clone(),
             id: w.id,
             done: self.upload_done.clone(),
+            wake: self.upload_wake.clone(),
         };
         let (writer, growing) = growing();
         let device_name = self.device_name(&w.imei).await;

@@ -128,10 +128,12 @@ impl Agent {
             // While the destination is paused nothing new starts; it is probed instead.
             self.probe_if_due().await;
             let open = !self.destination_paused() && !self.destination_given_up();
-            if open && running.len() < conc && self.schedule.uploads_may_run() {
+            // Uploads running while their clip downloads take slots too.
+            let slots = conc.saturating_sub(self.overlapping.count());
+            if open && running.len() < slots && self.schedule.uploads_may_run() {
                 let next = self
                     .store
-                    .next_uploads(self.in_flight_ids(), conc - running.len())
+                    .next_uploads(self.in_flight_ids(), slots - running.len())
                     .await
                     .unwrap_or_default();
                 if !next.is_empty() {
