@@ -3,7 +3,7 @@
 //! HeadObject verification, and SDK error mapping.
 //!
 //! The rooms: `settings` (what the config says), `client` (the HTTP and SDK clients),
-//! `threshold` (single PUT or multipart), `single`, `multipart`, `verify`, `forms` (the
+//! `threshold` (single PUT or multipart), `single`, `multipart` (with `parts`, and `overlap`: uploading while downloading), `verify`, `forms` (the
 //! checksum and ETag forms a store reports, compared exactly), `errors` (SDK errors mapped
 //! to [`UploadError`]) and `check` (the doctor's checks). This file holds
 //! [`S3Destination`] itself, the upload entry point and the helpers the rooms share.
@@ -14,6 +14,7 @@ mod errors;
 mod forms;
 mod multipart;
 mod overlap;
+mod parts;
 mod settings;
 mod single;
 mod stall;

@@ -24,7 +24,8 @@ use super::super::growing::{Growing, hash_growing};
 use super::super::{DonePart, MultipartProgress, ObjectMeta, UploadError, UploadJournal};
 use super::super::{UploadOutcome, check_file_size};
 use super::S3Destination;
-use super::multipart::{PartPlan, Session, plan_parts};
+use super::multipart::Session;
+use super::parts::{PartPlan, plan_parts};
 use super::settings::{MAX_PARTS, MIN_PART_SIZE, part_count};
 
 impl S3Destination {
