@@ -86,16 +86,18 @@ pub(super) struct Early {
 
 impl Early {
     /// The download finished with SHA-256 `sha256_hex`: waits for the upload. `Some` when
-    /// the object was completed (from the bytes downloaded, checked). The clip stays
-    /// registered as overlapping until the registration is dropped (after it is recorded).
-    async fn finish(self, sha256_hex: &str) -> (Option<UploadOutcome>, Registered) {
+    /// the object was completed (from the bytes downloaded, checked); whether the partial
+    /// file was truncated meanwhile (a restart from zero); the registration, which keeps
+    /// the clip counted as overlapping until it is dropped (after the clip is recorded).
+    async fn finish(self, sha256_hex: &str) -> (Option<UploadOutcome>, bool, Registered) {
         let Early {
             writer,
             task,
-            _registered,
+            _registered: registered,
         } = self;
         writer.done(sha256_hex);
-        (task.await.ok().flatten(), _registered)
+        let sent = task.await.ok().flatten();
+        (sent, writer.discarded(), registered)
     }
 
     /// The download stopped: waits for the parts in flight. Whether the partial file was
@@ -176,7 +178,11 @@ impl Agent {
         let me = self.clone();
         tokio::spawn(async move {
             // The upload reads the `.part` file: it ends before the rename.
-            let (sent, registered) = early.finish(&f.sha256_hex).await;
+            let (sent, discarded, registered) = early.finish(&f.sha256_hex).await;
+            if discarded {
+                // The upload read bytes that were truncated away: never to be completed.
+                me.forget_upload(&w).await;
+            }
             me.put_in_place(&w, f, started, sent).await;
             // Only now may a pass or run that waits for uploads stop waiting for this clip.
             drop(registered);
