@@ -8,7 +8,7 @@
 #
 # Usage: scripts/bench.sh [--install] [--no-build] [--peer rclone|aws] [--matched] [--keep]
 #   --install    apt-get install the missing tools first (root only): time curl rclone
-#   --no-build   use the binaries already in target/release
+#   --no-build   use the binaries already in target/release ($CARGO_TARGET_DIR/release if set)
 #   --peer P     peer uploader: rclone (default when installed) or aws (AWS CLI)
 #   --matched    rclone and the agent both upload multipart from 16 MiB, 8 MiB parts, 4 at
 #                a time (the agent's multipart_threshold pinned to "16MiB" instead of "auto",
@@ -100,7 +100,7 @@ fi
 if [ "$BUILD" = 1 ]; then
     cargo build --release --bins --examples
 fi
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 for b in "$BIN/qucam-offload" "$BIN/qucam-sim" "$BIN/examples/s3-test-server"; do
     [ -x "$b" ] || { echo "bench.sh: $b is missing (run without --no-build)" >&2; exit 2; }
 done
