@@ -129,6 +129,49 @@ async fn a_name_written_again_after_its_clip_was_deleted_is_offloaded_under_a_su
 
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_large_clip_written_again_is_hashed_before_its_upload_never_overlapping
+);
+/// A later generation that goes multipart: its key carries its hash, so it must not upload
+/// while it downloads (its key is not known yet); the first generation of the same size did.
+async fn a_large_clip_written_again_is_hashed_before_its_upload_never_overlapping(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let big = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        ..knobs()
+    };
+    let size = 12 * 1024 * 1024;
+    let (old, new) = (content(3, size), content(4, size));
+    let path = write(&f.camera_dir, &old);
+    assert_eq!(f.run_once(&big).await, done(IMEI));
+    write(&f.camera_dir, &new);
+    assert_eq!(f.run_once(&big).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(old), "untouched");
+    assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &new)), Some(new));
+    assert_eq!(f.bucket_keys().len(), 2, "{:?}", f.bucket_keys());
+    assert_eq!(
+        generations(&f, IMEI, &path),
+        [(0, "deleted".into()), (1, "deleted".into())]
+    );
+    let (attempts, reason): (i64, Option<String>) = f
+        .db()
+        .query_row(
+            "SELECT attempts, reason FROM clips WHERE generation = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (attempts, reason),
+        (0, None),
+        "the later generation stumbled"
+    );
+    assert_eq!(f.s3.list_incomplete_multipart().await, Vec::<String>::new());
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_clip_that_grew_after_its_download_is_offloaded_again_in_full
 );
 async fn a_clip_that_grew_after_its_download_is_offloaded_again_in_full(store: Store) {

@@ -433,6 +433,72 @@ async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
     );
 }
 
+/// A clip `downloading` with a part journaled (uploaded while it downloads): its upload id.
+fn overlapping_upload(f: &Fleet) -> Option<String> {
+    if !f.state_dir.join("state.db").exists() {
+        return None;
+    }
+    f.db()
+        .query_row(
+            "SELECT upload_id FROM clips WHERE state = 'downloading' AND upload_id IS NOT NULL
+                AND EXISTS (SELECT 1 FROM parts WHERE clip_id = clips.id)",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_mid_overlap_resumes_the_download_and_the_upload
+);
+async fn kill_9_mid_overlap_resumes_the_download_and_the_upload(store: Store) {
+    let f = Fleet::start_on(store, 3, 16 * MIB).await;
+    let k = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"\npart_concurrency = 1".into(),
+        ..Knobs::default()
+    };
+    let cfg = f.write_config(&k);
+    let violations = watch_deletes(&f);
+    // A slow camera: the clip downloads for seconds while its parts go up.
+    f.sim
+        .set_faults(|x| x.bandwidth_bytes_per_sec = Some(2_000_000));
+    let mut p = spawn(&f, &cfg, &["run", "--once"], "overlap");
+    poll(
+        "a part uploaded while its clip downloads",
+        Duration::from_secs(60),
+        || overlapping_upload(&f).is_some(),
+    )
+    .await;
+    assert!(p.kill9().await, "the agent was still working");
+    let upload_id = overlapping_upload(&f).expect("still journaled after the kill");
+    assert!(
+        !part_files(&f).is_empty(),
+        "the partial file stays for its resume"
+    );
+    assert!(f.sim.deletes().is_empty());
+
+    f.sim.set_faults(|x| x.bandwidth_bytes_per_sec = None);
+    let runs = run_once_until_ok(&f, &cfg, 3).await;
+    assert_exactly_the_event_clips(&f);
+    assert!(
+        runs[0]
+            .stderr
+            .lines()
+            .any(|l| l.contains("resuming multipart upload") && l.contains(&upload_id)),
+        "the restart resumed the upload begun while downloading:\n{}",
+        runs[0].describe()
+    );
+    assert!(f.s3.list_incomplete_multipart().await.is_empty());
+    assert_eq!(journaled_parts(&f).0, 0, "journal cleared after completion");
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "a clip was deleted from the camera before its object was in the bucket"
+    );
+}
+
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     kill_9_between_the_camera_delete_and_its_record

@@ -19,10 +19,13 @@ use tracing::{debug, info, warn};
 use qucam::CameraClient;
 
 use super::identity::{Identity, confirm_imei};
+use super::overlap::Early;
+use super::upload::sent_row;
 use super::work::Work;
 use super::{Agent, AgentEvent, pause_key};
 use crate::download::{self as dl, DownloadError, Fetched};
 use crate::store::{Clip, Stage};
+use crate::upload::UploadOutcome;
 
 /// Why a pass's downloads stop early. Not the clip's fault: it keeps its state and its
 /// partial file, and resumes in a later pass.
@@ -180,20 +183,47 @@ impl Agent {
             return Ok(());
         }
         let started = Instant::now();
-        match self.fetch(client, &w, &part).await {
+        let early = self.start_early(&w, &part).await;
+        match self.fetch(client, &w, &part, early.as_ref()).await {
             Ok(f) => {
                 // Kept only once the camera that served them is confirmed as the clip's.
                 if let Err(e) = confirm_imei(client, &w.imei).await {
+                    if let Some(early) = early {
+                        early.stop().await;
+                    }
                     return Err(self.discard_download(&w, &part, e).await);
                 }
-                if let Err(e) = finish_file(&part, &fin).await {
-                    self.download_failed(&w, e.to_string()).await;
-                    return Ok(());
+                match early {
+                    Some(e) => self.finish_early(e, w, f, started),
+                    None => self.put_in_place(&w, f, started, None).await,
                 }
-                self.downloaded(&w, f, started).await;
                 Ok(())
             }
-            Err(e) => self.fetch_failed(client, &w, e, &part).await,
+            Err(e) => {
+                if let Some(early) = early
+                    && early.stop().await
+                {
+                    self.forget_upload(&w).await;
+                }
+                self.fetch_failed(client, &w, e, &part).await
+            }
+        }
+    }
+
+    /// Renames the finished `.part` of `w` into place and records the download (and the
+    /// upload that ran with it, if it completed).
+    pub(super) async fn put_in_place(
+        &self,
+        w: &Work,
+        f: Fetched,
+        started: Instant,
+        sent: Option<UploadOutcome>,
+    ) {
+        let part = self.part_path(w);
+        let fin = self.file_path(w);
+        match finish_file(&part, &fin).await {
+            Ok(()) => self.downloaded(w, f, started, sent).await,
+            Err(e) => self.download_failed(w, e.to_string()).await,
         }
     }
 
@@ -222,6 +252,7 @@ impl Agent {
         client: &CameraClient,
         w: &Work,
         part: &Path,
+        early: Option<&Early>,
     ) -> Result<Fetched, DownloadError> {
         let received = Arc::new(AtomicU64::new(0));
         let last = Arc::new(AtomicU64::new(u64::MAX));
@@ -230,6 +261,9 @@ impl Agent {
             let last = last.clone();
             move |done: u64, _total: Option<u64>| {
                 super::heartbeat::beat();
+                if let Some(e) = early {
+                    e.writer.landed(done);
+                }
                 let prev = last.swap(done, Ordering::Relaxed);
                 if prev == u64::MAX {
                     return;
@@ -258,9 +292,25 @@ impl Agent {
         result
     }
 
-    /// Records a finished download and wakes the uploader.
-    async fn downloaded(&self, w: &Work, f: Fetched, started: Instant) {
-        let r = self.store.downloaded(w.id, f.sha256_hex).await;
+    /// Records a finished download (and the upload that ran with it, if it completed) and
+    /// wakes the uploader.
+    async fn downloaded(
+        &self,
+        w: &Work,
+        f: Fetched,
+        started: Instant,
+        sent: Option<UploadOutcome>,
+    ) {
+        let r = match sent {
+            Some(UploadOutcome::Uploaded { etag, sent }) => {
+                let (key, sent) = (w.key.clone(), sent_row(&sent));
+                let sha = f.sha256_hex.clone();
+                self.store
+                    .downloaded_and_uploaded(w.id, sha, key, Some(etag), sent)
+                    .await
+            }
+            _ => self.store.downloaded(w.id, f.sha256_hex.clone()).await,
+        };
         if !self.applied(r, "mark downloaded", w) {
             return;
         }
@@ -285,6 +335,8 @@ impl Agent {
     async fn discard_download(&self, w: &Work, part: &Path, why: Identity) -> PassStop {
         warn!(imei = %w.imei, clip = %w.name, "{why}: discarding the download");
         let _ = tokio::fs::remove_file(part).await;
+        // Parts sent from these bytes while they downloaded must never be completed.
+        self.forget_upload(w).await;
         let r = self.store.download_discarded(w.id).await;
         self.applied(r, "discard the download", w);
         PassStop::Identity(why)
@@ -305,6 +357,7 @@ impl Agent {
         ) {
             // What is on disk cannot be trusted as a prefix of the clip.
             let _ = tokio::fs::remove_file(part).await;
+            self.forget_upload(w).await;
         }
         if let DownloadError::Io { source, .. } = &e
             && is_disk_full(source)

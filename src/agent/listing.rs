@@ -249,8 +249,10 @@ impl Agent {
         listed.retain(|l| dedup.insert(l.path.clone()));
         let done = self.store.reconcile_page(imei, listed, finished).await?;
         for c in done.stale_parts {
-            // Its file changed on the camera before it was downloaded.
+            // Its file changed on the camera before it was downloaded (parts sent from the
+            // old bytes while they downloaded are never completed).
             let _ = tokio::fs::remove_file(self.part_path(&c)).await;
+            self.forget_upload(&c).await;
         }
         r.total += page.len();
         Ok(fresh)
@@ -263,6 +265,9 @@ impl Agent {
         let mut lost = 0;
         for c in self.store.mark_missing(imei, seen.clone()).await? {
             let _ = std::fs::remove_file(self.part_path(&c));
+            if c.upload_id.is_some() {
+                self.forget_upload(&c).await;
+            }
         }
         for c in self.store.lost_unchecked(imei).await? {
             let Some(found) = self.in_bucket(&c).await else {

@@ -19,7 +19,8 @@
 //! `listing` reading and reconciling the listing; `identity` which camera answers at the
 //! address; `heartbeat` whether the loops progress;
 //! `outage` pausing uploads while the destination is down; `work` a clip parsed once for the
-//! stages; `download`, `upload` and `retention` the three stages.
+//! stages; `download`, `upload` and `retention` the three stages; `overlap` a large clip's
+//! upload while it downloads.
 
 mod download;
 mod events;
@@ -27,6 +28,7 @@ pub mod heartbeat;
 mod identity;
 mod listing;
 mod outage;
+mod overlap;
 mod pass;
 mod retention;
 mod schedule;
@@ -75,6 +77,8 @@ pub struct Agent {
     upload_done: Arc<Notify>,
     /// Clips the uploader is working on.
     in_flight: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// Clips uploading while they download (id → IMEI), see `overlap`.
+    overlapping: overlap::Overlapping,
     /// In a `--once` run: clips whose upload failed in this run (not retried until the
     /// next run, so the pass ends).
     once_failed: Arc<std::sync::Mutex<Option<HashSet<i64>>>>,
@@ -131,6 +135,7 @@ impl Agent {
             upload_wake: Arc::new(Notify::new()),
             upload_done: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
+            overlapping: overlap::Overlapping::default(),
             once_failed: Arc::new(std::sync::Mutex::new(None)),
             outage: std::sync::Mutex::new(outage::Outage::default()),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -201,6 +206,7 @@ impl Agent {
         let outcomes: Vec<(String, PassOutcome)> = futures_util::future::join_all(passes).await;
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
         self.wait_uploads(None).await;
+        self.wait_overlaps().await;
         stop_uploader.cancel();
         let _ = uploader.await;
         outcomes
@@ -220,6 +226,7 @@ impl Agent {
             async move { me.camera_loop(i).await }
         });
         futures_util::future::join_all(loops).await;
+        self.wait_overlaps().await;
         stop_uploader.cancel();
         let _ = uploader.await;
     }

@@ -45,6 +45,7 @@ impl Agent {
             .map(|s| !s.is_empty())
             .unwrap_or(false);
         Ok(flying
+            || self.overlapping.any(None)
             || !self
                 .store
                 .next_uploads(self.in_flight_ids(), 1)
@@ -92,8 +93,11 @@ impl Agent {
                 Ok(p) => p,
                 Err(_) => return,
             };
-            // Clips in flight are still in an upload state, so they show up in `pending`.
-            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i)) {
+            // Clips in flight are still in an upload state, so they show up in `pending`;
+            // clips uploading while they download are `downloading`, so they are asked for.
+            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i))
+                && !self.overlapping.any(imei)
+            {
                 return;
             }
             if self.in_flight_ids().is_empty() {
@@ -124,10 +128,12 @@ impl Agent {
             // While the destination is paused nothing new starts; it is probed instead.
             self.probe_if_due().await;
             let open = !self.destination_paused() && !self.destination_given_up();
-            if open && running.len() < conc && self.schedule.uploads_may_run() {
+            // Uploads running while their clip downloads take slots too.
+            let slots = conc.saturating_sub(self.overlapping.count());
+            if open && running.len() < slots && self.schedule.uploads_may_run() {
                 let next = self
                     .store
-                    .next_uploads(self.in_flight_ids(), conc - running.len())
+                    .next_uploads(self.in_flight_ids(), slots - running.len())
                     .await
                     .unwrap_or_default();
                 if !next.is_empty() {
@@ -187,7 +193,7 @@ impl Agent {
         self.upload_done.notify_waiters();
     }
 
-    fn object_meta(&self, w: &Work, device_name: &str, sha: &str) -> ObjectMeta {
+    pub(super) fn object_meta(&self, w: &Work, device_name: &str, sha: &str) -> ObjectMeta {
         ObjectMeta {
             imei: w.imei.clone(),
             device_name: device_name.to_string(),
@@ -201,7 +207,7 @@ impl Agent {
     }
 
     /// The camera's device name as last seen (for the object's metadata), or "".
-    async fn device_name(&self, imei: &str) -> String {
+    pub(super) async fn device_name(&self, imei: &str) -> String {
         self.store
             .cameras()
             .await
@@ -397,9 +403,9 @@ impl Agent {
 
 /// The upload journal of one clip, kept in the store (each call runs on the store's
 /// blocking pool, never on an async worker).
-struct StoreJournal {
-    store: Store,
-    id: i64,
+pub(super) struct StoreJournal {
+    pub(super) store: Store,
+    pub(super) id: i64,
 }
 
 impl UploadJournal for StoreJournal {
@@ -456,7 +462,7 @@ impl UploadJournal for StoreJournal {
 }
 
 /// The digests of what was sent, as the store keeps them.
-fn sent_row(sent: &SentDigests) -> SentRow {
+pub(super) fn sent_row(sent: &SentDigests) -> SentRow {
     match sent {
         SentDigests::Unknown => SentRow::default(),
         SentDigests::Single { md5_hex } => SentRow {

@@ -40,6 +40,7 @@
 //! | downloaded, uploading, failed@upload | `start_upload` | uploading |
 //! | downloaded, uploading, failed@upload | `requeue_for_download` | queued (spool file missing, or no hash); lost when the camera no longer holds it |
 //! | uploading | `uploaded` | uploaded |
+//! | downloading | `downloaded_and_uploaded` | uploaded (a large clip uploaded while it downloaded, completed after its hash matched) |
 //! | uploading, uploaded | `failed(Stage::Upload)` | failed |
 //! | uploaded | `verify_postponed` | uploaded (reason only: the bucket could not be asked) |
 //! | uploaded | `verified` | verified (still on the camera) |

@@ -77,6 +77,7 @@ enum Op {
     StartUpload,
     RequeueForDownload,
     Uploaded,
+    DownloadedAndUploaded,
     FailedUpload,
     Verified,
     VerifyPostponed,
@@ -96,6 +97,11 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         Op::StartUpload => s.start_upload(id).await,
         Op::RequeueForDownload => s.requeue_for_download(id).await,
         Op::Uploaded => s.uploaded(id, "k".into(), None, SentRow::default()).await,
+        Op::DownloadedAndUploaded => {
+            let sent = SentRow::default();
+            s.downloaded_and_uploaded(id, "00".into(), "k".into(), None, sent)
+                .await
+        }
         Op::FailedUpload => s.failed(id, Stage::Upload, "x".into(), 0).await,
         Op::Verified => s
             .verified(id)
@@ -134,6 +140,11 @@ fn table() -> Vec<(Op, Vec<Pos>, ClipState)> {
             Queued,
         ),
         (Op::Uploaded, vec![at(Uploading)], ClipState::Uploaded),
+        (
+            Op::DownloadedAndUploaded,
+            vec![at(Downloading)],
+            ClipState::Uploaded,
+        ),
         (
             Op::FailedUpload,
             vec![at(Uploading), at(ClipState::Uploaded)],

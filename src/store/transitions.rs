@@ -26,6 +26,7 @@ pub(super) const START_UPLOAD_FROM: Group = Group {
 pub(super) const REQUEUE_FOR_DOWNLOAD_FROM: Group = START_UPLOAD_FROM;
 pub(super) const DOWNLOAD_DISCARDED_FROM: Group = only(&[Downloading]);
 pub(super) const UPLOADED_FROM: Group = only(&[Uploading]);
+pub(super) const DOWNLOADED_AND_UPLOADED_FROM: Group = only(&[Downloading]);
 pub(super) const FAILED_UPLOAD_FROM: Group = only(&[Uploading, Uploaded]);
 pub(super) const VERIFIED_FROM: Group = only(&[Uploaded]);
 pub(super) const RETAINED_FROM: Group = only(&[Verified]);
@@ -152,6 +153,48 @@ impl Store {
                     &key,
                     &etag,
                     &now(),
+                    &sent.md5,
+                    &sent.parts,
+                    &sent.composite_sha256,
+                ],
+            )?;
+            if ok {
+                tx.execute("DELETE FROM parts WHERE clip_id = ?1", params![id])?;
+            }
+            tx.commit()?;
+            Ok(ok)
+        })
+        .await
+    }
+
+    /// `downloading → uploaded`: a clip whose multipart upload ran while it downloaded
+    /// (`crate::agent` overlaps large clips) and was completed only after the whole download
+    /// was hashed and matched: the hash, key, ETag and sent digests at once, in one
+    /// transaction; the multipart journal is forgotten.
+    pub async fn downloaded_and_uploaded(
+        &self,
+        id: i64,
+        sha256: String,
+        key: String,
+        etag: Option<String>,
+        sent: SentRow,
+    ) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let t = now();
+            let ok = guarded(
+                &tx,
+                "state = ?2, sha256 = ?3, downloaded_at = ?4, uploaded_at = ?4, object_key = ?5,
+                    etag = ?6, upload_id = NULL, reason = NULL, failed_stage = NULL,
+                    retry_after = NULL, sent_md5 = ?7, sent_parts = ?8, sent_sha256 = ?9",
+                DOWNLOADED_AND_UPLOADED_FROM,
+                &[
+                    &id,
+                    &ClipState::Uploaded,
+                    &sha256,
+                    &t,
+                    &key,
+                    &etag,
                     &sent.md5,
                     &sent.parts,
                     &sent.composite_sha256,

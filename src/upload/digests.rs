@@ -78,26 +78,37 @@ pub(crate) struct PartDigests {
 /// Hashing of a file in parts under way (see [`hash_in_parts`]): [`WholeFileCheck::finish`]
 /// says whether the bytes read were the file that was downloaded.
 pub(crate) struct WholeFileCheck {
-    task: tokio::task::JoinHandle<std::io::Result<String>>,
-    expected: String,
+    /// The whole file's SHA-256 as read, and the download's (both hex).
+    task: tokio::task::JoinHandle<std::io::Result<(String, String)>>,
     shown: String,
 }
 
 impl WholeFileCheck {
+    /// The hashing under way on the blocking pool; it gives (SHA-256 read, SHA-256 of the
+    /// download).
+    pub(crate) fn new(
+        task: tokio::task::JoinHandle<std::io::Result<(String, String)>>,
+        path: &Path,
+    ) -> Self {
+        let shown = path.display().to_string();
+        WholeFileCheck { task, shown }
+    }
+
     /// `ChecksumMismatch` unless every part was read and the whole file's SHA-256 is the
-    /// download's (the spool file changed, or is short, otherwise).
-    pub(crate) async fn finish(self) -> Result<(), UploadError> {
-        let full = self
+    /// download's (the spool file changed, or is short, otherwise). The SHA-256 (hex).
+    pub(crate) async fn finish(self) -> Result<String, UploadError> {
+        let (full, expected) = self
             .task
             .await
             .map_err(|e| UploadError::Other(format!("hashing task failed: {e}")))?
             .map_err(|e| UploadError::io(format!("hashing {}", self.shown), e))?;
-        if full == self.expected {
-            Ok(())
+        let expected = expected.trim().to_ascii_lowercase();
+        if full == expected {
+            Ok(full)
         } else {
             Err(UploadError::ChecksumMismatch(format!(
-                "{} now has sha256 {full}, downloaded as {}",
-                self.shown, self.expected
+                "{} now has sha256 {full}, downloaded as {expected}",
+                self.shown
             )))
         }
     }
@@ -118,15 +129,13 @@ pub(crate) fn hash_in_parts(
 ) -> (mpsc::Receiver<PartDigests>, WholeFileCheck) {
     let (tx, rx) = mpsc::channel(ahead.max(1));
     let owned: PathBuf = path.to_owned();
+    let expected = sha256_hex.to_owned();
     let task = tokio::task::spawn_blocking(move || {
-        hash_parts(&owned, &lens, |d| tx.blocking_send(d).is_ok())
+        let mut file = std::fs::File::open(&owned)?;
+        let full = hash_parts(&mut file, &owned, &lens, |d| tx.blocking_send(d).is_ok())?;
+        Ok((full, expected))
     });
-    let check = WholeFileCheck {
-        task,
-        expected: sha256_hex.trim().to_ascii_lowercase(),
-        shown: path.display().to_string(),
-    };
-    (rx, check)
+    (rx, WholeFileCheck::new(task, path))
 }
 
 /// [`hash_in_parts`], all parts at once (after the whole-file check).
@@ -145,14 +154,14 @@ pub(crate) async fn file_digests(
     Ok(parts)
 }
 
-/// Hashes the parts in order, giving each part's digests to `each` (which says whether to
-/// go on); the whole file's SHA-256 (hex).
-fn hash_parts(
+/// Hashes the parts of `file` (at `path`) in order, giving each part's digests to `each`
+/// (which says whether to go on); the whole file's SHA-256 (hex).
+pub(crate) fn hash_parts(
+    file: &mut impl Read,
     path: &Path,
     lens: &[u64],
     mut each: impl FnMut(PartDigests) -> bool,
 ) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
     let mut full = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     for &len in lens {

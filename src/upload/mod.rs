@@ -23,6 +23,7 @@
 
 mod digests;
 mod from_config;
+mod growing;
 mod local;
 mod outage;
 mod s3;
@@ -38,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 pub use digests::SentDigests;
 pub use from_config::{destination, s3_settings};
+pub use growing::{Growing, GrowingWriter, growing};
 pub use local::LocalDestination;
 pub use s3::CheckStep;
 pub use s3::{
@@ -57,7 +59,9 @@ pub use s3::{
 /// [`to_metadata`](ObjectMeta::to_metadata) fits them by a fixed rule:
 /// 1. every value is made printable ASCII (anything else becomes `_`), so bytes are
 ///    characters;
-/// 2. `sha256` is never cut or dropped (verification reads it);
+/// 2. `sha256` is never cut or dropped (verification reads it); an empty `sha256_hex`
+///    (an upload that starts before its download finished) gives [`OVERLAPPED_META_KEY`]
+///    instead;
 /// 3. the small fields (imei, event-code, event-name, camera, recorded-at) and the
 ///    device-name keep at most [`META_FIELD_MAX`] characters, a longer value ending in
 ///    `...` in place of its tail;
@@ -82,6 +86,11 @@ pub struct ObjectMeta {
 
 /// The metadata key (without `x-amz-meta-`) that holds the whole-file SHA-256 in hex.
 pub const SHA256_META_KEY: &str = "sha256";
+/// The metadata key (value `true`) of an object uploaded while its clip downloaded, in place
+/// of [`SHA256_META_KEY`]: the object was created before the file's SHA-256 existed. Such an
+/// object is verified by its checksum or ETag against the agent's digests, or by reading it
+/// back, never by size and metadata alone.
+pub const OVERLAPPED_META_KEY: &str = "overlapped";
 /// S3's limit on an object's user metadata, bytes of keys (with `x-amz-meta-`) and values.
 pub const METADATA_LIMIT: usize = 2048;
 /// The most characters kept of a metadata value other than the camera path and sha256.
@@ -105,7 +114,11 @@ impl ObjectMeta {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), cut_end(&header_safe(v), META_FIELD_MAX)))
         .collect();
-        m.insert(SHA256_META_KEY.to_owned(), header_safe(&self.sha256_hex));
+        if self.sha256_hex.is_empty() {
+            m.insert(OVERLAPPED_META_KEY.to_owned(), "true".to_owned());
+        } else {
+            m.insert(SHA256_META_KEY.to_owned(), header_safe(&self.sha256_hex));
+        }
         let used: usize = m.iter().map(|(k, v)| meta_bytes(k, v)).sum();
         let room = METADATA_LIMIT.saturating_sub(used + meta_bytes("camera-path", ""));
         m.insert(
@@ -434,6 +447,36 @@ impl Destination {
         match self {
             Self::S3(d) => d.upload(file, key, size, meta, journal).await,
             Self::Local(d) => d.upload(file, key, size, meta, journal).await,
+        }
+    }
+
+    /// Whether a clip of `size` bytes may be uploaded while it downloads: it goes multipart
+    /// to S3 (never for a local directory).
+    pub fn uploads_early(&self, size: u64) -> bool {
+        match self {
+            Self::S3(d) => d.goes_multipart(size),
+            Self::Local(_) => false,
+        }
+    }
+
+    /// Uploads the clip being downloaded into `file` as its bytes land (see
+    /// [`S3Destination::upload_growing`]); `Ok(None)` when not started (a local directory,
+    /// or an object already under the key).
+    pub async fn upload_growing(
+        &self,
+        file: &Path,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+        growing: Growing,
+    ) -> Result<Option<UploadOutcome>, UploadError> {
+        match self {
+            Self::S3(d) => {
+                d.upload_growing(file, key, size, meta, journal, growing)
+                    .await
+            }
+            Self::Local(_) => Ok(None),
         }
     }
 

@@ -3,7 +3,7 @@
 //! HeadObject verification, and SDK error mapping.
 //!
 //! The rooms: `settings` (what the config says), `client` (the HTTP and SDK clients),
-//! `threshold` (single PUT or multipart), `single`, `multipart`, `verify`, `forms` (the
+//! `threshold` (single PUT or multipart), `single`, `multipart` (with `parts`, and `overlap`: uploading while downloading), `verify`, `forms` (the
 //! checksum and ETag forms a store reports, compared exactly), `errors` (SDK errors mapped
 //! to [`UploadError`]) and `check` (the doctor's checks). This file holds
 //! [`S3Destination`] itself, the upload entry point and the helpers the rooms share.
@@ -13,6 +13,8 @@ mod client;
 mod errors;
 mod forms;
 mod multipart;
+mod overlap;
+mod parts;
 mod settings;
 mod single;
 mod stall;
@@ -148,6 +150,12 @@ impl S3Destination {
         } else {
             self.put_single(file, key, size, meta, &sha256_b64).await
         }
+    }
+
+    /// Whether a file of `size` bytes goes multipart now (by the threshold and the rate).
+    pub fn goes_multipart(&self, size: u64) -> bool {
+        self.multipart_threshold
+            .wants_multipart(size, self.part_size, self.rate.get())
     }
 
     /// HeadObject (asking for checksums); `None` when there is no such key.

@@ -1,12 +1,12 @@
 //! Resumable multipart uploads: create or resume (from the [`UploadJournal`]), send the
-//! missing parts, complete, or abort; and the part planning. The file is read once, in
+//! missing parts, complete, or abort (the part planning is `parts`). The file is read once, in
 //! order, to compute each part's SHA-256 and MD5 and the whole file's SHA-256; parts are
 //! sent as their digests arrive, and Complete waits until the whole file matched the
 //! download's SHA-256: the parts' digests, and so the composite checksum and ETag that
 //! verification compares, are those of the downloaded bytes. (A resumed upload hashes the
 //! whole file first, to decide which parts the store already holds.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,31 +15,24 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
-use super::super::digests::{PartDigests, WholeFileCheck, file_digests, hash_in_parts};
+use super::super::digests::{PartDigests, WholeFileCheck, hash_in_parts};
 use super::super::{
     DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome,
 };
 use super::errors::{is_precondition_failed, map_sdk_err};
+use super::parts::{PartPlan, digest_of, plan_digests, plan_parts, reusable_parts};
 use super::settings::{ChecksumMode, MAX_PARTS, MIN_PART_SIZE, part_count};
 use super::verify::compare_head;
 use super::{S3Destination, content_type_for, file_body, to_i64};
 
-/// One part of the file: its number, where it starts and how long it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PartPlan {
-    number: i32,
-    offset: u64,
-    len: u64,
-}
-
 /// The multipart upload being worked on and the parts already safely in the store.
-struct Session {
-    upload_id: String,
-    part_size: u64,
-    done: BTreeMap<i32, DonePart>,
+pub(super) struct Session {
+    pub(super) upload_id: String,
+    pub(super) part_size: u64,
+    pub(super) done: BTreeMap<i32, DonePart>,
     /// The digests of every planned part, in order (part `n` at `n - 1`), when already
     /// computed (a resumed upload); else they are computed while the parts are sent.
-    digests: Option<Vec<PartDigests>>,
+    pub(super) digests: Option<Vec<PartDigests>>,
 }
 
 impl S3Destination {
@@ -60,7 +53,7 @@ impl S3Destination {
         }
     }
 
-    fn effective_part_size(&self, size: u64) -> u64 {
+    pub(super) fn effective_part_size(&self, size: u64) -> u64 {
         self.part_size.max(size.div_ceil(MAX_PARTS))
     }
 
@@ -91,12 +84,27 @@ impl S3Destination {
         journal: &dyn UploadJournal,
     ) -> Result<UploadOutcome, UploadError> {
         let mut session = self.open_session(file, key, size, meta, journal).await?;
+        let (missing, check) = self.parts_to_send(file, (size, &meta.sha256_hex), &session);
         if let Err(e) = self
-            .send_missing_parts(file, key, (size, &meta.sha256_hex), &mut session, journal)
+            .send_parts(file, key, &mut session, journal, missing, check)
             .await
         {
             return Err(self.fail_upload(key, &session.upload_id, journal, e).await);
         }
+        self.complete_session(key, (size, &meta.sha256_hex), session, journal)
+            .await
+    }
+
+    /// Completes the upload of `session`, whose parts were all sent and checked against the
+    /// download (`expected`: its size and SHA-256).
+    pub(super) async fn complete_session(
+        &self,
+        key: &str,
+        expected: (u64, &str),
+        session: Session,
+        journal: &dyn UploadJournal,
+    ) -> Result<UploadOutcome, UploadError> {
+        let (size, sha256_hex) = expected;
         let parts: Vec<DonePart> = session.done.into_values().collect();
         let sent = SentDigests::of_parts(&parts);
         match self.complete(key, &session.upload_id, &parts).await {
@@ -109,15 +117,14 @@ impl S3Destination {
             }
             Err(e) if is_precondition_failed(&e) => {
                 self.forget_multipart(key, journal).await?;
-                self.after_precondition_failed(key, size, &meta.sha256_hex)
-                    .await
+                self.after_precondition_failed(key, size, sha256_hex).await
             }
             Err(e) => {
                 // A retried Complete whose first try went through fails (the upload id is
                 // gone): if the object is there and right, the upload did complete.
                 if !e.is_transient()
                     && let Ok(Some(head)) = self.head(key).await
-                    && compare_head(&head, size, &meta.sha256_hex).is_ok()
+                    && compare_head(&head, size, sha256_hex).is_ok()
                 {
                     journal
                         .clear_multipart()
@@ -152,6 +159,17 @@ impl S3Destination {
                 .await
                 .map_err(UploadError::Journal)?;
         }
+        self.new_session(key, size, meta, journal).await
+    }
+
+    /// Creates a multipart upload and journals it.
+    pub(super) async fn new_session(
+        &self,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        journal: &dyn UploadJournal,
+    ) -> Result<Session, UploadError> {
         let part_size = self.effective_part_size(size);
         let upload_id = self.create(key, meta).await?;
         if let Err(e) = journal.begin_multipart(&upload_id, part_size).await {
@@ -205,7 +223,7 @@ impl S3Destination {
         }))
     }
 
-    async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<String, UploadError> {
+    pub(super) async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<String, UploadError> {
         let mut request = self
             .client
             .create_multipart_upload()
@@ -226,7 +244,11 @@ impl S3Destination {
     }
 
     /// All parts the store holds for the upload (following ListParts pagination).
-    async fn list_parts_all(&self, key: &str, upload_id: &str) -> Result<Vec<Part>, UploadError> {
+    pub(super) async fn list_parts_all(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<Part>, UploadError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -249,20 +271,19 @@ impl S3Destination {
         }
     }
 
-    /// Sends every planned part not in `session.done`, `part_concurrency` at a time, journaling
-    /// each as it completes, then checks that the file read was the one downloaded (SHA-256
-    /// `expected.1` of `expected.0` bytes). After the first failure no new part starts, but
-    /// parts already in flight finish and are journaled, so a resume repeats as little as
-    /// possible.
-    async fn send_missing_parts(
+    /// Sends the parts `missing` yields, `part_concurrency` at a time, journaling each as it
+    /// completes, then `check`s that the file read was the one downloaded. After the first
+    /// failure no new part starts, but parts already in flight finish and are journaled, so
+    /// a resume repeats as little as possible.
+    pub(super) async fn send_parts(
         &self,
         file: &Path,
         key: &str,
-        expected: (u64, &str),
         session: &mut Session,
         journal: &dyn UploadJournal,
+        missing: BoxStream<'static, (PartPlan, PartDigests)>,
+        check: Option<WholeFileCheck>,
     ) -> Result<(), UploadError> {
-        let (missing, check) = self.parts_to_send(file, expected, session);
         let stop = AtomicBool::new(false);
         let upload_id = session.upload_id.as_str();
         let mut results = missing
@@ -299,7 +320,7 @@ impl S3Destination {
         drop(results);
         match (failure, check) {
             (Some(e), _) => Err(e),
-            (None, Some(check)) => check.finish().await,
+            (None, Some(check)) => check.finish().await.map(drop),
             (None, None) => Ok(()),
         }
     }
@@ -425,7 +446,7 @@ impl S3Destination {
     /// Decides what a failed multipart attempt leaves behind: transient failures keep the
     /// upload and journal for a resume; a vanished upload is forgotten (the retry starts
     /// over, so it is reported transient); any other permanent failure aborts the upload.
-    async fn fail_upload(
+    pub(super) async fn fail_upload(
         &self,
         key: &str,
         upload_id: &str,
@@ -461,109 +482,5 @@ impl S3Destination {
             tracing::warn!(key, error = %e, "could not abort the multipart upload");
         }
         err
-    }
-}
-
-/// Which journaled or listed parts can be kept: the store lists them with the expected size,
-/// and the checksum recorded for them (journal, else listing) equals the SHA-256 of that
-/// range of the file now (`digests`). Listed-but-unjournaled parts that qualify, and parts
-/// journaled without their MD5 (by an older version), are journaled.
-async fn reusable_parts(
-    size: u64,
-    progress: &MultipartProgress,
-    listed: &[Part],
-    digests: &[PartDigests],
-    journal: &dyn UploadJournal,
-) -> Result<BTreeMap<i32, DonePart>, UploadError> {
-    let plan: HashMap<i32, PartPlan> = plan_parts(size, progress.part_size)
-        .into_iter()
-        .map(|p| (p.number, p))
-        .collect();
-    let journaled: HashMap<i32, &DonePart> = progress.parts.iter().map(|p| (p.number, p)).collect();
-    let mut keep = BTreeMap::new();
-    for lp in listed {
-        let Some(plan) = lp.part_number().and_then(|n| plan.get(&n)) else {
-            continue;
-        };
-        if lp.size().and_then(|s| u64::try_from(s).ok()) != Some(plan.len) {
-            continue;
-        }
-        let jp = journaled.get(&plan.number).filter(|j| j.size == plan.len);
-        let recorded = jp.map(|j| j.sha256_b64.as_str()).or(lp.checksum_sha256());
-        let etag = lp.e_tag().or(jp.map(|j| j.etag.as_str()));
-        let (Some(recorded), Some(etag), Some(actual)) =
-            (recorded, etag, digest_of(digests, plan.number))
-        else {
-            continue;
-        };
-        if lp.checksum_sha256().is_some_and(|c| c != recorded) || actual.sha256_b64 != recorded {
-            continue;
-        }
-        let done = DonePart {
-            number: plan.number,
-            etag: etag.to_owned(),
-            sha256_b64: actual.sha256_b64.clone(),
-            md5_hex: actual.md5_hex.clone(),
-            size: plan.len,
-        };
-        if jp.is_none_or(|j| j.md5_hex.is_empty()) {
-            journal
-                .part_done(&done)
-                .await
-                .map_err(UploadError::Journal)?;
-        }
-        keep.insert(plan.number, done);
-    }
-    Ok(keep)
-}
-
-/// The digests of every part of the file cut at `part_size`, after checking the whole
-/// file's SHA-256 (one read; see [`file_digests`]).
-async fn plan_digests(
-    file: &Path,
-    size: u64,
-    part_size: u64,
-    sha256_hex: &str,
-) -> Result<Vec<PartDigests>, UploadError> {
-    let lens = plan_parts(size, part_size).iter().map(|p| p.len).collect();
-    file_digests(file, lens, sha256_hex).await
-}
-
-fn digest_of(digests: &[PartDigests], number: i32) -> Option<&PartDigests> {
-    usize::try_from(number)
-        .ok()
-        .and_then(|n| n.checked_sub(1))
-        .and_then(|i| digests.get(i))
-}
-
-/// Cuts `size` bytes into parts of `part_size` (the last one shorter).
-fn plan_parts(size: u64, part_size: u64) -> Vec<PartPlan> {
-    let count = part_count(size, part_size).max(1);
-    (0..count)
-        .map(|i| {
-            let offset = i * part_size;
-            PartPlan {
-                number: i32::try_from(i + 1).unwrap_or(i32::MAX),
-                offset,
-                len: part_size.min(size.saturating_sub(offset)),
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1024 * 1024;
-
-    #[test]
-    fn plans_parts_with_short_last_part() {
-        let plan = plan_parts(12 * MIB, 5 * MIB);
-        assert_eq!(plan.len(), 3);
-        assert_eq!(plan[2].offset, 10 * MIB);
-        assert_eq!(plan[2].len, 2 * MIB);
-        assert_eq!(plan_parts(10 * MIB, 5 * MIB).len(), 2);
-        assert_eq!(plan_parts(0, 5 * MIB).len(), 1);
     }
 }

@@ -11,7 +11,9 @@ use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::ServerSideEncryption;
 use sha2::{Digest, Sha256};
 
-use super::super::{SHA256_META_KEY, SentDigests, UploadError, UploadOutcome, Verification};
+use super::super::{
+    OVERLAPPED_META_KEY, SHA256_META_KEY, SentDigests, UploadError, UploadOutcome, Verification,
+};
 use super::S3Destination;
 use super::errors::map_sdk_err;
 use super::forms::{Reported, Verdict, judge};
@@ -68,7 +70,14 @@ impl S3Destination {
             etag: head.e_tag(),
             encrypted: encryption(&head),
         };
-        Ok(match judge(&reported, sha256_hex, sent) {
+        let verdict = match judge(&reported, sha256_hex, sent) {
+            // No `sha256` metadata to rely on: only the bytes can settle it.
+            Verdict::SizeAndMetadata(_) if overlapped(&head) => {
+                Verdict::ReadBytes("an overlapped object has no sha256 metadata")
+            }
+            v => v,
+        };
+        Ok(match verdict {
             Verdict::Exact(form) => {
                 tracing::debug!(key, form, "verified");
                 Verification::Verified
@@ -125,8 +134,9 @@ impl S3Destination {
     pub async fn holds(&self, key: &str, size: u64) -> Result<bool, UploadError> {
         Ok(self.head(key).await?.is_some_and(|h| {
             h.content_length() == i64::try_from(size).ok()
-                && h.metadata()
-                    .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(SHA256_META_KEY)))
+                && (overlapped(&h)
+                    || h.metadata()
+                        .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(SHA256_META_KEY))))
         }))
     }
 
@@ -176,8 +186,19 @@ pub(super) fn compare_head(
         Some(s) => Err(format!(
             "sha256 metadata: stored {s}, expected {sha256_hex}"
         )),
+        // Created before its SHA-256 existed: the content must be tied exactly (below).
+        None if overlapped(head) => Ok(()),
         None => Err("sha256 metadata: missing".into()),
     }
+}
+
+/// Whether the object was uploaded while its clip downloaded (`OVERLAPPED_META_KEY`), so
+/// its metadata has no `sha256`.
+pub(super) fn overlapped(head: &HeadObjectOutput) -> bool {
+    head.metadata().is_some_and(|m| {
+        m.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(OVERLAPPED_META_KEY) && v == "true")
+    })
 }
 
 /// Why the object's ETag is not an MD5 of its bytes, if it is encrypted with SSE-KMS
