@@ -82,3 +82,43 @@ async fn a_black_holing_endpoint_ends_run_once_with_exit_1() {
         "{n} connections to the black hole: stalled requests were retried on the spot\n{described}"
     );
 }
+
+/// One upload request stalls while the store answers everything else (its probe included):
+/// the stall is that request's, not the destination's nor the clip's. The request is tried
+/// again at once, no clip is charged an attempt, and `run --once` finishes everything.
+/// (The agent runs as its own process: its S3 client is the one with the stall guard.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_off_stall_costs_no_attempt() {
+    let f = Fleet::start(2, 20_000).await;
+    let cfg = f.write_config(&Knobs {
+        s3: "connect_timeout = \"1s\"\nstall_timeout = \"1s\"\n".into(),
+        ..Knobs::default()
+    });
+    f.s3.stall_next_puts(1, Duration::from_secs(4));
+    let out = tokio::process::Command::new(BIN)
+        .env_clear()
+        .envs(f.child_env())
+        .current_dir(f.child_home())
+        .args(["-c", cfg.to_str().expect("utf-8"), "run", "--once"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(f.s3.stalls_left(), 0, "no upload stalled\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for n in f.event_clips() {
+        f.assert_in_bucket(&n);
+    }
+    let charged: i64 = f
+        .db()
+        .query_row("SELECT COALESCE(SUM(attempts), 0) FROM clips", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        charged, 0,
+        "a one-off stall was charged to a clip\n{stderr}"
+    );
+}

@@ -33,6 +33,33 @@ fn upload_backoff() -> ExponentialBuilder {
 }
 
 impl Agent {
+    /// Runs a request of clip `w` with the on-the-spot retries ([`UploadError::retry_now`]).
+    /// A request that timed out is not retried on the spot, but when the destination then
+    /// answers its probe the stall was this request's: it is tried once more before the
+    /// failure is left to the caller (to pause uploads, or charge the clip an attempt).
+    async fn retrying<T, F, Fut>(&self, w: &Work, op: F) -> Result<T, UploadError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, UploadError>>,
+    {
+        let once = || {
+            (&op)
+                .retry(upload_backoff())
+                .when(UploadError::retry_now)
+                .notify(|e, d| debug!(clip = %w.name, "retry in {d:?}: {e}"))
+        };
+        match once().await {
+            Err(e)
+                if matches!(e, UploadError::TimedOut { .. })
+                    && !self.destination_down(&e).await =>
+            {
+                debug!(clip = %w.name, "{e}; the destination answers: trying once more");
+                once().await
+            }
+            r => r,
+        }
+    }
+
     /// Whether the uploader has work it will still do in this run (in flight, or due; not
     /// while the destination is paused, see [`Agent::stop_waiting_for_destination`]).
     pub(super) async fn uploads_pending(&self) -> Result<bool> {
@@ -263,15 +290,13 @@ impl Agent {
             store: self.store.clone(),
             id: w.id,
         };
-        let result = (|| async {
-            self.dest
-                .upload(file, &w.key, w.size, &meta, &journal)
-                .await
-        })
-        .retry(upload_backoff())
-        .when(UploadError::retry_now)
-        .notify(|e, d| debug!(clip = %w.name, "upload retry in {d:?}: {e}"))
-        .await;
+        let result = self
+            .retrying(w, || async {
+                self.dest
+                    .upload(file, &w.key, w.size, &meta, &journal)
+                    .await
+            })
+            .await;
         match result {
             Ok(outcome) => {
                 let (sent, etag, digests) = match outcome {
@@ -330,9 +355,10 @@ impl Agent {
         started: Instant,
     ) {
         let digests = sent_digests(&self.store, w.id).await;
-        let verdict = (|| async { self.dest.verify_sent(&w.key, w.size, sha, &digests).await })
-            .retry(upload_backoff())
-            .when(UploadError::retry_now)
+        let verdict = self
+            .retrying(w, || async {
+                self.dest.verify_sent(&w.key, w.size, sha, &digests).await
+            })
             .await;
         match verdict {
             Ok(v) if v.is_verified() => {

@@ -67,6 +67,9 @@ struct Faults {
     /// 0 = no delay; otherwise every response waits this many milliseconds after the
     /// request was served (the store acted, the client does not know yet).
     reply_delay_ms: AtomicU64,
+    /// The next this many PUT requests wait [`Faults::stall_ms`] before they are served.
+    stall_puts: AtomicU64,
+    stall_ms: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
     /// Connections open plus requests still being carried out (see [`TestS3::busy`]).
@@ -220,6 +223,20 @@ impl TestS3 {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
         });
         self.faults.reply_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The next `n` PUT requests (objects and parts) each wait `d` before they are served,
+    /// reading nothing meanwhile: a one-off stall of uploads while the store answers
+    /// everything else.
+    pub fn stall_next_puts(&self, n: u64, d: std::time::Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.faults.stall_ms.store(ms, Ordering::SeqCst);
+        self.faults.stall_puts.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the stalls [`TestS3::stall_next_puts`] asked for are still to come.
+    pub fn stalls_left(&self) -> u64 {
+        self.faults.stall_puts.load(Ordering::SeqCst)
     }
 
     /// Requests that reached the fault layer (including failed ones).
@@ -428,6 +445,15 @@ async fn handle(
     let delay = faults.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if req.method() == hyper::Method::PUT
+        && faults
+            .stall_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let ms = faults.stall_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     if faults.refusing.load(Ordering::SeqCst) {
         return Err("refusing".into());
