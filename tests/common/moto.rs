@@ -311,11 +311,13 @@ pub struct MotoProxy {
 }
 
 impl MotoProxy {
-    /// Sends the request (`parts` with its whole `body`) to moto; its reply, buffered.
+    /// Sends the request (`parts` with its whole `body`) to moto; its reply, buffered (a
+    /// ListParts reply renamed as S3 names it unless `raw_list_parts`).
     pub async fn forward(
         &self,
         parts: hyper::http::request::Parts,
         body: Bytes,
+        raw_list_parts: bool,
     ) -> Result<Response<s3s::Body>, BoxError> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = self
@@ -337,7 +339,7 @@ impl MotoProxy {
             }
         }
         let mut bytes = resp.bytes().await?;
-        if parts.method == hyper::Method::GET && path.contains("uploadId=") {
+        if !raw_list_parts && parts.method == hyper::Method::GET && path.contains("uploadId=") {
             bytes = list_parts_result(bytes);
         }
         Ok(out.body(s3s::Body::from(bytes))?)

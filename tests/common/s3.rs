@@ -70,6 +70,9 @@ struct Faults {
     /// The next this many PUT requests wait [`Faults::stall_ms`] before they are served.
     stall_puts: AtomicU64,
     stall_ms: AtomicU64,
+    /// moto's ListParts replies go to the client as moto sends them (root element
+    /// `ListPartsResponse`), not renamed to what S3 sends.
+    raw_list_parts: AtomicBool,
     requests: AtomicU64,
     bytes: AtomicU64,
     /// Connections open plus requests still being carried out (see [`TestS3::busy`]).
@@ -232,6 +235,12 @@ impl TestS3 {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         self.faults.stall_ms.store(ms, Ordering::SeqCst);
         self.faults.stall_puts.store(n, Ordering::SeqCst);
+    }
+
+    /// While on, moto's ListParts replies reach the client as moto writes them, with the
+    /// root element `ListPartsResponse` the SDK cannot read (off: renamed as S3 names it).
+    pub fn set_raw_list_parts(&self, on: bool) {
+        self.faults.raw_list_parts.store(on, Ordering::SeqCst);
     }
 
     /// How many of the stalls [`TestS3::stall_next_puts`] asked for are still to come.
@@ -489,9 +498,10 @@ async fn handle(
                 return Err("request body cut off".into());
             };
             let proxy = proxy.clone();
+            let raw = faults.raw_list_parts.load(Ordering::SeqCst);
             let resp = tokio::spawn(async move {
                 let _busy = busy;
-                proxy.forward(parts, bytes).await
+                proxy.forward(parts, bytes, raw).await
             })
             .await??;
             let delay = faults.reply_delay_ms.load(Ordering::SeqCst);

@@ -199,13 +199,8 @@ impl S3Destination {
             let _ = self.abort_multipart(key, &progress.upload_id).await;
             return Ok(None);
         }
-        let listed = match self.list_parts_all(key, &progress.upload_id).await {
-            Ok(listed) => listed,
-            Err(e) if e.code() == Some("NoSuchUpload") => {
-                tracing::info!(key, "journaled multipart upload is gone; starting over");
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
+        let Some(listed) = self.parts_to_resume(key, &progress.upload_id).await? else {
+            return Ok(None);
         };
         let digests = plan_digests(file, size, progress.part_size, sha256_hex).await?;
         let done = reusable_parts(size, progress, &listed, &digests, journal).await?;
@@ -241,6 +236,35 @@ impl S3Destination {
         out.upload_id()
             .map(str::to_owned)
             .ok_or_else(|| UploadError::Other("CreateMultipartUpload returned no upload id".into()))
+    }
+
+    /// The parts the store holds for the journaled upload `upload_id`, to resume it;
+    /// `None` when it cannot be resumed: the upload is gone, or the store's answer is not
+    /// one retrying can change (moto 5.2.5 names the root of its ListParts reply
+    /// `ListPartsResponse`, which the SDK cannot read): that upload is then aborted and a
+    /// new one starts, costing the parts already sent but no failed attempt.
+    pub(super) async fn parts_to_resume(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<Part>>, UploadError> {
+        match self.list_parts_all(key, upload_id).await {
+            Ok(listed) => Ok(Some(listed)),
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                tracing::info!(key, "journaled multipart upload is gone; starting over");
+                Ok(None)
+            }
+            Err(e) if e.is_transient() || e.is_destination_wide() => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    key,
+                    upload_id,
+                    "cannot resume the multipart upload ({e}); aborting it and starting over"
+                );
+                let _ = self.abort_multipart(key, upload_id).await;
+                Ok(None)
+            }
+        }
     }
 
     /// All parts the store holds for the upload (following ListParts pagination).

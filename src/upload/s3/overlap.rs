@@ -85,11 +85,7 @@ impl S3Destination {
             let usable = progress.part_size >= MIN_PART_SIZE
                 && part_count(size, progress.part_size) <= MAX_PARTS;
             let listed = if usable {
-                match self.list_parts_all(key, &progress.upload_id).await {
-                    Ok(listed) => Some(listed),
-                    Err(e) if e.code() == Some("NoSuchUpload") => None,
-                    Err(e) => return Err(e),
-                }
+                self.parts_to_resume(key, &progress.upload_id).await?
             } else {
                 let _ = self.abort_multipart(key, &progress.upload_id).await;
                 None
