@@ -392,3 +392,53 @@ async fn the_same_name_in_two_directories_makes_two_objects(store: Store) {
     assert_eq!(deleted, [pa, pb]);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_between_a_failed_delete_and_its_retry_deletes_nothing_on_it
+);
+/// Our camera answers the first delete "busy"; before the retry another vehicle, holding a
+/// clip at the same path, takes the address (a swap looks just like a dropped connection).
+async fn a_vehicle_swap_between_a_failed_delete_and_its_retry_deletes_nothing_on_it(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(13, SIZE), content(14, SIZE));
+    let path = write(&f.camera_dir, &ours);
+    let other_dir = other_vehicle(&f, &theirs);
+    let step = Arc::new(Mutex::new(0));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        if *s == 0 && p == "/device/delete_file" {
+            *s = 1;
+            device.set_faults(|x| x.busy_deletes = 1);
+        } else if *s == 1 {
+            // The request right after the failed attempt.
+            *s = 2;
+            device.swap(OTHER_IMEI, other_dir.clone());
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert!(
+        bad.lock().unwrap().is_empty(),
+        "deleted from the other vehicle on our verification: {:?}",
+        bad.lock().unwrap()
+    );
+    assert_eq!(
+        out,
+        done(OTHER_IMEI),
+        "a pass for the camera that answers now"
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
+    let ours_left: String = f
+        .db()
+        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        ours_left, "verified",
+        "deleted next time our camera is here"
+    );
+    assert!(file_of(&f.camera_dir, &path).exists());
+}
