@@ -321,17 +321,17 @@ async fn a_vehicle_swap_before_the_deletes_deletes_nothing_of_ours_on_it(store: 
     let (ours, theirs) = (content(9, SIZE), content(10, SIZE));
     write(&f.camera_dir, &ours);
     let other_dir = other_vehicle(&f, &theirs);
-    // Device info: the pass's probe, the check after our download, then the one before
-    // the deletes, which the other vehicle answers.
-    let probes = Arc::new(Mutex::new(0));
+    // The other vehicle answers the IMEI check right before the deletes: the first one
+    // after the listing retention takes (the pass's third).
+    let listings = Arc::new(Mutex::new(0));
     let to = other_dir.clone();
     f.sim.set_on_request(move |p, device| {
-        if p == "/device/get_device_info" {
-            let mut n = probes.lock().unwrap();
+        let mut n = listings.lock().unwrap();
+        if p == "/device/get_video_files_info" {
             *n += 1;
-            if *n == 3 {
-                device.swap(OTHER_IMEI, to.clone());
-            }
+        } else if p == "/device/get_device_info" && *n == 3 {
+            *n += 1;
+            device.swap(OTHER_IMEI, to.clone());
         }
     });
     let out = f.run_once(&knobs()).await;
@@ -441,4 +441,66 @@ async fn a_vehicle_swap_between_a_failed_delete_and_its_retry_deletes_nothing_on
         "deleted next time our camera is here"
     );
     assert!(file_of(&f.camera_dir, &path).exists());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_between_download_attempts_puts_none_of_its_bytes_in_ours
+);
+/// Our camera's download breaks halfway; before the retry another vehicle (the same path,
+/// the same size) takes the address, and our camera is back by the check after the download.
+/// Without a check before each request the retry appends the other vehicle's bytes to our
+/// `.part`, the check after says "ours", and the mix is uploaded and our file deleted.
+async fn a_vehicle_swap_between_download_attempts_puts_none_of_its_bytes_in_ours(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(15, SIZE), content(16, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = other_vehicle(&f, &theirs);
+    f.sim.set_faults(|x| {
+        x.drop_after_bytes = Some(SIZE as u64 / 2);
+        x.drop_downloads = 1;
+    });
+    let (home, step) = (f.camera_dir.clone(), Arc::new(Mutex::new(0)));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        let download = p.starts_with(VIDEO_ROOT);
+        match *s {
+            // Our camera serves half the clip, then the connection drops.
+            0 if download => *s = 1,
+            // The next request, whatever it is, reaches the other vehicle.
+            1 => {
+                device.swap(OTHER_IMEI, other_dir.clone());
+                *s = if download { 3 } else { 2 };
+            }
+            2 if download => *s = 3,
+            // Ours is back for the check after that download.
+            3 if p == "/device/get_device_info" => {
+                device.swap(IMEI, home.clone());
+                *s = 4;
+            }
+            _ => {}
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert!(
+        bad.lock().unwrap().is_empty(),
+        "deleted on the strength of another vehicle's bytes: {:?}",
+        bad.lock().unwrap()
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(out, done(IMEI));
+    // Our clip resumed its half from our camera: never a byte of the other one's.
+    let ranges: Vec<Option<String>> = f
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with(VIDEO_ROOT))
+        .map(|r| r.range.clone())
+        .collect();
+    assert_eq!(
+        ranges.last(),
+        Some(&Some(format!("bytes={}-", SIZE / 2))),
+        "{ranges:?}"
+    );
 }

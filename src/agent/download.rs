@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tracing::{debug, info, warn};
 
@@ -272,9 +273,18 @@ impl Agent {
                 received.fetch_add(add, Ordering::Relaxed);
             }
         };
+        // Each request (every attempt, every resume) goes to the camera just confirmed as
+        // the clip's: all bytes in the `.part` were served by it.
+        let before = move || -> BoxFuture<'_, Result<(), DownloadError>> {
+            Box::pin(async move {
+                confirm_imei(client, &w.imei)
+                    .await
+                    .map_err(Identity::before_download)
+            })
+        };
         let attempt = || async {
             last.store(u64::MAX, Ordering::Relaxed);
-            dl::fetch(client, &w.path, part, Some(w.size), &progress).await
+            dl::fetch_checked(client, &w.path, part, Some(w.size), &progress, &before).await
         };
         let result = attempt
             .retry(
@@ -351,6 +361,15 @@ impl Agent {
         e: DownloadError,
         part: &Path,
     ) -> Result<(), PassStop> {
+        let e = match e {
+            // Another camera answers: nothing was asked of it, the `.part` holds our
+            // camera's bytes and resumes when it is back.
+            DownloadError::Refused(why) => match why.downcast::<Identity>() {
+                Ok(why) => return Err(PassStop::Identity(*why)),
+                Err(why) => DownloadError::Refused(why),
+            },
+            e => e,
+        };
         if matches!(
             e,
             DownloadError::TooLong { .. } | DownloadError::SizeMismatch { .. }

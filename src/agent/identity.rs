@@ -12,6 +12,8 @@ use backon::{ExponentialBuilder, Retryable};
 
 use qucam::{CameraClient, CameraError};
 
+use crate::download::DownloadError;
+
 /// Why the camera at the address could not be confirmed as the pass's own.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Identity {
@@ -21,6 +23,18 @@ pub(crate) enum Identity {
     /// The camera's IMEI could not be read.
     #[error("cannot confirm which camera answers: {0}")]
     Unconfirmed(CameraError),
+}
+
+impl Identity {
+    /// As the error of the check before a download request: another camera refuses the
+    /// request ([`DownloadError::Refused`]); a camera that cannot be asked fails it as the
+    /// camera error it is (retried, or the camera is gone).
+    pub(crate) fn before_download(self) -> DownloadError {
+        match self {
+            Identity::Unconfirmed(e) => DownloadError::Camera(e),
+            swapped => DownloadError::Refused(Box::new(swapped)),
+        }
+    }
 }
 
 /// Reads the IMEI of the camera answering on `client` (retrying a busy or briefly
