@@ -504,3 +504,52 @@ async fn a_vehicle_swap_between_download_attempts_puts_none_of_its_bytes_in_ours
         "{ranges:?}"
     );
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_download_whose_camera_cannot_be_asked_afterwards_is_kept_not_fetched_again
+);
+/// The IMEI check after a download gets no usable answer (not another IMEI): every request
+/// was confirmed before it was sent, so the download is kept for the next pass, which
+/// checks it again and offloads it without fetching a byte again.
+async fn a_download_whose_camera_cannot_be_asked_afterwards_is_kept_not_fetched_again(
+    store: Store,
+) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let ours = content(17, SIZE);
+    write(&f.camera_dir, &ours);
+    let step = Arc::new(Mutex::new(0));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        if p.starts_with(VIDEO_ROOT) && *s == 0 {
+            *s = 1;
+        } else if p == "/device/get_device_info" {
+            // The check right after the download gets an unusable reply, once.
+            let garbled = (*s == 1).then(|| "<html>rebooting</html>".to_string());
+            if *s == 1 {
+                *s = 2;
+            }
+            device.set_faults(|x| x.device_info_override = garbled);
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert!(matches!(out, PassOutcome::Failed { .. }), "{out:?}");
+    let (state, attempts): (String, i64) = f
+        .db()
+        .query_row("SELECT state, attempts FROM clips", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state.as_str(), attempts), ("downloading", 0));
+    assert!(f.bucket_keys().is_empty(), "uploaded unconfirmed bytes");
+    assert_eq!(f.sim.bytes_served(), SIZE as u64);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(
+        f.sim.bytes_served(),
+        SIZE as u64,
+        "the kept download was fetched again"
+    );
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}

@@ -188,11 +188,8 @@ impl Agent {
         match self.fetch(client, &w, &part, early.as_ref()).await {
             Ok(f) => {
                 // Kept only once the camera that served them is confirmed as the clip's.
-                if let Err(e) = confirm_imei(client, &w.imei).await {
-                    if let Some(early) = early {
-                        early.stop().await;
-                    }
-                    return Err(self.discard_download(&w, &part, e).await);
+                if let Err(why) = confirm_imei(client, &w.imei).await {
+                    return Err(self.not_confirmed_after(&w, &part, early, why).await);
                 }
                 match early {
                     Some(e) => self.finish_early(e, w, f, started),
@@ -349,6 +346,32 @@ impl Agent {
         self.forget_upload(w).await;
         let r = self.store.download_discarded(w.id).await;
         self.applied(r, "discard the download", w);
+        PassStop::Identity(why)
+    }
+
+    /// The camera could not be confirmed after the download of `w`. Another camera: the
+    /// download is discarded. One that cannot be asked: every request was confirmed before
+    /// it was sent, so the whole `.part` is kept and the clip stays `downloading`, checked
+    /// again in the next pass (no attempt counted, nothing uploaded); an upload that ran
+    /// with it stops and keeps its journal.
+    async fn not_confirmed_after(
+        &self,
+        w: &Work,
+        part: &Path,
+        early: Option<Early>,
+        why: Identity,
+    ) -> PassStop {
+        let truncated = match early {
+            Some(early) => early.stop().await,
+            None => false,
+        };
+        if matches!(why, Identity::Swapped { .. }) {
+            return self.discard_download(w, part, why).await;
+        }
+        if truncated {
+            self.forget_upload(w).await;
+        }
+        warn!(imei = %w.imei, clip = %w.name, "{why}: keeping the download for the next pass");
         PassStop::Identity(why)
     }
 
