@@ -321,17 +321,19 @@ async fn a_vehicle_swap_before_the_deletes_deletes_nothing_of_ours_on_it(store: 
     let (ours, theirs) = (content(9, SIZE), content(10, SIZE));
     write(&f.camera_dir, &ours);
     let other_dir = other_vehicle(&f, &theirs);
-    // The other vehicle answers the IMEI check right before the deletes: the first one
-    // after the listing retention takes (the pass's third).
-    let listings = Arc::new(Mutex::new(0));
+    // The other vehicle answers the IMEI check right before the deletes: the second one
+    // after the listing retention takes (the pass's third), the first being that listing's.
+    let (listings, checks) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
     let to = other_dir.clone();
     f.sim.set_on_request(move |p, device| {
-        let mut n = listings.lock().unwrap();
+        let (mut n, mut k) = (listings.lock().unwrap(), checks.lock().unwrap());
         if p == "/device/get_video_files_info" {
             *n += 1;
         } else if p == "/device/get_device_info" && *n == 3 {
-            *n += 1;
-            device.swap(OTHER_IMEI, to.clone());
+            *k += 1;
+            if *k == 2 {
+                device.swap(OTHER_IMEI, to.clone());
+            }
         }
     });
     let out = f.run_once(&knobs()).await;
@@ -551,5 +553,63 @@ async fn a_download_whose_camera_cannot_be_asked_afterwards_is_kept_not_fetched_
         SIZE as u64,
         "the kept download was fetched again"
     );
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours
+);
+/// Another vehicle takes the address right after our camera's first listing page: its
+/// listing must not be reconciled into our camera's clips (phantom clips, later "lost").
+async fn a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours(store: Store) {
+    const THEIR_NAME: &str = "20210101_000044_01_1.mp4";
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(18, SIZE), content(19, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = f.dir.path().join("other-camera");
+    let their_path = sim::write_clip(&other_dir, THEIR_NAME, &theirs).unwrap();
+    let (to, step) = (other_dir.clone(), Arc::new(Mutex::new(0)));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        if *s == 0 && p == "/device/get_video_files_info" {
+            *s = 1;
+        } else if *s == 1 {
+            // The request right after our first listing page.
+            *s = 2;
+            device.swap(OTHER_IMEI, to.clone());
+        }
+    });
+    assert_eq!(f.run_once(&knobs()).await, done(OTHER_IMEI));
+    let phantoms: i64 = f
+        .db()
+        .query_row(
+            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
+            [IMEI, &their_path],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        phantoms, 0,
+        "the other vehicle's listing was taken for ours"
+    );
+    let their_key = format!("dashcam/{OTHER_IMEI}/2021-01-01/{THEIR_NAME}");
+    assert_eq!(f.s3.object_bytes(&their_key), Some(theirs));
+    // Our camera comes back: its clip is offloaded, nothing of ours is lost.
+    f.sim.device().swap(IMEI, f.camera_dir.clone());
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    let states: Vec<String> = {
+        let c = f.db();
+        let mut st = c
+            .prepare("SELECT state FROM clips WHERE imei = ?1")
+            .unwrap();
+        st.query_map([IMEI], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(states, ["deleted"]);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
