@@ -38,9 +38,10 @@ pub(crate) enum PassStop {
     /// The camera went away mid-download.
     #[error("camera lost during downloads: {0}")]
     CameraGone(DownloadError),
-    /// The camera at the address could not be confirmed as the pass's own after a
-    /// download (see `identity`): that download was discarded (or, after a failed one,
-    /// the camera could not be asked: it resumes later).
+    /// The camera at the address could not be confirmed as the pass's own (see
+    /// `identity`): before a request (nothing was sent; the `.part` resumes later), or
+    /// after a download (another camera's was discarded; one that could not be asked is
+    /// kept and checked again).
     #[error("{0}; downloads stopped")]
     Identity(Identity),
 }
