@@ -613,3 +613,54 @@ async fn a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours(st
     assert_eq!(states, ["deleted"]);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours
+);
+/// Another vehicle answers the listing retention takes before the deletes (minutes after the
+/// pass's own): nothing of it is reconciled into our camera's clips, nothing is deleted.
+async fn a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours(store: Store) {
+    const THEIR_NAME: &str = "20210101_000055_01_1.mp4";
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(20, SIZE), content(21, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = f.dir.path().join("other-camera");
+    let their_path = sim::write_clip(&other_dir, THEIR_NAME, &theirs).unwrap();
+    let (to, listings) = (other_dir.clone(), Arc::new(Mutex::new(0)));
+    f.sim.set_on_request(move |p, device| {
+        let mut n = listings.lock().unwrap();
+        if p == "/device/get_video_files_info" {
+            *n += 1;
+            if *n == 3 {
+                device.swap(OTHER_IMEI, to.clone());
+            }
+        }
+    });
+    assert_eq!(f.run_once(&knobs()).await, done(OTHER_IMEI));
+    let phantoms: i64 = f
+        .db()
+        .query_row(
+            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
+            [IMEI, &their_path],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        phantoms, 0,
+        "the other vehicle's listing was taken for ours"
+    );
+    let ours_left: String = f
+        .db()
+        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        ours_left, "verified",
+        "deleted next time our camera is here"
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
