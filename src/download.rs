@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -33,6 +34,9 @@ pub enum DownloadError {
     Short { got: u64, expected: u64 },
     #[error("camera reports {actual} bytes but the listing said {listed}")]
     SizeMismatch { listed: u64, actual: u64 },
+    /// The check run before each request ([`fetch_checked`]) refused it: nothing was sent.
+    #[error(transparent)]
+    Refused(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DownloadError {
@@ -68,6 +72,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
+/// Run right before each request for a clip's bytes (e.g. to confirm which camera answers
+/// at the address); an error ends the download before that request is sent.
+pub type BeforeRequest<'a> =
+    dyn Fn() -> BoxFuture<'a, Result<(), DownloadError>> + Send + Sync + 'a;
+
 /// Downloads `camera_path` into `file`, resuming from the file's current length.
 ///
 /// `expected` is the size the listing gave: the transfer stops there and fails if the
@@ -79,6 +88,24 @@ pub async fn fetch(
     expected: Option<u64>,
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
 ) -> Result<Fetched, DownloadError> {
+    let unchecked = || -> BoxFuture<'_, Result<(), DownloadError>> { Box::pin(async { Ok(()) }) };
+    fetch_checked(client, camera_path, file, expected, progress, &unchecked).await
+}
+
+/// [`fetch`], running `before` right before each request to the camera (a complete file
+/// is reported without a request, and without `before`).
+pub async fn fetch_checked(
+    client: &CameraClient,
+    camera_path: &str,
+    file: &Path,
+    expected: Option<u64>,
+    progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+    before: &BeforeRequest<'_>,
+) -> Result<Fetched, DownloadError> {
+    let request = async |offset: u64| -> Result<Download, DownloadError> {
+        before().await?;
+        Ok(client.download(camera_path, offset).await?)
+    };
     let (mut f, mut have, mut hasher) = open_partial(file, expected).await?;
     if expected == Some(have) && have > 0 {
         f.sync_all().await.map_err(io_err(file))?;
@@ -91,13 +118,13 @@ pub async fn fetch(
         });
     }
     let mut restarted = false;
-    let mut dl = match client.download(camera_path, have).await {
+    let mut dl = match request(have).await {
         Ok(d) => d,
-        Err(CameraError::RangeNotHonoured { .. }) if have > 0 => {
+        Err(DownloadError::Camera(CameraError::RangeNotHonoured { .. })) if have > 0 => {
             restarted = true;
-            client.download(camera_path, 0).await?
+            request(0).await?
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     if dl.start != have {
         // The camera sent the whole file: start over.

@@ -321,15 +321,17 @@ async fn a_vehicle_swap_before_the_deletes_deletes_nothing_of_ours_on_it(store: 
     let (ours, theirs) = (content(9, SIZE), content(10, SIZE));
     write(&f.camera_dir, &ours);
     let other_dir = other_vehicle(&f, &theirs);
-    // Device info: the pass's probe, the check after our download, then the one before
-    // the deletes, which the other vehicle answers.
-    let probes = Arc::new(Mutex::new(0));
+    // The other vehicle answers the IMEI check right before the deletes: the second one
+    // after the listing retention takes (the pass's third), the first being that listing's.
+    let (listings, checks) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
     let to = other_dir.clone();
     f.sim.set_on_request(move |p, device| {
-        if p == "/device/get_device_info" {
-            let mut n = probes.lock().unwrap();
+        let (mut n, mut k) = (listings.lock().unwrap(), checks.lock().unwrap());
+        if p == "/device/get_video_files_info" {
             *n += 1;
-            if *n == 3 {
+        } else if p == "/device/get_device_info" && *n == 3 {
+            *k += 1;
+            if *k == 2 {
                 device.swap(OTHER_IMEI, to.clone());
             }
         }
@@ -390,5 +392,275 @@ async fn the_same_name_in_two_directories_makes_two_objects(store: Store) {
     let mut deleted = f.sim.deletes();
     deleted.sort();
     assert_eq!(deleted, [pa, pb]);
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_between_a_failed_delete_and_its_retry_deletes_nothing_on_it
+);
+/// Our camera answers the first delete "busy"; before the retry another vehicle, holding a
+/// clip at the same path, takes the address (a swap looks just like a dropped connection).
+async fn a_vehicle_swap_between_a_failed_delete_and_its_retry_deletes_nothing_on_it(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(13, SIZE), content(14, SIZE));
+    let path = write(&f.camera_dir, &ours);
+    let other_dir = other_vehicle(&f, &theirs);
+    let step = Arc::new(Mutex::new(0));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        if *s == 0 && p == "/device/delete_file" {
+            *s = 1;
+            device.set_faults(|x| x.busy_deletes = 1);
+        } else if *s == 1 {
+            // The request right after the failed attempt.
+            *s = 2;
+            device.swap(OTHER_IMEI, other_dir.clone());
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert!(
+        bad.lock().unwrap().is_empty(),
+        "deleted from the other vehicle on our verification: {:?}",
+        bad.lock().unwrap()
+    );
+    assert_eq!(
+        out,
+        done(OTHER_IMEI),
+        "a pass for the camera that answers now"
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
+    let ours_left: String = f
+        .db()
+        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        ours_left, "verified",
+        "deleted next time our camera is here"
+    );
+    assert!(file_of(&f.camera_dir, &path).exists());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_between_download_attempts_puts_none_of_its_bytes_in_ours
+);
+/// Our camera's download breaks halfway; before the retry another vehicle (the same path,
+/// the same size) takes the address, and our camera is back by the check after the download.
+/// Without a check before each request the retry appends the other vehicle's bytes to our
+/// `.part`, the check after says "ours", and the mix is uploaded and our file deleted.
+async fn a_vehicle_swap_between_download_attempts_puts_none_of_its_bytes_in_ours(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(15, SIZE), content(16, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = other_vehicle(&f, &theirs);
+    f.sim.set_faults(|x| {
+        x.drop_after_bytes = Some(SIZE as u64 / 2);
+        x.drop_downloads = 1;
+    });
+    let (home, step) = (f.camera_dir.clone(), Arc::new(Mutex::new(0)));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        let download = p.starts_with(VIDEO_ROOT);
+        match *s {
+            // Our camera serves half the clip, then the connection drops.
+            0 if download => *s = 1,
+            // The next request, whatever it is, reaches the other vehicle.
+            1 => {
+                device.swap(OTHER_IMEI, other_dir.clone());
+                *s = if download { 3 } else { 2 };
+            }
+            2 if download => *s = 3,
+            // Ours is back for the check after that download.
+            3 if p == "/device/get_device_info" => {
+                device.swap(IMEI, home.clone());
+                *s = 4;
+            }
+            _ => {}
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert!(
+        bad.lock().unwrap().is_empty(),
+        "deleted on the strength of another vehicle's bytes: {:?}",
+        bad.lock().unwrap()
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(out, done(IMEI));
+    // Our clip resumed its half from our camera: never a byte of the other one's.
+    let ranges: Vec<Option<String>> = f
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with(VIDEO_ROOT))
+        .map(|r| r.range.clone())
+        .collect();
+    assert_eq!(
+        ranges.last(),
+        Some(&Some(format!("bytes={}-", SIZE / 2))),
+        "{ranges:?}"
+    );
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_download_whose_camera_cannot_be_asked_afterwards_is_kept_not_fetched_again
+);
+/// The IMEI check after a download gets no usable answer (not another IMEI): every request
+/// was confirmed before it was sent, so the download is kept for the next pass, which
+/// checks it again and offloads it without fetching a byte again.
+async fn a_download_whose_camera_cannot_be_asked_afterwards_is_kept_not_fetched_again(
+    store: Store,
+) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let ours = content(17, SIZE);
+    write(&f.camera_dir, &ours);
+    let step = Arc::new(Mutex::new(0));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        if p.starts_with(VIDEO_ROOT) && *s == 0 {
+            *s = 1;
+        } else if p == "/device/get_device_info" {
+            // The check right after the download gets an unusable reply, once.
+            let garbled = (*s == 1).then(|| "<html>rebooting</html>".to_string());
+            if *s == 1 {
+                *s = 2;
+            }
+            device.set_faults(|x| x.device_info_override = garbled);
+        }
+    });
+    let out = f.run_once(&knobs()).await;
+    assert!(matches!(out, PassOutcome::Failed { .. }), "{out:?}");
+    let (state, attempts): (String, i64) = f
+        .db()
+        .query_row("SELECT state, attempts FROM clips", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state.as_str(), attempts), ("downloading", 0));
+    assert!(f.bucket_keys().is_empty(), "uploaded unconfirmed bytes");
+    assert_eq!(f.sim.bytes_served(), SIZE as u64);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    assert_eq!(
+        f.sim.bytes_served(),
+        SIZE as u64,
+        "the kept download was fetched again"
+    );
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours
+);
+/// Another vehicle takes the address right after our camera's first listing page: its
+/// listing must not be reconciled into our camera's clips (phantom clips, later "lost").
+async fn a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours(store: Store) {
+    const THEIR_NAME: &str = "20210101_000044_01_1.mp4";
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(18, SIZE), content(19, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = f.dir.path().join("other-camera");
+    let their_path = sim::write_clip(&other_dir, THEIR_NAME, &theirs).unwrap();
+    let (to, step) = (other_dir.clone(), Arc::new(Mutex::new(0)));
+    f.sim.set_on_request(move |p, device| {
+        let mut s = step.lock().unwrap();
+        if *s == 0 && p == "/device/get_video_files_info" {
+            *s = 1;
+        } else if *s == 1 {
+            // The request right after our first listing page.
+            *s = 2;
+            device.swap(OTHER_IMEI, to.clone());
+        }
+    });
+    assert_eq!(f.run_once(&knobs()).await, done(OTHER_IMEI));
+    let phantoms: i64 = f
+        .db()
+        .query_row(
+            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
+            [IMEI, &their_path],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        phantoms, 0,
+        "the other vehicle's listing was taken for ours"
+    );
+    let their_key = format!("dashcam/{OTHER_IMEI}/2021-01-01/{THEIR_NAME}");
+    assert_eq!(f.s3.object_bytes(&their_key), Some(theirs));
+    // Our camera comes back: its clip is offloaded, nothing of ours is lost.
+    f.sim.device().swap(IMEI, f.camera_dir.clone());
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
+    let states: Vec<String> = {
+        let c = f.db();
+        let mut st = c
+            .prepare("SELECT state FROM clips WHERE imei = ?1")
+            .unwrap();
+        st.query_map([IMEI], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(states, ["deleted"]);
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours
+);
+/// Another vehicle answers the listing retention takes before the deletes (minutes after the
+/// pass's own): nothing of it is reconciled into our camera's clips, nothing is deleted.
+async fn a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours(store: Store) {
+    const THEIR_NAME: &str = "20210101_000055_01_1.mp4";
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (ours, theirs) = (content(20, SIZE), content(21, SIZE));
+    write(&f.camera_dir, &ours);
+    let other_dir = f.dir.path().join("other-camera");
+    let their_path = sim::write_clip(&other_dir, THEIR_NAME, &theirs).unwrap();
+    let (to, listings) = (other_dir.clone(), Arc::new(Mutex::new(0)));
+    f.sim.set_on_request(move |p, device| {
+        let mut n = listings.lock().unwrap();
+        if p == "/device/get_video_files_info" {
+            *n += 1;
+            if *n == 3 {
+                device.swap(OTHER_IMEI, to.clone());
+            }
+        }
+    });
+    assert_eq!(f.run_once(&knobs()).await, done(OTHER_IMEI));
+    let phantoms: i64 = f
+        .db()
+        .query_row(
+            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
+            [IMEI, &their_path],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        phantoms, 0,
+        "the other vehicle's listing was taken for ours"
+    );
+    let ours_left: String = f
+        .db()
+        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        ours_left, "verified",
+        "deleted next time our camera is here"
+    );
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tracing::{debug, info, warn};
 
@@ -37,9 +38,10 @@ pub(crate) enum PassStop {
     /// The camera went away mid-download.
     #[error("camera lost during downloads: {0}")]
     CameraGone(DownloadError),
-    /// The camera at the address could not be confirmed as the pass's own after a
-    /// download (see `identity`): that download was discarded (or, after a failed one,
-    /// the camera could not be asked: it resumes later).
+    /// The camera at the address could not be confirmed as the pass's own (see
+    /// `identity`): before a request (nothing was sent; the `.part` resumes later), or
+    /// after a download (another camera's was discarded; one that could not be asked is
+    /// kept and checked again).
     #[error("{0}; downloads stopped")]
     Identity(Identity),
 }
@@ -187,11 +189,8 @@ impl Agent {
         match self.fetch(client, &w, &part, early.as_ref()).await {
             Ok(f) => {
                 // Kept only once the camera that served them is confirmed as the clip's.
-                if let Err(e) = confirm_imei(client, &w.imei).await {
-                    if let Some(early) = early {
-                        early.stop().await;
-                    }
-                    return Err(self.discard_download(&w, &part, e).await);
+                if let Err(why) = confirm_imei(client, &w.imei).await {
+                    return Err(self.not_confirmed_after(&w, &part, early, why).await);
                 }
                 match early {
                     Some(e) => self.finish_early(e, w, f, started),
@@ -272,9 +271,18 @@ impl Agent {
                 received.fetch_add(add, Ordering::Relaxed);
             }
         };
+        // Each request (every attempt, every resume) goes to the camera just confirmed as
+        // the clip's: all bytes in the `.part` were served by it.
+        let before = move || -> BoxFuture<'_, Result<(), DownloadError>> {
+            Box::pin(async move {
+                confirm_imei(client, &w.imei)
+                    .await
+                    .map_err(Identity::before_download)
+            })
+        };
         let attempt = || async {
             last.store(u64::MAX, Ordering::Relaxed);
-            dl::fetch(client, &w.path, part, Some(w.size), &progress).await
+            dl::fetch_checked(client, &w.path, part, Some(w.size), &progress, &before).await
         };
         let result = attempt
             .retry(
@@ -342,6 +350,32 @@ impl Agent {
         PassStop::Identity(why)
     }
 
+    /// The camera could not be confirmed after the download of `w`. Another camera: the
+    /// download is discarded. One that cannot be asked: every request was confirmed before
+    /// it was sent, so the whole `.part` is kept and the clip stays `downloading`, checked
+    /// again in the next pass (no attempt counted, nothing uploaded); an upload that ran
+    /// with it stops and keeps its journal.
+    async fn not_confirmed_after(
+        &self,
+        w: &Work,
+        part: &Path,
+        early: Option<Early>,
+        why: Identity,
+    ) -> PassStop {
+        let truncated = match early {
+            Some(early) => early.stop().await,
+            None => false,
+        };
+        if matches!(why, Identity::Swapped { .. }) {
+            return self.discard_download(w, part, why).await;
+        }
+        if truncated {
+            self.forget_upload(w).await;
+        }
+        warn!(imei = %w.imei, clip = %w.name, "{why}: keeping the download for the next pass");
+        PassStop::Identity(why)
+    }
+
     /// A failed fetch: the pass stops when it is not the clip's fault (disk full, camera
     /// gone, another camera at the address); otherwise the failure is recorded on the clip.
     async fn fetch_failed(
@@ -351,6 +385,15 @@ impl Agent {
         e: DownloadError,
         part: &Path,
     ) -> Result<(), PassStop> {
+        let e = match e {
+            // Another camera answers: nothing was asked of it, the `.part` holds our
+            // camera's bytes and resumes when it is back.
+            DownloadError::Refused(why) => match why.downcast::<Identity>() {
+                Ok(why) => return Err(PassStop::Identity(*why)),
+                Err(why) => DownloadError::Refused(why),
+            },
+            e => e,
+        };
         if matches!(
             e,
             DownloadError::TooLong { .. } | DownloadError::SizeMismatch { .. }

@@ -1,7 +1,8 @@
 //! Reading a camera's listing into the store: [`classify`] each entry (refused, skipped,
 //! selected, too recent), page through the listing reconciling each page, tell which
 //! clips finished recording ([`Latest`]), then settle the clips that left the camera
-//! (lost, or offloaded by another agent when their object is in the bucket).
+//! (lost, or offloaded by another agent when their object is in the bucket). Every page
+//! is read between two IMEI checks and taken only if both found the pass's camera.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use qucam::{CameraClient, CameraError, ClipName, FileEntry, ListQuery};
 
+use super::identity::confirm_imei;
 use super::work::Work;
 use super::{Agent, AgentEvent, MAX_CLIP_BYTES, MAX_LISTING};
 use crate::config::{ClipSelection, SyncConfig};
@@ -186,10 +188,16 @@ impl Agent {
     }
 
     /// Pages through the listing from offset 0, reconciling each page into `r`, until a
-    /// short page or a page with nothing new to `r`.
+    /// short page or a page with nothing new to `r`. Each page is read between two checks
+    /// of the IMEI (the one before the listing, or after the page before, and one right
+    /// after it) and reconciled only if both found the pass's camera: another camera's
+    /// listing is never taken for ours (the pass stops as a swap, see `identity`).
     async fn page_through(&self, client: &CameraClient, imei: &str, r: &mut Reading) -> Result<()> {
         let page_size = self.cfg.sync.page_size as usize;
         let mut offset = 0u32;
+        confirm_imei(client, imei)
+            .await
+            .context("not listing the camera")?;
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(anyhow!("shutting down"));
@@ -198,6 +206,9 @@ impl Agent {
                 .list_page(client, offset)
                 .await
                 .with_context(|| format!("listing at offset {offset}"))?;
+            confirm_imei(client, imei)
+                .await
+                .with_context(|| format!("not taking the listing at offset {offset}"))?;
             let n = page.len();
             let fresh = self.reconcile_page(imei, &page, r).await?;
             super::heartbeat::beat();

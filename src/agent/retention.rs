@@ -3,20 +3,30 @@
 //! delete, in batches of [`DELETE_BATCH`]), or marked retained. A clip the bucket no longer
 //! confirms is offloaded again instead. Only clips this pass's listing showed with the
 //! size and `date` that were verified are candidates, and the camera's IMEI is confirmed
-//! before each batch (see `identity`).
+//! right before each delete request, retries included (see `identity`).
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use backon::{ExponentialBuilder, Retryable};
 use tracing::{info, warn};
 
 use qucam::{CameraClient, CameraError};
 
-use super::identity::confirm_imei;
+use super::identity::{Identity, confirm_imei};
 use super::{Agent, AgentEvent};
 use crate::config::DeletePolicy;
 use crate::store::{self, Clip};
+
+/// Why one attempt at a delete batch failed.
+#[derive(Debug, thiserror::Error)]
+enum DeleteError {
+    /// The camera answering is not confirmed as the pass's own: nothing is sent.
+    #[error(transparent)]
+    Identity(#[from] Identity),
+    #[error(transparent)]
+    Camera(#[from] CameraError),
+}
 
 /// Paths deleted per `delete_file` request.
 const DELETE_BATCH: usize = 25;
@@ -66,20 +76,22 @@ impl Agent {
             }
         }
         for batch in ok.chunks(DELETE_BATCH) {
-            // Deletes go to whichever camera answers at the address: only to this one.
-            confirm_imei(client, imei)
-                .await
-                .context("not deleting anything")?;
             let paths: Vec<String> = batch.iter().map(|c| c.path.clone()).collect();
-            let res = (|| async { client.delete_files(&paths).await })
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(300))
-                        .with_max_times(4)
-                        .with_jitter(),
-                )
-                .when(|e: &CameraError| e.is_transient())
-                .await;
+            // Deletes go to whichever camera answers at the address: only to this one,
+            // confirmed right before every attempt (a swap looks like a dropped connection,
+            // which is retried).
+            let res = (|| async {
+                confirm_imei(client, imei).await?;
+                Ok(client.delete_files(&paths).await?)
+            })
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(300))
+                    .with_max_times(4)
+                    .with_jitter(),
+            )
+            .when(|e: &DeleteError| matches!(e, DeleteError::Camera(c) if c.is_transient()))
+            .await;
             match res {
                 Ok(()) => {
                     self.store
@@ -93,7 +105,12 @@ impl Agent {
                         });
                     }
                 }
-                Err(e) => return Err(anyhow!("deleting from the camera: {e}")),
+                Err(DeleteError::Identity(why)) => {
+                    return Err(anyhow::Error::from(why).context("not deleting anything"));
+                }
+                Err(DeleteError::Camera(e)) => {
+                    return Err(anyhow!("deleting from the camera: {e}"));
+                }
             }
         }
         Ok(())

@@ -38,6 +38,9 @@ struct Args {
     /// Fault: the next N listings reply "Camera Busy".
     #[arg(long, default_value_t = 0)]
     busy_listings: u32,
+    /// Fault: the next N deletes reply "Camera Busy" (nothing deleted).
+    #[arg(long, default_value_t = 0)]
+    busy_deletes: u32,
     /// Fault: send errorCode as a string ("200").
     #[arg(long)]
     string_error_codes: bool,
@@ -103,6 +106,7 @@ impl Args {
         };
         Ok(Faults {
             busy_listings: self.busy_listings,
+            busy_deletes: self.busy_deletes,
             string_error_codes: self.string_error_codes,
             data_as_string: self.data_as_string,
             drop_after_bytes: self.drop_after_bytes,

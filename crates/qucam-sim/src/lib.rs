@@ -66,6 +66,8 @@ impl Default for SimOptions {
 pub struct Faults {
     /// The next N listings reply `{"data":"Camera Busy","errorCode":200,"isSuccess":true}`.
     pub busy_listings: u32,
+    /// The next N `delete_file` requests reply "Camera Busy" and delete nothing.
+    pub busy_deletes: u32,
     /// Every `errorCode` is sent as a string, e.g. `"200"`.
     pub string_error_codes: bool,
     /// Listing `data` is sent as a JSON-encoded string instead of an array.
@@ -182,6 +184,11 @@ impl SimDevice {
     /// The directory standing for the video root of the camera answering now.
     pub fn dir(&self) -> PathBuf {
         self.shared.dir()
+    }
+
+    /// Changes the faults from a hook; they apply to the request being hooked too.
+    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.shared.lock().faults);
     }
 }
 

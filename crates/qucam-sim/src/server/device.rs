@@ -85,6 +85,14 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
         Ok(p) => p,
         Err(why) => return bad_request(&sim, &why),
     };
+    {
+        let mut st = sim.lock();
+        if st.faults.busy_deletes > 0 {
+            st.faults.busy_deletes -= 1;
+            drop(st);
+            return api_ok(&sim, json!("Camera Busy"));
+        }
+    }
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
         match clips::camera_to_disk(&sim.dir(), &path) {
