@@ -369,3 +369,21 @@ async fn a_verified_clip_without_a_date_is_not_deletable_by_a_dated_listing() {
         .collect();
     assert_eq!(ids, [id]);
 }
+
+#[tokio::test]
+async fn only_an_uploading_clip_with_a_plain_key_and_a_hash_moves_to_its_hashed_key() {
+    let (_d, s) = open();
+    list(&s, entry(P, 10, Some(1))).await;
+    let id = rows(&s, P).await[0].id;
+    assert!(!s.use_hashed_key(id).await.unwrap(), "queued: not yet");
+    force(&s, id, Uploading);
+    s.begin_multipart(id, "up-1".into(), 5).await.unwrap();
+    assert!(s.use_hashed_key(id).await.unwrap());
+    let c = s.clip(id).await.unwrap();
+    assert_eq!(
+        (c.state, c.hashed_key, c.upload_id),
+        (Uploading, true, None)
+    );
+    assert!(s.multipart(id).await.unwrap().is_none(), "journal cleared");
+    assert!(!s.use_hashed_key(id).await.unwrap(), "already hashed");
+}
