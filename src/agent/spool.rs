@@ -2,9 +2,11 @@
 //! bytes are for ([`super::work::spool_name`]); anything else in a camera's spool dir is a
 //! leftover (a download of a listing the camera has since changed, whose removal a kill
 //! interrupted, or a name from before the spool named listings) and is removed by
-//! [`Agent::sweep_spool`] at the start of a pass's downloads. [`Agent::adopt_legacy_spool`]
-//! renames, once at start, the finished file of a clip past its download from its
-//! pre-upgrade name to its current one (its SHA-256 is checked again by the upload).
+//! [`Agent::sweep_spool`] at the start of a pass's downloads (with `retention.keep_local`,
+//! only `.part` leftovers: finished files are kept, and only an exact listing's is used).
+//! [`Agent::adopt_legacy_spool`] renames, once at start, the finished file of a clip past
+//! its download from its pre-upgrade name to its current one (its SHA-256 is checked again
+//! by the upload).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -54,7 +56,10 @@ impl Agent {
             return Ok(());
         }
         let keep = wanted(&self.store.clips_of(imei).await?);
-        for f in found.into_iter().filter(|f| !keep.contains(f)) {
+        // `keep_local` keeps every finished file (only an exact listing's is ever used).
+        let keep_local = self.cfg.retention.keep_local;
+        let leftover = |f: &String| !keep.contains(f) && (!keep_local || f.ends_with(".part"));
+        for f in found.into_iter().filter(leftover) {
             match tokio::fs::remove_file(dir.join(&f)).await {
                 Ok(()) => debug!(imei = %imei, file = %f, "removed a leftover spool file"),
                 Err(e) => {
