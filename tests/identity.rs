@@ -664,3 +664,94 @@ async fn a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours(s
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_partial_download_of_an_earlier_listing_is_never_resumed
+);
+/// A kill left the `.part` of a clip's earlier listing behind after the grown size was
+/// committed (the row is back to `seen`, the file's removal never ran): the download must
+/// start over, never append the grown file's tail to the old bytes.
+async fn a_partial_download_of_an_earlier_listing_is_never_resumed(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let old = content(7, SIZE);
+    let path = write(&f.camera_dir, &old);
+    // Downloaded, not uploaded: the destination refuses connections.
+    f.s3.set_refusing(true);
+    f.run_once(&knobs()).await;
+    f.s3.set_refusing(false);
+    let dir = f.state_dir.join("spool").join(IMEI);
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // The agent's own partial download of the old listing: its first half.
+    let part = PathBuf::from(format!("{}.part", files[0].display()));
+    std::fs::write(&part, &old[..SIZE / 2]).unwrap();
+    std::fs::remove_file(&files[0]).unwrap();
+    let mut grown = old.clone();
+    grown.extend(content(8, 20_000));
+    std::fs::write(file_of(&f.camera_dir, &path), &grown).unwrap();
+    let changed = f
+        .db()
+        .execute(
+            "UPDATE clips SET state = 'seen', size = ?1, sha256 = NULL, stable_count = 0,
+                failed_stage = NULL, retry_after = NULL, upload_id = NULL WHERE path = ?2",
+            rusqlite::params![grown.len() as i64, path],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(grown));
+    assert!(!part.exists(), "the old listing's partial file was removed");
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_whose_plain_key_holds_other_bytes_goes_to_its_hashed_key
+);
+/// A fresh state dir (or a second gateway) does not know the earlier generation whose object
+/// holds the plain key: its clip is a later one and lands under its hashed key, no attempt
+/// counted, the object there untouched; a small clip and one that goes multipart.
+async fn a_clip_whose_plain_key_holds_other_bytes_goes_to_its_hashed_key(store: Store) {
+    let big = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        ..knobs()
+    };
+    for (size, k) in [(SIZE, knobs()), (12 * 1024 * 1024, big)] {
+        let f = Fleet::start_on(store, 0, 1).await;
+        let bad = guard_deletes(&f);
+        let (theirs, ours) = (content(9, 1_000), content(10, size));
+        f.s3.client()
+            .put_object()
+            .bucket("fleet-video")
+            .key(key(IMEI, NAME))
+            .body(theirs.clone().into())
+            .send()
+            .await
+            .unwrap();
+        let path = write(&f.camera_dir, &ours);
+        assert_eq!(f.run_once(&k).await, done(IMEI), "{size}");
+        assert_eq!(
+            f.s3.object_bytes(&key(IMEI, NAME)),
+            Some(theirs),
+            "untouched"
+        );
+        assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &ours)), Some(ours));
+        assert_eq!(f.bucket_keys().len(), 2, "{:?}", f.bucket_keys());
+        assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+        let (attempts, hashed): (i64, bool) = f
+            .db()
+            .query_row("SELECT attempts, hashed_key FROM clips", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((attempts, hashed), (0, true), "{size}");
+        assert_eq!(f.s3.list_incomplete_multipart().await, Vec::<String>::new());
+        assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+    }
+}

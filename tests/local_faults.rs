@@ -57,15 +57,21 @@ fn integrity_ok(f: &Fleet) {
     assert_eq!(r, "ok");
     // Every clip the database calls downloaded has its whole file in the spool.
     let mut st = c
-        .prepare("SELECT name, size FROM clips WHERE state = 'downloaded'")
+        .prepare("SELECT name, size, id, date_ms FROM clips WHERE state = 'downloaded'")
         .unwrap();
-    let rows: Vec<(String, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let rows: Vec<(String, i64, i64, Option<i64>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    for (name, size) in rows {
-        let p = f.state_dir.join("spool").join(IMEI).join(&name);
+    for (name, size, id, date) in rows {
+        // Named by the listing its bytes are for (`agent::work::spool_name`).
+        let date = date.map_or_else(|| "none".to_string(), |d| d.to_string());
+        let p = f
+            .state_dir
+            .join("spool")
+            .join(IMEI)
+            .join(format!("{name}~{id}-{size}-{date}"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             len as i64, size,

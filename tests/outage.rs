@@ -127,16 +127,24 @@ async fn run_once_gives_up_on_a_destination_down_too_long_naming_it_then_exits_0
 async fn a_failure_about_the_clip_itself_still_counts_an_attempt() {
     let f = Fleet::start(6, 30_000).await;
     let events = f.event_clips();
-    // (d) Another object already holds one clip's key: a conflict, the clip's alone.
+    // (d) Other objects already hold one clip's key and its hashed key (where a plain-key
+    // conflict sends it): a conflict, the clip's alone.
     let taken = &events[0];
-    f.s3.client()
-        .put_object()
-        .bucket("fleet-video")
-        .key(f.key(taken))
-        .body(b"someone else's bytes".to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    let bytes = std::fs::read(common::fleet::clip_path(&f.camera_dir, taken)).unwrap();
+    let hashed = f.key(taken).replace(
+        ".mp4",
+        &format!("~{}.mp4", &common::fleet::sha256_hex(&bytes)[..8]),
+    );
+    for key in [f.key(taken), hashed] {
+        f.s3.client()
+            .put_object()
+            .bucket("fleet-video")
+            .key(key)
+            .body(b"someone else's bytes".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
     let agent = f.agent(&Knobs::default());
     let out = agent.run_once().await.remove(0).1;
     assert!(

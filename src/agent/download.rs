@@ -227,7 +227,9 @@ impl Agent {
     }
 
     /// A kill between rename and the state update leaves the whole file in place: if it is
-    /// there with the listed size, records it as downloaded (true).
+    /// there with the listed size, records it as downloaded (true). `fin` is named by this
+    /// exact listing (size and `date`, see [`super::work::spool_name`]): a file of another
+    /// listing is never found here.
     async fn already_whole(&self, w: &Work, fin: &Path) -> bool {
         if !tokio::fs::metadata(fin)
             .await

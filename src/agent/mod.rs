@@ -18,9 +18,9 @@
 //! worked on and when uploads may run; `pass` one pass over a camera and what remains;
 //! `listing` reading and reconciling the listing; `identity` which camera answers at the
 //! address; `heartbeat` whether the loops progress;
-//! `outage` pausing uploads while the destination is down; `work` a clip parsed once for the
-//! stages; `download`, `upload` and `retention` the three stages; `overlap` a large clip's
-//! upload while it downloads.
+//! `outage` pausing uploads while the destination is down; `spool` leftover spool files;
+//! `work` a clip parsed once for the stages; `download`, `upload` and `retention` the three
+//! stages; `overlap` a large clip's upload while it downloads.
 
 mod download;
 mod events;
@@ -32,6 +32,7 @@ mod overlap;
 mod pass;
 mod retention;
 mod schedule;
+mod spool;
 mod upload;
 mod work;
 
@@ -174,6 +175,7 @@ impl Agent {
         if let Ok(mut f) = self.once_failed.lock() {
             *f = Some(HashSet::new());
         }
+        self.adopt_legacy_spool().await;
         let stop_uploader = CancellationToken::new();
         let uploader = {
             let me = self.clone();
@@ -215,6 +217,7 @@ impl Agent {
     /// The daemon: passes over each camera when the schedule says (every `poll_interval`)
     /// until shutdown.
     pub async fn run(self: &Arc<Self>) {
+        self.adopt_legacy_spool().await;
         let stop_uploader = self.shutdown.child_token();
         let uploader = {
             let me = self.clone();

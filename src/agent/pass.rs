@@ -160,6 +160,10 @@ impl Agent {
     async fn pass_inner(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<usize> {
         let mut listed_since = crate::store::now_ms();
         self.list_and_reconcile(client, imei).await?;
+        // Files of listings the camera no longer shows are never resumed: removed.
+        if let Err(e) = self.sweep_spool(imei).await {
+            warn!(imei = %imei, "cannot sweep the spool: {e:#}");
+        }
         let dl = self.download_all(client, imei).await;
         self.wait_uploads(Some(imei)).await;
         dl?;

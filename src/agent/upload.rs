@@ -309,6 +309,10 @@ impl Agent {
                     .await;
                 self.applied(r, "mark uploaded", w).then_some(sent)
             }
+            Err(e @ UploadError::Conflict { .. }) if !w.key_needs_hash() => {
+                self.plain_key_taken(w, e).await;
+                None
+            }
             Err(e) => {
                 // The destination's failure, not the clip's: it stays `uploading` (with its
                 // multipart journal) and no attempt is counted.
@@ -317,6 +321,23 @@ impl Agent {
                 }
                 None
             }
+        }
+    }
+
+    /// Another object holds the plain key of `w` (another agent, or a state database that
+    /// never knew the earlier generation there): the clip is a later one and goes to its
+    /// hashed key instead (its multipart upload to the plain key is aborted), and uploads
+    /// again at once, no attempt counted. The object there is never touched.
+    async fn plain_key_taken(&self, w: &Work, e: UploadError) {
+        if let Some(id) = w.upload_id.as_deref() {
+            let _ = self.dest.abort_multipart(&w.key, id).await;
+        }
+        let r = self.store.use_hashed_key(w.id).await;
+        if self.applied(r, "use the hashed key", w) {
+            info!(imei = %w.imei, clip = %w.name, "{e}: uploading it under its hashed key");
+            self.upload_wake.notify_one();
+        } else {
+            self.upload_failed(w, e).await;
         }
     }
 

@@ -60,9 +60,21 @@ impl Work {
 }
 
 /// The clip's file name in the spool (`spool/{imei}/…`, `.part` while downloading): its file
-/// name, or for a clip with a hashed key (a later generation, or the same name at another
-/// path: another clip of the same name may be in the spool) the name with `~{row id}`.
+/// name, its row id and the listing its bytes are for (size and `date`, `none` when the
+/// listing gave none): `{name}~{id}-{size}-{date_ms}`. Bytes fetched for one listing are
+/// never resumed or taken as whole for another (a clip listed with another size or `date`
+/// before its download has another name), two clips of one name never share a file, and
+/// the same listing gives the same name after a restart (a download resumes).
 pub(crate) fn spool_name(clip: &Clip) -> String {
+    let date = clip
+        .date_ms
+        .map_or_else(|| "none".into(), |d| d.to_string());
+    format!("{}~{}-{}-{date}", clip.name, clip.id, clip.size)
+}
+
+/// The spool name before it named the listing (schema 5 and earlier): the file
+/// name, `~{row id}` for a hashed key. Only to adopt a finished file left by an upgrade.
+pub(crate) fn legacy_spool_name(clip: &Clip) -> String {
     if clip.hashed_key {
         format!("{}~{}", clip.name, clip.id)
     } else {
@@ -183,7 +195,8 @@ mod tests {
         let w = Work::parse(c.clone(), "dashcam").expect("a good clip");
         assert!(w.key_needs_hash());
         assert_eq!(w.key, "", "not known before the download");
-        assert_eq!(spool_name(&c), format!("{NAME}~7"));
+        assert_eq!(spool_name(&c), format!("{NAME}~7-10-none"));
+        assert_eq!(legacy_spool_name(&c), format!("{NAME}~7"));
         c.sha256 = Some("0badcafe".repeat(8));
         let w = Work::parse(c, "dashcam").expect("a good clip");
         assert_eq!(
@@ -192,7 +205,15 @@ mod tests {
         );
         let plain = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
         assert!(!Work::parse(plain.clone(), "").unwrap().key_needs_hash());
-        assert_eq!(spool_name(&plain), NAME);
+        assert_eq!(spool_name(&plain), format!("{NAME}~1-10-none"));
+        assert_eq!(legacy_spool_name(&plain), NAME);
+        let dated = Clip {
+            date_ms: Some(1_609_459_212_000),
+            ..plain.clone()
+        };
+        assert_eq!(spool_name(&dated), format!("{NAME}~1-10-1609459212000"));
+        let grown = Clip { size: 11, ..dated };
+        assert_eq!(spool_name(&grown), format!("{NAME}~1-11-1609459212000"));
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub(super) const STABLE_FROM: Group = only(&[Seen]);
 pub(super) const MISSING_FROM: Group = Group::BEFORE_DOWNLOAD;
 pub(super) const GONE_AFTER_VERIFIED_FROM: Group = only(&[Verified]);
 pub(super) const LOST_FROM: Group = only(&[Lost]);
+pub(super) const UNDATED_FROM: Group = only(&[Verified]);
+
+/// Why a clip verified before the listing's `date` was recorded (a row from schema 3) is
+/// kept on the camera: its bytes cannot be tied to any listing's `date`.
+pub(super) const UNDATED: &str = "verified before the agent recorded the listing's date \
+    (upgraded from schema 3): kept on the camera, since a listing cannot show that these are \
+    the bytes verified";
 
 /// A listing entry after validation, ready to reconcile.
 #[derive(Debug, Clone)]
@@ -308,20 +315,49 @@ fn reconcile_one(
             &[&id, &listed_size, &Seen, &t, &l.date_ms],
         )?;
     } else {
-        tx.execute(
-            "UPDATE clips SET last_seen = ?2, on_camera = 1, date_ms = COALESCE(date_ms, ?4),
-                stable_count = CASE WHEN ?3 THEN stable_count + 1 ELSE stable_count END
-             WHERE id = ?1",
-            params![id, t, same, l.date_ms],
-        )?;
-        if st == Seen && ((same && !l.too_recent) || finished) {
-            guarded(tx, "state = ?2", STABLE_FROM, &[&id, &Queued])?;
-        }
+        listed_again(tx, &row, l, (same && !l.too_recent) || finished, t)?;
     }
     tx.execute(
         "UPDATE clips SET listed_size = ?2, listed_date = ?3, listed_at = ?4 WHERE id = ?1",
         params![id, listed_size, l.date_ms, now_ms()],
     )?;
+    Ok(())
+}
+
+/// A clip listed again with nothing to change but its stability (and, before its download,
+/// a `date` it had none of); `stable`: it may be queued. A clip verified without a `date`
+/// (a row from schema 3) that a listing now shows with one is kept on the camera
+/// (`retained`, [`UNDATED`]).
+fn listed_again(
+    tx: &Transaction<'_>,
+    row: &Latest,
+    l: &Listed,
+    stable: bool,
+    t: i64,
+) -> rusqlite::Result<()> {
+    let (id, st) = (row.id, row.state);
+    let same = row.size == l.size as i64;
+    // Only a clip not yet downloaded may take the listing's `date` as its own (a row from
+    // schema 3 has none): the bytes of one past its download may be older.
+    let adopt = RESIZED_FROM.contains(st, row.stage);
+    tx.execute(
+        "UPDATE clips SET last_seen = ?2, on_camera = 1,
+            date_ms = CASE WHEN ?5 THEN COALESCE(date_ms, ?4) ELSE date_ms END,
+            stable_count = CASE WHEN ?3 THEN stable_count + 1 ELSE stable_count END
+         WHERE id = ?1",
+        params![id, t, same, l.date_ms, adopt],
+    )?;
+    if st == Seen && stable {
+        guarded(tx, "state = ?2", STABLE_FROM, &[&id, &Queued])?;
+    }
+    if row.date_ms.is_none() && l.date_ms.is_some() {
+        guarded(
+            tx,
+            "state = ?2, reason = ?3",
+            UNDATED_FROM,
+            &[&id, &Retained, &UNDATED],
+        )?;
+    }
     Ok(())
 }
 

@@ -26,6 +26,7 @@
 //! | seen | `reconcile_page` | queued (same size listed again and not too recent, or finished) |
 //! | seen, queued, downloading, failed@download | `reconcile_page` | seen (listed with another size or `date`: still recording; a partial download is dropped) |
 //! | verified | `reconcile_page` | deleted (its path holds a new clip, a new generation: left the camera, not deleted by the agent) |
+//! | verified | `reconcile_page` | retained (verified before listings' `date` was recorded, schema 3, and now listed with a `date`: never deleted, see Identity) |
 //! | seen, queued | `reconcile_page` | skipped (the selection no longer wants it) |
 //! | skipped | `reconcile_page` | queued or seen (the selection wants it now) |
 //! | lost | `reconcile_page` | seen (listed again after all) |

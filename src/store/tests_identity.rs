@@ -302,3 +302,88 @@ fn a_version_3_database_keeps_its_clips_as_generation_0() {
         .unwrap();
     assert!(fk, "foreign keys are on again");
 }
+
+#[tokio::test]
+async fn a_clip_verified_under_schema_3_never_takes_a_listed_date_and_is_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    v3_database(&p);
+    let s = Store::open(&p).unwrap();
+    // Rewritten at the same size before the upgrade: the listing shows a date the verified
+    // bytes may not have.
+    let page = vec![
+        entry("/a/y.mp4", 5, Some(7)),
+        entry("/b/x.mp4", 5, Some(8)),
+        entry("/a/x.mp4", 5, Some(9)),
+    ];
+    let all: HashSet<String> = page.iter().map(|l| l.path.clone()).collect();
+    s.reconcile_page("1", page, all).await.unwrap();
+    let by_path = |p: &'static str| {
+        let s = &s;
+        async move {
+            let v = s.clips_of("1").await.unwrap();
+            v.into_iter().find(|c| c.path == p).unwrap()
+        }
+    };
+    let verified = by_path("/a/y.mp4").await;
+    assert_eq!(verified.date_ms, None, "past its download: no date adopted");
+    assert_eq!(verified.state, Retained, "kept on the camera");
+    assert_eq!(verified.reason.as_deref(), Some(listing::UNDATED));
+    assert_eq!(
+        by_path("/a/x.mp4").await.date_ms,
+        None,
+        "uploading: none either"
+    );
+    assert_eq!(
+        by_path("/b/x.mp4").await.date_ms,
+        Some(8),
+        "queued: takes it"
+    );
+    assert!(s.deletable("1", 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_verified_clip_without_a_date_is_not_deletable_by_a_dated_listing() {
+    let (_d, s) = open();
+    let before = now_ms();
+    list(&s, entry(P, 10, Some(1))).await;
+    let id = rows(&s, P).await[0].id;
+    force(&s, id, Verified);
+    s.with(|c| Ok(c.execute("UPDATE clips SET date_ms = NULL WHERE id = ?1", [id])?))
+        .unwrap();
+    list(&s, entry(P, 10, Some(1))).await;
+    assert!(s.deletable(IMEI, before).await.unwrap().is_empty());
+    assert_eq!(s.clip(id).await.unwrap().date_ms, None);
+    // A camera that lists no dates at all: the size is all there is to compare.
+    let q = "/mnt/sdcard/DCIM/20210101_000013_01_1.mp4";
+    list(&s, entry(q, 10, None)).await;
+    let id = rows(&s, q).await[0].id;
+    force(&s, id, Verified);
+    list(&s, entry(q, 10, None)).await;
+    let ids: Vec<i64> = s
+        .deletable(IMEI, before)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [id]);
+}
+
+#[tokio::test]
+async fn only_an_uploading_clip_with_a_plain_key_and_a_hash_moves_to_its_hashed_key() {
+    let (_d, s) = open();
+    list(&s, entry(P, 10, Some(1))).await;
+    let id = rows(&s, P).await[0].id;
+    assert!(!s.use_hashed_key(id).await.unwrap(), "queued: not yet");
+    force(&s, id, Uploading);
+    s.begin_multipart(id, "up-1".into(), 5).await.unwrap();
+    assert!(s.use_hashed_key(id).await.unwrap());
+    let c = s.clip(id).await.unwrap();
+    assert_eq!(
+        (c.state, c.hashed_key, c.upload_id),
+        (Uploading, true, None)
+    );
+    assert!(s.multipart(id).await.unwrap().is_none(), "journal cleared");
+    assert!(!s.use_hashed_key(id).await.unwrap(), "already hashed");
+}

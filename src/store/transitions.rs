@@ -26,6 +26,7 @@ pub(super) const START_UPLOAD_FROM: Group = Group {
 pub(super) const REQUEUE_FOR_DOWNLOAD_FROM: Group = START_UPLOAD_FROM;
 pub(super) const DOWNLOAD_DISCARDED_FROM: Group = only(&[Downloading]);
 pub(super) const UPLOADED_FROM: Group = only(&[Uploading]);
+pub(super) const HASHED_KEY_FROM: Group = only(&[Uploading]);
 pub(super) const DOWNLOADED_AND_UPLOADED_FROM: Group = only(&[Downloading]);
 pub(super) const FAILED_UPLOAD_FROM: Group = only(&[Uploading, Uploaded]);
 pub(super) const VERIFIED_FROM: Group = only(&[Uploaded]);
@@ -126,6 +127,29 @@ impl Store {
                 DOWNLOAD_DISCARDED_FROM,
                 &[&id, &Queued],
             )?)
+        })
+        .await
+    }
+
+    /// An `uploading` clip whose plain key holds another object (another agent, or a
+    /// database that forgot an earlier generation): its key becomes the hashed one
+    /// (`name~<8 hex of its SHA-256>`) and its multipart journal is forgotten, in one
+    /// statement; it stays `uploading`, no attempt counted. `false` when it was not
+    /// `uploading`, already hashed, or has no SHA-256 yet.
+    pub async fn use_hashed_key(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let sql = format!(
+                "UPDATE clips SET hashed_key = 1, upload_id = NULL, part_size = NULL
+                  WHERE id = ?1 AND hashed_key = 0 AND sha256 IS NOT NULL AND {}",
+                HASHED_KEY_FROM.sql()
+            );
+            let done = tx.execute(&sql, params![id])? == 1;
+            if done {
+                tx.execute("DELETE FROM parts WHERE clip_id = ?1", params![id])?;
+            }
+            tx.commit()?;
+            Ok(done)
         })
         .await
     }
