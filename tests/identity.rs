@@ -755,3 +755,43 @@ async fn a_clip_whose_plain_key_holds_other_bytes_goes_to_its_hashed_key(store: 
         assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
     }
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_overlapped_object_of_the_same_size_at_the_plain_key_is_not_taken_for_ours
+);
+/// The plain key holds an object another gateway uploaded while it downloaded (metadata
+/// `overlapped: true`, no `sha256`) with other bytes of the same size (a clock reset and
+/// fixed-size segments). Size alone must not make it ours: its bytes are read back, found
+/// different, and the clip lands under its hashed key at once, no attempt counted.
+async fn an_overlapped_object_of_the_same_size_at_the_plain_key_is_not_taken_for_ours(
+    store: Store,
+) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let (theirs, ours) = (content(11, SIZE), content(12, SIZE));
+    f.s3.client()
+        .put_object()
+        .bucket("fleet-video")
+        .key(key(IMEI, NAME))
+        .metadata("overlapped", "true")
+        .body(theirs.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let path = write(&f.camera_dir, &ours);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(
+        f.s3.object_bytes(&key(IMEI, NAME)),
+        Some(theirs),
+        "untouched"
+    );
+    assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &ours)), Some(ours));
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+    let attempts: i64 = f
+        .db()
+        .query_row("SELECT attempts FROM clips", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}

@@ -208,7 +208,7 @@ impl Agent {
         let outcomes: Vec<(String, PassOutcome)> = futures_util::future::join_all(passes).await;
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
         self.wait_uploads(None).await;
-        self.wait_overlaps().await;
+        self.wait_overlaps(None).await;
         stop_uploader.cancel();
         let _ = uploader.await;
         outcomes
@@ -229,7 +229,7 @@ impl Agent {
             async move { me.camera_loop(i).await }
         });
         futures_util::future::join_all(loops).await;
-        self.wait_overlaps().await;
+        self.wait_overlaps(None).await;
         stop_uploader.cancel();
         let _ = uploader.await;
     }

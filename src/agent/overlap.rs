@@ -124,7 +124,14 @@ impl Agent {
         {
             return None;
         }
-        self.overlapping.lock().insert(w.id, w.imei.clone());
+        {
+            let mut set = self.overlapping.lock();
+            if set.contains_key(&w.id) {
+                // Its earlier tail is still running (passes wait for it; never two at once).
+                return None;
+            }
+            set.insert(w.id, w.imei.clone());
+        }
         let registered = Registered {
             set: self.overlapping.clone(),
             id: w.id,
@@ -190,9 +197,10 @@ impl Agent {
         });
     }
 
-    /// Waits until no clip uploads while it downloads (or shutdown).
-    pub(super) async fn wait_overlaps(&self) {
-        while self.overlapping.any(None) && !self.shutdown.is_cancelled() {
+    /// Waits until no clip (of `imei`, or of any camera) uploads while it downloads, or
+    /// shutdown.
+    pub(super) async fn wait_overlaps(&self, imei: Option<&str>) {
+        while self.overlapping.any(imei) && !self.shutdown.is_cancelled() {
             tokio::select! {
                 _ = self.upload_done.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -166,6 +166,11 @@ impl Agent {
         }
         let dl = self.download_all(client, imei).await;
         self.wait_uploads(Some(imei)).await;
+        // Always, even when uploads are paused: until an overlapped clip's tail has put its
+        // file in place and recorded it, its row still reads `downloading`, and the next
+        // pass would take it up a second time (each tail ends by itself: every S3 request
+        // has its timeouts).
+        self.wait_overlaps(Some(imei)).await;
         dl?;
         if !self.shutdown.is_cancelled() {
             // Deletes go by a listing taken right before them (the camera may have

@@ -43,7 +43,7 @@ use threshold::LinkRate;
 pub use threshold::{
     AUTO_MULTIPART_FLOOR, AUTO_MULTIPART_RISK, DEFAULT_MULTIPART_THRESHOLD, MultipartThreshold,
 };
-use verify::{WarnedOnce, compare_head};
+use verify::WarnedOnce;
 
 /// Read buffer of a PUT or part streamed from disk (per request in flight).
 const READ_BUFFER: usize = 256 * 1024;
@@ -191,9 +191,9 @@ impl S3Destination {
             return Ok(None);
         };
         self.forget_multipart(key, journal).await?;
-        match compare_head(&head, size, sha256_hex) {
-            Ok(()) => Ok(Some(UploadOutcome::AlreadyPresent)),
-            Err(detail) => Err(UploadError::Conflict {
+        match self.differs(key, &head, size, sha256_hex).await? {
+            None => Ok(Some(UploadOutcome::AlreadyPresent)),
+            Some(detail) => Err(UploadError::Conflict {
                 key: key.to_owned(),
                 detail,
             }),

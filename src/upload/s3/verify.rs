@@ -140,6 +140,32 @@ impl S3Destination {
         }))
     }
 
+    /// What differs between the object (`head` of `key`) and the clip, `None` when it is the
+    /// clip: size and `sha256` metadata, and for an object uploaded while its clip
+    /// downloaded (no `sha256` metadata) its bytes, read back and hashed; never its size
+    /// alone.
+    pub(super) async fn differs(
+        &self,
+        key: &str,
+        head: &HeadObjectOutput,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<Option<String>, UploadError> {
+        if let Err(detail) = compare_head(head, size, sha256_hex) {
+            return Ok(Some(detail));
+        }
+        if !overlapped(head) {
+            return Ok(None);
+        }
+        Ok(match self.object_sha256(key).await? {
+            Some(s) if s.eq_ignore_ascii_case(sha256_hex.trim()) => None,
+            Some(s) => Some(format!(
+                "sha256 of the stored bytes: {s}, expected {sha256_hex}"
+            )),
+            None => Some("the object went away while it was read".into()),
+        })
+    }
+
     /// Our conditional write lost (412): someone else finished the key first.
     pub(super) async fn after_precondition_failed(
         &self,
@@ -148,9 +174,9 @@ impl S3Destination {
         sha256_hex: &str,
     ) -> Result<UploadOutcome, UploadError> {
         match self.head(key).await? {
-            Some(head) => match compare_head(&head, size, sha256_hex) {
-                Ok(()) => Ok(UploadOutcome::AlreadyPresent),
-                Err(detail) => Err(UploadError::Conflict {
+            Some(head) => match self.differs(key, &head, size, sha256_hex).await? {
+                None => Ok(UploadOutcome::AlreadyPresent),
+                Some(detail) => Err(UploadError::Conflict {
                     key: key.to_owned(),
                     detail,
                 }),
