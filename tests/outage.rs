@@ -302,3 +302,41 @@ async fn the_daemon_goes_on_downloading_while_uploads_are_paused_and_resumes_the
         .expect("the daemon stopped")
         .unwrap();
 }
+
+/// S3 goes down between a clip's verification and its delete (kept on the camera until it
+/// is `min_age_on_camera` old): the re-check right before the delete meets the outage. The
+/// deletes wait (nothing deleted, nothing charged, uploads paused) instead of the pass
+/// failing; once S3 is back the next run deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_at_the_re_check_before_deleting_makes_the_deletes_wait() {
+    let f = Fleet::start(4, 20_000).await;
+    let knobs = Knobs {
+        retention: "min_age_on_camera = \"2s\"".into(),
+        ..Knobs::default()
+    };
+    let events = f.event_clips();
+    assert!(!events.is_empty());
+    assert!(matches!(f.run_once(&knobs).await, PassOutcome::Done { .. }));
+    for n in &events {
+        f.assert_in_bucket(n);
+        assert!(f.clip_on_camera(n), "{n} deleted before min_age_on_camera");
+    }
+    // The clips come of age (a configured threshold, not a race), then S3 goes away.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    f.s3.set_refusing(true);
+    let agent = f.agent(&knobs);
+    let out = agent.run_once().await.remove(0).1;
+    assert!(matches!(out, PassOutcome::Done { .. }), "{out:?}");
+    assert!(f.sim.deletes().is_empty(), "deleted with S3 down");
+    assert_eq!(charged(&f), vec![], "attempts counted for an outage");
+    let st = status_text(&agent).await;
+    assert!(st.contains("paused"), "status during the outage:\n{st}");
+    f.s3.set_refusing(false);
+    assert!(matches!(
+        f.run_once(&knobs).await,
+        PassOutcome::Done { remaining: 0, .. }
+    ));
+    for n in &events {
+        assert!(!f.clip_on_camera(n), "{n} not deleted once S3 was back");
+    }
+}

@@ -72,6 +72,12 @@ impl Agent {
                     warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
                     self.store.requeue_missing_object(c.id).await?;
                 }
+                Err(e) if self.destination_down(&e).await => {
+                    // The destination's outage, not the clips': their deletes wait for the
+                    // next pass (uploads are paused and probed as for any outage).
+                    info!(imei = %imei, "deletes from the camera wait until the bucket can confirm the objects again: {e}");
+                    break;
+                }
                 Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
             }
         }
