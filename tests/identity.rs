@@ -253,10 +253,38 @@ async fn a_path_rewritten_after_its_verification_is_not_deleted_on_the_old_one(s
 
 /// A second vehicle: a camera dir holding its own clip at the same path as ours.
 fn other_vehicle(f: &Fleet, bytes: &[u8]) -> PathBuf {
+    other_vehicle_with(f, NAME, bytes).0
+}
+
+/// The other vehicle's clip directory holding `name` with `bytes`, and that clip's path.
+fn other_vehicle_with(f: &Fleet, name: &str, bytes: &[u8]) -> (PathBuf, String) {
     let dir = f.dir.path().join("other-camera");
     std::fs::create_dir_all(&dir).unwrap();
-    write(&dir, bytes);
-    dir
+    let path = sim::write_clip(&dir, name, bytes).expect("write clip");
+    (dir, path)
+}
+
+/// The states of the clips of `imei`, in id order.
+fn states_of(f: &Fleet, imei: &str) -> Vec<String> {
+    let c = f.db();
+    let mut st = c
+        .prepare("SELECT state FROM clips WHERE imei = ?1 ORDER BY id")
+        .unwrap();
+    st.query_map([imei], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// How many clips of `imei` are at camera path `path`.
+fn rows_at(f: &Fleet, imei: &str, path: &str) -> i64 {
+    f.db()
+        .query_row(
+            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
+            [imei, path],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
 
 on_both_stores!(
@@ -349,14 +377,9 @@ async fn a_vehicle_swap_before_the_deletes_deletes_nothing_of_ours_on_it(store: 
     );
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
     assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
-    let ours_left: String = f
-        .db()
-        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
-            r.get(0)
-        })
-        .unwrap();
     assert_eq!(
-        ours_left, "verified",
+        states_of(&f, IMEI),
+        ["verified"],
         "deleted next time our camera is here"
     );
 }
@@ -432,14 +455,9 @@ async fn a_vehicle_swap_between_a_failed_delete_and_its_retry_deletes_nothing_on
     );
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
     assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
-    let ours_left: String = f
-        .db()
-        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
-            r.get(0)
-        })
-        .unwrap();
     assert_eq!(
-        ours_left, "verified",
+        states_of(&f, IMEI),
+        ["verified"],
         "deleted next time our camera is here"
     );
     assert!(file_of(&f.camera_dir, &path).exists());
@@ -568,8 +586,7 @@ async fn a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours(st
     let bad = guard_deletes(&f);
     let (ours, theirs) = (content(18, SIZE), content(19, SIZE));
     write(&f.camera_dir, &ours);
-    let other_dir = f.dir.path().join("other-camera");
-    let their_path = sim::write_clip(&other_dir, THEIR_NAME, &theirs).unwrap();
+    let (other_dir, their_path) = other_vehicle_with(&f, THEIR_NAME, &theirs);
     let (to, step) = (other_dir.clone(), Arc::new(Mutex::new(0)));
     f.sim.set_on_request(move |p, device| {
         let mut s = step.lock().unwrap();
@@ -582,16 +599,9 @@ async fn a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours(st
         }
     });
     assert_eq!(f.run_once(&knobs()).await, done(OTHER_IMEI));
-    let phantoms: i64 = f
-        .db()
-        .query_row(
-            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
-            [IMEI, &their_path],
-            |r| r.get(0),
-        )
-        .unwrap();
     assert_eq!(
-        phantoms, 0,
+        rows_at(&f, IMEI, &their_path),
+        0,
         "the other vehicle's listing was taken for ours"
     );
     let their_key = format!("dashcam/{OTHER_IMEI}/2021-01-01/{THEIR_NAME}");
@@ -600,17 +610,7 @@ async fn a_vehicle_swap_during_the_listing_takes_none_of_its_listing_for_ours(st
     f.sim.device().swap(IMEI, f.camera_dir.clone());
     assert_eq!(f.run_once(&knobs()).await, done(IMEI));
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
-    let states: Vec<String> = {
-        let c = f.db();
-        let mut st = c
-            .prepare("SELECT state FROM clips WHERE imei = ?1")
-            .unwrap();
-        st.query_map([IMEI], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    assert_eq!(states, ["deleted"]);
+    assert_eq!(states_of(&f, IMEI), ["deleted"]);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
 
@@ -626,8 +626,7 @@ async fn a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours(s
     let bad = guard_deletes(&f);
     let (ours, theirs) = (content(20, SIZE), content(21, SIZE));
     write(&f.camera_dir, &ours);
-    let other_dir = f.dir.path().join("other-camera");
-    let their_path = sim::write_clip(&other_dir, THEIR_NAME, &theirs).unwrap();
+    let (other_dir, their_path) = other_vehicle_with(&f, THEIR_NAME, &theirs);
     let (to, listings) = (other_dir.clone(), Arc::new(Mutex::new(0)));
     f.sim.set_on_request(move |p, device| {
         let mut n = listings.lock().unwrap();
@@ -639,26 +638,14 @@ async fn a_vehicle_swap_during_the_retention_listing_takes_none_of_it_for_ours(s
         }
     });
     assert_eq!(f.run_once(&knobs()).await, done(OTHER_IMEI));
-    let phantoms: i64 = f
-        .db()
-        .query_row(
-            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
-            [IMEI, &their_path],
-            |r| r.get(0),
-        )
-        .unwrap();
     assert_eq!(
-        phantoms, 0,
+        rows_at(&f, IMEI, &their_path),
+        0,
         "the other vehicle's listing was taken for ours"
     );
-    let ours_left: String = f
-        .db()
-        .query_row("SELECT state FROM clips WHERE imei = ?1", [IMEI], |r| {
-            r.get(0)
-        })
-        .unwrap();
     assert_eq!(
-        ours_left, "verified",
+        states_of(&f, IMEI),
+        ["verified"],
         "deleted next time our camera is here"
     );
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(ours));
