@@ -253,4 +253,44 @@ mod tests {
         };
         assert_eq!(retry_secs(50, &huge), 5 << 10, "the doubling stops at 2^10");
     }
+
+    /// An S3 destination whose multipart threshold is 1 MiB; no request is ever sent.
+    fn s3_destination() -> crate::upload::Destination {
+        use crate::upload::{MultipartThreshold, S3Destination, S3Settings};
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("k", "s", None, None, "unit test"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let settings = S3Settings {
+            multipart_threshold: MultipartThreshold::Fixed(1024 * 1024),
+            ..S3Settings::default()
+        };
+        crate::upload::Destination::S3(S3Destination::from_client(
+            aws_sdk_s3::Client::from_conf(conf),
+            &settings,
+        ))
+    }
+
+    #[test]
+    fn only_a_clip_whose_key_is_known_before_its_bytes_overlaps() {
+        use crate::agent::overlap::may_overlap;
+        let dest = s3_destination();
+        let mut c = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
+        c.size = 64 * 1024 * 1024;
+        let first = Work::parse(c.clone(), "dashcam").expect("a good clip");
+        assert!(
+            may_overlap(&first, &dest),
+            "a multipart clip with a known key"
+        );
+        c.hashed_key = true;
+        let later = Work::parse(c.clone(), "dashcam").expect("a good clip");
+        assert!(!may_overlap(&later, &dest), "its key waits for its hash");
+        c.hashed_key = false;
+        c.size = 1000;
+        let small = Work::parse(c, "dashcam").expect("a good clip");
+        assert!(!may_overlap(&small, &dest), "a single PUT");
+    }
 }
