@@ -339,24 +339,56 @@ on_both_stores!(
     #[tokio::test]
     multipart_resumes_after_the_store_fails_mid_upload
 );
-async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
-    let s3 = Arc::new(TestS3::start_on(store).await);
+/// A 12 MiB clip (three parts) in a temp dir of its own.
+struct BigClip {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+    data: Vec<u8>,
+    meta: ObjectMeta,
+    size: u64,
+}
+
+fn big_clip(seed: u64) -> BigClip {
     let dir = tempfile::tempdir().unwrap();
     let size = 12 * MIB;
-    let data = content(size, 7);
+    let data = content(size, seed);
     let file = write_clip(dir.path(), "big.mp4", &data);
     let meta = meta_for(&data);
-    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    BigClip {
+        _dir: dir,
+        file,
+        data,
+        meta,
+        size,
+    }
+}
+
+/// A journal on which the store starts failing (503) right after the first part is
+/// journaled.
+fn failing_after_the_first_part(s3: &Arc<TestS3>) -> HookJournal {
     let server = s3.clone();
-    // The store starts failing right after the first part is journaled.
-    let journal = HookJournal::new(move |n| {
+    HookJournal::new(move |n| {
         if n == 1 {
             server.set_failing(Some(503));
         }
-    });
+    })
+}
+
+async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
+    let s3 = Arc::new(TestS3::start_on(store).await);
+    let BigClip {
+        file,
+        data,
+        meta,
+        size,
+        ..
+    } = &big_clip(7);
+    let (file, size) = (file.as_path(), *size);
+    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    let journal = failing_after_the_first_part(&s3);
 
     let err = dest
-        .upload(&file, KEY, size, &meta, &journal)
+        .upload(file, KEY, size, meta, &journal)
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
@@ -372,17 +404,17 @@ async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
 
     s3.set_failing(None);
     let before = s3.bytes_received();
-    let outcome = dest
-        .upload(&file, KEY, size, &meta, &journal)
-        .await
-        .unwrap();
+    let outcome = dest.upload(file, KEY, size, meta, &journal).await.unwrap();
     assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
     let resent = s3.bytes_received() - before;
     assert!(
         (7 * MIB..7 * MIB + 64 * 1024).contains(&resent),
         "resume sent {resent} bytes, expected only parts 2 and 3 (7 MiB)"
     );
-    assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
+    assert!(
+        s3.object_bytes(KEY).unwrap() == *data,
+        "stored bytes differ"
+    );
     assert!(journal.multipart().await.is_none());
     assert!(s3.list_incomplete_multipart().await.is_empty());
 }
@@ -395,29 +427,30 @@ async fn multipart_resumes_after_the_store_fails_mid_upload(store: Store) {
 async fn an_unreadable_list_of_parts_starts_the_upload_over_on_moto() {
     let s3 = Arc::new(TestS3::start_on(Store::Moto).await);
     s3.set_raw_list_parts(true);
-    let dir = tempfile::tempdir().unwrap();
-    let size = 12 * MIB;
-    let data = content(size, 9);
-    let file = write_clip(dir.path(), "big.mp4", &data);
-    let meta = meta_for(&data);
+    let BigClip {
+        file,
+        data,
+        meta,
+        size,
+        ..
+    } = &big_clip(9);
+    let (file, size) = (file.as_path(), *size);
     let dest = destination(&s3, &multipart_settings(&s3, 1));
-    let server = s3.clone();
-    let journal = HookJournal::new(move |n| {
-        if n == 1 {
-            server.set_failing(Some(503));
-        }
-    });
-    dest.upload(&file, KEY, size, &meta, &journal)
+    let journal = failing_after_the_first_part(&s3);
+    dest.upload(file, KEY, size, meta, &journal)
         .await
         .unwrap_err();
     let first = journal.multipart().await.expect("upload id kept").upload_id;
     s3.set_failing(None);
     let outcome = dest
-        .upload(&file, KEY, size, &meta, &journal)
+        .upload(file, KEY, size, meta, &journal)
         .await
         .expect("started over instead of failing on the unreadable ListParts");
     assert!(matches!(outcome, UploadOutcome::Uploaded { .. }));
-    assert!(s3.object_bytes(KEY).unwrap() == data, "stored bytes differ");
+    assert!(
+        s3.object_bytes(KEY).unwrap() == *data,
+        "stored bytes differ"
+    );
     let left = s3.list_incomplete_multipart().await;
     assert!(
         !left.contains(&first),
