@@ -384,9 +384,7 @@ impl Agent {
         match verdict {
             Ok(v) if v.is_verified() => {
                 let weak = v.weakness().map(str::to_owned);
-                let r = self.store.set_weak_proof(w.id, weak).await;
-                self.record(r, "note how it was verified", w);
-                match self.record(self.store.verified(w.id).await, "mark verified", w) {
+                match self.record(self.store.verified(w.id, weak).await, "mark verified", w) {
                     Some(Verified::StillOnCamera) => {}
                     Some(Verified::LeftCamera) => {
                         debug!(clip = %w.name, "verified; it already left the camera: deleted");

@@ -104,7 +104,7 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         }
         Op::FailedUpload => s.failed(id, Stage::Upload, "x".into(), 0).await,
         Op::Verified => s
-            .verified(id)
+            .verified(id, None)
             .await
             .map(|v| v != super::Verified::NotApplied),
         Op::VerifyPostponed => s.verify_postponed(id, "x".into()).await,
@@ -225,13 +225,19 @@ async fn verified_when_already_off_the_camera_is_deleted() {
     s.with(|c| Ok(c.execute("UPDATE clips SET on_camera = 0 WHERE id = ?1", [off])?))
         .unwrap();
     assert_eq!(
-        s.verified(on).await.unwrap(),
+        s.verified(on, None).await.unwrap(),
         super::Verified::StillOnCamera
     );
-    assert_eq!(s.verified(off).await.unwrap(), super::Verified::LeftCamera);
+    assert_eq!(
+        s.verified(off, None).await.unwrap(),
+        super::Verified::LeftCamera
+    );
     assert_eq!(s.clip(on).await.unwrap().state, ClipState::Verified);
     assert_eq!(s.clip(off).await.unwrap().state, Deleted);
-    assert_eq!(s.verified(on).await.unwrap(), super::Verified::NotApplied);
+    assert_eq!(
+        s.verified(on, None).await.unwrap(),
+        super::Verified::NotApplied
+    );
 }
 
 #[tokio::test]
@@ -450,7 +456,7 @@ async fn the_digests_of_what_was_sent_outlive_the_parts() {
     assert!(s.multipart(id).await.unwrap().is_none());
     assert_eq!(s.sent_digests(id).await.unwrap(), sent);
     assert_eq!(
-        s.verified(id).await.unwrap(),
+        s.verified(id, None).await.unwrap(),
         super::Verified::StillOnCamera
     );
     assert!(s.requeue_missing_object(id).await.unwrap());

@@ -235,8 +235,9 @@ impl Store {
 
     /// `uploaded → verified`, or `uploaded → deleted` when the clip already left the camera
     /// (another agent deleted it, or the camera overwrote it after the download): such a clip
-    /// is settled, there is nothing left to delete.
-    pub async fn verified(&self, id: i64) -> Result<Verified> {
+    /// is settled, there is nothing left to delete. `weak_proof`: why the object was
+    /// verified by size and metadata only, if it was (`status` says so).
+    pub async fn verified(&self, id: i64, weak_proof: Option<String>) -> Result<Verified> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let t = now();
@@ -251,10 +252,11 @@ impl Store {
                 Some(false)
                     if guarded(
                         &tx,
-                        "state = ?2, verified_at = ?3, deleted_at = ?3, reason = 'left the \
-                            camera before retention (another agent, or overwritten)'",
+                        "state = ?2, verified_at = ?3, deleted_at = ?3, weak_proof = ?4, \
+                            reason = 'left the camera before retention (another agent, or \
+                            overwritten)'",
                         VERIFIED_FROM,
-                        &[&id, &Deleted, &t],
+                        &[&id, &Deleted, &t, &weak_proof],
                     )? =>
                 {
                     Verified::LeftCamera
@@ -262,9 +264,9 @@ impl Store {
                 Some(true)
                     if guarded(
                         &tx,
-                        "state = ?2, verified_at = ?3",
+                        "state = ?2, verified_at = ?3, weak_proof = ?4",
                         VERIFIED_FROM,
-                        &[&id, &ClipState::Verified, &t],
+                        &[&id, &ClipState::Verified, &t, &weak_proof],
                     )? =>
                 {
                     Verified::StillOnCamera
@@ -287,19 +289,6 @@ impl Store {
                 VERIFIED_FROM,
                 &[&id, &error],
             )?)
-        })
-        .await
-    }
-
-    /// Notes how the clip's object was verified: `Some(why)` when by size and metadata only
-    /// (`status` says so), `None` when exactly. Not a transition: any state.
-    pub async fn set_weak_proof(&self, id: i64, why: Option<String>) -> Result<()> {
-        self.call(move |c| {
-            c.execute(
-                "UPDATE clips SET weak_proof = ?2 WHERE id = ?1",
-                params![id, why],
-            )?;
-            Ok(())
         })
         .await
     }
