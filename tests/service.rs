@@ -384,20 +384,7 @@ async fn an_invalid_config_on_sighup_is_refused_and_the_agent_goes_on() {
     )
     .await;
 
-    std::fs::write(&cfg, f.config_text(&knobs("max_attempts = \"many\""))).unwrap();
-    d.signal("-HUP");
-    poll(
-        &mut d,
-        "the refusal logged",
-        Duration::from_secs(10),
-        || d_stderr(&f).contains("config reload (SIGHUP) refused"),
-    )
-    .await;
-    let log = d.stderr();
-    let line = log
-        .lines()
-        .find(|l| l.contains("refused"))
-        .expect("refusal line");
+    let line = reload_refused(&mut d, &f, &cfg, &knobs("max_attempts = \"many\"")).await;
     assert!(line.contains("sync.max_attempts"), "names the key: {line}");
     assert!(d.running(), "the agent keeps running");
     assert_eq!(notify.count("RELOADING=1"), 0, "no reload began");
@@ -420,6 +407,22 @@ async fn an_invalid_config_on_sighup_is_refused_and_the_agent_goes_on() {
 }
 
 /// The daemon's stderr by path (for closures that cannot borrow the daemon).
+/// Writes the config `k` to `cfg`, sends SIGHUP and waits for the reload to be refused:
+/// the refusal line of the log.
+async fn reload_refused(d: &mut Daemon, f: &Fleet, cfg: &std::path::Path, k: &Knobs) -> String {
+    std::fs::write(cfg, f.config_text(k)).unwrap();
+    d.signal("-HUP");
+    poll(d, "the refusal logged", Duration::from_secs(10), || {
+        d_stderr(f).contains("config reload (SIGHUP) refused")
+    })
+    .await;
+    let log = d.stderr();
+    log.lines()
+        .find(|l| l.contains("refused"))
+        .expect("refusal line")
+        .to_owned()
+}
+
 fn d_stderr(f: &Fleet) -> String {
     std::fs::read_to_string(f.dir.path().join("daemon.stderr")).unwrap_or_default()
 }
@@ -499,24 +502,12 @@ async fn a_toml_error_on_the_secret_line_at_sighup_is_refused_without_quoting_it
     // The closing quote forgotten on the rotated key's line.
     let mut typo = static_keys(NEW_SECRET);
     typo.s3 = typo.s3.trim_end_matches('"').to_string();
-    std::fs::write(&cfg, f.config_text(&typo)).unwrap();
-    d.signal("-HUP");
-    poll(
-        &mut d,
-        "the refusal logged",
-        Duration::from_secs(10),
-        || d_stderr(&f).contains("config reload (SIGHUP) refused"),
-    )
-    .await;
-    let log = d.stderr();
-    let line = log
-        .lines()
-        .find(|l| l.contains("refused"))
-        .expect("refusal line");
+    let line = reload_refused(&mut d, &f, &cfg, &typo).await;
     assert!(
         line.contains("secret_access_key") && line.contains("line "),
         "says where: {line}"
     );
+    let log = d.stderr();
     for secret in [NEW_SECRET, "wJalrXUtnFEMI", common::s3::TEST_SECRET_KEY] {
         assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
     }
