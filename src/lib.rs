@@ -15,6 +15,7 @@
 //! - [`download`]: resumable, hashed, fsynced downloads into the spool.
 //! - [`upload`]: destinations (S3 with resumable multipart, or a local directory) and verification.
 //! - [`agent`]: the loops that tie detection, listing, download, upload and retention together.
+//! - [`wifi`]: depot Wi-Fi: join each camera's hotspot through NetworkManager, offload, leave.
 //! - [`cli`]: the `qucam-offload` command line (clap types); [`commands`]: one file per
 //!   command (`run`, `status`, `demo`, `doctor`, `camera`); [`exit`]: exit codes.
 //! - [`service`]: the systemd notify protocol (readiness, status, watchdog, stopping).
@@ -34,3 +35,4 @@ pub mod progress;
 pub mod service;
 pub mod store;
 pub mod upload;
+pub mod wifi;

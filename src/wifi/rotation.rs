@@ -1,0 +1,1 @@
+//! (issue 10: being built; see src/wifi/mod.rs)
