@@ -117,7 +117,12 @@ impl Agent {
                     .await?;
                 if let Some(c) = next.into_iter().find(|c| !tried.contains(&c.id)) {
                     if !self.spool_has_room().await? {
-                        if running.is_empty() && !self.uploads_pending().await? {
+                        // Full for this visit when no upload can free space now (none
+                        // pending, or the radio is on this camera's hotspot).
+                        if running.is_empty()
+                            && (!self.schedule.uploads_may_run()
+                                || !self.uploads_pending().await?)
+                        {
                             let msg = "downloads paused: the spool is full (spool.max_bytes or spool.min_free_bytes); they resume when uploads free space";
                             warn!(imei = %imei, "{msg}");
                             self.store

@@ -40,10 +40,10 @@ impl Identity {
     }
 }
 
-/// Reads the IMEI of the camera answering on `client` (retrying a busy or briefly
-/// unreachable camera a few times) and compares it with `expected`.
-pub(crate) async fn confirm_imei(client: &CameraClient, expected: &str) -> Result<(), Identity> {
-    let info = (|| async { client.device_info().await })
+/// Reads `get_device_info` from the camera answering on `client`, retrying a busy or
+/// briefly unreachable camera a few times.
+pub(crate) async fn device_info(client: &CameraClient) -> Result<qucam::DeviceInfo, CameraError> {
+    (|| async { client.device_info().await })
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))
@@ -52,7 +52,11 @@ pub(crate) async fn confirm_imei(client: &CameraClient, expected: &str) -> Resul
         )
         .when(|e: &CameraError| e.is_transient())
         .await
-        .map_err(Identity::Unconfirmed)?;
+}
+
+/// Reads the IMEI of the camera answering on `client` and compares it with `expected`.
+pub(crate) async fn confirm_imei(client: &CameraClient, expected: &str) -> Result<(), Identity> {
+    let info = device_info(client).await.map_err(Identity::Unconfirmed)?;
     if info.imei == expected {
         Ok(())
     } else {

@@ -280,6 +280,11 @@ impl Agent {
                 self.forget_upload(&c).await;
             }
         }
+        if !self.schedule.uploads_may_run() {
+            // The bucket is out of reach while the radio is on the camera's hotspot: the
+            // clips that left the camera are checked in it on a later pass.
+            return Ok(lost);
+        }
         for c in self.store.lost_unchecked(imei).await? {
             let Some(found) = self.in_bucket(&c).await else {
                 continue; // checked again next pass

@@ -19,7 +19,8 @@
 //! `listing` reading and reconciling the listing; `identity` which camera answers at the
 //! address; `heartbeat` whether the loops progress;
 //! `outage` pausing uploads while the destination is down; `spool` leftover spool files;
-//! `work` a clip parsed once for the stages; `download`, `upload` and `retention` the three
+//! `radio` the depot Wi-Fi rotation over camera hotspots and `visit` one visit to a
+//! hotspot; `work` a clip parsed once for the stages; `download`, `upload` and `retention` the three
 //! stages; `overlap` a large clip's upload while it downloads.
 
 mod download;
@@ -30,10 +31,12 @@ mod listing;
 mod outage;
 mod overlap;
 mod pass;
+mod radio;
 mod retention;
 mod schedule;
 mod spool;
 mod upload;
+mod visit;
 mod work;
 
 use std::collections::HashSet;
@@ -86,6 +89,14 @@ pub struct Agent {
     /// Whether uploads are paused because the destination is down (see `outage`).
     outage: std::sync::Mutex<outage::Outage>,
     events: tokio::sync::broadcast::Sender<AgentEvent>,
+    /// With `[wifi]`: the index in `cameras` of the hotspot slot (the camera behind
+    /// whichever hotspot the radio is on, at `wifi.camera_url`), which the radio rotation
+    /// works on instead of a timer (see `radio`).
+    hotspot: Option<usize>,
+    /// Which clips the hotspot slot's pass may delete (see `radio`).
+    visit_gate: std::sync::Mutex<retention::DeleteGate>,
+    /// With `[wifi]`: the hotspot passwords, learned ones included.
+    credentials: Option<std::sync::Mutex<crate::wifi::credentials::Credentials>>,
 }
 
 /// In a `--once` run, how many more passes a camera gets when another camera takes its
@@ -111,7 +122,15 @@ impl Agent {
         std::fs::create_dir_all(&spool)
             .with_context(|| format!("cannot create the spool {}", spool.display()))?;
         let mut cameras = Vec::new();
-        for c in &cfg.cameras {
+        let hotspot = cfg.wifi.as_ref().map(|w| radio::hotspot_slot(w));
+        let credentials = match &cfg.wifi {
+            Some(_) => Some(std::sync::Mutex::new(
+                crate::wifi::credentials::Credentials::load(&cfg)?,
+            )),
+            None => None,
+        };
+        // Cameras known only by their hotspot are worked on through the hotspot slot.
+        for c in cfg.cameras.iter().filter(|c| !c.hotspot_only).chain(&hotspot) {
             let id = qucam::client_id(&state_dir, c.client_id.as_deref())
                 .with_context(|| format!("cannot keep the client id in {}", state_dir.display()))?;
             let mut o = ClientOptions::new(id);
@@ -122,6 +141,7 @@ impl Agent {
                 CameraClient::new(&c.url, o).map_err(|e| anyhow!("camera {:?}: {e}", c.name))?;
             cameras.push((c.clone(), client));
         }
+        let hotspot = hotspot.map(|_| cameras.len() - 1);
         let soft_stop = CancellationToken::new();
         let schedule = Schedule::new(cfg.sync.poll_interval, shutdown.clone(), soft_stop.clone());
         Ok(Agent {
@@ -140,6 +160,9 @@ impl Agent {
             once_failed: Arc::new(std::sync::Mutex::new(None)),
             outage: std::sync::Mutex::new(outage::Outage::default()),
             events: tokio::sync::broadcast::channel(1024).0,
+            hotspot,
+            visit_gate: std::sync::Mutex::new(retention::DeleteGate::Open),
+            credentials,
         })
     }
 
@@ -182,7 +205,12 @@ impl Agent {
             let stop = stop_uploader.clone();
             tokio::spawn(async move { me.upload_loop(stop).await })
         };
-        let passes = self.cameras.iter().enumerate().map(|(i, (c, _))| {
+        let timed = self
+            .cameras
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.hotspot);
+        let passes = timed.map(|(i, (c, _))| {
             let me = self.clone();
             let name = c.name.clone();
             async move {
@@ -205,7 +233,11 @@ impl Agent {
                 (name, outcome)
             }
         });
-        let outcomes: Vec<(String, PassOutcome)> = futures_util::future::join_all(passes).await;
+        let (mut outcomes, visits) = tokio::join!(
+            futures_util::future::join_all(passes),
+            self.radio_once()
+        );
+        outcomes.extend(visits);
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
         self.wait_uploads(None).await;
         self.wait_overlaps(None).await;
@@ -224,14 +256,27 @@ impl Agent {
             let stop = stop_uploader.clone();
             tokio::spawn(async move { me.upload_loop(stop).await })
         };
-        let loops = (0..self.cameras.len()).map(|i| {
+        let timed = (0..self.cameras.len()).filter(|i| Some(*i) != self.hotspot);
+        let loops = timed.map(|i| {
             let me = self.clone();
             async move { me.camera_loop(i).await }
         });
-        futures_util::future::join_all(loops).await;
+        tokio::join!(futures_util::future::join_all(loops), self.radio_loop());
         self.wait_overlaps(None).await;
         stop_uploader.cancel();
         let _ = uploader.await;
+    }
+
+    /// Which clips camera `i`'s pass may delete (the hotspot slot's is set per visit).
+    fn delete_gate(&self, i: usize) -> retention::DeleteGate {
+        if Some(i) == self.hotspot {
+            return self
+                .visit_gate
+                .lock()
+                .map(|g| g.clone())
+                .unwrap_or(retention::DeleteGate::Closed);
+        }
+        retention::DeleteGate::Open
     }
 
     // ---- the spool -----------------------------------------------------------------------

@@ -112,6 +112,10 @@ impl Agent {
             };
         }
         let imei = info.imei.clone();
+        if Some(i) != self.hotspot {
+            // A camera met by its URL (WAN mode, a cable): its hotspot, with `wifi.learn`.
+            self.learn_hotspot(&info, None);
+        }
         let known = self
             .store
             .cameras()
@@ -141,7 +145,7 @@ impl Agent {
                 error: format!("state database: {e:#}"),
             };
         }
-        match self.pass_inner(client, &imei).await {
+        match self.pass_inner(i, client, &imei).await {
             Ok(remaining) => PassOutcome::Done { imei, remaining },
             Err(e) => {
                 if is_swap(&e) {
@@ -157,7 +161,12 @@ impl Agent {
         }
     }
 
-    async fn pass_inner(self: &Arc<Self>, client: &CameraClient, imei: &str) -> Result<usize> {
+    async fn pass_inner(
+        self: &Arc<Self>,
+        i: usize,
+        client: &CameraClient,
+        imei: &str,
+    ) -> Result<usize> {
         let mut listed_since = crate::store::now_ms();
         self.list_and_reconcile(client, imei).await?;
         // Files of listings the camera no longer shows are never resumed: removed.
@@ -180,7 +189,8 @@ impl Agent {
             {
                 listed_since = self.list_for_retention(client, imei).await?;
             }
-            self.apply_retention(client, imei, listed_since).await?;
+            let gate = self.delete_gate(i);
+            self.apply_retention(client, imei, listed_since, &gate).await?;
         }
         self.remaining(imei).await
     }

@@ -5,6 +5,7 @@
 //! size and `date` that were verified are candidates, and the camera's IMEI is confirmed
 //! right before each delete request, retries included (see `identity`).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -31,6 +32,21 @@ enum DeleteError {
 /// Paths deleted per `delete_file` request.
 const DELETE_BATCH: usize = 25;
 
+/// Which verified clips a pass may delete from the camera.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum DeleteGate {
+    /// Any the policy allows, each checked in the bucket again right before its delete.
+    #[default]
+    Open,
+    /// Only these (clip ids): the radio that carries the uplink is on the camera's hotspot,
+    /// so the bucket is out of reach; these were checked in it from the uplink right before
+    /// the radio left. The others wait for the next visit.
+    Checked(HashSet<i64>),
+    /// None: the camera behind the hotspot is not the one recorded for it (nothing pending
+    /// is applied to a camera that is not trusted yet).
+    Closed,
+}
+
 impl Agent {
     /// Deletes verified clips from the camera as the policy allows; the rest are retained.
     /// Each object is checked in the bucket again right before its delete.
@@ -41,10 +57,11 @@ impl Agent {
         client: &CameraClient,
         imei: &str,
         listed_since: i64,
+        gate: &DeleteGate,
     ) -> Result<()> {
         let r = &self.cfg.retention;
         let clips = self.store.deletable(imei, listed_since).await?;
-        if clips.is_empty() {
+        if clips.is_empty() || *gate == DeleteGate::Closed {
             return Ok(());
         }
         if r.delete_from_camera == DeletePolicy::Never {
@@ -60,6 +77,43 @@ impl Agent {
         self.store
             .retained(young.iter().map(|c| c.id).collect())
             .await?;
+        let ok = match gate {
+            DeleteGate::Checked(ids) => old.into_iter().filter(|c| ids.contains(&c.id)).collect(),
+            _ => self.recheck_in_bucket(imei, old).await?,
+        };
+        self.delete_batches(client, imei, ok).await
+    }
+
+    /// Checked from the uplink right before the radio leaves for the hotspot of camera
+    /// `imei` (the one recorded behind it): its verified clips whose objects the bucket
+    /// confirms now. Only these may be deleted during the visit ([`DeleteGate::Checked`]).
+    pub(super) async fn check_before_visit(&self, imei: &str) -> HashSet<i64> {
+        let verified: Vec<Clip> = match self.store.clips_of(imei).await {
+            Ok(cs) => cs
+                .into_iter()
+                .filter(|c| c.state == store::ClipState::Verified)
+                .collect(),
+            Err(e) => {
+                warn!(imei = %imei, "cannot read the clips to delete at this visit: {e:#}");
+                return HashSet::new();
+            }
+        };
+        if verified.is_empty() {
+            return HashSet::new();
+        }
+        match self.recheck_in_bucket(imei, verified).await {
+            Ok(ok) => ok.iter().map(|c| c.id).collect(),
+            Err(e) => {
+                warn!(imei = %imei, "deletes wait for a later visit: {e:#}");
+                HashSet::new()
+            }
+        }
+    }
+
+    /// The clips of `old` their objects in the bucket still confirm (checked now); a clip
+    /// it no longer confirms is offloaded again. An outage leaves the rest for the next
+    /// pass.
+    async fn recheck_in_bucket(&self, imei: &str, old: Vec<Clip>) -> Result<Vec<Clip>> {
         let mut ok = Vec::new();
         for c in old {
             let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
@@ -81,6 +135,12 @@ impl Agent {
                 Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
             }
         }
+        Ok(ok)
+    }
+
+    /// Deletes `ok` from the camera in batches, the camera's IMEI confirmed before each
+    /// request.
+    async fn delete_batches(&self, client: &CameraClient, imei: &str, ok: Vec<Clip>) -> Result<()> {
         for batch in ok.chunks(DELETE_BATCH) {
             let paths: Vec<String> = batch.iter().map(|c| c.path.clone()).collect();
             // Deletes go to whichever camera answers at the address: only to this one,

@@ -11,14 +11,15 @@
 //! because another camera took the address ([`Schedule::again`]); uploads may always run. A shutdown or a
 //! soft stop (config reload) ends every wait and stops the loops.
 //!
-//! **The seam**: a Wi-Fi scheduler that joins one camera hotspot at a time replaces the
-//! timer here. `Turns::next` for camera `i` would then wait until the agent is joined to
-//! camera `i`'s hotspot (and hand the radio to the next camera after the pass), and
-//! `uploads_may_run` would say no while the only uplink is a camera's hotspot. Nothing
-//! outside this module needs to change for that.
+//! **Depot Wi-Fi** (`radio.rs`): the camera hotspots are not polled on a timer; the radio
+//! rotation joins one at a time and runs its pass itself. While the radio that carries the
+//! uplink is on a camera's hotspot, [`Schedule::set_radio_away`] makes
+//! [`Schedule::uploads_may_run`] say no (store and forward): nothing new starts, the
+//! destination is not probed, and no S3 failure of that time counts as an outage.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -32,6 +33,8 @@ pub(crate) struct Schedule {
     /// Cameras whose next pass is due at once (see [`Schedule::again`]).
     again: Mutex<HashSet<usize>>,
     woken: Notify,
+    /// The one radio, which carries the uplink, is on a camera's hotspot.
+    radio_away: AtomicBool,
 }
 
 impl Schedule {
@@ -48,6 +51,7 @@ impl Schedule {
             soft_stop,
             again: Mutex::new(HashSet::new()),
             woken: Notify::new(),
+            radio_away: AtomicBool::new(false),
         }
     }
 
@@ -75,10 +79,17 @@ impl Schedule {
         }
     }
 
-    /// Whether the uploader may start uploads now (always, while uploads share no radio
-    /// with the cameras).
+    /// Whether the uploader may start uploads now: always, unless the radio that carries
+    /// the uplink is on a camera's hotspot.
     pub(crate) fn uploads_may_run(&self) -> bool {
-        true
+        !self.radio_away.load(Ordering::SeqCst)
+    }
+
+    /// The radio that carries the uplink leaves for a camera's hotspot (`true`) or is back
+    /// on the uplink (`false`).
+    pub(crate) fn set_radio_away(&self, away: bool) {
+        self.radio_away.store(away, Ordering::SeqCst);
+        self.woken.notify_waiters();
     }
 
     fn stopped(&self) -> bool {
@@ -142,6 +153,10 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(150));
         assert!(t.next().await);
         assert!(start.elapsed() >= Duration::from_millis(150));
+        assert!(s.uploads_may_run());
+        s.set_radio_away(true);
+        assert!(!s.uploads_may_run(), "the uplink's radio is on a hotspot");
+        s.set_radio_away(false);
         assert!(s.uploads_may_run());
     }
 

@@ -109,7 +109,9 @@ impl Agent {
             if self.shutdown.is_cancelled()
                 || self.soft_stop.is_cancelled()
                 || self.stop_waiting_for_destination()
+                || !self.schedule.uploads_may_run()
             {
+                // (No uploads while the radio is on a camera's hotspot: store and forward.)
                 return;
             }
             let given_up: Vec<i64> = match self.once_failed.lock().as_deref() {
@@ -152,8 +154,11 @@ impl Agent {
             {
                 break;
             }
-            // While the destination is paused nothing new starts; it is probed instead.
-            self.probe_if_due().await;
+            // While the destination is paused nothing new starts; it is probed instead (not
+            // while the radio is on a camera's hotspot: the destination is away by design).
+            if self.schedule.uploads_may_run() {
+                self.probe_if_due().await;
+            }
             let open = !self.destination_paused() && !self.destination_given_up();
             // Uploads running while their clip downloads take slots too.
             let slots = conc.saturating_sub(self.overlapping.count());

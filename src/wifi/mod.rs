@@ -7,10 +7,10 @@
 //! - `credentials`: which password opens which hotspot (`[[camera]]`, the fleet file,
 //!   learned from cameras, default passwords per SSID).
 //! - `choose`: which hotspot in range is visited next (pure).
-//! - `rotation`: the loop that ties them: restore the uplink, scan, choose, join, hand the
-//!   camera to the agent for one pass, leave.
+//!
+//! The loop that ties them to the agent (restore the uplink, scan, choose, join, one pass,
+//! leave) is the agent's: `agent/radio.rs` and `agent/visit.rs`.
 
 pub mod choose;
 pub mod credentials;
 pub mod nm;
-pub mod rotation;

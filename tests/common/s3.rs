@@ -253,6 +253,12 @@ impl TestS3 {
         self.faults.requests.load(Ordering::SeqCst)
     }
 
+    /// [`TestS3::request_count`] as a function another task can keep.
+    pub fn request_counter(&self) -> impl Fn() -> u64 + Send + 'static {
+        let f = self.faults.clone();
+        move || f.requests.load(Ordering::SeqCst)
+    }
+
     /// Sum of request body bytes received (including bodies of failed requests).
     pub fn bytes_received(&self) -> u64 {
         self.faults.bytes.load(Ordering::SeqCst)

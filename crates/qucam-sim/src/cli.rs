@@ -34,6 +34,12 @@ struct Args {
     /// Device name reported by get_device_info.
     #[arg(long, default_value = "CV200")]
     device_name: String,
+    /// Hotspot SSID reported by get_device_info.
+    #[arg(long, default_value = "queclinkgh")]
+    ssid: String,
+    /// Hotspot password reported by get_device_info.
+    #[arg(long, default_value = "12345678")]
+    password: String,
 
     /// Fault: the next N listings reply "Camera Busy".
     #[arg(long, default_value_t = 0)]
@@ -138,6 +144,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dir: args.dir,
         imei: args.imei,
         device_name: args.device_name,
+        ssid: args.ssid,
+        password: args.password,
         faults,
     })
     .await?;

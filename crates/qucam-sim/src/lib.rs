@@ -46,6 +46,10 @@ pub struct SimOptions {
     pub dir: PathBuf,
     pub imei: String,
     pub device_name: String,
+    /// The hotspot's SSID and password `get_device_info` reports (LAN mode); the factory
+    /// `queclinkgh` / `12345678` by default.
+    pub ssid: String,
+    pub password: String,
     pub faults: Faults,
 }
 
@@ -56,6 +60,8 @@ impl Default for SimOptions {
             dir: PathBuf::from("."),
             imei: "867867432522518".to_string(),
             device_name: "CV200".to_string(),
+            ssid: "queclinkgh".to_string(),
+            password: "12345678".to_string(),
             faults: Faults::default(),
         }
     }
@@ -131,6 +137,8 @@ struct State {
     faults: Faults,
     imei: String,
     device_name: String,
+    ssid: String,
+    password: String,
     deletes: Vec<String>,
     on_delete: Option<DeleteHook>,
     on_request: Option<RequestHook>,
@@ -215,6 +223,8 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
             faults: opts.faults,
             imei: opts.imei,
             device_name: opts.device_name,
+            ssid: opts.ssid,
+            password: opts.password,
             deletes: Vec::new(),
             on_delete: None,
             on_request: None,

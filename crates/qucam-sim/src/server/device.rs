@@ -184,7 +184,7 @@ pub(super) async fn device_info(State(sim): State<Sim>) -> Response {
             "device_name": st.device_name,
             "imei": st.imei,
             "local_storage": format!("{}/{}", format_gb(total - used), format_gb(total)),
-            "password": "12345678",
+            "password": st.password,
             "s_n": null,
             "sd_card_format": "FAT32",
             "sd_card_model_no": "SC64G",
@@ -192,7 +192,7 @@ pub(super) async fn device_info(State(sim): State<Sim>) -> Response {
             "sd_card_type": "SD",
             "sd_card_used_space": format_gb(used),
             "signal": "none",
-            "ssid": "queclinkgh",
+            "ssid": st.ssid,
         })
     };
     api_ok(&sim, Value::String(doc.to_string()))

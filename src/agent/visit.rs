@@ -1,0 +1,274 @@
+//! One visit to a camera hotspot (see `radio`): leave the uplink (one radio: uploads
+//! stopped and settled, deletes for this visit checked in the bucket), join, find out
+//! which camera answers, one pass over it until it ends or the turn is over, back to the
+//! uplink, then (one radio) upload what was taken before the next camera.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::radio::Radio;
+use super::retention::DeleteGate;
+use super::{Agent, PassOutcome};
+use crate::wifi::credentials::Match;
+use crate::wifi::nm::{AccessPoint, JoinError, Joined};
+
+/// Failed joins other than a wrong password wait this long (doubling per failure, up to an
+/// hour) before the hotspot is tried again.
+const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
+
+impl Agent {
+    /// Visits hotspot `ap` with password `m`. Returns a name for the visit and the pass's
+    /// outcome (`Away` when the join failed or no camera answered).
+    pub(super) async fn visit(
+        self: &Arc<Self>,
+        radio: &Radio,
+        ap: &AccessPoint,
+        m: Match,
+    ) -> (String, PassOutcome) {
+        let name = format!("{} ({})", ap.ssid_lossy(), ap.bssid);
+        let recorded = self.recorded_imei(&ap.bssid).await.or(m.imei.clone());
+        let gate = if radio.one_radio() {
+            self.leave_uplink(recorded.as_deref()).await
+        } else {
+            DeleteGate::Open
+        };
+        let started = Instant::now();
+        debug!(hotspot = %name, "joining the camera's hotspot");
+        let outcome = match radio.nm.join(ap, &m.password, radio.wifi.join_timeout).await {
+            Ok(joined) => {
+                info!(hotspot = %name, "joined the camera's hotspot");
+                let now = crate::store::now_ms();
+                if let Err(e) = self.store.hotspot_joined(ap.bssid.clone(), now).await {
+                    warn!("cannot record the join: {e:#}");
+                }
+                let o = self
+                    .on_camera(radio, &joined, recorded.as_deref(), gate)
+                    .await;
+                self.leave_camera(radio, &joined).await;
+                o
+            }
+            Err(e) => {
+                self.join_failed(radio, ap, &name, e).await;
+                self.leave_camera_nothing_joined(radio).await;
+                PassOutcome::Away
+            }
+        };
+        self.emit(super::AgentEvent::PassFinished {
+            camera: name.clone(),
+            outcome: outcome.clone(),
+        });
+        debug!(hotspot = %name, elapsed = ?started.elapsed(), "visit over");
+        if radio.one_radio() && !self.stopping() {
+            self.upload_on_uplink(radio).await;
+        }
+        (name, outcome)
+    }
+
+    /// The IMEI last seen behind `bssid`.
+    async fn recorded_imei(&self, bssid: &str) -> Option<String> {
+        let rows = self.store.hotspots().await.ok()?;
+        rows.into_iter().find(|r| r.bssid == bssid)?.imei
+    }
+
+    /// One radio, before it leaves the uplink: no new upload starts, those in flight
+    /// finish (bounded by `max_per_camera`), and the verified clips of the camera recorded
+    /// behind the hotspot are checked in the bucket: only those may be deleted at this
+    /// visit.
+    async fn leave_uplink(&self, recorded: Option<&str>) -> DeleteGate {
+        self.schedule.set_radio_away(true);
+        let settle = async {
+            while self.in_flight.lock().is_ok_and(|s| !s.is_empty())
+                || self.overlapping.any(None)
+            {
+                tokio::select! {
+                    _ = self.upload_done.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        };
+        let bound = self.cfg.wifi.as_ref().map_or(Duration::ZERO, |w| w.max_per_camera);
+        if tokio::time::timeout(bound, settle).await.is_err() {
+            warn!("uploads still running when the radio leaves for a camera");
+        }
+        match recorded {
+            Some(imei) if !self.destination_paused() => {
+                DeleteGate::Checked(self.check_before_visit(imei).await)
+            }
+            _ => DeleteGate::Checked(Default::default()),
+        }
+    }
+
+    /// Joined: which camera answers, then one pass over it, cut short when the turn is
+    /// over (`max_per_camera`), the hotspot drops, or the agent stops.
+    async fn on_camera(
+        self: &Arc<Self>,
+        radio: &Radio,
+        joined: &Joined,
+        recorded: Option<&str>,
+        gate: DeleteGate,
+    ) -> PassOutcome {
+        let Some(slot) = self.hotspot else {
+            return PassOutcome::Away;
+        };
+        let (imei, gate) = match self.who_answers(slot, joined, recorded).await {
+            Some((imei, true)) => (imei, gate),
+            Some((imei, false)) => (imei, DeleteGate::Closed),
+            None => return PassOutcome::Away,
+        };
+        let cut = |why: &str| PassOutcome::Failed {
+            imei: Some(imei.clone()),
+            error: why.to_string(),
+        };
+        if let Ok(mut g) = self.visit_gate.lock() {
+            *g = gate;
+        }
+        let turn = radio.wifi.max_per_camera;
+        let outcome = tokio::select! {
+            o = self.pass(slot) => o,
+            _ = tokio::time::sleep(turn) => {
+                info!(hotspot = %joined.ap.bssid, "turn over (wifi.max_per_camera): the camera's other clips wait for its next visit");
+                cut("turn over")
+            }
+            _ = radio.nm.wait_dropped(joined) => {
+                info!(hotspot = %joined.ap.bssid, "the hotspot dropped (the vehicle left?): the rest waits for its next visit");
+                cut("the hotspot dropped")
+            }
+            _ = self.shutdown.cancelled() => cut("shutting down"),
+        };
+        if let Ok(mut g) = self.visit_gate.lock() {
+            *g = DeleteGate::Closed;
+        }
+        if let PassOutcome::Done { remaining, .. } = &outcome
+            && *remaining == 0
+        {
+            let now = crate::store::now_ms();
+            let _ = self.store.hotspot_complete(joined.ap.bssid.clone(), now).await;
+        }
+        outcome
+    }
+
+    /// Reads the IMEI of the camera behind the hotspot and records it, with whether it is
+    /// the one recorded (or the first); `false` when another camera answers there now (the
+    /// record is corrected; nothing pending is applied to it at this visit). `None` when
+    /// no camera answers.
+    async fn who_answers(
+        &self,
+        slot: usize,
+        joined: &Joined,
+        recorded: Option<&str>,
+    ) -> Option<(String, bool)> {
+        let client = &self.cameras[slot].1;
+        let info = match super::identity::device_info(client).await {
+            Ok(i) if qucam::check_imei(&i.imei).is_ok() => i,
+            Ok(_) | Err(_) => {
+                warn!(hotspot = %joined.ap.bssid, "joined, but no camera answers at {}", self.cameras[slot].0.url);
+                return None;
+            }
+        };
+        self.learn_hotspot(&info, Some(&joined.ap.bssid));
+        let bssid = joined.ap.bssid.clone();
+        let previous = self
+            .store
+            .hotspot_identified(bssid, info.imei.clone())
+            .await
+            .ok()
+            .flatten();
+        match recorded.or(previous.as_deref()) {
+            Some(old) if old != info.imei => {
+                warn!(hotspot = %joined.ap.bssid, imei = %info.imei, was = %old, "another camera answers behind this hotspot: record corrected; nothing is deleted from it at this visit");
+                Some((info.imei, false))
+            }
+            _ => Some((info.imei, true)),
+        }
+    }
+
+    /// A join failed: a wrong password is reported once and retried after
+    /// `wrong_password_retry`; a hotspot that is gone costs nothing; other failures back
+    /// off.
+    async fn join_failed(&self, radio: &Radio, ap: &AccessPoint, name: &str, e: JoinError) {
+        let now = crate::store::now_ms();
+        let (wrong, retry) = match &e {
+            JoinError::Gone => {
+                info!(hotspot = %name, "the hotspot is gone");
+                return;
+            }
+            JoinError::WrongPassword => (true, radio.wifi.wrong_password_retry),
+            _ => (false, FAILED_JOIN_RETRY),
+        };
+        let retry_at = now + retry.as_millis() as i64;
+        match self.store.hotspot_failed(ap.bssid.clone(), wrong, retry_at).await {
+            Ok(true) => warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry)),
+            Ok(false) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
+            Ok(false) => warn!(hotspot = %name, "cannot join the camera's hotspot: {e}"),
+            Err(err) => warn!("cannot record the failed join: {err:#}"),
+        }
+    }
+
+    /// After a visit: back on the uplink (one radio: its activation replaces the camera's
+    /// connection, no gap), or off the hotspot. The camera's connection is deactivated
+    /// whenever the uplink could not take its place.
+    async fn leave_camera(&self, radio: &Radio, joined: &Joined) {
+        if self.back_on_uplink(radio).await {
+            return;
+        }
+        if let Err(e) = radio.nm.leave(joined).await {
+            warn!(hotspot = %joined.ap.bssid, "cannot leave the hotspot: {e}");
+        }
+        self.schedule.set_radio_away(false);
+    }
+
+    /// After a failed join: back on the uplink, or at least not away.
+    async fn leave_camera_nothing_joined(&self, radio: &Radio) {
+        if !self.back_on_uplink(radio).await {
+            self.schedule.set_radio_away(false);
+        }
+    }
+
+    /// Restores the uplink; whether it is the device's connection now (never without one).
+    async fn back_on_uplink(&self, radio: &Radio) -> bool {
+        let timeout = if self.shutdown.is_cancelled() {
+            Duration::from_secs(30).min(radio.wifi.uplink_timeout)
+        } else {
+            radio.wifi.uplink_timeout
+        };
+        self.restore_uplink(radio, timeout).await
+    }
+
+    /// One radio, back on the uplink: upload what the visit took, until done, the
+    /// destination is paused, or `max_per_camera` (the next camera waits no longer).
+    async fn upload_on_uplink(&self, radio: &Radio) {
+        let paused = async {
+            while !self.destination_paused() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = self.wait_uploads(None) => {}
+            _ = paused => info!("the destination is down: the next camera's clips wait in the spool"),
+            _ = tokio::time::sleep(radio.wifi.max_per_camera) => {
+                info!("uploads go on at the next return to the uplink");
+            }
+        }
+    }
+
+    /// With `wifi.learn`: remembers the hotspot SSID and password a camera reports.
+    pub(super) fn learn_hotspot(&self, info: &qucam::DeviceInfo, bssid: Option<&str>) {
+        let learn = self.cfg.wifi.as_ref().is_some_and(|w| w.learn);
+        let (Some(creds), Some(ssid)) = (&self.credentials, &info.ssid) else {
+            return;
+        };
+        if !learn || info.password.expose().is_empty() {
+            return;
+        }
+        let Ok(mut c) = creds.lock() else {
+            return;
+        };
+        match c.learn(&info.imei, ssid, &info.password, bssid) {
+            Ok(true) => info!(imei = %info.imei, "learned the camera's hotspot"),
+            Ok(false) => {}
+            Err(e) => warn!(imei = %info.imei, "cannot keep the camera's hotspot: {e:#}"),
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! (issue 10: being built; see src/wifi/mod.rs)

@@ -1,0 +1,235 @@
+//! Depot Wi-Fi in a simulated yard: trucks (each a `qucam-sim` camera with its own SSID,
+//! BSSID, password, IMEI and clips) come into range and leave, a NetworkManager stand-in on
+//! a private D-Bus joins their hotspots, a router makes the joined truck answer at the
+//! shared hotspot address, and the real `qucam-offload` binary offloads them to S3.
+//!
+//! Every wait polls with a deadline; every child process is killed when dropped.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::moto::Store;
+use common::yard::{UPLINK, Yard, TruckSpec, wait_until};
+
+/// The S3 requests received while a camera's hotspot (not the uplink) was joined, sampled
+/// at every change of the joined access point.
+fn s3_requests_while_joined(y: &Yard) -> Arc<Mutex<u64>> {
+    let total = Arc::new(Mutex::new(0u64));
+    let t = total.clone();
+    let mut joined = y.nm.joined();
+    let s3 = y.s3.request_counter();
+    tokio::spawn(async move {
+        let mut since: Option<u64> = None;
+        loop {
+            let now = joined.borrow_and_update().clone();
+            let on_camera = !now.is_empty() && !now.eq_ignore_ascii_case(common::yard::UPLINK_BSSID);
+            let b = s3();
+            if let Some(start) = since.take() {
+                *t.lock().unwrap() += b - start;
+            }
+            if on_camera {
+                since = Some(b);
+            }
+            if joined.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    total
+}
+
+async fn three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_each(store: Store) {
+    let y = Yard::start(store, &[TruckSpec::new(0, 4, 200_000), TruckSpec::new(1, 4, 200_000), TruckSpec::new(2, 4, 200_000)]).await;
+    for i in 0..3 {
+        y.arrive(i).await;
+    }
+    y.write_config(true, "", "");
+    let during = s3_requests_while_joined(&y);
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(120).await, Some(0), "{}", a.log());
+    for i in 0..3 {
+        assert!(y.all_in_bucket(i), "truck {i} offloaded:\n{}", a.log());
+        assert!(y.trucks[i].sim.deletes().is_empty(), "deletes wait for the next visit");
+    }
+    let calls = y.nm.calls().await;
+    let joins: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| c.starts_with("AddAndActivateConnection2")).map(|(i, _)| i).collect();
+    assert_eq!(joins.len(), 3, "one join per truck: {calls:?}");
+    for w in joins.windows(2) {
+        assert!(
+            calls[w[0]..w[1]].iter().any(|c| c.starts_with("ActivateConnection")),
+            "the uplink is activated between two joins: {calls:?}"
+        );
+    }
+    assert!(calls[*joins.last().unwrap()..].iter().any(|c| c.starts_with("ActivateConnection")));
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+    assert_eq!(*during.lock().unwrap(), 0, "nothing sent to S3 while on a camera's hotspot");
+    assert!(
+        !y.nm.profiles().await.iter().any(|p| p.starts_with("qucam-offload/")),
+        "no camera profile is left behind"
+    );
+}
+on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_each);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_radio_uploads_on_the_uplink_and_deletes_only_at_the_next_visit() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 4, 300_000)]).await;
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let during = s3_requests_while_joined(&y);
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(y.all_in_bucket(0));
+    assert!(y.trucks[0].sim.deletes().is_empty(), "nothing deleted at the visit that took them");
+    assert!(
+        y.states(0).values().filter(|s| *s == "verified").count() == y.event_clips(0).len(),
+        "verified, deletes at next visit: {:?}",
+        y.states(0)
+    );
+    // The next visit: checked in the bucket from the uplink, deleted while joined.
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let mut deleted = y.trucks[0].sim.deletes();
+    deleted.sort();
+    assert_eq!(deleted.len(), y.event_clips(0).len(), "{}", a.log());
+    assert_eq!(*during.lock().unwrap(), 0, "no S3 traffic while joined");
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truck_that_leaves_mid_download_resumes_at_its_next_visit() {
+    let size = 3_000_000;
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, size)]).await;
+    y.trucks[0].sim.set_faults(|f| f.bandwidth_bytes_per_sec = Some(2_000_000));
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let mut a = y.spawn(&["run"]);
+    let sim = &y.trucks[0].sim;
+    wait_until(60, "the download is under way", || async { sim.bytes_served() > size / 2 }).await;
+    y.leave(0).await;
+    wait_until(30, "back on the uplink", || async { y.nm.active_id().await.as_deref() == Some(UPLINK) }).await;
+    assert!(!y.all_in_bucket(0), "the truck left before its clips were taken");
+    let served_before = sim.bytes_served();
+    sim.set_faults(|f| f.bandwidth_bytes_per_sec = None);
+    y.arrive(0).await;
+    wait_until(90, "offloaded at the next visit", || async { y.all_in_bucket(0) }).await;
+    let total = y.event_clips(0).len() as u64 * size;
+    assert!(
+        sim.bytes_served() - served_before < total,
+        "the interrupted clip resumed (Range) instead of starting over: {} after {}",
+        sim.bytes_served(),
+        served_before
+    );
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
+    let mut specs = vec![TruckSpec::new(0, 3, 100_000), TruckSpec::new(1, 3, 100_000)];
+    specs[0].psk = "what-the-camera-uses".into();
+    let y = Yard::start(Store::S3sFs, &specs).await;
+    // The config has truck 0's old password.
+    let cfg = y.config_text(true, "", "").replace("what-the-camera-uses", "an-old-password");
+    std::fs::write(y.dir.path().join("config.toml"), cfg).unwrap();
+    y.arrive(0).await;
+    y.arrive(1).await;
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "truck 1 offloaded", || async { y.all_in_bucket(1) }).await;
+    // Several more rotations (scan_interval 1 s).
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert_eq!(log.matches("wrong password for this camera's hotspot").count(), 1, "{log}");
+    assert!(!log.contains("an-old-password") && !log.contains("what-the-camera-uses"), "no password in the log");
+    let joins0 = log
+        .lines()
+        .filter(|l| l.contains("joining the camera's hotspot") && l.contains(&y.trucks[0].bssid))
+        .count();
+    assert_eq!(joins0, 1, "a wrong password is not retried every scan: {log}");
+    assert!(!y.all_in_bucket(0));
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_joined_restores_the_uplink() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
+    y.trucks[0].sim.set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let mut a = y.spawn(&["run"]);
+    let bssid = y.trucks[0].bssid.clone();
+    let joined = y.nm.joined();
+    wait_until(30, "joined to the truck", || async { joined.borrow().eq_ignore_ascii_case(&bssid) }).await;
+    wait_until(30, "downloading", || async { y.trucks[0].sim.bytes_served() > 0 }).await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK), "{}", a.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_joined_then_the_restart_restores_the_uplink_first() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
+    y.trucks[0].sim.set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let mut a = y.spawn(&["run"]);
+    let bssid = y.trucks[0].bssid.clone();
+    let joined = y.nm.joined();
+    wait_until(30, "joined to the truck", || async { joined.borrow().eq_ignore_ascii_case(&bssid) }).await;
+    a.signal("-KILL");
+    assert_eq!(a.exit(10).await, None);
+    // NetworkManager drops the connection bound to the dead client, and nothing brings the
+    // uplink back by itself.
+    wait_until(10, "the camera connection dropped", || async { y.nm.active_id().await.is_none() }).await;
+    let before = y.nm.calls().await.len();
+    // The truck is still in range: the restart restores the uplink before it joins again.
+    let mut b = y.spawn(&["run"]);
+    wait_until(30, "joined again", || async {
+        y.nm.calls().await[before..].iter().any(|c| c.starts_with("AddAndActivateConnection2"))
+    })
+    .await;
+    let calls = y.nm.calls().await;
+    let after = &calls[before..];
+    let first_activate = after.iter().position(|c| c.starts_with("ActivateConnection"));
+    let first_join = after.iter().position(|c| c.starts_with("AddAndActivateConnection2"));
+    assert!(first_activate.is_some_and(|u| Some(u) < first_join), "uplink first: {after:?}");
+    b.signal("-TERM");
+    assert_eq!(b.exit(60).await, Some(0), "{}", b.log());
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hotspot_answering_with_another_imei_is_not_trusted() {
+    // S3 over another path (no uplink on the radio): a trusted camera's clips would be
+    // downloaded, verified and deleted in one visit.
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 3, 100_000)]).await;
+    y.arrive(0).await;
+    y.write_config(false, "", "");
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let first = y.trucks[0].sim.deletes().len();
+    assert_eq!(first, y.event_clips(0).len(), "a trusted camera is offloaded and cleaned in one visit");
+    // Another camera behind the same hotspot now.
+    let other_dir = y.dir.path().join("other-camera");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let clips = qucam_sim::generate_clips(&other_dir, 3, 100_000, 999).unwrap();
+    let other_imei = "867867432599999";
+    y.trucks[0].sim.device().swap(other_imei, other_dir.clone());
+    let mut a = y.spawn(&["run", "--once"]);
+    let code = a.exit(60).await;
+    let log = a.log();
+    assert!(log.contains("another camera answers behind this hotspot"), "{log}");
+    assert_eq!(y.trucks[0].sim.deletes().len(), first, "nothing deleted from the camera not trusted yet: {log}");
+    for p in &clips {
+        assert!(p.exists(), "{} still on the camera", p.display());
+    }
+    let imei: String = y
+        .db()
+        .query_row("SELECT imei FROM hotspots WHERE bssid = ?1", [&y.trucks[0].bssid], |r| r.get(0))
+        .unwrap();
+    assert_eq!(imei, other_imei, "the record is corrected");
+    assert_eq!(code, Some(0), "its clips are offloaded, attributed to the IMEI that answered: {log}");
+}
