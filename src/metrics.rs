@@ -166,6 +166,7 @@ impl Metrics {
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
         register_store(&mut reg, &cams, &rows, &last_verified);
+        register_hotspots(&mut reg, &self.store.hotspots().await?, &cams, &rows);
         let paused = self
             .store
             .notice(crate::agent::DESTINATION_PAUSED_KEY.to_string())
@@ -240,6 +241,47 @@ fn register_store(
             last_offload.get_or_create(&id(cam)).set(*t);
         }
         last_seen.get_or_create(&id(cam)).set(cam.last_seen);
+    }
+}
+
+/// Depot Wi-Fi, per hotspot (labels bssid, ssid and the IMEI last seen behind it): when it
+/// was last in range and last joined, its signal, a refused password, and the clips of its
+/// camera verified and waiting for the next visit to be deleted.
+fn register_hotspots(
+    reg: &mut Registry,
+    hotspots: &[crate::store::HotspotRow],
+    cams: &[CameraRow],
+    rows: &[Vec<StateCount>],
+) {
+    if hotspots.is_empty() {
+        return;
+    }
+    let fam = |reg: &mut Registry, name, help| gauge_family(reg, name, help);
+    let in_range = fam(reg, "qucam_offload_hotspot_last_in_range_timestamp_seconds", "When the camera's hotspot was last seen in a scan (Unix time).");
+    let joined = fam(reg, "qucam_offload_hotspot_last_joined_timestamp_seconds", "When the radio last joined the camera's hotspot (Unix time).");
+    let signal = fam(reg, "qucam_offload_hotspot_signal_percent", "Signal strength of the camera's hotspot when last in range.");
+    let wrong = fam(reg, "qucam_offload_hotspot_wrong_password", "1 while the password known for the hotspot is refused.");
+    let waiting = fam(reg, "qucam_offload_hotspot_clips_waiting_for_next_visit", "Verified clips whose deletes from the camera wait for its next visit.");
+    for h in hotspots {
+        let imei = h.imei.clone().unwrap_or_default();
+        let labels: Labels = vec![("bssid", h.bssid.clone()), ("ssid", h.ssid.clone()), ("imei", imei.clone())];
+        if let Some(t) = h.last_seen {
+            in_range.get_or_create(&labels).set(t / 1000);
+        }
+        if let Some(t) = h.last_joined {
+            joined.get_or_create(&labels).set(t / 1000);
+        }
+        if let Some(sig) = h.signal {
+            signal.get_or_create(&labels).set(i64::from(sig));
+        }
+        wrong.get_or_create(&labels).set(i64::from(h.wrong_password));
+        let verified = cams
+            .iter()
+            .zip(rows)
+            .find(|(c, _)| c.imei == imei)
+            .and_then(|(_, r)| r.iter().find(|r| r.state == ClipState::Verified))
+            .map_or(0, |r| r.clips);
+        waiting.get_or_create(&labels).set(verified);
     }
 }
 

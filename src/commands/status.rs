@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::agent;
 use crate::config::Config;
-use crate::store::{ClipState, Store, now};
+use crate::store::{ClipState, HotspotRow, Store, now};
 
 /// One camera in `status`.
 #[derive(Debug, Serialize)]
@@ -41,6 +41,39 @@ pub struct CameraStatus {
     /// their objects to the bytes: SSE-KMS/SSE-C without checksums), and the first reason.
     pub weakly_verified: i64,
     pub weakly_verified_why: Option<String>,
+    /// Depot Wi-Fi: the camera's hotspot as last seen (none for a camera never met on one).
+    pub hotspot: Option<HotspotStatus>,
+    /// Depot Wi-Fi: verified clips whose deletes from the camera wait for its next visit.
+    pub waiting_for_next_visit: i64,
+}
+
+/// A camera hotspot as the radio last saw it (times in Unix seconds). Never a password.
+#[derive(Debug, Serialize)]
+pub struct HotspotStatus {
+    pub ssid: String,
+    pub bssid: String,
+    pub last_in_range: Option<i64>,
+    pub last_joined: Option<i64>,
+    /// Signal strength when last in range, percent.
+    pub signal: Option<u8>,
+    /// The password known for it was refused; not joined again until `retry_at`.
+    pub wrong_password: bool,
+    pub retry_at: Option<i64>,
+}
+
+impl HotspotStatus {
+    fn of(h: &HotspotRow) -> HotspotStatus {
+        let s = |ms: Option<i64>| ms.map(|t| t / 1000);
+        HotspotStatus {
+            ssid: h.ssid.clone(),
+            bssid: h.bssid.clone(),
+            last_in_range: s(h.last_seen),
+            last_joined: s(h.last_joined),
+            signal: h.signal,
+            wrong_password: h.wrong_password,
+            retry_at: s(h.retry_at),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -58,7 +91,13 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let uploads_paused = store
         .notice(agent::DESTINATION_PAUSED_KEY.to_string())
         .await?;
+    let hotspots = store.hotspots().await?;
     for cam in store.cameras().await? {
+        let hotspot = hotspots
+            .iter()
+            .filter(|h| h.imei.as_deref() == Some(cam.imei.as_str()))
+            .max_by_key(|h| h.last_seen)
+            .map(HotspotStatus::of);
         let counts = store.counts(&cam.imei).await?;
         let clips: BTreeMap<String, i64> = counts
             .iter()
@@ -103,7 +142,13 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         let today = store.tally(&cam.imei, local_midnight()).await?;
         let (uploaded_today, uploaded_today_bytes) =
             (today.verified as i64, today.verified_bytes as i64);
+        let waiting_for_next_visit = match hotspot {
+            Some(_) => clips.get("verified").copied().unwrap_or(0),
+            None => 0,
+        };
         out.push(CameraStatus {
+            hotspot,
+            waiting_for_next_visit,
             downloads_paused,
             uploads_paused: uploads_paused.clone(),
             pending,
@@ -259,6 +304,9 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
                     c.weakly_verified
                 ));
             }
+            if let Some(h) = &c.hotspot {
+                v.push(hotspot_note(&label(c), h, c.waiting_for_next_visit));
+            }
             if !c.uploads_in_flight.is_empty() {
                 v.push(format!(
                     "  {}: uploads in flight: {}",
@@ -269,6 +317,27 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
             v
         }))
         .collect()
+}
+
+/// One camera's hotspot line: in range when, joined when, signal, what waits for its next
+/// visit, a refused password.
+fn hotspot_note(label: &str, h: &HotspotStatus, waiting: i64) -> String {
+    let when = |t: Option<i64>| t.map_or_else(|| "never".to_string(), ago);
+    let mut n = format!(
+        "  {label}: hotspot {} ({}), in range {}, joined {}, signal {}",
+        h.ssid,
+        h.bssid,
+        when(h.last_in_range),
+        when(h.last_joined),
+        h.signal.map_or_else(|| "?".into(), |s| format!("{s}%"))
+    );
+    if waiting > 0 {
+        n.push_str(&format!("; {waiting} clip(s) verified, deletes at next visit"));
+    }
+    if h.wrong_password {
+        n.push_str("; WRONG PASSWORD, not joined until it changes or the retry time");
+    }
+    n
 }
 
 fn in_secs(d: i64) -> String {

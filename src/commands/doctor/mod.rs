@@ -10,7 +10,11 @@
 //! `206`; a camera that ignores Range is a warning: downloads still work, they only
 //! restart from byte 0 after an interruption).
 //!
+//! With `[wifi]`, the depot Wi-Fi checks (`wifi.rs`) come before the cameras.
+//!
 //! Exit code: 0 when nothing failed (warnings allowed), 1 otherwise, 2 for a config error.
+
+mod wifi;
 
 use std::path::Path;
 
@@ -91,7 +95,9 @@ pub async fn run(config: Option<&Path>, write_test: bool) -> anyhow::Result<u8> 
     );
     check_state_dir(&cfg, &mut r);
     check_destination(&cfg, write_test, &mut r).await;
-    for cam in &cfg.cameras {
+    wifi::check_wifi(&cfg, &mut r).await;
+    // A camera known only by its hotspot answers only while the radio is on it.
+    for cam in cfg.cameras.iter().filter(|c| !c.hotspot_only) {
         check_camera(&cfg, cam, &mut r).await;
     }
     let failed = r.checks.iter().filter(|c| c.status == Status::Fail).count();

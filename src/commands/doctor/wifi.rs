@@ -1,0 +1,118 @@
+//! `doctor`'s depot Wi-Fi checks (`[wifi]`): NetworkManager answers on the system bus, the
+//! interface exists and is Wi-Fi, the service user may scan and join (polkit), the uplink
+//! profile exists and autoconnects, the hotspot passwords load, and which known hotspots
+//! are in range (SSID, BSSID, signal; never a password).
+
+use std::time::Duration;
+
+use super::{Report, Status};
+use crate::config::Config;
+use crate::wifi::credentials::Credentials;
+use crate::wifi::nm::{Nm, NmError};
+
+/// The polkit actions the agent needs from NetworkManager.
+const ACTIONS: [&str; 3] = [
+    "org.freedesktop.NetworkManager.network-control",
+    "org.freedesktop.NetworkManager.wifi.scan",
+    "org.freedesktop.NetworkManager.settings.modify.system",
+];
+
+const POLKIT_HINT: &str = "install the polkit rule (README, \"Depot Wi-Fi\": /usr/share/polkit-1/rules.d/50-qucam-offload.rules) and run doctor as the service user";
+
+pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
+    let Some(w) = &cfg.wifi else {
+        return;
+    };
+    let nm = match Nm::connect(&w.interface).await {
+        Ok(nm) => nm,
+        Err(e) => {
+            let hint = match e {
+                NmError::NoDevice(_) | NmError::NotWifi(_) => {
+                    "set [wifi] interface to the Wi-Fi device (`nmcli device` lists them)"
+                }
+                _ => "start NetworkManager (systemctl enable --now NetworkManager)",
+            };
+            r.fail("wifi: NetworkManager", e.to_string(), hint);
+            return;
+        }
+    };
+    let version = nm.version().await.unwrap_or_else(|_| "?".into());
+    r.add(
+        Status::Pass,
+        "wifi: NetworkManager",
+        format!("version {version}, interface {} is Wi-Fi", w.interface),
+    );
+    check_permissions(&nm, r).await;
+    if let Some(uplink) = &w.uplink {
+        check_uplink(&nm, uplink, r).await;
+    }
+    let creds = match Credentials::load(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("wifi: passwords", format!("{e:#}"), "fix the file named above");
+            return;
+        }
+    };
+    check_in_range(&nm, &creds, r).await;
+}
+
+async fn check_permissions(nm: &Nm, r: &mut Report) {
+    match nm.permissions().await {
+        Ok(p) => {
+            let missing: Vec<&str> = ACTIONS
+                .iter()
+                .filter(|a| p.get(**a).map(String::as_str) != Some("yes"))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                r.add(Status::Pass, "wifi: permissions", "may scan, join and leave");
+            } else {
+                r.fail("wifi: permissions", format!("not allowed: {}", missing.join(", ")), POLKIT_HINT);
+            }
+        }
+        Err(e) => r.fail("wifi: permissions", e.to_string(), POLKIT_HINT),
+    }
+}
+
+async fn check_uplink(nm: &Nm, uplink: &str, r: &mut Report) {
+    match nm.uplink_profile(uplink).await {
+        Ok(Some(true)) => r.add(Status::Pass, "wifi: uplink", format!("profile {uplink:?} (autoconnect)")),
+        Ok(Some(false)) => r.push(
+            Status::Warn,
+            "wifi: uplink",
+            format!("profile {uplink:?} does not autoconnect"),
+            Some("nmcli connection modify <uplink> connection.autoconnect yes: NetworkManager then brings the uplink back by itself should the agent die on a camera's hotspot"),
+        ),
+        Ok(None) => r.fail(
+            "wifi: uplink",
+            format!("no NetworkManager profile {uplink:?}"),
+            "set [wifi] uplink to a profile's name or UUID (`nmcli connection`), or remove it when Ethernet carries the uplink",
+        ),
+        Err(e) => r.fail("wifi: uplink", e.to_string(), POLKIT_HINT),
+    }
+}
+
+async fn check_in_range(nm: &Nm, creds: &Credentials, r: &mut Report) {
+    let aps = match nm.scan(Duration::from_secs(10)).await {
+        Ok(aps) => aps,
+        Err(e) => {
+            r.fail("wifi: scan", e.to_string(), POLKIT_HINT);
+            return;
+        }
+    };
+    let known: Vec<String> = aps
+        .iter()
+        .filter(|a| creds.for_ap(&a.ssid, &a.bssid).is_some())
+        .map(|a| format!("{} ({}, {}%)", a.ssid_lossy(), a.bssid, a.strength))
+        .collect();
+    if known.is_empty() {
+        r.push(
+            Status::Warn,
+            "wifi: in range",
+            format!("no known camera hotspot among {} access point(s)", aps.len()),
+            Some("a truck in the yard? its SSID and password in [[camera]], [wifi.passwords] or the fleet file"),
+        );
+    } else {
+        r.add(Status::Pass, "wifi: in range", known.join(", "));
+    }
+}
