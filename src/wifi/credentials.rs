@@ -1,12 +1,12 @@
 //! Which password opens which camera hotspot, and which IMEI is expected behind it.
 //!
-//! Sources, first match wins: `[[camera]]` (`ssid`/`bssid`/`password`/`imei`) > the fleet
-//! file (`[wifi] cameras_file`, CSV `imei,ssid,bssid,password`) > learned
-//! (`state_dir/wifi-credentials.json`, with `learn = true`: written from `get_device_info`)
-//! > `[wifi.passwords]` (a default password per SSID). A known camera without a password
-//! of its own takes one from a later source with the same BSSID or IMEI, else the default
-//! for its SSID; a hotspot that matches no known camera gets the default password only with
-//! `join_unknown`.
+//! Sources, first match wins: `[[camera]]` (`ssid`/`bssid`/`password`/`imei`), then the
+//! fleet file (`[wifi] cameras_file`, CSV `imei,ssid,bssid,password`), then learned
+//! (`state_dir/wifi-credentials.json`, with `learn = true`: written from
+//! `get_device_info`), then `[wifi.passwords]` (a default password per SSID). A known
+//! camera without a password of its own takes one from a later source with the same BSSID
+//! or IMEI, else the default for its SSID; a hotspot that matches no known camera gets the
+//! default password only with `join_unknown`.
 //!
 //! Passwords are [`Secret`]s from the file to NetworkManager: no error, log line or `Debug`
 //! output shows one. The learned file is created `0600` and never read when group or
@@ -387,7 +387,8 @@ fn write_learned(path: &Path, file: &LearnedFile) -> Result<()> {
     Ok(())
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
