@@ -3,7 +3,7 @@
 //! before the other checks: it normalises BSSIDs, and gives a camera without `url` the
 //! hotspot address (`wifi.camera_url`) when `[wifi]` is on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -169,6 +169,26 @@ impl Config {
             }
             c.url = url.clone();
             c.hotspot_only = true;
+        }
+        self.check_unique_hotspots(path)
+    }
+
+    /// Two `[[camera]]` with one BSSID or one IMEI: which one answered could not be told.
+    fn check_unique_hotspots(&self, path: &Path) -> Result<(), ConfigError> {
+        let (mut bssids, mut imeis) = (HashSet::new(), HashSet::new());
+        for (i, c) in self.cameras.iter().enumerate() {
+            if let Some(b) = &c.bssid
+                && !bssids.insert(b)
+            {
+                let m = format!("BSSID {b} is given for two cameras");
+                return Err(bad(path, &format!("camera[{i}].bssid"), m));
+            }
+            if let Some(imei) = &c.imei
+                && !imeis.insert(imei)
+            {
+                let m = format!("IMEI {imei} is given for two cameras");
+                return Err(bad(path, &format!("camera[{i}].imei"), m));
+            }
         }
         Ok(())
     }
@@ -411,6 +431,35 @@ mod tests {
         let w = c.wifi.unwrap();
         assert_eq!(w.uplink.as_deref(), Some("depot-wifi"));
         assert_eq!((w.min_signal, w.learn, w.join_unknown), (20, true, false));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_bssid_or_imei_given_twice_is_named() {
+        let two = |a: &str, b: &str| {
+            parse(&format!(
+                "[[camera]]\nname = \"a\"\n{a}\n[[camera]]\nname = \"b\"\n{b}\n{S3}[wifi]\ninterface = \"wlan0\"\n"
+            ))
+        };
+        let m = err(two(
+            "bssid = \"aa:bb:cc:dd:ee:ff\"",
+            "bssid = \"AA:BB:CC:DD:EE:FF\"",
+        ));
+        assert!(
+            m.contains("camera[1].bssid") && m.contains("two cameras"),
+            "{m}"
+        );
+        let m = err(two("imei = \"111\"", "imei = \"111\""));
+        assert!(m.contains("camera[1].imei"), "{m}");
+        two("imei = \"111\"", "imei = \"222\"").unwrap();
+    }
+
+    #[test]
+    fn a_syntax_error_in_the_default_passwords_does_not_quote_it() {
+        let m = err(parse(&format!(
+            "[[camera]]\nname = \"t\"\nurl = \"http://h\"\n{S3}[wifi]\ninterface = \"wlan0\"\n[wifi.passwords]\nqueclinkgh = \"{PW}\n"
+        )));
+        assert!(m.contains("queclinkgh") && !m.contains(PW), "{m}");
     }
 
     #[cfg(not(target_os = "linux"))]
