@@ -147,14 +147,24 @@ impl Credentials {
         })
     }
 
-    /// `e`'s password, else one from another source for its BSSID or IMEI, else the
-    /// default for the SSID.
+    /// The match for `e`: the first password and the first IMEI, in the order of the
+    /// sources, among `e` and the entries with its BSSID or IMEI; else the SSID's default
+    /// password.
     fn complete(&self, e: &Entry, ap_ssid: &[u8]) -> Option<Match> {
-        let same = |o: &&Entry| {
-            (e.imei.is_some() && o.imei == e.imei) || (e.bssid.is_some() && o.bssid == e.bssid)
+        let related = |o: &&Entry| {
+            std::ptr::eq(*o, e)
+                || (e.imei.is_some() && o.imei == e.imei)
+                || (e.bssid.is_some() && o.bssid == e.bssid)
         };
-        let found = std::iter::once(e)
-            .chain(self.configured.iter().chain(&self.learned).filter(same))
+        let related: Vec<&Entry> = self
+            .configured
+            .iter()
+            .chain(&self.learned)
+            .filter(related)
+            .collect();
+        let imei = related.iter().find_map(|o| o.imei.clone());
+        let found = related
+            .iter()
             .find_map(|o| Some((o.password.clone()?, o.source.clone())));
         let (password, source) = match found {
             Some(f) => f,
@@ -162,7 +172,7 @@ impl Credentials {
         };
         Some(Match {
             password,
-            imei: e.imei.clone(),
+            imei,
             source,
         })
     }
@@ -475,6 +485,26 @@ mod tests {
             c.for_ap(b"queclinkgh", B).is_none(),
             "default password, unknown camera"
         );
+        // The camera's password wins over the fleet file's for the same camera, and the
+        // fleet file's IMEI fills in the camera's.
+        let cfg = config(
+            d.path(),
+            &format!("bssid = \"{A}\"\npassword = \"camera-pw-1\""),
+            &file,
+        );
+        let m = Credentials::load(&cfg).unwrap().for_ap(b"t1", A).unwrap();
+        assert_eq!(
+            (m.password.expose(), m.imei.as_deref()),
+            ("camera-pw-1", Some("111"))
+        );
+        let cfg = config(
+            d.path(),
+            "imei = \"111\"\npassword = \"camera-pw-1\"",
+            &file,
+        );
+        let m = Credentials::load(&cfg).unwrap().for_ap(b"t1", A).unwrap();
+        assert_eq!(m.password.expose(), "camera-pw-1");
+        assert_eq!(m.source, Source::Camera("cam0".into()));
         // A camera known by IMEI only takes its password from the fleet file's row.
         let cfg = config(d.path(), "imei = \"111\"", &file);
         let m = Credentials::load(&cfg).unwrap().for_ap(b"t1", A).unwrap();
