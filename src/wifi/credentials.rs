@@ -3,10 +3,12 @@
 //! Sources, first match wins: `[[camera]]` (`ssid`/`bssid`/`password`/`imei`), then the
 //! fleet file (`[wifi] cameras_file`, CSV `imei,ssid,bssid,password`), then learned
 //! (`state_dir/wifi-credentials.json`, with `learn = true`: written from
-//! `get_device_info`), then `[wifi.passwords]` (a default password per SSID). A known
-//! camera without a password of its own takes one from a later source with the same BSSID
-//! or IMEI, else the default for its SSID; a hotspot that matches no known camera gets the
-//! default password only with `join_unknown`.
+//! `get_device_info`), then `[wifi.passwords]` (a default password per SSID). A camera
+//! given a BSSID matches that BSSID only (its password is never offered to another access
+//! point with its SSID); one without, its SSID. A known camera without a password of its
+//! own takes one from a later source with the same BSSID or IMEI, else the default for its
+//! SSID; a hotspot that matches no known camera gets the default password only with
+//! `join_unknown`.
 //!
 //! Passwords are [`Secret`]s from the file to NetworkManager: no error, log line or `Debug`
 //! output shows one. The learned file is created `0600` and never read when group or
@@ -120,8 +122,9 @@ impl Credentials {
         })
     }
 
-    /// BSSID match first, then SSID match (bytes compared with the configured UTF-8 SSID),
-    /// then (with `join_unknown`) the SSID's default password.
+    /// BSSID match first, then SSID match (bytes compared with the configured UTF-8 SSID)
+    /// among entries without a BSSID, then (with `join_unknown`) the SSID's default
+    /// password.
     pub fn for_ap(&self, ssid: &[u8], bssid: &str) -> Option<Match> {
         let bssid = bssid.to_ascii_uppercase();
         let same_ssid = |e: &&Entry| e.ssid.as_deref().map(str::as_bytes) == Some(ssid);
@@ -131,14 +134,10 @@ impl Credentials {
         if let Some(m) = by_bssid.chain(by_ssid).find_map(|e| self.complete(e, ssid)) {
             return Some(m);
         }
+        // A camera pinned to another BSSID is not this one: its password is never offered
+        // to a stranger with the same name. The SSID's default password, if any, is.
         if !self.join_unknown {
             return None;
-        }
-        // The SSID of a camera pinned to another BSSID (a fleet keeping the factory name):
-        // its password may open this one, but the IMEI behind it is not known.
-        let mut pinned = all().filter(|e| e.bssid.is_some()).filter(same_ssid);
-        if let Some(m) = pinned.find_map(|e| self.complete(e, ssid)) {
-            return Some(Match { imei: None, ..m });
         }
         self.default_for(ssid).map(|password| Match {
             password,
@@ -462,9 +461,18 @@ mod tests {
             (m.imei.as_deref(), m.password.expose()),
             (Some("333"), "s3cret-fleet-pw3")
         );
-        // Same factory SSID, unknown BSSID: a password, no IMEI to expect.
+        // Same factory SSID, unknown BSSID: the default password, no IMEI to expect.
         let m = c.for_ap(b"queclinkgh", C).unwrap();
-        assert_eq!(m.imei, None);
+        assert_eq!((m.imei, m.password.expose()), (None, FACTORY));
+        // A camera pinned to a BSSID: its password is not offered to another with its SSID.
+        let m = c.for_ap(b"queclinkgh", B).unwrap();
+        assert_eq!(m.password.expose(), PW);
+        let file = fleet(
+            d.path(),
+            &format!("imei,ssid,bssid,password\n222,truck-2,{B},{PW}\n"),
+        );
+        let c = Credentials::load(&config(d.path(), "ssid = \"x\"", &file)).unwrap();
+        assert!(c.for_ap(b"truck-2", C).is_none());
         assert!(c.for_ap(b"someone-else", C).is_none());
     }
 
