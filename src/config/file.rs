@@ -14,7 +14,7 @@ impl Config {
             path: path.to_path_buf(),
             message: syntax_message(text, &e),
         })?;
-        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = key.replace('?', "");
             // Only the message: its Display adds "\nin `key`", which the key already says,
@@ -36,6 +36,7 @@ impl Config {
                 message,
             }
         })?;
+        cfg.resolve_hotspots(path)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -76,28 +77,36 @@ impl Config {
     }
 }
 
-/// A warning when the file at `path` holds S3 keys and other users can read it.
+/// A warning when the file at `path` holds secrets (S3 keys, Wi-Fi passwords) and other
+/// users can read it.
 pub fn exposed_secrets_warning(path: &Path, cfg: &Config) -> Option<String> {
-    let holds_keys = cfg
+    let s3_keys = cfg
         .s3
         .as_ref()
         .is_some_and(|s| s.secret_access_key.is_some());
-    if !holds_keys {
-        return None;
-    }
+    let wifi_passwords = cfg.cameras.iter().any(|c| c.password.is_some())
+        || cfg.wifi.as_ref().is_some_and(|w| !w.passwords.is_empty());
+    let held = match (s3_keys, wifi_passwords) {
+        (false, false) => return None,
+        (true, false) => "S3 keys",
+        (false, true) => "Wi-Fi passwords",
+        (true, true) => "S3 keys and Wi-Fi passwords",
+    };
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
         if mode & 0o077 != 0 {
             return Some(format!(
-                "config file {} holds S3 keys and other users can read it (mode {:o}): run chmod 600 {} (or move the keys to the AWS environment or a profile)",
+                "config file {} holds {held} and other users can read it (mode {:o}): run chmod 600 {} (or move S3 keys to the AWS environment or a profile)",
                 path.display(),
                 mode & 0o777,
                 path.display()
             ));
         }
     }
+    #[cfg(not(unix))]
+    let _ = (path, held);
     None
 }
 

@@ -8,6 +8,7 @@ mod file;
 mod redact;
 mod validate;
 mod values;
+mod wifi;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use file::exposed_secrets_warning;
 pub use redact::redact_url;
 use values::{de_bytes, de_duration, de_threshold};
 pub use values::{parse_bytes, parse_duration};
+pub use wifi::{WifiConfig, check_psk, check_ssid, normalize_bssid};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "QUCAM_OFFLOAD_CONFIG";
@@ -71,12 +73,17 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[wifi]`: depot Wi-Fi (Linux); `None` = off.
+    #[serde(default)]
+    pub wifi: Option<WifiConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub name: String,
+    /// Optional only with `[wifi]`: then the hotspot address (`wifi.camera_url`).
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub client_id: Option<String>,
@@ -88,6 +95,19 @@ pub struct CameraConfig {
     /// A download or reply that sends nothing for this long is abandoned.
     #[serde(default = "d_idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    /// The camera's hotspot (`[wifi]`): SSID, BSSID (normalised `AA:BB:CC:DD:EE:FF`),
+    /// WPA password and the IMEI expected behind it.
+    #[serde(default)]
+    pub ssid: Option<String>,
+    #[serde(default)]
+    pub bssid: Option<String>,
+    #[serde(default)]
+    pub password: Option<qucam::Secret>,
+    #[serde(default)]
+    pub imei: Option<String>,
+    /// Reached only by joining its hotspot (no `url` was given; set by validation).
+    #[serde(skip)]
+    pub hotspot_only: bool,
 }
 
 /// Which clips are offloaded.

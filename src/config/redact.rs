@@ -44,6 +44,13 @@ pub fn redact_url(s: &str) -> String {
 /// secret, so that its value is never quoted: keys, passwords and tokens, and URLs (which
 /// may carry credentials).
 pub fn is_sensitive_key(key: &str) -> bool {
+    // `wifi.passwords.<ssid>`: the last segment is an SSID, the value a password.
+    if key
+        .split('.')
+        .any(|seg| seg.eq_ignore_ascii_case("passwords"))
+    {
+        return true;
+    }
     let last = key
         .rsplit('.')
         .next()
@@ -126,6 +133,8 @@ mod tests {
             "camera[0].url",
             "s3.endpoint",
             "camera[1].password",
+            "wifi.passwords.queclinkgh",
+            "wifi.passwords",
             "x.api_token",
         ] {
             assert!(is_sensitive_key(k), "{k}");
@@ -135,6 +144,8 @@ mod tests {
             "sync.poll_interval",
             "s3.access_key_id",
             "camera[0].name",
+            "camera[0].ssid",
+            "wifi.interface",
         ] {
             assert!(!is_sensitive_key(k), "{k}");
         }

@@ -243,7 +243,7 @@ fn check_s3(s3: &super::S3Config, b: &Bad<'_>) -> Result<(), ConfigError> {
 
 /// An `http(s)` URL with a host. The messages show the URL only as [`redact_url`] does: a
 /// webhook's token or a URL's password never reaches the log.
-fn check_http_url(s: &str) -> Result<(), String> {
+pub(super) fn check_http_url(s: &str) -> Result<(), String> {
     let shown = redact_url(s);
     let url = reqwest::Url::parse(s).map_err(|e| format!("{shown} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {

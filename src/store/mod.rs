@@ -12,7 +12,7 @@
 //! The rooms: [`schema`] (migrations), [`state`] (states and groups), `transitions` (one
 //! guarded method per transition), `listing` (reconciling listings, clips that left the
 //! camera), `queries` (reads for the agent, `status`, progress and metrics), `multipart`
-//! (the upload journal).
+//! (the upload journal), `hotspots` (depot Wi-Fi: the camera hotspots met, per BSSID).
 //!
 //! # Transitions
 //!
@@ -61,6 +61,7 @@ use anyhow::{Context, Result, anyhow};
 use rusqlite::Connection;
 use serde::Serialize;
 
+mod hotspots;
 mod listing;
 mod multipart;
 mod queries;
@@ -68,6 +69,7 @@ pub mod schema;
 pub mod state;
 mod transitions;
 
+pub use hotspots::{CameraWork, HotspotRow};
 pub use listing::{Listed, Reconciled};
 pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};
@@ -243,5 +245,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hotspots;
 #[cfg(test)]
 mod tests_identity;

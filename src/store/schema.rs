@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -150,6 +150,24 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // metadata: an SSE-KMS/SSE-C object whose store keeps no checksum); NULL = exactly.
     r#"
     ALTER TABLE clips ADD COLUMN weak_proof TEXT;
+    "#,
+    // 6: depot Wi-Fi: one row per camera hotspot (BSSID) met, with the IMEI that answered
+    // behind it, when it was last seen, joined and completely offloaded (ms), and its join
+    // failures (`retry_at`: not before, ms; `wrong_password`: reported once until a join
+    // succeeds).
+    r#"
+    CREATE TABLE hotspots (
+        bssid          TEXT PRIMARY KEY,
+        ssid           TEXT NOT NULL,
+        imei           TEXT,
+        signal         INTEGER,
+        last_seen      INTEGER,
+        last_joined    INTEGER,
+        last_complete  INTEGER,
+        failures       INTEGER NOT NULL DEFAULT 0,
+        retry_at       INTEGER,
+        wrong_password INTEGER NOT NULL DEFAULT 0
+    );
     "#,
 ];
 

@@ -1,1 +1,679 @@
-//! (issue 10: being built; see src/wifi/mod.rs)
+//! Which password opens which camera hotspot, and which IMEI is expected behind it.
+//!
+//! Sources, first match wins: `[[camera]]` (`ssid`/`bssid`/`password`/`imei`), then the
+//! fleet file (`[wifi] cameras_file`, CSV `imei,ssid,bssid,password`), then learned
+//! (`state_dir/wifi-credentials.json`, with `learn = true`: written from
+//! `get_device_info`), then `[wifi.passwords]` (a default password per SSID). A camera
+//! given a BSSID matches that BSSID only (its password is never offered to another access
+//! point with its SSID); one without, its SSID. A known camera without a password of its
+//! own takes one from a later source with the same BSSID or IMEI, else the default for its
+//! SSID; a hotspot that matches no known camera gets the default password only with
+//! `join_unknown`.
+//!
+//! Passwords are [`Secret`]s from the file to NetworkManager: no error, log line or `Debug`
+//! output shows one. The learned file is created `0600` and never read when group or
+//! others may read it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use qucam::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, check_psk, check_ssid, normalize_bssid};
+
+/// The learned store's file name in the state dir.
+pub const LEARNED_FILE: &str = "wifi-credentials.json";
+
+/// Where a password came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `[[camera]]`, by its configured name.
+    Camera(String),
+    FleetFile,
+    Learned,
+    /// `[wifi.passwords]`.
+    Default,
+}
+
+/// The credentials for one access point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub password: Secret,
+    /// The IMEI expected to answer (none when only the SSID's default password is known).
+    pub imei: Option<String>,
+    pub source: Source,
+}
+
+/// One known camera hotspot.
+#[derive(Debug, Clone)]
+struct Entry {
+    ssid: Option<String>,
+    bssid: Option<String>,
+    password: Option<Secret>,
+    imei: Option<String>,
+    source: Source,
+}
+
+/// Every known camera hotspot and default password. `Debug` shows no password.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// `[[camera]]` then the fleet file, in that order.
+    configured: Vec<Entry>,
+    learned: Vec<Entry>,
+    defaults: BTreeMap<String, Secret>,
+    join_unknown: bool,
+    /// The learned store, when `learn = true`.
+    learned_path: Option<PathBuf>,
+}
+
+/// The learned store as written (the only place a password is plain text).
+#[derive(Serialize, Deserialize, Default)]
+struct LearnedFile {
+    cameras: Vec<LearnedCamera>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+struct LearnedCamera {
+    imei: String,
+    ssid: String,
+    #[serde(default)]
+    bssid: Option<String>,
+    password: String,
+}
+
+impl Credentials {
+    /// `[[camera]]` > cameras_file > learned (state_dir/wifi-credentials.json, with
+    /// `learn`) > `[wifi.passwords]` (for unknown hotspots only if `join_unknown`).
+    pub fn load(cfg: &Config) -> Result<Credentials> {
+        let Some(w) = &cfg.wifi else {
+            return Ok(Credentials::default());
+        };
+        let mut configured: Vec<Entry> = cfg
+            .cameras
+            .iter()
+            .filter(|c| c.ssid.is_some() || c.bssid.is_some() || c.imei.is_some())
+            .map(|c| Entry {
+                ssid: c.ssid.clone(),
+                bssid: c.bssid.clone(),
+                password: c.password.clone(),
+                imei: c.imei.clone(),
+                source: Source::Camera(c.name.clone()),
+            })
+            .collect();
+        if let Some(file) = &w.cameras_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the fleet file {}", file.display()))?;
+            configured.extend(parse_fleet(&text, file)?);
+        }
+        let learned_path = w.learn.then(|| cfg.state_dir().join(LEARNED_FILE));
+        let learned = match &learned_path {
+            Some(p) => read_learned(p)?.cameras.iter().map(learned_entry).collect(),
+            None => Vec::new(),
+        };
+        Ok(Credentials {
+            configured,
+            learned,
+            defaults: w.passwords.clone(),
+            join_unknown: w.join_unknown,
+            learned_path,
+        })
+    }
+
+    /// BSSID match first, then SSID match (bytes compared with the configured UTF-8 SSID)
+    /// among entries without a BSSID, then (with `join_unknown`) the SSID's default
+    /// password.
+    pub fn for_ap(&self, ssid: &[u8], bssid: &str) -> Option<Match> {
+        let bssid = bssid.to_ascii_uppercase();
+        let same_ssid = |e: &&Entry| e.ssid.as_deref().map(str::as_bytes) == Some(ssid);
+        let all = || self.configured.iter().chain(&self.learned);
+        let by_bssid = all().filter(|e| e.bssid.as_deref() == Some(bssid.as_str()));
+        let by_ssid = all().filter(|e| e.bssid.is_none()).filter(same_ssid);
+        if let Some(m) = by_bssid.chain(by_ssid).find_map(|e| self.complete(e, ssid)) {
+            return Some(m);
+        }
+        // A camera pinned to another BSSID is not this one: its password is never offered
+        // to a stranger with the same name. The SSID's default password, if any, is.
+        if !self.join_unknown {
+            return None;
+        }
+        self.default_for(ssid).map(|password| Match {
+            password,
+            imei: None,
+            source: Source::Default,
+        })
+    }
+
+    /// The match for `e`: the first password and the first IMEI, in the order of the
+    /// sources, among `e` and the entries with its BSSID or IMEI; else the SSID's default
+    /// password.
+    fn complete(&self, e: &Entry, ap_ssid: &[u8]) -> Option<Match> {
+        let related = |o: &&Entry| {
+            std::ptr::eq(*o, e)
+                || (e.imei.is_some() && o.imei == e.imei)
+                || (e.bssid.is_some() && o.bssid == e.bssid)
+        };
+        let related: Vec<&Entry> = self
+            .configured
+            .iter()
+            .chain(&self.learned)
+            .filter(related)
+            .collect();
+        let imei = related.iter().find_map(|o| o.imei.clone());
+        let found = related
+            .iter()
+            .find_map(|o| Some((o.password.clone()?, o.source.clone())));
+        let (password, source) = match found {
+            Some(f) => f,
+            None => (self.default_for(ap_ssid)?, Source::Default),
+        };
+        Some(Match {
+            password,
+            imei,
+            source,
+        })
+    }
+
+    fn default_for(&self, ssid: &[u8]) -> Option<Secret> {
+        self.defaults
+            .iter()
+            .find(|(k, _)| k.as_bytes() == ssid)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// `learn = true`: remembers imei/ssid/password(/bssid) from `get_device_info` in the
+    /// learned store (0600, tmp + fsync + rename). Returns whether anything changed.
+    pub fn learn(
+        &mut self,
+        imei: &str,
+        ssid: &str,
+        password: &Secret,
+        bssid: Option<&str>,
+    ) -> Result<bool> {
+        let Some(path) = self.learned_path.clone() else {
+            return Ok(false);
+        };
+        qucam::check_imei(imei).map_err(|e| anyhow!("cannot learn Wi-Fi credentials: {}", e.0))?;
+        check_ssid(ssid).map_err(|m| anyhow!("cannot learn Wi-Fi credentials of {imei}: {m}"))?;
+        check_psk(password)
+            .map_err(|m| anyhow!("cannot learn Wi-Fi credentials of {imei}: {m}"))?;
+        let bssid = bssid
+            .map(normalize_bssid)
+            .transpose()
+            .map_err(|m| anyhow!("cannot learn Wi-Fi credentials of {imei}: {m}"))?;
+        let mut file = read_learned(&path)?;
+        let old = file.cameras.iter().position(|c| c.imei == imei);
+        let new = LearnedCamera {
+            imei: imei.to_string(),
+            ssid: ssid.to_string(),
+            bssid: bssid.or_else(|| old.and_then(|i| file.cameras[i].bssid.clone())),
+            password: password.expose().to_string(),
+        };
+        match old {
+            Some(i) if file.cameras[i] == new => return Ok(false),
+            Some(i) => file.cameras[i] = new,
+            None => file.cameras.push(new),
+        }
+        write_learned(&path, &file)?;
+        self.learned = file.cameras.iter().map(learned_entry).collect();
+        Ok(true)
+    }
+}
+
+fn learned_entry(c: &LearnedCamera) -> Entry {
+    Entry {
+        ssid: Some(c.ssid.clone()),
+        bssid: c.bssid.clone(),
+        password: Some(Secret::new(c.password.clone())),
+        imei: Some(c.imei.clone()),
+        source: Source::Learned,
+    }
+}
+
+/// The fleet file: a header `imei,ssid,bssid,password`, then one camera a line (`bssid`
+/// may be empty; fields may be double-quoted, `""` inside for a quote; blank lines and
+/// lines starting with `#` are skipped). Errors name the file and line, never a password.
+fn parse_fleet(text: &str, file: &Path) -> Result<Vec<Entry>> {
+    let at = |n: usize| format!("fleet file {}, line {n}", file.display());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let Some((n, header)) = lines.next() else {
+        bail!(
+            "fleet file {} is empty: expected the header imei,ssid,bssid,password",
+            file.display()
+        );
+    };
+    let names: Vec<String> = header
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if names != ["imei", "ssid", "bssid", "password"] {
+        bail!("{}: the header must be imei,ssid,bssid,password", at(n));
+    }
+    let mut out = Vec::new();
+    for (n, line) in lines {
+        let f = split_csv(line).map_err(|m| anyhow!("{}: {m}", at(n)))?;
+        let [imei, ssid, bssid, password] = <[String; 4]>::try_from(f).map_err(|f| {
+            anyhow!(
+                "{}: expected 4 fields (imei,ssid,bssid,password), got {}",
+                at(n),
+                f.len()
+            )
+        })?;
+        let imei = imei.trim().to_string();
+        qucam::check_imei(&imei).map_err(|e| anyhow!("{}: imei: {}", at(n), e.0))?;
+        check_ssid(&ssid).map_err(|m| anyhow!("{}: ssid: {m}", at(n)))?;
+        let bssid = match bssid.trim() {
+            "" => None,
+            b => Some(normalize_bssid(b).map_err(|m| anyhow!("{}: bssid: {m}", at(n)))?),
+        };
+        let password = Secret::new(password);
+        check_psk(&password).map_err(|m| anyhow!("{}: password: {m}", at(n)))?;
+        out.push(Entry {
+            ssid: Some(ssid),
+            bssid,
+            password: Some(password),
+            imei: Some(imei),
+            source: Source::FleetFile,
+        });
+    }
+    Ok(out)
+}
+
+/// One CSV line's fields. The message never quotes the line (it holds a password).
+fn split_csv(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cur.push(c),
+            (false, '"') if cur.trim().is_empty() && !was_quoted => {
+                cur.clear();
+                quoted = true;
+                was_quoted = true;
+            }
+            (false, ',') => {
+                fields.push(std::mem::take(&mut cur));
+                was_quoted = false;
+            }
+            (false, c) if was_quoted && !c.is_whitespace() => {
+                return Err(format!(
+                    "field {}: text after a closing quote",
+                    fields.len() + 1
+                ));
+            }
+            (false, _) if was_quoted => {}
+            (false, c) => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("field {}: unterminated quote", fields.len() + 1));
+    }
+    fields.push(cur);
+    Ok(fields)
+}
+
+/// The learned store at `path` (empty when absent); refused when group or others may read
+/// it.
+fn read_learned(path: &Path) -> Result<LearnedFile> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LearnedFile::default()),
+        Err(e) => {
+            return Err(anyhow!(
+                "cannot read learned Wi-Fi credentials {shown}: {e}"
+            ));
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "learned Wi-Fi credentials {shown} may be read by group or others (mode {mode:o}): refusing to read it; run chmod 600 {shown} (and change the cameras' passwords if others did read it)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read learned Wi-Fi credentials {shown}"))?;
+    // serde_json's message may quote a value (a password): only where it is.
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "learned Wi-Fi credentials {shown} are not valid (line {}, column {}): move the file aside and the agent learns them again",
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+/// Writes the learned store: a `0600` temporary file, fsynced, renamed over `path`.
+fn write_learned(path: &Path, file: &LearnedFile) -> Result<()> {
+    let shown = path.display();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    // A leftover keeps its mode through `open`: start from none.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow!("cannot remove {}: {e}", tmp.display()));
+        }
+        _ => {}
+    }
+    let body =
+        serde_json::to_vec_pretty(file).context("cannot encode learned Wi-Fi credentials")?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(&body)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {shown}"))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[cfg(target_os = "linux")]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const PW: &str = "s3cret-fleet-pw";
+    const FACTORY: &str = "12345678";
+    const A: &str = "AA:BB:CC:00:00:01";
+    const B: &str = "AA:BB:CC:00:00:02";
+    const C: &str = "AA:BB:CC:00:00:03";
+
+    /// A config with state in `dir`, `wifi` lines added to `[wifi]`, and `cameras` as
+    /// `[[camera]]` lines (each camera's lines, separated by `---`).
+    fn config(dir: &Path, cameras: &str, wifi: &str) -> Config {
+        let mut text = format!("state_dir = {:?}\n", dir.join("state"));
+        for (i, c) in cameras.split("---").enumerate() {
+            text.push_str(&format!("[[camera]]\nname = \"cam{i}\"\n{c}\n"));
+        }
+        text.push_str(&format!(
+            "[s3]\nbucket = \"b\"\n[wifi]\ninterface = \"wlan0\"\n{wifi}\n[wifi.passwords]\nqueclinkgh = \"{FACTORY}\"\n"
+        ));
+        Config::parse(&text, Path::new("t.toml")).unwrap()
+    }
+
+    fn fleet(dir: &Path, body: &str) -> String {
+        let p = dir.join("fleet.csv");
+        std::fs::write(&p, body).unwrap();
+        format!("cameras_file = {p:?}")
+    }
+
+    #[test]
+    fn bssid_first_then_ssid_then_the_default() {
+        let d = tempfile::tempdir().unwrap();
+        let file = fleet(
+            d.path(),
+            &format!("imei,ssid,bssid,password\n222,queclinkgh,{B},{PW}\n333,truck-3,,\"{PW}3\"\n"),
+        );
+        let cfg = config(
+            d.path(),
+            &format!(
+                "ssid = \"queclinkgh\"\nbssid = \"{}\"\nimei = \"111\"",
+                A.to_lowercase()
+            ),
+            &file,
+        );
+        let c = Credentials::load(&cfg).unwrap();
+        // [[camera]] by BSSID, with no password of its own: the SSID's default.
+        let m = c.for_ap(b"queclinkgh", A).unwrap();
+        assert_eq!(
+            (m.imei.as_deref(), m.password.expose()),
+            (Some("111"), FACTORY)
+        );
+        assert_eq!(m.source, Source::Default);
+        // The fleet file by BSSID (lower case from NM is fine).
+        let m = c.for_ap(b"queclinkgh", &B.to_lowercase()).unwrap();
+        assert_eq!((m.imei.as_deref(), m.password.expose()), (Some("222"), PW));
+        assert_eq!(m.source, Source::FleetFile);
+        // By SSID (no BSSID in the file).
+        let m = c.for_ap(b"truck-3", C).unwrap();
+        assert_eq!(
+            (m.imei.as_deref(), m.password.expose()),
+            (Some("333"), "s3cret-fleet-pw3")
+        );
+        // Same factory SSID, unknown BSSID: the default password, no IMEI to expect.
+        let m = c.for_ap(b"queclinkgh", C).unwrap();
+        assert_eq!((m.imei, m.password.expose()), (None, FACTORY));
+        // A camera pinned to a BSSID: its password is not offered to another with its SSID.
+        let m = c.for_ap(b"queclinkgh", B).unwrap();
+        assert_eq!(m.password.expose(), PW);
+        let file = fleet(
+            d.path(),
+            &format!("imei,ssid,bssid,password\n222,truck-2,{B},{PW}\n"),
+        );
+        let c = Credentials::load(&config(d.path(), "ssid = \"x\"", &file)).unwrap();
+        assert!(c.for_ap(b"truck-2", C).is_none());
+        assert!(c.for_ap(b"someone-else", C).is_none());
+    }
+
+    #[test]
+    fn the_camera_wins_and_join_unknown_false_keeps_to_known_cameras() {
+        let d = tempfile::tempdir().unwrap();
+        let file = fleet(
+            d.path(),
+            &format!("imei,ssid,bssid,password\n111,t1,{A},{PW}\n"),
+        );
+        let cameras = format!("bssid = \"{A}\"\npassword = \"camera-pw-1\"\nimei = \"111\"");
+        let cfg = config(d.path(), &cameras, &format!("{file}\njoin_unknown = false"));
+        let c = Credentials::load(&cfg).unwrap();
+        let m = c.for_ap(b"t1", A).unwrap();
+        assert_eq!(m.password.expose(), "camera-pw-1");
+        assert_eq!(m.source, Source::Camera("cam0".into()));
+        assert!(
+            c.for_ap(b"queclinkgh", B).is_none(),
+            "default password, unknown camera"
+        );
+        // The camera's password wins over the fleet file's for the same camera, and the
+        // fleet file's IMEI fills in the camera's.
+        let cfg = config(
+            d.path(),
+            &format!("bssid = \"{A}\"\npassword = \"camera-pw-1\""),
+            &file,
+        );
+        let m = Credentials::load(&cfg).unwrap().for_ap(b"t1", A).unwrap();
+        assert_eq!(
+            (m.password.expose(), m.imei.as_deref()),
+            ("camera-pw-1", Some("111"))
+        );
+        let cfg = config(
+            d.path(),
+            "imei = \"111\"\npassword = \"camera-pw-1\"",
+            &file,
+        );
+        let m = Credentials::load(&cfg).unwrap().for_ap(b"t1", A).unwrap();
+        assert_eq!(m.password.expose(), "camera-pw-1");
+        assert_eq!(m.source, Source::Camera("cam0".into()));
+        // A camera known by IMEI only takes its password from the fleet file's row.
+        let cfg = config(d.path(), "imei = \"111\"", &file);
+        let m = Credentials::load(&cfg).unwrap().for_ap(b"t1", A).unwrap();
+        assert_eq!((m.password.expose(), m.source), (PW, Source::FleetFile));
+    }
+
+    #[test]
+    fn fleet_file_errors_name_the_line_and_never_the_password() {
+        let d = tempfile::tempdir().unwrap();
+        for (body, says) in [
+            ("imei,ssid,password\n", "line 1: the header"),
+            (
+                &format!("imei,ssid,bssid,password\n\n111,t,{A},{PW},x\n") as &str,
+                "line 3: expected 4 fields",
+            ),
+            (
+                &format!("imei,ssid,bssid,password\n../1,t,,{PW}\n"),
+                "line 2: imei",
+            ),
+            (
+                &format!("imei,ssid,bssid,password\n1,t,zz,{PW}\n"),
+                "line 2: bssid",
+            ),
+            (
+                &format!("imei,ssid,bssid,password\n1,,,{PW}\n"),
+                "line 2: ssid",
+            ),
+            (
+                "imei,ssid,bssid,password\n1,t,,s3cret\n",
+                "line 2: password",
+            ),
+            (
+                &format!("imei,ssid,bssid,password\n1,t,,\"{PW}\n"),
+                "line 2: field 4: unterminated",
+            ),
+            (
+                &format!("imei,ssid,bssid,password\n1,t,,\"{PW}\"x\n"),
+                "line 2: field 4: text after",
+            ),
+            ("", "empty"),
+        ] {
+            let file = fleet(d.path(), body);
+            let e = Credentials::load(&config(d.path(), "ssid = \"x\"", &file)).unwrap_err();
+            let m = format!("{e:#}");
+            assert!(m.contains(says) && m.contains("fleet.csv"), "{body:?}: {m}");
+            assert!(!m.contains(PW) && !m.contains("s3cret"), "{m}");
+        }
+        let e = Credentials::load(&config(
+            d.path(),
+            "ssid = \"x\"",
+            "cameras_file = \"/nonexistent.csv\"",
+        ))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent.csv"), "{e:#}");
+    }
+
+    #[test]
+    fn quoted_fields_keep_commas_and_quotes() {
+        assert_eq!(
+            split_csv(r#"1, "a,b" ,,"x""y""#).unwrap(),
+            ["1", "a,b", "", "x\"y"]
+        );
+    }
+
+    #[test]
+    fn learning_writes_a_private_file_and_is_used_next_time() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "ssid = \"x\"", "learn = true");
+        let mut c = Credentials::load(&cfg).unwrap();
+        assert!(
+            c.learn("444", "truck-4", &Secret::new(PW), Some(&C.to_lowercase()))
+                .unwrap()
+        );
+        assert!(
+            !c.learn("444", "truck-4", &Secret::new(PW), None).unwrap(),
+            "nothing new"
+        );
+        let m = c.for_ap(b"other-name", C).unwrap();
+        assert_eq!(
+            (m.imei.as_deref(), m.password.expose(), m.source),
+            (Some("444"), PW, Source::Learned)
+        );
+        let path = d.path().join("state").join(LEARNED_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            !d.path()
+                .join("state")
+                .join("wifi-credentials.json.tmp")
+                .exists()
+        );
+        // A new password replaces the old one, the BSSID is kept; a reload sees it.
+        assert!(
+            c.learn("444", "truck-4", &Secret::new("new-password"), None)
+                .unwrap()
+        );
+        let m = Credentials::load(&cfg)
+            .unwrap()
+            .for_ap(b"truck-4", C)
+            .unwrap();
+        assert_eq!(m.password.expose(), "new-password");
+        // learn = false: nothing is learned (nor read).
+        let off = config(d.path(), "ssid = \"x\"", "");
+        let mut c = Credentials::load(&off).unwrap();
+        assert!(!c.learn("555", "t5", &Secret::new(PW), None).unwrap());
+        assert!(c.for_ap(b"truck-4", C).is_none());
+    }
+
+    #[test]
+    fn a_learned_file_others_may_read_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "ssid = \"x\"", "learn = true");
+        let mut c = Credentials::load(&cfg).unwrap();
+        c.learn("444", "truck-4", &Secret::new(PW), None).unwrap();
+        let path = d.path().join("state").join(LEARNED_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let m = format!("{:#}", Credentials::load(&cfg).unwrap_err());
+        assert!(
+            m.contains("group or others") && m.contains("refusing") && m.contains("640"),
+            "{m}"
+        );
+        assert!(!m.contains(PW), "{m}");
+        let e = c
+            .learn("444", "truck-4", &Secret::new("another-pw"), None)
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("refusing"), "{e:#}");
+        // Not valid JSON: where, never what.
+        std::fs::write(
+            &path,
+            format!("{{\"cameras\":[{{\"imei\":\"1\",\"password\":{PW}"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let m = format!("{:#}", Credentials::load(&cfg).unwrap_err());
+        assert!(m.contains("not valid") && !m.contains(PW), "{m}");
+    }
+
+    #[test]
+    fn debug_and_learn_errors_show_no_password() {
+        let d = tempfile::tempdir().unwrap();
+        let file = fleet(
+            d.path(),
+            &format!("imei,ssid,bssid,password\n222,t2,{B},{PW}\n"),
+        );
+        let cfg = config(
+            d.path(),
+            &format!("ssid = \"t\"\npassword = \"{PW}1\""),
+            &format!("{file}\nlearn = true"),
+        );
+        let mut c = Credentials::load(&cfg).unwrap();
+        c.learn("444", "truck-4", &Secret::new(format!("{PW}4")), None)
+            .unwrap();
+        let shown = format!("{c:?} {:?}", c.for_ap(b"t2", B));
+        assert!(!shown.contains(PW) && !shown.contains(FACTORY), "{shown}");
+        let e = c
+            .learn("444", "truck-4", &Secret::new("short"), None)
+            .unwrap_err();
+        assert!(!format!("{e:#}").contains("short"), "{e:#}");
+        let e = c
+            .learn("444", "truck-4", &Secret::new(PW), Some("nope"))
+            .unwrap_err();
+        assert!(!format!("{e:#}").contains(PW), "{e:#}");
+    }
+}

@@ -1,0 +1,199 @@
+//! Depot Wi-Fi's memory (table `hotspots`, schema 6): one row per camera hotspot (BSSID)
+//! met, with the IMEI that answered behind it, when it was last seen, joined and completely
+//! offloaded, and its join failures; and per IMEI, the work a visit would find
+//! ([`CameraWork`]). Times are milliseconds since the epoch, as the caller gives them.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::Store;
+use super::state::Group;
+
+/// What is known about one hotspot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HotspotRow {
+    pub bssid: String,
+    pub ssid: String,
+    /// The IMEI that last answered behind this BSSID.
+    pub imei: Option<String>,
+    /// Strength (percent) when last seen.
+    pub signal: Option<u8>,
+    pub last_seen: Option<i64>,
+    pub last_joined: Option<i64>,
+    pub last_complete: Option<i64>,
+    /// Failed joins since the last one that succeeded.
+    pub failures: u32,
+    /// Not joined before this time.
+    pub retry_at: Option<i64>,
+    /// Its password was refused (since the last join that succeeded).
+    pub wrong_password: bool,
+}
+
+/// A camera's work for its next visit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CameraWork {
+    /// Clips whose bytes are still needed from the camera ([`Group::BEFORE_DOWNLOAD`]:
+    /// seen, queued, downloading, failed at download).
+    pub to_download: usize,
+    /// Verified clips still on the camera (deletes wait for the next visit).
+    pub verified: usize,
+}
+
+/// A row for `bssid` if there is none yet (a hotspot joined before any scan recorded it).
+const ENSURE: &str =
+    "INSERT INTO hotspots (bssid, ssid) VALUES (?1, '') ON CONFLICT(bssid) DO NOTHING";
+
+impl Store {
+    /// Records the hotspots a scan found: `(bssid, ssid, strength)`, seen at `at`.
+    pub async fn hotspots_seen(&self, aps: Vec<(String, String, u8)>, at: i64) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            for (bssid, ssid, signal) in &aps {
+                tx.execute(
+                    "INSERT INTO hotspots (bssid, ssid, signal, last_seen) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(bssid) DO UPDATE SET ssid = ?2, signal = ?3, last_seen = ?4",
+                    params![bssid, ssid, signal, at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A join succeeded at `at`: also clears its failures, backoff and wrong password.
+    pub async fn hotspot_joined(&self, bssid: String, at: i64) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(ENSURE, params![bssid])?;
+            tx.execute(
+                "UPDATE hotspots SET last_joined = ?2, failures = 0, retry_at = NULL,
+                    wrong_password = 0 WHERE bssid = ?1",
+                params![bssid, at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the IMEI answering behind `bssid`; returns the previously recorded IMEI if it
+    /// was different.
+    pub async fn hotspot_identified(&self, bssid: String, imei: String) -> Result<Option<String>> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(ENSURE, params![bssid])?;
+            let before: Option<String> = tx
+                .query_row(
+                    "SELECT imei FROM hotspots WHERE bssid = ?1",
+                    params![bssid],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            tx.execute(
+                "UPDATE hotspots SET imei = ?2 WHERE bssid = ?1",
+                params![bssid, imei],
+            )?;
+            tx.commit()?;
+            Ok(before.filter(|b| *b != imei))
+        })
+        .await
+    }
+
+    /// A visit offloaded everything the camera had (at `at`).
+    pub async fn hotspot_complete(&self, bssid: String, at: i64) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(ENSURE, params![bssid])?;
+            tx.execute(
+                "UPDATE hotspots SET last_complete = ?2 WHERE bssid = ?1",
+                params![bssid, at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A failed join: not before `retry_at`. Returns true the first time a wrong password is
+    /// recorded (since the last join that succeeded): report it once.
+    pub async fn hotspot_failed(
+        &self,
+        bssid: String,
+        wrong_password: bool,
+        retry_at: i64,
+    ) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(ENSURE, params![bssid])?;
+            let before: bool = tx.query_row(
+                "SELECT wrong_password FROM hotspots WHERE bssid = ?1",
+                params![bssid],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "UPDATE hotspots SET failures = failures + 1, retry_at = ?2,
+                    wrong_password = MAX(wrong_password, ?3) WHERE bssid = ?1",
+                params![bssid, retry_at, wrong_password],
+            )?;
+            tx.commit()?;
+            Ok(wrong_password && !before)
+        })
+        .await
+    }
+
+    /// Every hotspot met, by BSSID.
+    pub async fn hotspots(&self) -> Result<Vec<HotspotRow>> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT bssid, ssid, imei, signal, last_seen, last_joined, last_complete,
+                    failures, retry_at, wrong_password FROM hotspots ORDER BY bssid",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(HotspotRow {
+                        bssid: r.get(0)?,
+                        ssid: r.get(1)?,
+                        imei: r.get(2)?,
+                        signal: r.get(3)?,
+                        last_seen: r.get(4)?,
+                        last_joined: r.get(5)?,
+                        last_complete: r.get(6)?,
+                        failures: r.get(7)?,
+                        retry_at: r.get(8)?,
+                        wrong_password: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Per IMEI with any: clips still to download from the camera, and verified clips
+    /// still on it (deletes waiting for the next visit).
+    pub async fn camera_work(&self) -> Result<BTreeMap<String, CameraWork>> {
+        self.call(|c| {
+            let download = Group::BEFORE_DOWNLOAD.sql();
+            let mut st = c.prepare(&format!(
+                "SELECT imei, SUM({download}), SUM(state = 'verified') FROM clips
+                 WHERE on_camera = 1 AND ({download} OR state = 'verified') GROUP BY imei"
+            ))?;
+            let rows = st
+                .query_map([], |r| {
+                    let work = CameraWork {
+                        to_download: r.get::<_, i64>(1)?.max(0) as usize,
+                        verified: r.get::<_, i64>(2)?.max(0) as usize,
+                    };
+                    Ok((r.get::<_, String>(0)?, work))
+                })?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}

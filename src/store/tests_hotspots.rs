@@ -1,0 +1,191 @@
+//! The `hotspots` table (schema 6) and `camera_work`: a v5 database gains the table, each
+//! method's effect on the row, and which clip states count as work for the next visit.
+
+use rusqlite::params;
+
+use super::state::ClipState::{self, *};
+use super::*;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&d.path().join("state.db")).unwrap();
+    (d, s)
+}
+
+async fn row(s: &Store, bssid: &str) -> HotspotRow {
+    let rows = s.hotspots().await.unwrap();
+    rows.into_iter().find(|r| r.bssid == bssid).expect(bssid)
+}
+
+const A: &str = "AA:AA:AA:AA:AA:01";
+const B: &str = "AA:AA:AA:AA:AA:02";
+
+#[tokio::test]
+async fn a_version_5_database_gains_the_hotspots_table() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        for sql in &schema::MIGRATIONS[..5] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 5).unwrap();
+        c.execute(
+            "INSERT INTO clips (imei, path, name, state, first_seen, last_seen)
+                VALUES ('1', '/a.mp4', 'a.mp4', 'queued', 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&p).unwrap();
+    let (v, clips): (i64, i64) = s
+        .with(|c| {
+            Ok((
+                c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM clips", [], |r| r.get(0))?,
+            ))
+        })
+        .unwrap();
+    assert_eq!((v, clips), (6, 1));
+    assert!(s.hotspots().await.unwrap().is_empty());
+    s.hotspots_seen(vec![(A.into(), "queclinkgh".into(), 70)], 5)
+        .await
+        .unwrap();
+    assert_eq!(s.hotspots().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_scan_updates_ssid_signal_and_last_seen_and_keeps_the_rest() {
+    let (_d, s) = open();
+    s.hotspots_seen(
+        vec![(A.into(), "t1".into(), 40), (B.into(), "t2".into(), 90)],
+        10,
+    )
+    .await
+    .unwrap();
+    s.hotspot_joined(A.into(), 11).await.unwrap();
+    s.hotspot_complete(A.into(), 12).await.unwrap();
+    s.hotspots_seen(vec![(A.into(), "renamed".into(), 55)], 20)
+        .await
+        .unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        a,
+        HotspotRow {
+            bssid: A.into(),
+            ssid: "renamed".into(),
+            imei: None,
+            signal: Some(55),
+            last_seen: Some(20),
+            last_joined: Some(11),
+            last_complete: Some(12),
+            failures: 0,
+            retry_at: None,
+            wrong_password: false,
+        }
+    );
+    let b = row(&s, B).await;
+    assert_eq!(
+        (b.signal, b.last_seen, b.last_joined),
+        (Some(90), Some(10), None)
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
+    let (_d, s) = open();
+    s.hotspots_seen(vec![(A.into(), "t1".into(), 40)], 1)
+        .await
+        .unwrap();
+    assert!(
+        s.hotspot_failed(A.into(), true, 100).await.unwrap(),
+        "first: report"
+    );
+    assert!(
+        !s.hotspot_failed(A.into(), true, 200).await.unwrap(),
+        "again: quiet"
+    );
+    assert!(!s.hotspot_failed(A.into(), false, 300).await.unwrap());
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.failures, a.retry_at, a.wrong_password),
+        (3, Some(300), true)
+    );
+    s.hotspot_joined(A.into(), 400).await.unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.failures, a.retry_at, a.wrong_password, a.last_joined),
+        (0, None, false, Some(400))
+    );
+    assert!(
+        s.hotspot_failed(A.into(), true, 500).await.unwrap(),
+        "after a join: report again"
+    );
+    // A failure at a BSSID no scan recorded still makes its row.
+    assert!(!s.hotspot_failed(B.into(), false, 600).await.unwrap());
+    assert_eq!(row(&s, B).await.failures, 1);
+}
+
+#[tokio::test]
+async fn another_imei_behind_a_bssid_returns_the_one_recorded() {
+    let (_d, s) = open();
+    assert_eq!(
+        s.hotspot_identified(A.into(), "111".into()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.hotspot_identified(A.into(), "111".into()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.hotspot_identified(A.into(), "222".into()).await.unwrap(),
+        Some("111".into())
+    );
+    assert_eq!(row(&s, A).await.imei.as_deref(), Some("222"));
+}
+
+/// A clip of `imei` put straight into `state` (failed at `stage`), on the camera or not.
+fn clip(s: &Store, imei: &str, state: ClipState, stage: Option<Stage>, on_camera: bool) {
+    s.with(|c| {
+        let n: i64 = c.query_row("SELECT COUNT(*) FROM clips", [], |r| r.get(0))?;
+        c.execute(
+            "INSERT INTO clips (imei, path, name, state, failed_stage, on_camera, first_seen, last_seen)
+             VALUES (?1, ?2, 'x.mp4', ?3, ?4, ?5, 0, 0)",
+            params![imei, format!("/v/{n}.mp4"), state, stage, on_camera],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn camera_work_counts_clips_to_download_and_verified_ones_on_the_camera() {
+    let (_d, s) = open();
+    for state in ClipState::ALL.into_iter().filter(|s| *s != Failed) {
+        clip(&s, "1", state, None, true);
+    }
+    clip(&s, "1", Failed, Some(Stage::Download), true);
+    clip(&s, "1", Failed, Some(Stage::Upload), true);
+    clip(&s, "1", Verified, None, false);
+    clip(&s, "2", Verified, None, true);
+    clip(&s, "2", Verified, None, true);
+    clip(&s, "3", Uploaded, None, true);
+    let work = s.camera_work().await.unwrap();
+    // seen, queued, downloading, failed at download; verified (still on the camera).
+    assert_eq!(
+        work.get("1"),
+        Some(&CameraWork {
+            to_download: 4,
+            verified: 1
+        })
+    );
+    assert_eq!(
+        work.get("2"),
+        Some(&CameraWork {
+            to_download: 0,
+            verified: 2
+        })
+    );
+    assert_eq!(work.get("3"), None, "nothing for the camera to do");
+    assert_eq!(work.len(), 2);
+}
