@@ -257,14 +257,38 @@ fn register_hotspots(
         return;
     }
     let fam = |reg: &mut Registry, name, help| gauge_family(reg, name, help);
-    let in_range = fam(reg, "qucam_offload_hotspot_last_in_range_timestamp_seconds", "When the camera's hotspot was last seen in a scan (Unix time).");
-    let joined = fam(reg, "qucam_offload_hotspot_last_joined_timestamp_seconds", "When the radio last joined the camera's hotspot (Unix time).");
-    let signal = fam(reg, "qucam_offload_hotspot_signal_percent", "Signal strength of the camera's hotspot when last in range.");
-    let wrong = fam(reg, "qucam_offload_hotspot_wrong_password", "1 while the password known for the hotspot is refused.");
-    let waiting = fam(reg, "qucam_offload_hotspot_clips_waiting_for_next_visit", "Verified clips whose deletes from the camera wait for its next visit.");
+    let in_range = fam(
+        reg,
+        "qucam_offload_hotspot_last_in_range_timestamp_seconds",
+        "When the camera's hotspot was last seen in a scan (Unix time).",
+    );
+    let joined = fam(
+        reg,
+        "qucam_offload_hotspot_last_joined_timestamp_seconds",
+        "When the radio last joined the camera's hotspot (Unix time).",
+    );
+    let signal = fam(
+        reg,
+        "qucam_offload_hotspot_signal_percent",
+        "Signal strength of the camera's hotspot when last in range.",
+    );
+    let wrong = fam(
+        reg,
+        "qucam_offload_hotspot_wrong_password",
+        "1 while the password known for the hotspot is refused.",
+    );
+    let waiting = fam(
+        reg,
+        "qucam_offload_hotspot_clips_waiting_for_next_visit",
+        "Verified clips whose deletes from the camera wait for its next visit.",
+    );
     for h in hotspots {
         let imei = h.imei.clone().unwrap_or_default();
-        let labels: Labels = vec![("bssid", h.bssid.clone()), ("ssid", h.ssid.clone()), ("imei", imei.clone())];
+        let labels: Labels = vec![
+            ("bssid", h.bssid.clone()),
+            ("ssid", h.ssid.clone()),
+            ("imei", imei.clone()),
+        ];
         if let Some(t) = h.last_seen {
             in_range.get_or_create(&labels).set(t / 1000);
         }
@@ -274,7 +298,9 @@ fn register_hotspots(
         if let Some(sig) = h.signal {
             signal.get_or_create(&labels).set(i64::from(sig));
         }
-        wrong.get_or_create(&labels).set(i64::from(h.wrong_password));
+        wrong
+            .get_or_create(&labels)
+            .set(i64::from(h.wrong_password));
         let verified = cams
             .iter()
             .zip(rows)

@@ -10,7 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::moto::Store;
-use common::yard::{UPLINK, Yard, TruckSpec, wait_until};
+use common::yard::{TruckSpec, UPLINK, Yard, wait_until};
 
 /// The S3 requests received while a camera's hotspot (not the uplink) was joined, sampled
 /// at every change of the joined access point.
@@ -23,7 +23,8 @@ fn s3_requests_while_joined(y: &Yard) -> Arc<Mutex<u64>> {
         let mut since: Option<u64> = None;
         loop {
             let now = joined.borrow_and_update().clone();
-            let on_camera = !now.is_empty() && !now.eq_ignore_ascii_case(common::yard::UPLINK_BSSID);
+            let on_camera =
+                !now.is_empty() && !now.eq_ignore_ascii_case(common::yard::UPLINK_BSSID);
             let b = s3();
             if let Some(start) = since.take() {
                 *t.lock().unwrap() += b - start;
@@ -40,7 +41,15 @@ fn s3_requests_while_joined(y: &Yard) -> Arc<Mutex<u64>> {
 }
 
 async fn three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_each(store: Store) {
-    let y = Yard::start(store, &[TruckSpec::new(0, 4, 200_000), TruckSpec::new(1, 4, 200_000), TruckSpec::new(2, 4, 200_000)]).await;
+    let y = Yard::start(
+        store,
+        &[
+            TruckSpec::new(0, 4, 200_000),
+            TruckSpec::new(1, 4, 200_000),
+            TruckSpec::new(2, 4, 200_000),
+        ],
+    )
+    .await;
     for i in 0..3 {
         y.arrive(i).await;
     }
@@ -50,26 +59,51 @@ async fn three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_eac
     assert_eq!(a.exit(120).await, Some(0), "{}", a.log());
     for i in 0..3 {
         assert!(y.all_in_bucket(i), "truck {i} offloaded:\n{}", a.log());
-        assert!(y.trucks[i].sim.deletes().is_empty(), "deletes wait for the next visit");
+        assert!(
+            y.trucks[i].sim.deletes().is_empty(),
+            "deletes wait for the next visit"
+        );
     }
     let calls = y.nm.calls().await;
-    let joins: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| c.starts_with("AddAndActivateConnection2")).map(|(i, _)| i).collect();
+    let joins: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.starts_with("AddAndActivateConnection2"))
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(joins.len(), 3, "one join per truck: {calls:?}");
     for w in joins.windows(2) {
         assert!(
-            calls[w[0]..w[1]].iter().any(|c| c.starts_with("ActivateConnection")),
+            calls[w[0]..w[1]]
+                .iter()
+                .any(|c| c.starts_with("ActivateConnection")),
             "the uplink is activated between two joins: {calls:?}"
         );
     }
-    assert!(calls[*joins.last().unwrap()..].iter().any(|c| c.starts_with("ActivateConnection")));
-    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
-    assert_eq!(*during.lock().unwrap(), 0, "nothing sent to S3 while on a camera's hotspot");
     assert!(
-        !y.nm.profiles().await.iter().any(|p| p.starts_with("qucam-offload/")),
+        calls[*joins.last().unwrap()..]
+            .iter()
+            .any(|c| c.starts_with("ActivateConnection"))
+    );
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+    assert_eq!(
+        *during.lock().unwrap(),
+        0,
+        "nothing sent to S3 while on a camera's hotspot"
+    );
+    assert!(
+        !y.nm
+            .profiles()
+            .await
+            .iter()
+            .any(|p| p.starts_with("qucam-offload/")),
         "no camera profile is left behind"
     );
 }
-on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_each);
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_each
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_radio_uploads_on_the_uplink_and_deletes_only_at_the_next_visit() {
@@ -80,11 +114,33 @@ async fn single_radio_uploads_on_the_uplink_and_deletes_only_at_the_next_visit()
     let mut a = y.spawn(&["run", "--once"]);
     assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
     assert!(y.all_in_bucket(0));
-    assert!(y.trucks[0].sim.deletes().is_empty(), "nothing deleted at the visit that took them");
+    assert!(
+        y.trucks[0].sim.deletes().is_empty(),
+        "nothing deleted at the visit that took them"
+    );
     assert!(
         y.states(0).values().filter(|s| *s == "verified").count() == y.event_clips(0).len(),
         "verified, deletes at next visit: {:?}",
         y.states(0)
+    );
+    let st = y.status().await;
+    let cam = st
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["imei"] == y.trucks[0].imei.as_str()))
+        .unwrap_or_else(|| panic!("the truck in status: {st}"));
+    assert_eq!(
+        cam["waiting_for_next_visit"],
+        y.event_clips(0).len(),
+        "{cam}"
+    );
+    assert_eq!(cam["hotspot"]["bssid"], y.trucks[0].bssid.as_str(), "{cam}");
+    assert!(
+        cam["hotspot"]["last_joined"].is_i64() && cam["hotspot"]["signal"] == 50,
+        "{cam}"
+    );
+    assert!(
+        !st.to_string().contains(&y.trucks[0].psk),
+        "no password in status"
     );
     // The next visit: checked in the bucket from the uplink, deleted while joined.
     let mut a = y.spawn(&["run", "--once"]);
@@ -100,19 +156,33 @@ async fn single_radio_uploads_on_the_uplink_and_deletes_only_at_the_next_visit()
 async fn a_truck_that_leaves_mid_download_resumes_at_its_next_visit() {
     let size = 3_000_000;
     let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, size)]).await;
-    y.trucks[0].sim.set_faults(|f| f.bandwidth_bytes_per_sec = Some(2_000_000));
+    y.trucks[0]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(2_000_000));
     y.arrive(0).await;
     y.write_config(true, "", "");
     let mut a = y.spawn(&["run"]);
     let sim = &y.trucks[0].sim;
-    wait_until(60, "the download is under way", || async { sim.bytes_served() > size / 2 }).await;
+    wait_until(60, "the download is under way", || async {
+        sim.bytes_served() > size / 2
+    })
+    .await;
     y.leave(0).await;
-    wait_until(30, "back on the uplink", || async { y.nm.active_id().await.as_deref() == Some(UPLINK) }).await;
-    assert!(!y.all_in_bucket(0), "the truck left before its clips were taken");
+    wait_until(30, "back on the uplink", || async {
+        y.nm.active_id().await.as_deref() == Some(UPLINK)
+    })
+    .await;
+    assert!(
+        !y.all_in_bucket(0),
+        "the truck left before its clips were taken"
+    );
     let served_before = sim.bytes_served();
     sim.set_faults(|f| f.bandwidth_bytes_per_sec = None);
     y.arrive(0).await;
-    wait_until(90, "offloaded at the next visit", || async { y.all_in_bucket(0) }).await;
+    wait_until(90, "offloaded at the next visit", || async {
+        y.all_in_bucket(0)
+    })
+    .await;
     let total = y.event_clips(0).len() as u64 * size;
     assert!(
         sim.bytes_served() - served_before < total,
@@ -131,8 +201,10 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
     specs[0].psk = "what-the-camera-uses".into();
     let y = Yard::start(Store::S3sFs, &specs).await;
     // The config has truck 0's old password.
-    let cfg = y.config_text(true, "", "").replace("what-the-camera-uses", "an-old-password");
-    std::fs::write(y.dir.path().join("config.toml"), cfg).unwrap();
+    let cfg = y
+        .config_text(true, "", "")
+        .replace("what-the-camera-uses", "an-old-password");
+    y.write_config_text(&cfg);
     y.arrive(0).await;
     y.arrive(1).await;
     let mut a = y.spawn(&["run"]);
@@ -142,13 +214,24 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
     a.signal("-TERM");
     assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
     let log = a.log();
-    assert_eq!(log.matches("wrong password for this camera's hotspot").count(), 1, "{log}");
-    assert!(!log.contains("an-old-password") && !log.contains("what-the-camera-uses"), "no password in the log");
+    assert_eq!(
+        log.matches("wrong password for this camera's hotspot")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains("an-old-password") && !log.contains("what-the-camera-uses"),
+        "no password in the log"
+    );
     let joins0 = log
         .lines()
         .filter(|l| l.contains("joining the camera's hotspot") && l.contains(&y.trucks[0].bssid))
         .count();
-    assert_eq!(joins0, 1, "a wrong password is not retried every scan: {log}");
+    assert_eq!(
+        joins0, 1,
+        "a wrong password is not retried every scan: {log}"
+    );
     assert!(!y.all_in_bucket(0));
     assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
 }
@@ -156,46 +239,76 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_joined_restores_the_uplink() {
     let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
-    y.trucks[0].sim.set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
+    y.trucks[0]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
     y.arrive(0).await;
     y.write_config(true, "", "");
     let mut a = y.spawn(&["run"]);
     let bssid = y.trucks[0].bssid.clone();
     let joined = y.nm.joined();
-    wait_until(30, "joined to the truck", || async { joined.borrow().eq_ignore_ascii_case(&bssid) }).await;
-    wait_until(30, "downloading", || async { y.trucks[0].sim.bytes_served() > 0 }).await;
+    wait_until(30, "joined to the truck", || async {
+        joined.borrow().eq_ignore_ascii_case(&bssid)
+    })
+    .await;
+    wait_until(30, "downloading", || async {
+        y.trucks[0].sim.bytes_served() > 0
+    })
+    .await;
     a.signal("-TERM");
     assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
-    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK), "{}", a.log());
+    assert_eq!(
+        y.nm.active_id().await.as_deref(),
+        Some(UPLINK),
+        "{}",
+        a.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_joined_then_the_restart_restores_the_uplink_first() {
     let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
-    y.trucks[0].sim.set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
+    y.trucks[0]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
     y.arrive(0).await;
     y.write_config(true, "", "");
     let mut a = y.spawn(&["run"]);
     let bssid = y.trucks[0].bssid.clone();
     let joined = y.nm.joined();
-    wait_until(30, "joined to the truck", || async { joined.borrow().eq_ignore_ascii_case(&bssid) }).await;
+    wait_until(30, "joined to the truck", || async {
+        joined.borrow().eq_ignore_ascii_case(&bssid)
+    })
+    .await;
     a.signal("-KILL");
     assert_eq!(a.exit(10).await, None);
     // NetworkManager drops the connection bound to the dead client, and nothing brings the
     // uplink back by itself.
-    wait_until(10, "the camera connection dropped", || async { y.nm.active_id().await.is_none() }).await;
+    wait_until(10, "the camera connection dropped", || async {
+        y.nm.active_id().await.is_none()
+    })
+    .await;
     let before = y.nm.calls().await.len();
     // The truck is still in range: the restart restores the uplink before it joins again.
     let mut b = y.spawn(&["run"]);
     wait_until(30, "joined again", || async {
-        y.nm.calls().await[before..].iter().any(|c| c.starts_with("AddAndActivateConnection2"))
+        y.nm.calls().await[before..]
+            .iter()
+            .any(|c| c.starts_with("AddAndActivateConnection2"))
     })
     .await;
     let calls = y.nm.calls().await;
     let after = &calls[before..];
-    let first_activate = after.iter().position(|c| c.starts_with("ActivateConnection"));
-    let first_join = after.iter().position(|c| c.starts_with("AddAndActivateConnection2"));
-    assert!(first_activate.is_some_and(|u| Some(u) < first_join), "uplink first: {after:?}");
+    let first_activate = after
+        .iter()
+        .position(|c| c.starts_with("ActivateConnection"));
+    let first_join = after
+        .iter()
+        .position(|c| c.starts_with("AddAndActivateConnection2"));
+    assert!(
+        first_activate.is_some_and(|u| Some(u) < first_join),
+        "uplink first: {after:?}"
+    );
     b.signal("-TERM");
     assert_eq!(b.exit(60).await, Some(0), "{}", b.log());
     assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
@@ -211,7 +324,11 @@ async fn a_hotspot_answering_with_another_imei_is_not_trusted() {
     let mut a = y.spawn(&["run", "--once"]);
     assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
     let first = y.trucks[0].sim.deletes().len();
-    assert_eq!(first, y.event_clips(0).len(), "a trusted camera is offloaded and cleaned in one visit");
+    assert_eq!(
+        first,
+        y.event_clips(0).len(),
+        "a trusted camera is offloaded and cleaned in one visit"
+    );
     // Another camera behind the same hotspot now.
     let other_dir = y.dir.path().join("other-camera");
     std::fs::create_dir_all(&other_dir).unwrap();
@@ -221,15 +338,218 @@ async fn a_hotspot_answering_with_another_imei_is_not_trusted() {
     let mut a = y.spawn(&["run", "--once"]);
     let code = a.exit(60).await;
     let log = a.log();
-    assert!(log.contains("another camera answers behind this hotspot"), "{log}");
-    assert_eq!(y.trucks[0].sim.deletes().len(), first, "nothing deleted from the camera not trusted yet: {log}");
+    assert!(
+        log.contains("another camera answers behind this hotspot"),
+        "{log}"
+    );
+    assert_eq!(
+        y.trucks[0].sim.deletes().len(),
+        first,
+        "nothing deleted from the camera not trusted yet: {log}"
+    );
     for p in &clips {
         assert!(p.exists(), "{} still on the camera", p.display());
     }
     let imei: String = y
         .db()
-        .query_row("SELECT imei FROM hotspots WHERE bssid = ?1", [&y.trucks[0].bssid], |r| r.get(0))
+        .query_row(
+            "SELECT imei FROM hotspots WHERE bssid = ?1",
+            [&y.trucks[0].bssid],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(imei, other_imei, "the record is corrected");
-    assert_eq!(code, Some(0), "its clips are offloaded, attributed to the IMEI that answered: {log}");
+    assert_eq!(
+        code,
+        Some(0),
+        "its clips are offloaded, attributed to the IMEI that answered: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trucks_with_the_factory_ssid_are_told_apart_by_bssid_and_imei() {
+    let factory = |i| TruckSpec {
+        ssid: "queclinkgh".into(),
+        psk: "12345678".into(),
+        ..TruckSpec::new(i, 3, 100_000)
+    };
+    let y = Yard::start(Store::S3sFs, &[factory(0), factory(1)]).await;
+    y.arrive(0).await;
+    y.arrive(1).await;
+    // No [[camera]] at all: the factory password for the factory SSID.
+    let cfg = y.config_with("", true, "[wifi.passwords]\nqueclinkgh = \"12345678\"", "");
+    y.write_config_text(&cfg);
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    for i in 0..2 {
+        assert!(
+            y.all_in_bucket(i),
+            "truck {i}, under its own IMEI:\n{}",
+            a.log()
+        );
+    }
+    let rows: Vec<(String, String)> = {
+        let db = y.db();
+        let mut st = db
+            .prepare("SELECT bssid, imei FROM hotspots ORDER BY bssid")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        rows,
+        vec![
+            (y.trucks[0].bssid.clone(), y.trucks[0].imei.clone()),
+            (y.trucks[1].bssid.clone(), y.trucks[1].imei.clone())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_unknown_false_joins_only_known_cameras() {
+    let factory = |i| TruckSpec {
+        ssid: "queclinkgh".into(),
+        psk: "12345678".into(),
+        ..TruckSpec::new(i, 3, 100_000)
+    };
+    let y = Yard::start(Store::S3sFs, &[factory(0), factory(1)]).await;
+    y.arrive(0).await;
+    y.arrive(1).await;
+    // Truck 0 is a known camera (its BSSID); truck 1 only matches the default password.
+    let cams = format!(
+        "[[camera]]\nname = \"truck-0\"\nbssid = \"{}\"\n",
+        y.trucks[0].bssid
+    );
+    let cfg = y.config_with(
+        &cams,
+        true,
+        "join_unknown = false\n[wifi.passwords]\nqueclinkgh = \"12345678\"",
+        "",
+    );
+    y.write_config_text(&cfg);
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(y.all_in_bucket(0), "{}", a.log());
+    assert_eq!(
+        y.trucks[1].sim.bytes_served(),
+        0,
+        "the unknown truck is not joined"
+    );
+    assert!(y.trucks[1].sim.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_truck_holds_the_radio_longer_than_max_per_camera() {
+    let y = Yard::start(
+        Store::S3sFs,
+        &[
+            TruckSpec::new(0, 6, 2_000_000),
+            TruckSpec::new(1, 2, 100_000),
+        ],
+    )
+    .await;
+    // Truck 0 is slow: all of its clips take about 12 s.
+    y.trucks[0]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(1_000_000));
+    y.arrive(0).await;
+    y.write_config(true, "max_per_camera = \"2s\"", "");
+    let mut a = y.spawn(&["run"]);
+    let joined = y.nm.joined();
+    let b0 = y.trucks[0].bssid.clone();
+    wait_until(30, "on truck 0", || async {
+        joined.borrow().eq_ignore_ascii_case(&b0)
+    })
+    .await;
+    y.arrive(1).await;
+    wait_until(30, "truck 1 offloaded", || async { y.all_in_bucket(1) }).await;
+    assert!(
+        !y.all_in_bucket(0),
+        "truck 1 did not wait for all of truck 0's clips"
+    );
+    wait_until(90, "truck 0 offloaded over several visits", || async {
+        y.all_in_bucket(0)
+    })
+    .await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(a.log().contains("turn over"), "{}", a.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_passwords_open_hotspots_and_stay_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 100_000)]).await;
+    y.arrive(0).await;
+    // The camera is also reachable by its URL (WAN mode, a cable): no password configured.
+    let cams = format!(
+        "[[camera]]\nname = \"truck-0-wan\"\nurl = \"{}\"\n",
+        y.trucks[0].sim.url()
+    );
+    let cfg = y.config_with(&cams, true, "learn = true\njoin_unknown = false", "");
+    y.write_config_text(&cfg);
+    let mut a = y.spawn(&["run"]);
+    let joined = y.nm.joined();
+    let b0 = y.trucks[0].bssid.clone();
+    wait_until(
+        60,
+        "its hotspot joined with the learned password",
+        || async { joined.borrow().eq_ignore_ascii_case(&b0) },
+    )
+    .await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let learned = std::fs::read_dir(&y.state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().contains("wifi-credentials"))
+        .expect("the learned file in the state dir");
+    let mode = learned.metadata().unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "readable by the service user only");
+    assert!(!a.log().contains(&y.trucks[0].psk), "never logged");
+    assert!(
+        !y.status().await.to_string().contains(&y.trucks[0].psk),
+        "never in status"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_networkmanager_and_lists_known_hotspots_in_range() {
+    let y = Yard::start(
+        Store::S3sFs,
+        &[TruckSpec::new(0, 1, 1000), TruckSpec::new(1, 1, 1000)],
+    )
+    .await;
+    y.arrive(0).await;
+    y.nm.add_ap(
+        "someone-elses-wifi",
+        "0E:00:00:00:00:99",
+        70,
+        "not-ours-123",
+    )
+    .await;
+    y.write_config(true, "", "");
+    let mut a = y.spawn(&["doctor"]);
+    let _ = a.exit(60).await;
+    let out = std::fs::read_to_string(a.stderr.with_extension("stdout")).unwrap();
+    assert!(
+        out.contains("wifi: NetworkManager") && out.contains("interface wlan0 is Wi-Fi"),
+        "{out}"
+    );
+    assert!(
+        out.contains("wifi: uplink") && out.contains("depot-wifi"),
+        "{out}"
+    );
+    let in_range = out
+        .lines()
+        .find(|l| l.contains("wifi: in range"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(in_range.contains(&y.trucks[0].bssid), "{in_range}");
+    assert!(
+        !in_range.contains("someone-elses-wifi"),
+        "only known hotspots: {in_range}"
+    );
+    assert!(!out.contains(&y.trucks[0].psk), "no password: {out}");
 }

@@ -120,8 +120,7 @@ impl Agent {
                         // Full for this visit when no upload can free space now (none
                         // pending, or the radio is on this camera's hotspot).
                         if running.is_empty()
-                            && (!self.schedule.uploads_may_run()
-                                || !self.uploads_pending().await?)
+                            && (!self.schedule.uploads_may_run() || !self.uploads_pending().await?)
                         {
                             let msg = "downloads paused: the spool is full (spool.max_bytes or spool.min_free_bytes); they resume when uploads free space";
                             warn!(imei = %imei, "{msg}");

@@ -130,7 +130,12 @@ impl Agent {
             None => None,
         };
         // Cameras known only by their hotspot are worked on through the hotspot slot.
-        for c in cfg.cameras.iter().filter(|c| !c.hotspot_only).chain(&hotspot) {
+        for c in cfg
+            .cameras
+            .iter()
+            .filter(|c| !c.hotspot_only)
+            .chain(&hotspot)
+        {
             let id = qucam::client_id(&state_dir, c.client_id.as_deref())
                 .with_context(|| format!("cannot keep the client id in {}", state_dir.display()))?;
             let mut o = ClientOptions::new(id);
@@ -233,10 +238,8 @@ impl Agent {
                 (name, outcome)
             }
         });
-        let (mut outcomes, visits) = tokio::join!(
-            futures_util::future::join_all(passes),
-            self.radio_once()
-        );
+        let (mut outcomes, visits) =
+            tokio::join!(futures_util::future::join_all(passes), self.radio_once());
         outcomes.extend(visits);
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
         self.wait_uploads(None).await;

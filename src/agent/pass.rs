@@ -190,7 +190,8 @@ impl Agent {
                 listed_since = self.list_for_retention(client, imei).await?;
             }
             let gate = self.delete_gate(i);
-            self.apply_retention(client, imei, listed_since, &gate).await?;
+            self.apply_retention(client, imei, listed_since, &gate)
+                .await?;
         }
         self.remaining(imei).await
     }

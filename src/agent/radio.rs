@@ -153,8 +153,10 @@ impl Agent {
                 return Vec::new();
             }
         };
+        // Only hotspots a password opens are recorded (not every access point nearby).
         let seen = aps
             .iter()
+            .filter(|a| self.hotspot_password(a).is_some())
             .map(|a| (a.bssid.clone(), a.ssid_lossy(), a.strength))
             .collect();
         if let Err(e) = self.store.hotspots_seen(seen, crate::store::now_ms()).await {
@@ -174,7 +176,8 @@ impl Agent {
     async fn plan(&self, radio: &Radio, aps: Vec<AccessPoint>) -> Vec<(AccessPoint, Match)> {
         let rows = self.store.hotspots().await.unwrap_or_default();
         let work = self.store.camera_work().await.unwrap_or_default();
-        let deletes = self.cfg.retention.delete_from_camera == crate::config::DeletePolicy::AfterUpload;
+        let deletes =
+            self.cfg.retention.delete_from_camera == crate::config::DeletePolicy::AfterUpload;
         let mut known = Vec::new();
         let mut cands = Vec::new();
         for ap in aps {
@@ -183,9 +186,9 @@ impl Agent {
             };
             let row = rows.iter().find(|r| r.bssid == ap.bssid);
             let imei = row.and_then(|r| r.imei.clone()).or_else(|| m.imei.clone());
-            let pending = imei.and_then(|i| work.get(&i)).map_or(0, |w| {
-                w.to_download + if deletes { w.verified } else { 0 }
-            });
+            let pending = imei
+                .and_then(|i| work.get(&i))
+                .map_or(0, |w| w.to_download + if deletes { w.verified } else { 0 });
             cands.push(Candidate {
                 bssid: ap.bssid.clone(),
                 strength: ap.strength,
@@ -198,7 +201,10 @@ impl Agent {
             known.push((ap, m));
         }
         let order = choose(&cands, crate::store::now_ms(), radio.wifi.min_signal);
-        order.into_iter().filter_map(|i| known.get(i).cloned()).collect()
+        order
+            .into_iter()
+            .filter_map(|i| known.get(i).cloned())
+            .collect()
     }
 
     /// The password that opens `ap`, if any is known.
@@ -242,7 +248,7 @@ impl Agent {
         self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
     }
 

@@ -36,7 +36,11 @@ impl Agent {
         };
         let started = Instant::now();
         debug!(hotspot = %name, "joining the camera's hotspot");
-        let outcome = match radio.nm.join(ap, &m.password, radio.wifi.join_timeout).await {
+        let outcome = match radio
+            .nm
+            .join(ap, &m.password, radio.wifi.join_timeout)
+            .await
+        {
             Ok(joined) => {
                 info!(hotspot = %name, "joined the camera's hotspot");
                 let now = crate::store::now_ms();
@@ -79,16 +83,18 @@ impl Agent {
     async fn leave_uplink(&self, recorded: Option<&str>) -> DeleteGate {
         self.schedule.set_radio_away(true);
         let settle = async {
-            while self.in_flight.lock().is_ok_and(|s| !s.is_empty())
-                || self.overlapping.any(None)
-            {
+            while self.in_flight.lock().is_ok_and(|s| !s.is_empty()) || self.overlapping.any(None) {
                 tokio::select! {
                     _ = self.upload_done.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
         };
-        let bound = self.cfg.wifi.as_ref().map_or(Duration::ZERO, |w| w.max_per_camera);
+        let bound = self
+            .cfg
+            .wifi
+            .as_ref()
+            .map_or(Duration::ZERO, |w| w.max_per_camera);
         if tokio::time::timeout(bound, settle).await.is_err() {
             warn!("uploads still running when the radio leaves for a camera");
         }
@@ -144,7 +150,10 @@ impl Agent {
             && *remaining == 0
         {
             let now = crate::store::now_ms();
-            let _ = self.store.hotspot_complete(joined.ap.bssid.clone(), now).await;
+            let _ = self
+                .store
+                .hotspot_complete(joined.ap.bssid.clone(), now)
+                .await;
         }
         outcome
     }
@@ -198,8 +207,14 @@ impl Agent {
             _ => (false, FAILED_JOIN_RETRY),
         };
         let retry_at = now + retry.as_millis() as i64;
-        match self.store.hotspot_failed(ap.bssid.clone(), wrong, retry_at).await {
-            Ok(true) => warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry)),
+        match self
+            .store
+            .hotspot_failed(ap.bssid.clone(), wrong, retry_at)
+            .await
+        {
+            Ok(true) => {
+                warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry))
+            }
             Ok(false) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
             Ok(false) => warn!(hotspot = %name, "cannot join the camera's hotspot: {e}"),
             Err(err) => warn!("cannot record the failed join: {err:#}"),

@@ -332,7 +332,9 @@ fn hotspot_note(label: &str, h: &HotspotStatus, waiting: i64) -> String {
         h.signal.map_or_else(|| "?".into(), |s| format!("{s}%"))
     );
     if waiting > 0 {
-        n.push_str(&format!("; {waiting} clip(s) verified, deletes at next visit"));
+        n.push_str(&format!(
+            "; {waiting} clip(s) verified, deletes at next visit"
+        ));
     }
     if h.wrong_password {
         n.push_str("; WRONG PASSWORD, not joined until it changes or the retry time");

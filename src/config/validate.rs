@@ -35,13 +35,14 @@ impl Config {
         self.check_rest(&bad)
     }
 
-    /// `[[camera]]`: at least one, unique names, http URLs, sane timeouts.
+    /// `[[camera]]`: at least one (none needed with `[wifi]`, whose hotspots may be found
+    /// by default passwords or the fleet file), unique names, http URLs, sane timeouts.
     fn check_cameras(&self, b: &Bad<'_>) -> Result<(), ConfigError> {
         let bad = |k: &str, m: String| b.at(k, m);
-        if self.cameras.is_empty() {
+        if self.cameras.is_empty() && self.wifi.is_none() {
             return Err(bad(
                 "camera",
-                "at least one [[camera]] with name and url is required".into(),
+                "at least one [[camera]] with name and url is required (or [wifi])".into(),
             ));
         }
         let mut names = HashSet::new();

@@ -106,10 +106,7 @@ impl Router {
     }
 
     pub fn route(&self, bssid: &str, to: SocketAddr) {
-        self.routes
-            .lock()
-            .unwrap()
-            .insert(bssid.to_uppercase(), to);
+        self.routes.lock().unwrap().insert(bssid.to_uppercase(), to);
     }
 
     pub fn url(&self) -> String {
@@ -212,6 +209,17 @@ impl Yard {
                 t.ssid, t.psk
             ));
         }
+        self.config_with(&cams, uplink, extra_wifi, retention)
+    }
+
+    /// The config with `cams` as its `[[camera]]` sections (maybe none).
+    pub fn config_with(
+        &self,
+        cams: &str,
+        uplink: bool,
+        extra_wifi: &str,
+        retention: &str,
+    ) -> String {
         format!(
             r#"state_dir = "{state}"
 
@@ -254,9 +262,24 @@ min_free_bytes = 0
     }
 
     pub fn write_config(&self, uplink: bool, extra_wifi: &str, retention: &str) -> PathBuf {
+        self.write_config_text(&self.config_text(uplink, extra_wifi, retention))
+    }
+
+    /// Writes `text` as the agent's config, readable by its owner only (it holds passwords).
+    pub fn write_config_text(&self, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let p = self.dir.path().join("config.toml");
-        std::fs::write(&p, self.config_text(uplink, extra_wifi, retention)).expect("config");
+        std::fs::write(&p, text).expect("config");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         p
+    }
+
+    /// `qucam-offload status --json`, parsed.
+    pub async fn status(&self) -> serde_json::Value {
+        let mut a = self.spawn(&["status", "--json"]);
+        assert_eq!(a.exit(30).await, Some(0), "{}", a.log());
+        let out = std::fs::read_to_string(a.stderr.with_extension("stdout")).expect("stdout");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"))
     }
 
     /// The environment of an agent child process (after `env_clear`): the test S3
@@ -274,8 +297,14 @@ min_free_bytes = 0
             ("XDG_CONFIG_HOME".into(), h(home.join("config"))),
             ("XDG_DATA_HOME".into(), h(home.join("data"))),
             ("AWS_CONFIG_FILE".into(), h(home.join("aws-config"))),
-            ("AWS_SHARED_CREDENTIALS_FILE".into(), h(home.join("aws-credentials"))),
-            ("DBUS_SYSTEM_BUS_ADDRESS".into(), self.nm.bus_address().to_string()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".into(),
+                h(home.join("aws-credentials")),
+            ),
+            (
+                "DBUS_SYSTEM_BUS_ADDRESS".into(),
+                self.nm.bus_address().to_string(),
+            ),
             ("NO_COLOR".into(), "1".into()),
             ("RUST_LOG".into(), "info,qucam_offload=debug".into()),
         ]);
@@ -390,7 +419,10 @@ where
 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !cond().await {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

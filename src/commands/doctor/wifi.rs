@@ -49,7 +49,11 @@ pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
     let creds = match Credentials::load(cfg) {
         Ok(c) => c,
         Err(e) => {
-            r.fail("wifi: passwords", format!("{e:#}"), "fix the file named above");
+            r.fail(
+                "wifi: passwords",
+                format!("{e:#}"),
+                "fix the file named above",
+            );
             return;
         }
     };
@@ -65,9 +69,17 @@ async fn check_permissions(nm: &Nm, r: &mut Report) {
                 .copied()
                 .collect();
             if missing.is_empty() {
-                r.add(Status::Pass, "wifi: permissions", "may scan, join and leave");
+                r.add(
+                    Status::Pass,
+                    "wifi: permissions",
+                    "may scan, join and leave",
+                );
             } else {
-                r.fail("wifi: permissions", format!("not allowed: {}", missing.join(", ")), POLKIT_HINT);
+                r.fail(
+                    "wifi: permissions",
+                    format!("not allowed: {}", missing.join(", ")),
+                    POLKIT_HINT,
+                );
             }
         }
         Err(e) => r.fail("wifi: permissions", e.to_string(), POLKIT_HINT),
