@@ -93,8 +93,8 @@ pub struct Agent {
     /// whichever hotspot the radio is on, at `wifi.camera_url`), which the radio rotation
     /// works on instead of a timer (see `radio`).
     hotspot: Option<usize>,
-    /// Which clips the hotspot slot's pass may delete (see `radio`).
-    visit_gate: std::sync::Mutex<retention::DeleteGate>,
+    /// The visit the hotspot slot's pass belongs to: what it may delete, its camera's name.
+    visit: std::sync::Mutex<visit::Current>,
     /// With `[wifi]`: the hotspot passwords, learned ones included.
     credentials: Option<std::sync::Mutex<crate::wifi::credentials::Credentials>>,
 }
@@ -166,7 +166,7 @@ impl Agent {
             outage: std::sync::Mutex::new(outage::Outage::default()),
             events: tokio::sync::broadcast::channel(1024).0,
             hotspot,
-            visit_gate: std::sync::Mutex::new(retention::DeleteGate::Open),
+            visit: std::sync::Mutex::new(visit::Current::default()),
             credentials,
         })
     }
@@ -274,12 +274,24 @@ impl Agent {
     fn delete_gate(&self, i: usize) -> retention::DeleteGate {
         if Some(i) == self.hotspot {
             return self
-                .visit_gate
+                .visit
                 .lock()
-                .map(|g| g.clone())
+                .map(|v| v.gate.clone())
                 .unwrap_or(retention::DeleteGate::Closed);
         }
         retention::DeleteGate::Open
+    }
+
+    /// Camera `i`'s name: its config name, or for the hotspot slot the visited camera's
+    /// (its `[[camera]]` name, else its SSID).
+    fn camera_name(&self, i: usize) -> String {
+        if Some(i) == self.hotspot
+            && let Ok(v) = self.visit.lock()
+            && let Some(n) = &v.name
+        {
+            return n.clone();
+        }
+        self.cameras[i].0.name.clone()
     }
 
     // ---- the spool -----------------------------------------------------------------------

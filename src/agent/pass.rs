@@ -132,7 +132,7 @@ impl Agent {
         );
         let row = CameraRow {
             imei: imei.clone(),
-            config_name: Some(cam.name.clone()),
+            config_name: Some(self.camera_name(i)),
             url: Some(cam.url.clone()),
             device_name: info.device_name.clone(),
             firmware: info.application_version.clone(),

@@ -11,8 +11,17 @@ use tracing::{debug, info, warn};
 use super::radio::Radio;
 use super::retention::DeleteGate;
 use super::{Agent, PassOutcome};
-use crate::wifi::credentials::Match;
+use crate::wifi::credentials::{Match, Source};
 use crate::wifi::nm::{AccessPoint, JoinError, Joined};
+
+/// The visit the hotspot slot's pass belongs to.
+#[derive(Debug, Default)]
+pub(super) struct Current {
+    /// Which clips the pass may delete.
+    pub(super) gate: DeleteGate,
+    /// The visited camera's name: its `[[camera]]` name, else the hotspot's SSID.
+    pub(super) name: Option<String>,
+}
 
 /// Failed joins other than a wrong password wait this long (doubling per failure, up to an
 /// hour) before the hotspot is tried again.
@@ -47,8 +56,12 @@ impl Agent {
                 if let Err(e) = self.store.hotspot_joined(ap.bssid.clone(), now).await {
                     warn!("cannot record the join: {e:#}");
                 }
+                let label = match &m.source {
+                    Source::Camera(n) => n.clone(),
+                    _ => ap.ssid_lossy(),
+                };
                 let o = self
-                    .on_camera(radio, &joined, recorded.as_deref(), gate)
+                    .on_camera(radio, &joined, recorded.as_deref(), gate, &label)
                     .await;
                 self.leave_camera(radio, &joined).await;
                 o
@@ -114,6 +127,7 @@ impl Agent {
         joined: &Joined,
         recorded: Option<&str>,
         gate: DeleteGate,
+        name: &str,
     ) -> PassOutcome {
         let Some(slot) = self.hotspot else {
             return PassOutcome::Away;
@@ -127,8 +141,9 @@ impl Agent {
             imei: Some(imei.clone()),
             error: why.to_string(),
         };
-        if let Ok(mut g) = self.visit_gate.lock() {
-            *g = gate;
+        if let Ok(mut v) = self.visit.lock() {
+            v.gate = gate;
+            v.name = Some(name.to_string());
         }
         let turn = radio.wifi.max_per_camera;
         let outcome = tokio::select! {
@@ -143,8 +158,8 @@ impl Agent {
             }
             _ = self.shutdown.cancelled() => cut("shutting down"),
         };
-        if let Ok(mut g) = self.visit_gate.lock() {
-            *g = DeleteGate::Closed;
+        if let Ok(mut v) = self.visit.lock() {
+            v.gate = DeleteGate::Closed;
         }
         if let PassOutcome::Done { remaining, .. } = &outcome
             && *remaining == 0
