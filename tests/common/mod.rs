@@ -1,4 +1,5 @@
 pub mod fleet;
 pub mod moto;
+pub mod nm;
 pub mod s3;
 pub mod sim;
