@@ -115,7 +115,11 @@ trait Manager {
         device: &ObjectPath<'_>,
         specific_object: &ObjectPath<'_>,
         options: &HashMap<&str, Variant<'_>>,
-    ) -> zbus::Result<(OwnedObjectPath, OwnedObjectPath, HashMap<String, OwnedVariant>)>;
+    ) -> zbus::Result<(
+        OwnedObjectPath,
+        OwnedObjectPath,
+        HashMap<String, OwnedVariant>,
+    )>;
     fn deactivate_connection(&self, active_connection: &ObjectPath<'_>) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -211,11 +215,27 @@ fn name_ends(e: &zbus::Error, suffixes: &[&str]) -> bool {
 }
 
 fn is_denied(e: &zbus::Error) -> bool {
-    name_ends(e, &[".AccessDenied", ".PermissionDenied", ".NotAuthorized", ".AuthFailed"])
+    name_ends(
+        e,
+        &[
+            ".AccessDenied",
+            ".PermissionDenied",
+            ".NotAuthorized",
+            ".AuthFailed",
+        ],
+    )
 }
 
 fn is_gone_object(e: &zbus::Error) -> bool {
-    name_ends(e, &[".UnknownObject", ".UnknownMethod", ".UnknownInterface", ".UnknownProperty"])
+    name_ends(
+        e,
+        &[
+            ".UnknownObject",
+            ".UnknownMethod",
+            ".UnknownInterface",
+            ".UnknownProperty",
+        ],
+    )
 }
 
 /// Maps a zbus error to NmError (polkit refusals → Denied, no NetworkManager → NotRunning).
@@ -270,14 +290,21 @@ impl Nm {
             .build()
             .await
             .map_err(bus_err)?;
-        let device = manager.get_device_by_ip_iface(interface).await.map_err(|e| {
-            if name_ends(&e, &[".UnknownDevice"]) {
-                NmError::NoDevice(interface.to_string())
-            } else {
-                bus_err(e)
-            }
-        })?;
-        let nm = Nm { conn, device, interface: interface.to_string() };
+        let device = manager
+            .get_device_by_ip_iface(interface)
+            .await
+            .map_err(|e| {
+                if name_ends(&e, &[".UnknownDevice"]) {
+                    NmError::NoDevice(interface.to_string())
+                } else {
+                    bus_err(e)
+                }
+            })?;
+        let nm = Nm {
+            conn,
+            device,
+            interface: interface.to_string(),
+        };
         let device_type = nm.device().await?.device_type().await.map_err(bus_err)?;
         if device_type != DEVICE_TYPE_WIFI {
             return Err(NmError::NotWifi(interface.to_string()));
@@ -332,7 +359,12 @@ impl Nm {
 
     /// `GetPermissions`: polkit action → "yes" / "no" / "auth".
     pub async fn permissions(&self) -> Result<BTreeMap<String, String>, NmError> {
-        let perms = self.manager().await?.get_permissions().await.map_err(bus_err)?;
+        let perms = self
+            .manager()
+            .await?
+            .get_permissions()
+            .await
+            .map_err(bus_err)?;
         Ok(perms.into_iter().collect())
     }
 
@@ -354,7 +386,7 @@ impl Nm {
             Ok(()) => {
                 let scanned = async {
                     while changes.next().await.is_some() {
-                        if wireless.last_scan().await.map_or(true, |t| t != before) {
+                        if wireless.last_scan().await != Ok(before) {
                             break;
                         }
                     }
@@ -373,7 +405,12 @@ impl Nm {
 
     /// The access points NetworkManager currently lists for the device (hidden ones too).
     pub async fn access_points(&self) -> Result<Vec<AccessPoint>, NmError> {
-        let paths = self.wireless().await?.get_all_access_points().await.map_err(bus_err)?;
+        let paths = self
+            .wireless()
+            .await?
+            .get_all_access_points()
+            .await
+            .map_err(bus_err)?;
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
             // An AP may vanish between the listing and the reading: it is no longer visible.
@@ -408,7 +445,10 @@ pub struct Nm {
 
 impl std::fmt::Debug for Nm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nm").field("interface", &self.interface).field("device", &self.device.as_str()).finish()
+        f.debug_struct("Nm")
+            .field("interface", &self.interface)
+            .field("device", &self.device.as_str())
+            .finish()
     }
 }
 

@@ -97,15 +97,23 @@ async fn start_daemon(dir: &std::path::Path) -> (Child, String) {
         .expect("dbus-daemon printed no address in time")
         .expect("read dbus-daemon's address");
     let address = line.trim().to_string();
-    assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
+    assert!(
+        address.starts_with("unix:"),
+        "dbus-daemon printed {address:?}"
+    );
     (daemon, address)
 }
 
 /// Starts the stand-in on `address` as its system bus.
-fn start_stand_in(dir: &std::path::Path, address: &str, interface: &str) -> Child {
+fn start_stand_in(
+    dir: &std::path::Path,
+    address: &str,
+    interface: &str,
+    activation_ms: u64,
+) -> Child {
     let python = env_path(NM_PYTHON_ENV);
     let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nm/qucam_nm.py");
-    let params = serde_json::json!({ "interface": interface, "activation_ms": 50, "scan_ms": 20 });
+    let params = serde_json::json!({ "interface": interface, "activation_ms": activation_ms, "scan_ms": 20 });
     Command::new(&python)
         .args(["-m", "dbusmock", "--system", "--template", template, "-p"])
         .arg(params.to_string())
@@ -124,9 +132,14 @@ impl NmStandIn {
     /// device `interface`. Panics with a clear message if `QUCAM_TEST_NM_PYTHON` /
     /// `QUCAM_TEST_DBUS_DAEMON` are unset (run `scripts/test`).
     pub async fn start(interface: &str) -> NmStandIn {
+        NmStandIn::start_with(interface, 50).await
+    }
+
+    /// [`NmStandIn::start`] with activations taking `activation_ms` (ACTIVATING → ACTIVATED).
+    pub async fn start_with(interface: &str, activation_ms: u64) -> NmStandIn {
         let dir = tempfile::tempdir().expect("temp dir");
         let (daemon, address) = start_daemon(dir.path()).await;
-        let mut stand_in = start_stand_in(dir.path(), &address, interface);
+        let mut stand_in = start_stand_in(dir.path(), &address, interface, activation_ms);
         let conn = zbus::connection::Builder::address(address.as_str())
             .method_timeout(Duration::from_secs(10))
             .build()
@@ -171,12 +184,15 @@ impl NmStandIn {
     /// The depot network: an AP and a saved profile `id` (autoconnect true), ACTIVATED on
     /// the device when `active` (at once, before this returns).
     pub async fn add_uplink(&self, id: &str, ssid: &str, bssid: &str, active: bool) {
-        self.mock::<_, ()>("AddUplink", &(id, ssid, bssid, active)).await
+        self.mock::<_, ()>("AddUplink", &(id, ssid, bssid, active))
+            .await
     }
 
     /// A camera hotspot (WPA-PSK) that accepts `psk`.
     pub async fn add_ap(&self, ssid: &str, bssid: &str, strength: u8, psk: &str) {
-        let _: String = self.mock("AddCameraAp", &(ssid, bssid, strength, psk)).await;
+        let _: String = self
+            .mock("AddCameraAp", &(ssid, bssid, strength, psk))
+            .await;
     }
 
     /// The truck drives away: the AP goes; an activation on it fails (reason 53 while
@@ -187,7 +203,7 @@ impl NmStandIn {
 
     /// A saved profile with this connection.id (autoconnect false), e.g. left by a crash.
     pub async fn add_profile(&self, id: &str) {
-        let _: zbus::OwnedObjectPath = self.mock("AddProfile", &(id,)).await;
+        let _: String = self.mock("AddProfile", &(id,)).await;
     }
 
     /// connection.id of the device's ACTIVATED connection.
@@ -230,6 +246,37 @@ impl NmStandIn {
         self.mock::<_, ()>("SetPermission", &(name, value)).await
     }
 
+    /// The device's `LastScan` (CLOCK_BOOTTIME ms, -1 = never).
+    pub async fn last_scan(&self) -> i64 {
+        let dev: zbus::OwnedObjectPath = self
+            .nm_call("GetDeviceByIpIface", &(self.interface.as_str(),))
+            .await;
+        zbus::Proxy::new(
+            &self.conn,
+            NM,
+            dev,
+            "org.freedesktop.NetworkManager.Device.Wireless",
+        )
+        .await
+        .expect("device proxy")
+        .get_property("LastScan")
+        .await
+        .expect("LastScan")
+    }
+
+    async fn nm_call<B, R>(&self, method: &str, body: &B) -> R
+    where
+        B: serde::Serialize + zbus::DynamicType,
+        R: for<'d> zbus::wire::DynamicDeserialize<'d>,
+    {
+        zbus::Proxy::new(&self.conn, NM, "/org/freedesktop/NetworkManager", NM)
+            .await
+            .expect("manager proxy")
+            .call(method, body)
+            .await
+            .unwrap_or_else(|e| panic!("NetworkManager {method}: {e}"))
+    }
+
     /// Waits (up to `deadline`) until the device's ACTIVATED connection is `id` (None: none).
     pub async fn wait_active_id(&self, id: Option<&str>, deadline: Duration) {
         let end = Instant::now() + deadline;
@@ -238,7 +285,10 @@ impl NmStandIn {
             if now.as_deref() == id {
                 return;
             }
-            assert!(Instant::now() < end, "active connection is {now:?}, not {id:?}, after {deadline:?}");
+            assert!(
+                Instant::now() < end,
+                "active connection is {now:?}, not {id:?}, after {deadline:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -267,12 +317,16 @@ async fn wait_ready(conn: &Connection, stand_in: &mut Child, interface: &str) {
         .await
         .expect("manager proxy");
     loop {
-        let reply: zbus::Result<zbus::OwnedObjectPath> = nm.call("GetDeviceByIpIface", &(interface,)).await;
+        let reply: zbus::Result<zbus::OwnedObjectPath> =
+            nm.call("GetDeviceByIpIface", &(interface,)).await;
         let Err(e) = reply else { return };
         if let Ok(Some(status)) = stand_in.try_wait() {
             panic!("the NetworkManager stand-in exited ({status}) before it was ready: {e}");
         }
-        assert!(Instant::now() < end, "the NetworkManager stand-in was not ready after {START_DEADLINE:?}: {e}");
+        assert!(
+            Instant::now() < end,
+            "the NetworkManager stand-in was not ready after {START_DEADLINE:?}: {e}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -280,7 +334,10 @@ async fn wait_ready(conn: &Connection, stand_in: &mut Child, interface: &str) {
 /// Subscribes to `Joined` (before returning) and follows it in a watch channel.
 async fn follow_joined(
     conn: &Connection,
-) -> (tokio::sync::watch::Receiver<String>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::sync::watch::Receiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
     let proxy = zbus::proxy::Builder::<zbus::Proxy<'_>>::new(conn)
         .destination(NM)
         .path(MOCK_PATH)
@@ -289,7 +346,10 @@ async fn follow_joined(
         .build()
         .await
         .expect("Joined proxy");
-    let mut stream = proxy.receive_signal("Joined").await.expect("subscribe to Joined");
+    let mut stream = proxy
+        .receive_signal("Joined")
+        .await
+        .expect("subscribe to Joined");
     let (tx, rx) = tokio::sync::watch::channel(String::new());
     let task = tokio::spawn(async move {
         while let Some(msg) = stream.next().await {

@@ -36,7 +36,11 @@ type SettingsDict<'a> = HashMap<&'static str, HashMap<&'static str, Variant<'a>>
 
 /// The camera profile (docs/depot-wifi.md §1): volatile elsewhere, never the default route or
 /// DNS, never autoconnect, pinned to the AP's BSSID and this interface.
-fn camera_settings<'a>(ap: &'a AccessPoint, psk: &'a Secret, interface: &'a str) -> SettingsDict<'a> {
+fn camera_settings<'a>(
+    ap: &'a AccessPoint,
+    psk: &'a Secret,
+    interface: &'a str,
+) -> SettingsDict<'a> {
     let mut wifi = HashMap::from([
         ("ssid", Variant::from(ap.ssid.clone())),
         ("mode", Variant::from("infrastructure")),
@@ -71,7 +75,6 @@ fn camera_settings<'a>(ap: &'a AccessPoint, psk: &'a Secret, interface: &'a str)
     ])
 }
 
-
 fn nm_err(e: NmError) -> JoinError {
     JoinError::Nm(e.to_string())
 }
@@ -92,7 +95,12 @@ impl Nm {
     /// `AddAndActivateConnection2(settings, device, ap.path, {persist: volatile,
     /// bind-activation: dbus-client})`, then waits up to `timeout` for ACTIVATED (on timeout
     /// the activation is deactivated). The failure reason is the device's.
-    pub async fn join(&self, ap: &AccessPoint, psk: &Secret, timeout: Duration) -> Result<Joined, JoinError> {
+    pub async fn join(
+        &self,
+        ap: &AccessPoint,
+        psk: &Secret,
+        timeout: Duration,
+    ) -> Result<Joined, JoinError> {
         let device = self.device().await.map_err(nm_err)?;
         // Subscribed before the call: the device's reasons may come before its reply.
         let mut device_states = device.receive_state_changed().await.map_err(join_bus_err)?;
@@ -104,12 +112,17 @@ impl Nm {
         let manager = self.manager().await.map_err(nm_err)?;
         let reply = {
             let settings = camera_settings(ap, psk, &self.interface);
-            manager.add_and_activate_connection2(&settings, &self.device, &ap_path, &options).await
+            manager
+                .add_and_activate_connection2(&settings, &self.device, &ap_path, &options)
+                .await
         };
         let (_, active, _) = reply.map_err(join_bus_err)?;
         let active = active.as_str().to_string();
         match tokio::time::timeout(timeout, self.activation(&active, &mut device_states)).await {
-            Ok(Ok(())) => Ok(Joined { active, ap: ap.clone() }),
+            Ok(Ok(())) => Ok(Joined {
+                active,
+                ap: ap.clone(),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 if let Err(e) = self.deactivate(&active).await {
@@ -122,7 +135,11 @@ impl Nm {
 
     /// Waits until the active connection `active` is ACTIVATED (Ok) or DEACTIVATED (the
     /// device's last FAILED reason, read from `device_states`, subscribed before activating).
-    pub(super) async fn activation(&self, active: &str, device_states: &mut StateChangedStream) -> Result<(), JoinError> {
+    pub(super) async fn activation(
+        &self,
+        active: &str,
+        device_states: &mut StateChangedStream,
+    ) -> Result<(), JoinError> {
         let ac = self.active(active).await.map_err(nm_err)?;
         let mut ac_states = ac.receive_ac_state_changed().await.map_err(join_bus_err)?;
         let mut reason = None;
@@ -130,7 +147,9 @@ impl Nm {
             Ok(AC_ACTIVATED) => return Ok(()),
             Ok(AC_DEACTIVATED) => return Err(join_failure(drain_failed(device_states, reason))),
             // NetworkManager unexports an active connection once it has ended.
-            Err(e) if is_gone_object(&e) => return Err(join_failure(drain_failed(device_states, reason))),
+            Err(e) if is_gone_object(&e) => {
+                return Err(join_failure(drain_failed(device_states, reason)));
+            }
             Err(e) => return Err(JoinError::Nm(bus_err(e).to_string())),
             Ok(_) => {}
         }
@@ -155,9 +174,15 @@ impl Nm {
     /// Resolves when the joined connection is no longer ACTIVATED (AP gone, replaced,
     /// deactivated, NetworkManager gone). Not bounded: the caller's turn bounds it.
     pub async fn wait_dropped(&self, j: &Joined) {
-        let Ok(ac) = self.active(&j.active).await else { return };
-        let Ok(mut states) = ac.receive_ac_state_changed().await else { return };
-        let Ok(mut owner) = ac.inner().receive_owner_changed().await else { return };
+        let Ok(ac) = self.active(&j.active).await else {
+            return;
+        };
+        let Ok(mut states) = ac.receive_ac_state_changed().await else {
+            return;
+        };
+        let Ok(mut owner) = ac.inner().receive_owner_changed().await else {
+            return;
+        };
         if !matches!(ac.state().await, Ok(AC_ACTIVATED)) {
             return;
         }
@@ -178,9 +203,19 @@ impl Nm {
     }
 
     pub(super) async fn deactivate(&self, active: &str) -> Result<(), NmError> {
-        match self.manager().await?.deactivate_connection(&path(active)?).await {
+        match self
+            .manager()
+            .await?
+            .deactivate_connection(&path(active)?)
+            .await
+        {
             Ok(()) => Ok(()),
-            Err(e) if is_gone_object(&e) || name_ends(&e, &[".ConnectionNotActive", ".UnknownConnection"]) => Ok(()),
+            Err(e)
+                if is_gone_object(&e)
+                    || name_ends(&e, &[".ConnectionNotActive", ".UnknownConnection"]) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(bus_err(e)),
         }
     }
@@ -201,7 +236,10 @@ mod tests {
 
     #[test]
     fn bssid_bytes_needs_six_hex_pairs() {
-        assert_eq!(bssid_bytes("AA:bb:0C:dd:EE:01"), Some(vec![0xAA, 0xBB, 0x0C, 0xDD, 0xEE, 0x01]));
+        assert_eq!(
+            bssid_bytes("AA:bb:0C:dd:EE:01"),
+            Some(vec![0xAA, 0xBB, 0x0C, 0xDD, 0xEE, 0x01])
+        );
         assert_eq!(bssid_bytes("AA:BB:CC:DD:EE"), None);
         assert_eq!(bssid_bytes("AAA:BB:CC:DD:EE:FF"), None);
         assert_eq!(bssid_bytes("A:BB:CC:DD:EE:FF:0"), None);

@@ -9,14 +9,16 @@ use zbus::OwnedVariant;
 use zbus::proxy::CacheProperties;
 
 use super::{
-    AC_ACTIVATED, JoinError, Nm, NmError, PROFILE_PREFIX, ProfileProxy, SettingsProxy, bus_err, is_denied,
-    path,
+    AC_ACTIVATED, JoinError, Nm, NmError, PROFILE_PREFIX, ProfileProxy, SettingsProxy, bus_err,
+    is_denied, path,
 };
 
 type ProfileSettings = HashMap<String, HashMap<String, OwnedVariant>>;
 
 /// A profile's connection.id, connection.uuid and connection.autoconnect (default true).
-fn profile_identity(settings: &HashMap<String, HashMap<String, OwnedVariant>>) -> (String, String, bool) {
+fn profile_identity(
+    settings: &HashMap<String, HashMap<String, OwnedVariant>>,
+) -> (String, String, bool) {
     let conn = settings.get("connection");
     let text = |key: &str| {
         conn.and_then(|c| c.get(key))
@@ -49,23 +51,38 @@ impl Nm {
             .activate_connection(&profile, &self.device, &path("/")?)
             .await
             .map_err(bus_err)?;
-        match tokio::time::timeout(timeout, self.activation(active.as_str(), &mut device_states)).await {
+        match tokio::time::timeout(
+            timeout,
+            self.activation(active.as_str(), &mut device_states),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(JoinError::Nm(e))) => Err(NmError::Bus(e)),
-            Ok(Err(e)) => Err(NmError::Bus(format!("the uplink {uplink:?} did not activate: {e}"))),
-            Err(_) => Err(NmError::Timeout(format!("the uplink {uplink:?} was not activated after {timeout:?}"))),
+            Ok(Err(e)) => Err(NmError::Bus(format!(
+                "the uplink {uplink:?} did not activate: {e}"
+            ))),
+            Err(_) => Err(NmError::Timeout(format!(
+                "the uplink {uplink:?} was not activated after {timeout:?}"
+            ))),
         }
     }
 
     /// Whether the device's active connection is the uplink profile and ACTIVATED.
     pub async fn uplink_active(&self, uplink: &str) -> Result<bool, NmError> {
-        let ac_path = self.device().await?.active_connection().await.map_err(bus_err)?;
+        let ac_path = self
+            .device()
+            .await?
+            .active_connection()
+            .await
+            .map_err(bus_err)?;
         if ac_path.as_str() == "/" {
             return Ok(false);
         }
         let ac = self.active(ac_path.as_str()).await?;
         // An active connection that ends while being read is not the uplink being up.
-        let (Ok(id), Ok(uuid), Ok(state)) = (ac.id().await, ac.uuid().await, ac.state().await) else {
+        let (Ok(id), Ok(uuid), Ok(state)) = (ac.id().await, ac.uuid().await, ac.state().await)
+        else {
             return Ok(false);
         };
         Ok((id == uplink || uuid == uplink) && state == AC_ACTIVATED)
@@ -73,7 +90,10 @@ impl Nm {
 
     /// Whether a profile with this id/uuid exists, and its autoconnect flag (for doctor).
     pub async fn uplink_profile(&self, uplink: &str) -> Result<Option<bool>, NmError> {
-        Ok(self.find_profile(uplink).await?.map(|(_, autoconnect)| autoconnect))
+        Ok(self
+            .find_profile(uplink)
+            .await?
+            .map(|(_, autoconnect)| autoconnect))
     }
 
     /// Deletes settings connections whose id starts with "qucam-offload/" (left by a crash).
