@@ -1,1 +1,456 @@
-//! (issue 10: being built; see src/wifi/mod.rs)
+//! NetworkManager over D-Bus (zbus), for one Wi-Fi device: scan, join a camera hotspot with a
+//! volatile profile bound to this process, wait for its activation or its end, and go back
+//! to the depot uplink (docs/depot-wifi.md §1). The only module that speaks D-Bus.
+//!
+//! A join's outcome comes from the *device's* `StateChanged` reason (the active connection
+//! only ever says DEVICE_DISCONNECTED): NO_SECRETS (7) is a wrong password, SSID_NOT_FOUND
+//! (53) and SUPPLICANT_DISCONNECT (8) a camera gone. Every wait is bounded. The PSK goes into
+//! the settings dict sent to NetworkManager and nowhere else: never logged, never formatted
+//! (zbus's own `tracing` feature is off).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::proxy::CacheProperties;
+use zbus::{Connection, ObjectPath, OwnedObjectPath, OwnedVariant, Variant};
+
+const SERVICE: &str = "org.freedesktop.NetworkManager";
+/// Connection ids of the profiles this agent adds (`remove_stale` deletes leftovers).
+pub const PROFILE_PREFIX: &str = "qucam-offload/";
+/// Longest wait for any one D-Bus reply.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(25);
+/// NM_DEVICE_TYPE_WIFI.
+const DEVICE_TYPE_WIFI: u32 = 2;
+/// NM_ACTIVE_CONNECTION_STATE_ACTIVATED / _DEACTIVATED.
+const AC_ACTIVATED: u32 = 2;
+const AC_DEACTIVATED: u32 = 4;
+/// NM_DEVICE_STATE_FAILED.
+const DEVICE_FAILED: u32 = 120;
+/// Device state reasons (nm-dbus-interface.h).
+const REASON_NO_SECRETS: u32 = 7;
+const REASON_SUPPLICANT_DISCONNECT: u32 = 8;
+const REASON_SSID_NOT_FOUND: u32 = 53;
+
+/// A visible access point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessPoint {
+    /// Its D-Bus object path (pins the BSSID when joining).
+    pub path: String,
+    /// The SSID's bytes (not necessarily UTF-8).
+    pub ssid: Vec<u8>,
+    /// "AA:BB:CC:DD:EE:FF", uppercase.
+    pub bssid: String,
+    /// Signal strength, percent.
+    pub strength: u8,
+}
+
+impl AccessPoint {
+    /// The SSID as text (invalid UTF-8 replaced).
+    pub fn ssid_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.ssid).into_owned()
+    }
+}
+
+/// NetworkManager could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NmError {
+    #[error("NetworkManager is not running or not reachable on the system bus: {0}")]
+    NotRunning(String),
+    #[error("NetworkManager has no device {0}")]
+    NoDevice(String),
+    #[error("{0} is not a Wi-Fi device")]
+    NotWifi(String),
+    #[error("no NetworkManager connection profile {0:?} (the uplink)")]
+    NoUplink(String),
+    #[error("NetworkManager refused (polkit): {0}")]
+    Denied(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("NetworkManager D-Bus error: {0}")]
+    Bus(String),
+}
+
+/// A join that did not end ACTIVATED.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("wrong password (NetworkManager: no secrets)")]
+    WrongPassword,
+    #[error("the access point is gone")]
+    Gone,
+    #[error("activation failed (device reason {reason})")]
+    Failed { reason: u32 },
+    #[error("activation timed out")]
+    Timeout,
+    #[error("{0}")]
+    Nm(String),
+}
+
+/// A camera hotspot we are on (the active connection's object path and the AP).
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub active: String,
+    pub ap: AccessPoint,
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager",
+    default_service = "org.freedesktop.NetworkManager",
+    default_path = "/org/freedesktop/NetworkManager"
+)]
+trait Manager {
+    #[zbus(name = "GetDeviceByIpIface")]
+    fn get_device_by_ip_iface(&self, iface: &str) -> zbus::Result<OwnedObjectPath>;
+    fn get_permissions(&self) -> zbus::Result<HashMap<String, String>>;
+    fn activate_connection(
+        &self,
+        connection: &ObjectPath<'_>,
+        device: &ObjectPath<'_>,
+        specific_object: &ObjectPath<'_>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(name = "AddAndActivateConnection2")]
+    fn add_and_activate_connection2(
+        &self,
+        connection: &HashMap<&str, HashMap<&str, Variant<'_>>>,
+        device: &ObjectPath<'_>,
+        specific_object: &ObjectPath<'_>,
+        options: &HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<(
+        OwnedObjectPath,
+        OwnedObjectPath,
+        HashMap<String, OwnedVariant>,
+    )>;
+    fn deactivate_connection(&self, active_connection: &ObjectPath<'_>) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager.Device",
+    default_service = "org.freedesktop.NetworkManager"
+)]
+trait Device {
+    #[zbus(property)]
+    fn device_type(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn active_connection(&self) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(signal)]
+    fn state_changed(&self, new_state: u32, old_state: u32, reason: u32) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager.Device.Wireless",
+    default_service = "org.freedesktop.NetworkManager"
+)]
+trait Wireless {
+    fn request_scan(&self, options: &HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
+    fn get_all_access_points(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+    #[zbus(property)]
+    fn last_scan(&self) -> zbus::Result<i64>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager.AccessPoint",
+    default_service = "org.freedesktop.NetworkManager"
+)]
+trait Ap {
+    #[zbus(property)]
+    fn ssid(&self) -> zbus::Result<Vec<u8>>;
+    #[zbus(property)]
+    fn hw_address(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn strength(&self) -> zbus::Result<u8>;
+}
+
+/// In a module of its own: the macro names its signal types after the signal, and the device
+/// has a `StateChanged` too.
+mod active {
+    #[zbus::proxy(
+        interface = "org.freedesktop.NetworkManager.Connection.Active",
+        default_service = "org.freedesktop.NetworkManager"
+    )]
+    pub(super) trait Active {
+        #[zbus(property)]
+        fn state(&self) -> zbus::Result<u32>;
+        #[zbus(property)]
+        fn id(&self) -> zbus::Result<String>;
+        #[zbus(property)]
+        fn uuid(&self) -> zbus::Result<String>;
+        // Not `state_changed`: the `State` property's change stream has that name.
+        #[zbus(signal, name = "StateChanged")]
+        fn ac_state_changed(&self, state: u32, reason: u32) -> zbus::Result<()>;
+    }
+}
+use active::ActiveProxy;
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager.Settings",
+    default_service = "org.freedesktop.NetworkManager",
+    default_path = "/org/freedesktop/NetworkManager/Settings"
+)]
+trait Settings {
+    fn list_connections(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager.Settings.Connection",
+    default_service = "org.freedesktop.NetworkManager"
+)]
+trait Profile {
+    fn get_settings(&self) -> zbus::Result<HashMap<String, HashMap<String, OwnedVariant>>>;
+    fn delete(&self) -> zbus::Result<()>;
+}
+
+/// The D-Bus error name of a method error reply, if `e` is one.
+fn error_name(e: &zbus::Error) -> Option<String> {
+    match e {
+        zbus::Error::MethodError(name, _, _) => Some(name.to_string()),
+        zbus::Error::FDO(fdo) => Some(zbus::DBusError::name(fdo.as_ref()).to_string()),
+        _ => None,
+    }
+}
+
+fn name_ends(e: &zbus::Error, suffixes: &[&str]) -> bool {
+    error_name(e).is_some_and(|n| suffixes.iter().any(|s| n.ends_with(s)))
+}
+
+fn is_denied(e: &zbus::Error) -> bool {
+    name_ends(
+        e,
+        &[
+            ".AccessDenied",
+            ".PermissionDenied",
+            ".NotAuthorized",
+            ".AuthFailed",
+        ],
+    )
+}
+
+fn is_gone_object(e: &zbus::Error) -> bool {
+    name_ends(
+        e,
+        &[
+            ".UnknownObject",
+            ".UnknownMethod",
+            ".UnknownInterface",
+            ".UnknownProperty",
+        ],
+    )
+}
+
+/// Maps a zbus error to NmError (polkit refusals → Denied, no NetworkManager → NotRunning).
+fn bus_err(e: zbus::Error) -> NmError {
+    if is_denied(&e) {
+        NmError::Denied(e.to_string())
+    } else if name_ends(&e, &[".ServiceUnknown", ".NameHasNoOwner"]) {
+        NmError::NotRunning(e.to_string())
+    } else if name_ends(&e, &[".NoReply", ".TimedOut", ".Timeout"]) {
+        NmError::Timeout(e.to_string())
+    } else {
+        NmError::Bus(e.to_string())
+    }
+}
+
+fn join_bus_err(e: zbus::Error) -> JoinError {
+    if name_ends(&e, &[".SpecificObjectNotFound"]) {
+        JoinError::Gone
+    } else {
+        JoinError::Nm(bus_err(e).to_string())
+    }
+}
+
+fn path(p: &str) -> Result<ObjectPath<'_>, NmError> {
+    ObjectPath::try_from(p).map_err(|e| NmError::Bus(format!("bad object path {p:?}: {e}")))
+}
+
+impl Nm {
+    /// NetworkManager on the system bus (honours `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub async fn connect(interface: &str) -> Result<Nm, NmError> {
+        let conn = zbus::connection::Builder::system()
+            .method_timeout(METHOD_TIMEOUT)
+            .build()
+            .await
+            .map_err(|e| NmError::NotRunning(format!("system bus: {e}")))?;
+        Nm::on(conn, interface).await
+    }
+
+    /// NetworkManager on the bus at `address` (tests, in-process).
+    pub async fn connect_at(address: &str, interface: &str) -> Result<Nm, NmError> {
+        let conn = zbus::connection::Builder::address(address)
+            .method_timeout(METHOD_TIMEOUT)
+            .build()
+            .await
+            .map_err(|e| NmError::NotRunning(format!("bus {address}: {e}")))?;
+        Nm::on(conn, interface).await
+    }
+
+    async fn on(conn: Connection, interface: &str) -> Result<Nm, NmError> {
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err)?;
+        let device = manager
+            .get_device_by_ip_iface(interface)
+            .await
+            .map_err(|e| {
+                if name_ends(&e, &[".UnknownDevice"]) {
+                    NmError::NoDevice(interface.to_string())
+                } else {
+                    bus_err(e)
+                }
+            })?;
+        let nm = Nm {
+            conn,
+            device,
+            interface: interface.to_string(),
+        };
+        let device_type = nm.device().await?.device_type().await.map_err(bus_err)?;
+        if device_type != DEVICE_TYPE_WIFI {
+            return Err(NmError::NotWifi(interface.to_string()));
+        }
+        Ok(nm)
+    }
+
+    /// The Wi-Fi interface this talks about.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    async fn manager(&self) -> Result<ManagerProxy<'static>, NmError> {
+        ManagerProxy::builder(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err)
+    }
+
+    async fn device(&self) -> Result<DeviceProxy<'static>, NmError> {
+        DeviceProxy::builder(&self.conn)
+            .path(self.device.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err)
+    }
+
+    async fn wireless(&self) -> Result<WirelessProxy<'static>, NmError> {
+        WirelessProxy::builder(&self.conn)
+            .path(self.device.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err)
+    }
+
+    async fn active(&self, active: &str) -> Result<ActiveProxy<'static>, NmError> {
+        ActiveProxy::builder(&self.conn)
+            .path(path(active)?.into_owned())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err)
+    }
+
+    /// NetworkManager's version.
+    pub async fn version(&self) -> Result<String, NmError> {
+        self.manager().await?.version().await.map_err(bus_err)
+    }
+
+    /// `GetPermissions`: polkit action → "yes" / "no" / "auth".
+    pub async fn permissions(&self) -> Result<BTreeMap<String, String>, NmError> {
+        let perms = self
+            .manager()
+            .await?
+            .get_permissions()
+            .await
+            .map_err(bus_err)?;
+        Ok(perms.into_iter().collect())
+    }
+
+    /// `RequestScan({})`, then waits up to `wait` for `LastScan` to change, then
+    /// [`Nm::access_points`]. A scan NetworkManager does not take (`NotAllowed` while
+    /// activating, rate limits) is no error: the current list is returned. Denied is.
+    pub async fn scan(&self, wait: Duration) -> Result<Vec<AccessPoint>, NmError> {
+        let wireless = self.wireless().await?;
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination(SERVICE)
+            .path(self.device.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err)?;
+        let mut changes = props.receive_properties_changed().await.map_err(bus_err)?;
+        let before = wireless.last_scan().await.map_err(bus_err)?;
+        match wireless.request_scan(&HashMap::new()).await {
+            Ok(()) => {
+                let scanned = async {
+                    while changes.next().await.is_some() {
+                        if wireless.last_scan().await != Ok(before) {
+                            break;
+                        }
+                    }
+                };
+                if tokio::time::timeout(wait, scanned).await.is_err() {
+                    tracing::debug!(interface = %self.interface, "no scan result after {wait:?}; listing the access points NetworkManager has");
+                }
+            }
+            Err(e) if is_denied(&e) => return Err(bus_err(e)),
+            Err(e) => {
+                tracing::debug!(interface = %self.interface, "scan request not taken ({e}); listing the access points NetworkManager has");
+            }
+        }
+        self.access_points().await
+    }
+
+    /// The access points NetworkManager currently lists for the device (hidden ones too).
+    pub async fn access_points(&self) -> Result<Vec<AccessPoint>, NmError> {
+        let paths = self
+            .wireless()
+            .await?
+            .get_all_access_points()
+            .await
+            .map_err(bus_err)?;
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            // An AP may vanish between the listing and the reading: it is no longer visible.
+            if let Ok(ap) = self.access_point(p).await {
+                out.push(ap);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn access_point(&self, p: OwnedObjectPath) -> zbus::Result<AccessPoint> {
+        let proxy = ApProxy::builder(&self.conn)
+            .path(p.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(AccessPoint {
+            path: p.as_str().to_string(),
+            ssid: proxy.ssid().await?,
+            bssid: proxy.hw_address().await?.to_uppercase(),
+            strength: proxy.strength().await?,
+        })
+    }
+}
+
+/// NetworkManager on the system bus (honours DBUS_SYSTEM_BUS_ADDRESS), one Wi-Fi device.
+pub struct Nm {
+    conn: Connection,
+    device: OwnedObjectPath,
+    interface: String,
+}
+
+impl std::fmt::Debug for Nm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nm")
+            .field("interface", &self.interface)
+            .field("device", &self.device.as_str())
+            .finish()
+    }
+}
+
+mod join;
+mod uplink;

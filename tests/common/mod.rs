@@ -1,5 +1,6 @@
 pub mod fleet;
 pub mod moto;
+pub mod nm;
 pub mod s3;
 pub mod sim;
 pub mod yard;
