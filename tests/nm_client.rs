@@ -445,3 +445,13 @@ async fn a_scan_refused_while_activating_lists_what_nm_has() {
     assert_eq!(s.last_scan().await, -1);
     joining.abort();
 }
+
+#[tokio::test]
+async fn no_bus_reads_as_not_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = format!("unix:path={}/no-bus", dir.path().display());
+    assert!(matches!(
+        Nm::connect_at(&address, IFACE).await,
+        Err(NmError::NotRunning(_))
+    ));
+}
