@@ -404,3 +404,54 @@ async fn the_uplink_profile_and_permissions_are_reported() {
         Err(NmError::NoDevice(_))
     ));
 }
+
+#[tokio::test]
+async fn a_scan_refused_while_activating_lists_what_nm_has() {
+    let s = NmStandIn::start_with(IFACE, 5000).await;
+    s.add_ap("queclinkgh", CAM, 70, CAM_PSK).await;
+    let nm = Nm::connect_at(s.bus_address(), IFACE)
+        .await
+        .expect("connect");
+    let cam = ap(&nm, CAM).await;
+    let joining = tokio::spawn({
+        let address = s.bus_address().to_string();
+        async move {
+            let other = Nm::connect_at(&address, IFACE).await.expect("connect");
+            other.join(&cam, &Secret::new(CAM_PSK), WAIT).await
+        }
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !s
+        .calls()
+        .await
+        .iter()
+        .any(|c| c == "AddAndActivateConnection2")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no AddAndActivateConnection2"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // NotAllowed while activating: no error and no waiting for a scan that never comes.
+    let aps = tokio::time::timeout(Duration::from_secs(3), nm.scan(WAIT))
+        .await
+        .expect("scan waited for a refused scan")
+        .expect("scan");
+    assert_eq!(
+        aps.iter().map(|a| a.bssid.as_str()).collect::<Vec<_>>(),
+        vec![CAM]
+    );
+    assert_eq!(s.last_scan().await, -1);
+    joining.abort();
+}
+
+#[tokio::test]
+async fn no_bus_reads_as_not_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = format!("unix:path={}/no-bus", dir.path().display());
+    assert!(matches!(
+        Nm::connect_at(&address, IFACE).await,
+        Err(NmError::NotRunning(_))
+    ));
+}

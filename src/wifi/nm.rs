@@ -263,6 +263,22 @@ fn path(p: &str) -> Result<ObjectPath<'_>, NmError> {
     ObjectPath::try_from(p).map_err(|e| NmError::Bus(format!("bad object path {p:?}: {e}")))
 }
 
+/// NetworkManager on the system bus (honours DBUS_SYSTEM_BUS_ADDRESS), one Wi-Fi device.
+pub struct Nm {
+    conn: Connection,
+    device: OwnedObjectPath,
+    interface: String,
+}
+
+impl std::fmt::Debug for Nm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nm")
+            .field("interface", &self.interface)
+            .field("device", &self.device.as_str())
+            .finish()
+    }
+}
+
 impl Nm {
     /// NetworkManager on the system bus (honours `DBUS_SYSTEM_BUS_ADDRESS`).
     pub async fn connect(interface: &str) -> Result<Nm, NmError> {
@@ -433,22 +449,6 @@ impl Nm {
             bssid: proxy.hw_address().await?.to_uppercase(),
             strength: proxy.strength().await?,
         })
-    }
-}
-
-/// NetworkManager on the system bus (honours DBUS_SYSTEM_BUS_ADDRESS), one Wi-Fi device.
-pub struct Nm {
-    conn: Connection,
-    device: OwnedObjectPath,
-    interface: String,
-}
-
-impl std::fmt::Debug for Nm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nm")
-            .field("interface", &self.interface)
-            .field("device", &self.device.as_str())
-            .finish()
     }
 }
 

@@ -46,8 +46,17 @@ pub struct NmStandIn {
 impl Drop for NmStandIn {
     fn drop(&mut self) {
         self.joined_task.abort();
-        let _ = self.stand_in.start_kill();
-        let _ = self.daemon.start_kill();
+        kill(&mut self.stand_in);
+        kill(&mut self.daemon);
+    }
+}
+
+/// Kills and reaps `child` (a bounded wait: SIGKILL is not refused).
+fn kill(child: &mut Child) {
+    let _ = child.start_kill();
+    let end = Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -137,6 +146,9 @@ impl NmStandIn {
 
     /// [`NmStandIn::start`] with activations taking `activation_ms` (ACTIVATING → ACTIVATED).
     pub async fn start_with(interface: &str, activation_ms: u64) -> NmStandIn {
+        // Both named before anything starts (a panic later would leave a process behind).
+        env_path(DBUS_DAEMON_ENV);
+        env_path(NM_PYTHON_ENV);
         let dir = tempfile::tempdir().expect("temp dir");
         let (daemon, address) = start_daemon(dir.path()).await;
         let mut stand_in = start_stand_in(dir.path(), &address, interface, activation_ms);
