@@ -122,7 +122,7 @@ impl Agent {
         std::fs::create_dir_all(&spool)
             .with_context(|| format!("cannot create the spool {}", spool.display()))?;
         let mut cameras = Vec::new();
-        let hotspot = cfg.wifi.as_ref().map(|w| radio::hotspot_slot(w));
+        let hotspot = cfg.wifi.as_ref().map(radio::hotspot_slot);
         let credentials = match &cfg.wifi {
             Some(_) => Some(std::sync::Mutex::new(
                 crate::wifi::credentials::Credentials::load(&cfg)?,
