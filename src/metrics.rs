@@ -570,6 +570,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shows_each_camera_hotspot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let m = Metrics::new(store.clone(), Vec::<String>::new());
+        assert!(!m.render().await.unwrap().contains("qucam_offload_hotspot"));
+        let b = || "0A:00:00:00:00:10".to_string();
+        let seen = vec![(b(), "truck-0".to_string(), 61)];
+        store.hotspots_seen(seen, 5_000_000).await.unwrap();
+        store.hotspot_joined(b(), 6_000_000).await.unwrap();
+        let imei = "867867432500010".to_string();
+        store.hotspot_identified(b(), imei).await.unwrap();
+        let labels = r#"{bssid="0A:00:00:00:00:10",ssid="truck-0",imei="867867432500010"}"#;
+        let text = m.render().await.unwrap();
+        for line in [
+            format!("qucam_offload_hotspot_signal_percent{labels} 61"),
+            format!("qucam_offload_hotspot_last_in_range_timestamp_seconds{labels} 5000"),
+            format!("qucam_offload_hotspot_last_joined_timestamp_seconds{labels} 6000"),
+            format!("qucam_offload_hotspot_wrong_password{labels} 0"),
+            format!("qucam_offload_hotspot_clips_waiting_for_next_visit{labels} 0"),
+        ] {
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        store.hotspot_failed(b(), true, 9_000_000).await.unwrap();
+        let text = m.render().await.unwrap();
+        assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 1")));
+    }
+
+    #[tokio::test]
     async fn says_when_the_destination_is_paused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();

@@ -196,7 +196,16 @@ impl Agent {
                 last_joined: row.and_then(|r| r.last_joined),
                 last_complete: row.and_then(|r| r.last_complete),
                 seen_before: row.is_some_and(|r| r.last_joined.is_some()),
-                retry_at: row.and_then(|r| r.retry_at),
+                retry_at: row.and_then(|r| r.retry_at).or_else(|| {
+                    // Fully offloaded and nothing pending: not before `revisit_after` (the
+                    // daemon; `run --once` is a rotation over every camera in range).
+                    let revisit = radio.wifi.revisit_after.as_millis() as i64;
+                    if self.once_run() {
+                        return None;
+                    }
+                    let done = row.and_then(|r| r.last_complete).filter(|_| pending == 0);
+                    done.map(|t| t + revisit)
+                }),
             });
             known.push((ap, m));
         }

@@ -23,8 +23,8 @@ pub(super) struct Current {
     pub(super) name: Option<String>,
 }
 
-/// Failed joins other than a wrong password wait this long (doubling per failure, up to an
-/// hour) before the hotspot is tried again.
+/// Failed joins other than a wrong password (or a hotspot gone) wait this long before the
+/// hotspot is tried again.
 const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
 
 impl Agent {
@@ -96,7 +96,10 @@ impl Agent {
     async fn leave_uplink(&self, recorded: Option<&str>) -> DeleteGate {
         self.schedule.set_radio_away(true);
         let settle = async {
-            while self.in_flight.lock().is_ok_and(|s| !s.is_empty()) || self.overlapping.any(None) {
+            while !self.stopping()
+                && (self.in_flight.lock().is_ok_and(|s| !s.is_empty())
+                    || self.overlapping.any(None))
+            {
                 tokio::select! {
                     _ = self.upload_done.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -146,6 +149,7 @@ impl Agent {
             v.name = Some(name.to_string());
         }
         let turn = radio.wifi.max_per_camera;
+        let _busy = super::heartbeat::busy();
         let outcome = tokio::select! {
             o = self.pass(slot) => o,
             _ = tokio::time::sleep(turn) => {
@@ -161,9 +165,7 @@ impl Agent {
         if let Ok(mut v) = self.visit.lock() {
             v.gate = DeleteGate::Closed;
         }
-        if let PassOutcome::Done { remaining, .. } = &outcome
-            && *remaining == 0
-        {
+        if matches!(outcome, PassOutcome::Done { .. }) && self.took_everything(&imei).await {
             let now = crate::store::now_ms();
             let _ = self
                 .store
@@ -171,6 +173,14 @@ impl Agent {
                 .await;
         }
         outcome
+    }
+
+    /// Whether nothing of `imei` is left to download (its visit was complete).
+    async fn took_everything(&self, imei: &str) -> bool {
+        self.store
+            .camera_work()
+            .await
+            .is_ok_and(|w| w.get(imei).is_none_or(|w| w.to_download == 0))
     }
 
     /// Reads the IMEI of the camera behind the hotspot and records it, with whether it is

@@ -185,6 +185,7 @@ fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
         ("log", a.log == b.log),
         ("notify", a.notify == b.notify),
         ("metrics", a.metrics == b.metrics),
+        ("wifi", a.wifi == b.wifi),
     ]
     .into_iter()
     .filter(|(_, same)| !same)
@@ -214,5 +215,22 @@ mod tests {
         assert_eq!(changed_sections(&old, &new), vec!["s3"]);
         assert!(changed_sections(&old, &keys("old-secret-1")).is_empty());
         assert_eq!(changed_sections(&parse(""), &old), vec!["s3"]);
+    }
+
+    #[test]
+    fn a_changed_wifi_password_is_a_change_of_wifi() {
+        let wifi = |pw: &str| {
+            parse(&format!(
+                "[wifi]\ninterface = \"wlan0\"\n[wifi.passwords]\nqueclinkgh = \"{pw}\""
+            ))
+        };
+        assert_eq!(
+            changed_sections(&parse(""), &wifi("12345678")),
+            vec!["wifi"]
+        );
+        assert_eq!(
+            changed_sections(&wifi("12345678"), &wifi("87654321")),
+            vec!["wifi"]
+        );
     }
 }

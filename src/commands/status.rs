@@ -62,6 +62,15 @@ pub struct HotspotStatus {
 }
 
 impl HotspotStatus {
+    /// The hotspot camera `imei` was last seen behind, if any.
+    fn of_camera(hotspots: &[HotspotRow], imei: &str) -> Option<HotspotStatus> {
+        hotspots
+            .iter()
+            .filter(|h| h.imei.as_deref() == Some(imei))
+            .max_by_key(|h| h.last_seen)
+            .map(HotspotStatus::of)
+    }
+
     fn of(h: &HotspotRow) -> HotspotStatus {
         let s = |ms: Option<i64>| ms.map(|t| t / 1000);
         HotspotStatus {
@@ -93,11 +102,7 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         .await?;
     let hotspots = store.hotspots().await?;
     for cam in store.cameras().await? {
-        let hotspot = hotspots
-            .iter()
-            .filter(|h| h.imei.as_deref() == Some(cam.imei.as_str()))
-            .max_by_key(|h| h.last_seen)
-            .map(HotspotStatus::of);
+        let hotspot = HotspotStatus::of_camera(&hotspots, &cam.imei);
         let counts = store.counts(&cam.imei).await?;
         let clips: BTreeMap<String, i64> = counts
             .iter()
@@ -142,13 +147,12 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         let today = store.tally(&cam.imei, local_midnight()).await?;
         let (uploaded_today, uploaded_today_bytes) =
             (today.verified as i64, today.verified_bytes as i64);
-        let waiting_for_next_visit = match hotspot {
-            Some(_) => clips.get("verified").copied().unwrap_or(0),
-            None => 0,
-        };
         out.push(CameraStatus {
+            waiting_for_next_visit: match hotspot {
+                Some(_) => clips.get("verified").copied().unwrap_or(0),
+                None => 0,
+            },
             hotspot,
-            waiting_for_next_visit,
             downloads_paused,
             uploads_paused: uploads_paused.clone(),
             pending,

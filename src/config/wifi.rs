@@ -48,6 +48,10 @@ pub struct WifiConfig {
     /// How long a hotspot whose password was refused waits before it is tried again.
     #[serde(default = "d_wrong_password_retry", deserialize_with = "de_duration")]
     pub wrong_password_retry: Duration,
+    /// A camera whose last visit took everything and that has nothing pending is visited
+    /// again no sooner than this (the radio stays on the uplink meanwhile).
+    #[serde(default = "d_revisit_after", deserialize_with = "de_duration")]
+    pub revisit_after: Duration,
     /// Where a joined camera answers.
     #[serde(default = "d_camera_url")]
     pub camera_url: String,
@@ -73,6 +77,9 @@ fn d_true() -> bool {
 }
 fn d_wrong_password_retry() -> Duration {
     Duration::from_secs(6 * 3600)
+}
+fn d_revisit_after() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 fn d_camera_url() -> String {
     "http://192.168.43.1:2345".into()
@@ -226,6 +233,7 @@ fn check_wifi(w: &WifiConfig, path: &Path) -> Result<(), ConfigError> {
         ("wifi.join_timeout", w.join_timeout),
         ("wifi.uplink_timeout", w.uplink_timeout),
         ("wifi.wrong_password_retry", w.wrong_password_retry),
+        ("wifi.revisit_after", w.revisit_after),
     ] {
         if !(second..=day).contains(&d) {
             return Err(bad(key, "must be between 1s and 24h".into()));
