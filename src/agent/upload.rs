@@ -314,6 +314,14 @@ impl Agent {
                     .await;
                 self.applied(r, "mark uploaded", w).then_some(sent)
             }
+            Err(UploadError::Conflict { .. })
+                if !w.key_needs_hash() && self.holds_our_bytes(w, sha).await =>
+            {
+                // Another agent put these very bytes there a moment before us.
+                let none = sent_row(&SentDigests::Unknown);
+                let r = self.store.uploaded(w.id, w.key.clone(), None, none).await;
+                self.applied(r, "mark uploaded", w).then_some(false)
+            }
             Err(e @ UploadError::Conflict { .. }) if !w.key_needs_hash() => {
                 self.plain_key_taken(w, e).await;
                 None
@@ -327,6 +335,14 @@ impl Agent {
                 None
             }
         }
+    }
+
+    /// Whether the object at the key of `w` is verified as this clip's bytes (SHA-256
+    /// `sha`): two agents raced to the same clip and the other won.
+    async fn holds_our_bytes(&self, w: &Work, sha: &str) -> bool {
+        let unknown = SentDigests::Unknown;
+        let v = self.dest.verify_sent(&w.key, w.size, sha, &unknown).await;
+        v.is_ok_and(|v| v.is_verified())
     }
 
     /// Another object holds the plain key of `w` (another agent, or a state database that
