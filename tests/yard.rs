@@ -209,8 +209,8 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
     y.arrive(1).await;
     let mut a = y.spawn(&["run"]);
     wait_until(60, "truck 1 offloaded", || async { y.all_in_bucket(1) }).await;
-    // Several more rotations (scan_interval 1 s).
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // Three more rotations (scan_interval 1 s).
+    a.wait_rotations(3).await;
     a.signal("-TERM");
     assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
     let log = a.log();
@@ -572,8 +572,8 @@ async fn a_truck_fully_offloaded_is_not_joined_again_before_revisit_after() {
     })
     .await;
     let after_two = sim.requests().len();
-    // Several rotations (scan_interval 1 s) with nothing to do for this truck.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // Three more rotations (scan_interval 1 s) with nothing to do for this truck.
+    a.wait_rotations(3).await;
     a.signal("-TERM");
     assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
     assert_eq!(

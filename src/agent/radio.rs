@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Agent, PassOutcome};
 use crate::config::{CameraConfig, WifiConfig};
@@ -146,6 +146,8 @@ impl Agent {
     /// One rotation: scan, choose, visit each hotspot in turn. Returns each visit's name
     /// and outcome.
     async fn rotation(self: &Arc<Self>, radio: &Radio) -> Vec<(String, PassOutcome)> {
+        // An uplink that could not be restored after the last visit is tried again.
+        self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
         let aps = match radio.nm.scan(SCAN_WAIT).await {
             Ok(aps) => aps,
             Err(e) => {
@@ -162,8 +164,10 @@ impl Agent {
         if let Err(e) = self.store.hotspots_seen(seen, crate::store::now_ms()).await {
             warn!("cannot record the hotspots in range: {e:#}");
         }
+        let plan = self.plan(radio, aps).await;
+        debug!(visits = plan.len(), "rotation");
         let mut visits = Vec::new();
-        for (ap, m) in self.plan(radio, aps).await {
+        for (ap, m) in plan {
             if self.stopping() {
                 break;
             }
@@ -176,8 +180,11 @@ impl Agent {
     async fn plan(&self, radio: &Radio, aps: Vec<AccessPoint>) -> Vec<(AccessPoint, Match)> {
         let rows = self.store.hotspots().await.unwrap_or_default();
         let work = self.store.camera_work().await.unwrap_or_default();
-        let deletes =
-            self.cfg.retention.delete_from_camera == crate::config::DeletePolicy::AfterUpload;
+        // Verified clips make a visit worth it only while their deletes can be checked.
+        let deletes = self.cfg.retention.delete_from_camera
+            == crate::config::DeletePolicy::AfterUpload
+            && !self.destination_paused();
+        let aps = strongest_per_bssid(aps);
         let mut known = Vec::new();
         let mut cands = Vec::new();
         for ap in aps {
@@ -284,5 +291,41 @@ impl Agent {
                 error: format!("state database: {e:#}"),
             },
         }
+    }
+}
+
+/// One access point per BSSID (the strongest), in the order first seen.
+fn strongest_per_bssid(aps: Vec<AccessPoint>) -> Vec<AccessPoint> {
+    let mut out: Vec<AccessPoint> = Vec::new();
+    for ap in aps {
+        match out.iter_mut().find(|a| a.bssid == ap.bssid) {
+            Some(a) if a.strength < ap.strength => *a = ap,
+            Some(_) => {}
+            None => out.push(ap),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_visit_per_bssid_the_strongest() {
+        let ap = |p: &str, b: &str, s: u8| AccessPoint {
+            path: p.into(),
+            ssid: b"truck".to_vec(),
+            bssid: b.into(),
+            strength: s,
+        };
+        let got = strongest_per_bssid(vec![
+            ap("/1", "0A:00:00:00:00:01", 30),
+            ap("/2", "0A:00:00:00:00:02", 50),
+            ap("/3", "0A:00:00:00:00:01", 70),
+            ap("/4", "0A:00:00:00:00:01", 10),
+        ]);
+        let paths: Vec<&str> = got.iter().map(|a| a.path.as_str()).collect();
+        assert_eq!(paths, ["/3", "/2"]);
     }
 }

@@ -101,7 +101,7 @@ impl Agent {
         if verified.is_empty() {
             return HashSet::new();
         }
-        match self.recheck_in_bucket(imei, verified).await {
+        match self.confirm_in_bucket(imei, verified).await {
             Ok(ok) => ok.iter().map(|c| c.id).collect(),
             Err(e) => {
                 warn!(imei = %imei, "deletes wait for a later visit: {e:#}");
@@ -114,6 +114,16 @@ impl Agent {
     /// it no longer confirms is offloaded again. An outage leaves the rest for the next
     /// pass.
     async fn recheck_in_bucket(&self, imei: &str, old: Vec<Clip>) -> Result<Vec<Clip>> {
+        if !self.schedule.uploads_may_run() {
+            // The bucket is out of reach while the uplink's radio is on a hotspot.
+            return Ok(Vec::new());
+        }
+        self.confirm_in_bucket(imei, old).await
+    }
+
+    /// [`Agent::recheck_in_bucket`] whatever the radio does (the check before a visit runs
+    /// on the uplink, with new uploads already stopped).
+    async fn confirm_in_bucket(&self, imei: &str, old: Vec<Clip>) -> Result<Vec<Clip>> {
         let mut ok = Vec::new();
         for c in old {
             let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {

@@ -126,6 +126,16 @@ impl Turns<'_> {
             }
         }
         self.started = true;
+        // A camera reached by URL waits while the uplink's radio is on a hotspot (it is
+        // out of reach, and so is the bucket).
+        while !s.uploads_may_run() && !s.stopped() {
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return false,
+                _ = s.soft_stop.cancelled() => return false,
+                _ = s.woken.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
         !s.stopped()
     }
 }

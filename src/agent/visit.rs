@@ -15,17 +15,29 @@ use crate::wifi::credentials::{Match, Source};
 use crate::wifi::nm::{AccessPoint, JoinError, Joined};
 
 /// The visit the hotspot slot's pass belongs to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Current {
-    /// Which clips the pass may delete.
+    /// Which clips the pass may delete (none outside a visit).
     pub(super) gate: DeleteGate,
     /// The visited camera's name: its `[[camera]]` name, else the hotspot's SSID.
     pub(super) name: Option<String>,
 }
 
-/// Failed joins other than a wrong password (or a hotspot gone) wait this long before the
-/// hotspot is tried again.
+impl Default for Current {
+    fn default() -> Current {
+        Current {
+            gate: DeleteGate::Closed,
+            name: None,
+        }
+    }
+}
+
+/// A failed join (other than a wrong password) waits this long before the hotspot is tried
+/// again, doubling with each failure in a row up to [`MAX_JOIN_RETRY`].
 const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
+const MAX_JOIN_RETRY: Duration = Duration::from_secs(3600);
+/// The longest the bucket check before a visit may take (the rest waits for a later visit).
+const CHECK_BEFORE_VISIT: Duration = Duration::from_secs(30);
 
 impl Agent {
     /// Visits hotspot `ap` with password `m`. Returns a name for the visit and the pass's
@@ -36,15 +48,26 @@ impl Agent {
         ap: &AccessPoint,
         m: Match,
     ) -> (String, PassOutcome) {
-        let name = format!("{} ({})", ap.ssid_lossy(), ap.bssid);
+        let label = match &m.source {
+            Source::Camera(n) => n.clone(),
+            _ => ap.ssid_lossy(),
+        };
+        let name = match &m.source {
+            Source::Camera(n) => n.clone(),
+            _ => format!("{} ({})", ap.ssid_lossy(), ap.bssid),
+        };
         let recorded = self.recorded_imei(&ap.bssid).await.or(m.imei.clone());
         let gate = if radio.one_radio() {
             self.leave_uplink(recorded.as_deref()).await
         } else {
             DeleteGate::Open
         };
+        if self.stopping() {
+            self.leave_camera_nothing_joined(radio).await;
+            return (name, PassOutcome::Away);
+        }
         let started = Instant::now();
-        debug!(hotspot = %name, "joining the camera's hotspot");
+        debug!(hotspot = %name, bssid = %ap.bssid, "joining the camera's hotspot");
         let outcome = match radio
             .nm
             .join(ap, &m.password, radio.wifi.join_timeout)
@@ -56,10 +79,6 @@ impl Agent {
                 if let Err(e) = self.store.hotspot_joined(ap.bssid.clone(), now).await {
                     warn!("cannot record the join: {e:#}");
                 }
-                let label = match &m.source {
-                    Source::Camera(n) => n.clone(),
-                    _ => ap.ssid_lossy(),
-                };
                 let o = self
                     .on_camera(radio, &joined, recorded.as_deref(), gate, &label)
                     .await;
@@ -116,7 +135,9 @@ impl Agent {
         }
         match recorded {
             Some(imei) if !self.destination_paused() => {
-                DeleteGate::Checked(self.check_before_visit(imei).await)
+                let check = self.check_before_visit(imei);
+                let ids = tokio::time::timeout(CHECK_BEFORE_VISIT, check).await;
+                DeleteGate::Checked(ids.unwrap_or_default())
             }
             _ => DeleteGate::Checked(Default::default()),
         }
@@ -135,7 +156,11 @@ impl Agent {
         let Some(slot) = self.hotspot else {
             return PassOutcome::Away;
         };
-        let (imei, gate) = match self.who_answers(slot, joined, recorded).await {
+        let answer = tokio::select! {
+            a = self.who_answers(slot, joined, recorded) => a,
+            _ = self.shutdown.cancelled() => None,
+        };
+        let (imei, gate) = match answer {
             Some((imei, true)) => (imei, gate),
             Some((imei, false)) => (imei, DeleteGate::Closed),
             None => return PassOutcome::Away,
@@ -163,7 +188,7 @@ impl Agent {
             _ = self.shutdown.cancelled() => cut("shutting down"),
         };
         if let Ok(mut v) = self.visit.lock() {
-            v.gate = DeleteGate::Closed;
+            *v = Current::default();
         }
         if matches!(outcome, PassOutcome::Done { .. }) && self.took_everything(&imei).await {
             let now = crate::store::now_ms();
@@ -223,13 +248,17 @@ impl Agent {
     /// off.
     async fn join_failed(&self, radio: &Radio, ap: &AccessPoint, name: &str, e: JoinError) {
         let now = crate::store::now_ms();
+        let rows = self.store.hotspots().await.unwrap_or_default();
+        let before = rows
+            .iter()
+            .find(|r| r.bssid == ap.bssid)
+            .map_or(0, |r| r.failures);
+        let backoff = FAILED_JOIN_RETRY
+            .saturating_mul(1 << before.min(6))
+            .min(MAX_JOIN_RETRY);
         let (wrong, retry) = match &e {
-            JoinError::Gone => {
-                info!(hotspot = %name, "the hotspot is gone");
-                return;
-            }
             JoinError::WrongPassword => (true, radio.wifi.wrong_password_retry),
-            _ => (false, FAILED_JOIN_RETRY),
+            _ => (false, backoff),
         };
         let retry_at = now + retry.as_millis() as i64;
         match self
@@ -241,7 +270,14 @@ impl Agent {
                 warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry))
             }
             Ok(false) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
-            Ok(false) => warn!(hotspot = %name, "cannot join the camera's hotspot: {e}"),
+            // A hotspot NetworkManager still lists after the truck left: no warning.
+            Ok(false) if e == JoinError::Gone => info!(hotspot = %name, "the hotspot is gone"),
+            Ok(false) if before == 0 => {
+                warn!(hotspot = %name, "cannot join the camera's hotspot: {e} (tried again in {})", humantime::format_duration(retry))
+            }
+            Ok(false) => {
+                debug!(hotspot = %name, failures = before + 1, "cannot join the camera's hotspot: {e}")
+            }
             Err(err) => warn!("cannot record the failed join: {err:#}"),
         }
     }

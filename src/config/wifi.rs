@@ -226,6 +226,14 @@ fn check_wifi(w: &WifiConfig, path: &Path) -> Result<(), ConfigError> {
             "must not be empty (omit it when Ethernet or another radio reaches S3)".into(),
         ));
     }
+    if let Some(u) = &w.uplink
+        && u.starts_with("qucam-offload/")
+    {
+        return Err(bad(
+            "wifi.uplink",
+            "must not start with \"qucam-offload/\": the agent deletes the profiles it named so (its camera connections)".into(),
+        ));
+    }
     let (second, day) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
     for (key, d) in [
         ("wifi.max_per_camera", w.max_per_camera),
@@ -329,6 +337,15 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
+    #[test]
+    fn the_uplink_cannot_be_named_like_a_camera_connection() {
+        let m = err(with_wifi(
+            "ssid = \"t\"",
+            "uplink = \"qucam-offload/depot\"",
+        ));
+        assert!(m.contains("wifi.uplink") && m.contains("deletes"), "{m}");
+    }
+
     #[test]
     fn a_camera_without_url_needs_a_way_to_find_its_hotspot() {
         let m = err(with_wifi("", ""));

@@ -47,8 +47,13 @@ pub struct AccessPoint {
 
 impl AccessPoint {
     /// The SSID as text (invalid UTF-8 replaced).
+    /// The SSID as text for logs, status and the store: not UTF-8 is replaced, control
+    /// characters (a hostile SSID's newlines or terminal escapes) become `?`.
     pub fn ssid_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.ssid).into_owned()
+        String::from_utf8_lossy(&self.ssid)
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
     }
 }
 

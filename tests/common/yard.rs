@@ -396,6 +396,16 @@ impl AgentProc {
         r.expect("wait").code()
     }
 
+    /// Waits until the agent has begun `n` more rotations (scans) than so far.
+    pub async fn wait_rotations(&self, n: usize) {
+        let count = |log: &str| log.matches("agent::radio: rotation").count();
+        let want = count(&self.log()) + n;
+        wait_until(60, "more rotations", || async {
+            count(&self.log()) >= want
+        })
+        .await;
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }

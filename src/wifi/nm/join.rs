@@ -123,7 +123,11 @@ impl Nm {
                 active,
                 ap: ap.clone(),
             }),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => {
+                // Whatever ended it, nothing of this activation may stay up.
+                let _ = self.deactivate(&active).await;
+                Err(e)
+            }
             Err(_) => {
                 if let Err(e) = self.deactivate(&active).await {
                     tracing::warn!(interface = %self.interface, bssid = %ap.bssid, "deactivating a join that timed out: {e}");
