@@ -326,15 +326,10 @@ impl Agent {
                 self.plain_key_taken(w, e).await;
                 None
             }
-            Err(e) if !self.schedule.uploads_may_run() => {
-                // The uplink's radio left for a hotspot under it: it stays `uploading`
-                // (with its journal), no attempt counted, no outage.
-                debug!(clip = %w.name, "upload cut while the radio is on a hotspot: {e}");
-                None
-            }
             Err(e) => {
-                // The destination's failure, not the clip's: it stays `uploading` (with its
-                // multipart journal) and no attempt is counted.
+                // The destination's failure, not the clip's (or the uplink's radio left for
+                // a hotspot under it): it stays `uploading` (with its multipart journal)
+                // and no attempt is counted.
                 if !self.destination_down(&e).await {
                     self.upload_failed(w, e).await;
                 }
