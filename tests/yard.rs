@@ -589,6 +589,138 @@ async fn a_truck_fully_offloaded_is_not_joined_again_before_revisit_after() {
     );
 }
 
+/// The joins of camera hotspots the stand-in was asked for.
+async fn joins(y: &Yard) -> usize {
+    let calls = y.nm.calls().await;
+    calls
+        .iter()
+        .filter(|c| c.starts_with("AddAndActivateConnection2"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_met_by_the_check_before_a_visit_pauses_uploads_and_the_radio_does_not_hop_back()
+{
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 3, 100_000)]).await;
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(y.all_in_bucket(0), "{}", a.log());
+    let before = joins(&y).await;
+    // The bucket is down when the radio is about to go back to the truck: the check of
+    // its verified clips, from the uplink, meets the outage.
+    y.s3.set_failing(Some(503));
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "the first visit over", || async {
+        a.log().contains("visit over")
+    })
+    .await;
+    a.wait_rotations(3).await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert!(
+        log.contains("uploads paused"),
+        "an S3 failure on the uplink is an outage, paused and probed:\n{log}"
+    );
+    assert_eq!(
+        joins(&y).await - before,
+        1,
+        "deletes that cannot be checked do not send the radio back to the truck at every rotation:\n{log}"
+    );
+    assert!(
+        y.trucks[0].sim.deletes().is_empty(),
+        "nothing checked, nothing deleted"
+    );
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_before_a_visit_cut_short_keeps_what_it_confirmed() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 12, 50_000)]).await;
+    y.arrive(0).await;
+    // The check before a visit gets at most max_per_camera (3 s) of the uplink.
+    y.write_config(true, "max_per_camera = \"3s\"", "");
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(y.all_in_bucket(0), "{}", a.log());
+    let verified = y.event_clips(0).len();
+    let before = joins(&y).await;
+    // A slow bucket: every answer takes 1 s, so checking every clip (6) takes longer than
+    // the check may.
+    y.s3.set_reply_delay(Some(std::time::Duration::from_secs(1)));
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "the visit over", || async {
+        a.log().contains("visit over")
+    })
+    .await;
+    a.wait_rotations(3).await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let log = a.log();
+    let deleted = y.trucks[0].sim.deletes().len();
+    assert!(
+        deleted > 0 && deleted < verified,
+        "the clips confirmed before the bound are deleted, the rest wait ({deleted} of {verified}):\n{log}"
+    );
+    assert!(log.contains("was cut short"), "{log}");
+    assert_eq!(
+        joins(&y).await - before,
+        1,
+        "clips whose check was cut short do not send the radio back at every rotation:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_radio_cameras_met_by_url_are_offloaded_before_the_rotation() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 4, 300_000)]).await;
+    y.trucks[0]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(1_000_000));
+    y.arrive(0).await;
+    // A camera met by its URL (WAN mode), over the same uplink.
+    let wan_dir = y.dir.path().join("wan-camera");
+    std::fs::create_dir_all(&wan_dir).unwrap();
+    qucam_sim::generate_clips(&wan_dir, 6, 300_000, 777).unwrap();
+    let wan_imei = "867867432588888";
+    let wan = qucam_sim::start(qucam_sim::SimOptions {
+        dir: wan_dir.clone(),
+        imei: wan_imei.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wan.set_faults(|f| f.bandwidth_bytes_per_sec = Some(1_000_000));
+    let t = &y.trucks[0];
+    let cams = format!(
+        "[[camera]]\nname = \"wan\"\nurl = \"http://{}\"\n\n[[camera]]\nname = \"truck-0\"\nssid = \"{}\"\npassword = \"{}\"\n",
+        wan.addr(),
+        t.ssid,
+        t.psk
+    );
+    y.write_config_text(&y.config_with(&cams, true, "", ""));
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(
+        a.exit(120).await,
+        Some(0),
+        "every clip taken is verified, the WAN camera's deletes done:\n{}",
+        a.log()
+    );
+    assert_eq!(
+        wan.deletes().len(),
+        y.s3.object_keys()
+            .iter()
+            .filter(|k| k.contains(wan_imei))
+            .count(),
+        "the WAN camera's clips are verified in the bucket, then deleted:\n{}",
+        a.log()
+    );
+    assert!(!wan.deletes().is_empty(), "{}", a.log());
+    assert!(y.all_in_bucket(0), "{}", a.log());
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
 /// The yard benchmark (BENCHMARKS.md, "Depot Wi-Fi"), not a test: no timing is asserted.
 /// `scripts/test --test yard -- --ignored --nocapture yard_benchmark`. Prints the agent's
 /// own overhead from "access point visible" (and from "joined") to "first byte downloaded"

@@ -97,6 +97,10 @@ pub struct Agent {
     visit: std::sync::Mutex<visit::Current>,
     /// With `[wifi]`: the hotspot passwords, learned ones included.
     credentials: Option<std::sync::Mutex<crate::wifi::credentials::Credentials>>,
+    /// One radio: the IMEIs whose last check in the bucket before a visit was cut short
+    /// (its time bound, an outage). Their verified clips do not make a visit urgent: the
+    /// radio would only hop back to check them again.
+    check_cut_short: std::sync::Mutex<HashSet<String>>,
 }
 
 /// In a `--once` run, how many more passes a camera gets when another camera takes its
@@ -168,6 +172,7 @@ impl Agent {
             hotspot,
             visit: std::sync::Mutex::new(visit::Current::default()),
             credentials,
+            check_cut_short: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -238,8 +243,15 @@ impl Agent {
                 (name, outcome)
             }
         });
-        let (mut outcomes, visits) =
-            tokio::join!(futures_util::future::join_all(passes), self.radio_once());
+        let one_radio = self.cfg.wifi.as_ref().is_some_and(|w| w.uplink.is_some());
+        let (mut outcomes, visits) = if one_radio {
+            // The radio that carries the uplink (and the way to cameras met by URL) is
+            // shared: those cameras' passes first, then the rotation over the hotspots.
+            let outcomes = futures_util::future::join_all(passes).await;
+            (outcomes, self.radio_once().await)
+        } else {
+            tokio::join!(futures_util::future::join_all(passes), self.radio_once())
+        };
         outcomes.extend(visits);
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
         self.wait_uploads(None).await;

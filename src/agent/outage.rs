@@ -49,7 +49,7 @@ impl Agent {
     /// and a probe fails too (or uploads are already paused). Pauses uploads if so; the
     /// caller then leaves the clip where it was, with no attempt counted.
     pub(super) async fn destination_down(&self, e: &UploadError) -> bool {
-        if !self.schedule.uploads_may_run() {
+        if self.schedule.destination_away() {
             // The uplink's radio is on a camera's hotspot: the destination is away by
             // design, which is neither the clip's failure nor an outage.
             return true;

@@ -193,9 +193,10 @@ impl Agent {
             };
             let row = rows.iter().find(|r| r.bssid == ap.bssid);
             let imei = row.and_then(|r| r.imei.clone()).or_else(|| m.imei.clone());
-            let pending = imei
-                .and_then(|i| work.get(&i))
-                .map_or(0, |w| w.to_download + if deletes { w.verified } else { 0 });
+            let pending = imei.as_ref().and_then(|i| work.get(i)).map_or(0, |w| {
+                let checkable = deletes && !self.check_was_cut_short(imei.as_deref());
+                w.to_download + if checkable { w.verified } else { 0 }
+            });
             cands.push(Candidate {
                 bssid: ap.bssid.clone(),
                 strength: ap.strength,
@@ -221,6 +222,12 @@ impl Agent {
             .into_iter()
             .filter_map(|i| known.get(i).cloned())
             .collect()
+    }
+
+    /// Whether the last check in the bucket before a visit to camera `imei` was cut short.
+    fn check_was_cut_short(&self, imei: Option<&str>) -> bool {
+        let cut = self.check_cut_short.lock();
+        imei.is_some_and(|i| cut.is_ok_and(|c| c.contains(i)))
     }
 
     /// The password that opens `ap`, if any is known.

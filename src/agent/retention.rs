@@ -85,9 +85,15 @@ impl Agent {
     }
 
     /// Checked from the uplink right before the radio leaves for the hotspot of camera
-    /// `imei` (the one recorded behind it): its verified clips whose objects the bucket
-    /// confirms now. Only these may be deleted during the visit ([`DeleteGate::Checked`]).
-    pub(super) async fn check_before_visit(&self, imei: &str) -> HashSet<i64> {
+    /// `imei` (the one recorded behind it), until `deadline`: its verified clips whose
+    /// objects the bucket confirms now. Only these may be deleted during the visit
+    /// ([`DeleteGate::Checked`]). Also whether every verified clip was checked (not when
+    /// the deadline or an outage cut the check short: the rest wait for a later visit).
+    pub(super) async fn check_before_visit(
+        &self,
+        imei: &str,
+        deadline: tokio::time::Instant,
+    ) -> (HashSet<i64>, bool) {
         let verified: Vec<Clip> = match self.store.clips_of(imei).await {
             Ok(cs) => cs
                 .into_iter()
@@ -95,17 +101,23 @@ impl Agent {
                 .collect(),
             Err(e) => {
                 warn!(imei = %imei, "cannot read the clips to delete at this visit: {e:#}");
-                return HashSet::new();
+                return (HashSet::new(), false);
             }
         };
         if verified.is_empty() {
-            return HashSet::new();
+            return (HashSet::new(), true);
         }
-        match self.confirm_in_bucket(imei, verified).await {
-            Ok(ok) => ok.iter().map(|c| c.id).collect(),
+        let n = verified.len();
+        match self.confirm_in_bucket(imei, verified, Some(deadline)).await {
+            Ok((ok, complete)) => {
+                if !complete {
+                    info!(imei = %imei, checked = ok.len(), verified = n, "the check in the bucket before the visit was cut short: the other deletes wait for a later visit");
+                }
+                (ok.iter().map(|c| c.id).collect(), complete)
+            }
             Err(e) => {
                 warn!(imei = %imei, "deletes wait for a later visit: {e:#}");
-                HashSet::new()
+                (HashSet::new(), false)
             }
         }
     }
@@ -118,19 +130,33 @@ impl Agent {
             // The bucket is out of reach while the uplink's radio is on a hotspot.
             return Ok(Vec::new());
         }
-        self.confirm_in_bucket(imei, old).await
+        Ok(self.confirm_in_bucket(imei, old, None).await?.0)
     }
 
     /// [`Agent::recheck_in_bucket`] whatever the radio does (the check before a visit runs
-    /// on the uplink, with new uploads already stopped).
-    async fn confirm_in_bucket(&self, imei: &str, old: Vec<Clip>) -> Result<Vec<Clip>> {
+    /// on the uplink, with new uploads already stopped), until `deadline` if any. Also
+    /// whether every clip was checked (not when the deadline or an outage cut it short).
+    async fn confirm_in_bucket(
+        &self,
+        imei: &str,
+        old: Vec<Clip>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(Vec<Clip>, bool)> {
         let mut ok = Vec::new();
         for c in old {
             let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
                 continue;
             };
             let sent = super::upload::sent_digests(&self.store, c.id).await;
-            match self.dest.verify_sent(&key, c.size, &sha, &sent).await {
+            let verify = self.dest.verify_sent(&key, c.size, &sha, &sent);
+            let verified = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, verify).await {
+                    Ok(v) => v,
+                    Err(_) => return Ok((ok, false)),
+                },
+                None => verify.await,
+            };
+            match verified {
                 Ok(v) if v.is_verified() => ok.push(c),
                 Ok(v) => {
                     warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
@@ -140,12 +166,12 @@ impl Agent {
                     // The destination's outage, not the clips': their deletes wait for the
                     // next pass (uploads are paused and probed as for any outage).
                     info!(imei = %imei, "deletes from the camera wait until the bucket can confirm the objects again: {e}");
-                    break;
+                    return Ok((ok, false));
                 }
                 Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
             }
         }
-        Ok(ok)
+        Ok((ok, true))
     }
 
     /// Deletes `ok` from the camera in batches, the camera's IMEI confirmed before each

@@ -12,14 +12,18 @@
 //! soft stop (config reload) ends every wait and stops the loops.
 //!
 //! **Depot Wi-Fi** (`radio.rs`): the camera hotspots are not polled on a timer; the radio
-//! rotation joins one at a time and runs its pass itself. While the radio that carries the
-//! uplink is on a camera's hotspot, [`Schedule::set_radio_away`] makes
-//! [`Schedule::uploads_may_run`] say no (store and forward): nothing new starts, the
-//! destination is not probed, and no S3 failure of that time counts as an outage.
+//! rotation joins one at a time and runs its pass itself. When the radio that carries the
+//! uplink is about to leave for a camera's hotspot, [`Schedule::hold_uploads`] makes
+//! [`Schedule::uploads_may_run`] say no (store and forward: nothing new starts, those in
+//! flight finish), while the uplink still carries S3: a failure then is the destination's
+//! as at any other time (an outage pauses and probes). Once the join starts,
+//! [`Schedule::set_radio_away`] marks the destination out of reach by design
+//! ([`Schedule::destination_away`]): it is not probed, and no S3 failure of that time
+//! counts as an outage.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -33,9 +37,18 @@ pub(crate) struct Schedule {
     /// Cameras whose next pass is due at once (see [`Schedule::again`]).
     again: Mutex<HashSet<usize>>,
     woken: Notify,
-    /// The one radio, which carries the uplink, is on a camera's hotspot.
-    radio_away: AtomicBool,
+    /// Where the one radio, which carries the uplink, is: [`HOME`], [`LEAVING`] or
+    /// [`AWAY`].
+    radio: AtomicU8,
 }
+
+/// The radio is on the uplink (or there is no single radio): uploads may run.
+const HOME: u8 = 0;
+/// The radio is about to leave for a hotspot: no new upload starts, the uplink still
+/// carries S3.
+const LEAVING: u8 = 1;
+/// The radio is joining or on a camera's hotspot: S3 is out of reach by design.
+const AWAY: u8 = 2;
 
 impl Schedule {
     /// A timer schedule: a pass every `poll_interval` per camera, until `shutdown` or
@@ -51,7 +64,7 @@ impl Schedule {
             soft_stop,
             again: Mutex::new(HashSet::new()),
             woken: Notify::new(),
-            radio_away: AtomicBool::new(false),
+            radio: AtomicU8::new(HOME),
         }
     }
 
@@ -80,15 +93,29 @@ impl Schedule {
     }
 
     /// Whether the uploader may start uploads now: always, unless the radio that carries
-    /// the uplink is on a camera's hotspot.
+    /// the uplink is on a camera's hotspot or about to leave for one.
     pub(crate) fn uploads_may_run(&self) -> bool {
-        !self.radio_away.load(Ordering::SeqCst)
+        self.radio.load(Ordering::SeqCst) == HOME
     }
 
-    /// The radio that carries the uplink leaves for a camera's hotspot (`true`) or is back
-    /// on the uplink (`false`).
+    /// Whether the destination is out of reach by design: the radio that carries the
+    /// uplink is joining or on a camera's hotspot (an S3 failure now is no outage).
+    pub(crate) fn destination_away(&self) -> bool {
+        self.radio.load(Ordering::SeqCst) == AWAY
+    }
+
+    /// The radio that carries the uplink is about to leave for a camera's hotspot: no new
+    /// upload starts, but S3 is still reachable (its failures are outages as usual).
+    pub(crate) fn hold_uploads(&self) {
+        self.radio.store(LEAVING, Ordering::SeqCst);
+        self.woken.notify_waiters();
+    }
+
+    /// The radio that carries the uplink leaves for a camera's hotspot (`true`: the join
+    /// starts) or is back on the uplink (`false`).
     pub(crate) fn set_radio_away(&self, away: bool) {
-        self.radio_away.store(away, Ordering::SeqCst);
+        self.radio
+            .store(if away { AWAY } else { HOME }, Ordering::SeqCst);
         self.woken.notify_waiters();
     }
 
@@ -163,11 +190,15 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(150));
         assert!(t.next().await);
         assert!(start.elapsed() >= Duration::from_millis(150));
-        assert!(s.uploads_may_run());
+        assert!(s.uploads_may_run() && !s.destination_away());
+        s.hold_uploads();
+        assert!(!s.uploads_may_run(), "the uplink's radio is about to leave");
+        assert!(!s.destination_away(), "S3 is still reachable");
         s.set_radio_away(true);
         assert!(!s.uploads_may_run(), "the uplink's radio is on a hotspot");
+        assert!(s.destination_away());
         s.set_radio_away(false);
-        assert!(s.uploads_may_run());
+        assert!(s.uploads_may_run() && !s.destination_away());
     }
 
     #[tokio::test]

@@ -156,7 +156,7 @@ impl Agent {
             }
             // While the destination is paused nothing new starts; it is probed instead (not
             // while the radio is on a camera's hotspot: the destination is away by design).
-            if self.schedule.uploads_may_run() {
+            if !self.schedule.destination_away() {
                 self.probe_if_due().await;
             }
             let open = !self.destination_paused() && !self.destination_given_up();

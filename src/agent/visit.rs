@@ -58,13 +58,17 @@ impl Agent {
         };
         let recorded = self.recorded_imei(&ap.bssid).await.or(m.imei.clone());
         let gate = if radio.one_radio() {
-            self.leave_uplink(recorded.as_deref()).await
+            self.leave_uplink(radio, recorded.as_deref()).await
         } else {
             DeleteGate::Open
         };
         if self.stopping() {
             self.leave_camera_nothing_joined(radio).await;
             return (name, PassOutcome::Away);
+        }
+        if radio.one_radio() {
+            // From here on S3 is out of reach by design (no outage).
+            self.schedule.set_radio_away(true);
         }
         let started = Instant::now();
         debug!(hotspot = %name, bssid = %ap.bssid, "joining the camera's hotspot");
@@ -110,10 +114,11 @@ impl Agent {
 
     /// One radio, before it leaves the uplink: no new upload starts, those in flight
     /// finish (bounded by `max_per_camera`), and the verified clips of the camera recorded
-    /// behind the hotspot are checked in the bucket: only those may be deleted at this
-    /// visit.
-    async fn leave_uplink(&self, recorded: Option<&str>) -> DeleteGate {
-        self.schedule.set_radio_away(true);
+    /// behind the hotspot are checked in the bucket (for at most [`CHECK_BEFORE_VISIT`] or
+    /// `max_per_camera`): only those may be deleted at this visit. S3 is still reachable
+    /// meanwhile: its failures are outages as at any other time.
+    async fn leave_uplink(&self, radio: &Radio, recorded: Option<&str>) -> DeleteGate {
+        self.schedule.hold_uploads();
         let settle = async {
             while !self.stopping()
                 && (self.in_flight.lock().is_ok_and(|s| !s.is_empty())
@@ -125,19 +130,28 @@ impl Agent {
                 }
             }
         };
-        let bound = self
-            .cfg
-            .wifi
-            .as_ref()
-            .map_or(Duration::ZERO, |w| w.max_per_camera);
-        if tokio::time::timeout(bound, settle).await.is_err() {
+        let turn = radio.wifi.max_per_camera;
+        if tokio::time::timeout(turn, settle).await.is_err() {
             warn!("uploads still running when the radio leaves for a camera");
         }
         match recorded {
             Some(imei) if !self.destination_paused() => {
-                let check = self.check_before_visit(imei);
-                let ids = tokio::time::timeout(CHECK_BEFORE_VISIT, check).await;
-                DeleteGate::Checked(ids.unwrap_or_default())
+                let deadline = tokio::time::Instant::now() + CHECK_BEFORE_VISIT.min(turn);
+                let check = self.check_before_visit(imei, deadline);
+                let (ids, complete) = tokio::select! {
+                    r = check => r,
+                    // A stop does not wait for the check: the visit does not happen.
+                    _ = self.shutdown.cancelled() => (Default::default(), false),
+                    _ = self.soft_stop.cancelled() => (Default::default(), false),
+                };
+                if let Ok(mut cut) = self.check_cut_short.lock() {
+                    if complete {
+                        cut.remove(imei);
+                    } else {
+                        cut.insert(imei.to_string());
+                    }
+                }
+                DeleteGate::Checked(ids)
             }
             _ => DeleteGate::Checked(Default::default()),
         }
@@ -244,8 +258,8 @@ impl Agent {
     }
 
     /// A join failed: a wrong password is reported once and retried after
-    /// `wrong_password_retry`; a hotspot that is gone costs nothing; other failures back
-    /// off.
+    /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
+    /// [`FAILED_JOIN_RETRY`], with no backoff and no warning; other failures back off.
     async fn join_failed(&self, radio: &Radio, ap: &AccessPoint, name: &str, e: JoinError) {
         let now = crate::store::now_ms();
         let rows = self.store.hotspots().await.unwrap_or_default();
@@ -258,6 +272,8 @@ impl Agent {
             .min(MAX_JOIN_RETRY);
         let (wrong, retry) = match &e {
             JoinError::WrongPassword => (true, radio.wifi.wrong_password_retry),
+            // A truck that drove away is met again as soon as it is back.
+            JoinError::Gone => (false, FAILED_JOIN_RETRY),
             _ => (false, backoff),
         };
         let retry_at = now + retry.as_millis() as i64;
