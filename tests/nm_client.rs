@@ -324,11 +324,27 @@ async fn remove_stale_deletes_only_our_leftovers() {
     s.add_profile("qucam-offload/11:22:33:44:55:66").await;
     s.add_profile("qucam-offload/11:22:33:44:55:77").await;
     s.add_profile("someone-else").await;
-    assert_eq!(nm.remove_stale().await.expect("remove_stale"), 2);
+    // The uplink named by UUID in the config, whatever its id looks like.
+    let uplink_uuid = "5b7c3d2e-0f1a-4b6c-9d8e-7f6a5b4c3d2e";
+    s.add_profile_with_uuid("qucam-offload/depot", uplink_uuid)
+        .await;
+    assert_eq!(
+        nm.remove_stale(Some(uplink_uuid))
+            .await
+            .expect("remove_stale"),
+        2
+    );
     let mut left = s.profiles().await;
     left.sort();
-    assert_eq!(left, vec![UPLINK.to_string(), "someone-else".to_string()]);
-    assert_eq!(nm.remove_stale().await.expect("remove_stale"), 0);
+    assert_eq!(
+        left,
+        vec![
+            UPLINK.to_string(),
+            "qucam-offload/depot".to_string(),
+            "someone-else".to_string()
+        ]
+    );
+    assert_eq!(nm.remove_stale(None).await.expect("remove_stale"), 1);
 }
 
 #[tokio::test]

@@ -263,7 +263,7 @@ impl Agent {
     /// The radio's first act (also after a crash): camera connections an earlier run left
     /// are removed and the uplink is restored.
     async fn first_act(&self, radio: &Radio) {
-        match radio.nm.remove_stale().await {
+        match radio.nm.remove_stale(radio.wifi.uplink.as_deref()).await {
             Ok(0) => {}
             Ok(n) => info!("removed {n} camera connection(s) left by an earlier run"),
             Err(e) => warn!("cannot remove leftover camera connections: {e}"),

@@ -346,6 +346,7 @@ mod tests {
         assert!(m.contains("wifi.uplink") && m.contains("deletes"), "{m}");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_camera_without_url_needs_a_way_to_find_its_hotspot() {
         let m = err(with_wifi("", ""));

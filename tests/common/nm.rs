@@ -215,7 +215,12 @@ impl NmStandIn {
 
     /// A saved profile with this connection.id (autoconnect false), e.g. left by a crash.
     pub async fn add_profile(&self, id: &str) {
-        let _: String = self.mock("AddProfile", &(id,)).await;
+        self.add_profile_with_uuid(id, "").await;
+    }
+
+    /// A saved profile with this connection.id and uuid (a random one when empty).
+    pub async fn add_profile_with_uuid(&self, id: &str, uuid: &str) {
+        let _: String = self.mock("AddProfile", &(id, uuid)).await;
     }
 
     /// connection.id of the device's ACTIVATED connection.

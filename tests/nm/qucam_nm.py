@@ -516,11 +516,15 @@ def AddCameraAp(self, ssid, bssid, strength, psk):
     return _add_ap(ssid, bssid, strength, str(psk))
 
 
-@dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="s")
-def AddProfile(self, conn_id):
-    """A saved Wi-Fi profile (autoconnect false) with this id, e.g. one a crash left behind."""
+@dbus.service.method(MOCK_IFACE, in_signature="ss", out_signature="s")
+def AddProfile(self, conn_id, uuid):
+    """A saved Wi-Fi profile (autoconnect false) with this id (and this uuid, unless empty),
+    e.g. one a crash left behind."""
+    conn = {"id": dbus.String(conn_id), "autoconnect": dbus.Boolean(False)}
+    if uuid:
+        conn["uuid"] = dbus.String(uuid)
     settings = {
-        "connection": {"id": dbus.String(conn_id), "autoconnect": dbus.Boolean(False)},
+        "connection": conn,
         "802-11-wireless": {"ssid": dbus.ByteArray(b"left-behind")},
     }
     return _add_profile(settings, False)

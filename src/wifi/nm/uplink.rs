@@ -96,13 +96,14 @@ impl Nm {
             .map(|(_, autoconnect)| autoconnect))
     }
 
-    /// Deletes settings connections whose id starts with "qucam-offload/" (left by a crash).
-    /// Returns how many.
-    pub async fn remove_stale(&self) -> Result<usize, NmError> {
+    /// Deletes settings connections whose id starts with "qucam-offload/" (left by a crash),
+    /// never the uplink (`keep`, its id or UUID). Returns how many.
+    pub async fn remove_stale(&self, keep: Option<&str>) -> Result<usize, NmError> {
         let mut removed = 0;
         for (p, settings) in self.profiles().await? {
-            let (id, _, _) = profile_identity(&settings);
-            if !id.starts_with(PROFILE_PREFIX) {
+            let (id, uuid, _) = profile_identity(&settings);
+            let uplink = keep.is_some_and(|k| k == id || k == uuid);
+            if !id.starts_with(PROFILE_PREFIX) || uplink {
                 continue;
             }
             match self.profile(&p).await?.delete().await {
