@@ -72,11 +72,7 @@ impl Agent {
         }
         let started = Instant::now();
         debug!(hotspot = %name, bssid = %ap.bssid, "joining the camera's hotspot");
-        let outcome = match radio
-            .nm
-            .join(ap, &m.password, radio.wifi.join_timeout)
-            .await
-        {
+        let outcome = match self.join(radio, ap, &m.password, &name).await {
             Ok(joined) => {
                 info!(hotspot = %name, "joined the camera's hotspot");
                 let now = crate::store::now_ms();
@@ -104,6 +100,26 @@ impl Agent {
             self.upload_on_uplink(radio).await;
         }
         (name, outcome)
+    }
+
+    /// Joins `ap`. NetworkManager says "no secrets" both for a wrong password and for a
+    /// handshake lost to a weak signal: the join is tried once more before the password is
+    /// called wrong (which keeps the hotspot away for `wrong_password_retry`).
+    async fn join(
+        &self,
+        radio: &Radio,
+        ap: &AccessPoint,
+        password: &qucam::Secret,
+        name: &str,
+    ) -> Result<Joined, JoinError> {
+        let t = radio.wifi.join_timeout;
+        match radio.nm.join(ap, password, t).await {
+            Err(JoinError::WrongPassword) if !self.stopping() => {
+                debug!(hotspot = %name, signal = ap.strength, "no secrets (a wrong password, or a handshake lost to a weak signal): trying once more");
+                radio.nm.join(ap, password, t).await
+            }
+            r => r,
+        }
     }
 
     /// The IMEI last seen behind `bssid`.

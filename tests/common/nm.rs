@@ -213,6 +213,12 @@ impl NmStandIn {
         self.mock::<_, ()>("RemoveAp", &(bssid,)).await
     }
 
+    /// The next `n` joins of the access point `bssid` fail with NetworkManager's "no
+    /// secrets" whatever the password, as a handshake lost to a weak signal does.
+    pub async fn fail_next_joins(&self, bssid: &str, n: u32) {
+        let _: () = self.mock("FailNextJoins", &(bssid, n)).await;
+    }
+
     /// A saved profile with this connection.id (autoconnect false), e.g. left by a crash.
     pub async fn add_profile(&self, id: &str) {
         self.add_profile_with_uuid(id, "").await;

@@ -23,7 +23,8 @@ Wi-Fi device behaves like NetworkManager's documented D-Bus API (docs/depot-wifi
   changes one; without network-control the activation calls fail `PermissionDenied`).
 
 Mock interface (dbusmock's `org.freedesktop.DBus.Mock`, object `/org/freedesktop`), for the
-Rust harness `tests/common/nm.rs`: `AddUplink`, `AddCameraAp`, `AddProfile`, `RemoveAp`,
+Rust harness `tests/common/nm.rs`: `AddUplink`, `AddCameraAp`, `AddProfile`, `FailNextJoins`,
+`RemoveAp`,
 `ActiveId`, `ActiveBssid`, `Profiles`, `NmCalls`, `LastJoin`, `SetPermission`; and the signal
 `Joined(s bssid)` on `org.freedesktop.NetworkManager.Mock` every time the BSSID of the device's
 ACTIVATED access point changes ("" when none).
@@ -346,6 +347,11 @@ def _ap_for_ssid(ssid):
 
 
 def _psk_ok(ap, settings):
+    if ap.get("handshake_failures", 0) > 0:
+        # A weak signal: the 4-way handshake times out, which NetworkManager reports as
+        # missing secrets whatever the password.
+        ap["handshake_failures"] -= 1
+        return False
     return ap["psk"] is None or ap["psk"] == _profile_psk(settings)
 
 
@@ -528,6 +534,13 @@ def AddProfile(self, conn_id, uuid):
         "802-11-wireless": {"ssid": dbus.ByteArray(b"left-behind")},
     }
     return _add_profile(settings, False)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="su", out_signature="")
+def FailNextJoins(self, bssid, n):
+    """The next `n` activations on this AP fail with NO_SECRETS whatever the password (a
+    handshake lost to a weak signal)."""
+    S.aps[str(bssid).upper()]["handshake_failures"] = int(n)
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="")
