@@ -716,6 +716,35 @@ async fn an_object_with_our_metadata_but_other_bytes_fails_verification(store: S
             "{variant}: other bytes under our metadata verified: {got:?}"
         );
     }
+    // A writer claiming the clip's SHA-256 for other bytes. s3s-fs checks a sent checksum
+    // and refuses the object. moto (5.2.5) stores it without checking, but its HeadObject
+    // does not report a single PUT's checksum: the agent, with no MD5 of its own for an
+    // object it finds, reads the bytes. (Were the claim reported back, `forms::judge`
+    // reads the bytes too: its unit test
+    // `a_matching_checksum_on_an_object_we_have_no_md5_of_is_read_back`.)
+    let key = format!("{KEY}.lying-sha256");
+    let put = s3
+        .client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(&key)
+        .body(other.clone().into())
+        .set_metadata(Some(meta.to_metadata()))
+        .checksum_sha256(base64_sha256(&data))
+        .send()
+        .await;
+    match store {
+        Store::S3sFs => assert!(put.is_err(), "s3s-fs checks the sent checksum"),
+        Store::Moto => {
+            put.unwrap();
+            assert_eq!(s3.object_bytes(&key).unwrap(), other);
+            let got = dest.verify(&key, 10_000, &meta.sha256_hex).await.unwrap();
+            assert!(
+                matches!(got, Verification::Mismatch(_)),
+                "a claimed checksum verified other bytes: {got:?}"
+            );
+        }
+    }
 }
 
 fn base64_sha256(data: &[u8]) -> String {

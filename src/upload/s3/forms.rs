@@ -10,7 +10,7 @@
 //!    the agent cannot recompute (a composite of someone else's parts) goes to 4. A match
 //!    may be the client's own claim coming back (moto stores a sent checksum unchecked): on
 //!    an unencrypted object whose ETag has an MD5's shape, the ETag must also be the MD5 the
-//!    agent computed, else 4.
+//!    agent computed, else 4 (also when the agent has no MD5 of it: found at its key).
 //! 2. **The ETag**, when the store keeps no checksum and the object is not SSE-KMS/SSE-C
 //!    encrypted (then the ETag is an MD5 of the bytes): it must equal the MD5 of the file
 //!    (single PUT) or the MD5 of the part MD5s with `-N` (multipart). An ETag that differs is
@@ -98,19 +98,24 @@ fn expected_etag(sent: &SentDigests) -> Option<String> {
 /// what clients send (moto keeps it unchecked). The ETag of an unencrypted object is the
 /// store's MD5 of the bytes it received: when it has that shape and is not the MD5 the agent
 /// computed, the checksum alone does not settle it, and the bytes are read back.
+/// With no MD5 of our own to compare (an object the agent did not upload, or found at its
+/// key), a checksum match on such an object is only the uploader's claim: read the bytes.
 fn etag_agrees(verdict: Verdict, reported: &Reported, sent: &SentDigests) -> Verdict {
-    let (Verdict::Exact(_), None, Some(expected), Some(etag)) = (
-        &verdict,
-        reported.encrypted,
-        expected_etag(sent),
-        reported.etag.map(unquote),
-    ) else {
+    let (Verdict::Exact(_), None, Some(etag)) =
+        (&verdict, reported.encrypted, reported.etag.map(unquote))
+    else {
         return verdict;
     };
-    if is_md5_etag(etag) && !etag.eq_ignore_ascii_case(&expected) {
-        return Verdict::ReadBytes("the checksum matches but the ETag is not the MD5 sent");
+    if !is_md5_etag(etag) {
+        return verdict;
     }
-    verdict
+    match expected_etag(sent) {
+        None => Verdict::ReadBytes("the checksum matches, but there is no MD5 of ours to compare"),
+        Some(expected) if !etag.eq_ignore_ascii_case(&expected) => {
+            Verdict::ReadBytes("the checksum matches but the ETag is not the MD5 sent")
+        }
+        Some(_) => verdict,
+    }
 }
 
 /// `0123…cdef` or `0123…cdef-N`: the shape of an MD5 ETag (single or multipart).
@@ -384,5 +389,26 @@ mod tests {
             ..other_bytes
         };
         assert!(exact(judge(&opaque, HEX, &single())));
+    }
+
+    #[test]
+    fn a_matching_checksum_on_an_object_we_have_no_md5_of_is_read_back() {
+        // Found at its key (another agent, an earlier run): the checksum may be the
+        // uploader's unchecked claim, and there is no MD5 of ours to hold the ETag to.
+        let found = Reported {
+            checksum_sha256: Some(FULL),
+            etag: Some("\"d41d8cd98f00b204e9800998ecf8427e\""),
+            encrypted: None,
+        };
+        assert!(matches!(
+            judge(&found, HEX, &SentDigests::Unknown),
+            Verdict::ReadBytes(_)
+        ));
+        // A store whose ETags are not MD5s: the checksum decides.
+        let opaque = Reported {
+            etag: Some("\"v2-opaque\""),
+            ..found
+        };
+        assert!(exact(judge(&opaque, HEX, &SentDigests::Unknown)));
     }
 }
