@@ -255,6 +255,34 @@ async fn a_handshake_lost_to_a_weak_signal_is_not_taken_for_a_wrong_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replugged_adapter_or_restarted_networkmanager_is_found_again() {
+    let y = Yard::start(
+        Store::S3sFs,
+        &[TruckSpec::new(0, 2, 100_000), TruckSpec::new(1, 2, 100_000)],
+    )
+    .await;
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "truck 0 offloaded", || async { y.all_in_bucket(0) }).await;
+    // The device and its access points come back under new object paths.
+    y.nm.replug_device().await;
+    y.arrive(1).await;
+    wait_until(60, "truck 1 offloaded after the replug", || async {
+        y.all_in_bucket(1)
+    })
+    .await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(
+        a.log().contains("NetworkManager found again"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_joined_restores_the_uplink() {
     let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
     y.trucks[0]

@@ -81,12 +81,21 @@ impl Agent {
     /// The daemon's radio: restores the uplink, then rotates over the hotspots in range
     /// every `scan_interval` until shutdown or soft stop, and restores the uplink again.
     pub(super) async fn radio_loop(self: &Arc<Self>) {
-        let Some(radio) = self.radio().await else {
+        let Some(mut radio) = self.radio().await else {
             return;
         };
         let every = radio.wifi.scan_interval;
         while !self.stopping() {
-            self.rotation(&radio).await;
+            if self.rotation(&radio).await.is_none() {
+                // A re-plugged adapter, a restarted NetworkManager or system bus: their
+                // objects are new. Found again (the uplink restored first), or tried
+                // again at the next rotation.
+                if let Ok(r) = Radio::connect(&radio.wifi).await {
+                    info!(interface = %r.wifi.interface, "NetworkManager found again");
+                    self.first_act(&r).await;
+                    radio = r;
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.shutdown.cancelled() => {}
@@ -103,7 +112,7 @@ impl Agent {
         let Some(radio) = self.radio().await else {
             return Vec::new();
         };
-        let visits = self.rotation(&radio).await;
+        let visits = self.rotation(&radio).await.unwrap_or_default();
         self.restore_uplink(&radio, SHUTDOWN_UPLINK).await;
         self.wait_uploads(None).await;
         self.wait_overlaps(None).await;
@@ -144,15 +153,15 @@ impl Agent {
     }
 
     /// One rotation: scan, choose, visit each hotspot in turn. Returns each visit's name
-    /// and outcome.
-    async fn rotation(self: &Arc<Self>, radio: &Radio) -> Vec<(String, PassOutcome)> {
+    /// and outcome; `None` when the scan failed.
+    async fn rotation(self: &Arc<Self>, radio: &Radio) -> Option<Vec<(String, PassOutcome)>> {
         // An uplink that could not be restored after the last visit is tried again.
         self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
         let aps = match radio.nm.scan(SCAN_WAIT).await {
             Ok(aps) => aps,
             Err(e) => {
                 warn!("cannot scan for camera hotspots: {e}");
-                return Vec::new();
+                return None;
             }
         };
         // Only hotspots a password opens are recorded (not every access point nearby).
@@ -173,7 +182,7 @@ impl Agent {
             }
             visits.push(self.visit(radio, &ap, m).await);
         }
-        visits
+        Some(visits)
     }
 
     /// The hotspots in range that have a password, in the order they are visited.

@@ -219,6 +219,12 @@ impl NmStandIn {
         let _: () = self.mock("FailNextJoins", &(bssid, n)).await;
     }
 
+    /// The Wi-Fi adapter is re-plugged (or NetworkManager restarts): the device and its
+    /// access points come back under new object paths; the uplink autoconnects again.
+    pub async fn replug_device(&self) {
+        let _: () = self.mock("ReplugDevice", &()).await;
+    }
+
     /// A saved profile with this connection.id (autoconnect false), e.g. left by a crash.
     pub async fn add_profile(&self, id: &str) {
         self.add_profile_with_uuid(id, "").await;

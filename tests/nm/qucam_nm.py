@@ -24,7 +24,7 @@ Wi-Fi device behaves like NetworkManager's documented D-Bus API (docs/depot-wifi
 
 Mock interface (dbusmock's `org.freedesktop.DBus.Mock`, object `/org/freedesktop`), for the
 Rust harness `tests/common/nm.rs`: `AddUplink`, `AddCameraAp`, `AddProfile`, `FailNextJoins`,
-`RemoveAp`,
+`ReplugDevice`, `RemoveAp`,
 `ActiveId`, `ActiveBssid`, `Profiles`, `NmCalls`, `LastJoin`, `SetPermission`; and the signal
 `Joined(s bssid)` on `org.freedesktop.NetworkManager.Mock` every time the BSSID of the device's
 ACTIVATED access point changes ("" when none).
@@ -67,6 +67,7 @@ DISCONNECTED, PREPARE, CONFIG, NEED_AUTH, IP_CONFIG, ACTIVATED, DEACTIVATING, FA
     30, 40, 50, 60, 70, 100, 110, 120)
 R_NONE, R_NO_SECRETS, R_SUPPLICANT_DISCONNECT, R_USER_REQUESTED = 0, 7, 8, 39
 R_CONNECTION_REMOVED, R_SSID_NOT_FOUND, R_NEW_ACTIVATION = 38, 53, 60
+R_DEVICE_REMOVED = 36
 # Active connection states and reasons.
 AC_ACTIVATING, AC_ACTIVATED, AC_DEACTIVATING, AC_DEACTIVATED = 1, 2, 3, 4
 AC_R_USER_DISCONNECTED, AC_R_DEVICE_DISCONNECTED = 2, 3
@@ -99,6 +100,7 @@ class State:
         self.permissions = dict(DEFAULT_PERMISSIONS)
         self.last_join = {}
         self.counter = 0
+        self.uplink = None  # (profile path, BSSID) of the depot network, once added
 
     def next_id(self):
         self.counter += 1
@@ -512,6 +514,7 @@ def AddUplink(self, conn_id, ssid, bssid, active):
         "ipv6": {"method": dbus.String("auto")},
     }
     conn = _add_profile(settings, False)
+    S.uplink = (conn, str(bssid).upper())
     if active:
         _start(conn, str(ap), False, True, instant=True)
 
@@ -534,6 +537,43 @@ def AddProfile(self, conn_id, uuid):
         "802-11-wireless": {"ssid": dbus.ByteArray(b"left-behind")},
     }
     return _add_profile(settings, False)
+
+
+def _add_device(name):
+    S.dev = str(AddWiFiDevice(S.mock, name, S.iface, DISCONNECTED))
+    dev = _obj(S.dev)
+    dev.AddProperty(WIRELESS_DEVICE_IFACE, "LastScan", dbus.Int64(-1))
+    dev.AddProperty(WIRELESS_DEVICE_IFACE, "ActiveAccessPoint", dbus.ObjectPath("/"))
+    dev.AddMethod(WIRELESS_DEVICE_IFACE, "RequestScan", "a{sv}", "", RequestScan)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="", out_signature="")
+def ReplugDevice(self):
+    """The Wi-Fi adapter is unplugged and plugged back in (as after a USB reset; a restart
+    of NetworkManager also renumbers its objects): the activation ends, the device and its
+    access points come back under new object paths, and the uplink autoconnects again."""
+    if S.act is not None:
+        _end(S.act, R_DEVICE_REMOVED, failed=False)
+    old = S.dev
+    aps = []
+    for bssid, ap in list(S.aps.items()):
+        o = _obj(ap["path"])
+        ssid = bytes(o.Get(ACCESS_POINT_IFACE, "Ssid")).decode("utf-8", "replace")
+        aps.append((bssid, ssid, int(o.Get(ACCESS_POINT_IFACE, "Strength")), ap))
+        RemoveAccessPoint(S.mock, old, ap["path"])
+        del S.aps[bssid]
+    nm = _obj(MANAGER_OBJ)
+    devices = [p for p in nm.Get(MANAGER_IFACE, "Devices") if str(p) != old]
+    nm.Set(MANAGER_IFACE, "Devices", dbus.Array(devices, signature="o"))
+    nm.EmitSignal(MANAGER_IFACE, "DeviceRemoved", "o", [dbus.ObjectPath(old)])
+    S.mock.object_manager_emit_removed(old)
+    S.mock.RemoveObject(old)
+    _add_device("%s_%d" % (S.iface, S.next_id()))
+    for bssid, ssid, strength, ap in aps:
+        _add_ap(ssid, bssid, strength, ap["psk"])
+        S.aps[bssid]["handshake_failures"] = ap.get("handshake_failures", 0)
+    if S.uplink is not None and S.uplink[1] in S.aps:
+        _start(S.uplink[0], S.aps[S.uplink[1]]["path"], False, True, instant=True)
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="su", out_signature="")
@@ -639,8 +679,4 @@ def load(mock, parameters):
     settings.AddMethod(SETTINGS_IFACE, "AddConnection", "a{sa{sv}}", "o", add)
     settings.AddMethod(SETTINGS_IFACE, "AddConnectionUnsaved", "a{sa{sv}}", "o", add)
 
-    S.dev = str(AddWiFiDevice(mock, S.iface, S.iface, DISCONNECTED))
-    dev = _obj(S.dev)
-    dev.AddProperty(WIRELESS_DEVICE_IFACE, "LastScan", dbus.Int64(-1))
-    dev.AddProperty(WIRELESS_DEVICE_IFACE, "ActiveAccessPoint", dbus.ObjectPath("/"))
-    dev.AddMethod(WIRELESS_DEVICE_IFACE, "RequestScan", "a{sv}", "", RequestScan)
+    _add_device(S.iface)
