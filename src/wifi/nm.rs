@@ -46,15 +46,31 @@ pub struct AccessPoint {
 }
 
 impl AccessPoint {
-    /// The SSID as text (invalid UTF-8 replaced).
-    /// The SSID as text for logs, status and the store: not UTF-8 is replaced, control
-    /// characters (a hostile SSID's newlines or terminal escapes) become `?`.
+    /// The SSID as text for logs, status and the store: not UTF-8 is replaced; control
+    /// characters (a hostile SSID's newlines or terminal escapes) and invisible ones
+    /// (bidirectional overrides, zero-width characters: an SSID that reads like another
+    /// in a log) become `?`.
     pub fn ssid_lossy(&self) -> String {
         String::from_utf8_lossy(&self.ssid)
             .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
+            .map(|c| if c.is_control() || invisible(c) { '?' } else { c })
             .collect()
     }
+}
+
+/// Format characters that change how text around them reads without showing themselves.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// NetworkManager could not be used.
@@ -459,3 +475,29 @@ impl Nm {
 
 mod join;
 mod uplink;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(ssid: &str) -> String {
+        AccessPoint {
+            path: "/1".into(),
+            ssid: ssid.as_bytes().to_vec(),
+            bssid: "0A:00:00:00:00:01".into(),
+            strength: 50,
+        }
+        .ssid_lossy()
+    }
+
+    #[test]
+    fn hostile_ssids_are_shown_harmless() {
+        assert_eq!(shown("truck-7"), "truck-7");
+        assert_eq!(shown("Müller Transporte"), "Müller Transporte");
+        assert_eq!(shown("a\nb\x1b[31m"), "a?b?[31m");
+        // Reads "truck-7" backwards in a terminal, or like "truck-7" with a hidden space.
+        assert_eq!(shown("\u{202E}7-kcurt"), "?7-kcurt");
+        assert_eq!(shown("truck\u{200B}-7"), "truck?-7");
+        assert_eq!(shown("\u{2066}x\u{2069}\u{FEFF}"), "?x??");
+    }
+}
