@@ -376,7 +376,14 @@ impl Agent {
         match c.learn(&info.imei, ssid, &info.password, bssid) {
             Ok(true) => info!(imei = %info.imei, "learned the camera's hotspot"),
             Ok(false) => {}
-            Err(e) => warn!(imei = %info.imei, "cannot keep the camera's hotspot: {e:#}"),
+            Err(e) => {
+                let m = format!("{e:#}");
+                if c.first_warning(&m) {
+                    warn!(imei = %info.imei, "cannot keep the camera's hotspot: {m}");
+                } else {
+                    debug!(imei = %info.imei, "cannot keep the camera's hotspot: {m}");
+                }
+            }
         }
     }
 }

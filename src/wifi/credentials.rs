@@ -67,6 +67,8 @@ pub struct Credentials {
     join_unknown: bool,
     /// The learned store, when `learn = true`.
     learned_path: Option<PathBuf>,
+    /// The learn errors already reported (a camera met at every pass says the same).
+    warned: std::collections::HashSet<String>,
 }
 
 /// The learned store as written (the only place a password is plain text).
@@ -119,6 +121,7 @@ impl Credentials {
             defaults: w.passwords.clone(),
             join_unknown: w.join_unknown,
             learned_path,
+            warned: Default::default(),
         })
     }
 
@@ -203,6 +206,10 @@ impl Credentials {
             .map(normalize_bssid)
             .transpose()
             .map_err(|m| anyhow!("cannot learn Wi-Fi credentials of {imei}: {m}"))?;
+        if self.knows(imei, ssid, password, bssid.as_deref()) {
+            // Met at every pass: the file is neither read nor written.
+            return Ok(false);
+        }
         let mut file = read_learned(&path)?;
         let old = file.cameras.iter().position(|c| c.imei == imei);
         let new = LearnedCamera {
@@ -219,6 +226,25 @@ impl Credentials {
         write_learned(&path, &file)?;
         self.learned = file.cameras.iter().map(learned_entry).collect();
         Ok(true)
+    }
+}
+
+impl Credentials {
+    /// Whether this is already learned, as it is.
+    fn knows(&self, imei: &str, ssid: &str, password: &Secret, bssid: Option<&str>) -> bool {
+        self.learned.iter().any(|e| {
+            e.imei.as_deref() == Some(imei)
+                && e.ssid.as_deref() == Some(ssid)
+                && e.password
+                    .as_ref()
+                    .is_some_and(|p| p.expose() == password.expose())
+                && bssid.is_none_or(|b| e.bssid.as_deref() == Some(b))
+        })
+    }
+
+    /// Whether the learn error `what` is reported now: the first time it happens.
+    pub fn first_warning(&mut self, what: &str) -> bool {
+        self.warned.insert(what.to_string())
     }
 }
 
@@ -590,6 +616,17 @@ mod tests {
             !c.learn("444", "truck-4", &Secret::new(PW), None).unwrap(),
             "nothing new"
         );
+        // Nothing new is not even read: a camera is met at every pass.
+        let path = d.path().join("state").join(LEARNED_FILE);
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            !c.learn("444", "truck-4", &Secret::new(PW), Some(C))
+                .unwrap()
+        );
+        assert!(!path.exists(), "not read, not written");
+        std::fs::write(&path, kept).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let m = c.for_ap(b"other-name", C).unwrap();
         assert_eq!(
             (m.imei.as_deref(), m.password.expose(), m.source),
@@ -671,6 +708,8 @@ mod tests {
             .learn("444", "truck-4", &Secret::new("short"), None)
             .unwrap_err();
         assert!(!format!("{e:#}").contains("short"), "{e:#}");
+        let m = format!("{e:#}");
+        assert!(c.first_warning(&m) && !c.first_warning(&m), "reported once");
         let e = c
             .learn("444", "truck-4", &Secret::new(PW), Some("nope"))
             .unwrap_err();

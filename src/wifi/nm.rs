@@ -53,7 +53,13 @@ impl AccessPoint {
     pub fn ssid_lossy(&self) -> String {
         String::from_utf8_lossy(&self.ssid)
             .chars()
-            .map(|c| if c.is_control() || invisible(c) { '?' } else { c })
+            .map(|c| {
+                if c.is_control() || invisible(c) {
+                    '?'
+                } else {
+                    c
+                }
+            })
             .collect()
     }
 }
