@@ -223,6 +223,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_camera_met_by_url_waits_while_the_radio_is_leaving_or_away() {
+        let (s, shutdown, _) = schedule(Duration::ZERO);
+        let mut t = s.turns(0);
+        assert!(t.next().await);
+        for away in [false, true] {
+            if away {
+                s.set_radio_away(true);
+            } else {
+                s.hold_uploads();
+            }
+            let wait = tokio::time::timeout(Duration::from_millis(300), t.next()).await;
+            assert!(
+                wait.is_err(),
+                "no pass while the radio is not home (away: {away})"
+            );
+            let back = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                s.set_radio_away(false);
+            };
+            let (r, ()) =
+                tokio::join!(tokio::time::timeout(Duration::from_secs(5), t.next()), back);
+            assert_eq!(r.ok(), Some(true), "due once the radio is home");
+        }
+        s.hold_uploads();
+        shutdown.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(5), t.next()).await;
+        assert_eq!(r.ok(), Some(false), "a shutdown ends the wait");
+    }
+
+    #[tokio::test]
     async fn stops_cut_the_wait_short() {
         let (s, shutdown, soft) = schedule(Duration::from_secs(3600));
         let mut t = s.turns(0);

@@ -39,6 +39,20 @@ const MAX_JOIN_RETRY: Duration = Duration::from_secs(3600);
 /// The longest the bucket check before a visit may take (the rest waits for a later visit).
 const CHECK_BEFORE_VISIT: Duration = Duration::from_secs(30);
 
+/// How long after a failed join (`failures` in a row before it) the hotspot is tried again:
+/// a wrong password after `wrong_password_retry`; a hotspot that is gone (the truck drove
+/// away) after [`FAILED_JOIN_RETRY`], so it is met again as soon as it is back; any other
+/// failure after [`FAILED_JOIN_RETRY`] doubled per failure, up to [`MAX_JOIN_RETRY`].
+fn join_retry(e: &JoinError, failures: u32, wrong_password_retry: Duration) -> Duration {
+    match e {
+        JoinError::WrongPassword => wrong_password_retry,
+        JoinError::Gone => FAILED_JOIN_RETRY,
+        _ => FAILED_JOIN_RETRY
+            .saturating_mul(1 << failures.min(6))
+            .min(MAX_JOIN_RETRY),
+    }
+}
+
 impl Agent {
     /// Visits hotspot `ap` with password `m`. Returns a name for the visit and the pass's
     /// outcome (`Away` when the join failed or no camera answered).
@@ -283,15 +297,8 @@ impl Agent {
             .iter()
             .find(|r| r.bssid == ap.bssid)
             .map_or(0, |r| r.failures);
-        let backoff = FAILED_JOIN_RETRY
-            .saturating_mul(1 << before.min(6))
-            .min(MAX_JOIN_RETRY);
-        let (wrong, retry) = match &e {
-            JoinError::WrongPassword => (true, radio.wifi.wrong_password_retry),
-            // A truck that drove away is met again as soon as it is back.
-            JoinError::Gone => (false, FAILED_JOIN_RETRY),
-            _ => (false, backoff),
-        };
+        let wrong = e == JoinError::WrongPassword;
+        let retry = join_retry(&e, before, radio.wifi.wrong_password_retry);
         let retry_at = now + retry.as_millis() as i64;
         match self
             .store
@@ -384,6 +391,36 @@ impl Agent {
                     debug!(imei = %info.imei, "cannot keep the camera's hotspot: {m}");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_joins_back_off_but_a_truck_that_left_is_met_again_soon() {
+        let six_h = Duration::from_secs(6 * 3600);
+        let min = |m: u64| Duration::from_secs(60 * m);
+        let timeout = JoinError::Timeout;
+        let got: Vec<Duration> = (0..8).map(|n| join_retry(&timeout, n, six_h)).collect();
+        assert_eq!(
+            got,
+            [
+                min(1),
+                min(2),
+                min(4),
+                min(8),
+                min(16),
+                min(32),
+                min(60),
+                min(60)
+            ]
+        );
+        for n in [0, 5, 100] {
+            assert_eq!(join_retry(&JoinError::Gone, n, six_h), min(1), "{n}");
+            assert_eq!(join_retry(&JoinError::WrongPassword, n, six_h), six_h);
         }
     }
 }
