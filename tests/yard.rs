@@ -40,6 +40,24 @@ fn s3_requests_while_joined(y: &Yard) -> Arc<Mutex<u64>> {
     total
 }
 
+/// One radio for real: while a camera's hotspot is joined, the S3 server refuses new
+/// connections and cuts live ones (it is out of reach until the uplink is back).
+fn s3_out_of_reach_while_joined(y: &Yard) {
+    let mut joined = y.nm.joined();
+    let s3 = y.s3.fault_handle();
+    tokio::spawn(async move {
+        loop {
+            let now = joined.borrow_and_update().clone();
+            let on_camera =
+                !now.is_empty() && !now.eq_ignore_ascii_case(common::yard::UPLINK_BSSID);
+            s3.set_refusing(on_camera);
+            if joined.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 async fn three_trucks_are_offloaded_in_turn_and_the_uplink_is_restored_after_each(store: Store) {
     let y = Yard::start(
         store,
@@ -280,6 +298,64 @@ async fn a_replugged_adapter_or_restarted_networkmanager_is_found_again() {
         a.log()
     );
     assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_cut_by_the_radio_leaving_cost_no_attempt_and_pause_nothing() {
+    let y = Yard::start(
+        Store::S3sFs,
+        &[TruckSpec::new(0, 4, 200_000), TruckSpec::new(1, 2, 200_000)],
+    )
+    .await;
+    s3_out_of_reach_while_joined(&y);
+    // A slow bucket: every request waits 40 s, longer than the radio waits for uploads
+    // after truck 0 and before truck 1 (max_per_camera 15 s, each).
+    y.s3.set_delay(Some(std::time::Duration::from_secs(40)));
+    // Truck 1's visit lasts its whole turn, longer than the SDK's and the agent's own
+    // retries of the cut uploads (about 10 s): the failure reaches the outage logic.
+    y.trucks[1]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(5_000));
+    y.arrive(0).await;
+    y.write_config(true, "max_per_camera = \"15s\"", "");
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "truck 0's uploads outlast the turn", || async {
+        a.log()
+            .contains("uploads go on at the next return to the uplink")
+    })
+    .await;
+    // Truck 1 takes the radio while truck 0's uploads are in flight.
+    y.arrive(1).await;
+    wait_until(
+        60,
+        "the radio left with uploads in flight, and came back",
+        || async {
+            let log = a.log();
+            log.contains("uploads still running when the radio leaves for a camera")
+                && log.contains("visit over hotspot=truck-1")
+        },
+    )
+    .await;
+    y.s3.set_delay(None);
+    wait_until(90, "both trucks in the bucket", || async {
+        y.all_in_bucket(0) && y.all_in_bucket(1)
+    })
+    .await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert!(
+        !log.contains("uploads paused"),
+        "S3 out of reach while on a hotspot is no outage:\n{log}"
+    );
+    assert!(!log.contains("upload failed"), "{log}");
+    let attempts: i64 = y
+        .db()
+        .query_row("SELECT COALESCE(SUM(attempts), 0) FROM clips", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(attempts, 0, "no clip charged an attempt:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

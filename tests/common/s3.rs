@@ -62,6 +62,8 @@ struct Faults {
     /// 0 = serve normally; otherwise answer every request with this status.
     failing: AtomicU16,
     refusing: AtomicBool,
+    /// Woken when refusing turns on: requests being served are cut off at once.
+    cut: tokio::sync::Notify,
     /// 0 = no delay; otherwise every request waits this many milliseconds before it is served.
     delay_ms: AtomicU64,
     /// 0 = no delay; otherwise every response waits this many milliseconds after the
@@ -98,6 +100,20 @@ impl Drop for Busy {
 }
 
 /// A running test server; stops when dropped.
+/// Turns the S3 server's reachability off and on (see [`TestS3::fault_handle`]).
+#[derive(Clone)]
+pub struct Reach(Arc<Faults>);
+
+impl Reach {
+    /// As [`TestS3::set_refusing`]; turning it on also cuts the requests being served.
+    pub fn set_refusing(&self, on: bool) {
+        self.0.refusing.store(on, Ordering::SeqCst);
+        if on {
+            self.0.cut.notify_waiters();
+        }
+    }
+}
+
 pub struct TestS3 {
     /// `http://127.0.0.1:PORT` (the fault layer, in front of either store).
     pub endpoint: String,
@@ -207,7 +223,12 @@ impl TestS3 {
     /// While on, new connections are dropped at accept and requests on kept-alive
     /// connections are cut off (S3 down).
     pub fn set_refusing(&self, on: bool) {
-        self.faults.refusing.store(on, Ordering::SeqCst);
+        Reach(self.faults.clone()).set_refusing(on);
+    }
+
+    /// A handle for [`TestS3::set_refusing`] that another task can keep.
+    pub fn fault_handle(&self) -> Reach {
+        Reach(self.faults.clone())
     }
 
     /// While `Some(d)`, every request (including its body) waits `d` before it is served,
@@ -449,8 +470,26 @@ async fn accept_loop(listener: TcpListener, backend: Arc<Backend>, faults: Arc<F
     }
 }
 
-/// The fault layer in front of the store.
+/// The fault layer in front of the store; a request being served when the server starts
+/// refusing is cut off.
 async fn handle(
+    req: Request<Incoming>,
+    backend: Arc<Backend>,
+    faults: Arc<Faults>,
+) -> Result<Response<s3s::Body>, BoxError> {
+    let cut = faults.cut.notified();
+    tokio::pin!(cut);
+    cut.as_mut().enable();
+    if faults.refusing.load(Ordering::SeqCst) {
+        return Err("refusing".into());
+    }
+    tokio::select! {
+        r = serve(req, backend, faults.clone()) => r,
+        _ = cut => Err("cut off: the server went away".into()),
+    }
+}
+
+async fn serve(
     req: Request<Incoming>,
     backend: Arc<Backend>,
     faults: Arc<Faults>,
