@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::nm::NmStandIn;
 use qucam::Secret;
-use qucam_offload::wifi::nm::{AccessPoint, JoinError, Nm, NmError};
+use qucam_offload::wifi::nm::{AccessPoint, JoinError, Joined, Nm, NmError};
 
 const IFACE: &str = "wlan0";
 const UPLINK: &str = "depot";
@@ -33,6 +33,17 @@ async fn ap(nm: &Nm, bssid: &str) -> AccessPoint {
     aps.into_iter()
         .find(|a| a.bssid == bssid)
         .unwrap_or_else(|| panic!("{bssid} not listed"))
+}
+
+/// The yard, joined to the camera's hotspot with its password.
+async fn joined_to_the_camera() -> (NmStandIn, Nm, Joined) {
+    let (s, nm) = yard().await;
+    let cam = ap(&nm, CAM).await;
+    let j = nm
+        .join(&cam, &Secret::new(CAM_PSK), WAIT)
+        .await
+        .expect("join");
+    (s, nm, j)
 }
 
 /// Waits until the Joined signal has reported `bssid`.
@@ -72,11 +83,7 @@ async fn join_activates_the_camera_ap() {
 
 #[tokio::test]
 async fn join_sends_a_volatile_bound_profile_that_never_takes_the_route() {
-    let (s, nm) = yard().await;
-    let cam = ap(&nm, CAM).await;
-    nm.join(&cam, &Secret::new(CAM_PSK), WAIT)
-        .await
-        .expect("join");
+    let (s, _nm, _) = joined_to_the_camera().await;
     let sent = s.last_join().await;
     let expect = [
         ("connection.id", "qucam-offload/AA:BB:CC:DD:EE:01"),
@@ -137,12 +144,7 @@ async fn a_wrong_password_reads_as_wrong_password_and_the_uplink_comes_back() {
 
 #[tokio::test]
 async fn an_ap_that_leaves_while_joined_ends_wait_dropped() {
-    let (s, nm) = yard().await;
-    let cam = ap(&nm, CAM).await;
-    let j = nm
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
-        .await
-        .expect("join");
+    let (s, nm, j) = joined_to_the_camera().await;
     let pending = tokio::time::timeout(Duration::from_millis(300), nm.wait_dropped(&j)).await;
     assert!(pending.is_err(), "wait_dropped resolved while still joined");
     let dropped = tokio::spawn({
@@ -246,11 +248,7 @@ async fn a_slow_activation_times_out_and_is_deactivated() {
 
 #[tokio::test]
 async fn the_uplink_replaces_the_camera_connection() {
-    let (s, nm) = yard().await;
-    let cam = ap(&nm, CAM).await;
-    nm.join(&cam, &Secret::new(CAM_PSK), WAIT)
-        .await
-        .expect("join");
+    let (s, nm, _) = joined_to_the_camera().await;
     joined_signal(&s, CAM).await;
     nm.activate_uplink(UPLINK, WAIT).await.expect("uplink");
     assert_eq!(s.active_id().await.as_deref(), Some(UPLINK));
@@ -277,12 +275,7 @@ async fn the_uplink_replaces_the_camera_connection() {
 
 #[tokio::test]
 async fn leave_deactivates_and_leaving_twice_is_fine() {
-    let (s, nm) = yard().await;
-    let cam = ap(&nm, CAM).await;
-    let j = nm
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
-        .await
-        .expect("join");
+    let (s, nm, j) = joined_to_the_camera().await;
     nm.leave(&j).await.expect("leave");
     assert_eq!(s.active_id().await, None);
     nm.leave(&j).await.expect("leave again");

@@ -12,6 +12,50 @@ use std::sync::{Arc, Mutex};
 use common::moto::Store;
 use common::yard::{TruckSpec, UPLINK, Yard, wait_until};
 
+/// A yard with truck 0 (`spec`) in range, offloaded by one `run --once` with one radio
+/// (`extra_wifi` in `[wifi]`): its clips verified in the bucket, deletes waiting.
+async fn offloaded_once(spec: TruckSpec, extra_wifi: &str) -> Yard {
+    let y = Yard::start(Store::S3sFs, &[spec]).await;
+    y.arrive(0).await;
+    y.write_config(true, extra_wifi, "");
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    assert!(y.all_in_bucket(0), "{}", a.log());
+    y
+}
+
+/// A daemon joined to a slow truck (two 4 MB clips at 500 kB/s), with one radio.
+async fn joined_to_a_slow_truck() -> (Yard, common::yard::AgentProc) {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
+    y.trucks[0]
+        .sim
+        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
+    y.arrive(0).await;
+    y.write_config(true, "", "");
+    let a = y.spawn(&["run"]);
+    let bssid = y.trucks[0].bssid.clone();
+    let joined = y.nm.joined();
+    wait_until(30, "joined to the truck", || async {
+        joined.borrow().eq_ignore_ascii_case(&bssid)
+    })
+    .await;
+    (y, a)
+}
+
+/// Two trucks in range with the factory SSID and password (`queclinkgh`, as the vendor's
+/// example), three clips each.
+async fn two_factory_trucks_in_range() -> Yard {
+    let factory = |i| TruckSpec {
+        ssid: "queclinkgh".into(),
+        psk: "12345678".into(),
+        ..TruckSpec::new(i, 3, 100_000)
+    };
+    let y = Yard::start(Store::S3sFs, &[factory(0), factory(1)]).await;
+    y.arrive(0).await;
+    y.arrive(1).await;
+    y
+}
+
 /// The S3 requests received while a camera's hotspot (not the uplink) was joined, sampled
 /// at every change of the joined access point.
 fn s3_requests_while_joined(y: &Yard) -> Arc<Mutex<u64>> {
@@ -360,19 +404,7 @@ async fn uploads_cut_by_the_radio_leaving_cost_no_attempt_and_pause_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_joined_restores_the_uplink() {
-    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
-    y.trucks[0]
-        .sim
-        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
-    y.arrive(0).await;
-    y.write_config(true, "", "");
-    let mut a = y.spawn(&["run"]);
-    let bssid = y.trucks[0].bssid.clone();
-    let joined = y.nm.joined();
-    wait_until(30, "joined to the truck", || async {
-        joined.borrow().eq_ignore_ascii_case(&bssid)
-    })
-    .await;
+    let (y, mut a) = joined_to_a_slow_truck().await;
     wait_until(30, "downloading", || async {
         y.trucks[0].sim.bytes_served() > 0
     })
@@ -389,19 +421,7 @@ async fn sigterm_while_joined_restores_the_uplink() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_joined_then_the_restart_restores_the_uplink_first() {
-    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 4_000_000)]).await;
-    y.trucks[0]
-        .sim
-        .set_faults(|f| f.bandwidth_bytes_per_sec = Some(500_000));
-    y.arrive(0).await;
-    y.write_config(true, "", "");
-    let mut a = y.spawn(&["run"]);
-    let bssid = y.trucks[0].bssid.clone();
-    let joined = y.nm.joined();
-    wait_until(30, "joined to the truck", || async {
-        joined.borrow().eq_ignore_ascii_case(&bssid)
-    })
-    .await;
+    let (y, mut a) = joined_to_a_slow_truck().await;
     a.signal("-KILL");
     assert_eq!(a.exit(10).await, None);
     // NetworkManager drops the connection bound to the dead client, and nothing brings the
@@ -490,14 +510,7 @@ async fn a_hotspot_answering_with_another_imei_is_not_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trucks_with_the_factory_ssid_are_told_apart_by_bssid_and_imei() {
-    let factory = |i| TruckSpec {
-        ssid: "queclinkgh".into(),
-        psk: "12345678".into(),
-        ..TruckSpec::new(i, 3, 100_000)
-    };
-    let y = Yard::start(Store::S3sFs, &[factory(0), factory(1)]).await;
-    y.arrive(0).await;
-    y.arrive(1).await;
+    let y = two_factory_trucks_in_range().await;
     // No [[camera]] at all: the factory password for the factory SSID.
     let cfg = y.config_with("", true, "[wifi.passwords]\nqueclinkgh = \"12345678\"", "");
     y.write_config_text(&cfg);
@@ -531,14 +544,7 @@ async fn trucks_with_the_factory_ssid_are_told_apart_by_bssid_and_imei() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_unknown_false_joins_only_known_cameras() {
-    let factory = |i| TruckSpec {
-        ssid: "queclinkgh".into(),
-        psk: "12345678".into(),
-        ..TruckSpec::new(i, 3, 100_000)
-    };
-    let y = Yard::start(Store::S3sFs, &[factory(0), factory(1)]).await;
-    y.arrive(0).await;
-    y.arrive(1).await;
+    let y = two_factory_trucks_in_range().await;
     // Truck 0 is a known camera (its BSSID); truck 1 only matches the default password.
     let cams = format!(
         "[[camera]]\nname = \"truck-0\"\nbssid = \"{}\"\n",
@@ -723,12 +729,7 @@ async fn joins(y: &Yard) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_met_by_the_check_before_a_visit_pauses_uploads_and_the_radio_does_not_hop_back()
 {
-    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 3, 100_000)]).await;
-    y.arrive(0).await;
-    y.write_config(true, "", "");
-    let mut a = y.spawn(&["run", "--once"]);
-    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
-    assert!(y.all_in_bucket(0), "{}", a.log());
+    let y = offloaded_once(TruckSpec::new(0, 3, 100_000), "").await;
     let before = joins(&y).await;
     // The bucket is down when the radio is about to go back to the truck: the check of
     // its verified clips, from the uplink, meets the outage.
@@ -760,13 +761,8 @@ async fn an_outage_met_by_the_check_before_a_visit_pauses_uploads_and_the_radio_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_before_a_visit_cut_short_keeps_what_it_confirmed() {
-    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 12, 50_000)]).await;
-    y.arrive(0).await;
     // The check before a visit gets at most max_per_camera (3 s) of the uplink.
-    y.write_config(true, "max_per_camera = \"3s\"", "");
-    let mut a = y.spawn(&["run", "--once"]);
-    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
-    assert!(y.all_in_bucket(0), "{}", a.log());
+    let y = offloaded_once(TruckSpec::new(0, 12, 50_000), "max_per_camera = \"3s\"").await;
     let verified = y.event_clips(0).len();
     let before = joins(&y).await;
     // A slow bucket: every answer takes 1 s, so checking every clip (6) takes longer than
