@@ -62,13 +62,15 @@ impl Agent {
         ap: &AccessPoint,
         m: Match,
     ) -> (String, PassOutcome) {
-        let label = match &m.source {
-            Source::Camera(n) => n.clone(),
-            _ => ap.ssid_lossy(),
-        };
-        let name = match &m.source {
-            Source::Camera(n) => n.clone(),
-            _ => format!("{} ({})", ap.ssid_lossy(), ap.bssid),
+        // The camera's name (its `[[camera]]` name, else its SSID), and with its BSSID for
+        // the log when it has no name of its own.
+        let (label, name) = match &m.source {
+            Source::Camera(n) => (n.clone(), n.clone()),
+            _ => {
+                let ssid = ap.ssid_lossy();
+                let name = format!("{ssid} ({})", ap.bssid);
+                (ssid, name)
+            }
         };
         let recorded = self.recorded_imei(&ap.bssid).await.or(m.imei.clone());
         let gate = if radio.one_radio() {
