@@ -592,7 +592,10 @@ mod tests {
         ] {
             assert!(text.contains(&line), "{line} in\n{text}");
         }
-        store.hotspot_failed(b(), true, 9_000_000).await.unwrap();
+        store
+            .hotspot_failed(b(), true, |_| 9_000_000)
+            .await
+            .unwrap();
         let text = m.render().await.unwrap();
         assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 1")));
     }

@@ -165,15 +165,18 @@ impl Agent {
             }
         };
         // Only hotspots a password opens are recorded (not every access point nearby).
-        let seen = aps
+        let opened: Vec<(AccessPoint, Match)> = aps
+            .into_iter()
+            .filter_map(|a| self.hotspot_password(&a).map(|m| (a, m)))
+            .collect();
+        let seen = opened
             .iter()
-            .filter(|a| self.hotspot_password(a).is_some())
-            .map(|a| (a.bssid.clone(), a.ssid_lossy(), a.strength))
+            .map(|(a, _)| (a.bssid.clone(), a.ssid_lossy(), a.strength))
             .collect();
         if let Err(e) = self.store.hotspots_seen(seen, crate::store::now_ms()).await {
             warn!("cannot record the hotspots in range: {e:#}");
         }
-        let plan = self.plan(radio, aps).await;
+        let plan = self.plan(radio, opened).await;
         debug!(visits = plan.len(), "rotation");
         let mut visits = Vec::new();
         for (ap, m) in plan {
@@ -185,21 +188,21 @@ impl Agent {
         Some(visits)
     }
 
-    /// The hotspots in range that have a password, in the order they are visited.
-    async fn plan(&self, radio: &Radio, aps: Vec<AccessPoint>) -> Vec<(AccessPoint, Match)> {
+    /// The hotspots in range that a password opens, in the order they are visited.
+    async fn plan(
+        &self,
+        radio: &Radio,
+        opened: Vec<(AccessPoint, Match)>,
+    ) -> Vec<(AccessPoint, Match)> {
         let rows = self.store.hotspots().await.unwrap_or_default();
         let work = self.store.camera_work().await.unwrap_or_default();
         // Verified clips make a visit worth it only while their deletes can be checked.
         let deletes = self.cfg.retention.delete_from_camera
             == crate::config::DeletePolicy::AfterUpload
             && !self.destination_paused();
-        let aps = strongest_per_bssid(aps);
         let mut known = Vec::new();
         let mut cands = Vec::new();
-        for ap in aps {
-            let Some(m) = self.hotspot_password(&ap) else {
-                continue;
-            };
+        for (ap, m) in strongest_per_bssid(opened) {
             let row = rows.iter().find(|r| r.bssid == ap.bssid);
             let imei = row.and_then(|r| r.imei.clone()).or_else(|| m.imei.clone());
             let pending = imei.as_ref().and_then(|i| work.get(i)).map_or(0, |w| {
@@ -310,14 +313,15 @@ impl Agent {
     }
 }
 
-/// One access point per BSSID (the strongest), in the order first seen.
-fn strongest_per_bssid(aps: Vec<AccessPoint>) -> Vec<AccessPoint> {
-    let mut out: Vec<AccessPoint> = Vec::new();
-    for ap in aps {
-        match out.iter_mut().find(|a| a.bssid == ap.bssid) {
-            Some(a) if a.strength < ap.strength => *a = ap,
+/// One access point per BSSID (the strongest, with what came with it), in the order
+/// first seen.
+fn strongest_per_bssid<T>(aps: Vec<(AccessPoint, T)>) -> Vec<(AccessPoint, T)> {
+    let mut out: Vec<(AccessPoint, T)> = Vec::new();
+    for (ap, t) in aps {
+        match out.iter_mut().find(|(a, _)| a.bssid == ap.bssid) {
+            Some(slot) if slot.0.strength < ap.strength => *slot = (ap, t),
             Some(_) => {}
-            None => out.push(ap),
+            None => out.push((ap, t)),
         }
     }
     out
@@ -329,11 +333,14 @@ mod tests {
 
     #[test]
     fn one_visit_per_bssid_the_strongest() {
-        let ap = |p: &str, b: &str, s: u8| AccessPoint {
-            path: p.into(),
-            ssid: b"truck".to_vec(),
-            bssid: b.into(),
-            strength: s,
+        let ap = |p: &str, b: &str, s: u8| {
+            let ap = AccessPoint {
+                path: p.into(),
+                ssid: b"truck".to_vec(),
+                bssid: b.into(),
+                strength: s,
+            };
+            (ap, ())
         };
         let got = strongest_per_bssid(vec![
             ap("/1", "0A:00:00:00:00:01", 30),
@@ -341,7 +348,7 @@ mod tests {
             ap("/3", "0A:00:00:00:00:01", 70),
             ap("/4", "0A:00:00:00:00:01", 10),
         ]);
-        let paths: Vec<&str> = got.iter().map(|a| a.path.as_str()).collect();
+        let paths: Vec<&str> = got.iter().map(|(a, _)| a.path.as_str()).collect();
         assert_eq!(paths, ["/3", "/2"]);
     }
 }

@@ -293,31 +293,33 @@ impl Agent {
     /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
     /// [`FAILED_JOIN_RETRY`], with no backoff and no warning; other failures back off.
     async fn join_failed(&self, radio: &Radio, ap: &AccessPoint, name: &str, e: JoinError) {
-        let now = crate::store::now_ms();
-        let rows = self.store.hotspots().await.unwrap_or_default();
-        let before = rows
-            .iter()
-            .find(|r| r.bssid == ap.bssid)
-            .map_or(0, |r| r.failures);
         let wrong = e == JoinError::WrongPassword;
-        let retry = join_retry(&e, before, radio.wifi.wrong_password_retry);
-        let retry_at = now + retry.as_millis() as i64;
-        match self
+        let retry_of = {
+            let (e, wrong_retry) = (e.clone(), radio.wifi.wrong_password_retry);
+            move |failures| join_retry(&e, failures, wrong_retry)
+        };
+        let retry_at = {
+            let (now, retry_of) = (crate::store::now_ms(), retry_of.clone());
+            move |failures| now + retry_of(failures).as_millis() as i64
+        };
+        let failed = self
             .store
             .hotspot_failed(ap.bssid.clone(), wrong, retry_at)
-            .await
-        {
-            Ok(true) => {
+            .await;
+        match failed {
+            Ok(f) if f.first_wrong_password => {
+                let retry = retry_of(f.failures_before);
                 warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry))
             }
-            Ok(false) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
+            Ok(_) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
             // A hotspot NetworkManager still lists after the truck left: no warning.
-            Ok(false) if e == JoinError::Gone => info!(hotspot = %name, "the hotspot is gone"),
-            Ok(false) if before == 0 => {
+            Ok(_) if e == JoinError::Gone => info!(hotspot = %name, "the hotspot is gone"),
+            Ok(f) if f.failures_before == 0 => {
+                let retry = retry_of(0);
                 warn!(hotspot = %name, "cannot join the camera's hotspot: {e} (tried again in {})", humantime::format_duration(retry))
             }
-            Ok(false) => {
-                debug!(hotspot = %name, failures = before + 1, "cannot join the camera's hotspot: {e}")
+            Ok(f) => {
+                debug!(hotspot = %name, failures = f.failures_before + 1, "cannot join the camera's hotspot: {e}")
             }
             Err(err) => warn!("cannot record the failed join: {err:#}"),
         }

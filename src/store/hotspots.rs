@@ -42,6 +42,15 @@ pub struct CameraWork {
     pub verified: usize,
 }
 
+/// What [`Store::hotspot_failed`] recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinFailed {
+    /// The first wrong password recorded since the last join that succeeded: report it once.
+    pub first_wrong_password: bool,
+    /// Failed joins recorded before this one.
+    pub failures_before: u32,
+}
+
 /// A row for `bssid` if there is none yet (a hotspot joined before any scan recorded it).
 const ENSURE: &str =
     "INSERT INTO hotspots (bssid, ssid) VALUES (?1, '') ON CONFLICT(bssid) DO NOTHING";
@@ -119,29 +128,32 @@ impl Store {
         .await
     }
 
-    /// A failed join: not before `retry_at`. Returns true the first time a wrong password is
-    /// recorded (since the last join that succeeded): report it once.
+    /// A failed join: not before `retry_at(failures)`, given the failed joins recorded
+    /// before this one (read and written in one transaction).
     pub async fn hotspot_failed(
         &self,
         bssid: String,
         wrong_password: bool,
-        retry_at: i64,
-    ) -> Result<bool> {
+        retry_at: impl FnOnce(u32) -> i64 + Send + 'static,
+    ) -> Result<JoinFailed> {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(ENSURE, params![bssid])?;
-            let before: bool = tx.query_row(
-                "SELECT wrong_password FROM hotspots WHERE bssid = ?1",
+            let (before, failures): (bool, u32) = tx.query_row(
+                "SELECT wrong_password, failures FROM hotspots WHERE bssid = ?1",
                 params![bssid],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             tx.execute(
                 "UPDATE hotspots SET failures = failures + 1, retry_at = ?2,
                     wrong_password = MAX(wrong_password, ?3) WHERE bssid = ?1",
-                params![bssid, retry_at, wrong_password],
+                params![bssid, retry_at(failures), wrong_password],
             )?;
             tx.commit()?;
-            Ok(wrong_password && !before)
+            Ok(JoinFailed {
+                first_wrong_password: wrong_password && !before,
+                failures_before: failures,
+            })
         })
         .await
     }

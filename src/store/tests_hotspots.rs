@@ -97,19 +97,22 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
     s.hotspots_seen(vec![(A.into(), "t1".into(), 40)], 1)
         .await
         .unwrap();
-    assert!(
-        s.hotspot_failed(A.into(), true, 100).await.unwrap(),
-        "first: report"
-    );
-    assert!(
-        !s.hotspot_failed(A.into(), true, 200).await.unwrap(),
-        "again: quiet"
-    );
-    assert!(!s.hotspot_failed(A.into(), false, 300).await.unwrap());
+    // The retry time is computed from the failures recorded before, in the same transaction.
+    let fail = |bssid: &str, wrong: bool| {
+        s.hotspot_failed(bssid.into(), wrong, |before| 1000 + i64::from(before))
+    };
+    let f = fail(A, true).await.unwrap();
+    assert!(f.first_wrong_password, "first: report");
+    assert_eq!(f.failures_before, 0);
+    let f = fail(A, true).await.unwrap();
+    assert!(!f.first_wrong_password, "again: quiet");
+    assert_eq!(f.failures_before, 1);
+    let f = fail(A, false).await.unwrap();
+    assert_eq!((f.first_wrong_password, f.failures_before), (false, 2));
     let a = row(&s, A).await;
     assert_eq!(
         (a.failures, a.retry_at, a.wrong_password),
-        (3, Some(300), true)
+        (3, Some(1002), true)
     );
     s.hotspot_joined(A.into(), 400).await.unwrap();
     let a = row(&s, A).await;
@@ -117,12 +120,12 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
         (a.failures, a.retry_at, a.wrong_password, a.last_joined),
         (0, None, false, Some(400))
     );
-    assert!(
-        s.hotspot_failed(A.into(), true, 500).await.unwrap(),
-        "after a join: report again"
-    );
+    let f = fail(A, true).await.unwrap();
+    assert!(f.first_wrong_password, "after a join: report again");
+    assert_eq!(f.failures_before, 0);
     // A failure at a BSSID no scan recorded still makes its row.
-    assert!(!s.hotspot_failed(B.into(), false, 600).await.unwrap());
+    let f = fail(B, false).await.unwrap();
+    assert_eq!((f.first_wrong_password, f.failures_before), (false, 0));
     assert_eq!(row(&s, B).await.failures, 1);
 }
 

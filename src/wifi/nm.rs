@@ -99,7 +99,7 @@ pub enum NmError {
 }
 
 /// A join that did not end ACTIVATED.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum JoinError {
     #[error("wrong password (NetworkManager: no secrets)")]
     WrongPassword,
