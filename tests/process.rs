@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, IMEI, Knobs};
+use common::fleet::{Fleet, IMEI, Knobs, Out};
 use common::s3::Store;
 use rusqlite::OptionalExtension;
 use serde_json::Value;
@@ -30,24 +30,6 @@ struct Proc {
     label: String,
     stdout: PathBuf,
     stderr: PathBuf,
-}
-
-/// How a child ended.
-#[derive(Debug)]
-struct Out {
-    /// `None` when killed by a signal.
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
 }
 
 /// The child's environment: nothing inherited (no real AWS profile, config or HOME), the

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, IMEI, Knobs};
+use common::fleet::{Fleet, IMEI, Knobs, Out};
 use common::s3::Store;
 use qucam_offload::agent::Agent;
 use qucam_offload::config::Config;
@@ -21,22 +21,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
-
-/// How a child ended.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
 
 /// `qucam-offload -c CONFIG ARGS…` with nothing inherited but the test credentials, a
 /// private HOME, and no session bus; waits at most a minute.

@@ -271,11 +271,8 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
     y.arrive(1).await;
     let mut a = y.spawn(&["run"]);
     wait_until(60, "truck 1 offloaded", || async { y.all_in_bucket(1) }).await;
-    // Three more rotations (scan_interval 1 s).
-    a.wait_rotations(3).await;
-    a.signal("-TERM");
-    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
-    let log = a.log();
+    // Three more rotations, then SIGTERM (scan_interval 1 s).
+    let log = a.stop_after_rotations(3).await;
     assert_eq!(
         log.matches("wrong password for this camera's hotspot")
             .count(),
@@ -700,15 +697,12 @@ async fn a_truck_fully_offloaded_is_not_joined_again_before_revisit_after() {
     })
     .await;
     let after_two = sim.requests().len();
-    // Three more rotations (scan_interval 1 s) with nothing to do for this truck.
-    a.wait_rotations(3).await;
-    a.signal("-TERM");
-    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    // Three more rotations (scan_interval 1 s) with nothing to do for this truck, then SIGTERM.
+    let log = a.stop_after_rotations(3).await;
     assert_eq!(
-        joins(&a.log()),
+        joins(&log),
         2,
-        "no visit before revisit_after (15m):\n{}",
-        a.log()
+        "no visit before revisit_after (15m):\n{log}"
     );
     assert_eq!(
         sim.requests().len(),
@@ -739,10 +733,7 @@ async fn an_outage_met_by_the_check_before_a_visit_pauses_uploads_and_the_radio_
         a.log().contains("visit over")
     })
     .await;
-    a.wait_rotations(3).await;
-    a.signal("-TERM");
-    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
-    let log = a.log();
+    let log = a.stop_after_rotations(3).await;
     assert!(
         log.contains("uploads paused"),
         "an S3 failure on the uplink is an outage, paused and probed:\n{log}"
@@ -773,10 +764,7 @@ async fn a_check_before_a_visit_cut_short_keeps_what_it_confirmed() {
         a.log().contains("visit over")
     })
     .await;
-    a.wait_rotations(3).await;
-    a.signal("-TERM");
-    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
-    let log = a.log();
+    let log = a.stop_after_rotations(3).await;
     let deleted = y.trucks[0].sim.deletes().len();
     assert!(
         deleted > 0 && deleted < verified,

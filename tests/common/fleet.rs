@@ -11,7 +11,6 @@ use qucam_offload::agent::{Agent, PassOutcome};
 use qucam_offload::config::Config;
 use qucam_offload::upload::{Destination, S3Destination};
 use qucam_sim::{self as sim, SimHandle, SimOptions};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::s3::{Store, TestS3};
@@ -43,8 +42,43 @@ pub struct Fleet {
     pub originals: BTreeMap<String, String>,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+pub use super::sim::sha256_hex;
+
+/// How a `qucam-offload` child ended.
+#[derive(Debug)]
+pub struct Out {
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Writes `n` generated clips of `size` bytes (from `seed`) into `camera_dir`. SHA-256 (hex)
+/// of each, by file name.
+pub fn generated_clips(
+    camera_dir: &Path,
+    n: usize,
+    size: u64,
+    seed: u64,
+) -> BTreeMap<String, String> {
+    std::fs::create_dir_all(camera_dir).expect("camera dir");
+    let paths = sim::generate_clips(camera_dir, n, size, seed).expect("generate clips");
+    let mut originals = BTreeMap::new();
+    for p in paths {
+        let bytes = std::fs::read(&p).expect("read clip");
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        originals.insert(name, sha256_hex(&bytes));
+    }
+    originals
 }
 
 impl Fleet {
@@ -58,14 +92,7 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let camera_dir = dir.path().join("camera");
         let state_dir = dir.path().join("state");
-        std::fs::create_dir_all(&camera_dir).expect("camera dir");
-        let paths = sim::generate_clips(&camera_dir, n, size, 42).expect("generate clips");
-        let mut originals = BTreeMap::new();
-        for p in paths {
-            let bytes = std::fs::read(&p).expect("read clip");
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            originals.insert(name, sha256_hex(&bytes));
-        }
+        let originals = generated_clips(&camera_dir, n, size, 42);
         let sim = sim::start(SimOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             dir: camera_dir.clone(),

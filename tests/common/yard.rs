@@ -16,7 +16,7 @@ use qucam_sim::{self as sim, SimHandle, SimOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::fleet::sha256_hex;
+use super::fleet::{generated_clips, sha256_hex};
 use super::nm::NmStandIn;
 use super::s3::{Store, TestS3};
 
@@ -143,15 +143,7 @@ impl Yard {
         let mut trucks = Vec::new();
         for (i, s) in specs.iter().enumerate() {
             let camera_dir = dir.path().join(format!("camera-{i}"));
-            std::fs::create_dir_all(&camera_dir).expect("camera dir");
-            let paths = sim::generate_clips(&camera_dir, s.clips, s.size, 100 + i as u64)
-                .expect("generate clips");
-            let mut originals = BTreeMap::new();
-            for p in paths {
-                let bytes = std::fs::read(&p).expect("read clip");
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                originals.insert(name, sha256_hex(&bytes));
-            }
+            let originals = generated_clips(&camera_dir, s.clips, s.size, 100 + i as u64);
             let sim = sim::start(SimOptions {
                 dir: camera_dir.clone(),
                 imei: imei(i),
@@ -404,6 +396,15 @@ impl AgentProc {
             count(&self.log()) >= want
         })
         .await;
+    }
+
+    /// Lets the agent begin `n` more rotations, then stops it with SIGTERM; it must exit 0.
+    /// Its log.
+    pub async fn stop_after_rotations(&mut self, n: usize) -> String {
+        self.wait_rotations(n).await;
+        self.signal("-TERM");
+        assert_eq!(self.exit(60).await, Some(0), "{}", self.log());
+        self.log()
     }
 
     pub fn log(&self) -> String {
