@@ -347,6 +347,52 @@ fn sim_write(f: &Fleet, name: &str, size: usize) {
 
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_race_lost_to_an_object_that_cannot_be_read_makes_no_second_copy
+);
+/// Another agent's object, the very same bytes, lands at the clip's key between our check
+/// and our conditional PUT (refused). The look that follows sees it without its metadata
+/// (another object, it seems), and then no HEAD answers: whose bytes are there is not known,
+/// so the clip keeps its key and is tried again. It never goes to its hashed key as a
+/// second copy of the same bytes.
+async fn a_race_lost_to_an_object_that_cannot_be_read_makes_no_second_copy(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let name = "20991231_235959_04_1.mp4";
+    sim_write(&f, name, 30_000);
+    let bytes = std::fs::read(clip_path(&f.camera_dir, name)).unwrap();
+    f.s3.stall_next_puts(1, std::time::Duration::from_secs(2));
+    let agent = f.agent(&knobs());
+    let run = tokio::spawn(async move { agent.run_once().await });
+    common::yard::wait_until(30, "our PUT stalled", || async { f.s3.stalls_left() == 0 }).await;
+    f.s3.client()
+        .put_object()
+        .bucket(&f.s3.bucket)
+        .key(f.key(name))
+        .metadata("sha256", sha256_hex(&bytes))
+        .body(bytes.clone().into())
+        .send()
+        .await
+        .unwrap();
+    f.s3.strip_metadata_of_next_heads(1);
+    f.s3.set_failing_heads(Some(503));
+    let out = run.await.unwrap();
+    assert!(
+        matches!(&out[0].1, PassOutcome::Done { remaining, .. } if *remaining > 0),
+        "{out:?}"
+    );
+    assert_eq!(f.bucket_keys(), [f.key(name)], "no second copy");
+    assert!(f.sim.deletes().is_empty(), "deleted, unverified");
+    f.s3.set_failing_heads(None);
+    // Failed uploads wait `retry_after` (1 s in tests) before the next try.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    f.run_until_done(&knobs(), 3).await;
+    assert_eq!(f.bucket_keys(), [f.key(name)], "still one object");
+    let stored = f.s3.object_bytes(&f.key(name)).unwrap();
+    assert_eq!(sha256_hex(&stored), sha256_hex(&bytes));
+    assert!(!f.clip_on_camera(name));
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_hostile_listing_writes_nothing_outside_the_spool
 );
 async fn a_hostile_listing_writes_nothing_outside_the_spool(store: Store) {

@@ -314,36 +314,59 @@ impl Agent {
                     .await;
                 self.applied(r, "mark uploaded", w).then_some(sent)
             }
-            Err(UploadError::Conflict { .. })
-                if !w.key_needs_hash() && self.holds_our_bytes(w, sha).await =>
-            {
-                // Another agent put these very bytes there a moment before us.
-                let none = sent_row(&SentDigests::Unknown);
-                let r = self.store.uploaded(w.id, w.key.clone(), None, none).await;
-                self.applied(r, "mark uploaded", w).then_some(false)
-            }
             Err(e @ UploadError::Conflict { .. }) if !w.key_needs_hash() => {
-                self.plain_key_taken(w, e).await;
-                None
+                match self.holds_our_bytes(w, sha).await {
+                    Ok(true) => {
+                        // Another agent put these very bytes there a moment before us.
+                        let none = sent_row(&SentDigests::Unknown);
+                        let r = self.store.uploaded(w.id, w.key.clone(), None, none).await;
+                        self.applied(r, "mark uploaded", w).then_some(false)
+                    }
+                    Ok(false) => {
+                        self.plain_key_taken(w, e).await;
+                        None
+                    }
+                    // The object there could not be read: the key stays as it is and the
+                    // upload is tried again later (a second copy under the hashed key
+                    // would be the same bytes twice).
+                    Err(read) => {
+                        self.upload_not_done(w, read).await;
+                        None
+                    }
+                }
             }
             Err(e) => {
-                // The destination's failure, not the clip's (or the uplink's radio left for
-                // a hotspot under it): it stays `uploading` (with its multipart journal)
-                // and no attempt is counted.
-                if !self.destination_down(&e).await {
-                    self.upload_failed(w, e).await;
-                }
+                self.upload_not_done(w, e).await;
                 None
             }
         }
     }
 
+    /// An upload did not get done: the destination's failure, not the clip's (or the
+    /// uplink's radio left for a hotspot under it), leaves it `uploading` (with its
+    /// multipart journal) and counts no attempt; anything else is recorded as a failure.
+    async fn upload_not_done(&self, w: &Work, e: UploadError) {
+        if !self.destination_down(&e).await {
+            self.upload_failed(w, e).await;
+        }
+    }
+
     /// Whether the object at the key of `w` is verified as this clip's bytes (SHA-256
-    /// `sha`): two agents raced to the same clip and the other won.
-    async fn holds_our_bytes(&self, w: &Work, sha: &str) -> bool {
+    /// `sha`): two agents raced to the same clip and the other won. `Err` when it could not
+    /// be read for a transient reason (after retries): nobody knows yet.
+    async fn holds_our_bytes(&self, w: &Work, sha: &str) -> Result<bool, UploadError> {
         let unknown = SentDigests::Unknown;
-        let v = self.dest.verify_sent(&w.key, w.size, sha, &unknown).await;
-        v.is_ok_and(|v| v.is_verified())
+        let v = self
+            .retrying(w, || async {
+                self.dest.verify_sent(&w.key, w.size, sha, &unknown).await
+            })
+            .await;
+        match v {
+            Ok(v) => Ok(v.is_verified()),
+            Err(e) if e.is_transient() => Err(e),
+            // Not readable for good (refused, say): another object, as before.
+            Err(_) => Ok(false),
+        }
     }
 
     /// Another object holds the plain key of `w` (another agent, or a state database that

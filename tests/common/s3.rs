@@ -61,6 +61,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Faults {
     /// 0 = serve normally; otherwise answer every request with this status.
     failing: AtomicU16,
+    /// As `failing`, for HEAD requests only (after `heads_without_metadata`).
+    failing_heads: AtomicU16,
+    /// The next this many HEAD replies lose their user metadata (`x-amz-meta-*`).
+    heads_without_metadata: AtomicU64,
     refusing: AtomicBool,
     /// Woken when refusing turns on: requests being served are cut off at once.
     cut: tokio::sync::Notify,
@@ -218,6 +222,22 @@ impl TestS3 {
         self.faults
             .failing
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// As [`TestS3::set_failing`], for HEAD requests only (objects cannot be read, writes
+    /// go through).
+    pub fn set_failing_heads(&self, status: Option<u16>) {
+        self.faults
+            .failing_heads
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// The next `n` HEAD replies lose their user metadata: an object seen before its
+    /// metadata (as `s3s-fs` can show one being written), so it looks like another object.
+    pub fn strip_metadata_of_next_heads(&self, n: u64) {
+        self.faults
+            .heads_without_metadata
+            .store(n, Ordering::SeqCst);
     }
 
     /// While on, new connections are dropped at accept and requests on kept-alive
@@ -517,7 +537,15 @@ async fn serve(
         inner: body,
         faults: faults.clone(),
     };
-    let status = faults.failing.load(Ordering::SeqCst);
+    let strip = parts.method == hyper::Method::HEAD
+        && faults
+            .heads_without_metadata
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    let mut status = faults.failing.load(Ordering::SeqCst);
+    if status == 0 && parts.method == hyper::Method::HEAD && !strip {
+        status = faults.failing_heads.load(Ordering::SeqCst);
+    }
     if status != 0 {
         drain(body).await;
         return Ok(error_response(status));
@@ -553,7 +581,7 @@ async fn serve(
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             }
-            return Ok(resp);
+            return Ok(without_metadata_if(strip, resp));
         }
     };
     let req = Request::from_parts(parts, s3s::Body::http_body_unsync(body));
@@ -571,7 +599,23 @@ async fn serve(
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    Ok(resp)
+    Ok(without_metadata_if(strip, resp))
+}
+
+/// `resp` without its user metadata headers (`x-amz-meta-*`) when `strip`.
+fn without_metadata_if<B>(strip: bool, mut resp: Response<B>) -> Response<B> {
+    if strip {
+        let meta: Vec<_> = resp
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-amz-meta-"))
+            .cloned()
+            .collect();
+        for k in meta {
+            resp.headers_mut().remove(&k);
+        }
+    }
+    resp
 }
 
 /// The upload id of an AbortMultipartUpload (`DELETE ...?uploadId=ID`) whose upload `s3s-fs`
