@@ -96,7 +96,7 @@ pub struct Agent {
     /// The visit the hotspot slot's pass belongs to: what it may delete, its camera's name.
     visit: std::sync::Mutex<visit::Current>,
     /// With `[wifi]`: the hotspot passwords, learned ones included.
-    credentials: Option<std::sync::Mutex<crate::wifi::credentials::Credentials>>,
+    credentials: Option<Arc<std::sync::Mutex<crate::wifi::credentials::Credentials>>>,
     /// One radio: the IMEIs whose last check in the bucket before a visit was cut short
     /// (its time bound, an outage). Their verified clips do not make a visit urgent: the
     /// radio would only hop back to check them again.
@@ -128,9 +128,9 @@ impl Agent {
         let mut cameras = Vec::new();
         let hotspot = cfg.wifi.as_ref().map(radio::hotspot_slot);
         let credentials = match &cfg.wifi {
-            Some(_) => Some(std::sync::Mutex::new(
+            Some(_) => Some(Arc::new(std::sync::Mutex::new(
                 crate::wifi::credentials::Credentials::load(&cfg)?,
-            )),
+            ))),
             None => None,
         };
         // Cameras known only by their hotspot are worked on through the hotspot slot.

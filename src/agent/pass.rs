@@ -114,7 +114,7 @@ impl Agent {
         let imei = info.imei.clone();
         if Some(i) != self.hotspot {
             // A camera met by its URL (WAN mode, a cable): its hotspot, with `wifi.learn`.
-            self.learn_hotspot(&info, None);
+            self.learn_hotspot(&info, None).await;
         }
         let known = self
             .store

@@ -272,7 +272,7 @@ impl Agent {
                 return None;
             }
         };
-        self.learn_hotspot(&info, Some(&joined.ap.bssid));
+        self.learn_hotspot(&info, Some(&joined.ap.bssid)).await;
         let bssid = joined.ap.bssid.clone();
         let previous = self
             .store
@@ -372,8 +372,9 @@ impl Agent {
         }
     }
 
-    /// With `wifi.learn`: remembers the hotspot SSID and password a camera reports.
-    pub(super) fn learn_hotspot(&self, info: &qucam::DeviceInfo, bssid: Option<&str>) {
+    /// With `wifi.learn`: remembers the hotspot SSID and password a camera reports (off
+    /// the async workers: a change is written to the learned file with fsync).
+    pub(super) async fn learn_hotspot(&self, info: &qucam::DeviceInfo, bssid: Option<&str>) {
         let learn = self.cfg.wifi.as_ref().is_some_and(|w| w.learn);
         let (Some(creds), Some(ssid)) = (&self.credentials, &info.ssid) else {
             return;
@@ -381,20 +382,30 @@ impl Agent {
         if !learn || info.password.expose().is_empty() {
             return;
         }
-        let Ok(mut c) = creds.lock() else {
-            return;
-        };
-        match c.learn(&info.imei, ssid, &info.password, bssid) {
-            Ok(true) => info!(imei = %info.imei, "learned the camera's hotspot"),
-            Ok(false) => {}
-            Err(e) => {
-                let m = format!("{e:#}");
-                if c.first_warning(&m) {
-                    warn!(imei = %info.imei, "cannot keep the camera's hotspot: {m}");
-                } else {
-                    debug!(imei = %info.imei, "cannot keep the camera's hotspot: {m}");
+        let creds = creds.clone();
+        let (imei, ssid, psk) = (info.imei.clone(), ssid.clone(), info.password.clone());
+        let bssid = bssid.map(str::to_owned);
+        let learned = tokio::task::spawn_blocking(move || {
+            let mut c = creds.lock().ok()?;
+            Some(match c.learn(&imei, &ssid, &psk, bssid.as_deref()) {
+                Ok(changed) => Ok(changed),
+                Err(e) => {
+                    let m = format!("{e:#}");
+                    Err((c.first_warning(&m), m))
                 }
+            })
+        })
+        .await;
+        let imei = &info.imei;
+        match learned {
+            Ok(Some(Ok(true))) => info!(imei = %imei, "learned the camera's hotspot"),
+            Ok(Some(Err((true, m)))) => {
+                warn!(imei = %imei, "cannot keep the camera's hotspot: {m}")
             }
+            Ok(Some(Err((false, m)))) => {
+                debug!(imei = %imei, "cannot keep the camera's hotspot: {m}")
+            }
+            Ok(_) | Err(_) => {}
         }
     }
 }
