@@ -20,8 +20,8 @@ use tracing::{debug, info, warn};
 use qucam::CameraClient;
 
 use super::identity::{Identity, confirm_imei};
+use super::journal::sent_row;
 use super::overlap::Early;
-use super::upload::sent_row;
 use super::work::Work;
 use super::{Agent, AgentEvent, pause_key};
 use crate::download::{self as dl, DownloadError, Fetched};

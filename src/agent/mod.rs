@@ -27,6 +27,7 @@ mod download;
 mod events;
 pub mod heartbeat;
 mod identity;
+mod journal;
 mod listing;
 mod outage;
 mod overlap;

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::Agent;
-use super::upload::StoreJournal;
+use super::journal::StoreJournal;
 use super::work::Work;
 use crate::download::Fetched;
 use crate::store::Clip;

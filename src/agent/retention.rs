@@ -147,7 +147,7 @@ impl Agent {
             let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
                 continue;
             };
-            let sent = super::upload::sent_digests(&self.store, c.id).await;
+            let sent = super::journal::sent_digests(&self.store, c.id).await;
             let verify = self.dest.verify_sent(&key, c.size, &sha, &sent);
             let verified = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, verify).await {
