@@ -1,5 +1,6 @@
 //! What the agent tells the rest of the program: the [`AgentEvent`]s it emits as it works
-//! and the [`PassOutcome`] of each pass over a camera. Plain data, no behaviour.
+//! and the [`PassOutcome`] of each pass over a camera (plain data), and [`Events`], the
+//! channel the parts send them on.
 
 /// What the agent reports as it works, for metrics, notifications and the service
 /// manager. Subscribe with [`Agent::subscribe`](super::Agent::subscribe); a slow
@@ -63,4 +64,23 @@ pub enum PassOutcome {
     Done { imei: String, remaining: usize },
     /// Reachable but the pass failed (bad listing, camera lost mid-pass, ...).
     Failed { imei: Option<String>, error: String },
+}
+
+/// Where the parts send their [`AgentEvent`]s: one broadcast channel, cloned into every part
+/// that reports. Sending never blocks, and no subscriber is fine.
+#[derive(Debug, Clone)]
+pub(crate) struct Events(tokio::sync::broadcast::Sender<AgentEvent>);
+
+impl Events {
+    pub(crate) fn new() -> Events {
+        Events(tokio::sync::broadcast::channel(1024).0)
+    }
+
+    pub(crate) fn emit(&self, e: AgentEvent) {
+        let _ = self.0.send(e);
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AgentEvent> {
+        self.0.subscribe()
+    }
 }

@@ -1,354 +1,194 @@
-//! Depot Wi-Fi: the radio's rotation over camera hotspots (`[wifi]`, Linux).
+//! The radio's state machine: where the radio that carries the uplink is (depot Wi-Fi with
+//! one radio, `wifi.uplink` set; see `rotation`).
 //!
-//! Every camera serves its API at the same hotspot address, so a camera in range is found
-//! by its access point, not by probing a URL. A rotation: scan, match the access points in
-//! range to passwords (`wifi::credentials`), order them (`wifi::choose`), then visit each:
-//! join it, run one pass over the camera that answers (the hotspot slot, at
-//! `wifi.camera_url`), and go back to the uplink (`visit.rs` holds one visit).
+//! - [`RadioState::Home`]: on the uplink. Uploads may run. With no `[wifi]`, or with a
+//!   second radio for the cameras, the uplink never leaves and the state stays here.
+//! - [`RadioState::Leaving`]: about to leave for a camera's hotspot. No new upload starts,
+//!   those in flight finish; S3 is still reachable, so its failures are outages as usual.
+//! - [`RadioState::Away`]: joining or on a camera's hotspot. S3 is out of reach by design:
+//!   it is not probed, and no S3 failure of that time is an outage or a clip's failure.
 //!
-//! - **Never strand the machine**: the uplink is restored first thing at start (after a
-//!   crash), after every visit (joined or not), and on shutdown. Camera connections are
-//!   volatile and bound to the agent's D-Bus client, so NetworkManager drops them if the
-//!   agent dies.
-//! - **One radio** (`wifi.uplink` set): store and forward. Before the radio leaves, new
-//!   uploads stop and those in flight finish; the verified clips of the camera recorded
-//!   behind the hotspot are checked in the bucket (only those may be deleted during the
-//!   visit: the others wait for the next visit); after the visit, uploads run on the
-//!   uplink before the next camera (bounded by `max_per_camera`).
-//! - **Fair and bounded**: a visit ends at `wifi.max_per_camera`; a wrong password is
-//!   reported once and retried after `wifi.wrong_password_retry`.
+//! The transitions are [`RadioState::next`], in one place. Only the rotation writes the
+//! state ([`RadioStates`], of which there is one per run); the schedule and the uploader
+//! read it through [`RadioView::now`].
 
-use std::sync::Arc;
-use std::time::Duration;
+use tokio::sync::watch;
+use tracing::debug;
 
-use anyhow::{Context, Result};
-use tracing::{debug, info, warn};
+/// Where the radio that carries the uplink is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RadioState {
+    /// On the uplink (or the uplink has a radio of its own).
+    Home,
+    /// About to leave for the camera hotspot `hotspot` (its BSSID).
+    Leaving { hotspot: String },
+    /// Joining or on the camera hotspot `hotspot` (its BSSID).
+    Away { hotspot: String },
+}
 
-use super::{Agent, PassOutcome};
-use crate::config::{CameraConfig, WifiConfig};
-use crate::wifi::choose::{Candidate, choose};
-use crate::wifi::credentials::Match;
-use crate::wifi::nm::{AccessPoint, Nm};
+/// What happens to the radio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RadioEvent {
+    /// The rotation is about to leave the uplink for `hotspot`.
+    Leave { hotspot: String },
+    /// The join starts: the uplink is gone from here on.
+    Join,
+    /// Back on the uplink (restored, or the visit ended without leaving it).
+    Back,
+}
 
-/// How long a scan may take before the access points NetworkManager already knows are used.
-const SCAN_WAIT: Duration = Duration::from_secs(10);
-/// How long the radio's last act at shutdown may spend rejoining the uplink (the unit's
-/// stop timeout leaves room for it).
-const SHUTDOWN_UPLINK: Duration = Duration::from_secs(30);
+impl RadioState {
+    /// The state after `event`; `None` when the event makes no sense in this state (it is
+    /// ignored: the state stays).
+    pub(crate) fn next(&self, event: &RadioEvent) -> Option<RadioState> {
+        use RadioEvent as E;
+        use RadioState as S;
+        match (self, event) {
+            (S::Home, E::Leave { hotspot }) => Some(S::Leaving {
+                hotspot: hotspot.clone(),
+            }),
+            (S::Leaving { hotspot }, E::Join) => Some(S::Away {
+                hotspot: hotspot.clone(),
+            }),
+            (_, E::Back) => Some(S::Home),
+            (S::Leaving { .. } | S::Away { .. }, E::Leave { .. })
+            | (S::Home | S::Away { .. }, E::Join) => None,
+        }
+    }
 
-/// The camera slot behind whichever hotspot the radio is on.
-pub(super) fn hotspot_slot(w: &WifiConfig) -> CameraConfig {
-    CameraConfig {
-        name: "hotspot".to_string(),
-        url: w.camera_url.clone(),
-        client_id: None,
-        params: Default::default(),
-        connect_timeout: Duration::from_secs(3),
-        idle_timeout: Duration::from_secs(10),
-        ssid: None,
-        bssid: None,
-        password: None,
-        imei: None,
-        hotspot_only: true,
+    /// Whether uploads may start now: only on the uplink.
+    pub(crate) fn uploads_may_run(&self) -> bool {
+        matches!(self, RadioState::Home)
+    }
+
+    /// Whether the destination is out of reach by design (an S3 failure now is no outage).
+    pub(crate) fn destination_away(&self) -> bool {
+        matches!(self, RadioState::Away { .. })
     }
 }
 
-/// NetworkManager and the `[wifi]` settings, for one agent.
-pub(super) struct Radio {
-    pub(super) nm: Nm,
-    pub(super) wifi: WifiConfig,
+/// The one writer of the radio's state (held by the rotation).
+#[derive(Debug)]
+pub(crate) struct RadioStates {
+    tx: watch::Sender<RadioState>,
 }
 
-impl Radio {
-    /// Connects to NetworkManager on the system bus and finds the interface.
-    async fn connect(wifi: &WifiConfig) -> Result<Radio> {
-        let nm = Nm::connect(&wifi.interface)
-            .await
-            .with_context(|| format!("Wi-Fi interface {}", wifi.interface))?;
-        Ok(Radio {
-            nm,
-            wifi: wifi.clone(),
-        })
+impl RadioStates {
+    /// A radio at home, and the view the readers get.
+    pub(crate) fn new() -> (RadioStates, RadioView) {
+        let (tx, rx) = watch::channel(RadioState::Home);
+        (RadioStates { tx }, RadioView { rx })
     }
 
-    /// Whether the uplink shares this radio (store and forward).
-    pub(super) fn one_radio(&self) -> bool {
-        self.wifi.uplink.is_some()
-    }
-}
-
-impl Agent {
-    /// The daemon's radio: restores the uplink, then rotates over the hotspots in range
-    /// every `scan_interval` until shutdown or soft stop, and restores the uplink again.
-    pub(super) async fn radio_loop(self: &Arc<Self>) {
-        let Some(mut radio) = self.radio().await else {
-            return;
-        };
-        let every = radio.wifi.scan_interval;
-        while !self.stopping() {
-            if self.rotation(&radio).await.is_none() {
-                // A re-plugged adapter, a restarted NetworkManager or system bus: their
-                // objects are new. Found again (the uplink restored first), or tried
-                // again at the next rotation.
-                if let Ok(r) = Radio::connect(&radio.wifi).await {
-                    info!(interface = %r.wifi.interface, "NetworkManager found again");
-                    self.first_act(&r).await;
-                    radio = r;
-                }
+    /// Applies `event` (see [`RadioState::next`]); the readers are woken.
+    pub(crate) fn apply(&self, event: RadioEvent) {
+        self.tx.send_if_modified(|s| match s.next(&event) {
+            Some(n) => {
+                let changed = n != *s;
+                *s = n;
+                changed
             }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.shutdown.cancelled() => {}
-                _ = self.soft_stop.cancelled() => {}
+            None => {
+                debug!(state = ?s, event = ?event, "radio: event ignored in this state");
+                false
             }
-        }
-        self.restore_uplink(&radio, SHUTDOWN_UPLINK).await;
-    }
-
-    /// `run --once`: one rotation over the hotspots in range. Each visited camera's
-    /// outcome counts what is not verified yet after the uploads (deletes waiting for the
-    /// next visit are not work left for this run).
-    pub(super) async fn radio_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
-        let Some(radio) = self.radio().await else {
-            return Vec::new();
-        };
-        let visits = self.rotation(&radio).await.unwrap_or_default();
-        self.restore_uplink(&radio, SHUTDOWN_UPLINK).await;
-        self.wait_uploads(None).await;
-        self.wait_overlaps(None).await;
-        let mut out = Vec::new();
-        for (name, o) in visits {
-            out.push((name, self.settled_outcome(o).await));
-        }
-        out
-    }
-
-    /// The radio, with the uplink restored (the first act of a radio, also after a crash).
-    /// `None` without `[wifi]`, or when NetworkManager cannot be reached (said once; the
-    /// daemon tries again every `scan_interval`).
-    async fn radio(self: &Arc<Self>) -> Option<Radio> {
-        let wifi = self.cfg.wifi.as_ref()?;
-        let mut said = false;
-        loop {
-            match Radio::connect(wifi).await {
-                Ok(radio) => {
-                    self.first_act(&radio).await;
-                    return Some(radio);
-                }
-                Err(e) if !said => {
-                    warn!("depot Wi-Fi is off until NetworkManager answers: {e:#}");
-                    said = true;
-                }
-                Err(_) => {}
-            }
-            if self.once_run() {
-                return None;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wifi.scan_interval) => {}
-                _ = self.shutdown.cancelled() => return None,
-                _ = self.soft_stop.cancelled() => return None,
-            }
-        }
-    }
-
-    /// One rotation: scan, choose, visit each hotspot in turn. Returns each visit's name
-    /// and outcome; `None` when the scan failed.
-    async fn rotation(self: &Arc<Self>, radio: &Radio) -> Option<Vec<(String, PassOutcome)>> {
-        // An uplink that could not be restored after the last visit is tried again.
-        self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
-        let aps = match radio.nm.scan(SCAN_WAIT).await {
-            Ok(aps) => aps,
-            Err(e) => {
-                warn!("cannot scan for camera hotspots: {e}");
-                return None;
-            }
-        };
-        // Only hotspots a password opens are recorded (not every access point nearby).
-        let opened: Vec<(AccessPoint, Match)> = aps
-            .into_iter()
-            .filter_map(|a| self.hotspot_password(&a).map(|m| (a, m)))
-            .collect();
-        let seen = opened
-            .iter()
-            .map(|(a, _)| (a.bssid.clone(), a.ssid_lossy(), a.strength))
-            .collect();
-        if let Err(e) = self.store.hotspots_seen(seen, crate::store::now_ms()).await {
-            warn!("cannot record the hotspots in range: {e:#}");
-        }
-        let plan = self.plan(radio, opened).await;
-        debug!(visits = plan.len(), "rotation");
-        let mut visits = Vec::new();
-        for (ap, m) in plan {
-            if self.stopping() {
-                break;
-            }
-            visits.push(self.visit(radio, &ap, m).await);
-        }
-        Some(visits)
-    }
-
-    /// The hotspots in range that a password opens, in the order they are visited.
-    async fn plan(
-        &self,
-        radio: &Radio,
-        opened: Vec<(AccessPoint, Match)>,
-    ) -> Vec<(AccessPoint, Match)> {
-        let rows = self.store.hotspots().await.unwrap_or_default();
-        let work = self.store.camera_work().await.unwrap_or_default();
-        // Verified clips make a visit worth it only while their deletes can be checked.
-        let deletes = self.cfg.retention.delete_from_camera
-            == crate::config::DeletePolicy::AfterUpload
-            && !self.destination_paused();
-        let mut known = Vec::new();
-        let mut cands = Vec::new();
-        for (ap, m) in strongest_per_bssid(opened) {
-            let row = rows.iter().find(|r| r.bssid == ap.bssid);
-            let imei = row.and_then(|r| r.imei.clone()).or_else(|| m.imei.clone());
-            let pending = imei.as_ref().and_then(|i| work.get(i)).map_or(0, |w| {
-                let checkable = deletes && !self.check_was_cut_short(imei.as_deref());
-                w.to_download + if checkable { w.verified } else { 0 }
-            });
-            cands.push(Candidate {
-                bssid: ap.bssid.clone(),
-                strength: ap.strength,
-                pending,
-                last_joined: row.and_then(|r| r.last_joined),
-                last_complete: row.and_then(|r| r.last_complete),
-                seen_before: row.is_some_and(|r| r.last_joined.is_some()),
-                retry_at: row.and_then(|r| r.retry_at).or_else(|| {
-                    // Fully offloaded and nothing pending: not before `revisit_after` (the
-                    // daemon; `run --once` is a rotation over every camera in range).
-                    let revisit = radio.wifi.revisit_after.as_millis() as i64;
-                    if self.once_run() {
-                        return None;
-                    }
-                    let done = row.and_then(|r| r.last_complete).filter(|_| pending == 0);
-                    done.map(|t| t + revisit)
-                }),
-            });
-            known.push((ap, m));
-        }
-        let order = choose(&cands, crate::store::now_ms(), radio.wifi.min_signal);
-        order
-            .into_iter()
-            .filter_map(|i| known.get(i).cloned())
-            .collect()
-    }
-
-    /// Whether the last check in the bucket before a visit to camera `imei` was cut short.
-    fn check_was_cut_short(&self, imei: Option<&str>) -> bool {
-        let cut = self.check_cut_short.lock();
-        imei.is_some_and(|i| cut.is_ok_and(|c| c.contains(i)))
-    }
-
-    /// The password that opens `ap`, if any is known.
-    fn hotspot_password(&self, ap: &AccessPoint) -> Option<Match> {
-        let creds = self.credentials.as_ref()?.lock().ok()?;
-        creds.for_ap(&ap.ssid, &ap.bssid)
-    }
-
-    /// Restores the uplink (when it shares the radio): activates it unless it is already
-    /// the device's active connection. Whether it is active now (`false` without one).
-    pub(super) async fn restore_uplink(&self, radio: &Radio, timeout: Duration) -> bool {
-        let Some(uplink) = &radio.wifi.uplink else {
-            return false;
-        };
-        let active = radio.nm.uplink_active(uplink).await.unwrap_or(false)
-            || match radio.nm.activate_uplink(uplink, timeout).await {
-                Ok(()) => {
-                    info!(uplink = %uplink, "back on the uplink");
-                    true
-                }
-                Err(e) => {
-                    warn!(uplink = %uplink, "cannot restore the uplink: {e}");
-                    false
-                }
-            };
-        if active {
-            self.schedule.set_radio_away(false);
-            self.upload_wake.notify_one();
-        }
-        active
-    }
-
-    /// The radio's first act (also after a crash): camera connections an earlier run left
-    /// are removed and the uplink is restored.
-    async fn first_act(&self, radio: &Radio) {
-        match radio.nm.remove_stale(radio.wifi.uplink.as_deref()).await {
-            Ok(0) => {}
-            Ok(n) => info!("removed {n} camera connection(s) left by an earlier run"),
-            Err(e) => warn!("cannot remove leftover camera connections: {e}"),
-        }
-        self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
-    }
-
-    pub(super) fn stopping(&self) -> bool {
-        self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
-    }
-
-    fn once_run(&self) -> bool {
-        self.once_failed.lock().is_ok_and(|f| f.is_some())
-    }
-
-    /// A visit's outcome once the uploads of this run are done: the clips of its camera
-    /// not verified yet (deletes waiting for the next visit are not counted).
-    async fn settled_outcome(&self, o: PassOutcome) -> PassOutcome {
-        let PassOutcome::Done { imei, .. } = o else {
-            return o;
-        };
-        match self.store.clips_of(&imei).await {
-            Ok(cs) => PassOutcome::Done {
-                remaining: super::pass::count_remaining(
-                    cs.iter().map(|c| c.state),
-                    crate::config::DeletePolicy::Never,
-                ),
-                imei,
-            },
-            Err(e) => PassOutcome::Failed {
-                imei: Some(imei),
-                error: format!("state database: {e:#}"),
-            },
-        }
+        });
     }
 }
 
-/// One access point per BSSID (the strongest, with what came with it), in the order
-/// first seen.
-fn strongest_per_bssid<T>(aps: Vec<(AccessPoint, T)>) -> Vec<(AccessPoint, T)> {
-    let mut out: Vec<(AccessPoint, T)> = Vec::new();
-    for (ap, t) in aps {
-        match out.iter_mut().find(|(a, _)| a.bssid == ap.bssid) {
-            Some(slot) if slot.0.strength < ap.strength => *slot = (ap, t),
-            Some(_) => {}
-            None => out.push((ap, t)),
+/// A reader's view of the radio's state.
+#[derive(Debug, Clone)]
+pub(crate) struct RadioView {
+    rx: watch::Receiver<RadioState>,
+}
+
+impl RadioView {
+    /// The radio's state now.
+    pub(crate) fn now(&self) -> RadioState {
+        self.rx.borrow().clone()
+    }
+
+    /// Resolves when the state changes after this call (never, once the writer is gone).
+    pub(crate) fn changed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.rx.clone();
+        rx.borrow_and_update();
+        async move {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use RadioEvent as E;
+    use RadioState as S;
+
+    fn leaving() -> RadioState {
+        S::Leaving {
+            hotspot: "0A:00:00:00:00:01".into(),
+        }
+    }
+
+    fn away() -> RadioState {
+        S::Away {
+            hotspot: "0A:00:00:00:00:01".into(),
+        }
+    }
+
+    fn leave() -> RadioEvent {
+        E::Leave {
+            hotspot: "0A:00:00:00:00:01".into(),
+        }
+    }
 
     #[test]
-    fn one_visit_per_bssid_the_strongest() {
-        let ap = |p: &str, b: &str, s: u8| {
-            let ap = AccessPoint {
-                path: p.into(),
-                ssid: b"truck".to_vec(),
-                bssid: b.into(),
-                strength: s,
-            };
-            (ap, ())
-        };
-        let got = strongest_per_bssid(vec![
-            ap("/1", "0A:00:00:00:00:01", 30),
-            ap("/2", "0A:00:00:00:00:02", 50),
-            ap("/3", "0A:00:00:00:00:01", 70),
-            ap("/4", "0A:00:00:00:00:01", 10),
-        ]);
-        let paths: Vec<&str> = got.iter().map(|(a, _)| a.path.as_str()).collect();
-        assert_eq!(paths, ["/3", "/2"]);
+    fn home_then_leave_is_leaving_uploads_held_s3_still_reachable() {
+        let s = S::Home.next(&leave()).expect("a transition");
+        assert_eq!(s, leaving());
+        assert!(!s.uploads_may_run() && !s.destination_away());
+        assert!(S::Home.uploads_may_run() && !S::Home.destination_away());
+    }
+
+    #[test]
+    fn leaving_then_join_is_away_with_its_hotspot_s3_out_of_reach() {
+        let s = leaving().next(&E::Join).expect("a transition");
+        assert_eq!(s, away());
+        assert!(!s.uploads_may_run() && s.destination_away());
+    }
+
+    #[test]
+    fn back_from_anywhere_is_home() {
+        for s in [S::Home, leaving(), away()] {
+            assert_eq!(s.next(&E::Back), Some(S::Home), "from {s:?}");
+        }
+    }
+
+    #[test]
+    fn events_that_make_no_sense_are_not_transitions() {
+        assert_eq!(S::Home.next(&E::Join), None, "a join is always announced");
+        assert_eq!(away().next(&E::Join), None);
+        assert_eq!(leaving().next(&leave()), None);
+        assert_eq!(away().next(&leave()), None);
+    }
+
+    #[tokio::test]
+    async fn readers_see_what_the_writer_applies_and_are_woken() {
+        let (states, view) = RadioStates::new();
+        assert_eq!(view.now(), S::Home);
+        let waiting = view.changed();
+        states.apply(leave());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the change");
+        assert_eq!(view.now(), leaving());
+        states.apply(leave());
+        assert_eq!(view.now(), leaving(), "ignored: the state stays");
+        states.apply(E::Join);
+        assert_eq!(view.now(), away());
+        states.apply(E::Back);
+        assert_eq!(view.now(), S::Home);
     }
 }

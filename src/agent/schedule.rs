@@ -1,70 +1,48 @@
-//! When a camera is worked on, and when uploads may run: the one component that decides.
+//! When a camera met by URL is worked on: the one component that decides.
 //!
-//! The loops ask, they do not decide:
-//! - each camera's loop asks [`Turns::next`] "wait until this camera's next pass is due,
-//!   or tell me to stop" (see `Agent::camera_loop` in `pass.rs`);
-//! - the uploader asks [`Schedule::uploads_may_run`] before it starts an upload.
+//! Each camera worker's loop asks [`Turns::next`] "wait until this camera's next pass is
+//! due, or tell me to stop" (see `camera::CameraWorker::run`); it does not decide.
 //!
 //! **Today** a camera's first pass is due at once and each later one `sync.poll_interval`
 //! after the previous pass ended (a pass begins by probing the camera's URL, so an absent
 //! camera costs one failed probe per interval), or at once when the previous pass ended
-//! because another camera took the address ([`Schedule::again`]); uploads may always run. A shutdown or a
-//! soft stop (config reload) ends every wait and stops the loops.
+//! because another camera took the address ([`Schedule::again`]). A shutdown or a soft
+//! stop (config reload) ends every wait and stops the loops.
 //!
-//! **Depot Wi-Fi** (`radio.rs`): the camera hotspots are not polled on a timer; the radio
-//! rotation joins one at a time and runs its pass itself. When the radio that carries the
-//! uplink is about to leave for a camera's hotspot, [`Schedule::hold_uploads`] makes
-//! [`Schedule::uploads_may_run`] say no (store and forward: nothing new starts, those in
-//! flight finish), while the uplink still carries S3: a failure then is the destination's
-//! as at any other time (an outage pauses and probes). Once the join starts,
-//! [`Schedule::set_radio_away`] marks the destination out of reach by design
-//! ([`Schedule::destination_away`]): it is not probed, and no S3 failure of that time
-//! counts as an outage.
+//! **Depot Wi-Fi** (`rotation`): the camera hotspots are not polled on a timer; the radio
+//! rotation joins one at a time and runs its pass itself. While the radio that carries the
+//! uplink is not home (`radio`: leaving for a hotspot, or on one), a camera met by URL
+//! waits for its turn, and so do uploads ([`crate::agent::radio::RadioState`] says which).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-/// Decides when each camera's pass is due and whether uploads may run now.
+use super::Stops;
+use super::radio::RadioView;
+
+/// Decides when each camera's pass is due.
 pub(crate) struct Schedule {
     poll_interval: Duration,
-    shutdown: CancellationToken,
-    soft_stop: CancellationToken,
+    stops: Stops,
     /// Cameras whose next pass is due at once (see [`Schedule::again`]).
     again: Mutex<HashSet<usize>>,
     woken: Notify,
-    /// Where the one radio, which carries the uplink, is: [`HOME`], [`LEAVING`] or
-    /// [`AWAY`].
-    radio: AtomicU8,
+    /// Where the radio that carries the uplink is (read only).
+    radio: RadioView,
 }
 
-/// The radio is on the uplink (or there is no single radio): uploads may run.
-const HOME: u8 = 0;
-/// The radio is about to leave for a hotspot: no new upload starts, the uplink still
-/// carries S3.
-const LEAVING: u8 = 1;
-/// The radio is joining or on a camera's hotspot: S3 is out of reach by design.
-const AWAY: u8 = 2;
-
 impl Schedule {
-    /// A timer schedule: a pass every `poll_interval` per camera, until `shutdown` or
-    /// `soft_stop`.
-    pub(crate) fn new(
-        poll_interval: Duration,
-        shutdown: CancellationToken,
-        soft_stop: CancellationToken,
-    ) -> Schedule {
+    /// A timer schedule: a pass every `poll_interval` per camera, until a stop.
+    pub(crate) fn new(poll_interval: Duration, stops: Stops, radio: RadioView) -> Schedule {
         Schedule {
             poll_interval,
-            shutdown,
-            soft_stop,
+            stops,
             again: Mutex::new(HashSet::new()),
             woken: Notify::new(),
-            radio: AtomicU8::new(HOME),
+            radio,
         }
     }
 
@@ -92,35 +70,8 @@ impl Schedule {
         }
     }
 
-    /// Whether the uploader may start uploads now: always, unless the radio that carries
-    /// the uplink is on a camera's hotspot or about to leave for one.
-    pub(crate) fn uploads_may_run(&self) -> bool {
-        self.radio.load(Ordering::SeqCst) == HOME
-    }
-
-    /// Whether the destination is out of reach by design: the radio that carries the
-    /// uplink is joining or on a camera's hotspot (an S3 failure now is no outage).
-    pub(crate) fn destination_away(&self) -> bool {
-        self.radio.load(Ordering::SeqCst) == AWAY
-    }
-
-    /// The radio that carries the uplink is about to leave for a camera's hotspot: no new
-    /// upload starts, but S3 is still reachable (its failures are outages as usual).
-    pub(crate) fn hold_uploads(&self) {
-        self.radio.store(LEAVING, Ordering::SeqCst);
-        self.woken.notify_waiters();
-    }
-
-    /// The radio that carries the uplink leaves for a camera's hotspot (`true`: the join
-    /// starts) or is back on the uplink (`false`).
-    pub(crate) fn set_radio_away(&self, away: bool) {
-        self.radio
-            .store(if away { AWAY } else { HOME }, Ordering::SeqCst);
-        self.woken.notify_waiters();
-    }
-
     fn stopped(&self) -> bool {
-        self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
+        self.stops.stopping()
     }
 }
 
@@ -141,8 +92,8 @@ impl Turns<'_> {
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
-                    _ = s.shutdown.cancelled() => return false,
-                    _ = s.soft_stop.cancelled() => return false,
+                    _ = s.stops.shutdown.cancelled() => return false,
+                    _ = s.stops.soft.cancelled() => return false,
                     _ = &mut sleep => break,
                     _ = s.woken.notified() => {
                         if s.take_again(self.camera) {
@@ -155,11 +106,15 @@ impl Turns<'_> {
         self.started = true;
         // A camera reached by URL waits while the uplink's radio is on a hotspot (it is
         // out of reach, and so is the bucket).
-        while !s.uploads_may_run() && !s.stopped() {
+        loop {
+            let changed = s.radio.changed();
+            if s.radio.now().uploads_may_run() || s.stopped() {
+                break;
+            }
             tokio::select! {
-                _ = s.shutdown.cancelled() => return false,
-                _ = s.soft_stop.cancelled() => return false,
-                _ = s.woken.notified() => {}
+                _ = s.stops.shutdown.cancelled() => return false,
+                _ = s.stops.soft.cancelled() => return false,
+                _ = changed => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
@@ -172,13 +127,26 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    use crate::agent::radio::{RadioEvent, RadioStates};
+    use tokio_util::sync::CancellationToken;
+
     fn schedule(poll: Duration) -> (Schedule, CancellationToken, CancellationToken) {
-        let (shutdown, soft) = (CancellationToken::new(), CancellationToken::new());
-        (
-            Schedule::new(poll, shutdown.clone(), soft.clone()),
-            shutdown,
-            soft,
-        )
+        schedule_with_radio(poll).0
+    }
+
+    type Tokens = (Schedule, CancellationToken, CancellationToken);
+
+    fn schedule_with_radio(poll: Duration) -> (Tokens, RadioStates) {
+        let stops = Stops::new(CancellationToken::new());
+        let (states, view) = RadioStates::new();
+        let s = Schedule::new(poll, stops.clone(), view);
+        ((s, stops.shutdown, stops.soft), states)
+    }
+
+    fn leave() -> RadioEvent {
+        RadioEvent::Leave {
+            hotspot: "0A:00:00:00:00:01".into(),
+        }
     }
 
     #[tokio::test]
@@ -190,15 +158,6 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(150));
         assert!(t.next().await);
         assert!(start.elapsed() >= Duration::from_millis(150));
-        assert!(s.uploads_may_run() && !s.destination_away());
-        s.hold_uploads();
-        assert!(!s.uploads_may_run(), "the uplink's radio is about to leave");
-        assert!(!s.destination_away(), "S3 is still reachable");
-        s.set_radio_away(true);
-        assert!(!s.uploads_may_run(), "the uplink's radio is on a hotspot");
-        assert!(s.destination_away());
-        s.set_radio_away(false);
-        assert!(s.uploads_may_run() && !s.destination_away());
     }
 
     #[tokio::test]
@@ -224,14 +183,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_camera_met_by_url_waits_while_the_radio_is_leaving_or_away() {
-        let (s, shutdown, _) = schedule(Duration::ZERO);
+        let ((s, shutdown, _), radio) = schedule_with_radio(Duration::ZERO);
         let mut t = s.turns(0);
         assert!(t.next().await);
         for away in [false, true] {
+            radio.apply(leave());
             if away {
-                s.set_radio_away(true);
-            } else {
-                s.hold_uploads();
+                radio.apply(RadioEvent::Join);
             }
             let wait = tokio::time::timeout(Duration::from_millis(300), t.next()).await;
             assert!(
@@ -240,13 +198,13 @@ mod tests {
             );
             let back = async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                s.set_radio_away(false);
+                radio.apply(RadioEvent::Back);
             };
             let (r, ()) =
                 tokio::join!(tokio::time::timeout(Duration::from_secs(5), t.next()), back);
             assert_eq!(r.ok(), Some(true), "due once the radio is home");
         }
-        s.hold_uploads();
+        radio.apply(leave());
         shutdown.cancel();
         let r = tokio::time::timeout(Duration::from_secs(5), t.next()).await;
         assert_eq!(r.ok(), Some(false), "a shutdown ends the wait");

@@ -1,22 +1,52 @@
-//! The spool's files, kept honest: a file is trusted only under the name of the listing its
-//! bytes are for ([`super::work::spool_name`]); anything else in a camera's spool dir is a
+//! The spool: where clips wait between the camera and the bucket, `spool/{imei}/…` under
+//! the state dir ([`Spool`] names the paths). Its files are kept honest: a file is trusted
+//! only under the name of the listing its bytes are for ([`spool_name`]); anything else in
+//! a camera's spool dir is a
 //! leftover (a download of a listing the camera has since changed, whose removal a kill
 //! interrupted, or a name from before the spool named listings) and is removed by
-//! [`Agent::sweep_spool`] at the start of a pass's downloads (with `retention.keep_local`,
+//! [`Spool::sweep`] at the start of a pass's downloads (with `retention.keep_local`,
 //! only `.part` leftovers: finished files are kept, and only an exact listing's is used).
-//! [`Agent::adopt_legacy_spool`] renames, once at start, the finished file of a clip past
+//! [`Spool::adopt_legacy`] renames, once at start, the finished file of a clip past
 //! its download from its pre-upgrade name to its current one (its SHA-256 is checked again
 //! by the upload).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use super::Agent;
-use super::work::{legacy_spool_name, spool_name};
-use crate::store::{Clip, Group};
+use crate::config::SpoolConfig;
+use crate::store::{Clip, Group, Store};
+
+/// The spool dir: the paths of clips' files in it, and its upkeep.
+#[derive(Debug, Clone)]
+pub(crate) struct Spool {
+    root: PathBuf,
+}
+
+/// The clip's file name in the spool (`spool/{imei}/…`, `.part` while downloading): its file
+/// name, its row id and the listing its bytes are for (size and `date`, `none` when the
+/// listing gave none): `{name}~{id}-{size}-{date_ms}`. Bytes fetched for one listing are
+/// never resumed or taken as whole for another (a clip listed with another size or `date`
+/// before its download has another name), two clips of one name never share a file, and
+/// the same listing gives the same name after a restart (a download resumes).
+pub(crate) fn spool_name(clip: &Clip) -> String {
+    let date = clip
+        .date_ms
+        .map_or_else(|| "none".into(), |d| d.to_string());
+    format!("{}~{}-{}-{date}", clip.name, clip.id, clip.size)
+}
+
+/// The spool name before it named the listing (schema 5 and earlier): the file
+/// name, `~{row id}` for a hashed key. Only to adopt a finished file left by an upgrade.
+pub(crate) fn legacy_spool_name(clip: &Clip) -> String {
+    if clip.hashed_key {
+        format!("{}~{}", clip.name, clip.id)
+    } else {
+        clip.name.clone()
+    }
+}
 
 /// Regular files directly in `dir` (none if it cannot be read).
 fn files_in(dir: &Path) -> Vec<String> {
@@ -42,11 +72,51 @@ fn wanted(clips: &[Clip]) -> HashSet<String> {
         .collect()
 }
 
-impl Agent {
+impl Spool {
+    /// The spool under `state_dir`, created if missing.
+    pub(crate) fn open(state_dir: &Path) -> Result<Spool> {
+        let root = state_dir.join("spool");
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create the spool {}", root.display()))?;
+        Ok(Spool { root })
+    }
+
+    /// Camera `imei`'s dir.
+    pub(crate) fn camera_dir(&self, imei: &str) -> PathBuf {
+        self.root.join(imei)
+    }
+
+    /// Where clip `c` is downloaded to (see [`spool_name`]).
+    pub(crate) fn part_path(&self, c: &Clip) -> PathBuf {
+        let name = spool_name(c);
+        self.camera_dir(&c.imei).join(format!("{name}.part"))
+    }
+
+    /// Where clip `c` waits for its upload once downloaded.
+    pub(crate) fn file_path(&self, c: &Clip) -> PathBuf {
+        self.camera_dir(&c.imei).join(spool_name(c))
+    }
+
+    /// Whether the spool may take another download (cap and free-disk floor).
+    pub(crate) async fn has_room(&self, store: &Store, cfg: &SpoolConfig) -> Result<bool> {
+        let cap = cfg.max_bytes;
+        if cap > 0 && store.spool_bytes().await? >= cap {
+            return Ok(false);
+        }
+        let floor = cfg.min_free_bytes;
+        if floor > 0
+            && let Ok(free) = fs4::available_space(&self.root)
+            && free < floor
+        {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Removes every file of camera `imei`'s spool dir that no clip with work left names
     /// (see the module doc). The dir is read before the clips, so a file whose clip exists
-    /// is never taken for a leftover.
-    pub(super) async fn sweep_spool(&self, imei: &str) -> Result<()> {
+    /// is never taken for a leftover. With `keep_local`, finished files stay.
+    pub(crate) async fn sweep(&self, store: &Store, imei: &str, keep_local: bool) -> Result<()> {
         let dir = self.camera_dir(imei);
         let found = {
             let d = dir.clone();
@@ -55,9 +125,8 @@ impl Agent {
         if found.is_empty() {
             return Ok(());
         }
-        let keep = wanted(&self.store.clips_of(imei).await?);
+        let keep = wanted(&store.clips_of(imei).await?);
         // `keep_local` keeps every finished file (only an exact listing's is ever used).
-        let keep_local = self.cfg.retention.keep_local;
         let leftover = |f: &String| !keep.contains(f) && (!keep_local || f.ends_with(".part"));
         for f in found.into_iter().filter(leftover) {
             match tokio::fs::remove_file(dir.join(&f)).await {
@@ -73,8 +142,8 @@ impl Agent {
     /// Before any loop starts: gives each clip past its download whose finished file still
     /// has its pre-upgrade name (with the clip's size) its current name. Without it the
     /// clip would be downloaded again (or lost, if the camera no longer has it).
-    pub(super) async fn adopt_legacy_spool(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.spool) else {
+    pub(crate) async fn adopt_legacy(&self, store: &Store) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
             return;
         };
         let imeis: Vec<String> = rd
@@ -83,7 +152,7 @@ impl Agent {
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         for imei in imeis {
-            let clips = match self.store.clips_of(&imei).await {
+            let clips = match store.clips_of(&imei).await {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(imei = %imei, "cannot read the clips to adopt spool files: {e:#}");
@@ -100,7 +169,7 @@ impl Agent {
     }
 
     /// Renames clip `c`'s pre-upgrade finished file to its current name (see
-    /// [`Agent::adopt_legacy_spool`]).
+    /// [`Spool::adopt_legacy`]).
     async fn adopt_one(&self, c: &Clip) {
         let (old, new) = (
             self.camera_dir(&c.imei).join(legacy_spool_name(c)),

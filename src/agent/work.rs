@@ -1,8 +1,8 @@
 //! A clip being worked on: the store's [`Clip`] parsed once into a [`Work`] (validated
 //! name, camera path and IMEI checked, object key built), when a stage takes it from the
-//! store; a clip that fails is refused there, once. Also the bookkeeping every stage
-//! shares: how long a failed clip waits ([`retry_secs`]) and how a store write's result
-//! is logged ([`Agent::record`], [`Agent::applied`]).
+//! store ([`take`]); a clip that fails is refused there, once. Also the bookkeeping every
+//! stage shares: how long a failed clip waits ([`retry_secs`]) and how a store write's
+//! result is logged ([`record`], [`applied`]).
 
 use std::ops::Deref;
 
@@ -11,10 +11,9 @@ use tracing::{debug, warn};
 
 use qucam::{ClipName, NameError};
 
-use super::Agent;
 use crate::config::SyncConfig;
 use crate::key;
-use crate::store::Clip;
+use crate::store::{Clip, Store};
 
 /// A clip from the store whose name, camera path and IMEI passed their checks, with the
 /// object key it goes to. Derefs to the [`Clip`] (so `w.name` is the stored name, as
@@ -59,29 +58,6 @@ impl Work {
     }
 }
 
-/// The clip's file name in the spool (`spool/{imei}/…`, `.part` while downloading): its file
-/// name, its row id and the listing its bytes are for (size and `date`, `none` when the
-/// listing gave none): `{name}~{id}-{size}-{date_ms}`. Bytes fetched for one listing are
-/// never resumed or taken as whole for another (a clip listed with another size or `date`
-/// before its download has another name), two clips of one name never share a file, and
-/// the same listing gives the same name after a restart (a download resumes).
-pub(crate) fn spool_name(clip: &Clip) -> String {
-    let date = clip
-        .date_ms
-        .map_or_else(|| "none".into(), |d| d.to_string());
-    format!("{}~{}-{}-{date}", clip.name, clip.id, clip.size)
-}
-
-/// The spool name before it named the listing (schema 5 and earlier): the file
-/// name, `~{row id}` for a hashed key. Only to adopt a finished file left by an upgrade.
-pub(crate) fn legacy_spool_name(clip: &Clip) -> String {
-    if clip.hashed_key {
-        format!("{}~{}", clip.name, clip.id)
-    } else {
-        clip.name.clone()
-    }
-}
-
 impl Deref for Work {
     type Target = Clip;
     fn deref(&self) -> &Clip {
@@ -100,50 +76,42 @@ pub(crate) fn retry_secs(attempts: i64, sync: &SyncConfig) -> i64 {
     }
 }
 
-impl Agent {
-    /// Parses a clip a stage took from the store; refuses it (once, here) when it fails.
-    pub(crate) async fn take(&self, c: Clip) -> Option<Work> {
-        match Work::checked(&c, self.cfg.prefix()) {
-            Ok((parsed, key)) => Some(Work {
-                clip: c,
-                parsed,
-                key,
-            }),
-            Err(e) => {
-                self.applied(self.store.refuse(c.id, e.to_string()).await, "refuse", &c);
-                None
-            }
+/// Parses a clip a stage took from the store; refuses it (once, here) when it fails.
+pub(crate) async fn take(store: &Store, c: Clip, prefix: &str) -> Option<Work> {
+    match Work::checked(&c, prefix) {
+        Ok((parsed, key)) => Some(Work {
+            clip: c,
+            parsed,
+            key,
+        }),
+        Err(e) => {
+            applied(store.refuse(c.id, e.to_string()).await, "refuse", &c);
+            None
         }
     }
+}
 
-    /// Seconds clip `c` waits after this failure (see [`retry_secs`]).
-    pub(crate) fn retry_secs(&self, c: &Clip) -> i64 {
-        retry_secs(c.attempts, &self.cfg.sync)
-    }
-
-    /// A store write's result: logged when it failed (a later pass repeats the work; the
-    /// agent carries on).
-    pub(crate) fn record<T>(&self, r: Result<T>, what: &str, c: &Clip) -> Option<T> {
-        r.inspect_err(
-            |e| warn!(imei = %c.imei, clip = %c.name, "state database: {what} failed: {e:#}"),
-        )
+/// A store write's result: logged when it failed (a later pass repeats the work; the
+/// agent carries on).
+pub(crate) fn record<T>(r: Result<T>, what: &str, c: &Clip) -> Option<T> {
+    r.inspect_err(|e| warn!(imei = %c.imei, clip = %c.name, "state database: {what} failed: {e:#}"))
         .ok()
-    }
+}
 
-    /// A transition's result: whether it applied. Logged when it failed, and (at debug) when
-    /// its guard refused it because the clip is in another state.
-    pub(crate) fn applied(&self, r: Result<bool>, what: &str, c: &Clip) -> bool {
-        let done = self.record(r, what, c);
-        if done == Some(false) {
-            debug!(imei = %c.imei, clip = %c.name, "{what}: not applied (the clip is in another state)");
-        }
-        done == Some(true)
+/// A transition's result: whether it applied. Logged when it failed, and (at debug) when
+/// its guard refused it because the clip is in another state.
+pub(crate) fn applied(r: Result<bool>, what: &str, c: &Clip) -> bool {
+    let done = record(r, what, c);
+    if done == Some(false) {
+        debug!(imei = %c.imei, clip = %c.name, "{what}: not applied (the clip is in another state)");
     }
+    done == Some(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::spool::{legacy_spool_name, spool_name};
     use std::time::Duration;
 
     fn clip(name: &str, path: &str, imei: &str) -> Clip {
@@ -252,45 +220,5 @@ mod tests {
             ..SyncConfig::default()
         };
         assert_eq!(retry_secs(50, &huge), 5 << 10, "the doubling stops at 2^10");
-    }
-
-    /// An S3 destination whose multipart threshold is 1 MiB; no request is ever sent.
-    fn s3_destination() -> crate::upload::Destination {
-        use crate::upload::{MultipartThreshold, S3Destination, S3Settings};
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("k", "s", None, None, "unit test"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build();
-        let settings = S3Settings {
-            multipart_threshold: MultipartThreshold::Fixed(1024 * 1024),
-            ..S3Settings::default()
-        };
-        crate::upload::Destination::S3(S3Destination::from_client(
-            aws_sdk_s3::Client::from_conf(conf),
-            &settings,
-        ))
-    }
-
-    #[test]
-    fn only_a_clip_whose_key_is_known_before_its_bytes_overlaps() {
-        use crate::agent::overlap::may_overlap;
-        let dest = s3_destination();
-        let mut c = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
-        c.size = 64 * 1024 * 1024;
-        let first = Work::parse(c.clone(), "dashcam").expect("a good clip");
-        assert!(
-            may_overlap(&first, &dest),
-            "a multipart clip with a known key"
-        );
-        c.hashed_key = true;
-        let later = Work::parse(c.clone(), "dashcam").expect("a good clip");
-        assert!(!may_overlap(&later, &dest), "its key waits for its hash");
-        c.hashed_key = false;
-        c.size = 1000;
-        let small = Work::parse(c, "dashcam").expect("a good clip");
-        assert!(!may_overlap(&small, &dest), "a single PUT");
     }
 }

@@ -11,9 +11,9 @@ use crate::upload::{DonePart, MultipartProgress, SentDigests, UploadJournal};
 
 /// The upload journal of one clip, kept in the store (each call runs on the store's
 /// blocking pool, never on an async worker).
-pub(super) struct StoreJournal {
-    pub(super) store: Store,
-    pub(super) id: i64,
+pub(crate) struct StoreJournal {
+    pub(crate) store: Store,
+    pub(crate) id: i64,
 }
 
 impl UploadJournal for StoreJournal {
@@ -58,7 +58,7 @@ impl UploadJournal for StoreJournal {
     }
 
     fn part_done<'a>(&'a self, p: &'a DonePart) -> BoxFuture<'a, Result<()>> {
-        super::heartbeat::beat();
+        crate::agent::heartbeat::beat();
         let md5 = Some(p.md5_hex.clone()).filter(|m| !m.is_empty());
         let row = (p.number, p.etag.clone(), p.sha256_b64.clone(), p.size, md5);
         Box::pin(self.store.part_done(self.id, row))
@@ -70,7 +70,7 @@ impl UploadJournal for StoreJournal {
 }
 
 /// The digests of what was sent, as the store keeps them.
-pub(super) fn sent_row(sent: &SentDigests) -> SentRow {
+pub(crate) fn sent_row(sent: &SentDigests) -> SentRow {
     match sent {
         SentDigests::Unknown => SentRow::default(),
         SentDigests::Single { md5_hex } => SentRow {
@@ -91,7 +91,7 @@ pub(super) fn sent_row(sent: &SentDigests) -> SentRow {
 
 /// What was sent for clip `id`, read back from the store (`Unknown` if it cannot be read:
 /// verification then reads the object's bytes instead, which is exact but costs traffic).
-pub(super) async fn sent_digests(store: &Store, id: i64) -> SentDigests {
+pub(crate) async fn sent_digests(store: &Store, id: i64) -> SentDigests {
     match store.sent_digests(id).await {
         Ok(SentRow {
             md5: Some(md5_hex),
