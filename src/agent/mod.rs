@@ -1,51 +1,40 @@
 //! The offload agent: the loops that take every selected clip from a camera to the
 //! destination exactly once, and delete from the camera only what is verified there.
 //!
-//! - **Camera passes** (one task per configured camera, when [`schedule`] says a pass is
-//!   due): probe `get_device_info`; the camera's identity is its IMEI. Page through the
-//!   listing, reconcile each page into the store, mark clips that left the camera as
-//!   lost, download queued clips (most severe first, then oldest), wait for their
-//!   uploads, then apply retention.
-//! - **The uploader** (one task): uploads downloaded clips, resumes interrupted
-//!   multipart uploads from the store, verifies each object with HeadObject, and frees
-//!   the spool. It does not need the camera, so downloads and uploads overlap.
+//! The parts, each owning its state; they reach each other through arguments and narrow
+//! interfaces, never through one shared struct:
+//! - **camera workers** (`camera`), one per camera met by URL, each running its passes when
+//!   the `schedule` says (probe, list, download, wait for uploads, retention: the clip walk
+//!   is in `camera`'s doc);
+//! - **the uploader** (`uploader`), one per run: uploads what the workers downloaded
+//!   (SQLite is the queue between them), verifies each object, pauses on outages;
+//! - **the rotation** (`rotation`, depot Wi-Fi): joins camera hotspots one at a time and has
+//!   its own camera worker run a pass behind each (the visit walk is in `rotation::visit`);
+//!   it alone writes the radio's state (`radio`), which the schedule and the uploader read.
+//!
+//! Shared small things: `events` (what the agent reports), `spool` (the files between
+//! camera and bucket), `work` (a clip parsed once for the stages), `learn` (hotspot
+//! passwords from device info), `heartbeat` (whether the loops progress). A run is a
+//! [`Mode`]: one pass over everything (`--once`) or the daemon.
 //!
 //! Every step is a state transition in [`crate::store`]; a kill -9 anywhere resumes
 //! from the last committed state and the bytes on disk.
-//!
-//! The rooms: this file holds the [`Agent`] (its parts, construction, `run` and
-//! `run_once`, the spool's paths); `events` what it reports; `schedule` when a camera is
-//! worked on and when uploads may run; `pass` one pass over a camera and what remains;
-//! `listing` reading and reconciling the listing; `identity` which camera answers at the
-//! address; `heartbeat` whether the loops progress;
-//! `outage` pausing uploads while the destination is down; `spool` leftover spool files;
-//! `radio` the depot Wi-Fi rotation over camera hotspots and `visit` one visit to a
-//! hotspot; `work` a clip parsed once for the stages; `download`, `upload` and `retention` the three
-//! stages; `overlap` a large clip's upload while it downloads.
 
-mod download;
+mod camera;
 mod events;
 pub mod heartbeat;
-mod identity;
-mod journal;
-mod listing;
-mod outage;
-mod overlap;
-mod pass;
+mod learn;
 mod radio;
-mod retention;
+mod rotation;
 mod schedule;
 mod spool;
-mod upload;
-mod visit;
+mod uploader;
 mod work;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use qucam::{CameraClient, ClientOptions};
@@ -53,55 +42,74 @@ use qucam::{CameraClient, ClientOptions};
 use crate::config::{CameraConfig, Config};
 use crate::store::Store;
 use crate::upload::Destination;
+use camera::{CameraWorker, Turn, WorkerParts};
+use events::Events;
+use learn::Learner;
+use radio::{RadioStates, RadioView};
+use rotation::{Rotation, RotationParts};
+use schedule::Schedule;
+use spool::Spool;
+use uploader::{Uploader, UploaderParts};
 
 pub use events::{AgentEvent, PassOutcome};
-pub use outage::DESTINATION_PAUSED_KEY;
-use schedule::Schedule;
+pub use uploader::DESTINATION_PAUSED_KEY;
 
 /// Largest clip size believed (a listing claiming more is refused as implausible).
 pub const MAX_CLIP_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 /// Most listing entries read in one pass (a camera that pages forever is cut off).
 pub const MAX_LISTING: usize = 200_000;
 
-/// The agent: configuration, store, destination and camera clients.
+/// What kind of run the agent's parts are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `run --once`: one pass over every camera (and one rotation over the hotspots in
+    /// range), then stop. A clip whose upload fails is not tried again in the run, and a
+    /// paused destination is waited for up to `sync.destination_wait`.
+    Once,
+    /// The daemon: passes when the schedule says, until shutdown or a soft stop.
+    Daemon,
+}
+
+/// The two ways a run stops: `shutdown` cuts work short; `soft` (a config reload) starts
+/// no new pass, download or upload and lets those in flight finish.
+#[derive(Debug, Clone)]
+pub(crate) struct Stops {
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) soft: CancellationToken,
+}
+
+impl Stops {
+    pub(crate) fn new(shutdown: CancellationToken) -> Stops {
+        Stops {
+            shutdown,
+            soft: CancellationToken::new(),
+        }
+    }
+
+    /// Whether either stop was asked for.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled() || self.soft.is_cancelled()
+    }
+}
+
+/// The agent: configuration, store, destination and camera clients; a run builds its parts
+/// from them.
 pub struct Agent {
     cfg: Arc<Config>,
     store: Store,
     dest: Arc<Destination>,
-    spool: PathBuf,
+    spool: Spool,
+    /// Cameras met by URL, each with its client.
     cameras: Vec<(CameraConfig, CameraClient)>,
-    /// When each camera is worked on and when uploads may run.
-    schedule: Schedule,
-    shutdown: CancellationToken,
-    /// Soft stop (config reload): start no new pass, download or upload; let the ones in
-    /// flight finish. See [`Agent::stop_taking_work`].
-    soft_stop: CancellationToken,
-    /// Woken when a clip becomes ready for upload.
-    upload_wake: Arc<Notify>,
-    /// Woken when an upload finishes (spool space freed, clips verified).
-    upload_done: Arc<Notify>,
-    /// Clips the uploader is working on.
-    in_flight: Arc<std::sync::Mutex<HashSet<i64>>>,
-    /// Clips uploading while they download (id → IMEI), see `overlap`.
-    overlapping: overlap::Overlapping,
-    /// In a `--once` run: clips whose upload failed in this run (not retried until the
-    /// next run, so the pass ends).
-    once_failed: Arc<std::sync::Mutex<Option<HashSet<i64>>>>,
-    /// Whether uploads are paused because the destination is down (see `outage`).
-    outage: std::sync::Mutex<outage::Outage>,
-    events: tokio::sync::broadcast::Sender<AgentEvent>,
-    /// With `[wifi]`: the index in `cameras` of the hotspot slot (the camera behind
-    /// whichever hotspot the radio is on, at `wifi.camera_url`), which the radio rotation
-    /// works on instead of a timer (see `radio`).
-    hotspot: Option<usize>,
-    /// The visit the hotspot slot's pass belongs to: what it may delete, its camera's name.
-    visit: std::sync::Mutex<visit::Current>,
+    /// With `[wifi]`: the camera behind whichever hotspot the radio is on, at
+    /// `wifi.camera_url`, which the rotation works on instead of a timer.
+    hotspot: Option<(CameraConfig, CameraClient)>,
+    stops: Stops,
+    events: Events,
     /// With `[wifi]`: the hotspot passwords, learned ones included.
-    credentials: Option<Arc<std::sync::Mutex<crate::wifi::credentials::Credentials>>>,
-    /// One radio: the IMEIs whose last check in the bucket before a visit was cut short
-    /// (its time bound, an outage). Their verified clips do not make a visit urgent: the
-    /// radio would only hop back to check them again.
-    check_cut_short: std::sync::Mutex<HashSet<String>>,
+    learner: Learner,
+    /// Why the last `--once` run gave up on the destination, if it did.
+    gave_up: Mutex<Option<String>>,
 }
 
 /// In a `--once` run, how many more passes a camera gets when another camera takes its
@@ -123,57 +131,41 @@ impl Agent {
     pub fn new(cfg: Config, dest: Destination, shutdown: CancellationToken) -> Result<Agent> {
         let state_dir = cfg.state_dir();
         let store = Store::open(&db_path(&state_dir))?;
-        let spool = state_dir.join("spool");
-        std::fs::create_dir_all(&spool)
-            .with_context(|| format!("cannot create the spool {}", spool.display()))?;
-        let mut cameras = Vec::new();
-        let hotspot = cfg.wifi.as_ref().map(radio::hotspot_slot);
-        let credentials = match &cfg.wifi {
-            Some(_) => Some(Arc::new(std::sync::Mutex::new(
-                crate::wifi::credentials::Credentials::load(&cfg)?,
-            ))),
-            None => None,
-        };
-        // Cameras known only by their hotspot are worked on through the hotspot slot.
-        for c in cfg
-            .cameras
-            .iter()
-            .filter(|c| !c.hotspot_only)
-            .chain(&hotspot)
-        {
+        let spool = Spool::open(&state_dir)?;
+        let learner = Learner::load(&cfg)?;
+        let client = |c: &CameraConfig| -> Result<CameraClient> {
             let id = qucam::client_id(&state_dir, c.client_id.as_deref())
                 .with_context(|| format!("cannot keep the client id in {}", state_dir.display()))?;
             let mut o = ClientOptions::new(id);
             o.params = c.params;
             o.connect_timeout = c.connect_timeout;
             o.idle_timeout = c.idle_timeout;
-            let client =
-                CameraClient::new(&c.url, o).map_err(|e| anyhow!("camera {:?}: {e}", c.name))?;
-            cameras.push((c.clone(), client));
+            CameraClient::new(&c.url, o).map_err(|e| anyhow!("camera {:?}: {e}", c.name))
+        };
+        // Cameras known only by their hotspot are worked on through the hotspot's worker.
+        let mut cameras = Vec::new();
+        for c in cfg.cameras.iter().filter(|c| !c.hotspot_only) {
+            cameras.push((c.clone(), client(c)?));
         }
-        let hotspot = hotspot.map(|_| cameras.len() - 1);
-        let soft_stop = CancellationToken::new();
-        let schedule = Schedule::new(cfg.sync.poll_interval, shutdown.clone(), soft_stop.clone());
+        let hotspot = match &cfg.wifi {
+            Some(w) => {
+                let slot = rotation::hotspot_slot(w);
+                let cl = client(&slot)?;
+                Some((slot, cl))
+            }
+            None => None,
+        };
         Ok(Agent {
             cfg: Arc::new(cfg),
             store,
             dest: Arc::new(dest),
             spool,
             cameras,
-            schedule,
-            shutdown,
-            soft_stop,
-            upload_wake: Arc::new(Notify::new()),
-            upload_done: Arc::new(Notify::new()),
-            in_flight: Arc::new(std::sync::Mutex::new(HashSet::new())),
-            overlapping: overlap::Overlapping::default(),
-            once_failed: Arc::new(std::sync::Mutex::new(None)),
-            outage: std::sync::Mutex::new(outage::Outage::default()),
-            events: tokio::sync::broadcast::channel(1024).0,
             hotspot,
-            visit: std::sync::Mutex::new(visit::Current::default()),
-            credentials,
-            check_cut_short: std::sync::Mutex::new(HashSet::new()),
+            stops: Stops::new(shutdown),
+            events: Events::new(),
+            learner,
+            gave_up: Mutex::new(None),
         })
     }
 
@@ -186,17 +178,12 @@ impl Agent {
         self.events.subscribe()
     }
 
-    fn emit(&self, e: AgentEvent) {
-        // No subscriber is fine.
-        let _ = self.events.send(e);
-    }
-
     /// Soft stop, for a config reload: no new pass, download or upload starts; passes,
     /// downloads and uploads in flight finish (unlike the shutdown token, which cuts them
     /// short), then [`Agent::run`] returns. Leftover work stays in the store for the next
     /// agent.
     pub fn stop_taking_work(&self) {
-        self.soft_stop.cancel();
+        self.stops.soft.cancel();
     }
 
     /// The configuration the agent runs with.
@@ -204,123 +191,151 @@ impl Agent {
         &self.cfg
     }
 
-    /// One pass over every configured camera, then stop. Returns each camera's outcome.
-    pub async fn run_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
-        if let Ok(mut f) = self.once_failed.lock() {
-            *f = Some(HashSet::new());
-        }
-        self.adopt_legacy_spool().await;
-        let stop_uploader = CancellationToken::new();
-        let uploader = {
-            let me = self.clone();
-            let stop = stop_uploader.clone();
-            tokio::spawn(async move { me.upload_loop(stop).await })
+    /// Clips of camera `imei` that still need work (not yet verified and settled, under
+    /// the configured delete policy).
+    pub async fn remaining(&self, imei: &str) -> Result<usize> {
+        camera::remaining(&self.store, imei, self.cfg.retention.delete_from_camera).await
+    }
+
+    /// Why the last `--once` run gave up on the destination, if it did (it then exits 1).
+    pub fn destination_gave_up(&self) -> Option<String> {
+        self.gave_up.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The uploader of a run in `mode`, reading the radio's state from `radio`.
+    fn uploader(&self, radio: RadioView, mode: Mode) -> Arc<Uploader> {
+        let parts = UploaderParts {
+            store: self.store.clone(),
+            dest: self.dest.clone(),
+            cfg: self.cfg.clone(),
+            spool: self.spool.clone(),
+            events: self.events.clone(),
+            stops: self.stops.clone(),
+            radio,
         };
-        let timed = self
+        Arc::new(Uploader::new(parts, mode))
+    }
+
+    /// A worker for camera `c` reached with `client`.
+    fn worker(&self, c: &CameraConfig, client: &CameraClient, up: &Arc<Uploader>) -> CameraWorker {
+        let parts = WorkerParts {
+            store: self.store.clone(),
+            cfg: self.cfg.clone(),
+            spool: self.spool.clone(),
+            uploader: up.clone(),
+            events: self.events.clone(),
+            stops: self.stops.clone(),
+            learner: self.learner.clone(),
+        };
+        CameraWorker::new(c.clone(), client.clone(), parts)
+    }
+
+    /// With `[wifi]`: the rotation of a run in `mode`, the one writer of the radio's state.
+    fn rotation(&self, states: RadioStates, up: &Arc<Uploader>, mode: Mode) -> Option<Rotation> {
+        let wifi = self.cfg.wifi.clone()?;
+        let (slot, client) = self.hotspot.as_ref()?;
+        let parts = RotationParts {
+            wifi,
+            delete_policy: self.cfg.retention.delete_from_camera,
+            worker: self.worker(slot, client, up),
+            store: self.store.clone(),
+            uploader: up.clone(),
+            learner: self.learner.clone(),
+            events: self.events.clone(),
+            stops: self.stops.clone(),
+        };
+        Some(Rotation::new(parts, states, mode))
+    }
+
+    /// One pass over every configured camera (and one rotation over the hotspots in
+    /// range), then stop. Returns each camera's outcome.
+    pub async fn run_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
+        self.spool.adopt_legacy(&self.store).await;
+        let (states, radio) = RadioStates::new();
+        let up = self.uploader(radio, Mode::Once);
+        let stop_uploader = CancellationToken::new();
+        let uploading = tokio::spawn(up.clone().run(stop_uploader.clone()));
+        let workers: Vec<CameraWorker> = self
             .cameras
             .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != self.hotspot);
-        let passes = timed.map(|(i, (c, _))| {
-            let me = self.clone();
-            let name = c.name.clone();
-            async move {
-                let mut outcome = me.pass(i).await;
-                // Another camera took the address mid-pass: a pass for it, a few times over.
-                for _ in 0..MAX_SWAPS_PER_RUN {
-                    if !me.schedule.take_again(i) || me.shutdown.is_cancelled() {
-                        break;
-                    }
-                    me.emit(AgentEvent::PassFinished {
-                        camera: name.clone(),
-                        outcome,
-                    });
-                    outcome = me.pass(i).await;
-                }
-                me.emit(AgentEvent::PassFinished {
-                    camera: name.clone(),
-                    outcome: outcome.clone(),
-                });
-                (name, outcome)
+            .map(|(c, client)| self.worker(c, client, &up))
+            .collect();
+        let passes = workers.iter().map(|w| self.once_over(w));
+        let rotation = self.rotation(states, &up, Mode::Once);
+        let visits = async {
+            match &rotation {
+                Some(r) => r.once().await,
+                None => Vec::new(),
             }
-        });
+        };
         let one_radio = self.cfg.wifi.as_ref().is_some_and(|w| w.uplink.is_some());
         let (mut outcomes, visits) = if one_radio {
             // The radio that carries the uplink (and the way to cameras met by URL) is
             // shared: those cameras' passes first, then the rotation over the hotspots.
             let outcomes = futures_util::future::join_all(passes).await;
-            (outcomes, self.radio_once().await)
+            (outcomes, visits.await)
         } else {
-            tokio::join!(futures_util::future::join_all(passes), self.radio_once())
+            tokio::join!(futures_util::future::join_all(passes), visits)
         };
         outcomes.extend(visits);
         // Clips downloaded from cameras that failed mid-pass still get uploaded.
-        self.wait_uploads(None).await;
-        self.wait_overlaps(None).await;
+        up.wait_uploads(None).await;
+        up.wait_overlaps(None).await;
         stop_uploader.cancel();
-        let _ = uploader.await;
+        let _ = uploading.await;
+        if let Ok(mut g) = self.gave_up.lock() {
+            *g = up.gave_up_reason();
+        }
         outcomes
     }
 
-    /// The daemon: passes over each camera when the schedule says (every `poll_interval`)
-    /// until shutdown.
-    pub async fn run(self: &Arc<Self>) {
-        self.adopt_legacy_spool().await;
-        let stop_uploader = self.shutdown.child_token();
-        let uploader = {
-            let me = self.clone();
-            let stop = stop_uploader.clone();
-            tokio::spawn(async move { me.upload_loop(stop).await })
-        };
-        let timed = (0..self.cameras.len()).filter(|i| Some(*i) != self.hotspot);
-        let loops = timed.map(|i| {
-            let me = self.clone();
-            async move { me.camera_loop(i).await }
+    /// A `--once` run's pass over the camera of `w`, and a few more when another camera
+    /// takes its address mid-pass.
+    async fn once_over(&self, w: &CameraWorker) -> (String, PassOutcome) {
+        let name = w.name().to_string();
+        let mut end = w.pass(&Turn::Polled).await;
+        // Another camera took the address mid-pass: a pass for it, a few times over.
+        for _ in 0..MAX_SWAPS_PER_RUN {
+            if !end.swapped || self.stops.shutdown.is_cancelled() {
+                break;
+            }
+            self.events.emit(AgentEvent::PassFinished {
+                camera: name.clone(),
+                outcome: end.outcome,
+            });
+            end = w.pass(&Turn::Polled).await;
+        }
+        self.events.emit(AgentEvent::PassFinished {
+            camera: name.clone(),
+            outcome: end.outcome.clone(),
         });
-        tokio::join!(futures_util::future::join_all(loops), self.radio_loop());
-        self.wait_overlaps(None).await;
+        (name, end.outcome)
+    }
+
+    /// The daemon: passes over each camera when the schedule says (every `poll_interval`),
+    /// and the rotation over the hotspots, until shutdown or a soft stop.
+    pub async fn run(self: &Arc<Self>) {
+        self.spool.adopt_legacy(&self.store).await;
+        let (states, radio) = RadioStates::new();
+        let up = self.uploader(radio.clone(), Mode::Daemon);
+        let stop_uploader = self.stops.shutdown.child_token();
+        let uploading = tokio::spawn(up.clone().run(stop_uploader.clone()));
+        let schedule = Schedule::new(self.cfg.sync.poll_interval, self.stops.clone(), radio);
+        let workers: Vec<CameraWorker> = self
+            .cameras
+            .iter()
+            .map(|(c, client)| self.worker(c, client, &up))
+            .collect();
+        let loops = workers.iter().enumerate().map(|(i, w)| w.run(&schedule, i));
+        let rotation = self.rotation(states, &up, Mode::Daemon);
+        let radio_loop = async {
+            if let Some(r) = &rotation {
+                r.run().await;
+            }
+        };
+        tokio::join!(futures_util::future::join_all(loops), radio_loop);
+        up.wait_overlaps(None).await;
         stop_uploader.cancel();
-        let _ = uploader.await;
-    }
-
-    /// Which clips camera `i`'s pass may delete (the hotspot slot's is set per visit).
-    fn delete_gate(&self, i: usize) -> retention::DeleteGate {
-        if Some(i) == self.hotspot {
-            return self
-                .visit
-                .lock()
-                .map(|v| v.gate.clone())
-                .unwrap_or(retention::DeleteGate::Closed);
-        }
-        retention::DeleteGate::Open
-    }
-
-    /// Camera `i`'s name: its config name, or for the hotspot slot the visited camera's
-    /// (its `[[camera]]` name, else its SSID).
-    fn camera_name(&self, i: usize) -> String {
-        if Some(i) == self.hotspot
-            && let Ok(v) = self.visit.lock()
-            && let Some(n) = &v.name
-        {
-            return n.clone();
-        }
-        self.cameras[i].0.name.clone()
-    }
-
-    // ---- the spool -----------------------------------------------------------------------
-
-    fn camera_dir(&self, imei: &str) -> PathBuf {
-        self.spool.join(imei)
-    }
-
-    /// Where clip `c` is downloaded to (see [`work::spool_name`]).
-    fn part_path(&self, c: &crate::store::Clip) -> PathBuf {
-        let name = work::spool_name(c);
-        self.camera_dir(&c.imei).join(format!("{name}.part"))
-    }
-
-    /// Where clip `c` waits for its upload once downloaded.
-    fn file_path(&self, c: &crate::store::Clip) -> PathBuf {
-        self.camera_dir(&c.imei).join(work::spool_name(c))
+        let _ = uploading.await;
     }
 }

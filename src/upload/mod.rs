@@ -362,6 +362,12 @@ pub enum UploadError {
 }
 
 impl UploadError {
+    /// True when the failure is about the destination, not the clip (see `outage`): the
+    /// agent then pauses uploads instead of charging the clip an attempt.
+    pub fn is_destination_wide(&self) -> bool {
+        outage::is_destination_wide(self)
+    }
+
     /// True when the failure may go away by itself (network, 5xx, throttling, timeouts, a busy
     /// journal); false when retrying the same request cannot help (access denied, no such
     /// bucket, conflict, checksum mismatch, bad key).
@@ -435,6 +441,12 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// A cheap request that succeeds only when the destination takes uploads (see
+    /// `outage`): HeadBucket for S3, the directory being there for a local destination.
+    pub async fn probe(&self) -> Result<(), UploadError> {
+        outage::probe(self).await
+    }
+
     /// Uploads `file` (of `size` bytes, whose SHA-256 is `meta.sha256_hex`) under `key`.
     pub async fn upload(
         &self,

@@ -42,58 +42,54 @@ pub(super) const UNWELL_CODES: &[&str] = &[
 /// How long one probe may take.
 const PROBE_LIMIT: Duration = Duration::from_secs(20);
 
-impl UploadError {
-    /// True when the failure is about the destination, not the clip: no usable answer
-    /// (connection refused, DNS failure, timeouts, a garbled reply), the store unwell
-    /// (5xx, 503 storms, throttling, once the per-request retries are spent), or a refusal
-    /// of the agent as a whole (access denied, expired or invalid credentials, a bad
-    /// signature, no such bucket, a skewed clock). Conflicts, checksum mismatches, bad keys,
-    /// local I/O and other per-object answers are the clip's.
-    pub fn is_destination_wide(&self) -> bool {
-        match self {
-            Self::Network { .. } | Self::TimedOut { .. } => true,
-            Self::Service { status, code, .. } => {
-                let code = code.as_str();
-                DESTINATION_CODES.contains(&code)
-                    || UNWELL_CODES.contains(&code)
-                    || (*status >= 500 && code != "NotImplemented")
-                    || *status == 429
-                    || (*status == 403 && code.is_empty())
-            }
-            Self::Conflict { .. }
-            | Self::ChecksumMismatch(_)
-            | Self::InvalidKey(_)
-            | Self::Io { .. }
-            | Self::Journal(_)
-            | Self::Other(_) => false,
+/// See [`UploadError::is_destination_wide`]: true when the failure is about the destination, not the clip: no usable answer
+/// (connection refused, DNS failure, timeouts, a garbled reply), the store unwell
+/// (5xx, 503 storms, throttling, once the per-request retries are spent), or a refusal
+/// of the agent as a whole (access denied, expired or invalid credentials, a bad
+/// signature, no such bucket, a skewed clock). Conflicts, checksum mismatches, bad keys,
+/// local I/O and other per-object answers are the clip's.
+pub(super) fn is_destination_wide(e: &UploadError) -> bool {
+    match e {
+        UploadError::Network { .. } | UploadError::TimedOut { .. } => true,
+        UploadError::Service { status, code, .. } => {
+            let code = code.as_str();
+            DESTINATION_CODES.contains(&code)
+                || UNWELL_CODES.contains(&code)
+                || (*status >= 500 && code != "NotImplemented")
+                || *status == 429
+                || (*status == 403 && code.is_empty())
         }
+        UploadError::Conflict { .. }
+        | UploadError::ChecksumMismatch(_)
+        | UploadError::InvalidKey(_)
+        | UploadError::Io { .. }
+        | UploadError::Journal(_)
+        | UploadError::Other(_) => false,
     }
 }
 
-impl Destination {
-    /// A cheap request that succeeds only when the destination takes uploads: HeadBucket
-    /// for S3, the directory being there for a local destination.
-    pub async fn probe(&self) -> Result<(), UploadError> {
-        match self {
-            Self::S3(d) => match tokio::time::timeout(PROBE_LIMIT, d.probe()).await {
-                Ok(r) => r,
-                Err(_) => Err(UploadError::TimedOut {
-                    op: "HeadBucket",
-                    message: format!("no answer in {}s", PROBE_LIMIT.as_secs()),
-                }),
-            },
-            Self::Local(d) => match tokio::fs::metadata(d.root()).await {
-                Ok(m) if m.is_dir() => Ok(()),
-                Ok(_) => Err(UploadError::Other(format!(
-                    "{} is not a directory",
-                    d.root().display()
-                ))),
-                Err(e) => Err(UploadError::io(
-                    format!("reading {}", d.root().display()),
-                    e,
-                )),
-            },
-        }
+/// See [`Destination::probe`]: a cheap request that succeeds only when the destination takes uploads: HeadBucket
+/// for S3, the directory being there for a local destination.
+pub(super) async fn probe(dest: &Destination) -> Result<(), UploadError> {
+    match dest {
+        Destination::S3(d) => match tokio::time::timeout(PROBE_LIMIT, d.probe()).await {
+            Ok(r) => r,
+            Err(_) => Err(UploadError::TimedOut {
+                op: "HeadBucket",
+                message: format!("no answer in {}s", PROBE_LIMIT.as_secs()),
+            }),
+        },
+        Destination::Local(d) => match tokio::fs::metadata(d.root()).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(UploadError::Other(format!(
+                "{} is not a directory",
+                d.root().display()
+            ))),
+            Err(e) => Err(UploadError::io(
+                format!("reading {}", d.root().display()),
+                e,
+            )),
+        },
     }
 }
 

@@ -20,12 +20,16 @@ use tracing::{debug, info, warn};
 use qucam::CameraClient;
 
 use super::identity::{Identity, confirm_imei};
-use super::journal::sent_row;
-use super::overlap::Early;
-use super::work::Work;
-use super::{Agent, AgentEvent, pause_key};
+use crate::agent::events::Events;
+use crate::agent::spool::Spool;
+use crate::agent::uploader::Uploader;
+use crate::agent::uploader::journal::sent_row;
+use crate::agent::uploader::overlap::Early;
+use crate::agent::work::{Work, applied, record, retry_secs, take};
+use crate::agent::{AgentEvent, Stops, pause_key};
+use crate::config::Config;
 use crate::download::{self as dl, DownloadError, Fetched};
-use crate::store::{Clip, Stage};
+use crate::store::{Clip, Stage, Store};
 use crate::upload::UploadOutcome;
 
 /// Why a pass's downloads stop early. Not the clip's fault: it keeps its state and its
@@ -79,48 +83,45 @@ async fn finish_file(part: &Path, fin: &Path) -> Result<(), FinishError> {
     Ok(())
 }
 
-impl Agent {
-    /// Whether the spool may take another download (cap and free-disk floor).
-    async fn spool_has_room(&self) -> Result<bool> {
-        let cap = self.cfg.spool.max_bytes;
-        if cap > 0 && self.store.spool_bytes().await? >= cap {
-            return Ok(false);
-        }
-        let floor = self.cfg.spool.min_free_bytes;
-        if floor > 0
-            && let Ok(free) = fs4::available_space(&self.spool)
-            && free < floor
-        {
-            return Ok(false);
-        }
-        Ok(true)
-    }
+/// The downloads of one pass over the camera confirmed as `imei`. Cheap to clone: the tail
+/// of an upload that ran with a download puts its file in place in a task of its own.
+#[derive(Clone)]
+pub(super) struct Downloads {
+    pub(super) client: CameraClient,
+    pub(super) imei: String,
+    pub(super) store: Store,
+    pub(super) cfg: Arc<Config>,
+    pub(super) spool: Spool,
+    /// Told when a clip is ready; uploads a large clip while it downloads.
+    pub(super) uploader: Arc<Uploader>,
+    pub(super) events: Events,
+    pub(super) stops: Stops,
+}
 
-    /// Downloads every queued clip of `imei`, `download_concurrency` at a time.
-    pub(super) async fn download_all(
-        self: &Arc<Self>,
-        client: &CameraClient,
-        imei: &str,
-    ) -> Result<()> {
+impl Downloads {
+    /// Downloads every queued clip of the camera, `download_concurrency` at a time.
+    pub(super) async fn run(&self) -> Result<()> {
+        let imei = self.imei.as_str();
         let conc = self.cfg.sync.download_concurrency;
         let mut tried: HashSet<i64> = HashSet::new();
         let mut running = FuturesUnordered::new();
         let mut stop: Option<PassStop> = None;
         loop {
-            if self.shutdown.is_cancelled() {
+            if self.stops.shutdown.is_cancelled() {
                 break;
             }
-            if running.len() < conc && stop.is_none() && !self.soft_stop.is_cancelled() {
+            if running.len() < conc && stop.is_none() && !self.stops.soft.is_cancelled() {
                 let next = self
                     .store
                     .next_downloads(imei, conc * 2 + tried.len())
                     .await?;
                 if let Some(c) = next.into_iter().find(|c| !tried.contains(&c.id)) {
-                    if !self.spool_has_room().await? {
+                    if !self.spool.has_room(&self.store, &self.cfg.spool).await? {
                         // Full for this visit when no upload can free space now (none
                         // pending, or the radio is on this camera's hotspot).
                         if running.is_empty()
-                            && (!self.schedule.uploads_may_run() || !self.uploads_pending().await?)
+                            && (!self.uploader.bucket_reachable()
+                                || !self.uploader.uploads_pending().await?)
                         {
                             let msg = "downloads paused: the spool is full (spool.max_bytes or spool.min_free_bytes); they resume when uploads free space";
                             warn!(imei = %imei, "{msg}");
@@ -130,7 +131,7 @@ impl Agent {
                             break;
                         }
                         tokio::select! {
-                            _ = self.upload_done.notified() => {}
+                            _ = self.uploader.upload_finished() => {}
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                             Some(r) = running.next(), if !running.is_empty() => {
                                 if let Err(e) = r { stop = Some(e); }
@@ -139,9 +140,7 @@ impl Agent {
                         continue;
                     }
                     tried.insert(c.id);
-                    let me = self.clone();
-                    let client = client.clone();
-                    running.push(async move { me.download_one(&client, c).await });
+                    running.push(self.download_one(c));
                     continue;
                 }
             }
@@ -149,7 +148,7 @@ impl Agent {
                 break;
             }
             tokio::select! {
-                _ = self.shutdown.cancelled() => break,
+                _ = self.stops.shutdown.cancelled() => break,
                 Some(r) = running.next() => {
                     if let Err(e) = r {
                         stop = Some(e);
@@ -165,31 +164,28 @@ impl Agent {
 
     /// Downloads one clip. `Err` only when the pass's downloads should stop (camera gone,
     /// disk full); every other failure is recorded on the clip.
-    async fn download_one(
-        self: &Arc<Self>,
-        client: &CameraClient,
-        c: Clip,
-    ) -> Result<(), PassStop> {
-        let Some(w) = self.take(c).await else {
+    async fn download_one(&self, c: Clip) -> Result<(), PassStop> {
+        let client = &self.client;
+        let Some(w) = take(&self.store, c, self.cfg.prefix()).await else {
             return Ok(());
         };
         let moved = self.store.start_download(w.id).await;
-        if !self.applied(moved, "start download", &w) {
+        if !applied(moved, "start download", &w) {
             return Ok(());
         }
-        let dir = self.camera_dir(&w.imei);
+        let dir = self.spool.camera_dir(&w.imei);
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
             let why = format!("cannot create {}: {e}", dir.display());
             self.download_failed(&w, why).await;
             return Ok(());
         }
-        let part = self.part_path(&w);
-        let fin = self.file_path(&w);
+        let part = self.spool.part_path(&w);
+        let fin = self.spool.file_path(&w);
         if self.already_whole(&w, &fin).await {
             return Ok(());
         }
         let started = Instant::now();
-        let early = self.start_early(&w, &part).await;
+        let early = self.uploader.start_early(&w, &part).await;
         match self.fetch(client, &w, &part, early.as_ref()).await {
             Ok(f) => {
                 // Kept only once the camera that served them is confirmed as the clip's.
@@ -206,24 +202,42 @@ impl Agent {
                 if let Some(early) = early
                     && early.stop().await
                 {
-                    self.forget_upload(&w).await;
+                    self.uploader.forget_upload(&w).await;
                 }
                 self.fetch_failed(client, &w, e, &part).await
             }
         }
     }
 
+    /// The download of `w` finished (`f`) while its upload ran (`early`): the upload's
+    /// tail finishes in the background (the downloads move on to the next clip), then the
+    /// file is put in place and the clip recorded, uploaded when the upload completed.
+    fn finish_early(&self, early: Early, w: Work, f: Fetched, started: Instant) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // The upload reads the `.part` file: it ends before the rename.
+            let (sent, discarded, registered) = early.finish(&f.sha256_hex).await;
+            if discarded {
+                // The upload read bytes that were truncated away: never to be completed.
+                me.uploader.forget_upload(&w).await;
+            }
+            me.put_in_place(&w, f, started, sent).await;
+            // Only now may a pass or run that waits for uploads stop waiting for this clip.
+            drop(registered);
+        });
+    }
+
     /// Renames the finished `.part` of `w` into place and records the download (and the
     /// upload that ran with it, if it completed).
-    pub(super) async fn put_in_place(
+    async fn put_in_place(
         &self,
         w: &Work,
         f: Fetched,
         started: Instant,
         sent: Option<UploadOutcome>,
     ) {
-        let part = self.part_path(w);
-        let fin = self.file_path(w);
+        let part = self.spool.part_path(w);
+        let fin = self.spool.file_path(w);
         match finish_file(&part, &fin).await {
             Ok(()) => self.downloaded(w, f, started, sent).await,
             Err(e) => self.download_failed(w, e.to_string()).await,
@@ -245,8 +259,8 @@ impl Agent {
         let Ok(Ok(sha)) = tokio::task::spawn_blocking(move || dl::sha256_file(&f2)).await else {
             return false;
         };
-        self.applied(self.store.downloaded(w.id, sha).await, "mark downloaded", w);
-        self.upload_wake.notify_one();
+        applied(self.store.downloaded(w.id, sha).await, "mark downloaded", w);
+        self.uploader.ready();
         true
     }
 
@@ -265,7 +279,7 @@ impl Agent {
             let received = received.clone();
             let last = last.clone();
             move |done: u64, _total: Option<u64>| {
-                super::heartbeat::beat();
+                crate::agent::heartbeat::beat();
                 if let Some(e) = early {
                     e.writer.landed(done);
                 }
@@ -302,7 +316,7 @@ impl Agent {
             .notify(|e, d| debug!(clip = %w.name, "download retry in {d:?}: {e}"))
             .await;
         let got = received.load(Ordering::Relaxed);
-        self.record(self.store.add_received(w.id, got).await, "count bytes", w);
+        record(self.store.add_received(w.id, got).await, "count bytes", w);
         result
     }
 
@@ -325,23 +339,23 @@ impl Agent {
             }
             _ => self.store.downloaded(w.id, f.sha256_hex.clone()).await,
         };
-        if !self.applied(r, "mark downloaded", w) {
+        if !applied(r, "mark downloaded", w) {
             return;
         }
         let r = self.store.set_notice(pause_key(&w.imei), None).await;
-        self.record(r, "clear the pause notice", w);
+        record(r, "clear the pause notice", w);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         info!(
             imei = %w.imei, clip = %w.name, size = f.size, resumed_from = f.resumed_from,
             "downloaded in {secs:.1}s ({:.1} MB/s)", f.received as f64 / secs / 1e6
         );
-        self.emit(AgentEvent::Downloaded {
+        self.events.emit(AgentEvent::Downloaded {
             imei: w.imei.clone(),
             clip: w.name.clone(),
             bytes: f.received,
             secs,
         });
-        self.upload_wake.notify_one();
+        self.uploader.ready();
     }
 
     /// Drops the download of `w` (its `.part`) because the camera at the address is not
@@ -350,9 +364,9 @@ impl Agent {
         warn!(imei = %w.imei, clip = %w.name, "{why}: discarding the download");
         let _ = tokio::fs::remove_file(part).await;
         // Parts sent from these bytes while they downloaded must never be completed.
-        self.forget_upload(w).await;
+        self.uploader.forget_upload(w).await;
         let r = self.store.download_discarded(w.id).await;
-        self.applied(r, "discard the download", w);
+        applied(r, "discard the download", w);
         PassStop::Identity(why)
     }
 
@@ -376,7 +390,7 @@ impl Agent {
             return self.discard_download(w, part, why).await;
         }
         if truncated {
-            self.forget_upload(w).await;
+            self.uploader.forget_upload(w).await;
         }
         warn!(imei = %w.imei, clip = %w.name, "{why}: keeping the download for the next pass");
         PassStop::Identity(why)
@@ -406,7 +420,7 @@ impl Agent {
         ) {
             // What is on disk cannot be trusted as a prefix of the clip.
             let _ = tokio::fs::remove_file(part).await;
-            self.forget_upload(w).await;
+            self.uploader.forget_upload(w).await;
         }
         if let DownloadError::Io { source, .. } = &e
             && is_disk_full(source)
@@ -416,7 +430,7 @@ impl Agent {
             let msg = stop.to_string();
             warn!(imei = %w.imei, clip = %w.name, "{msg}");
             let r = self.store.set_notice(pause_key(&w.imei), Some(msg)).await;
-            self.record(r, "set the pause notice", w);
+            record(r, "set the pause notice", w);
             return Err(stop);
         }
         if matches!(&e, DownloadError::Camera(ce) if ce.is_unreachable()) {
@@ -435,7 +449,7 @@ impl Agent {
         }
         let msg = e.to_string();
         warn!(imei = %w.imei, clip = %w.name, "download failed: {msg}");
-        self.emit(AgentEvent::Failed {
+        self.events.emit(AgentEvent::Failed {
             imei: w.imei.clone(),
             clip: w.name.clone(),
             stage: Stage::Download.as_str(),
@@ -445,13 +459,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Records a download failure on the clip (retried after [`Agent::retry_secs`]).
+    /// Records a download failure on the clip (retried after [`retry_secs`]).
     async fn download_failed(&self, w: &Work, why: String) {
-        let r = self
-            .store
-            .failed(w.id, Stage::Download, why, self.retry_secs(w))
-            .await;
-        self.applied(r, "mark failed", w);
+        let wait = retry_secs(w.attempts, &self.cfg.sync);
+        let r = self.store.failed(w.id, Stage::Download, why, wait).await;
+        applied(r, "mark failed", w);
     }
 }
 

@@ -14,10 +14,12 @@ use tracing::{debug, info, warn};
 use qucam::{CameraClient, CameraError, ClipName, FileEntry, ListQuery};
 
 use super::identity::confirm_imei;
-use super::work::Work;
-use super::{Agent, AgentEvent, MAX_CLIP_BYTES, MAX_LISTING};
+use crate::agent::events::Events;
+use crate::agent::spool::Spool;
+use crate::agent::uploader::Uploader;
+use crate::agent::{AgentEvent, MAX_CLIP_BYTES, MAX_LISTING, Stops};
 use crate::config::{ClipSelection, SyncConfig};
-use crate::store::{self, Clip, Listed};
+use crate::store::{self, Listed, Store};
 
 /// What the store should make of one listing entry at `now_ms` (ms since the epoch):
 /// refused (`refuse`: hostile or unusable), skipped by the selection (`skip`), or
@@ -135,14 +137,25 @@ struct Reading {
     total: usize,
 }
 
-impl Agent {
-    async fn list_page(
-        &self,
-        client: &CameraClient,
-        offset: u32,
-    ) -> Result<Vec<FileEntry>, CameraError> {
+/// One camera's listing, read for one pass (the camera confirmed as `imei`).
+pub(super) struct Listing<'a> {
+    pub(super) client: &'a CameraClient,
+    pub(super) imei: &'a str,
+    pub(super) store: &'a Store,
+    pub(super) sync: &'a SyncConfig,
+    pub(super) spool: &'a Spool,
+    /// Asked whether the bucket is in reach, to look for clips that left the camera there,
+    /// and to forget uploads begun from bytes the camera no longer lists.
+    pub(super) uploader: &'a Uploader,
+    pub(super) events: &'a Events,
+    pub(super) stops: &'a Stops,
+}
+
+impl Listing<'_> {
+    async fn list_page(&self, offset: u32) -> Result<Vec<FileEntry>, CameraError> {
+        let client = self.client;
         let q = ListQuery {
-            count: Some(self.cfg.sync.page_size),
+            count: Some(self.sync.page_size),
             offset: Some(offset),
             // Firmware before V2.1 ignores `count` and sends the whole listing at once.
             max_entries: Some(MAX_LISTING),
@@ -162,11 +175,12 @@ impl Agent {
 
     /// Pages through the whole listing, reconciling each page; then re-reads the head
     /// until a page brings nothing new (clips recorded while paging shift offsets).
-    pub(super) async fn list_and_reconcile(&self, client: &CameraClient, imei: &str) -> Result<()> {
+    pub(super) async fn reconcile(&self) -> Result<()> {
+        let imei = self.imei;
         let mut r = Reading::default();
-        self.page_through(client, imei, &mut r).await?;
-        let lost = self.settle_missing(imei, &r.seen).await?;
-        self.page_through(client, imei, &mut r).await?;
+        self.page_through(&mut r).await?;
+        let lost = self.settle_missing(&r.seen).await?;
+        self.page_through(&mut r).await?;
         debug!(imei = %imei, clips = r.seen.len(), lost, "listing reconciled");
         Ok(())
     }
@@ -175,13 +189,9 @@ impl Agent {
     /// rewritten or grown since the pass's listing becomes a new generation, and its old one
     /// is never deleted for). Returns when this listing began (ms): retention deletes only
     /// clips it showed with their verified size and `date`.
-    pub(super) async fn list_for_retention(
-        &self,
-        client: &CameraClient,
-        imei: &str,
-    ) -> Result<i64> {
+    pub(super) async fn for_retention(&self) -> Result<i64> {
         let since = store::now_ms();
-        self.page_through(client, imei, &mut Reading::default())
+        self.page_through(&mut Reading::default())
             .await
             .context("listing again before deleting")?;
         Ok(since)
@@ -192,26 +202,27 @@ impl Agent {
     /// of the IMEI (the one before the listing, or after the page before, and one right
     /// after it) and reconciled only if both found the pass's camera: another camera's
     /// listing is never taken for ours (the pass stops as a swap, see `identity`).
-    async fn page_through(&self, client: &CameraClient, imei: &str, r: &mut Reading) -> Result<()> {
-        let page_size = self.cfg.sync.page_size as usize;
+    async fn page_through(&self, r: &mut Reading) -> Result<()> {
+        let (client, imei) = (self.client, self.imei);
+        let page_size = self.sync.page_size as usize;
         let mut offset = 0u32;
         confirm_imei(client, imei)
             .await
             .context("not listing the camera")?;
         loop {
-            if self.shutdown.is_cancelled() {
+            if self.stops.shutdown.is_cancelled() {
                 return Err(anyhow!("shutting down"));
             }
             let page = self
-                .list_page(client, offset)
+                .list_page(offset)
                 .await
                 .with_context(|| format!("listing at offset {offset}"))?;
             confirm_imei(client, imei)
                 .await
                 .with_context(|| format!("not taking the listing at offset {offset}"))?;
             let n = page.len();
-            let fresh = self.reconcile_page(imei, &page, r).await?;
-            super::heartbeat::beat();
+            let fresh = self.reconcile_page(&page, r).await?;
+            crate::agent::heartbeat::beat();
             if r.total > MAX_LISTING {
                 return Err(anyhow!(
                     "listing has more than {MAX_LISTING} entries: giving up"
@@ -228,19 +239,14 @@ impl Agent {
 
     /// Classifies and reconciles one page into the store. Returns how many of its paths
     /// were new to this pass.
-    async fn reconcile_page(
-        &self,
-        imei: &str,
-        page: &[FileEntry],
-        r: &mut Reading,
-    ) -> Result<usize> {
+    async fn reconcile_page(&self, page: &[FileEntry], r: &mut Reading) -> Result<usize> {
         let mut fresh = 0;
         let mut listed = Vec::with_capacity(page.len());
         for e in page {
             if r.seen.insert(e.path.clone()) {
                 fresh += 1;
             }
-            let l = classify(e, &self.cfg.sync, store::now() * 1000);
+            let l = classify(e, self.sync, store::now() * 1000);
             if l.refuse.is_none() {
                 r.latest.entry(l.camera).or_default().add(&l.recorded_at);
             }
@@ -258,12 +264,15 @@ impl Agent {
             .collect();
         let mut dedup = HashSet::new();
         listed.retain(|l| dedup.insert(l.path.clone()));
-        let done = self.store.reconcile_page(imei, listed, finished).await?;
+        let done = self
+            .store
+            .reconcile_page(self.imei, listed, finished)
+            .await?;
         for c in done.stale_parts {
             // Its file changed on the camera before it was downloaded (parts sent from the
             // old bytes while they downloaded are never completed).
-            let _ = tokio::fs::remove_file(self.part_path(&c)).await;
-            self.forget_upload(&c).await;
+            let _ = tokio::fs::remove_file(self.spool.part_path(&c)).await;
+            self.uploader.forget_upload(&c).await;
         }
         r.total += page.len();
         Ok(fresh)
@@ -272,21 +281,22 @@ impl Agent {
     /// Marks the clips not in `seen` as missing, then settles every lost clip not yet
     /// looked for in the bucket (including those a kill or an unreachable bucket left
     /// unchecked in an earlier pass). Returns how many were confirmed lost.
-    async fn settle_missing(&self, imei: &str, seen: &HashSet<String>) -> Result<usize> {
+    async fn settle_missing(&self, seen: &HashSet<String>) -> Result<usize> {
+        let imei = self.imei;
         let mut lost = 0;
         for c in self.store.mark_missing(imei, seen.clone()).await? {
-            let _ = std::fs::remove_file(self.part_path(&c));
+            let _ = std::fs::remove_file(self.spool.part_path(&c));
             if c.upload_id.is_some() {
-                self.forget_upload(&c).await;
+                self.uploader.forget_upload(&c).await;
             }
         }
-        if !self.schedule.uploads_may_run() {
+        if !self.uploader.bucket_reachable() {
             // The bucket is out of reach while the radio is on the camera's hotspot: the
             // clips that left the camera are checked in it on a later pass.
             return Ok(lost);
         }
         for c in self.store.lost_unchecked(imei).await? {
-            let Some(found) = self.in_bucket(&c).await else {
+            let Some(found) = self.uploader.in_bucket(&c).await else {
                 continue; // checked again next pass
             };
             if found {
@@ -298,7 +308,7 @@ impl Agent {
             }
             if self.store.lost_confirmed(c.id).await? {
                 warn!(imei = %imei, clip = %c.name, "clip lost: it left the camera before it was offloaded");
-                self.emit(AgentEvent::Lost {
+                self.events.emit(AgentEvent::Lost {
                     imei: imei.to_string(),
                     clip: c.name.clone(),
                 });
@@ -306,25 +316,6 @@ impl Agent {
             }
         }
         Ok(lost)
-    }
-
-    /// For a clip that left the camera before this agent offloaded it: whether its object is
-    /// in the bucket under its key with the listed size (another agent offloaded it).
-    /// `None` when the bucket could not be asked.
-    async fn in_bucket(&self, c: &Clip) -> Option<bool> {
-        let Ok(w) = Work::parse(c.clone(), self.cfg.prefix()) else {
-            return Some(false);
-        };
-        if w.key_needs_hash() && w.sha256.is_none() {
-            return Some(false); // never downloaded: no key to look for
-        }
-        match self.dest.holds(&w.key, c.size).await {
-            Ok(found) => Some(found),
-            Err(e) => {
-                debug!(imei = %c.imei, clip = %c.name, error = %e, "bucket check for a lost clip failed; trying again next pass");
-                None
-            }
-        }
     }
 }
 

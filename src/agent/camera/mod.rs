@@ -1,7 +1,26 @@
-//! One pass over a camera, and the camera's loop of passes: probe the camera (its IMEI is
-//! its identity), record it, then list and reconcile, download, wait for the uploads and
-//! apply retention; report the outcome and what remains. When the next pass starts is the
-//! schedule's decision (`schedule.rs`), not this loop's.
+//! A camera worker: one camera's passes. It owns the camera's client and config, and gets
+//! the rest (store, spool, uploader, events, stops) when it is built; a pass is given its
+//! [`Turn`] (a pass on the schedule, or a hotspot visit with its delete gate and name).
+//!
+//! **The clip walk**, one pass:
+//! 1. probe `get_device_info`: the IMEI is the camera's identity (`identity`); record it;
+//! 2. `listing`: page through the listing (each page between two IMEI checks), reconcile
+//!    each page into the store, settle the clips that left the camera;
+//! 3. sweep the spool of files no clip names (`spool`);
+//! 4. `download`: fetch queued clips (most severe first, then oldest) into `.part` files,
+//!    put each in place, record it `downloaded` and tell the uploader ([`Uploader::ready`]);
+//!    a large clip uploads while it downloads (`Uploader::start_early`);
+//! 5. wait for the camera's uploads: the uploader uploads, verifies and frees the spool;
+//! 6. `retention`: list again, check each verified object in the bucket again, confirm
+//!    the IMEI, delete from the camera what the policy and the turn's gate allow;
+//! 7. report what remains.
+//!
+//! When the next pass starts is the schedule's decision (`schedule`), not the worker's.
+
+mod download;
+mod identity;
+mod listing;
+mod retention;
 
 use std::sync::Arc;
 
@@ -10,11 +29,293 @@ use tracing::{debug, info, warn};
 
 use qucam::CameraClient;
 
-use super::download::PassStop;
-use super::identity::Identity;
-use super::{Agent, AgentEvent, PassOutcome};
-use crate::config::DeletePolicy;
-use crate::store::{CameraRow, ClipState};
+use super::events::Events;
+use super::learn::Learner;
+use super::schedule::Schedule;
+use super::spool::Spool;
+use super::uploader::Uploader;
+use super::{AgentEvent, PassOutcome, Stops};
+use crate::config::{CameraConfig, Config, DeletePolicy};
+use crate::store::{CameraRow, ClipState, Store};
+use download::{Downloads, PassStop};
+use identity::Identity;
+use listing::Listing;
+use retention::Retention;
+
+pub(crate) use identity::device_info;
+pub(crate) use retention::DeleteGate;
+
+/// Which turn a pass is.
+#[derive(Debug)]
+pub(crate) enum Turn {
+    /// A camera met by URL, its pass due on the schedule: it may delete what the policy
+    /// allows, each object checked in the bucket again right before.
+    Polled,
+    /// A visit to a camera hotspot (the rotation's): it may delete only what `gate` lets
+    /// through, and the camera is called `name` (its `[[camera]]` name, else its SSID).
+    Visit { gate: DeleteGate, name: String },
+}
+
+/// How a pass ended, and whether another camera took the address in the middle of it (its
+/// pass is then due at once).
+#[derive(Debug)]
+pub(crate) struct PassEnd {
+    pub(crate) outcome: PassOutcome,
+    pub(crate) swapped: bool,
+}
+
+/// What a camera worker is built with.
+pub(crate) struct WorkerParts {
+    pub(crate) store: Store,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) spool: Spool,
+    pub(crate) uploader: Arc<Uploader>,
+    pub(crate) events: Events,
+    pub(crate) stops: Stops,
+    pub(crate) learner: Learner,
+}
+
+/// One camera's passes.
+pub(crate) struct CameraWorker {
+    camera: CameraConfig,
+    client: CameraClient,
+    store: Store,
+    cfg: Arc<Config>,
+    spool: Spool,
+    uploader: Arc<Uploader>,
+    events: Events,
+    stops: Stops,
+    learner: Learner,
+}
+
+impl CameraWorker {
+    pub(crate) fn new(camera: CameraConfig, client: CameraClient, p: WorkerParts) -> CameraWorker {
+        CameraWorker {
+            camera,
+            client,
+            store: p.store,
+            cfg: p.cfg,
+            spool: p.spool,
+            uploader: p.uploader,
+            events: p.events,
+            stops: p.stops,
+            learner: p.learner,
+        }
+    }
+
+    /// The camera's config name.
+    pub(crate) fn name(&self) -> &str {
+        &self.camera.name
+    }
+
+    /// The URL the camera answers at.
+    pub(crate) fn url(&self) -> &str {
+        &self.camera.url
+    }
+
+    /// The camera's client (the rotation asks which camera answers behind a hotspot).
+    pub(crate) fn client(&self) -> &CameraClient {
+        &self.client
+    }
+
+    /// The camera's passes (camera `i` of the schedule), each when the schedule says it is
+    /// due, until it says stop. Reports the camera appearing and going away.
+    pub(crate) async fn run(&self, schedule: &Schedule, i: usize) {
+        let name = self.camera.name.clone();
+        let mut present: Option<String> = None;
+        let mut turns = schedule.turns(i);
+        while turns.next().await {
+            let end = {
+                let _busy = super::heartbeat::busy();
+                self.pass(&Turn::Polled).await
+            };
+            if end.swapped {
+                schedule.again(i);
+            }
+            let outcome = end.outcome;
+            self.events.emit(AgentEvent::PassFinished {
+                camera: name.clone(),
+                outcome: outcome.clone(),
+            });
+            let now_here = match &outcome {
+                PassOutcome::Away => None,
+                PassOutcome::Done { imei, .. } => Some(imei.clone()),
+                PassOutcome::Failed { imei, .. } => imei.clone(),
+            };
+            if now_here != present {
+                if let Some(old) = &present {
+                    info!(camera = %name, imei = %old, "camera went away");
+                    self.events.emit(AgentEvent::CameraGone {
+                        camera: name.clone(),
+                        imei: old.clone(),
+                    });
+                }
+                if let Some(new) = &now_here {
+                    info!(camera = %name, imei = %new, "camera appeared");
+                    self.events.emit(AgentEvent::CameraAppeared {
+                        camera: name.clone(),
+                        imei: new.clone(),
+                    });
+                }
+                present = now_here;
+            }
+            if let PassOutcome::Failed { error, .. } = &outcome {
+                warn!(camera = %name, "pass failed: {error}");
+            }
+        }
+    }
+
+    /// One pass: probe, list, download, wait for uploads, retention.
+    pub(crate) async fn pass(&self, turn: &Turn) -> PassEnd {
+        let ended = |outcome| PassEnd {
+            outcome,
+            swapped: false,
+        };
+        let cam = &self.camera;
+        let info = match self.client.device_info().await {
+            Ok(info) => info,
+            Err(e) if e.is_unreachable() => {
+                debug!(camera = %cam.name, "camera not reachable: {e}");
+                return ended(PassOutcome::Away);
+            }
+            Err(e) => {
+                return ended(PassOutcome::Failed {
+                    imei: None,
+                    error: format!("device info: {e}"),
+                });
+            }
+        };
+        if let Err(e) = qucam::check_imei(&info.imei) {
+            return ended(PassOutcome::Failed {
+                imei: None,
+                error: format!("device info: {e}"),
+            });
+        }
+        let imei = info.imei.clone();
+        let name = match turn {
+            Turn::Polled => {
+                // A camera met by its URL (WAN mode, a cable): its hotspot, with `wifi.learn`.
+                self.learner.learn(&info, None).await;
+                cam.name.clone()
+            }
+            Turn::Visit { name, .. } => name.clone(),
+        };
+        let known = self
+            .store
+            .cameras()
+            .await
+            .map(|cs| cs.iter().any(|c| c.imei == imei))
+            .unwrap_or(false);
+        debug!(
+            camera = %cam.name,
+            imei = %imei,
+            device = info.device_name.as_deref().unwrap_or("?"),
+            firmware = info.application_version.as_deref().unwrap_or("?"),
+            "camera reachable{}",
+            if known { "" } else { " (new)" }
+        );
+        let row = CameraRow {
+            imei: imei.clone(),
+            config_name: Some(name),
+            url: Some(cam.url.clone()),
+            device_name: info.device_name.clone(),
+            firmware: info.application_version.clone(),
+            storage: info.local_storage.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.store.camera_seen(row).await {
+            return ended(PassOutcome::Failed {
+                imei: Some(imei),
+                error: format!("state database: {e:#}"),
+            });
+        }
+        match self.work(&imei, turn).await {
+            Ok(remaining) => ended(PassOutcome::Done { imei, remaining }),
+            Err(e) => {
+                let swapped = is_swap(&e);
+                if swapped {
+                    // Whichever camera answers now gets its pass at once.
+                    info!(camera = %cam.name, imei = %imei, "{e:#}: starting a pass for the camera that answers now");
+                }
+                PassEnd {
+                    outcome: PassOutcome::Failed {
+                        imei: Some(imei),
+                        error: format!("{e:#}"),
+                    },
+                    swapped,
+                }
+            }
+        }
+    }
+
+    /// The pass over the camera confirmed as `imei`: steps 2 to 7 of the clip walk.
+    async fn work(&self, imei: &str, turn: &Turn) -> Result<usize> {
+        let listing = Listing {
+            client: &self.client,
+            imei,
+            store: &self.store,
+            sync: &self.cfg.sync,
+            spool: &self.spool,
+            uploader: &self.uploader,
+            events: &self.events,
+            stops: &self.stops,
+        };
+        let mut listed_since = crate::store::now_ms();
+        listing.reconcile().await?;
+        // Files of listings the camera no longer shows are never resumed: removed.
+        let keep_local = self.cfg.retention.keep_local;
+        if let Err(e) = self.spool.sweep(&self.store, imei, keep_local).await {
+            warn!(imei = %imei, "cannot sweep the spool: {e:#}");
+        }
+        let downloads = Downloads {
+            client: self.client.clone(),
+            imei: imei.to_string(),
+            store: self.store.clone(),
+            cfg: self.cfg.clone(),
+            spool: self.spool.clone(),
+            uploader: self.uploader.clone(),
+            events: self.events.clone(),
+            stops: self.stops.clone(),
+        };
+        let dl = downloads.run().await;
+        self.uploader.wait_uploads(Some(imei)).await;
+        // Always, even when uploads are paused: until an overlapped clip's tail has put its
+        // file in place and recorded it, its row still reads `downloading`, and the next
+        // pass would take it up a second time (each tail ends by itself: every S3 request
+        // has its timeouts).
+        self.uploader.wait_overlaps(Some(imei)).await;
+        dl?;
+        if !self.stops.shutdown.is_cancelled() {
+            // Deletes go by a listing taken right before them (the camera may have
+            // rewritten a path since the pass began).
+            if self.cfg.retention.delete_from_camera != DeletePolicy::Never
+                && !self.store.deletable(imei, listed_since).await?.is_empty()
+            {
+                listed_since = listing.for_retention().await?;
+            }
+            let gate = match turn {
+                Turn::Polled => &DeleteGate::Open,
+                Turn::Visit { gate, .. } => gate,
+            };
+            let retention = Retention {
+                client: &self.client,
+                imei,
+                store: &self.store,
+                policy: &self.cfg.retention,
+                uploader: &self.uploader,
+                events: &self.events,
+            };
+            retention.apply(listed_since, gate).await?;
+        }
+        remaining(&self.store, imei, self.cfg.retention.delete_from_camera).await
+    }
+}
+
+/// Clips of `imei` that still need work under `policy` (not yet verified and settled).
+pub(crate) async fn remaining(store: &Store, imei: &str, policy: DeletePolicy) -> Result<usize> {
+    let clips = store.clips_of(imei).await?;
+    Ok(count_remaining(clips.iter().map(|c| c.state), policy))
+}
 
 /// Whether a clip in `state` still needs work under `policy`: not yet offloaded and
 /// settled (a verified clip waits for its delete from the camera, unless the policy
@@ -35,7 +336,7 @@ pub(crate) fn count_remaining(
 }
 
 /// Whether a pass ended because another camera answers at its address (see `identity`).
-pub(crate) fn is_swap(e: &anyhow::Error) -> bool {
+fn is_swap(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(c.downcast_ref::<Identity>(), Some(Identity::Swapped { .. }))
             || matches!(
@@ -43,165 +344,6 @@ pub(crate) fn is_swap(e: &anyhow::Error) -> bool {
                 Some(PassStop::Identity(Identity::Swapped { .. }))
             )
     })
-}
-
-impl Agent {
-    /// Camera `i`'s passes, each when the schedule says it is due, until it says stop.
-    /// Reports the camera appearing and going away.
-    pub(super) async fn camera_loop(self: Arc<Self>, i: usize) {
-        let name = self.cameras[i].0.name.clone();
-        let mut present: Option<String> = None;
-        let mut turns = self.schedule.turns(i);
-        while turns.next().await {
-            let outcome = {
-                let _busy = super::heartbeat::busy();
-                self.pass(i).await
-            };
-            self.emit(AgentEvent::PassFinished {
-                camera: name.clone(),
-                outcome: outcome.clone(),
-            });
-            let now_here = match &outcome {
-                PassOutcome::Away => None,
-                PassOutcome::Done { imei, .. } => Some(imei.clone()),
-                PassOutcome::Failed { imei, .. } => imei.clone(),
-            };
-            if now_here != present {
-                if let Some(old) = &present {
-                    info!(camera = %name, imei = %old, "camera went away");
-                    self.emit(AgentEvent::CameraGone {
-                        camera: name.clone(),
-                        imei: old.clone(),
-                    });
-                }
-                if let Some(new) = &now_here {
-                    info!(camera = %name, imei = %new, "camera appeared");
-                    self.emit(AgentEvent::CameraAppeared {
-                        camera: name.clone(),
-                        imei: new.clone(),
-                    });
-                }
-                present = now_here;
-            }
-            if let PassOutcome::Failed { error, .. } = &outcome {
-                warn!(camera = %name, "pass failed: {error}");
-            }
-        }
-    }
-
-    /// One pass over camera `i`: probe, list, download, wait for uploads, retention.
-    pub async fn pass(self: &Arc<Self>, i: usize) -> PassOutcome {
-        let (cam, client) = &self.cameras[i];
-        let info = match client.device_info().await {
-            Ok(info) => info,
-            Err(e) if e.is_unreachable() => {
-                debug!(camera = %cam.name, "camera not reachable: {e}");
-                return PassOutcome::Away;
-            }
-            Err(e) => {
-                return PassOutcome::Failed {
-                    imei: None,
-                    error: format!("device info: {e}"),
-                };
-            }
-        };
-        if let Err(e) = qucam::check_imei(&info.imei) {
-            return PassOutcome::Failed {
-                imei: None,
-                error: format!("device info: {e}"),
-            };
-        }
-        let imei = info.imei.clone();
-        if Some(i) != self.hotspot {
-            // A camera met by its URL (WAN mode, a cable): its hotspot, with `wifi.learn`.
-            self.learn_hotspot(&info, None).await;
-        }
-        let known = self
-            .store
-            .cameras()
-            .await
-            .map(|cs| cs.iter().any(|c| c.imei == imei))
-            .unwrap_or(false);
-        debug!(
-            camera = %cam.name,
-            imei = %imei,
-            device = info.device_name.as_deref().unwrap_or("?"),
-            firmware = info.application_version.as_deref().unwrap_or("?"),
-            "camera reachable{}",
-            if known { "" } else { " (new)" }
-        );
-        let row = CameraRow {
-            imei: imei.clone(),
-            config_name: Some(self.camera_name(i)),
-            url: Some(cam.url.clone()),
-            device_name: info.device_name.clone(),
-            firmware: info.application_version.clone(),
-            storage: info.local_storage.clone(),
-            ..Default::default()
-        };
-        if let Err(e) = self.store.camera_seen(row).await {
-            return PassOutcome::Failed {
-                imei: Some(imei),
-                error: format!("state database: {e:#}"),
-            };
-        }
-        match self.pass_inner(i, client, &imei).await {
-            Ok(remaining) => PassOutcome::Done { imei, remaining },
-            Err(e) => {
-                if is_swap(&e) {
-                    // Whichever camera answers now gets its pass at once.
-                    info!(camera = %cam.name, imei = %imei, "{e:#}: starting a pass for the camera that answers now");
-                    self.schedule.again(i);
-                }
-                PassOutcome::Failed {
-                    imei: Some(imei),
-                    error: format!("{e:#}"),
-                }
-            }
-        }
-    }
-
-    async fn pass_inner(
-        self: &Arc<Self>,
-        i: usize,
-        client: &CameraClient,
-        imei: &str,
-    ) -> Result<usize> {
-        let mut listed_since = crate::store::now_ms();
-        self.list_and_reconcile(client, imei).await?;
-        // Files of listings the camera no longer shows are never resumed: removed.
-        if let Err(e) = self.sweep_spool(imei).await {
-            warn!(imei = %imei, "cannot sweep the spool: {e:#}");
-        }
-        let dl = self.download_all(client, imei).await;
-        self.wait_uploads(Some(imei)).await;
-        // Always, even when uploads are paused: until an overlapped clip's tail has put its
-        // file in place and recorded it, its row still reads `downloading`, and the next
-        // pass would take it up a second time (each tail ends by itself: every S3 request
-        // has its timeouts).
-        self.wait_overlaps(Some(imei)).await;
-        dl?;
-        if !self.shutdown.is_cancelled() {
-            // Deletes go by a listing taken right before them (the camera may have
-            // rewritten a path since the pass began).
-            if self.cfg.retention.delete_from_camera != DeletePolicy::Never
-                && !self.store.deletable(imei, listed_since).await?.is_empty()
-            {
-                listed_since = self.list_for_retention(client, imei).await?;
-            }
-            let gate = self.delete_gate(i);
-            self.apply_retention(client, imei, listed_since, &gate)
-                .await?;
-        }
-        self.remaining(imei).await
-    }
-
-    /// Clips of `imei` that still need work (not yet verified and settled).
-    pub async fn remaining(&self, imei: &str) -> Result<usize> {
-        let clips = self.store.clips_of(imei).await?;
-        let policy = self.cfg.retention.delete_from_camera;
-        Ok(count_remaining(clips.iter().map(|c| c.state), policy))
-    }
 }
 
 #[cfg(test)]

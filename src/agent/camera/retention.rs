@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use backon::{ExponentialBuilder, Retryable};
-use tracing::{info, warn};
+use tracing::info;
 
 use qucam::{CameraClient, CameraError};
 
 use super::identity::{Identity, confirm_imei};
-use super::{Agent, AgentEvent};
-use crate::config::DeletePolicy;
-use crate::store::{self, Clip};
+use crate::agent::AgentEvent;
+use crate::agent::events::Events;
+use crate::agent::uploader::Uploader;
+use crate::config::{DeletePolicy, RetentionConfig};
+use crate::store::{self, Clip, Store};
 
 /// Why one attempt at a delete batch failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +49,25 @@ pub(crate) enum DeleteGate {
     Closed,
 }
 
-impl Agent {
+/// Retention for one pass over the camera confirmed as `imei`.
+pub(super) struct Retention<'a> {
+    pub(super) client: &'a CameraClient,
+    pub(super) imei: &'a str,
+    pub(super) store: &'a Store,
+    pub(super) policy: &'a RetentionConfig,
+    /// Checks each object in the bucket again before its delete.
+    pub(super) uploader: &'a Uploader,
+    pub(super) events: &'a Events,
+}
+
+impl Retention<'_> {
     /// Deletes verified clips from the camera as the policy allows; the rest are retained.
     /// Each object is checked in the bucket again right before its delete.
     /// Only clips this pass's listing (since `listed_since`, ms) showed with the verified
     /// size and `date` are candidates ([`crate::store::Store::deletable`]).
-    pub(super) async fn apply_retention(
-        &self,
-        client: &CameraClient,
-        imei: &str,
-        listed_since: i64,
-        gate: &DeleteGate,
-    ) -> Result<()> {
-        let r = &self.cfg.retention;
+    pub(super) async fn apply(&self, listed_since: i64, gate: &DeleteGate) -> Result<()> {
+        let (client, imei) = (self.client, self.imei);
+        let r = self.policy;
         let clips = self.store.deletable(imei, listed_since).await?;
         if clips.is_empty() || *gate == DeleteGate::Closed {
             return Ok(());
@@ -84,94 +92,15 @@ impl Agent {
         self.delete_batches(client, imei, ok).await
     }
 
-    /// Checked from the uplink right before the radio leaves for the hotspot of camera
-    /// `imei` (the one recorded behind it), until `deadline`: its verified clips whose
-    /// objects the bucket confirms now. Only these may be deleted during the visit
-    /// ([`DeleteGate::Checked`]). Also whether every verified clip was checked (not when
-    /// the deadline or an outage cut the check short: the rest wait for a later visit).
-    pub(super) async fn check_before_visit(
-        &self,
-        imei: &str,
-        deadline: tokio::time::Instant,
-    ) -> (HashSet<i64>, bool) {
-        let verified: Vec<Clip> = match self.store.clips_of(imei).await {
-            Ok(cs) => cs
-                .into_iter()
-                .filter(|c| c.state == store::ClipState::Verified)
-                .collect(),
-            Err(e) => {
-                warn!(imei = %imei, "cannot read the clips to delete at this visit: {e:#}");
-                return (HashSet::new(), false);
-            }
-        };
-        if verified.is_empty() {
-            return (HashSet::new(), true);
-        }
-        let n = verified.len();
-        match self.confirm_in_bucket(imei, verified, Some(deadline)).await {
-            Ok((ok, complete)) => {
-                if !complete {
-                    info!(imei = %imei, checked = ok.len(), verified = n, "the check in the bucket before the visit was cut short: the other deletes wait for a later visit");
-                }
-                (ok.iter().map(|c| c.id).collect(), complete)
-            }
-            Err(e) => {
-                warn!(imei = %imei, "deletes wait for a later visit: {e:#}");
-                (HashSet::new(), false)
-            }
-        }
-    }
-
     /// The clips of `old` their objects in the bucket still confirm (checked now); a clip
     /// it no longer confirms is offloaded again. An outage leaves the rest for the next
     /// pass.
     async fn recheck_in_bucket(&self, imei: &str, old: Vec<Clip>) -> Result<Vec<Clip>> {
-        if !self.schedule.uploads_may_run() {
+        if !self.uploader.bucket_reachable() {
             // The bucket is out of reach while the uplink's radio is on a hotspot.
             return Ok(Vec::new());
         }
-        Ok(self.confirm_in_bucket(imei, old, None).await?.0)
-    }
-
-    /// [`Agent::recheck_in_bucket`] whatever the radio does (the check before a visit runs
-    /// on the uplink, with new uploads already stopped), until `deadline` if any. Also
-    /// whether every clip was checked (not when the deadline or an outage cut it short).
-    async fn confirm_in_bucket(
-        &self,
-        imei: &str,
-        old: Vec<Clip>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<(Vec<Clip>, bool)> {
-        let mut ok = Vec::new();
-        for c in old {
-            let (Some(key), Some(sha)) = (c.object_key.clone(), c.sha256.clone()) else {
-                continue;
-            };
-            let sent = super::journal::sent_digests(&self.store, c.id).await;
-            let verify = self.dest.verify_sent(&key, c.size, &sha, &sent);
-            let verified = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, verify).await {
-                    Ok(v) => v,
-                    Err(_) => return Ok((ok, false)),
-                },
-                None => verify.await,
-            };
-            match verified {
-                Ok(v) if v.is_verified() => ok.push(c),
-                Ok(v) => {
-                    warn!(clip = %c.name, "not deleting from the camera: the bucket no longer confirms it ({v:?}); offloading it again");
-                    self.store.requeue_missing_object(c.id).await?;
-                }
-                Err(e) if self.destination_down(&e).await => {
-                    // The destination's outage, not the clips': their deletes wait for the
-                    // next pass (uploads are paused and probed as for any outage).
-                    info!(imei = %imei, "deletes from the camera wait until the bucket can confirm the objects again: {e}");
-                    return Ok((ok, false));
-                }
-                Err(e) => return Err(anyhow!("cannot re-check {key} before deleting: {e}")),
-            }
-        }
-        Ok((ok, true))
+        Ok(self.uploader.confirm_in_bucket(imei, old, None).await?.0)
     }
 
     /// Deletes `ok` from the camera in batches, the camera's IMEI confirmed before each
@@ -201,7 +130,7 @@ impl Agent {
                         .await?;
                     for c in batch {
                         info!(imei = %imei, clip = %c.name, "deleted from the camera (verified in the bucket)");
-                        self.emit(AgentEvent::DeletedFromCamera {
+                        self.events.emit(AgentEvent::DeletedFromCamera {
                             imei: imei.to_string(),
                             clip: c.name.clone(),
                         });

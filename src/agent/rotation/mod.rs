@@ -3,8 +3,9 @@
 //! Every camera serves its API at the same hotspot address, so a camera in range is found
 //! by its access point, not by probing a URL. A rotation: scan, match the access points in
 //! range to passwords (`wifi::credentials`), order them (`wifi::choose`), then visit each:
-//! join it, run one pass over the camera that answers (the hotspot slot, at
-//! `wifi.camera_url`), and go back to the uplink (`visit.rs` holds one visit).
+//! join it, run one pass over the camera that answers (the hotspot worker, at
+//! `wifi.camera_url`), and go back to the uplink (`visit` holds one visit). The rotation is
+//! the one writer of the radio's state (`radio`).
 //!
 //! - **Never strand the machine**: the uplink is restored first thing at start (after a
 //!   crash), after every visit (joined or not), and on shutdown. Camera connections are
@@ -18,17 +19,27 @@
 //! - **Fair and bounded**: a visit ends at `wifi.max_per_camera`; a wrong password is
 //!   reported once and retried after `wifi.wrong_password_retry`.
 
-use std::sync::Arc;
+mod visit;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use super::{Agent, PassOutcome};
-use crate::config::{CameraConfig, WifiConfig};
+use super::camera::{CameraWorker, count_remaining};
+use super::events::Events;
+use super::learn::Learner;
+use super::radio::{RadioEvent, RadioStates};
+use super::uploader::Uploader;
+use super::{Mode, PassOutcome, Stops};
+use crate::config::{CameraConfig, DeletePolicy, WifiConfig};
+use crate::store::Store;
 use crate::wifi::choose::{Candidate, choose};
 use crate::wifi::credentials::Match;
 use crate::wifi::nm::{AccessPoint, Nm};
+use visit::Visit;
 
 /// How long a scan may take before the access points NetworkManager already knows are used.
 const SCAN_WAIT: Duration = Duration::from_secs(10);
@@ -37,7 +48,7 @@ const SCAN_WAIT: Duration = Duration::from_secs(10);
 const SHUTDOWN_UPLINK: Duration = Duration::from_secs(30);
 
 /// The camera slot behind whichever hotspot the radio is on.
-pub(super) fn hotspot_slot(w: &WifiConfig) -> CameraConfig {
+pub(crate) fn hotspot_slot(w: &WifiConfig) -> CameraConfig {
     CameraConfig {
         name: "hotspot".to_string(),
         url: w.camera_url.clone(),
@@ -53,35 +64,81 @@ pub(super) fn hotspot_slot(w: &WifiConfig) -> CameraConfig {
     }
 }
 
-/// NetworkManager and the `[wifi]` settings, for one agent.
-pub(super) struct Radio {
-    pub(super) nm: Nm,
-    pub(super) wifi: WifiConfig,
+/// NetworkManager and the `[wifi]` settings (found again when NetworkManager restarts).
+struct Link {
+    nm: Nm,
+    wifi: WifiConfig,
 }
 
-impl Radio {
-    /// Connects to NetworkManager on the system bus and finds the interface.
-    async fn connect(wifi: &WifiConfig) -> Result<Radio> {
-        let nm = Nm::connect(&wifi.interface)
-            .await
-            .with_context(|| format!("Wi-Fi interface {}", wifi.interface))?;
-        Ok(Radio {
-            nm,
-            wifi: wifi.clone(),
-        })
+/// Connects to NetworkManager on the system bus and finds the interface.
+async fn connect(wifi: &WifiConfig) -> Result<Link> {
+    let nm = Nm::connect(&wifi.interface)
+        .await
+        .with_context(|| format!("Wi-Fi interface {}", wifi.interface))?;
+    Ok(Link {
+        nm,
+        wifi: wifi.clone(),
+    })
+}
+
+/// What the rotation is built with.
+pub(crate) struct RotationParts {
+    pub(crate) wifi: WifiConfig,
+    pub(crate) delete_policy: DeletePolicy,
+    /// The worker of the camera behind whichever hotspot the radio is on.
+    pub(crate) worker: CameraWorker,
+    pub(crate) store: Store,
+    pub(crate) uploader: Arc<Uploader>,
+    pub(crate) learner: Learner,
+    pub(crate) events: Events,
+    pub(crate) stops: Stops,
+}
+
+/// The radio's rotation over the camera hotspots in range.
+pub(crate) struct Rotation {
+    wifi: WifiConfig,
+    delete_policy: DeletePolicy,
+    /// The one writer of the radio's state.
+    states: RadioStates,
+    worker: CameraWorker,
+    store: Store,
+    uploader: Arc<Uploader>,
+    learner: Learner,
+    events: Events,
+    stops: Stops,
+    mode: Mode,
+    /// One radio: the IMEIs whose last check in the bucket before a visit was cut short
+    /// (its time bound, an outage). Their verified clips do not make a visit urgent: the
+    /// radio would only hop back to check them again.
+    check_cut_short: Mutex<HashSet<String>>,
+}
+
+impl Rotation {
+    pub(crate) fn new(p: RotationParts, states: RadioStates, mode: Mode) -> Rotation {
+        Rotation {
+            wifi: p.wifi,
+            delete_policy: p.delete_policy,
+            states,
+            worker: p.worker,
+            store: p.store,
+            uploader: p.uploader,
+            learner: p.learner,
+            events: p.events,
+            stops: p.stops,
+            mode,
+            check_cut_short: Mutex::new(HashSet::new()),
+        }
     }
 
-    /// Whether the uplink shares this radio (store and forward).
-    pub(super) fn one_radio(&self) -> bool {
+    /// Whether the uplink shares the radio (store and forward).
+    fn one_radio(&self) -> bool {
         self.wifi.uplink.is_some()
     }
-}
 
-impl Agent {
     /// The daemon's radio: restores the uplink, then rotates over the hotspots in range
     /// every `scan_interval` until shutdown or soft stop, and restores the uplink again.
-    pub(super) async fn radio_loop(self: &Arc<Self>) {
-        let Some(mut radio) = self.radio().await else {
+    pub(crate) async fn run(&self) {
+        let Some(mut radio) = self.link().await else {
             return;
         };
         let every = radio.wifi.scan_interval;
@@ -90,7 +147,7 @@ impl Agent {
                 // A re-plugged adapter, a restarted NetworkManager or system bus: their
                 // objects are new. Found again (the uplink restored first), or tried
                 // again at the next rotation.
-                if let Ok(r) = Radio::connect(&radio.wifi).await {
+                if let Ok(r) = connect(&radio.wifi).await {
                     info!(interface = %r.wifi.interface, "NetworkManager found again");
                     self.first_act(&r).await;
                     radio = r;
@@ -98,8 +155,8 @@ impl Agent {
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = self.shutdown.cancelled() => {}
-                _ = self.soft_stop.cancelled() => {}
+                _ = self.stops.shutdown.cancelled() => {}
+                _ = self.stops.soft.cancelled() => {}
             }
         }
         self.restore_uplink(&radio, SHUTDOWN_UPLINK).await;
@@ -108,14 +165,14 @@ impl Agent {
     /// `run --once`: one rotation over the hotspots in range. Each visited camera's
     /// outcome counts what is not verified yet after the uploads (deletes waiting for the
     /// next visit are not work left for this run).
-    pub(super) async fn radio_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
-        let Some(radio) = self.radio().await else {
+    pub(crate) async fn once(&self) -> Vec<(String, PassOutcome)> {
+        let Some(radio) = self.link().await else {
             return Vec::new();
         };
         let visits = self.rotation(&radio).await.unwrap_or_default();
         self.restore_uplink(&radio, SHUTDOWN_UPLINK).await;
-        self.wait_uploads(None).await;
-        self.wait_overlaps(None).await;
+        self.uploader.wait_uploads(None).await;
+        self.uploader.wait_overlaps(None).await;
         let mut out = Vec::new();
         for (name, o) in visits {
             out.push((name, self.settled_outcome(o).await));
@@ -126,11 +183,11 @@ impl Agent {
     /// The radio, with the uplink restored (the first act of a radio, also after a crash).
     /// `None` without `[wifi]`, or when NetworkManager cannot be reached (said once; the
     /// daemon tries again every `scan_interval`).
-    async fn radio(self: &Arc<Self>) -> Option<Radio> {
-        let wifi = self.cfg.wifi.as_ref()?;
+    async fn link(&self) -> Option<Link> {
+        let wifi = &self.wifi;
         let mut said = false;
         loop {
-            match Radio::connect(wifi).await {
+            match connect(wifi).await {
                 Ok(radio) => {
                     self.first_act(&radio).await;
                     return Some(radio);
@@ -141,20 +198,21 @@ impl Agent {
                 }
                 Err(_) => {}
             }
-            if self.once_run() {
-                return None;
+            match self.mode {
+                Mode::Once => return None,
+                Mode::Daemon => {}
             }
             tokio::select! {
                 _ = tokio::time::sleep(wifi.scan_interval) => {}
-                _ = self.shutdown.cancelled() => return None,
-                _ = self.soft_stop.cancelled() => return None,
+                _ = self.stops.shutdown.cancelled() => return None,
+                _ = self.stops.soft.cancelled() => return None,
             }
         }
     }
 
     /// One rotation: scan, choose, visit each hotspot in turn. Returns each visit's name
     /// and outcome; `None` when the scan failed.
-    async fn rotation(self: &Arc<Self>, radio: &Radio) -> Option<Vec<(String, PassOutcome)>> {
+    async fn rotation(&self, radio: &Link) -> Option<Vec<(String, PassOutcome)>> {
         // An uplink that could not be restored after the last visit is tried again.
         self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
         let aps = match radio.nm.scan(SCAN_WAIT).await {
@@ -167,7 +225,10 @@ impl Agent {
         // Only hotspots a password opens are recorded (not every access point nearby).
         let opened: Vec<(AccessPoint, Match)> = aps
             .into_iter()
-            .filter_map(|a| self.hotspot_password(&a).map(|m| (a, m)))
+            .filter_map(|a| {
+                let m = self.learner.password_for(&a.ssid, &a.bssid)?;
+                Some((a, m))
+            })
             .collect();
         let seen = opened
             .iter()
@@ -183,7 +244,13 @@ impl Agent {
             if self.stopping() {
                 break;
             }
-            visits.push(self.visit(radio, &ap, m).await);
+            let visit = Visit {
+                rot: self,
+                radio,
+                ap: &ap,
+                m,
+            };
+            visits.push(visit.run().await);
         }
         Some(visits)
     }
@@ -191,15 +258,14 @@ impl Agent {
     /// The hotspots in range that a password opens, in the order they are visited.
     async fn plan(
         &self,
-        radio: &Radio,
+        radio: &Link,
         opened: Vec<(AccessPoint, Match)>,
     ) -> Vec<(AccessPoint, Match)> {
         let rows = self.store.hotspots().await.unwrap_or_default();
         let work = self.store.camera_work().await.unwrap_or_default();
         // Verified clips make a visit worth it only while their deletes can be checked.
-        let deletes = self.cfg.retention.delete_from_camera
-            == crate::config::DeletePolicy::AfterUpload
-            && !self.destination_paused();
+        let deletes =
+            self.delete_policy == DeletePolicy::AfterUpload && !self.uploader.destination_paused();
         let mut known = Vec::new();
         let mut cands = Vec::new();
         for (ap, m) in strongest_per_bssid(opened) {
@@ -220,8 +286,9 @@ impl Agent {
                     // Fully offloaded and nothing pending: not before `revisit_after` (the
                     // daemon; `run --once` is a rotation over every camera in range).
                     let revisit = radio.wifi.revisit_after.as_millis() as i64;
-                    if self.once_run() {
-                        return None;
+                    match self.mode {
+                        Mode::Once => return None,
+                        Mode::Daemon => {}
                     }
                     let done = row.and_then(|r| r.last_complete).filter(|_| pending == 0);
                     done.map(|t| t + revisit)
@@ -242,15 +309,9 @@ impl Agent {
         imei.is_some_and(|i| cut.is_ok_and(|c| c.contains(i)))
     }
 
-    /// The password that opens `ap`, if any is known.
-    fn hotspot_password(&self, ap: &AccessPoint) -> Option<Match> {
-        let creds = self.credentials.as_ref()?.lock().ok()?;
-        creds.for_ap(&ap.ssid, &ap.bssid)
-    }
-
     /// Restores the uplink (when it shares the radio): activates it unless it is already
     /// the device's active connection. Whether it is active now (`false` without one).
-    pub(super) async fn restore_uplink(&self, radio: &Radio, timeout: Duration) -> bool {
+    async fn restore_uplink(&self, radio: &Link, timeout: Duration) -> bool {
         let Some(uplink) = &radio.wifi.uplink else {
             return false;
         };
@@ -266,15 +327,15 @@ impl Agent {
                 }
             };
         if active {
-            self.schedule.set_radio_away(false);
-            self.upload_wake.notify_one();
+            self.states.apply(RadioEvent::Back);
+            self.uploader.ready();
         }
         active
     }
 
     /// The radio's first act (also after a crash): camera connections an earlier run left
     /// are removed and the uplink is restored.
-    async fn first_act(&self, radio: &Radio) {
+    async fn first_act(&self, radio: &Link) {
         match radio.nm.remove_stale(radio.wifi.uplink.as_deref()).await {
             Ok(0) => {}
             Ok(n) => info!("removed {n} camera connection(s) left by an earlier run"),
@@ -283,12 +344,8 @@ impl Agent {
         self.restore_uplink(radio, radio.wifi.uplink_timeout).await;
     }
 
-    pub(super) fn stopping(&self) -> bool {
-        self.shutdown.is_cancelled() || self.soft_stop.is_cancelled()
-    }
-
-    fn once_run(&self) -> bool {
-        self.once_failed.lock().is_ok_and(|f| f.is_some())
+    fn stopping(&self) -> bool {
+        self.stops.stopping()
     }
 
     /// A visit's outcome once the uploads of this run are done: the clips of its camera
@@ -299,10 +356,7 @@ impl Agent {
         };
         match self.store.clips_of(&imei).await {
             Ok(cs) => PassOutcome::Done {
-                remaining: super::pass::count_remaining(
-                    cs.iter().map(|c| c.state),
-                    crate::config::DeletePolicy::Never,
-                ),
+                remaining: count_remaining(cs.iter().map(|c| c.state), DeletePolicy::Never),
                 imei,
             },
             Err(e) => PassOutcome::Failed {

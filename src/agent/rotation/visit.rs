@@ -1,35 +1,36 @@
-//! One visit to a camera hotspot (see `radio`): leave the uplink (one radio: uploads
-//! stopped and settled, deletes for this visit checked in the bucket), join, find out
-//! which camera answers, one pass over it until it ends or the turn is over, back to the
-//! uplink, then (one radio) upload what was taken before the next camera.
+//! One visit to a camera hotspot (see the rotation), [`Visit::run`], in one straight
+//! sequence:
+//! 1. leave the uplink (one radio: the radio is `Leaving`, new uploads wait and those in
+//!    flight settle);
+//! 2. check the bucket (one radio: the verified clips of the camera recorded behind the
+//!    hotspot; only those may be deleted at this visit);
+//! 3. join the hotspot (one radio: the radio is `Away`, S3 out of reach by design);
+//! 4. identify the camera that answers (its IMEI; another camera than the one recorded
+//!    gets a closed delete gate);
+//! 5. one pass over it by the hotspot worker ([`Turn::Visit`]), until it ends, the turn
+//!    is over (`max_per_camera`), the hotspot drops or the agent stops;
+//! 6. leave the camera and restore the uplink (the radio is `Home`);
+//! 7. (one radio) upload what the visit took before the next camera.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::radio::Radio;
-use super::retention::DeleteGate;
-use super::{Agent, PassOutcome};
+use super::{Link, Rotation};
+use crate::agent::camera::{DeleteGate, Turn, device_info};
+use crate::agent::radio::RadioEvent;
+use crate::agent::{AgentEvent, PassOutcome};
+use crate::store::{self, Clip};
 use crate::wifi::credentials::{Match, Source};
 use crate::wifi::nm::{AccessPoint, JoinError, Joined};
 
-/// The visit the hotspot slot's pass belongs to.
-#[derive(Debug)]
-pub(super) struct Current {
-    /// Which clips the pass may delete (none outside a visit).
-    pub(super) gate: DeleteGate,
-    /// The visited camera's name: its `[[camera]]` name, else the hotspot's SSID.
-    pub(super) name: Option<String>,
-}
-
-impl Default for Current {
-    fn default() -> Current {
-        Current {
-            gate: DeleteGate::Closed,
-            name: None,
-        }
-    }
+/// One visit of the rotation to hotspot `ap`, opened by `m`.
+pub(super) struct Visit<'a> {
+    pub(super) rot: &'a Rotation,
+    pub(super) radio: &'a Link,
+    pub(super) ap: &'a AccessPoint,
+    pub(super) m: Match,
 }
 
 /// A failed join (other than a wrong password) waits this long before the hotspot is tried
@@ -53,15 +54,11 @@ fn join_retry(e: &JoinError, failures: u32, wrong_password_retry: Duration) -> D
     }
 }
 
-impl Agent {
-    /// Visits hotspot `ap` with password `m`. Returns a name for the visit and the pass's
-    /// outcome (`Away` when the join failed or no camera answered).
-    pub(super) async fn visit(
-        self: &Arc<Self>,
-        radio: &Radio,
-        ap: &AccessPoint,
-        m: Match,
-    ) -> (String, PassOutcome) {
+impl Visit<'_> {
+    /// The visit. Returns a name for it and the pass's outcome (`Away` when the join failed
+    /// or no camera answered).
+    pub(super) async fn run(self) -> (String, PassOutcome) {
+        let (rot, ap, m) = (self.rot, self.ap, &self.m);
         // The camera's name (its `[[camera]]` name, else its SSID), and with its BSSID for
         // the log when it has no name of its own.
         let (label, name) = match &m.source {
@@ -72,48 +69,48 @@ impl Agent {
                 (ssid, name)
             }
         };
-        let recorded = self.recorded_imei(&ap.bssid).await.or(m.imei.clone());
-        let gate = if radio.one_radio() {
-            self.leave_uplink(radio, recorded.as_deref()).await
+        let recorded = self.recorded_imei().await.or(m.imei.clone());
+        let gate = if rot.one_radio() {
+            self.leave_uplink(recorded.as_deref()).await
         } else {
             DeleteGate::Open
         };
-        if self.stopping() {
-            self.leave_camera_nothing_joined(radio).await;
+        if rot.stopping() {
+            self.leave_camera_nothing_joined().await;
             return (name, PassOutcome::Away);
         }
-        if radio.one_radio() {
+        if rot.one_radio() {
             // From here on S3 is out of reach by design (no outage).
-            self.schedule.set_radio_away(true);
+            rot.states.apply(RadioEvent::Join);
         }
         let started = Instant::now();
         debug!(hotspot = %name, bssid = %ap.bssid, "joining the camera's hotspot");
-        let outcome = match self.join(radio, ap, &m.password, &name).await {
+        let outcome = match self.join(&name).await {
             Ok(joined) => {
                 info!(hotspot = %name, "joined the camera's hotspot");
-                let now = crate::store::now_ms();
-                if let Err(e) = self.store.hotspot_joined(ap.bssid.clone(), now).await {
+                let now = store::now_ms();
+                if let Err(e) = rot.store.hotspot_joined(ap.bssid.clone(), now).await {
                     warn!("cannot record the join: {e:#}");
                 }
                 let o = self
-                    .on_camera(radio, &joined, recorded.as_deref(), gate, &label)
+                    .on_camera(&joined, recorded.as_deref(), gate, &label)
                     .await;
-                self.leave_camera(radio, &joined).await;
+                self.leave_camera(&joined).await;
                 o
             }
             Err(e) => {
-                self.join_failed(radio, ap, &name, e).await;
-                self.leave_camera_nothing_joined(radio).await;
+                self.join_failed(&name, e).await;
+                self.leave_camera_nothing_joined().await;
                 PassOutcome::Away
             }
         };
-        self.emit(super::AgentEvent::PassFinished {
+        rot.events.emit(AgentEvent::PassFinished {
             camera: name.clone(),
             outcome: outcome.clone(),
         });
         debug!(hotspot = %name, elapsed = ?started.elapsed(), "visit over");
-        if radio.one_radio() && !self.stopping() {
-            self.upload_on_uplink(radio).await;
+        if rot.one_radio() && !rot.stopping() {
+            self.upload_on_uplink().await;
         }
         (name, outcome)
     }
@@ -121,16 +118,11 @@ impl Agent {
     /// Joins `ap`. NetworkManager says "no secrets" both for a wrong password and for a
     /// handshake lost to a weak signal: the join is tried once more before the password is
     /// called wrong (which keeps the hotspot away for `wrong_password_retry`).
-    async fn join(
-        &self,
-        radio: &Radio,
-        ap: &AccessPoint,
-        password: &qucam::Secret,
-        name: &str,
-    ) -> Result<Joined, JoinError> {
+    async fn join(&self, name: &str) -> Result<Joined, JoinError> {
+        let (radio, ap, password) = (self.radio, self.ap, &self.m.password);
         let t = radio.wifi.join_timeout;
         match radio.nm.join(ap, password, t).await {
-            Err(JoinError::WrongPassword) if !self.stopping() => {
+            Err(JoinError::WrongPassword) if !self.rot.stopping() => {
                 debug!(hotspot = %name, signal = ap.strength, "no secrets (a wrong password, or a handshake lost to a weak signal): trying once more");
                 radio.nm.join(ap, password, t).await
             }
@@ -138,10 +130,10 @@ impl Agent {
         }
     }
 
-    /// The IMEI last seen behind `bssid`.
-    async fn recorded_imei(&self, bssid: &str) -> Option<String> {
-        let rows = self.store.hotspots().await.ok()?;
-        rows.into_iter().find(|r| r.bssid == bssid)?.imei
+    /// The IMEI last seen behind the hotspot.
+    async fn recorded_imei(&self) -> Option<String> {
+        let rows = self.rot.store.hotspots().await.ok()?;
+        rows.into_iter().find(|r| r.bssid == self.ap.bssid)?.imei
     }
 
     /// One radio, before it leaves the uplink: no new upload starts, those in flight
@@ -149,34 +141,29 @@ impl Agent {
     /// behind the hotspot are checked in the bucket (for at most [`CHECK_BEFORE_VISIT`] or
     /// `max_per_camera`): only those may be deleted at this visit. S3 is still reachable
     /// meanwhile: its failures are outages as at any other time.
-    async fn leave_uplink(&self, radio: &Radio, recorded: Option<&str>) -> DeleteGate {
-        self.schedule.hold_uploads();
-        let settle = async {
-            while !self.stopping()
-                && (self.in_flight.lock().is_ok_and(|s| !s.is_empty())
-                    || self.overlapping.any(None))
-            {
-                tokio::select! {
-                    _ = self.upload_done.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-        };
-        let turn = radio.wifi.max_per_camera;
-        if tokio::time::timeout(turn, settle).await.is_err() {
+    async fn leave_uplink(&self, recorded: Option<&str>) -> DeleteGate {
+        let rot = self.rot;
+        rot.states.apply(RadioEvent::Leave {
+            hotspot: self.ap.bssid.clone(),
+        });
+        let turn = self.radio.wifi.max_per_camera;
+        if tokio::time::timeout(turn, rot.uploader.settle())
+            .await
+            .is_err()
+        {
             warn!("uploads still running when the radio leaves for a camera");
         }
         match recorded {
-            Some(imei) if !self.destination_paused() => {
+            Some(imei) if !rot.uploader.destination_paused() => {
                 let deadline = tokio::time::Instant::now() + CHECK_BEFORE_VISIT.min(turn);
                 let check = self.check_before_visit(imei, deadline);
                 let (ids, complete) = tokio::select! {
                     r = check => r,
                     // A stop does not wait for the check: the visit does not happen.
-                    _ = self.shutdown.cancelled() => (Default::default(), false),
-                    _ = self.soft_stop.cancelled() => (Default::default(), false),
+                    _ = rot.stops.shutdown.cancelled() => (Default::default(), false),
+                    _ = rot.stops.soft.cancelled() => (Default::default(), false),
                 };
-                if let Ok(mut cut) = self.check_cut_short.lock() {
+                if let Ok(mut cut) = rot.check_cut_short.lock() {
                     if complete {
                         cut.remove(imei);
                     } else {
@@ -192,19 +179,16 @@ impl Agent {
     /// Joined: which camera answers, then one pass over it, cut short when the turn is
     /// over (`max_per_camera`), the hotspot drops, or the agent stops.
     async fn on_camera(
-        self: &Arc<Self>,
-        radio: &Radio,
+        &self,
         joined: &Joined,
         recorded: Option<&str>,
         gate: DeleteGate,
         name: &str,
     ) -> PassOutcome {
-        let Some(slot) = self.hotspot else {
-            return PassOutcome::Away;
-        };
+        let (rot, radio) = (self.rot, self.radio);
         let answer = tokio::select! {
-            a = self.who_answers(slot, joined, recorded) => a,
-            _ = self.shutdown.cancelled() => None,
+            a = self.who_answers(joined, recorded) => a,
+            _ = rot.stops.shutdown.cancelled() => None,
         };
         let (imei, gate) = match answer {
             Some((imei, true)) => (imei, gate),
@@ -215,14 +199,15 @@ impl Agent {
             imei: Some(imei.clone()),
             error: why.to_string(),
         };
-        if let Ok(mut v) = self.visit.lock() {
-            v.gate = gate;
-            v.name = Some(name.to_string());
-        }
+        let visit = Turn::Visit {
+            gate,
+            name: name.to_string(),
+        };
         let turn = radio.wifi.max_per_camera;
-        let _busy = super::heartbeat::busy();
+        let _busy = crate::agent::heartbeat::busy();
         let outcome = tokio::select! {
-            o = self.pass(slot) => o,
+            // (A swap ends the pass; the camera that answers now waits for its own visit.)
+            end = rot.worker.pass(&visit) => end.outcome,
             _ = tokio::time::sleep(turn) => {
                 info!(hotspot = %joined.ap.bssid, "turn over (wifi.max_per_camera): the camera's other clips wait for its next visit");
                 cut("turn over")
@@ -231,14 +216,11 @@ impl Agent {
                 info!(hotspot = %joined.ap.bssid, "the hotspot dropped (the vehicle left?): the rest waits for its next visit");
                 cut("the hotspot dropped")
             }
-            _ = self.shutdown.cancelled() => cut("shutting down"),
+            _ = rot.stops.shutdown.cancelled() => cut("shutting down"),
         };
-        if let Ok(mut v) = self.visit.lock() {
-            *v = Current::default();
-        }
         if matches!(outcome, PassOutcome::Done { .. }) && self.took_everything(&imei).await {
-            let now = crate::store::now_ms();
-            let _ = self
+            let now = store::now_ms();
+            let _ = rot
                 .store
                 .hotspot_complete(joined.ap.bssid.clone(), now)
                 .await;
@@ -248,7 +230,8 @@ impl Agent {
 
     /// Whether nothing of `imei` is left to download (its visit was complete).
     async fn took_everything(&self, imei: &str) -> bool {
-        self.store
+        self.rot
+            .store
             .camera_work()
             .await
             .is_ok_and(|w| w.get(imei).is_none_or(|w| w.to_download == 0))
@@ -258,23 +241,18 @@ impl Agent {
     /// the one recorded (or the first); `false` when another camera answers there now (the
     /// record is corrected; nothing pending is applied to it at this visit). `None` when
     /// no camera answers.
-    async fn who_answers(
-        &self,
-        slot: usize,
-        joined: &Joined,
-        recorded: Option<&str>,
-    ) -> Option<(String, bool)> {
-        let client = &self.cameras[slot].1;
-        let info = match super::identity::device_info(client).await {
+    async fn who_answers(&self, joined: &Joined, recorded: Option<&str>) -> Option<(String, bool)> {
+        let rot = self.rot;
+        let info = match device_info(rot.worker.client()).await {
             Ok(i) if qucam::check_imei(&i.imei).is_ok() => i,
             Ok(_) | Err(_) => {
-                warn!(hotspot = %joined.ap.bssid, "joined, but no camera answers at {}", self.cameras[slot].0.url);
+                warn!(hotspot = %joined.ap.bssid, "joined, but no camera answers at {}", rot.worker.url());
                 return None;
             }
         };
-        self.learn_hotspot(&info, Some(&joined.ap.bssid)).await;
+        rot.learner.learn(&info, Some(&joined.ap.bssid)).await;
         let bssid = joined.ap.bssid.clone();
-        let previous = self
+        let previous = rot
             .store
             .hotspot_identified(bssid, info.imei.clone())
             .await
@@ -292,17 +270,19 @@ impl Agent {
     /// A join failed: a wrong password is reported once and retried after
     /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
     /// [`FAILED_JOIN_RETRY`], with no backoff and no warning; other failures back off.
-    async fn join_failed(&self, radio: &Radio, ap: &AccessPoint, name: &str, e: JoinError) {
+    async fn join_failed(&self, name: &str, e: JoinError) {
+        let (radio, ap) = (self.radio, self.ap);
         let wrong = e == JoinError::WrongPassword;
         let retry_of = {
             let (e, wrong_retry) = (e.clone(), radio.wifi.wrong_password_retry);
             move |failures| join_retry(&e, failures, wrong_retry)
         };
         let retry_at = {
-            let (now, retry_of) = (crate::store::now_ms(), retry_of.clone());
+            let (now, retry_of) = (store::now_ms(), retry_of.clone());
             move |failures| now + retry_of(failures).as_millis() as i64
         };
         let failed = self
+            .rot
             .store
             .hotspot_failed(ap.bssid.clone(), wrong, retry_at)
             .await;
@@ -328,84 +308,92 @@ impl Agent {
     /// After a visit: back on the uplink (one radio: its activation replaces the camera's
     /// connection, no gap), or off the hotspot. The camera's connection is deactivated
     /// whenever the uplink could not take its place.
-    async fn leave_camera(&self, radio: &Radio, joined: &Joined) {
-        if self.back_on_uplink(radio).await {
+    async fn leave_camera(&self, joined: &Joined) {
+        if self.back_on_uplink().await {
             return;
         }
-        if let Err(e) = radio.nm.leave(joined).await {
+        if let Err(e) = self.radio.nm.leave(joined).await {
             warn!(hotspot = %joined.ap.bssid, "cannot leave the hotspot: {e}");
         }
-        self.schedule.set_radio_away(false);
+        self.rot.states.apply(RadioEvent::Back);
     }
 
     /// After a failed join: back on the uplink, or at least not away.
-    async fn leave_camera_nothing_joined(&self, radio: &Radio) {
-        if !self.back_on_uplink(radio).await {
-            self.schedule.set_radio_away(false);
+    async fn leave_camera_nothing_joined(&self) {
+        if !self.back_on_uplink().await {
+            self.rot.states.apply(RadioEvent::Back);
         }
     }
 
     /// Restores the uplink; whether it is the device's connection now (never without one).
-    async fn back_on_uplink(&self, radio: &Radio) -> bool {
-        let timeout = if self.shutdown.is_cancelled() {
-            Duration::from_secs(30).min(radio.wifi.uplink_timeout)
+    async fn back_on_uplink(&self) -> bool {
+        let wifi = &self.radio.wifi;
+        let timeout = if self.rot.stops.shutdown.is_cancelled() {
+            Duration::from_secs(30).min(wifi.uplink_timeout)
         } else {
-            radio.wifi.uplink_timeout
+            wifi.uplink_timeout
         };
-        self.restore_uplink(radio, timeout).await
+        self.rot.restore_uplink(self.radio, timeout).await
     }
 
     /// One radio, back on the uplink: upload what the visit took, until done, the
     /// destination is paused, or `max_per_camera` (the next camera waits no longer).
-    async fn upload_on_uplink(&self, radio: &Radio) {
+    async fn upload_on_uplink(&self) {
+        let uploader = &self.rot.uploader;
         let paused = async {
-            while !self.destination_paused() {
+            while !uploader.destination_paused() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
         tokio::select! {
-            _ = self.wait_uploads(None) => {}
+            _ = uploader.wait_uploads(None) => {}
             _ = paused => info!("the destination is down: the next camera's clips wait in the spool"),
-            _ = tokio::time::sleep(radio.wifi.max_per_camera) => {
+            _ = tokio::time::sleep(self.radio.wifi.max_per_camera) => {
                 info!("uploads go on at the next return to the uplink");
             }
         }
     }
 
-    /// With `wifi.learn`: remembers the hotspot SSID and password a camera reports (off
-    /// the async workers: a change is written to the learned file with fsync).
-    pub(super) async fn learn_hotspot(&self, info: &qucam::DeviceInfo, bssid: Option<&str>) {
-        let learn = self.cfg.wifi.as_ref().is_some_and(|w| w.learn);
-        let (Some(creds), Some(ssid)) = (&self.credentials, &info.ssid) else {
-            return;
+    /// Checked from the uplink right before the radio leaves for the hotspot of camera
+    /// `imei` (the one recorded behind it), until `deadline`: its verified clips whose
+    /// objects the bucket confirms now. Only these may be deleted during the visit
+    /// ([`DeleteGate::Checked`]). Also whether every verified clip was checked (not when
+    /// the deadline or an outage cut the check short: the rest wait for a later visit).
+    async fn check_before_visit(
+        &self,
+        imei: &str,
+        deadline: tokio::time::Instant,
+    ) -> (HashSet<i64>, bool) {
+        let rot = self.rot;
+        let verified: Vec<Clip> = match rot.store.clips_of(imei).await {
+            Ok(cs) => cs
+                .into_iter()
+                .filter(|c| c.state == store::ClipState::Verified)
+                .collect(),
+            Err(e) => {
+                warn!(imei = %imei, "cannot read the clips to delete at this visit: {e:#}");
+                return (HashSet::new(), false);
+            }
         };
-        if !learn || info.password.expose().is_empty() {
-            return;
+        if verified.is_empty() {
+            return (HashSet::new(), true);
         }
-        let creds = creds.clone();
-        let (imei, ssid, psk) = (info.imei.clone(), ssid.clone(), info.password.clone());
-        let bssid = bssid.map(str::to_owned);
-        let learned = tokio::task::spawn_blocking(move || {
-            let mut c = creds.lock().ok()?;
-            Some(match c.learn(&imei, &ssid, &psk, bssid.as_deref()) {
-                Ok(changed) => Ok(changed),
-                Err(e) => {
-                    let m = format!("{e:#}");
-                    Err((c.first_warning(&m), m))
+        let n = verified.len();
+        match rot
+            .uploader
+            .confirm_in_bucket(imei, verified, Some(deadline))
+            .await
+        {
+            Ok((ok, complete)) => {
+                if !complete {
+                    info!(imei = %imei, checked = ok.len(), verified = n, "the check in the bucket before the visit was cut short: the other deletes wait for a later visit");
                 }
-            })
-        })
-        .await;
-        let imei = &info.imei;
-        match learned {
-            Ok(Some(Ok(true))) => info!(imei = %imei, "learned the camera's hotspot"),
-            Ok(Some(Err((true, m)))) => {
-                warn!(imei = %imei, "cannot keep the camera's hotspot: {m}")
+                (ok.iter().map(|c| c.id).collect(), complete)
             }
-            Ok(Some(Err((false, m)))) => {
-                debug!(imei = %imei, "cannot keep the camera's hotspot: {m}")
+            Err(e) => {
+                warn!(imei = %imei, "deletes wait for a later visit: {e:#}");
+                (HashSet::new(), false)
             }
-            Ok(_) | Err(_) => {}
         }
     }
 }

@@ -6,12 +6,15 @@
 //! lets `status` and `/metrics` show it. A `--once` run waits for a paused destination
 //! up to `sync.destination_wait`, then gives up on it.
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::Agent;
-use crate::upload::UploadError;
+use crate::agent::Mode;
+use crate::agent::radio::RadioView;
+use crate::store::Store;
+use crate::upload::{Destination, UploadError};
 
 /// The store notice set while uploads to the destination are paused.
 pub const DESTINATION_PAUSED_KEY: &str = "destination-paused";
@@ -19,9 +22,20 @@ pub const DESTINATION_PAUSED_KEY: &str = "destination-paused";
 const FIRST_PROBE: Duration = Duration::from_secs(1);
 const MAX_PROBE: Duration = Duration::from_secs(60);
 
-/// The pause state of the destination, held by the [`Agent`].
+/// Whether the destination is paused, and what it takes to tell: owned by the uploader.
+pub(crate) struct Outage {
+    state: Mutex<State>,
+    dest: Arc<Destination>,
+    store: Store,
+    /// An S3 failure while the radio is away is no outage.
+    radio: RadioView,
+    /// A `--once` run gives up on a paused destination after `wait`; a daemon never does.
+    mode: Mode,
+    wait: Duration,
+}
+
 #[derive(Debug, Default)]
-pub(super) struct Outage {
+struct State {
     pause: Option<Pause>,
     /// In a `--once` run: why the run stopped waiting for the destination.
     gave_up: Option<String>,
@@ -35,21 +49,39 @@ struct Pause {
     next_probe: Instant,
 }
 
-impl Agent {
-    fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
-        self.outage.lock().unwrap_or_else(|e| e.into_inner())
+impl Outage {
+    /// No outage yet; `wait` is `sync.destination_wait`.
+    pub(crate) fn new(
+        dest: Arc<Destination>,
+        store: Store,
+        radio: RadioView,
+        mode: Mode,
+        wait: Duration,
+    ) -> Outage {
+        Outage {
+            state: Mutex::new(State::default()),
+            dest,
+            store,
+            radio,
+            mode,
+            wait,
+        }
+    }
+
+    fn outage(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether uploads are paused because the destination is down or refuses the agent.
-    pub(super) fn destination_paused(&self) -> bool {
+    pub(crate) fn paused(&self) -> bool {
         self.outage().pause.is_some()
     }
 
     /// Whether `e` is the destination's failure rather than the clip's: destination-wide,
     /// and a probe fails too (or uploads are already paused). Pauses uploads if so; the
     /// caller then leaves the clip where it was, with no attempt counted.
-    pub(super) async fn destination_down(&self, e: &UploadError) -> bool {
-        if self.schedule.destination_away() {
+    pub(crate) async fn destination_down(&self, e: &UploadError) -> bool {
+        if self.radio.now().destination_away() {
             // The uplink's radio is on a camera's hotspot: the destination is away by
             // design, which is neither the clip's failure nor an outage.
             return true;
@@ -57,7 +89,7 @@ impl Agent {
         if !e.is_destination_wide() {
             return false;
         }
-        if self.destination_paused() {
+        if self.paused() {
             return true;
         }
         match self.dest.probe().await {
@@ -96,24 +128,25 @@ impl Agent {
         }
     }
 
-    /// Probes a paused destination when its probe is due; resumes uploads when it answers.
-    pub(super) async fn probe_if_due(&self) {
+    /// Probes a paused destination when its probe is due. Whether uploads resumed (the
+    /// destination answers again).
+    pub(crate) async fn probe_if_due(&self) -> bool {
         let due = matches!(&self.outage().pause, Some(p) if Instant::now() >= p.next_probe);
         if !due {
-            return;
+            return false;
         }
         match self.dest.probe().await {
             Ok(()) => {
                 let Some(p) = self.outage().pause.take() else {
-                    return;
+                    return false;
                 };
                 info!(
                     destination = %self.dest.describe(),
                     "uploads resumed: the destination answers again (paused {}s)",
                     p.since.elapsed().as_secs()
                 );
-                self.clear_destination_notice().await;
-                self.upload_wake.notify_one();
+                self.clear_notice().await;
+                true
             }
             Err(e) => {
                 let mut o = self.outage();
@@ -122,12 +155,13 @@ impl Agent {
                     p.next_probe = Instant::now() + p.delay;
                     debug!("destination still down ({e}); next probe in {:?}", p.delay);
                 }
+                false
             }
         }
     }
 
     /// Clears the pause notice (a previous run's, or this one's on resuming).
-    pub(super) async fn clear_destination_notice(&self) {
+    pub(crate) async fn clear_notice(&self) {
         if let Err(e) = self
             .store
             .set_notice(DESTINATION_PAUSED_KEY.into(), None)
@@ -139,9 +173,9 @@ impl Agent {
 
     /// In a `--once` run: whether it has stopped waiting for the destination, which it
     /// does once uploads have been paused longer than `sync.destination_wait`.
-    pub(super) fn destination_given_up(&self) -> bool {
-        let once = matches!(self.once_failed.lock().as_deref(), Ok(Some(_)));
-        let wait = self.cfg.sync.destination_wait;
+    pub(crate) fn given_up(&self) -> bool {
+        let once = self.mode == Mode::Once;
+        let wait = self.wait;
         let dest = self.dest.describe();
         let mut o = self.outage();
         if o.gave_up.is_some() {
@@ -167,13 +201,15 @@ impl Agent {
     /// Whether a pass should stop waiting for uploads (and downloads for spool room freed
     /// by uploads): the daemon does not wait for a paused destination (its next pass goes
     /// on downloading); a `--once` run waits up to `sync.destination_wait`.
-    pub(super) fn stop_waiting_for_destination(&self) -> bool {
-        let once = matches!(self.once_failed.lock().as_deref(), Ok(Some(_)));
-        (!once && self.destination_paused()) || self.destination_given_up()
+    pub(crate) fn stop_waiting(&self) -> bool {
+        match self.mode {
+            Mode::Daemon => self.paused(),
+            Mode::Once => self.given_up(),
+        }
     }
 
     /// Why this `--once` run gave up on the destination, if it did (it then exits 1).
-    pub fn destination_gave_up(&self) -> Option<String> {
+    pub(crate) fn gave_up_reason(&self) -> Option<String> {
         self.outage().gave_up.clone()
     }
 }

@@ -1,33 +1,31 @@
 //! Large clips overlap: a clip that goes multipart to S3 starts uploading its parts while it
-//! downloads ([`Early`]), instead of after. The download stage starts the upload next to
-//! the fetch, reports the bytes on disk as they land, and when the download ends either
-//! hands over its SHA-256 (the upload completes only if it is the one read from the parts:
-//! the clip goes `downloading → uploaded` in one transition) or says it stopped (the
+//! downloads ([`Early`]), instead of after. The download stage asks the uploader to start
+//! the upload next to the fetch (`Uploader::start_early`), reports the bytes on disk as they
+//! land, and when the download ends either hands over its SHA-256 ([`Early::finish`]: the
+//! upload completes only if it is the one read from the parts, and the clip goes
+//! `downloading → uploaded` in one transition) or says it stopped ([`Early::stop`]: the
 //! upload stops too, keeping its journal and parts for the resume; the clip fails once, at
 //! its download). While it overlaps, the clip stays `downloading` with a multipart journal;
 //! after its download the download stage moves on while the upload's tail finishes in the
 //! background, then the file is renamed into place. At most `upload_concurrency` uploads
-//! (the uploader's and these) start this way; a pass and a run wait for them.
+//! (the uploader's and these) start this way; a pass and a run wait for them
+//! ([`Overlapping`]).
 //!
 //! Whenever the `.part` file is discarded or truncated, the upload begun from it is
-//! aborted and its journal cleared ([`Agent::forget_upload`]), so no part of old bytes can
+//! aborted and its journal cleared (`Uploader::forget_upload`), so no part of old bytes can
 //! be completed (and the parts are checked against the bytes on disk anyway).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::Agent;
 use super::journal::StoreJournal;
-use super::work::Work;
-use crate::download::Fetched;
-use crate::store::Clip;
-use crate::upload::{Destination, GrowingWriter, UploadOutcome, growing};
+use crate::agent::work::Work;
+use crate::upload::{Destination, GrowingWriter, ObjectMeta, UploadOutcome, growing};
 
 /// Whether clip `w` may start uploading before its download finished: it goes multipart to
 /// an S3 destination, and its key is known before its bytes are (a clip whose key carries
@@ -40,7 +38,7 @@ pub(crate) fn may_overlap(w: &Work, dest: &Destination) -> bool {
 /// The clips uploading while they download (id → IMEI): a pass and a run wait for them as
 /// for the uploader's clips.
 #[derive(Debug, Default, Clone)]
-pub(super) struct Overlapping(Arc<Mutex<HashMap<i64, String>>>);
+pub(crate) struct Overlapping(Arc<Mutex<HashMap<i64, String>>>);
 
 impl Overlapping {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, String>> {
@@ -49,20 +47,43 @@ impl Overlapping {
 
     /// How many clips upload while they download (they count against
     /// `upload_concurrency`, as the uploader's own).
-    pub(super) fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().len()
     }
 
     /// Whether a clip (of `imei`, or of any camera) is uploading while it downloads.
-    pub(super) fn any(&self, imei: Option<&str>) -> bool {
+    pub(crate) fn any(&self, imei: Option<&str>) -> bool {
         self.lock()
             .values()
             .any(|i| imei.is_none_or(|want| want == i))
     }
+
+    /// Registers clip `id` of `imei`; `None` when it is registered already (its earlier
+    /// tail still runs: never two at once). Dropping the registration removes it and wakes
+    /// `done` (a pass waiting for it) and `wake` (the uploader: a slot is free again).
+    pub(crate) fn register(
+        &self,
+        id: i64,
+        imei: &str,
+        done: Arc<Notify>,
+        wake: Arc<Notify>,
+    ) -> Option<Registered> {
+        let mut set = self.lock();
+        if set.contains_key(&id) {
+            return None;
+        }
+        set.insert(id, imei.to_string());
+        Some(Registered {
+            set: self.clone(),
+            id,
+            done,
+            wake,
+        })
+    }
 }
 
 /// One clip's entry in [`Overlapping`], removed (and the waiters woken) when dropped.
-struct Registered {
+pub(crate) struct Registered {
     set: Overlapping,
     id: i64,
     done: Arc<Notify>,
@@ -79,79 +100,29 @@ impl Drop for Registered {
 }
 
 /// An upload running while its clip downloads.
-pub(super) struct Early {
-    pub(super) writer: GrowingWriter,
+pub(crate) struct Early {
+    pub(crate) writer: GrowingWriter,
     task: JoinHandle<Option<UploadOutcome>>,
     _registered: Registered,
 }
 
 impl Early {
-    /// The download finished with SHA-256 `sha256_hex`: waits for the upload. `Some` when
-    /// the object was completed (from the bytes downloaded, checked); whether the partial
-    /// file was truncated meanwhile (a restart from zero); the registration, which keeps
-    /// the clip counted as overlapping until it is dropped (after the clip is recorded).
-    async fn finish(self, sha256_hex: &str) -> (Option<UploadOutcome>, bool, Registered) {
-        let Early {
-            writer,
-            task,
-            _registered: registered,
-        } = self;
-        writer.done(sha256_hex);
-        let sent = task.await.ok().flatten();
-        (sent, writer.discarded(), registered)
-    }
-
-    /// The download stopped: waits for the parts in flight. Whether the partial file was
-    /// truncated meanwhile (the upload begun from it must then be forgotten).
-    pub(super) async fn stop(self) -> bool {
-        self.writer.stopped();
-        let _ = self.task.await;
-        self.writer.discarded()
-    }
-}
-
-impl Agent {
-    /// Starts uploading `w` from its partial file `part` while it downloads, when it may
-    /// overlap and uploads may run now.
-    pub(super) async fn start_early(self: &Arc<Self>, w: &Work, part: &Path) -> Option<Early> {
-        let busy = self.in_flight.lock().map_or(0, |s| s.len()) + self.overlapping.count();
-        if !may_overlap(w, &self.dest)
-            || busy >= self.cfg.sync.upload_concurrency
-            || !self.schedule.uploads_may_run()
-            || self.destination_paused()
-            || self.destination_given_up()
-            || self.soft_stop.is_cancelled()
-        {
-            return None;
-        }
-        {
-            let mut set = self.overlapping.lock();
-            if set.contains_key(&w.id) {
-                // Its earlier tail is still running (passes wait for it; never two at once).
-                return None;
-            }
-            set.insert(w.id, w.imei.clone());
-        }
-        let registered = Registered {
-            set: self.overlapping.clone(),
-            id: w.id,
-            done: self.upload_done.clone(),
-            wake: self.upload_wake.clone(),
-        };
+    /// Starts uploading clip `w` from its partial file `part` (to grow as it downloads)
+    /// under the registration `registered`.
+    pub(crate) fn spawn(
+        dest: Arc<Destination>,
+        w: &Work,
+        part: PathBuf,
+        meta: ObjectMeta,
+        journal: StoreJournal,
+        registered: Registered,
+    ) -> Early {
         let (writer, growing) = growing();
-        let device_name = self.device_name(&w.imei).await;
-        // The SHA-256 is not known yet: the object is marked as overlapped instead.
-        let meta = self.object_meta(w, &device_name, "");
-        let journal = StoreJournal {
-            store: self.store.clone(),
-            id: w.id,
-        };
-        let (dest, file, key, size) = (self.dest.clone(), part.to_owned(), w.key.clone(), w.size);
-        let name = w.name.clone();
+        let (key, size, name) = (w.key.clone(), w.size, w.name.clone());
         let task = tokio::spawn(async move {
-            let _busy = super::heartbeat::busy();
+            let _busy = crate::agent::heartbeat::busy();
             let r = dest
-                .upload_growing(&file, &key, size, &meta, &journal, growing)
+                .upload_growing(&part, &key, size, &meta, &journal, growing)
                 .await;
             match r {
                 Ok(Some(outcome)) => Some(outcome),
@@ -166,69 +137,112 @@ impl Agent {
             }
         });
         debug!(clip = %w.name, "uploading while downloading");
-        Some(Early {
+        Early {
             writer,
             task,
             _registered: registered,
-        })
-    }
-
-    /// The download of `w` into `part` finished (`f`): the upload that ran with it finishes
-    /// in the background (the download stage moves on to the next clip), then the file is
-    /// put in place and the clip recorded, uploaded when the upload completed.
-    pub(super) fn finish_early(
-        self: &Arc<Self>,
-        early: Early,
-        w: Work,
-        f: Fetched,
-        started: Instant,
-    ) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            // The upload reads the `.part` file: it ends before the rename.
-            let (sent, discarded, registered) = early.finish(&f.sha256_hex).await;
-            if discarded {
-                // The upload read bytes that were truncated away: never to be completed.
-                me.forget_upload(&w).await;
-            }
-            me.put_in_place(&w, f, started, sent).await;
-            // Only now may a pass or run that waits for uploads stop waiting for this clip.
-            drop(registered);
-        });
-    }
-
-    /// Waits until no clip (of `imei`, or of any camera) uploads while it downloads, or
-    /// shutdown.
-    pub(super) async fn wait_overlaps(&self, imei: Option<&str>) {
-        while self.overlapping.any(imei) && !self.shutdown.is_cancelled() {
-            tokio::select! {
-                _ = self.upload_done.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = self.shutdown.cancelled() => {}
-            }
         }
     }
 
-    /// Aborts and forgets the multipart upload journaled for `c`, if any: its parts came
-    /// from a partial file that was discarded or truncated.
-    pub(super) async fn forget_upload(&self, c: &Clip) {
-        let Some(Some((upload_id, _, _))) = self.record(
-            self.store.multipart(c.id).await,
-            "read the multipart upload",
-            c,
-        ) else {
-            return;
+    /// The download finished with SHA-256 `sha256_hex`: waits for the upload. `Some` when
+    /// the object was completed (from the bytes downloaded, checked); whether the partial
+    /// file was truncated meanwhile (a restart from zero); the registration, which keeps
+    /// the clip counted as overlapping until it is dropped (after the clip is recorded).
+    pub(crate) async fn finish(
+        self,
+        sha256_hex: &str,
+    ) -> (Option<UploadOutcome>, bool, Registered) {
+        let Early {
+            writer,
+            task,
+            _registered: registered,
+        } = self;
+        writer.done(sha256_hex);
+        let sent = task.await.ok().flatten();
+        (sent, writer.discarded(), registered)
+    }
+
+    /// The download stopped: waits for the parts in flight. Whether the partial file was
+    /// truncated meanwhile (the upload begun from it must then be forgotten).
+    pub(crate) async fn stop(self) -> bool {
+        self.writer.stopped();
+        let _ = self.task.await;
+        self.writer.discarded()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Clip;
+
+    const NAME: &str = "20210427_115134_04_2.mp4";
+    const IMEI: &str = "867867432522518";
+
+    fn clip() -> Clip {
+        Clip {
+            id: 1,
+            imei: IMEI.into(),
+            path: format!("/sdcard/DCIM/{NAME}"),
+            name: NAME.into(),
+            size: 10,
+            event: String::new(),
+            camera: 1,
+            recorded_at: String::new(),
+            state: crate::store::ClipState::Queued,
+            reason: None,
+            failed_stage: None,
+            attempts: 0,
+            retry_after: None,
+            sha256: None,
+            object_key: None,
+            etag: None,
+            upload_id: None,
+            part_size: None,
+            first_seen: 0,
+            generation: 0,
+            hashed_key: false,
+            date_ms: None,
+            weak_proof: None,
+        }
+    }
+
+    /// An S3 destination whose multipart threshold is 1 MiB; no request is ever sent.
+    fn s3_destination() -> crate::upload::Destination {
+        use crate::upload::{MultipartThreshold, S3Destination, S3Settings};
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("k", "s", None, None, "unit test"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let settings = S3Settings {
+            multipart_threshold: MultipartThreshold::Fixed(1024 * 1024),
+            ..S3Settings::default()
         };
-        match Work::parse(c.clone(), self.cfg.prefix()) {
-            Ok(w) => {
-                if let Err(e) = self.dest.abort_multipart(&w.key, &upload_id).await {
-                    warn!(clip = %c.name, "could not abort the multipart upload of a discarded partial file: {e}");
-                }
-            }
-            Err(e) => warn!(clip = %c.name, "cannot abort its multipart upload: {e}"),
-        }
-        let r = self.store.clear_multipart(c.id).await;
-        self.record(r, "forget the multipart upload", c);
-        info!(clip = %c.name, "partial file discarded: its multipart upload is aborted");
+        crate::upload::Destination::S3(S3Destination::from_client(
+            aws_sdk_s3::Client::from_conf(conf),
+            &settings,
+        ))
+    }
+
+    #[test]
+    fn only_a_clip_whose_key_is_known_before_its_bytes_overlaps() {
+        let dest = s3_destination();
+        let mut c = clip();
+        c.size = 64 * 1024 * 1024;
+        let first = Work::parse(c.clone(), "dashcam").expect("a good clip");
+        assert!(
+            may_overlap(&first, &dest),
+            "a multipart clip with a known key"
+        );
+        c.hashed_key = true;
+        let later = Work::parse(c.clone(), "dashcam").expect("a good clip");
+        assert!(!may_overlap(&later, &dest), "its key waits for its hash");
+        c.hashed_key = false;
+        c.size = 1000;
+        let small = Work::parse(c, "dashcam").expect("a good clip");
+        assert!(!may_overlap(&small, &dest), "a single PUT");
     }
 }
