@@ -18,8 +18,14 @@
 //!   sends only the parts the store does not already hold with the right size and checksum.
 //! - **Errors say whether retrying can help** ([`UploadError::is_transient`]).
 //!
-//! Keys are full object keys (the `clip` module already joins the configured prefix); the
-//! `prefix` in [`S3Settings`] is only used to describe the destination.
+//! Keys are full object keys ([`crate::key`] joins the configured prefix, and the agent's
+//! `work` builds each clip's key); the `prefix` in [`S3Settings`] is only used to describe
+//! the destination.
+//!
+//! The modules: `s3` (the S3 destination: client, threshold, single, multipart, overlap,
+//! verify, forms, check, errors, stall), `local` (a directory), `digests` (what was sent),
+//! `growing` (a file read as it grows, for an upload next to its download), `outage`
+//! (which failures are the destination's, and the probe), `from_config`.
 
 mod digests;
 mod from_config;

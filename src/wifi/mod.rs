@@ -9,7 +9,7 @@
 //! - `choose`: which hotspot in range is visited next (pure).
 //!
 //! The loop that ties them to the agent (restore the uplink, scan, choose, join, one pass,
-//! leave) is the agent's: `agent/radio.rs` and `agent/visit.rs`.
+//! leave) is the agent's: `agent/rotation` (with its visit) and `agent/radio.rs`.
 
 pub mod choose;
 pub mod credentials;

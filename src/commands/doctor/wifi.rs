@@ -17,7 +17,7 @@ const ACTIONS: [&str; 3] = [
     "org.freedesktop.NetworkManager.settings.modify.system",
 ];
 
-const POLKIT_HINT: &str = "install the polkit rule (README, \"Depot Wi-Fi\": /usr/share/polkit-1/rules.d/50-qucam-offload.rules) and run doctor as the service user";
+const POLKIT_HINT: &str = "install the polkit rule (docs/depot-wifi.md: /usr/share/polkit-1/rules.d/50-qucam-offload.rules) and run doctor as the service user";
 
 pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
     let Some(w) = &cfg.wifi else {

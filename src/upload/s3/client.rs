@@ -13,7 +13,7 @@ use super::stall::StallGuard;
 
 /// The HTTPS client for S3 and for the credential chain (IMDS, SSO, STS): hyper 1.x with
 /// rustls and its `ring` provider, the crypto reqwest already uses, so the binary carries one
-/// TLS stack (see README, "Dependencies"). Otherwise as the SDK's default client: the
+/// TLS stack (see docs/architecture.md, "Dependencies"). Otherwise as the SDK's default client: the
 /// system's root certificates, and the proxy from `HTTPS_PROXY`/`NO_PROXY`.
 pub fn http_client() -> SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
