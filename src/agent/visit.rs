@@ -32,26 +32,8 @@ impl Default for Current {
     }
 }
 
-/// A failed join (other than a wrong password) waits this long before the hotspot is tried
-/// again, doubling with each failure in a row up to [`MAX_JOIN_RETRY`].
-const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
-const MAX_JOIN_RETRY: Duration = Duration::from_secs(3600);
 /// The longest the bucket check before a visit may take (the rest waits for a later visit).
 const CHECK_BEFORE_VISIT: Duration = Duration::from_secs(30);
-
-/// How long after a failed join (`failures` in a row before it) the hotspot is tried again:
-/// a wrong password after `wrong_password_retry`; a hotspot that is gone (the truck drove
-/// away) after [`FAILED_JOIN_RETRY`], so it is met again as soon as it is back; any other
-/// failure after [`FAILED_JOIN_RETRY`] doubled per failure, up to [`MAX_JOIN_RETRY`].
-fn join_retry(e: &JoinError, failures: u32, wrong_password_retry: Duration) -> Duration {
-    match e {
-        JoinError::WrongPassword => wrong_password_retry,
-        JoinError::Gone => FAILED_JOIN_RETRY,
-        _ => FAILED_JOIN_RETRY
-            .saturating_mul(1 << failures.min(6))
-            .min(MAX_JOIN_RETRY),
-    }
-}
 
 impl Agent {
     /// Visits hotspot `ap` with password `m`. Returns a name for the visit and the pass's
@@ -291,12 +273,12 @@ impl Agent {
 
     /// A join failed: a wrong password is reported once and retried after
     /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
-    /// [`FAILED_JOIN_RETRY`], with no backoff and no warning; other failures back off.
+    /// a minute, with no backoff and no warning; other failures back off
+    /// ([`JoinError::retry_delay`]). The store keeps the reason ([`JoinError::reason`]).
     async fn join_failed(&self, radio: &Radio, ap: &AccessPoint, name: &str, e: JoinError) {
-        let wrong = e == JoinError::WrongPassword;
         let retry_of = {
             let (e, wrong_retry) = (e.clone(), radio.wifi.wrong_password_retry);
-            move |failures| join_retry(&e, failures, wrong_retry)
+            move |failures| e.retry_delay(failures, wrong_retry)
         };
         let retry_at = {
             let (now, retry_of) = (crate::store::now_ms(), retry_of.clone());
@@ -304,16 +286,25 @@ impl Agent {
         };
         let failed = self
             .store
-            .hotspot_failed(ap.bssid.clone(), wrong, retry_at)
+            .hotspot_failed(ap.bssid.clone(), e.reason(), retry_at)
             .await;
+        // A hotspot NetworkManager still lists after the truck left: no warning.
+        let gone = match &e {
+            JoinError::Gone => true,
+            JoinError::WrongPassword
+            | JoinError::Failed { .. }
+            | JoinError::Timeout
+            | JoinError::Nm(_) => false,
+        };
         match failed {
             Ok(f) if f.first_wrong_password => {
                 let retry = retry_of(f.failures_before);
                 warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry))
             }
-            Ok(_) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
-            // A hotspot NetworkManager still lists after the truck left: no warning.
-            Ok(_) if e == JoinError::Gone => info!(hotspot = %name, "the hotspot is gone"),
+            Ok(_) if e.counts_as_wrong_password() => {
+                debug!(hotspot = %name, "wrong password (reported before)")
+            }
+            Ok(_) if gone => info!(hotspot = %name, "the hotspot is gone"),
             Ok(f) if f.failures_before == 0 => {
                 let retry = retry_of(0);
                 warn!(hotspot = %name, "cannot join the camera's hotspot: {e} (tried again in {})", humantime::format_duration(retry))
@@ -406,36 +397,6 @@ impl Agent {
                 debug!(imei = %imei, "cannot keep the camera's hotspot: {m}")
             }
             Ok(_) | Err(_) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_joins_back_off_but_a_truck_that_left_is_met_again_soon() {
-        let six_h = Duration::from_secs(6 * 3600);
-        let min = |m: u64| Duration::from_secs(60 * m);
-        let timeout = JoinError::Timeout;
-        let got: Vec<Duration> = (0..8).map(|n| join_retry(&timeout, n, six_h)).collect();
-        assert_eq!(
-            got,
-            [
-                min(1),
-                min(2),
-                min(4),
-                min(8),
-                min(16),
-                min(32),
-                min(60),
-                min(60)
-            ]
-        );
-        for n in [0, 5, 100] {
-            assert_eq!(join_retry(&JoinError::Gone, n, six_h), min(1), "{n}");
-            assert_eq!(join_retry(&JoinError::WrongPassword, n, six_h), six_h);
         }
     }
 }
