@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
-use crate::store::{CameraRow, ClipState, StateCount, Store};
+use crate::store::{CameraRow, ClipState, JoinFailure, StateCount, Store};
 
 /// Counters per IMEI, from events since the process started.
 #[derive(Debug, Default, Clone)]
@@ -245,7 +245,8 @@ fn register_store(
 }
 
 /// Depot Wi-Fi, per hotspot (labels bssid, ssid and the IMEI last seen behind it): when it
-/// was last in range and last joined, its signal, a refused password, and the clips of its
+/// was last in range and last joined, its signal, a refused password, the failed joins in a
+/// row with the last one's reason (only while the last join failed), and the clips of its
 /// camera verified and waiting for the next visit to be deleted.
 fn register_hotspots(
     reg: &mut Registry,
@@ -277,6 +278,11 @@ fn register_hotspots(
         "qucam_offload_hotspot_wrong_password",
         "1 while the password known for the hotspot is refused.",
     );
+    let failures = fam(
+        reg,
+        "qucam_offload_hotspot_join_failures",
+        "Failed joins in a row, labelled with the last one's reason; absent after a join.",
+    );
     let waiting = fam(
         reg,
         "qucam_offload_hotspot_clips_waiting_for_next_visit",
@@ -298,9 +304,15 @@ fn register_hotspots(
         if let Some(sig) = h.signal {
             signal.get_or_create(&labels).set(i64::from(sig));
         }
-        wrong
-            .get_or_create(&labels)
-            .set(i64::from(h.wrong_password));
+        let refused = h
+            .last_failure
+            .is_some_and(JoinFailure::counts_as_wrong_password);
+        wrong.get_or_create(&labels).set(i64::from(refused));
+        if let Some(why) = h.last_failure {
+            let mut labels = labels.clone();
+            labels.push(("reason", why.as_str().to_string()));
+            failures.get_or_create(&labels).set(i64::from(h.failures));
+        }
         let verified = cams
             .iter()
             .zip(rows)
@@ -592,12 +604,38 @@ mod tests {
         ] {
             assert!(text.contains(&line), "{line} in\n{text}");
         }
+        assert!(
+            !text.contains("qucam_offload_hotspot_join_failures{"),
+            "{text}"
+        );
         store
-            .hotspot_failed(b(), true, |_| 9_000_000)
+            .hotspot_failed(b(), JoinFailure::WrongPassword, |_| 9_000_000)
             .await
             .unwrap();
         let text = m.render().await.unwrap();
         assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 1")));
+        let failures = |reason: &str| {
+            let l = labels.replace('}', &format!(",reason=\"{reason}\"}}"));
+            format!("qucam_offload_hotspot_join_failures{l}")
+        };
+        let line = format!("{} 1\n", failures("wrong_password"));
+        assert!(text.contains(&line), "{line} in\n{text}");
+        // The reason is the last failure's; the count goes on.
+        store
+            .hotspot_failed(b(), JoinFailure::Timeout, |_| 9_000_000)
+            .await
+            .unwrap();
+        let text = m.render().await.unwrap();
+        let line = format!("{} 2\n", failures("timeout"));
+        assert!(text.contains(&line), "{line} in\n{text}");
+        assert!(!text.contains(&failures("wrong_password")), "{text}");
+        assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 0")));
+        store.hotspot_joined(b(), 10_000_000).await.unwrap();
+        let text = m.render().await.unwrap();
+        assert!(
+            !text.contains("qucam_offload_hotspot_join_failures{"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::agent;
 use crate::config::Config;
-use crate::store::{ClipState, HotspotRow, Store, now};
+use crate::store::{ClipState, HotspotRow, JoinFailure, Store, now};
 
 /// One camera in `status`.
 #[derive(Debug, Serialize)]
@@ -56,8 +56,14 @@ pub struct HotspotStatus {
     pub last_joined: Option<i64>,
     /// Signal strength when last in range, percent.
     pub signal: Option<u8>,
-    /// The password known for it was refused; not joined again until `retry_at`.
+    /// The password known for it was refused at the last join; not joined again until
+    /// `retry_at` (the same as `last_join_failure == "wrong_password"`).
     pub wrong_password: bool,
+    /// Why the last join failed (`wrong_password`, `gone`, `activation_failed`, `timeout`,
+    /// `networkmanager`); none once a join succeeds.
+    pub last_join_failure: Option<JoinFailure>,
+    /// Failed joins in a row since the last one that succeeded.
+    pub join_failures: u32,
     pub retry_at: Option<i64>,
 }
 
@@ -79,7 +85,11 @@ impl HotspotStatus {
             last_in_range: s(h.last_seen),
             last_joined: s(h.last_joined),
             signal: h.signal,
-            wrong_password: h.wrong_password,
+            wrong_password: h
+                .last_failure
+                .is_some_and(JoinFailure::counts_as_wrong_password),
+            last_join_failure: h.last_failure,
+            join_failures: h.failures,
             retry_at: s(h.retry_at),
         }
     }
@@ -324,7 +334,7 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
 }
 
 /// One camera's hotspot line: in range when, joined when, signal, what waits for its next
-/// visit, a refused password.
+/// visit, why the last join failed (a refused password in capitals).
 fn hotspot_note(label: &str, h: &HotspotStatus, waiting: i64) -> String {
     let when = |t: Option<i64>| t.map_or_else(|| "never".to_string(), ago);
     let mut n = format!(
@@ -340,8 +350,23 @@ fn hotspot_note(label: &str, h: &HotspotStatus, waiting: i64) -> String {
             "; {waiting} clip(s) verified, deletes at next visit"
         ));
     }
-    if h.wrong_password {
-        n.push_str("; WRONG PASSWORD, not joined until it changes or the retry time");
+    if let Some(why) = h.last_join_failure {
+        let retry = match h.retry_at {
+            Some(t) if t > now() => format!("in {}", in_secs(t - now())),
+            _ => "at the next scan".to_string(),
+        };
+        let in_a_row = match h.join_failures {
+            0 | 1 => String::new(),
+            k => format!(" ({k} in a row)"),
+        };
+        n.push_str(&if why.counts_as_wrong_password() {
+            format!("; last join failed: WRONG PASSWORD, not joined until it changes or {retry}")
+        } else {
+            format!(
+                "; last join failed: {}{in_a_row}, tried again {retry}",
+                why.describe()
+            )
+        });
     }
     n
 }
@@ -380,4 +405,118 @@ pub async fn status(config: Option<&Path>, json: bool) -> Result<u8> {
     let store = Store::open(&db)?;
     print_status(&store, json).await?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CameraRow;
+
+    const BSSID: &str = "0A:00:00:00:00:10";
+    const IMEI: &str = "867867432500010";
+
+    /// A store with camera `truck-0` met behind its hotspot.
+    async fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("state.db")).unwrap();
+        let cam = CameraRow {
+            imei: IMEI.into(),
+            config_name: Some("truck-0".into()),
+            url: None,
+            device_name: None,
+            firmware: None,
+            storage: None,
+            first_seen: 0,
+            last_seen: 0,
+        };
+        s.camera_seen(cam).await.unwrap();
+        let seen = vec![(BSSID.to_string(), "truck-0".to_string(), 61)];
+        s.hotspots_seen(seen, now() * 1000).await.unwrap();
+        s.hotspot_identified(BSSID.into(), IMEI.into())
+            .await
+            .unwrap();
+        (d, s)
+    }
+
+    async fn fail(s: &Store, why: JoinFailure, retry_in_s: i64) {
+        let at = (now() + retry_in_s) * 1000;
+        s.hotspot_failed(BSSID.into(), why, move |_| at)
+            .await
+            .unwrap();
+    }
+
+    /// The text and the JSON of `status`.
+    async fn shown(s: &Store) -> (String, serde_json::Value) {
+        let st = collect_status(s).await.unwrap();
+        let mut json = serde_json::to_value(&st).unwrap();
+        (format_status(&st), json[0]["hotspot"].take())
+    }
+
+    #[tokio::test]
+    async fn the_last_join_failure_shows_with_its_reason_until_a_join_succeeds() {
+        let (_d, s) = store().await;
+        let (text, json) = shown(&s).await;
+        assert!(
+            text.contains("hotspot truck-0 (0A:00:00:00:00:10)"),
+            "{text}"
+        );
+        assert!(!text.contains("last join failed"), "{text}");
+        assert_eq!(json["last_join_failure"], serde_json::Value::Null);
+        assert_eq!(
+            (
+                json["join_failures"].as_u64(),
+                json["wrong_password"].as_bool()
+            ),
+            (Some(0), Some(false))
+        );
+
+        fail(&s, JoinFailure::Timeout, 60).await;
+        fail(&s, JoinFailure::Timeout, 150).await;
+        let (text, json) = shown(&s).await;
+        assert!(
+            text.contains(
+                "; last join failed: activation timed out (2 in a row), tried again in 2m\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(json["last_join_failure"], "timeout");
+        assert_eq!(
+            (
+                json["join_failures"].as_u64(),
+                json["wrong_password"].as_bool()
+            ),
+            (Some(2), Some(false))
+        );
+
+        fail(&s, JoinFailure::WrongPassword, 6 * 3600 + 30).await;
+        let (text, json) = shown(&s).await;
+        assert!(
+            text.contains(
+                "; last join failed: WRONG PASSWORD, not joined until it changes or in 6h\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(json["last_join_failure"], "wrong_password");
+        assert_eq!(json["wrong_password"], true);
+
+        fail(&s, JoinFailure::Gone, -1).await;
+        let (text, json) = shown(&s).await;
+        assert!(
+            text.contains("; last join failed: the hotspot was gone (4 in a row), tried again at the next scan\n"),
+            "{text}"
+        );
+        assert_eq!(
+            (
+                json["last_join_failure"].as_str(),
+                json["wrong_password"].as_bool()
+            ),
+            (Some("gone"), Some(false))
+        );
+
+        s.hotspot_joined(BSSID.into(), now() * 1000).await.unwrap();
+        let (text, json) = shown(&s).await;
+        assert!(!text.contains("last join failed"), "{text}");
+        assert_eq!(json["last_join_failure"], serde_json::Value::Null);
+        assert_eq!(json["join_failures"], 0);
+    }
 }

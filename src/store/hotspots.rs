@@ -1,11 +1,14 @@
-//! Depot Wi-Fi's memory (table `hotspots`, schema 6): one row per camera hotspot (BSSID)
-//! met, with the IMEI that answered behind it, when it was last seen, joined and completely
-//! offloaded, and its join failures; and per IMEI, the work a visit would find
-//! ([`CameraWork`]). Times are milliseconds since the epoch, as the caller gives them.
+//! Depot Wi-Fi's memory (table `hotspots`, schema 6, the failure's reason schema 7): one
+//! row per camera hotspot (BSSID) met, with the IMEI that answered behind it, when it was
+//! last seen, joined and completely offloaded, and its join failures with the reason of the
+//! last one ([`JoinFailure`]); and per IMEI, the work a visit would find ([`CameraWork`]).
+//! Times are milliseconds since the epoch, as the caller gives them.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use anyhow::Result;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -28,8 +31,99 @@ pub struct HotspotRow {
     pub failures: u32,
     /// Not joined before this time.
     pub retry_at: Option<i64>,
-    /// Its password was refused (since the last join that succeeded).
-    pub wrong_password: bool,
+    /// Why the last join failed; `None` once a join succeeds (or none ever failed).
+    pub last_failure: Option<JoinFailure>,
+}
+
+/// Why a join failed, as the store keeps it (`hotspots.last_failure`) and `status` and
+/// `/metrics` show it (the `reason` label). A text this program does not know is an error
+/// when read, never a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum JoinFailure {
+    /// The password known for the hotspot was refused.
+    #[serde(rename = "wrong_password")]
+    WrongPassword,
+    /// The hotspot went away before the join completed (the truck drove off).
+    #[serde(rename = "gone")]
+    Gone,
+    /// The activation failed for another reason.
+    #[serde(rename = "activation_failed")]
+    ActivationFailed,
+    /// The activation did not complete in time.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// NetworkManager itself failed (D-Bus, permissions).
+    #[serde(rename = "networkmanager")]
+    NetworkManager,
+}
+
+impl JoinFailure {
+    pub const ALL: [JoinFailure; 5] = [
+        JoinFailure::WrongPassword,
+        JoinFailure::Gone,
+        JoinFailure::ActivationFailed,
+        JoinFailure::Timeout,
+        JoinFailure::NetworkManager,
+    ];
+
+    /// The stored text (also the `reason` label of the join failure metric).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JoinFailure::WrongPassword => "wrong_password",
+            JoinFailure::Gone => "gone",
+            JoinFailure::ActivationFailed => "activation_failed",
+            JoinFailure::Timeout => "timeout",
+            JoinFailure::NetworkManager => "networkmanager",
+        }
+    }
+
+    /// The failure whose stored text is `text`.
+    pub fn parse(text: &str) -> Option<JoinFailure> {
+        JoinFailure::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// In words, for `status`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            JoinFailure::WrongPassword => "wrong password",
+            JoinFailure::Gone => "the hotspot was gone",
+            JoinFailure::ActivationFailed => "activation failed",
+            JoinFailure::Timeout => "activation timed out",
+            JoinFailure::NetworkManager => "NetworkManager error",
+        }
+    }
+
+    /// Whether it is a refused password: reported once until a join succeeds (see
+    /// [`Store::hotspot_failed`]), retried after `wifi.wrong_password_retry`.
+    pub const fn counts_as_wrong_password(self) -> bool {
+        match self {
+            JoinFailure::WrongPassword => true,
+            JoinFailure::Gone
+            | JoinFailure::ActivationFailed
+            | JoinFailure::Timeout
+            | JoinFailure::NetworkManager => false,
+        }
+    }
+}
+
+impl fmt::Display for JoinFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ToSql for JoinFailure {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for JoinFailure {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        JoinFailure::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown join failure {text:?}").into()))
+    }
 }
 
 /// A camera's work for its next visit.
@@ -45,7 +139,8 @@ pub struct CameraWork {
 /// What [`Store::hotspot_failed`] recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JoinFailed {
-    /// The first wrong password recorded since the last join that succeeded: report it once.
+    /// The first failure that counts as a wrong password since the last join that
+    /// succeeded: report it once.
     pub first_wrong_password: bool,
     /// Failed joins recorded before this one.
     pub failures_before: u32,
@@ -73,14 +168,15 @@ impl Store {
         .await
     }
 
-    /// A join succeeded at `at`: also clears its failures, backoff and wrong password.
+    /// A join succeeded at `at`: also clears its failures, backoff, last failure's reason
+    /// and reported wrong password.
     pub async fn hotspot_joined(&self, bssid: String, at: i64) -> Result<()> {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(ENSURE, params![bssid])?;
             tx.execute(
                 "UPDATE hotspots SET last_joined = ?2, failures = 0, retry_at = NULL,
-                    wrong_password = 0 WHERE bssid = ?1",
+                    last_failure = NULL, wrong_password_reported = 0 WHERE bssid = ?1",
                 params![bssid, at],
             )?;
             tx.commit()?;
@@ -128,30 +224,32 @@ impl Store {
         .await
     }
 
-    /// A failed join: not before `retry_at(failures)`, given the failed joins recorded
-    /// before this one (read and written in one transaction).
+    /// A failed join, for `reason`: not before `retry_at(failures)`, given the failed joins
+    /// recorded before this one (read and written in one transaction). A wrong password is
+    /// reported once until a join succeeds, whatever other failures come between.
     pub async fn hotspot_failed(
         &self,
         bssid: String,
-        wrong_password: bool,
+        reason: JoinFailure,
         retry_at: impl FnOnce(u32) -> i64 + Send + 'static,
     ) -> Result<JoinFailed> {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(ENSURE, params![bssid])?;
-            let (before, failures): (bool, u32) = tx.query_row(
-                "SELECT wrong_password, failures FROM hotspots WHERE bssid = ?1",
+            let (reported, failures): (bool, u32) = tx.query_row(
+                "SELECT wrong_password_reported, failures FROM hotspots WHERE bssid = ?1",
                 params![bssid],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
+            let wrong = reason.counts_as_wrong_password();
             tx.execute(
-                "UPDATE hotspots SET failures = failures + 1, retry_at = ?2,
-                    wrong_password = MAX(wrong_password, ?3) WHERE bssid = ?1",
-                params![bssid, retry_at(failures), wrong_password],
+                "UPDATE hotspots SET failures = failures + 1, retry_at = ?2, last_failure = ?3,
+                    wrong_password_reported = MAX(wrong_password_reported, ?4) WHERE bssid = ?1",
+                params![bssid, retry_at(failures), reason, wrong],
             )?;
             tx.commit()?;
             Ok(JoinFailed {
-                first_wrong_password: wrong_password && !before,
+                first_wrong_password: wrong && !reported,
                 failures_before: failures,
             })
         })
@@ -163,7 +261,7 @@ impl Store {
         self.call(|c| {
             let mut st = c.prepare(
                 "SELECT bssid, ssid, imei, signal, last_seen, last_joined, last_complete,
-                    failures, retry_at, wrong_password FROM hotspots ORDER BY bssid",
+                    failures, retry_at, last_failure FROM hotspots ORDER BY bssid",
             )?;
             let rows = st
                 .query_map([], |r| {
@@ -177,7 +275,7 @@ impl Store {
                         last_complete: r.get(6)?,
                         failures: r.get(7)?,
                         retry_at: r.get(8)?,
-                        wrong_password: r.get(9)?,
+                        last_failure: r.get(9)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -69,7 +69,7 @@ pub mod schema;
 pub mod state;
 mod transitions;
 
-pub use hotspots::{CameraWork, HotspotRow, JoinFailed};
+pub use hotspots::{CameraWork, HotspotRow, JoinFailed, JoinFailure};
 pub use listing::{Listed, Reconciled};
 pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};

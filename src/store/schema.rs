@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -168,6 +168,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         retry_at       INTEGER,
         wrong_password INTEGER NOT NULL DEFAULT 0
     );
+    "#,
+    // 7: a failed join keeps its reason: `last_failure` (a `JoinFailure` text, NULL once a
+    // join succeeds; a refused password recorded before becomes 'wrong_password', other
+    // failures recorded before have none). The flag keeps only its other use, under a name
+    // that says so: `wrong_password_reported` (reported once until a join succeeds).
+    r#"
+    ALTER TABLE hotspots ADD COLUMN last_failure TEXT;
+    UPDATE hotspots SET last_failure = 'wrong_password' WHERE wrong_password = 1;
+    ALTER TABLE hotspots RENAME COLUMN wrong_password TO wrong_password_reported;
     "#,
 ];
 

@@ -1,5 +1,6 @@
-//! The `hotspots` table (schema 6) and `camera_work`: a v5 database gains the table, each
-//! method's effect on the row, and which clip states count as work for the next visit.
+//! The `hotspots` table (schema 6, the failure's reason schema 7) and `camera_work`: a v5
+//! database gains the table, a v6 one keeps its refused passwords as reasons, each method's
+//! effect on the row, and which clip states count as work for the next visit.
 
 use rusqlite::params;
 
@@ -46,7 +47,7 @@ async fn a_version_5_database_gains_the_hotspots_table() {
             ))
         })
         .unwrap();
-    assert_eq!((v, clips), (6, 1));
+    assert_eq!((v, clips), (SCHEMA_VERSION, 1));
     assert!(s.hotspots().await.unwrap().is_empty());
     s.hotspots_seen(vec![(A.into(), "queclinkgh".into(), 70)], 5)
         .await
@@ -81,7 +82,7 @@ async fn a_scan_updates_ssid_signal_and_last_seen_and_keeps_the_rest() {
             last_complete: Some(12),
             failures: 0,
             retry_at: None,
-            wrong_password: false,
+            last_failure: None,
         }
     );
     let b = row(&s, B).await;
@@ -98,35 +99,114 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
         .await
         .unwrap();
     // The retry time is computed from the failures recorded before, in the same transaction.
-    let fail = |bssid: &str, wrong: bool| {
-        s.hotspot_failed(bssid.into(), wrong, |before| 1000 + i64::from(before))
+    let fail = |bssid: &str, reason: JoinFailure| {
+        s.hotspot_failed(bssid.into(), reason, |before| 1000 + i64::from(before))
     };
-    let f = fail(A, true).await.unwrap();
+    let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
     assert!(f.first_wrong_password, "first: report");
     assert_eq!(f.failures_before, 0);
-    let f = fail(A, true).await.unwrap();
+    let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
     assert!(!f.first_wrong_password, "again: quiet");
     assert_eq!(f.failures_before, 1);
-    let f = fail(A, false).await.unwrap();
+    let f = fail(A, JoinFailure::Timeout).await.unwrap();
     assert_eq!((f.first_wrong_password, f.failures_before), (false, 2));
     let a = row(&s, A).await;
     assert_eq!(
-        (a.failures, a.retry_at, a.wrong_password),
-        (3, Some(1002), true)
+        (a.failures, a.retry_at, a.last_failure),
+        (3, Some(1002), Some(JoinFailure::Timeout)),
+        "the reason of the last failure"
+    );
+    // Another failure between two refusals does not make the second one news.
+    let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
+    assert_eq!((f.first_wrong_password, f.failures_before), (false, 3));
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.failures, a.retry_at, a.last_failure),
+        (4, Some(1003), Some(JoinFailure::WrongPassword))
     );
     s.hotspot_joined(A.into(), 400).await.unwrap();
     let a = row(&s, A).await;
     assert_eq!(
-        (a.failures, a.retry_at, a.wrong_password, a.last_joined),
-        (0, None, false, Some(400))
+        (a.failures, a.retry_at, a.last_failure, a.last_joined),
+        (0, None, None, Some(400))
     );
-    let f = fail(A, true).await.unwrap();
+    let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
     assert!(f.first_wrong_password, "after a join: report again");
     assert_eq!(f.failures_before, 0);
     // A failure at a BSSID no scan recorded still makes its row.
-    let f = fail(B, false).await.unwrap();
+    let f = fail(B, JoinFailure::Gone).await.unwrap();
     assert_eq!((f.first_wrong_password, f.failures_before), (false, 0));
-    assert_eq!(row(&s, B).await.failures, 1);
+    let b = row(&s, B).await;
+    assert_eq!((b.failures, b.last_failure), (1, Some(JoinFailure::Gone)));
+}
+
+#[tokio::test]
+async fn a_version_6_database_keeps_a_refused_password_as_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        for sql in &schema::MIGRATIONS[..6] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 6).unwrap();
+        c.execute_batch(
+            "INSERT INTO hotspots (bssid, ssid, failures, retry_at, wrong_password)
+                VALUES ('AA:AA:AA:AA:AA:01', 't1', 2, 1000, 1),
+                       ('AA:AA:AA:AA:AA:02', 't2', 1, 2000, 0),
+                       ('AA:AA:AA:AA:AA:03', 't3', 0, NULL, 0);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&p).unwrap();
+    let got: Vec<_> = s
+        .hotspots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.ssid, r.failures, r.retry_at, r.last_failure))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("t1".into(), 2, Some(1000), Some(JoinFailure::WrongPassword)),
+            ("t2".into(), 1, Some(2000), None),
+            ("t3".into(), 0, None, None),
+        ]
+    );
+    // The refusal was reported before the upgrade: not again.
+    let f = s
+        .hotspot_failed(A.into(), JoinFailure::WrongPassword, |_| 0)
+        .await
+        .unwrap();
+    assert!(!f.first_wrong_password);
+    let f = s
+        .hotspot_failed(B.into(), JoinFailure::WrongPassword, |_| 0)
+        .await
+        .unwrap();
+    assert!(f.first_wrong_password);
+}
+
+#[tokio::test]
+async fn join_failures_read_back_as_written() {
+    for f in JoinFailure::ALL {
+        assert_eq!(JoinFailure::parse(f.as_str()), Some(f));
+        assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+    }
+    assert_eq!(JoinFailure::parse("wrong password"), None);
+    let (_d, s) = open();
+    s.with(|c| {
+        c.execute(
+            "INSERT INTO hotspots (bssid, ssid, last_failure) VALUES ('x', 'y', 'struck by lightning')",
+            [],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        s.hotspots().await.is_err(),
+        "an unknown reason is an error, not a panic"
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@ use futures_util::StreamExt;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, ObjectPath, OwnedObjectPath, OwnedVariant, Variant};
 
+use crate::store::JoinFailure;
+
 const SERVICE: &str = "org.freedesktop.NetworkManager";
 /// Connection ids of the profiles this agent adds (`remove_stale` deletes leftovers).
 pub const PROFILE_PREFIX: &str = "qucam-offload/";
@@ -111,6 +113,48 @@ pub enum JoinError {
     Timeout,
     #[error("{0}")]
     Nm(String),
+}
+
+/// A failed join (other than a wrong password) waits this long before the hotspot is tried
+/// again, doubling with each failure in a row up to [`MAX_JOIN_RETRY`].
+pub const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
+pub const MAX_JOIN_RETRY: Duration = Duration::from_secs(3600);
+
+/// What a failed join means for the hotspot: why (as stored and shown), whether it is a
+/// refused password, and when to try again. Each is an exhaustive match: a new variant
+/// does not compile until its policy is chosen.
+impl JoinError {
+    /// Why, as the store keeps it and `status` and `/metrics` show it.
+    pub fn reason(&self) -> JoinFailure {
+        match self {
+            JoinError::WrongPassword => JoinFailure::WrongPassword,
+            JoinError::Gone => JoinFailure::Gone,
+            JoinError::Failed { .. } => JoinFailure::ActivationFailed,
+            JoinError::Timeout => JoinFailure::Timeout,
+            JoinError::Nm(_) => JoinFailure::NetworkManager,
+        }
+    }
+
+    /// A refused password: reported once until a join succeeds, retried after
+    /// `wifi.wrong_password_retry`.
+    pub fn counts_as_wrong_password(&self) -> bool {
+        self.reason().counts_as_wrong_password()
+    }
+
+    /// How long after this failure (`failures_before` in a row before it) the hotspot is
+    /// tried again: a wrong password after `wrong_password_retry`; a hotspot that is gone
+    /// (the truck drove away) after [`FAILED_JOIN_RETRY`], so it is met again as soon as it
+    /// is back; any other failure after [`FAILED_JOIN_RETRY`] doubled per failure, up to
+    /// [`MAX_JOIN_RETRY`].
+    pub fn retry_delay(&self, failures_before: u32, wrong_password_retry: Duration) -> Duration {
+        match self {
+            JoinError::WrongPassword => wrong_password_retry,
+            JoinError::Gone => FAILED_JOIN_RETRY,
+            JoinError::Failed { .. } | JoinError::Timeout | JoinError::Nm(_) => FAILED_JOIN_RETRY
+                .saturating_mul(1 << failures_before.min(6))
+                .min(MAX_JOIN_RETRY),
+        }
+    }
 }
 
 /// A camera hotspot we are on (the active connection's object path and the AP).
@@ -494,6 +538,51 @@ mod tests {
             strength: 50,
         }
         .ssid_lossy()
+    }
+
+    #[test]
+    fn failed_joins_back_off_but_a_truck_that_left_is_met_again_soon() {
+        let six_h = Duration::from_secs(6 * 3600);
+        let min = |m: u64| Duration::from_secs(60 * m);
+        let timeout = JoinError::Timeout;
+        let got: Vec<Duration> = (0..8).map(|n| timeout.retry_delay(n, six_h)).collect();
+        assert_eq!(
+            got,
+            [
+                min(1),
+                min(2),
+                min(4),
+                min(8),
+                min(16),
+                min(32),
+                min(60),
+                min(60)
+            ]
+        );
+        for n in [0, 5, 100] {
+            assert_eq!(JoinError::Gone.retry_delay(n, six_h), min(1), "{n}");
+            assert_eq!(JoinError::WrongPassword.retry_delay(n, six_h), six_h);
+            let failed = JoinError::Failed { reason: 11 };
+            let nm = JoinError::Nm("bus".into());
+            assert_eq!(failed.retry_delay(n, six_h), timeout.retry_delay(n, six_h));
+            assert_eq!(nm.retry_delay(n, six_h), timeout.retry_delay(n, six_h));
+        }
+    }
+
+    #[test]
+    fn each_join_error_has_its_reason_and_only_a_refused_password_counts_as_wrong() {
+        let all = [
+            (JoinError::WrongPassword, "wrong_password"),
+            (JoinError::Gone, "gone"),
+            (JoinError::Failed { reason: 11 }, "activation_failed"),
+            (JoinError::Timeout, "timeout"),
+            (JoinError::Nm("bus".into()), "networkmanager"),
+        ];
+        for (e, label) in all {
+            assert_eq!(e.reason().as_str(), label);
+            let wrong = e == JoinError::WrongPassword;
+            assert_eq!(e.counts_as_wrong_password(), wrong, "{e:?}");
+        }
     }
 
     #[test]

@@ -33,26 +33,8 @@ pub(super) struct Visit<'a> {
     pub(super) m: Match,
 }
 
-/// A failed join (other than a wrong password) waits this long before the hotspot is tried
-/// again, doubling with each failure in a row up to [`MAX_JOIN_RETRY`].
-const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
-const MAX_JOIN_RETRY: Duration = Duration::from_secs(3600);
 /// The longest the bucket check before a visit may take (the rest waits for a later visit).
 const CHECK_BEFORE_VISIT: Duration = Duration::from_secs(30);
-
-/// How long after a failed join (`failures` in a row before it) the hotspot is tried again:
-/// a wrong password after `wrong_password_retry`; a hotspot that is gone (the truck drove
-/// away) after [`FAILED_JOIN_RETRY`], so it is met again as soon as it is back; any other
-/// failure after [`FAILED_JOIN_RETRY`] doubled per failure, up to [`MAX_JOIN_RETRY`].
-fn join_retry(e: &JoinError, failures: u32, wrong_password_retry: Duration) -> Duration {
-    match e {
-        JoinError::WrongPassword => wrong_password_retry,
-        JoinError::Gone => FAILED_JOIN_RETRY,
-        _ => FAILED_JOIN_RETRY
-            .saturating_mul(1 << failures.min(6))
-            .min(MAX_JOIN_RETRY),
-    }
-}
 
 impl Visit<'_> {
     /// The visit. Returns a name for it and the pass's outcome (`Away` when the join failed
@@ -122,7 +104,7 @@ impl Visit<'_> {
         let (radio, ap, password) = (self.radio, self.ap, &self.m.password);
         let t = radio.wifi.join_timeout;
         match radio.nm.join(ap, password, t).await {
-            Err(JoinError::WrongPassword) if !self.rot.stopping() => {
+            Err(e) if e.counts_as_wrong_password() && !self.rot.stopping() => {
                 debug!(hotspot = %name, signal = ap.strength, "no secrets (a wrong password, or a handshake lost to a weak signal): trying once more");
                 radio.nm.join(ap, password, t).await
             }
@@ -269,13 +251,13 @@ impl Visit<'_> {
 
     /// A join failed: a wrong password is reported once and retried after
     /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
-    /// [`FAILED_JOIN_RETRY`], with no backoff and no warning; other failures back off.
+    /// a minute, with no backoff and no warning; other failures back off
+    /// ([`JoinError::retry_delay`]). The store keeps the reason ([`JoinError::reason`]).
     async fn join_failed(&self, name: &str, e: JoinError) {
         let (radio, ap) = (self.radio, self.ap);
-        let wrong = e == JoinError::WrongPassword;
         let retry_of = {
             let (e, wrong_retry) = (e.clone(), radio.wifi.wrong_password_retry);
-            move |failures| join_retry(&e, failures, wrong_retry)
+            move |failures| e.retry_delay(failures, wrong_retry)
         };
         let retry_at = {
             let (now, retry_of) = (store::now_ms(), retry_of.clone());
@@ -284,16 +266,25 @@ impl Visit<'_> {
         let failed = self
             .rot
             .store
-            .hotspot_failed(ap.bssid.clone(), wrong, retry_at)
+            .hotspot_failed(ap.bssid.clone(), e.reason(), retry_at)
             .await;
+        // A hotspot NetworkManager still lists after the truck left: no warning.
+        let gone = match &e {
+            JoinError::Gone => true,
+            JoinError::WrongPassword
+            | JoinError::Failed { .. }
+            | JoinError::Timeout
+            | JoinError::Nm(_) => false,
+        };
         match failed {
             Ok(f) if f.first_wrong_password => {
                 let retry = retry_of(f.failures_before);
                 warn!(hotspot = %name, "wrong password for this camera's hotspot: not joined again for {}", humantime::format_duration(retry))
             }
-            Ok(_) if wrong => debug!(hotspot = %name, "wrong password (reported before)"),
-            // A hotspot NetworkManager still lists after the truck left: no warning.
-            Ok(_) if e == JoinError::Gone => info!(hotspot = %name, "the hotspot is gone"),
+            Ok(_) if e.counts_as_wrong_password() => {
+                debug!(hotspot = %name, "wrong password (reported before)")
+            }
+            Ok(_) if gone => info!(hotspot = %name, "the hotspot is gone"),
             Ok(f) if f.failures_before == 0 => {
                 let retry = retry_of(0);
                 warn!(hotspot = %name, "cannot join the camera's hotspot: {e} (tried again in {})", humantime::format_duration(retry))
@@ -394,36 +385,6 @@ impl Visit<'_> {
                 warn!(imei = %imei, "deletes wait for a later visit: {e:#}");
                 (HashSet::new(), false)
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_joins_back_off_but_a_truck_that_left_is_met_again_soon() {
-        let six_h = Duration::from_secs(6 * 3600);
-        let min = |m: u64| Duration::from_secs(60 * m);
-        let timeout = JoinError::Timeout;
-        let got: Vec<Duration> = (0..8).map(|n| join_retry(&timeout, n, six_h)).collect();
-        assert_eq!(
-            got,
-            [
-                min(1),
-                min(2),
-                min(4),
-                min(8),
-                min(16),
-                min(32),
-                min(60),
-                min(60)
-            ]
-        );
-        for n in [0, 5, 100] {
-            assert_eq!(join_retry(&JoinError::Gone, n, six_h), min(1), "{n}");
-            assert_eq!(join_retry(&JoinError::WrongPassword, n, six_h), six_h);
         }
     }
 }

@@ -59,7 +59,12 @@ impl Nm {
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(JoinError::Nm(e))) => Err(NmError::Bus(e)),
-            Ok(Err(e)) => Err(NmError::Bus(format!(
+            Ok(Err(
+                e @ (JoinError::WrongPassword
+                | JoinError::Gone
+                | JoinError::Failed { .. }
+                | JoinError::Timeout),
+            )) => Err(NmError::Bus(format!(
                 "the uplink {uplink:?} did not activate: {e}"
             ))),
             Err(_) => Err(NmError::Timeout(format!(
