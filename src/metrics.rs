@@ -304,10 +304,9 @@ fn register_hotspots(
         if let Some(sig) = h.signal {
             signal.get_or_create(&labels).set(i64::from(sig));
         }
-        let refused = h
-            .last_failure
-            .is_some_and(JoinFailure::counts_as_wrong_password);
-        wrong.get_or_create(&labels).set(i64::from(refused));
+        wrong
+            .get_or_create(&labels)
+            .set(i64::from(h.wrong_password));
         if let Some(why) = h.last_failure {
             let mut labels = labels.clone();
             labels.push(("reason", why.as_str().to_string()));
@@ -629,9 +628,11 @@ mod tests {
         let line = format!("{} 2\n", failures("timeout"));
         assert!(text.contains(&line), "{line} in\n{text}");
         assert!(!text.contains(&failures("wrong_password")), "{text}");
-        assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 0")));
+        // A refused password stays shown until a join succeeds, whatever failed after it.
+        assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 1")));
         store.hotspot_joined(b(), 10_000_000).await.unwrap();
         let text = m.render().await.unwrap();
+        assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 0")));
         assert!(
             !text.contains("qucam_offload_hotspot_join_failures{"),
             "{text}"

@@ -56,8 +56,8 @@ pub struct HotspotStatus {
     pub last_joined: Option<i64>,
     /// Signal strength when last in range, percent.
     pub signal: Option<u8>,
-    /// The password known for it was refused at the last join; not joined again until
-    /// `retry_at` (the same as `last_join_failure == "wrong_password"`).
+    /// The password known for it was refused since the last join that succeeded (shown
+    /// until a join succeeds, whatever failed after it).
     pub wrong_password: bool,
     /// Why the last join failed (`wrong_password`, `gone`, `activation_failed`, `timeout`,
     /// `networkmanager`); none once a join succeeds.
@@ -85,9 +85,7 @@ impl HotspotStatus {
             last_in_range: s(h.last_seen),
             last_joined: s(h.last_joined),
             signal: h.signal,
-            wrong_password: h
-                .last_failure
-                .is_some_and(JoinFailure::counts_as_wrong_password),
+            wrong_password: h.wrong_password,
             last_join_failure: h.last_failure,
             join_failures: h.failures,
             retry_at: s(h.retry_at),
@@ -510,12 +508,14 @@ mod tests {
                 json["last_join_failure"].as_str(),
                 json["wrong_password"].as_bool()
             ),
-            (Some("gone"), Some(false))
+            (Some("gone"), Some(true)),
+            "a refused password stays shown until a join succeeds"
         );
 
         s.hotspot_joined(BSSID.into(), now() * 1000).await.unwrap();
         let (text, json) = shown(&s).await;
         assert!(!text.contains("last join failed"), "{text}");
+        assert_eq!(json["wrong_password"], false);
         assert_eq!(json["last_join_failure"], serde_json::Value::Null);
         assert_eq!(json["join_failures"], 0);
     }

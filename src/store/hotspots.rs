@@ -31,8 +31,12 @@ pub struct HotspotRow {
     pub failures: u32,
     /// Not joined before this time.
     pub retry_at: Option<i64>,
-    /// Why the last join failed; `None` once a join succeeds (or none ever failed).
+    /// Why the last join failed; `None` once a join succeeds (or none ever failed, or the
+    /// reason stored is one this build does not know).
     pub last_failure: Option<JoinFailure>,
+    /// A password was refused since the last join that succeeded (whatever failed after
+    /// it): reported once, and shown until a join succeeds.
+    pub wrong_password: bool,
 }
 
 /// Why a join failed, as the store keeps it (`hotspots.last_failure`) and `status` and
@@ -261,7 +265,8 @@ impl Store {
         self.call(|c| {
             let mut st = c.prepare(
                 "SELECT bssid, ssid, imei, signal, last_seen, last_joined, last_complete,
-                    failures, retry_at, last_failure FROM hotspots ORDER BY bssid",
+                    failures, retry_at, last_failure, wrong_password_reported
+                    FROM hotspots ORDER BY bssid",
             )?;
             let rows = st
                 .query_map([], |r| {
@@ -275,7 +280,13 @@ impl Store {
                         last_complete: r.get(6)?,
                         failures: r.get(7)?,
                         retry_at: r.get(8)?,
-                        last_failure: r.get(9)?,
+                        // An unknown reason (a newer build's, after a downgrade) reads as
+                        // none: it never hides the hotspot's other columns.
+                        last_failure: r
+                            .get::<_, Option<String>>(9)?
+                            .as_deref()
+                            .and_then(JoinFailure::parse),
+                        wrong_password: r.get(10)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -83,6 +83,7 @@ async fn a_scan_updates_ssid_signal_and_last_seen_and_keeps_the_rest() {
             failures: 0,
             retry_at: None,
             last_failure: None,
+            wrong_password: false,
         }
     );
     let b = row(&s, B).await;
@@ -116,6 +117,10 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
         (3, Some(1002), Some(JoinFailure::Timeout)),
         "the reason of the last failure"
     );
+    assert!(
+        a.wrong_password,
+        "a refused password stays shown until a join"
+    );
     // Another failure between two refusals does not make the second one news.
     let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
     assert_eq!((f.first_wrong_password, f.failures_before), (false, 3));
@@ -130,6 +135,7 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
         (a.failures, a.retry_at, a.last_failure, a.last_joined),
         (0, None, None, Some(400))
     );
+    assert!(!a.wrong_password, "cleared by the join");
     let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
     assert!(f.first_wrong_password, "after a join: report again");
     assert_eq!(f.failures_before, 0);
@@ -203,9 +209,14 @@ async fn join_failures_read_back_as_written() {
         Ok(())
     })
     .unwrap();
-    assert!(
-        s.hotspots().await.is_err(),
-        "an unknown reason is an error, not a panic"
+    let rows = s
+        .hotspots()
+        .await
+        .expect("an unknown reason hides nothing else");
+    assert_eq!(
+        rows.iter().find(|r| r.bssid == "x").map(|r| r.last_failure),
+        Some(None),
+        "an unknown reason reads as none, never a panic"
     );
 }
 
@@ -271,4 +282,29 @@ async fn camera_work_counts_clips_to_download_and_verified_ones_on_the_camera() 
     );
     assert_eq!(work.get("3"), None, "nothing for the camera to do");
     assert_eq!(work.len(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_reason_reads_as_none_and_hides_nothing_else() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    let s = Store::open(&p).unwrap();
+    s.hotspots_seen(vec![(A.into(), "t1".into(), 40)], 1)
+        .await
+        .unwrap();
+    s.hotspot_failed(A.into(), JoinFailure::Timeout, |_| 5000)
+        .await
+        .unwrap();
+    // A newer build's reason, read after a downgrade.
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute(
+        "UPDATE hotspots SET last_failure = 'from_the_future' WHERE bssid = ?1",
+        params![A],
+    )
+    .unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.last_failure, a.failures, a.retry_at),
+        (None, 1, Some(5000))
+    );
 }
