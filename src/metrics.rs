@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
-use crate::store::{CameraRow, ClipState, JoinFailure, StateCount, Store};
+use crate::store::{CameraRow, ClipState, StateCount, Store};
 
 /// Counters per IMEI, from events since the process started.
 #[derive(Debug, Default, Clone)]
@@ -567,6 +567,7 @@ async fn healthz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::JoinFailure;
 
     #[tokio::test]
     async fn escapes_label_values() {
