@@ -388,9 +388,10 @@ impl AgentProc {
         r.expect("wait").code()
     }
 
-    /// Waits until the agent has begun `n` more rotations (scans) than so far.
+    /// Waits until the agent has begun `n` more rotations (scans) than so far (the
+    /// rotation's debug line, logged by the `agent::rotation` module).
     pub async fn wait_rotations(&self, n: usize) {
-        let count = |log: &str| log.matches("agent::radio: rotation").count();
+        let count = |log: &str| log.matches("agent::rotation: rotation").count();
         let want = count(&self.log()) + n;
         wait_until(60, "more rotations", || async {
             count(&self.log()) >= want
