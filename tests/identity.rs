@@ -88,16 +88,15 @@ fn done(imei: &str) -> PassOutcome {
 
 /// Rows of `imei` at `path`: (generation, state).
 fn generations(f: &Fleet, imei: &str, path: &str) -> Vec<(i64, String)> {
-    let c = f.db();
-    let mut st = c
-        .prepare(
-            "SELECT generation, state FROM clips WHERE imei = ?1 AND path = ?2 ORDER BY generation",
-        )
-        .unwrap();
-    st.query_map([imei, path], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut rows: Vec<(i64, String)> = f
+        .db()
+        .clips()
+        .into_iter()
+        .filter(|c| c.imei == imei && c.path == path)
+        .map(|c| (c.generation, c.state))
+        .collect();
+    rows.sort_by_key(|(generation, _)| *generation);
+    rows
 }
 
 on_both_stores!(
@@ -153,14 +152,13 @@ async fn a_large_clip_written_again_is_hashed_before_its_upload_never_overlappin
         generations(&f, IMEI, &path),
         [(0, "deleted".into()), (1, "deleted".into())]
     );
-    let (attempts, reason): (i64, Option<String>) = f
+    let later = f
         .db()
-        .query_row(
-            "SELECT attempts, reason FROM clips WHERE generation = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+        .clips()
+        .into_iter()
+        .find(|c| c.generation == 1)
+        .expect("a generation 1");
+    let (attempts, reason) = (later.attempts, later.reason);
     assert_eq!(
         (attempts, reason),
         (0, None),
@@ -266,25 +264,21 @@ fn other_vehicle_with(f: &Fleet, name: &str, bytes: &[u8]) -> (PathBuf, String) 
 
 /// The states of the clips of `imei`, in id order.
 fn states_of(f: &Fleet, imei: &str) -> Vec<String> {
-    let c = f.db();
-    let mut st = c
-        .prepare("SELECT state FROM clips WHERE imei = ?1 ORDER BY id")
-        .unwrap();
-    st.query_map([imei], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    f.db()
+        .clips()
+        .into_iter()
+        .filter(|c| c.imei == imei)
+        .map(|c| c.state)
+        .collect()
 }
 
 /// How many clips of `imei` are at camera path `path`.
 fn rows_at(f: &Fleet, imei: &str, path: &str) -> i64 {
     f.db()
-        .query_row(
-            "SELECT count(*) FROM clips WHERE imei = ?1 AND path = ?2",
-            [imei, path],
-            |r| r.get(0),
-        )
-        .unwrap()
+        .clips()
+        .iter()
+        .filter(|c| c.imei == imei && c.path == path)
+        .count() as i64
 }
 
 on_both_stores!(
@@ -321,15 +315,13 @@ async fn a_vehicle_swap_during_a_download_discards_it_and_offloads_the_new_camer
     );
     assert_eq!(f.s3.object_bytes(&key(OTHER_IMEI, NAME)), Some(theirs));
     // Ours is waiting for its own camera, no attempt counted; its file is untouched.
-    let (state, attempts): (String, i64) = f
+    let waiting = f
         .db()
-        .query_row(
-            "SELECT state, attempts FROM clips WHERE imei = ?1",
-            [IMEI],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((state.as_str(), attempts), ("queued", 0));
+        .clips()
+        .into_iter()
+        .find(|c| c.imei == IMEI)
+        .expect("our clip");
+    assert_eq!((waiting.state.as_str(), waiting.attempts), ("queued", 0));
     assert!(file_of(&f.camera_dir, &path).exists());
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
     // Our vehicle comes back: its clip is offloaded.
@@ -555,13 +547,8 @@ async fn a_download_whose_camera_cannot_be_asked_afterwards_is_kept_not_fetched_
     });
     let out = f.run_once(&knobs()).await;
     assert!(matches!(out, PassOutcome::Failed { .. }), "{out:?}");
-    let (state, attempts): (String, i64) = f
-        .db()
-        .query_row("SELECT state, attempts FROM clips", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!((state.as_str(), attempts), ("downloading", 0));
+    let clip = f.db().clips().remove(0);
+    assert_eq!((clip.state.as_str(), clip.attempts), ("downloading", 0));
     assert!(f.bucket_keys().is_empty(), "uploaded unconfirmed bytes");
     assert_eq!(f.sim.bytes_served(), SIZE as u64);
     assert_eq!(f.run_once(&knobs()).await, done(IMEI));
@@ -681,14 +668,7 @@ async fn a_partial_download_of_an_earlier_listing_is_never_resumed(store: Store)
     let mut grown = old.clone();
     grown.extend(content(8, 20_000));
     std::fs::write(file_of(&f.camera_dir, &path), &grown).unwrap();
-    let changed = f
-        .db()
-        .execute(
-            "UPDATE clips SET state = 'seen', size = ?1, sha256 = NULL, stable_count = 0,
-                failed_stage = NULL, retry_after = NULL, upload_id = NULL WHERE path = ?2",
-            rusqlite::params![grown.len() as i64, path],
-        )
-        .unwrap();
+    let changed = f.db().set_back_to_seen(&path, grown.len() as i64);
     assert_eq!(changed, 1);
     assert_eq!(f.run_once(&knobs()).await, done(IMEI));
     assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(grown));
@@ -731,13 +711,8 @@ async fn a_clip_whose_plain_key_holds_other_bytes_goes_to_its_hashed_key(store: 
         assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &ours)), Some(ours));
         assert_eq!(f.bucket_keys().len(), 2, "{:?}", f.bucket_keys());
         assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
-        let (attempts, hashed): (i64, bool) = f
-            .db()
-            .query_row("SELECT attempts, hashed_key FROM clips", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!((attempts, hashed), (0, true), "{size}");
+        let clip = f.db().clips().remove(0);
+        assert_eq!((clip.attempts, clip.hashed_key), (0, true), "{size}");
         assert_eq!(f.s3.list_incomplete_multipart().await, Vec::<String>::new());
         assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
     }
@@ -775,10 +750,7 @@ async fn an_overlapped_object_of_the_same_size_at_the_plain_key_is_not_taken_for
     );
     assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &ours)), Some(ours));
     assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
-    let attempts: i64 = f
-        .db()
-        .query_row("SELECT attempts FROM clips", [], |r| r.get(0))
-        .unwrap();
+    let attempts = f.db().clips().remove(0).attempts;
     assert_eq!(attempts, 0);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }

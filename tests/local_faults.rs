@@ -12,9 +12,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::db::ClipRow;
 use common::fleet::{Fleet, IMEI, Knobs};
 use qucam_offload::agent::PassOutcome;
-use rusqlite::OptionalExtension;
 
 /// Why the full-disk tests are ignored by default.
 const NEEDS_ROOT: &str = "needs root to mount a tmpfs: run with --ignored as root (CI does)";
@@ -51,20 +51,18 @@ impl Drop for Tmpfs {
 
 fn integrity_ok(f: &Fleet) {
     let c = f.db();
-    let r: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let r = c.try_integrity_check().unwrap();
     assert_eq!(r, "ok");
     // Every clip the database calls downloaded has its whole file in the spool.
-    let mut st = c
-        .prepare("SELECT name, size, id, date_ms FROM clips WHERE state = 'downloaded'")
-        .unwrap();
-    let rows: Vec<(String, i64, i64, Option<i64>)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for (name, size, id, date) in rows {
+    let rows = c.clips().into_iter().filter(|r| r.state == "downloaded");
+    for ClipRow {
+        name,
+        size,
+        id,
+        date_ms: date,
+        ..
+    } in rows
+    {
         // Named by the listing its bytes are for (`agent::work::spool_name`).
         let date = date.map_or_else(|| "none".to_string(), |d| d.to_string());
         let p = f
@@ -81,14 +79,7 @@ fn integrity_ok(f: &Fleet) {
 }
 
 fn paused_notice(f: &Fleet) -> Option<String> {
-    f.db()
-        .query_row(
-            "SELECT message FROM notices WHERE key = ?1",
-            [format!("downloads-paused:{IMEI}")],
-            |r| r.get(0),
-        )
-        .optional()
-        .expect("read the notices")
+    f.db().notice(&format!("downloads-paused:{IMEI}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,14 +108,12 @@ async fn a_full_disk_pauses_downloads_and_work_resumes_when_space_returns() {
     );
     integrity_ok(&f);
     // No clip was marked failed because of the disk: they simply wait.
-    let failed_for_disk: i64 = f
+    let failed_for_disk = f
         .db()
-        .query_row(
-            "SELECT COUNT(*) FROM clips WHERE reason LIKE '%space%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+        .clips()
+        .iter()
+        .filter(|c| c.reason_like("space"))
+        .count();
     assert_eq!(failed_for_disk, 0);
 
     // S3 comes back: uploads free the spool, each pass takes what fits.
@@ -159,14 +148,12 @@ async fn the_free_space_floor_pauses_before_the_disk_is_full() {
     let notice = paused_notice(&f).expect("paused");
     assert!(notice.contains("spool is full"), "{notice}");
     // It stopped at the floor: no write ever hit ENOSPC.
-    let io_errors: i64 = f
+    let io_errors = f
         .db()
-        .query_row(
-            "SELECT COUNT(*) FROM clips WHERE reason LIKE '%No space%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+        .clips()
+        .iter()
+        .filter(|c| c.reason_like("No space"))
+        .count();
     assert_eq!(io_errors, 0);
     assert!(f.sim.deletes().is_empty());
     integrity_ok(&f);
@@ -182,14 +169,7 @@ async fn the_spool_cap_pauses_downloads_without_deleting_anything() {
     };
     let out = f.run_once(&k).await;
     assert!(matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0));
-    let downloaded: i64 = f
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM clips WHERE sha256 IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let downloaded = f.db().clips().iter().filter(|c| c.sha256.is_some()).count();
     assert!(
         (1..=2).contains(&downloaded),
         "the cap stops downloads early (got {downloaded})"
@@ -237,7 +217,7 @@ async fn a_locked_state_database_is_a_clear_error_and_work_resumes_after() {
     f.run_until_done(&Knobs::default(), 2).await;
     // Someone holds a write lock on it (an sqlite3 shell, a backup tool).
     let holder = f.db();
-    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    holder.begin_exclusive();
     match f.run_once(&Knobs::default()).await {
         PassOutcome::Failed { error, .. } => {
             assert!(error.contains("state.db"), "{error}");
@@ -245,7 +225,7 @@ async fn a_locked_state_database_is_a_clear_error_and_work_resumes_after() {
         }
         other => panic!("a locked database must stop the pass: {other:?}"),
     }
-    holder.execute_batch("ROLLBACK").unwrap();
+    holder.rollback();
     drop(holder);
     assert_eq!(
         f.run_once(&Knobs::default()).await,

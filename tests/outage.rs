@@ -15,13 +15,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
 
 /// Clips charged an attempt or parked as failed: (name, state, attempts).
 fn charged(f: &Fleet) -> Vec<(String, String, i64)> {
-    let db = f.db();
-    let mut q = db
-        .prepare("SELECT name, state, attempts FROM clips WHERE attempts > 0 OR state = 'failed'")
-        .unwrap();
-    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    f.db()
+        .clips()
+        .into_iter()
+        .filter(|c| c.attempts > 0 || c.state == "failed")
+        .map(|c| (c.name, c.state, c.attempts))
         .collect()
 }
 
@@ -165,17 +163,14 @@ async fn a_failure_about_the_clip_itself_still_counts_an_attempt() {
 
 /// Journaled multipart parts: (clip name, upload id, parts).
 fn journals(f: &Fleet) -> Vec<(String, String, i64)> {
-    let db = f.db();
-    let mut q = db
-        .prepare(
-            "SELECT name, upload_id, (SELECT COUNT(*) FROM parts WHERE clip_id = clips.id)
-             FROM clips WHERE upload_id IS NOT NULL ORDER BY name",
-        )
-        .unwrap();
-    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut rows: Vec<(String, String, i64)> = f
+        .db()
+        .clips()
+        .into_iter()
+        .filter_map(|c| Some((c.name, c.upload_id?, c.parts)))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,14 +260,9 @@ async fn the_daemon_goes_on_downloading_while_uploads_are_paused_and_resumes_the
         async move { agent.run().await }
     });
     let paused = || {
-        let db = f.db();
-        db.query_row(
-            "SELECT COUNT(*) FROM notices WHERE key = ?1",
-            [qucam_offload::agent::DESTINATION_PAUSED_KEY],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap()
-            == 1
+        f.db()
+            .notice(qucam_offload::agent::DESTINATION_PAUSED_KEY)
+            .is_some()
     };
     wait_for("uploads paused", 60, paused).await;
     // A clip recorded during the outage is still downloaded by a later pass.

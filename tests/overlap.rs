@@ -32,18 +32,15 @@ fn knobs() -> Knobs {
 
 /// A clip that is `downloading` with parts journaled: (name, upload id, parts).
 fn overlapping(f: &Fleet) -> Option<(String, String, i64)> {
-    if !f.state_dir.join("state.db").exists() {
+    if !f.db_path().exists() {
         return None;
     }
     f.db()
-        .query_row(
-            "SELECT name, upload_id, (SELECT COUNT(*) FROM parts WHERE clip_id = clips.id)
-                FROM clips WHERE state = 'downloading' AND upload_id IS NOT NULL
-                AND EXISTS (SELECT 1 FROM parts WHERE clip_id = clips.id)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok()
+        .try_clips()
+        .ok()?
+        .into_iter()
+        .filter(|c| c.state == "downloading" && c.parts > 0)
+        .find_map(|c| Some((c.name, c.upload_id?, c.parts)))
 }
 
 /// Polls until a clip uploads while it downloads (deadline: a failure, not a wait).
@@ -64,13 +61,8 @@ async fn wait_for_overlap(f: &Fleet) -> (String, String, i64) {
 
 /// The clip's state and its journaled upload id.
 fn row(f: &Fleet, name: &str) -> (String, Option<String>) {
-    f.db()
-        .query_row(
-            "SELECT state, upload_id FROM clips WHERE name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("clip row")
+    let c = f.db().clip(name);
+    (c.state, c.upload_id)
 }
 
 /// The object of `name` is tied exactly to its bytes in the store's own terms: its ETag is

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::db::Db;
 use common::fleet::{Fleet, IMEI, Knobs, Out};
 use common::s3::Store;
-use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_qucam-offload");
@@ -161,11 +161,15 @@ fn now_secs() -> i64 {
 
 fn max_retry_after(f: &Fleet) -> i64 {
     f.db()
-        .query_row(
-            "SELECT COALESCE(MAX(retry_after), 0) FROM clips WHERE state = 'failed'",
-            [],
-            |r| r.get(0),
-        )
+        .try_clips()
+        .map(|clips| {
+            clips
+                .iter()
+                .filter(|c| c.state == "failed")
+                .filter_map(|c| c.retry_after)
+                .max()
+                .unwrap_or(0)
+        })
         .unwrap_or(0)
 }
 
@@ -197,16 +201,12 @@ fn part_files(f: &Fleet) -> Vec<(PathBuf, u64)> {
 /// Multipart parts journaled in the state database: (count, bytes). A database being
 /// written by the child may be momentarily unreadable: that reads as nothing yet.
 fn journaled_parts(f: &Fleet) -> (i64, i64) {
-    let db = f.state_dir.join("state.db");
-    if !db.exists() {
+    if !f.db_path().exists() {
         return (0, 0);
     }
     f.db()
-        .query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM parts",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .try_parts()
+        .map(|parts| (parts.len() as i64, parts.iter().map(|p| p.size).sum()))
         .unwrap_or((0, 0))
 }
 
@@ -354,16 +354,13 @@ async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
     }
     let (n_parts, part_bytes) = journaled_parts(&f);
     assert!(n_parts >= 1 && (n_parts as u64) < 5 * events.len() as u64);
-    let in_flight: Vec<String> = {
-        let c = f.db();
-        let mut st = c
-            .prepare("SELECT name FROM clips WHERE upload_id IS NOT NULL")
-            .unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let in_flight: Vec<String> = f
+        .db()
+        .clips()
+        .into_iter()
+        .filter(|c| c.upload_id.is_some())
+        .map(|c| c.name)
+        .collect();
     assert_eq!(in_flight.len(), 1, "one journaled upload: {in_flight:?}");
     assert!(f.sim.deletes().is_empty());
 
@@ -417,19 +414,15 @@ async fn kill_9_mid_multipart_upload_resumes_the_upload(store: Store) {
 
 /// A clip `downloading` with a part journaled (uploaded while it downloads): its upload id.
 fn overlapping_upload(f: &Fleet) -> Option<String> {
-    if !f.state_dir.join("state.db").exists() {
+    if !f.db_path().exists() {
         return None;
     }
     f.db()
-        .query_row(
-            "SELECT upload_id FROM clips WHERE state = 'downloading' AND upload_id IS NOT NULL
-                AND EXISTS (SELECT 1 FROM parts WHERE clip_id = clips.id)",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .ok()
-        .flatten()
+        .try_clips()
+        .ok()?
+        .into_iter()
+        .filter(|c| c.state == "downloading" && c.parts > 0)
+        .find_map(|c| c.upload_id)
 }
 
 on_both_stores!(
@@ -681,10 +674,7 @@ async fn random_kills(
         deleted, events_set,
         "{ctx}: every event clip deleted, nothing else"
     );
-    let integrity: String = f
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity = f.db().try_integrity_check().unwrap();
     assert_eq!(integrity, "ok", "{ctx}");
     let states = f.states();
     for name in &events {
@@ -716,23 +706,21 @@ async fn random_kills(
 /// (a child killed before its first migration committed leaves no tables).
 fn event_states(f: &Fleet) -> Vec<String> {
     let events = f.event_clips();
-    let Ok(c) = rusqlite::Connection::open(f.state_dir.join("state.db")) else {
+    let Some(c) = Db::open_read_only(&f.db_path()) else {
         return Vec::new();
     };
-    let Ok(mut st) = c.prepare(
-        "SELECT name, state || CASE WHEN state = 'failed' THEN ' (' || IFNULL(reason, '') || ')' \
-         ELSE '' END FROM clips ORDER BY name",
-    ) else {
+    let Ok(mut clips) = c.try_clips() else {
         return Vec::new();
     };
-    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map(|rows| {
-            rows.flatten()
-                .filter(|(n, _)| events.contains(n))
-                .map(|(_, s)| s)
-                .collect()
+    clips.sort_by(|a, b| a.name.cmp(&b.name));
+    clips
+        .into_iter()
+        .filter(|c| events.contains(&c.name))
+        .map(|c| match c.state.as_str() {
+            "failed" => format!("failed ({})", c.reason.unwrap_or_default()),
+            _ => c.state,
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 on_both_stores!(
@@ -769,15 +757,7 @@ async fn kill_9_during_create_multipart_leaves_at_most_an_empty_upload(store: St
     };
     assert!(p.kill9().await, "the agent was still waiting for the reply");
     assert_eq!(orphans.len(), 1);
-    let journaled: Option<String> = f
-        .db()
-        .query_row(
-            "SELECT upload_id FROM clips WHERE upload_id IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .expect("read the journal");
+    let journaled: Option<String> = f.db().clips().into_iter().find_map(|c| c.upload_id);
     assert_eq!(journaled, None, "killed before the id reached the journal");
     f.s3.set_reply_delay(None);
 

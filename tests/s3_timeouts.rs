@@ -111,12 +111,7 @@ async fn a_one_off_stall_costs_no_attempt() {
     for n in f.event_clips() {
         f.assert_in_bucket(&n);
     }
-    let charged: i64 = f
-        .db()
-        .query_row("SELECT COALESCE(SUM(attempts), 0) FROM clips", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let charged: i64 = f.db().clips().iter().map(|c| c.attempts).sum();
     assert_eq!(
         charged, 0,
         "a one-off stall was charged to a clip\n{stderr}"

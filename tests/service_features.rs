@@ -97,22 +97,16 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 /// Clip counts by state, and the bytes of verified clips, from the state database.
 fn db_counts(f: &Fleet) -> (BTreeMap<String, i64>, i64) {
-    let c = f.db();
-    let mut st = c
-        .prepare("SELECT state, COUNT(*) FROM clips GROUP BY state")
-        .unwrap();
-    let by_state = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let bytes = c
-        .query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM clips WHERE verified_at IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let clips = f.db().clips();
+    let mut by_state = BTreeMap::new();
+    for c in &clips {
+        *by_state.entry(c.state.clone()).or_insert(0) += 1;
+    }
+    let bytes = clips
+        .iter()
+        .filter(|c| c.verified_at.is_some())
+        .map(|c| c.size)
+        .sum();
     (by_state, bytes)
 }
 

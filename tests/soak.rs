@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::db::Db;
 use common::fleet::{Fleet, IMEI, Knobs, sha256_hex};
 use common::s3::Store;
 use serde_json::Value;
@@ -434,12 +435,8 @@ fn apply(f: &Fleet, fault: &Fault, on: bool, link: Option<u64>) {
 // Observing the agent
 
 /// The state database opened read-only; `None` while it does not exist yet.
-fn db_ro(f: &Fleet) -> Option<rusqlite::Connection> {
-    let path = f.state_dir.join("state.db");
-    if !path.exists() {
-        return None;
-    }
-    rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+fn db_ro(f: &Fleet) -> Option<Db> {
+    Db::open_read_only(&f.db_path())
 }
 
 /// (clip name, state) of every clip; empty while unreadable.
@@ -447,21 +444,15 @@ fn clip_states(f: &Fleet) -> Vec<(String, String)> {
     let Some(c) = db_ro(f) else {
         return Vec::new();
     };
-    let Ok(mut st) = c.prepare("SELECT name, state FROM clips") else {
-        return Vec::new();
-    };
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map(|rows| rows.flatten().collect())
+    c.try_clips()
+        .map(|clips| clips.into_iter().map(|c| (c.name, c.state)).collect())
         .unwrap_or_default()
 }
 
 fn journaled_parts(f: &Fleet) -> i64 {
     db_ro(f)
-        .and_then(|c| {
-            c.query_row("SELECT COUNT(*) FROM parts", [], |r| r.get(0))
-                .ok()
-        })
-        .unwrap_or(0)
+        .and_then(|c| c.try_parts().ok())
+        .map_or(0, |parts| parts.len() as i64)
 }
 
 fn part_bytes(f: &Fleet) -> u64 {
@@ -554,13 +545,13 @@ fn landed(f: &Fleet, selected: &BTreeSet<String>) -> Vec<&'static str> {
 
 fn due(f: &Fleet) -> i64 {
     db_ro(f)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT COALESCE(MAX(retry_after), 0) FROM clips WHERE state = 'failed'",
-                [],
-                |r| r.get(0),
-            )
-            .ok()
+        .and_then(|c| c.try_clips().ok())
+        .and_then(|clips| {
+            clips
+                .iter()
+                .filter(|c| c.state == "failed")
+                .filter_map(|c| c.retry_after)
+                .max()
         })
         .unwrap_or(0)
 }
@@ -1004,9 +995,9 @@ async fn drive(
          {OVERHEAD_BOUND}x)"
     );
     // 5. The database is sound and `status` agrees with the bucket.
-    let integrity: String = f
+    let integrity = f
         .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .try_integrity_check()
         .map_err(|e| format!("integrity_check: {e}"))?;
     check!(integrity == "ok", "PRAGMA integrity_check: {integrity}");
     let states = f.states();

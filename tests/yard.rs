@@ -390,12 +390,7 @@ async fn uploads_cut_by_the_radio_leaving_cost_no_attempt_and_pause_nothing() {
         "S3 out of reach while on a hotspot is no outage:\n{log}"
     );
     assert!(!log.contains("upload failed"), "{log}");
-    let attempts: i64 = y
-        .db()
-        .query_row("SELECT COALESCE(SUM(attempts), 0) FROM clips", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let attempts: i64 = y.db().clips().iter().map(|c| c.attempts).sum();
     assert_eq!(attempts, 0, "no clip charged an attempt:\n{log}");
 }
 
@@ -491,12 +486,11 @@ async fn a_hotspot_answering_with_another_imei_is_not_trusted() {
     }
     let imei: String = y
         .db()
-        .query_row(
-            "SELECT imei FROM hotspots WHERE bssid = ?1",
-            [&y.trucks[0].bssid],
-            |r| r.get(0),
-        )
-        .unwrap();
+        .hotspots()
+        .into_iter()
+        .find(|h| h.bssid == y.trucks[0].bssid)
+        .and_then(|h| h.imei)
+        .expect("the hotspot's IMEI");
     assert_eq!(imei, other_imei, "the record is corrected");
     assert_eq!(
         code,
@@ -520,16 +514,12 @@ async fn trucks_with_the_factory_ssid_are_told_apart_by_bssid_and_imei() {
             a.log()
         );
     }
-    let rows: Vec<(String, String)> = {
-        let db = y.db();
-        let mut st = db
-            .prepare("SELECT bssid, imei FROM hotspots ORDER BY bssid")
-            .unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let rows: Vec<(String, String)> = y
+        .db()
+        .hotspots()
+        .into_iter()
+        .map(|h| (h.bssid, h.imei.expect("the hotspot's IMEI")))
+        .collect();
     assert_eq!(
         rows,
         vec![

@@ -13,6 +13,7 @@ use qucam_offload::upload::{Destination, S3Destination};
 use qucam_sim::{self as sim, SimHandle, SimOptions};
 use tokio_util::sync::CancellationToken;
 
+use super::db::Db;
 use super::s3::{Store, TestS3};
 
 pub const IMEI: &str = "867867432522518";
@@ -236,19 +237,23 @@ force_path_style = true
         self.s3.object_keys()
     }
 
-    /// The state database, opened read-only by the test.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.state_dir.join("state.db")).expect("open db")
+    /// The state database's file.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("state.db")
+    }
+
+    /// The state database, opened by the test.
+    pub fn db(&self) -> Db {
+        Db::open(&self.db_path())
     }
 
     /// Clip state by file name.
     pub fn states(&self) -> BTreeMap<String, String> {
-        let c = self.db();
-        let mut st = c.prepare("SELECT name, state FROM clips").unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        self.db()
+            .clips()
+            .into_iter()
+            .map(|c| (c.name, c.state))
+            .collect()
     }
 
     pub fn clip_on_camera(&self, name: &str) -> bool {

@@ -1,3 +1,4 @@
+pub mod db;
 pub mod fleet;
 pub mod moto;
 pub mod nm;

@@ -16,6 +16,7 @@ use qucam_sim::{self as sim, SimHandle, SimOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::db::Db;
 use super::fleet::{generated_clips, sha256_hex};
 use super::nm::NmStandIn;
 use super::s3::{Store, TestS3};
@@ -329,20 +330,18 @@ min_free_bytes = 0
     }
 
     /// The state database, opened by the test.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.state_dir.join("state.db")).expect("open db")
+    pub fn db(&self) -> Db {
+        Db::open(&self.state_dir.join("state.db"))
     }
 
     /// Clip states of truck `i`, by name.
     pub fn states(&self, i: usize) -> BTreeMap<String, String> {
-        let c = self.db();
-        let mut st = c
-            .prepare("SELECT name, state FROM clips WHERE imei = ?1")
-            .unwrap();
-        st.query_map([&self.trucks[i].imei], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        self.db()
+            .clips()
+            .into_iter()
+            .filter(|c| c.imei == self.trucks[i].imei)
+            .map(|c| (c.name, c.state))
+            .collect()
     }
 }
 
