@@ -938,3 +938,37 @@ async fn an_object_gone_from_the_bucket_is_offloaded_again_before_any_delete(sto
     f.assert_in_bucket(&victim);
     assert!(!f.clip_on_camera(&victim));
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_listed_without_a_size_or_as_a_directory_for_a_while_is_offloaded_once_it_is_a_clip
+);
+async fn a_clip_listed_without_a_size_or_as_a_directory_for_a_while_is_offloaded_once_it_is_a_clip(
+    store: Store,
+) {
+    let f = Fleet::start_on(store, 8, 20_000).await;
+    let events = f.event_clips();
+    assert!(events.len() >= 2, "{events:?}");
+    let (writing, odd) = (events[0].clone(), events[1].clone());
+    // Firmware lists a clip being written with `size: null`, and another as a directory.
+    let (w, o) = (writing.clone(), odd.clone());
+    f.sim.set_faults(move |x| {
+        x.sizeless = vec![w.clone()];
+        x.as_directory = vec![o.clone()];
+    });
+    f.run_once(&knobs()).await;
+    let states = f.states();
+    assert_eq!(states[&writing], "seen", "not refused: still being written");
+    assert_eq!(states[&odd], "refused");
+    assert!(f.clip_on_camera(&writing) && f.clip_on_camera(&odd));
+    // The listing shows them as clips again: both are offloaded, then deleted.
+    f.sim.set_faults(|x| {
+        x.sizeless.clear();
+        x.as_directory.clear();
+    });
+    f.run_until_done(&knobs(), 3).await;
+    for n in &events {
+        f.assert_in_bucket(n);
+        assert!(!f.clip_on_camera(n), "{n} stayed on the camera");
+    }
+}

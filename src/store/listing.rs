@@ -38,6 +38,8 @@ pub(super) const STABLE_FROM: Group = only(&[Seen]);
 pub(super) const MISSING_FROM: Group = Group::BEFORE_DOWNLOAD;
 pub(super) const GONE_AFTER_VERIFIED_FROM: Group = only(&[Verified]);
 pub(super) const LOST_FROM: Group = only(&[Lost]);
+/// A clip refused for a reason that can pass, now listed as a clip.
+pub(super) const REFUSAL_PASSED_FROM: Group = only(&[Refused]);
 pub(super) const UNDATED_FROM: Group = only(&[Verified]);
 
 /// Why a clip verified before the listing's `date` was recorded (a row from schema 3) is
@@ -45,6 +47,16 @@ pub(super) const UNDATED_FROM: Group = only(&[Verified]);
 pub(super) const UNDATED: &str = "verified before the agent recorded the listing's date \
     (upgraded from schema 3): kept on the camera, since a listing cannot show that these are \
     the bytes verified";
+
+/// The refusal of an entry listed as a directory: it can pass (the same path may be listed
+/// as a clip later), so a clip refused for it is looked at again at every listing.
+pub const REFUSED_AS_DIRECTORY: &str = "listed as a directory";
+/// The refusal of schema 7 and earlier for an entry listed without a size. Such an entry is
+/// no longer refused (it is `seen`, not stable yet), but rows refused for it before the
+/// upgrade are looked at again as well.
+pub const REFUSED_WITHOUT_SIZE: &str = "listing gives no size";
+/// Refusals for a reason that can pass (see [`REFUSED_AS_DIRECTORY`]).
+pub const PASSING_REFUSALS: &[&str] = &[REFUSED_AS_DIRECTORY, REFUSED_WITHOUT_SIZE];
 
 /// A listing entry after validation, ready to reconcile.
 #[derive(Debug, Clone)]
@@ -60,6 +72,9 @@ pub struct Listed {
     pub skip: Option<String>,
     /// `Some(reason)`: refused (hostile or unusable entry).
     pub refuse: Option<String>,
+    /// The listing gave no size (a clip still being written): `size` is 0 and means
+    /// nothing; the clip is seen but not stable, and nothing known of it changes.
+    pub size_unknown: bool,
     /// Recorded less than `sync.stable_after` ago: may still be recording.
     pub too_recent: bool,
     /// The listing's `date` (ms since the epoch), when it gave one.
@@ -74,6 +89,8 @@ pub struct Reconciled {
     /// Clips whose file changed on the camera before they were downloaded: their partial
     /// download (`.part`) is of other bytes and must go.
     pub stale_parts: Vec<Clip>,
+    /// Entries refused by this page that were not refused before: (path, reason).
+    pub refused: Vec<(String, String)>,
 }
 
 impl Store {
@@ -240,6 +257,8 @@ fn holds_new_clip(row: &Latest, l: &Listed) -> bool {
     let changed = row.size != l.size as i64 || row.date_ms.is_some_and(|d| Some(d) != l.date_ms);
     match row.state {
         Deleted | Elsewhere => true,
+        // Refused for good (a size no clip has): another entry there later is another clip.
+        Refused => l.refuse.is_none() && changed,
         Lost => row.reason.as_deref() == Some(LOST_CONFIRMED),
         Retained => !row.on_camera || changed,
         Failed => row.stage == Some(Stage::Upload) && changed,
@@ -256,17 +275,50 @@ fn reconcile_one(
     t: i64,
     out: &mut Reconciled,
 ) -> rusqlite::Result<()> {
+    let refused_now = |out: &mut Reconciled| {
+        if let Some(r) = &l.refuse {
+            out.refused.push((l.path.clone(), r.clone()));
+        }
+    };
     let Some(row) = latest(tx, imei, &l.path)? else {
         out.new += 1;
+        refused_now(out);
         return insert_first(tx, imei, l, finished, t);
     };
+    let id = row.id;
+    let passing = row.state == Refused
+        && row
+            .reason
+            .as_deref()
+            .is_some_and(|r| PASSING_REFUSALS.contains(&r));
+    if passing && l.refuse.is_none() {
+        // Refused for a reason that passed (a directory, or a size missing before the
+        // upgrade): a clip like any new one, not stable yet.
+        guarded(
+            tx,
+            "size = ?2, stable_count = 0, state = ?3, reason = NULL, last_seen = ?4,
+                on_camera = 1, date_ms = ?5",
+            REFUSAL_PASSED_FROM,
+            &[&id, &(l.size as i64), &Seen, &t, &l.date_ms],
+        )?;
+        return listed_at(tx, id, l);
+    }
+    if l.size_unknown {
+        // Nothing is learnt from an entry without a size (a clip still being written, or a
+        // glitch): it is on the camera, nothing else changes, and it is not deletable now.
+        tx.execute(
+            "UPDATE clips SET last_seen = ?2, on_camera = 1 WHERE id = ?1",
+            params![id, t],
+        )?;
+        return listed_at(tx, id, l);
+    }
     if holds_new_clip(&row, l) {
         supersede(tx, row.id, t)?;
         insert_new(tx, imei, l, finished, t, (row.generation + 1, true))?;
         out.new += 1;
+        refused_now(out);
         return Ok(());
     }
-    let id = row.id;
     let listed_size = l.size as i64;
     let same = row.size == listed_size;
     let same_date = row.date_ms.is_none() || row.date_ms == l.date_ms;
@@ -317,9 +369,16 @@ fn reconcile_one(
     } else {
         listed_again(tx, &row, l, (same && !l.too_recent) || finished, t)?;
     }
+    listed_at(tx, id, l)
+}
+
+/// Records what this listing showed of clip `id` (for retention: only a clip listed with
+/// its verified size and `date` may be deleted; an entry without a size never is).
+fn listed_at(tx: &Transaction<'_>, id: i64, l: &Listed) -> rusqlite::Result<()> {
+    let size = (!l.size_unknown).then_some(l.size as i64);
     tx.execute(
         "UPDATE clips SET listed_size = ?2, listed_date = ?3, listed_at = ?4 WHERE id = ?1",
-        params![id, listed_size, l.date_ms, now_ms()],
+        params![id, size, l.date_ms, now_ms()],
     )?;
     Ok(())
 }

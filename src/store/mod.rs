@@ -22,7 +22,7 @@
 //!
 //! | from | method | to |
 //! |---|---|---|
-//! | (new) | `reconcile_page` | `refused` (hostile or unusable entry), `skipped` (not selected), `queued` (known finished), else `seen`; also a path's new generation (Identity) |
+//! | (new) | `reconcile_page` | `refused` (hostile or unusable entry), `skipped` (not selected), `queued` (known finished), else `seen` (listed without a size: never stable until a listing gives one); also a path's new generation (Identity), a later clip at a path refused for good included |
 //! | seen | `reconcile_page` | queued (same size listed again and not too recent, or finished) |
 //! | seen, queued, downloading, failed@download | `reconcile_page` | seen (listed with another size or `date`: still recording; a partial download is dropped) |
 //! | verified | `reconcile_page` | deleted (its path holds a new clip, a new generation: left the camera, not deleted by the agent) |
@@ -30,6 +30,7 @@
 //! | seen, queued | `reconcile_page` | skipped (the selection no longer wants it) |
 //! | skipped | `reconcile_page` | queued or seen (the selection wants it now) |
 //! | lost | `reconcile_page` | seen (listed again after all) |
+//! | refused | `reconcile_page` | seen (refused for a reason that can pass, listed as a directory, and now listed as a clip) |
 //! | seen, queued, downloading, failed@download | `mark_missing` | lost (left the camera before it was downloaded) |
 //! | verified | `mark_missing` | deleted (left the camera after it was verified; the delete was not recorded) |
 //! | lost | `found_elsewhere` | elsewhere (its object is in the bucket) |
@@ -51,7 +52,8 @@
 //! | verified, retained | `requeue_missing_object` | queued (the bucket no longer confirms it) |
 //! | seen, queued, downloading, downloaded, uploading, uploaded, failed | `refuse` | refused |
 //!
-//! Nothing else writes `state`. `deleted`, `elsewhere` and `refused` have no way out.
+//! Nothing else writes `state`. `deleted` and `elsewhere` have no way out; `refused` has
+//! one when its reason can pass (a directory).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,7 +72,7 @@ pub mod state;
 mod transitions;
 
 pub use hotspots::{CameraWork, HotspotRow, JoinFailed, JoinFailure};
-pub use listing::{Listed, Reconciled};
+pub use listing::{Listed, PASSING_REFUSALS, REFUSED_AS_DIRECTORY, Reconciled};
 pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};
 pub use schema::SCHEMA_VERSION;

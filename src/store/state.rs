@@ -41,7 +41,8 @@ pub enum ClipState {
     /// Left the camera before this agent offloaded it, but its object is in the bucket under
     /// its key with the listed size: another agent (another depot machine) offloaded it.
     Elsewhere,
-    /// Refused for good: a hostile or unusable listing entry (kept with its reason).
+    /// Refused: a hostile or unusable listing entry (kept with its reason); for good,
+    /// unless the reason can pass (`PASSING_REFUSALS`: looked at again at every listing).
     Refused,
 }
 
@@ -90,7 +91,8 @@ impl ClipState {
         Failed,
     ];
 
-    /// What `status` lists as failures: `failed` (retried later) and `refused` (never).
+    /// What `status` lists as failures: `failed` (retried later) and `refused` (looked at
+    /// again only when its reason can pass).
     pub const FAILURES: &'static [ClipState] = &[Failed, Refused];
 
     /// The stored text.

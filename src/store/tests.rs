@@ -21,6 +21,7 @@ fn listed(path: &str, size: u64) -> Listed {
         priority: 0,
         skip: None,
         refuse: None,
+        size_unknown: false,
         too_recent: false,
         date_ms: None,
     }
@@ -534,4 +535,112 @@ fn the_documented_tables_agree() {
     let code = rows(include_str!("mod.rs"));
     assert!(doc.len() > 20, "{doc:?}");
     assert_eq!(doc, code);
+}
+
+/// The rows of camera "1" at `path`, oldest generation first: (generation, state, size).
+async fn at_path(s: &Store, path: &str) -> Vec<(i64, ClipState, u64)> {
+    let mut v: Vec<_> = s
+        .clips_of("1")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.path == path)
+        .map(|c| (c.generation, c.state, c.size))
+        .collect();
+    v.sort();
+    v
+}
+
+fn sizeless(path: &str) -> Listed {
+    Listed {
+        size_unknown: true,
+        too_recent: true,
+        ..listed(path, 0)
+    }
+}
+
+#[tokio::test]
+async fn a_clip_listed_without_a_size_is_seen_until_its_size_is_listed_twice() {
+    let (_d, s) = open();
+    let page = |l: Listed| s.reconcile_page("1", vec![l], HashSet::new());
+    for _ in 0..3 {
+        page(sizeless("/v/a.mp4")).await.unwrap();
+        assert_eq!(
+            at_path(&s, "/v/a.mp4").await,
+            [(0, Seen, 0)],
+            "never stable"
+        );
+    }
+    page(listed("/v/a.mp4", 20)).await.unwrap();
+    page(listed("/v/a.mp4", 20)).await.unwrap();
+    assert_eq!(at_path(&s, "/v/a.mp4").await, [(0, Queued, 20)]);
+    let r = page(sizeless("/v/a.mp4")).await.unwrap();
+    assert!(r.refused.is_empty());
+    assert_eq!(
+        at_path(&s, "/v/a.mp4").await,
+        [(0, Queued, 20)],
+        "a listing without a size changes nothing known"
+    );
+}
+
+#[tokio::test]
+async fn a_verified_clip_listed_without_a_size_is_no_new_clip_and_not_deletable() {
+    let (_d, s) = open();
+    let id = clip_in(&s, ClipState::Verified, None);
+    let path = s.clip(id).await.unwrap().path;
+    let since = crate::store::now_ms();
+    s.reconcile_page("1", vec![sizeless(&path)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(at_path(&s, &path).await, [(0, ClipState::Verified, 7)]);
+    assert!(
+        s.deletable("1", since).await.unwrap().is_empty(),
+        "not deleted on the word of a listing that gives no size"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_that_can_pass_is_looked_at_again_one_for_good_is_not() {
+    let (_d, s) = open();
+    let page = |l: Listed| s.reconcile_page("1", vec![l], HashSet::new());
+    // Listed as a directory, then as a clip.
+    let dir = Listed {
+        refuse: Some(REFUSED_AS_DIRECTORY.into()),
+        ..listed("/v/d.mp4", 10)
+    };
+    let r = page(dir.clone()).await.unwrap();
+    assert_eq!(r.refused.len(), 1, "reported the first time");
+    let r = page(dir).await.unwrap();
+    assert!(r.refused.is_empty(), "and only then");
+    assert_eq!(at_path(&s, "/v/d.mp4").await, [(0, Refused, 10)]);
+    page(listed("/v/d.mp4", 10)).await.unwrap();
+    assert_eq!(at_path(&s, "/v/d.mp4").await, [(0, Seen, 10)]);
+    page(listed("/v/d.mp4", 10)).await.unwrap();
+    assert_eq!(at_path(&s, "/v/d.mp4").await, [(0, Queued, 10)]);
+    // A row refused before the upgrade for a missing size passes too.
+    s.with(|c| {
+        c.execute(
+            "INSERT INTO clips (imei, path, name, size, state, reason, first_seen, last_seen)
+             VALUES ('1', '/v/n.mp4', 'n.mp4', 0, ?1, 'listing gives no size', 0, 0)",
+            params![Refused],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    page(listed("/v/n.mp4", 30)).await.unwrap();
+    assert_eq!(at_path(&s, "/v/n.mp4").await, [(0, Seen, 30)]);
+    // Refused for good (a negative size): the same entry stays refused; a clip listed
+    // there later is a new generation.
+    let bad = Listed {
+        refuse: Some("listing gives a negative size (-5)".into()),
+        ..listed("/v/b.mp4", 0)
+    };
+    page(bad.clone()).await.unwrap();
+    page(bad).await.unwrap();
+    assert_eq!(at_path(&s, "/v/b.mp4").await, [(0, Refused, 0)]);
+    page(listed("/v/b.mp4", 40)).await.unwrap();
+    assert_eq!(
+        at_path(&s, "/v/b.mp4").await,
+        [(0, Refused, 0), (1, Seen, 40)]
+    );
 }

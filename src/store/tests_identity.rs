@@ -27,6 +27,7 @@ fn entry(path: &str, size: u64, date_ms: Option<i64>) -> Listed {
         priority: 0,
         skip: None,
         refuse: None,
+        size_unknown: false,
         too_recent: false,
         date_ms,
     }

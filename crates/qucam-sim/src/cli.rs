@@ -122,6 +122,8 @@ impl Args {
             require_client_id: self.require_client_id,
             growing: self.growing.clone(),
             new_clip_between_pages: self.new_clip_between_pages,
+            sizeless: Vec::new(),
+            as_directory: Vec::new(),
             listing_override: read_text(&self.listing_override)?,
             device_info_override: read_text(&self.device_info_override)?,
             download_override,

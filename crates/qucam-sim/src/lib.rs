@@ -95,6 +95,11 @@ pub struct Faults {
     /// After a listing page at offset 0 is served, a new newest clip appears on disk, so
     /// later offsets shift.
     pub new_clip_between_pages: bool,
+    /// Clips (by file name) listed with `"size": null`, as firmware does for a clip still
+    /// being written.
+    pub sizeless: Vec<String>,
+    /// Clips (by file name) listed with `"isDirectory": true`.
+    pub as_directory: Vec<String>,
     /// Raw reply body returned verbatim for `get_video_files_info`.
     pub listing_override: Option<String>,
     /// Raw reply body returned verbatim for `get_device_info`.

@@ -35,6 +35,7 @@ pub(crate) fn classify(e: &FileEntry, sync: &SyncConfig, now_ms: i64) -> Listed 
         priority: 99,
         skip: None,
         refuse: None,
+        size_unknown: e.size.is_none(),
         too_recent: false,
         date_ms: e.date_ms,
     };
@@ -42,6 +43,9 @@ pub(crate) fn classify(e: &FileEntry, sync: &SyncConfig, now_ms: i64) -> Listed 
     if recent_ms > 0 {
         l.too_recent = e.date_ms.is_none_or(|d| d > now_ms - recent_ms);
     }
+    // A clip listed without a size is still being written (or the listing glitched): seen,
+    // never stable, until a listing gives its size.
+    l.too_recent |= l.size_unknown;
     let name = match ClipName::parse(&e.name) {
         Ok(n) => n,
         Err(err) => {
@@ -64,13 +68,16 @@ pub(crate) fn classify(e: &FileEntry, sync: &SyncConfig, now_ms: i64) -> Listed 
     l
 }
 
-/// Why a well-named entry is refused anyway (its size or kind), if it is.
+/// Why a well-named entry is refused anyway (its size or kind), if it is. A directory can
+/// pass (the store looks at it again at every listing); a size no clip has is refused for
+/// good (another entry at the path later is another clip). No size is no refusal: the clip
+/// is seen, not stable yet ([`classify`]).
 fn refusal(e: &FileEntry) -> Option<String> {
     if e.is_directory {
-        return Some("listed as a directory".into());
+        return Some(store::REFUSED_AS_DIRECTORY.into());
     }
     match e.size {
-        None => Some("listing gives no size".into()),
+        None => None,
         Some(s) if s < 0 => Some(format!("listing gives a negative size ({s})")),
         Some(s) if s as u64 > MAX_CLIP_BYTES => {
             Some(format!("listing gives an implausible size ({s} bytes)"))
@@ -268,6 +275,10 @@ impl Listing<'_> {
             .store
             .reconcile_page(self.imei, listed, finished)
             .await?;
+        for (path, why) in &done.refused {
+            // Once per entry: it is in the store from now on (`status` lists it).
+            warn!(imei = %self.imei, path = %path, "listing entry refused: {why}");
+        }
         for c in done.stale_parts {
             // Its file changed on the camera before it was downloaded (parts sent from the
             // old bytes while they downloaded are never completed).
@@ -378,12 +389,18 @@ mod tests {
             .is_some()
         );
         let why = |e: FileEntry| refused(e).unwrap_or_default();
-        assert_eq!(
-            why(FileEntry {
+        // No size is no refusal: a clip still being written is seen, never stable yet.
+        let sizeless = classify(
+            &FileEntry {
                 size: None,
                 ..entry(EVENT)
-            }),
-            "listing gives no size"
+            },
+            &sync(),
+            NOW_MS,
+        );
+        assert_eq!(
+            (sizeless.refuse, sizeless.size_unknown, sizeless.too_recent),
+            (None, true, true)
         );
         assert!(
             why(FileEntry {

@@ -154,7 +154,12 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
         Ok(q) => q,
         Err(why) => return bad_request(&sim, &why),
     };
-    let new_clip = q.offset == 0 && sim.lock().faults.new_clip_between_pages;
+    let (new_clip, sizeless, as_directory) = {
+        let st = sim.lock();
+        let f = &st.faults;
+        let new_clip = q.offset == 0 && f.new_clip_between_pages;
+        (new_clip, f.sizeless.clone(), f.as_directory.clone())
+    };
     let dir = sim.dir();
     let listed = blocking(move || {
         if let Some(name) = growing {
@@ -169,7 +174,16 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
             .iter()
             .skip(q.offset)
             .take(q.count.unwrap_or(usize::MAX))
-            .map(entry_json)
+            .map(|c| {
+                let mut e = entry_json(c);
+                if sizeless.contains(&c.name) {
+                    e["size"] = Value::Null;
+                }
+                if as_directory.contains(&c.name) {
+                    e["isDirectory"] = Value::Bool(true);
+                }
+                e
+            })
             .collect();
         if new_clip {
             add_newest_clip(&dir)?;
