@@ -644,3 +644,59 @@ async fn a_refusal_that_can_pass_is_looked_at_again_one_for_good_is_not() {
         [(0, Refused, 0), (1, Seen, 40)]
     );
 }
+
+#[tokio::test]
+async fn a_delete_that_did_not_take_is_no_new_clip_and_waits_before_its_retry() {
+    let (_d, s) = open();
+    let id = clip_in(&s, ClipState::Verified, None);
+    let path = s.clip(id).await.unwrap().path;
+    s.with(|c| Ok(c.execute("UPDATE clips SET date_ms = 1000 WHERE id = ?1", [id])?))
+        .unwrap();
+    let dated = |size: u64, date: i64| Listed {
+        date_ms: Some(date),
+        ..listed(&path, size)
+    };
+    assert_eq!(s.deleted(vec![id]).await.unwrap(), 1);
+    // The camera acknowledged the delete, and lists the same bytes again.
+    let since = crate::store::now_ms();
+    let r = s
+        .reconcile_page("1", vec![dated(7, 1000)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.delete_not_taken), (0, 1));
+    assert_eq!(at_path(&s, &path).await, [(0, ClipState::Verified, 7)]);
+    let c = s.clip(id).await.unwrap();
+    assert!(c.retry_after.is_some_and(|t| t > crate::store::now()));
+    assert!(
+        s.deletable("1", since).await.unwrap().is_empty(),
+        "its next delete waits for the backoff"
+    );
+    assert_eq!(s.deletes_not_taken().await.unwrap().get("1"), Some(&1));
+    // Once the backoff is over it may be deleted again.
+    s.with(|c| Ok(c.execute("UPDATE clips SET retry_after = 0 WHERE id = ?1", [id])?))
+        .unwrap();
+    s.reconcile_page("1", vec![dated(7, 1000)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(s.deletable("1", since).await.unwrap().len(), 1);
+    assert_eq!(s.deleted(vec![id]).await.unwrap(), 1);
+    // Other bytes at the path after a delete are a new clip, as before.
+    let r = s
+        .reconcile_page("1", vec![dated(9, 1000)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.delete_not_taken), (1, 0));
+    assert_eq!(at_path(&s, &path).await, [(0, Deleted, 7), (1, Seen, 9)]);
+    assert_eq!(s.deletes_not_taken().await.unwrap().get("1"), None);
+}
+
+#[test]
+fn delete_retries_wait_a_minute_doubling_up_to_six_hours() {
+    let waits: Vec<i64> = (1..=11).map(super::listing::delete_retry_secs).collect();
+    assert_eq!(
+        waits,
+        [
+            60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 21600, 21600
+        ]
+    );
+}

@@ -376,7 +376,9 @@ impl Store {
             for id in ids {
                 n += usize::from(guarded(
                     &tx,
-                    "state = ?2, deleted_at = ?3, on_camera = 0",
+                    // No reason: deleted by the agent, which the camera confirmed (a
+                    // listing may yet show that it did not: see `reconcile_page`).
+                    "state = ?2, deleted_at = ?3, on_camera = 0, reason = NULL",
                     DELETED_FROM,
                     &[&id, &Deleted, &t],
                 )?);
