@@ -40,18 +40,6 @@ pub(super) const GONE_AFTER_VERIFIED_FROM: Group = only(&[Verified]);
 pub(super) const LOST_FROM: Group = only(&[Lost]);
 /// A clip refused for a reason that can pass, now listed as a clip.
 pub(super) const REFUSAL_PASSED_FROM: Group = only(&[Refused]);
-/// A clip the agent deleted, listed again with the verified size and `date`.
-pub(super) const DELETE_NOT_TAKEN_FROM: Group = only(&[Deleted]);
-
-/// Why a deleted clip is verified again.
-pub(super) const DELETE_NOT_TAKEN: &str =
-    "the camera acknowledged its delete but still lists it: the delete is tried again later";
-
-/// Seconds the next delete of a clip whose delete did not take `misses` times waits: a
-/// minute, doubling, at most six hours.
-pub(crate) fn delete_retry_secs(misses: i64) -> i64 {
-    (60i64 << (misses - 1).clamp(0, 9)).min(6 * 3600)
-}
 pub(super) const UNDATED_FROM: Group = only(&[Verified]);
 
 /// Why a clip verified before the listing's `date` was recorded (a row from schema 3) is
@@ -103,9 +91,6 @@ pub struct Reconciled {
     pub stale_parts: Vec<Clip>,
     /// Entries refused by this page that were not refused before: (path, reason).
     pub refused: Vec<(String, String)>,
-    /// Clips the agent deleted that this page lists again with their verified size and
-    /// `date`: the camera acknowledged the delete and did not perform it.
-    pub delete_not_taken: usize,
 }
 
 impl Store {
@@ -325,33 +310,6 @@ fn reconcile_one(
             "UPDATE clips SET last_seen = ?2, on_camera = 1 WHERE id = ?1",
             params![id, t],
         )?;
-        return listed_at(tx, id, l);
-    }
-    if row.state == Deleted
-        && row.reason.is_none()
-        && row.size == l.size as i64
-        && row.date_ms.is_some()
-        && row.date_ms == l.date_ms
-    {
-        // Deleted by the agent and still here, the same bytes by every sign a listing
-        // gives: a delete that did not take (a read-only card), not a new clip. It stays
-        // verified (not offloaded again) and its delete is tried again after a backoff.
-        let t_now = now();
-        let misses: i64 = tx.query_row(
-            "SELECT delete_misses FROM clips WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
-        let retry = t_now + delete_retry_secs(misses + 1);
-        if guarded(
-            tx,
-            "state = ?2, on_camera = 1, deleted_at = NULL, last_seen = ?3, reason = ?4,
-                delete_misses = delete_misses + 1, retry_after = ?5",
-            DELETE_NOT_TAKEN_FROM,
-            &[&id, &Verified, &t, &DELETE_NOT_TAKEN, &retry],
-        )? {
-            out.delete_not_taken += 1;
-        }
         return listed_at(tx, id, l);
     }
     if holds_new_clip(&row, l) {

@@ -31,7 +31,6 @@
 //! | skipped | `reconcile_page` | queued or seen (the selection wants it now) |
 //! | lost | `reconcile_page` | seen (listed again after all) |
 //! | refused | `reconcile_page` | seen (refused for a reason that can pass, listed as a directory, and now listed as a clip) |
-//! | deleted | `reconcile_page` | verified (deleted by the agent, and listed again with the verified size and `date`: the delete did not take; tried again after a backoff) |
 //! | seen, queued, downloading, failed@download | `mark_missing` | lost (left the camera before it was downloaded) |
 //! | verified | `mark_missing` | deleted (left the camera after it was verified; the delete was not recorded) |
 //! | lost | `found_elsewhere` | elsewhere (its object is in the bucket) |
@@ -53,8 +52,8 @@
 //! | verified, retained | `requeue_missing_object` | queued (the bucket no longer confirms it) |
 //! | seen, queued, downloading, downloaded, uploading, uploaded, failed | `refuse` | refused |
 //!
-//! Nothing else writes `state`. `elsewhere` has no way out; `refused` has one when its
-//! reason can pass (a directory), `deleted` one when the camera did not perform the delete.
+//! Nothing else writes `state`. `deleted` and `elsewhere` have no way out; `refused` has
+//! one when its reason can pass (a directory).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

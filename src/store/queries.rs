@@ -144,32 +144,10 @@ impl Store {
         self.call(move |c| {
             let cond = format!(
                 "imei = ?1 AND on_camera = 1 AND {} AND listed_at >= ?2 AND listed_size = size
-                    AND listed_date IS date_ms
-                    AND (delete_misses = 0 OR retry_after IS NULL OR retry_after <= ?3)
-                    ORDER BY recorded_at",
+                    AND listed_date IS date_ms ORDER BY recorded_at",
                 DELETED_FROM.sql()
             );
-            clips(c, &cond, params![imei, listed_since, now()])
-        })
-        .await
-    }
-
-    /// Per camera (IMEI), the clips still on it whose delete the camera acknowledged and
-    /// did not perform (verified again, their delete waiting for a retry).
-    pub async fn deletes_not_taken(&self) -> Result<std::collections::HashMap<String, usize>> {
-        self.call(|c| {
-            let sql = format!(
-                "SELECT imei, COUNT(*) FROM clips WHERE delete_misses > 0 AND on_camera = 1
-                    AND {} GROUP BY imei",
-                DELETED_FROM.sql()
-            );
-            let mut st = c.prepare(&sql)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            clips(c, &cond, params![imei, listed_since])
         })
         .await
     }

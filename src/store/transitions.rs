@@ -376,9 +376,7 @@ impl Store {
             for id in ids {
                 n += usize::from(guarded(
                     &tx,
-                    // No reason: deleted by the agent, which the camera confirmed (a
-                    // listing may yet show that it did not: see `reconcile_page`).
-                    "state = ?2, deleted_at = ?3, on_camera = 0, reason = NULL",
+                    "state = ?2, deleted_at = ?3, on_camera = 0",
                     DELETED_FROM,
                     &[&id, &Deleted, &t],
                 )?);

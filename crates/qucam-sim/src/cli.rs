@@ -122,7 +122,6 @@ impl Args {
             require_client_id: self.require_client_id,
             growing: self.growing.clone(),
             new_clip_between_pages: self.new_clip_between_pages,
-            ignore_deletes: false,
             sizeless: Vec::new(),
             as_directory: Vec::new(),
             listing_override: read_text(&self.listing_override)?,

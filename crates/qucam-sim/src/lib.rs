@@ -95,8 +95,6 @@ pub struct Faults {
     /// After a listing page at offset 0 is served, a new newest clip appears on disk, so
     /// later offsets shift.
     pub new_clip_between_pages: bool,
-    /// `delete_file` answers "success" and removes nothing (a read-only SD card).
-    pub ignore_deletes: bool,
     /// Clips (by file name) listed with `"size": null`, as firmware does for a clip still
     /// being written.
     pub sizeless: Vec<String>,
@@ -147,8 +145,6 @@ struct State {
     ssid: String,
     password: String,
     deletes: Vec<String>,
-    /// Paths whose delete was acknowledged and not performed (`Faults::ignore_deletes`).
-    ignored_deletes: Vec<String>,
     on_delete: Option<DeleteHook>,
     on_request: Option<RequestHook>,
     requests: Vec<RequestRecord>,
@@ -235,7 +231,6 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
             ssid: opts.ssid,
             password: opts.password,
             deletes: Vec::new(),
-            ignored_deletes: Vec::new(),
             on_delete: None,
             on_request: None,
             requests: Vec::new(),
@@ -297,12 +292,6 @@ impl SimHandle {
     /// Every camera path deleted through `delete_file`, in order.
     pub fn deletes(&self) -> Vec<String> {
         self.shared.lock().deletes.clone()
-    }
-
-    /// Every camera path whose delete was acknowledged but not performed
-    /// (`Faults::ignore_deletes`), in order, repeats included.
-    pub fn ignored_deletes(&self) -> Vec<String> {
-        self.shared.lock().ignored_deletes.clone()
     }
 
     /// Called synchronously with each camera path just before its file is removed.

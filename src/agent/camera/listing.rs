@@ -5,7 +5,6 @@
 //! is read between two IMEI checks and taken only if both found the pass's camera.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -157,8 +156,6 @@ pub(super) struct Listing<'a> {
     pub(super) uploader: &'a Uploader,
     pub(super) events: &'a Events,
     pub(super) stops: &'a Stops,
-    /// Whether this camera was already reported as not performing its deletes.
-    pub(super) warned_not_deleting: &'a AtomicBool,
 }
 
 impl Listing<'_> {
@@ -278,14 +275,6 @@ impl Listing<'_> {
             .store
             .reconcile_page(self.imei, listed, finished)
             .await?;
-        if done.delete_not_taken > 0 && !self.warned_not_deleting.swap(true, Ordering::Relaxed) {
-            // Once per camera: `status` and `/metrics` keep the count.
-            warn!(
-                imei = %self.imei,
-                clips = done.delete_not_taken,
-                "the camera acknowledges deletes but still lists the clips (a read-only card?): they stay verified, not offloaded again, and their deletes are tried again later"
-            );
-        }
         for (path, why) in &done.refused {
             // Once per entry: it is in the store from now on (`status` lists it).
             warn!(imei = %self.imei, path = %path, "listing entry refused: {why}");

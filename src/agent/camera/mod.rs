@@ -23,7 +23,6 @@ mod listing;
 mod retention;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use tracing::{debug, info, warn};
@@ -87,8 +86,6 @@ pub(crate) struct CameraWorker {
     events: Events,
     stops: Stops,
     learner: Learner,
-    /// Whether the camera was reported as acknowledging deletes it does not perform.
-    warned_not_deleting: AtomicBool,
 }
 
 impl CameraWorker {
@@ -103,7 +100,6 @@ impl CameraWorker {
             events: p.events,
             stops: p.stops,
             learner: p.learner,
-            warned_not_deleting: AtomicBool::new(false),
         }
     }
 
@@ -263,7 +259,6 @@ impl CameraWorker {
             uploader: &self.uploader,
             events: &self.events,
             stops: &self.stops,
-            warned_not_deleting: &self.warned_not_deleting,
         };
         let mut listed_since = crate::store::now_ms();
         listing.reconcile().await?;
