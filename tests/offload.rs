@@ -972,3 +972,46 @@ async fn a_clip_listed_without_a_size_or_as_a_directory_for_a_while_is_offloaded
         assert!(!f.clip_on_camera(n), "{n} stayed on the camera");
     }
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_spool_file_the_database_does_not_name_is_quarantined_never_deleted
+);
+/// An operator moves a corrupt state database aside while downloaded clips wait for S3, and
+/// the camera has since overwritten them: the spool holds their only copies.
+async fn a_spool_file_the_database_does_not_name_is_quarantined_never_deleted(store: Store) {
+    let f = Fleet::start_on(store, 8, 20_000).await;
+    let events = f.event_clips();
+    f.s3.set_refusing(true);
+    f.run_once(&knobs()).await;
+    f.s3.set_refusing(false);
+    let spool = f.state_dir.join("spool").join(IMEI);
+    let waiting: BTreeMap<String, Vec<u8>> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        waiting.len(),
+        events.len(),
+        "downloaded, waiting: {waiting:?}"
+    );
+    for n in &events {
+        std::fs::remove_file(clip_path(&f.camera_dir, n)).unwrap();
+    }
+    std::fs::rename(f.db_path(), f.state_dir.join("state.db.corrupt")).unwrap();
+    f.run_once(&knobs()).await;
+    let quarantine = f.state_dir.join("quarantine").join(IMEI);
+    for (name, bytes) in &waiting {
+        assert!(!spool.join(name).exists(), "{name} left the spool");
+        let kept = std::fs::read(quarantine.join(name))
+            .unwrap_or_else(|e| panic!("{name} is not in the quarantine: {e}"));
+        assert!(
+            kept == *bytes,
+            "{name}: the quarantined copy is the downloaded one"
+        );
+    }
+}

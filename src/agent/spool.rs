@@ -1,11 +1,14 @@
 //! The spool: where clips wait between the camera and the bucket, `spool/{imei}/…` under
 //! the state dir ([`Spool`] names the paths). Its files are kept honest: a file is trusted
 //! only under the name of the listing its bytes are for ([`spool_name`]); anything else in
-//! a camera's spool dir is a
-//! leftover (a download of a listing the camera has since changed, whose removal a kill
-//! interrupted, or a name from before the spool named listings) and is removed by
-//! [`Spool::sweep`] at the start of a pass's downloads (with `retention.keep_local`,
-//! only `.part` leftovers: finished files are kept, and only an exact listing's is used).
+//! a camera's spool dir is a leftover (a download of a listing the camera has since
+//! changed, whose removal a kill interrupted, or a name from before the spool named
+//! listings), dealt with by [`Spool::sweep`] at the start of a pass's downloads: a `.part`
+//! leftover, or the finished file of a clip verified in the bucket, is removed; a finished
+//! file no clip names as offloaded (a state database moved aside or restored from a backup)
+//! may be a clip's only copy, and goes to `quarantine/{imei}/` beside the spool, never
+//! deleted (with `retention.keep_local`, only `.part` leftovers go: finished files are
+//! kept, and only an exact listing's is used).
 //! [`Spool::adopt_legacy`] renames, once at start, the finished file of a clip past
 //! its download from its pre-upgrade name to its current one (its SHA-256 is checked again
 //! by the upload).
@@ -72,6 +75,16 @@ fn wanted(clips: &[Clip]) -> HashSet<String> {
         .collect()
 }
 
+/// The finished spool names of clips whose bytes are verified in the bucket (their files
+/// may go: the bucket holds them).
+fn offloaded(clips: &[Clip]) -> HashSet<String> {
+    clips
+        .iter()
+        .filter(|c| c.state.is_offloaded())
+        .map(spool_name)
+        .collect()
+}
+
 impl Spool {
     /// The spool under `state_dir`, created if missing.
     pub(crate) fn open(state_dir: &Path) -> Result<Spool> {
@@ -125,11 +138,20 @@ impl Spool {
         if found.is_empty() {
             return Ok(());
         }
-        let keep = wanted(&store.clips_of(imei).await?);
+        let clips = store.clips_of(imei).await?;
+        let keep = wanted(&clips);
+        let safe = offloaded(&clips);
         // `keep_local` keeps every finished file (only an exact listing's is ever used).
         let leftover = |f: &String| !keep.contains(f) && (!keep_local || f.ends_with(".part"));
         for f in found.into_iter().filter(leftover) {
-            match tokio::fs::remove_file(dir.join(&f)).await {
+            let file = dir.join(&f);
+            if !f.ends_with(".part") && !safe.contains(&f) {
+                // A finished clip no row names as offloaded (a state database moved aside
+                // or restored from a backup): it may be the only copy. Never deleted.
+                self.quarantine(imei, &f).await;
+                continue;
+            }
+            match tokio::fs::remove_file(&file).await {
                 Ok(()) => debug!(imei = %imei, file = %f, "removed a leftover spool file"),
                 Err(e) => {
                     warn!(imei = %imei, file = %f, "cannot remove a leftover spool file: {e}")
@@ -137,6 +159,33 @@ impl Spool {
             }
         }
         Ok(())
+    }
+
+    /// The quarantine: `quarantine/{imei}/` beside the spool, where finished spool files
+    /// that no clip names wait for the operator (see [`Spool::sweep`]).
+    pub(crate) fn quarantine_dir(&self, imei: &str) -> PathBuf {
+        let state_dir = self.root.parent().unwrap_or(&self.root);
+        state_dir.join("quarantine").join(imei)
+    }
+
+    /// Moves finished spool file `f` of camera `imei` to the quarantine (warned once per
+    /// file: it leaves the spool).
+    async fn quarantine(&self, imei: &str, f: &str) {
+        let to_dir = self.quarantine_dir(imei);
+        let (from, to) = (self.camera_dir(imei).join(f), to_dir.join(f));
+        let moved = async {
+            tokio::fs::create_dir_all(&to_dir).await?;
+            tokio::fs::rename(&from, &to).await
+        };
+        match moved.await {
+            Ok(()) => warn!(
+                imei = %imei, file = %f, quarantine = %to_dir.display(),
+                "a finished spool file no clip in the state database names (was the database replaced?) is kept in the quarantine, never deleted: offload it by hand"
+            ),
+            Err(e) => {
+                warn!(imei = %imei, file = %f, "cannot move an unnamed spool file to the quarantine (it stays in the spool): {e}")
+            }
+        }
     }
 
     /// Before any loop starts: gives each clip past its download whose finished file still

@@ -185,7 +185,7 @@ impl Store {
         }
         let hint = || {
             format!(
-                "cannot open the state database {}: if it is corrupt, stop the agent, move the file aside and start again (clips already in the bucket are recognised and not sent twice)",
+                "cannot open the state database {}: if it is corrupt, stop the agent, move the file aside and start again (clips already in the bucket are recognised and not sent twice; downloaded clips waiting in the spool that the new database does not know are moved to the quarantine dir beside it, never deleted)",
                 path.display()
             )
         };
