@@ -132,6 +132,32 @@ impl Latest {
     }
 }
 
+/// New refusals logged one by one per listing page; the rest are counted in one line.
+const REFUSALS_LOGGED_PER_PAGE: usize = 5;
+
+/// The log lines for the entries a page refused for the first time: one per entry (it is
+/// in the store from now on, and `status` lists it) for the first few, then one line for
+/// the rest, so a camera that lists thousands of hostile entries cannot flood the log.
+/// Camera text is cleaned of control characters and cut short ([`qucam::excerpt`]): it
+/// cannot forge a log line.
+fn refusal_lines(refused: &[(String, String)]) -> Vec<String> {
+    let mut lines: Vec<String> = refused
+        .iter()
+        .take(REFUSALS_LOGGED_PER_PAGE)
+        .map(|(path, why)| {
+            let (path, why) = (qucam::excerpt(path), qucam::excerpt(why));
+            format!("listing entry refused: {why} (path {path})")
+        })
+        .collect();
+    let more = refused.len().saturating_sub(REFUSALS_LOGGED_PER_PAGE);
+    if more > 0 {
+        lines.push(format!(
+            "{more} more listing entries refused on this page (`status` lists them)"
+        ));
+    }
+    lines
+}
+
 /// What one pass has read of the listing so far.
 #[derive(Default)]
 struct Reading {
@@ -275,9 +301,8 @@ impl Listing<'_> {
             .store
             .reconcile_page(self.imei, listed, finished)
             .await?;
-        for (path, why) in &done.refused {
-            // Once per entry: it is in the store from now on (`status` lists it).
-            warn!(imei = %self.imei, path = %path, "listing entry refused: {why}");
+        for line in refusal_lines(&done.refused) {
+            warn!(imei = %self.imei, "{line}");
         }
         for c in done.stale_parts {
             // Its file changed on the camera before it was downloaded (parts sent from the
@@ -446,6 +471,28 @@ mod tests {
             (0, None),
             "a refused entry is not also skipped"
         );
+    }
+
+    #[test]
+    fn refusals_are_logged_clean_and_a_few_per_page() {
+        let hostile = |i: usize| {
+            (
+                format!("/s/{i}.mp4\nINFO forged line\u{1b}[31m"),
+                "bad name \"x\nERROR forged\"".to_string(),
+            )
+        };
+        let lines = refusal_lines(&(0..1000).map(hostile).collect::<Vec<_>>());
+        assert_eq!(lines.len(), REFUSALS_LOGGED_PER_PAGE + 1);
+        assert!(lines.last().is_some_and(|l| l.starts_with("995 more")));
+        for l in &lines {
+            assert!(!l.chars().any(char::is_control), "{l:?}");
+        }
+        assert_eq!(
+            refusal_lines(&[hostile(1)]).len(),
+            1,
+            "no summary for a few"
+        );
+        assert!(refusal_lines(&[]).is_empty());
     }
 
     #[test]
