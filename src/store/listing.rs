@@ -305,10 +305,17 @@ fn reconcile_one(
     }
     if l.size_unknown {
         // Nothing is learnt from an entry without a size (a clip still being written, or a
-        // glitch): it is on the camera, nothing else changes, and it is not deletable now.
+        // glitch) but that it is on the camera: a lost clip is back in the running (with
+        // the size it had), nothing else changes, and nothing is deletable on its word.
         tx.execute(
             "UPDATE clips SET last_seen = ?2, on_camera = 1 WHERE id = ?1",
             params![id, t],
+        )?;
+        guarded(
+            tx,
+            "stable_count = 0, state = ?2, reason = NULL",
+            RELISTED_FROM,
+            &[&id, &Seen],
         )?;
         return listed_at(tx, id, l);
     }

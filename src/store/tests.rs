@@ -581,6 +581,12 @@ async fn a_clip_listed_without_a_size_is_seen_until_its_size_is_listed_twice() {
         [(0, Queued, 20)],
         "a listing without a size changes nothing known"
     );
+    // A clip that left the listing, then is listed again without a size, is on the camera.
+    let missing = s.mark_missing("1", HashSet::new()).await.unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(at_path(&s, "/v/a.mp4").await, [(0, Lost, 20)]);
+    page(sizeless("/v/a.mp4")).await.unwrap();
+    assert_eq!(at_path(&s, "/v/a.mp4").await, [(0, Seen, 20)], "not lost");
 }
 
 #[tokio::test]
