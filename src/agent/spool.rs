@@ -75,6 +75,42 @@ fn wanted(clips: &[Clip]) -> HashSet<String> {
         .collect()
 }
 
+/// Moves `from` to `dir/name`, never leaving a partial file under the final name: a rename
+/// (then the dir is synced), or across file systems (a spool on its own mount) a copy under
+/// a temporary name, synced, renamed into place, and only then the original removed. A kill
+/// at any point leaves the original in the spool, or the whole copy in place.
+fn move_whole(from: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    // A name quarantined before (row ids start again in a new database) is never
+    // overwritten: the new one gets a suffix.
+    let name = (0..)
+        .map(|n| match n {
+            0 => name.to_string(),
+            n => format!("{name}.{n}"),
+        })
+        .find(|n| !dir.join(n).exists())
+        .unwrap_or_else(|| name.to_string());
+    let name = name.as_str();
+    let to = dir.join(name);
+    match std::fs::rename(from, &to) {
+        Ok(()) => return std::fs::File::open(dir).and_then(|d| d.sync_all()),
+        // EXDEV: another file system.
+        Err(e) if e.raw_os_error() == Some(18) => {}
+        Err(e) => return Err(e),
+    }
+    copy_whole(from, dir, name)
+}
+
+/// The copy half of [`move_whole`].
+fn copy_whole(from: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
+    let (tmp, to) = (dir.join(format!("{name}.copying")), dir.join(name));
+    std::fs::copy(from, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &to)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::remove_file(from)
+}
+
 /// The finished spool names of clips whose bytes are verified in the bucket (their files
 /// may go: the bucket holds them).
 fn offloaded(clips: &[Clip]) -> HashSet<String> {
@@ -140,10 +176,16 @@ impl Spool {
         }
         let clips = store.clips_of(imei).await?;
         let keep = wanted(&clips);
-        let safe = offloaded(&clips);
         // `keep_local` keeps every finished file (only an exact listing's is ever used).
         let leftover = |f: &String| !keep.contains(f) && (!keep_local || f.ends_with(".part"));
-        for f in found.into_iter().filter(leftover) {
+        let leftovers: Vec<String> = found.into_iter().filter(leftover).collect();
+        // Built only when a finished leftover needs it (rare): it names the camera's history.
+        let safe = if leftovers.iter().any(|f| !f.ends_with(".part")) {
+            offloaded(&clips)
+        } else {
+            HashSet::new()
+        };
+        for f in leftovers {
             let file = dir.join(&f);
             if !f.ends_with(".part") && !safe.contains(&f) {
                 // A finished clip no row names as offloaded (a state database moved aside
@@ -169,21 +211,22 @@ impl Spool {
     }
 
     /// Moves finished spool file `f` of camera `imei` to the quarantine (warned once per
-    /// file: it leaves the spool).
+    /// file: it leaves the spool). The spool keeps it until the quarantine holds it whole.
     async fn quarantine(&self, imei: &str, f: &str) {
         let to_dir = self.quarantine_dir(imei);
-        let (from, to) = (self.camera_dir(imei).join(f), to_dir.join(f));
-        let moved = async {
-            tokio::fs::create_dir_all(&to_dir).await?;
-            tokio::fs::rename(&from, &to).await
-        };
-        match moved.await {
-            Ok(()) => warn!(
+        let from = self.camera_dir(imei).join(f);
+        let (dir, name) = (to_dir.clone(), f.to_string());
+        let moved = tokio::task::spawn_blocking(move || move_whole(&from, &dir, &name)).await;
+        match moved {
+            Ok(Ok(())) => warn!(
                 imei = %imei, file = %f, quarantine = %to_dir.display(),
                 "a finished spool file no clip in the state database names (was the database replaced?) is kept in the quarantine, never deleted: offload it by hand"
             ),
-            Err(e) => {
+            Ok(Err(e)) => {
                 warn!(imei = %imei, file = %f, "cannot move an unnamed spool file to the quarantine (it stays in the spool): {e}")
+            }
+            Err(e) => {
+                warn!(imei = %imei, file = %f, "moving a spool file to the quarantine failed: {e}")
             }
         }
     }
@@ -239,5 +282,40 @@ impl Spool {
                 warn!(imei = %c.imei, clip = %c.name, "cannot rename the spool file {}: {e}", old.display())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_moves_whole_by_rename_or_by_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let (spool, quarantine) = (d.path().join("spool"), d.path().join("q"));
+        std::fs::create_dir_all(&spool).unwrap();
+        for (i, by_copy) in [false, true].into_iter().enumerate() {
+            let name = format!("clip{i}.mp4~1-4-none");
+            let from = spool.join(&name);
+            std::fs::write(&from, b"clip").unwrap();
+            if by_copy {
+                std::fs::create_dir_all(&quarantine).unwrap();
+                copy_whole(&from, &quarantine, &name).unwrap();
+            } else {
+                move_whole(&from, &quarantine, &name).unwrap();
+            }
+            assert!(!from.exists(), "by copy: {by_copy}");
+            assert_eq!(std::fs::read(quarantine.join(&name)).unwrap(), b"clip");
+            assert!(!quarantine.join(format!("{name}.copying")).exists());
+        }
+        // A name already in the quarantine is kept; the newcomer gets a suffix.
+        let name = "clip0.mp4~1-4-none";
+        std::fs::write(spool.join(name), b"other").unwrap();
+        move_whole(&spool.join(name), &quarantine, name).unwrap();
+        assert_eq!(std::fs::read(quarantine.join(name)).unwrap(), b"clip");
+        assert_eq!(
+            std::fs::read(quarantine.join(format!("{name}.1"))).unwrap(),
+            b"other"
+        );
     }
 }
