@@ -108,47 +108,52 @@ pub(crate) fn applied(r: Result<bool>, what: &str, c: &Clip) -> bool {
     done == Some(true)
 }
 
+/// A queued clip of size 10 for unit tests (row id 1).
+#[cfg(test)]
+pub(crate) fn test_clip(name: &str, path: &str, imei: &str) -> Clip {
+    Clip {
+        id: 1,
+        imei: imei.into(),
+        path: path.into(),
+        name: name.into(),
+        size: 10,
+        event: String::new(),
+        camera: 1,
+        recorded_at: String::new(),
+        state: crate::store::ClipState::Queued,
+        reason: None,
+        failed_stage: None,
+        attempts: 0,
+        retry_after: None,
+        sha256: None,
+        object_key: None,
+        etag: None,
+        upload_id: None,
+        part_size: None,
+        first_seen: 0,
+        generation: 0,
+        hashed_key: false,
+        date_ms: None,
+        weak_proof: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::agent::spool::{legacy_spool_name, spool_name};
     use std::time::Duration;
 
-    fn clip(name: &str, path: &str, imei: &str) -> Clip {
-        Clip {
-            id: 1,
-            imei: imei.into(),
-            path: path.into(),
-            name: name.into(),
-            size: 10,
-            event: String::new(),
-            camera: 1,
-            recorded_at: String::new(),
-            state: crate::store::ClipState::Queued,
-            reason: None,
-            failed_stage: None,
-            attempts: 0,
-            retry_after: None,
-            sha256: None,
-            object_key: None,
-            etag: None,
-            upload_id: None,
-            part_size: None,
-            first_seen: 0,
-            generation: 0,
-            hashed_key: false,
-            date_ms: None,
-            weak_proof: None,
-        }
-    }
-
     const NAME: &str = "20210427_115134_04_2.mp4";
     const IMEI: &str = "867867432522518";
 
     #[test]
     fn a_good_clip_parses_once_with_its_key() {
-        let w = Work::parse(clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI), "dashcam")
-            .expect("a good clip");
+        let w = Work::parse(
+            test_clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI),
+            "dashcam",
+        )
+        .expect("a good clip");
         assert_eq!(w.parsed.as_str(), NAME);
         assert_eq!(w.name, NAME);
         assert_eq!(w.key, format!("dashcam/{IMEI}/2021-04-27/{NAME}"));
@@ -157,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_hashed_key_is_known_once_the_bytes_are_hashed() {
-        let mut c = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
+        let mut c = test_clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
         c.hashed_key = true;
         c.id = 7;
         let w = Work::parse(c.clone(), "dashcam").expect("a good clip");
@@ -171,7 +176,7 @@ mod tests {
             w.key,
             format!("dashcam/{IMEI}/2021-04-27/20210427_115134_04_2~0badcafe.mp4")
         );
-        let plain = clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
+        let plain = test_clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI);
         assert!(!Work::parse(plain.clone(), "").unwrap().key_needs_hash());
         assert_eq!(spool_name(&plain), format!("{NAME}~1-10-none"));
         assert_eq!(legacy_spool_name(&plain), NAME);
@@ -187,10 +192,10 @@ mod tests {
     #[test]
     fn a_bad_name_path_or_imei_is_refused() {
         let path = format!("/sdcard/DCIM/{NAME}");
-        assert!(Work::parse(clip("../x.mp4", &path, IMEI), "").is_err());
-        assert!(Work::parse(clip(NAME, "/sdcard/DCIM/other.mp4", IMEI), "").is_err());
-        assert!(Work::parse(clip(NAME, &path, "../etc"), "").is_err());
-        assert!(Work::parse(clip(NAME, &path, IMEI), "a/../b").is_err());
+        assert!(Work::parse(test_clip("../x.mp4", &path, IMEI), "").is_err());
+        assert!(Work::parse(test_clip(NAME, "/sdcard/DCIM/other.mp4", IMEI), "").is_err());
+        assert!(Work::parse(test_clip(NAME, &path, "../etc"), "").is_err());
+        assert!(Work::parse(test_clip(NAME, &path, IMEI), "a/../b").is_err());
     }
 
     #[test]

@@ -180,31 +180,7 @@ mod tests {
     const IMEI: &str = "867867432522518";
 
     fn clip() -> Clip {
-        Clip {
-            id: 1,
-            imei: IMEI.into(),
-            path: format!("/sdcard/DCIM/{NAME}"),
-            name: NAME.into(),
-            size: 10,
-            event: String::new(),
-            camera: 1,
-            recorded_at: String::new(),
-            state: crate::store::ClipState::Queued,
-            reason: None,
-            failed_stage: None,
-            attempts: 0,
-            retry_after: None,
-            sha256: None,
-            object_key: None,
-            etag: None,
-            upload_id: None,
-            part_size: None,
-            first_seen: 0,
-            generation: 0,
-            hashed_key: false,
-            date_ms: None,
-            weak_proof: None,
-        }
+        crate::agent::work::test_clip(NAME, &format!("/sdcard/DCIM/{NAME}"), IMEI)
     }
 
     /// An S3 destination whose multipart threshold is 1 MiB; no request is ever sent.
