@@ -388,9 +388,12 @@ impl AgentProc {
     }
 
     /// Waits until the agent has begun `n` more rotations (scans) than so far (the
-    /// rotation's debug line, logged by the `agent::rotation` module).
+    /// rotation's debug line, by its text: it does not depend on where the module lives).
     pub async fn wait_rotations(&self, n: usize) {
-        let count = |log: &str| log.matches("agent::rotation: rotation").count();
+        let count = |log: &str| {
+            log.matches("a rotation over the hotspots in range begins")
+                .count()
+        };
         let want = count(&self.log()) + n;
         wait_until(60, "more rotations", || async {
             count(&self.log()) >= want

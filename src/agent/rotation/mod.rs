@@ -238,7 +238,10 @@ impl Rotation {
             warn!("cannot record the hotspots in range: {e:#}");
         }
         let plan = self.plan(radio, opened).await;
-        debug!(visits = plan.len(), "rotation");
+        debug!(
+            visits = plan.len(),
+            "a rotation over the hotspots in range begins"
+        );
         let mut visits = Vec::new();
         for (ap, m) in plan {
             if self.stopping() {
