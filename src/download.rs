@@ -2,18 +2,20 @@
 //!
 //! The file on disk is the truth about progress: a partial file is resumed from its
 //! length with `Range: bytes=N-`, and restarted from zero when the camera does not
-//! honour the range. The SHA-256 is computed while streaming (the existing prefix is
-//! re-read from disk on resume), the transfer stops at the expected size, and the file
+//! honour the range. The SHA-256, and the block digests the delete challenge needs
+//! ([`crate::blocks`]), are computed while streaming (the existing prefix is re-read from
+//! disk on resume), the transfer stops at the expected size, and the file
 //! is fsynced before success is reported. Memory use does not depend on the clip size.
 
 use std::path::Path;
 
 use futures_util::future::BoxFuture;
-use sha2::{Digest, Sha256};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use qucam::{CameraClient, CameraError, Download};
+
+use crate::blocks::{BlockDigests, ClipHasher};
 
 /// Slowest transfer tolerated, bytes per second (see [`fetch`]).
 pub const MIN_RATE: u64 = 1024;
@@ -57,6 +59,8 @@ pub struct Fetched {
     pub size: u64,
     /// SHA-256 of the whole file, hex.
     pub sha256_hex: String,
+    /// SHA-256 of each block of the file.
+    pub blocks: BlockDigests,
     /// Body bytes received from the camera in this call.
     pub received: u64,
     /// Offset this call resumed from (0 when it started or restarted from zero).
@@ -109,9 +113,11 @@ pub async fn fetch_checked(
     let (mut f, mut have, mut hasher) = open_partial(file, expected).await?;
     if expected == Some(have) && have > 0 {
         f.sync_all().await.map_err(io_err(file))?;
+        let (sha256_hex, blocks) = hasher.finish();
         return Ok(Fetched {
             size: have,
-            sha256_hex: hex::encode(hasher.finalize()),
+            sha256_hex,
+            blocks,
             received: 0,
             resumed_from: have,
             restarted: false,
@@ -129,7 +135,7 @@ pub async fn fetch_checked(
     if dl.start != have {
         // The camera sent the whole file: start over.
         truncate(&mut f, file).await?;
-        hasher = Sha256::new();
+        hasher = ClipHasher::new();
         have = 0;
         restarted = true;
     }
@@ -165,9 +171,11 @@ pub async fn fetch_checked(
         });
     }
     f.sync_all().await.map_err(io_err(file))?;
+    let (sha256_hex, blocks) = hasher.finish();
     Ok(Fetched {
         size: have,
-        sha256_hex: hex::encode(hasher.finalize()),
+        sha256_hex,
+        blocks,
         received,
         resumed_from,
         restarted,
@@ -179,7 +187,7 @@ pub async fn fetch_checked(
 async fn open_partial(
     file: &Path,
     expected: Option<u64>,
-) -> Result<(File, u64, Sha256), DownloadError> {
+) -> Result<(File, u64, ClipHasher), DownloadError> {
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -201,7 +209,7 @@ async fn open_partial(
 struct Sink<'a> {
     f: &'a mut File,
     path: &'a Path,
-    hasher: &'a mut Sha256,
+    hasher: &'a mut ClipHasher,
     /// Bytes in the file.
     have: u64,
     /// Body bytes received in this call (including any past `total`).
@@ -261,8 +269,8 @@ async fn truncate(f: &mut File, path: &Path) -> Result<(), DownloadError> {
 }
 
 /// Hashes the first `len` bytes of the file and leaves the cursor at `len`.
-async fn hash_prefix(f: &mut File, path: &Path, len: u64) -> Result<Sha256, DownloadError> {
-    let mut hasher = Sha256::new();
+async fn hash_prefix(f: &mut File, path: &Path, len: u64) -> Result<ClipHasher, DownloadError> {
+    let mut hasher = ClipHasher::new();
     f.seek(std::io::SeekFrom::Start(0))
         .await
         .map_err(io_err(path))?;
@@ -281,20 +289,4 @@ async fn hash_prefix(f: &mut File, path: &Path, len: u64) -> Result<Sha256, Down
         .await
         .map_err(io_err(path))?;
     Ok(hasher)
-}
-
-/// SHA-256 of a whole file, hex (blocking; call from a blocking context).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }

@@ -12,7 +12,8 @@
 //! - [`config`]: the TOML configuration file, loaded and validated.
 //! - [`key`]: object keys (where a clip goes in the bucket) and the key prefix check.
 //! - [`store`]: the SQLite state database and the clip state machine.
-//! - [`download`]: resumable, hashed, fsynced downloads into the spool.
+//! - [`download`]: resumable, hashed, fsynced downloads into the spool; [`blocks`]: the
+//!   per-block digests the delete challenge compares with the camera's bytes.
 //! - [`upload`]: destinations (S3 with resumable multipart, or a local directory) and verification.
 //! - [`agent`]: the loops that tie detection, listing, download, upload and retention together.
 //! - [`wifi`]: depot Wi-Fi: join each camera's hotspot through NetworkManager, offload, leave.
@@ -23,6 +24,7 @@
 //!   notifications; [`progress`]: progress bars for `run --once` and `demo`.
 
 pub mod agent;
+pub mod blocks;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -166,6 +166,20 @@ impl Metrics {
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
         register_store(&mut reg, &cams, &rows, &last_verified);
+        let not_taken = self.store.deletes_not_taken().await?;
+        let family = gauge_family(
+            &mut reg,
+            "qucam_offload_deletes_not_taken",
+            "Clips whose delete the camera acknowledged but did not perform (still listed with the verified size and date); their deletes are tried again later.",
+        );
+        for cam in &cams {
+            let labels = vec![
+                ("imei", cam.imei.clone()),
+                ("camera", cam.config_name.clone().unwrap_or_default()),
+            ];
+            let n = not_taken.get(&cam.imei).copied().unwrap_or(0);
+            family.get_or_create(&labels).set(n as i64);
+        }
         register_hotspots(&mut reg, &self.store.hotspots().await?, &cams, &rows);
         let paused = self
             .store
@@ -579,6 +593,59 @@ mod tests {
             text.contains(r#"qucam_offload_camera_reachable{camera="a\"b\\c\nd"} 0"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn counts_the_deletes_a_camera_did_not_perform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let imei = "867867432500010";
+        let row = CameraRow {
+            imei: imei.into(),
+            config_name: Some("truck".into()),
+            ..Default::default()
+        };
+        store.camera_seen(row).await.unwrap();
+        let m = Metrics::new(store.clone(), ["truck".to_string()]);
+        let line = |n: usize| {
+            format!("qucam_offload_deletes_not_taken{{imei=\"{imei}\",camera=\"truck\"}} {n}\n")
+        };
+        let text = m.render().await.unwrap();
+        assert!(text.contains(&line(0)), "{text}");
+        // A verified clip the agent deleted, listed again with the same size and date.
+        let l = crate::store::Listed {
+            path: "/v/20210427_115134_04_1.mp4".into(),
+            name: "20210427_115134_04_1.mp4".into(),
+            size: 7,
+            event: "04".into(),
+            camera: 1,
+            recorded_at: "2021-04-27 11:51:34".into(),
+            priority: 0,
+            skip: None,
+            refuse: None,
+            size_unknown: false,
+            too_recent: false,
+            date_ms: Some(1000),
+        };
+        let page = || store.reconcile_page(imei, vec![l.clone()], Default::default());
+        page().await.unwrap();
+        page().await.unwrap(); // listed twice with one size: queued
+        let id = store.clips_of(imei).await.unwrap()[0].id;
+        assert!(store.start_download(id).await.unwrap());
+        assert!(
+            store
+                .downloaded(id, "00".into(), Default::default())
+                .await
+                .unwrap()
+        );
+        assert!(store.start_upload(id).await.unwrap());
+        let sent = crate::store::SentRow::default();
+        assert!(store.uploaded(id, "k".into(), None, sent).await.unwrap());
+        store.verified(id, None).await.unwrap();
+        assert_eq!(store.deleted(vec![id]).await.unwrap(), 1);
+        page().await.unwrap();
+        let text = m.render().await.unwrap();
+        assert!(text.contains(&line(1)), "{text}");
     }
 
     #[tokio::test]

@@ -1015,3 +1015,54 @@ async fn a_spool_file_the_database_does_not_name_is_quarantined_never_deleted(st
         );
     }
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_delete_the_camera_acknowledges_but_does_not_perform_is_not_a_new_clip
+);
+async fn a_delete_the_camera_acknowledges_but_does_not_perform_is_not_a_new_clip(store: Store) {
+    let f = Fleet::start_on(store, 8, 20_000).await;
+    let events = f.event_clips();
+    // A read-only card: every delete is acknowledged, nothing is removed.
+    f.sim.set_faults(|x| x.ignore_deletes = true);
+    f.run_once(&knobs()).await;
+    let acknowledged = f.sim.ignored_deletes().len();
+    assert_eq!(
+        acknowledged,
+        events.len(),
+        "each verified clip's delete was sent"
+    );
+    let keys = f.bucket_keys();
+    // The next passes list the same clips again, with the verified sizes and dates.
+    for _ in 0..2 {
+        f.run_once(&knobs()).await;
+    }
+    assert_eq!(f.bucket_keys(), keys, "nothing was offloaded again");
+    let states = f.states();
+    for n in &events {
+        assert_eq!(
+            states[n], "verified",
+            "{n}: verified, its delete to be tried again"
+        );
+        assert!(f.clip_on_camera(n));
+        f.assert_in_bucket(n);
+    }
+    assert_eq!(
+        f.db().clips().len(),
+        8,
+        "no new generation: {:?}",
+        f.db().clips()
+    );
+    assert_eq!(
+        f.sim.ignored_deletes().len(),
+        acknowledged,
+        "the deletes wait for their backoff"
+    );
+    let agent = f.agent(&knobs());
+    let st = qucam_offload::commands::collect_status(agent.store())
+        .await
+        .unwrap();
+    assert_eq!(st[0].deletes_not_taken, events.len());
+    let text = qucam_offload::commands::format_status(&st);
+    assert!(text.contains("NOT DELETING"), "{text}");
+}

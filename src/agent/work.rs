@@ -135,6 +135,7 @@ pub(crate) fn test_clip(name: &str, path: &str, imei: &str) -> Clip {
         hashed_key: false,
         date_ms: None,
         weak_proof: None,
+        challenge_due: false,
     }
 }
 

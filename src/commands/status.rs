@@ -45,6 +45,9 @@ pub struct CameraStatus {
     pub hotspot: Option<HotspotStatus>,
     /// Depot Wi-Fi: verified clips whose deletes from the camera wait for its next visit.
     pub waiting_for_next_visit: i64,
+    /// Clips whose delete the camera acknowledged but did not perform (still listed with
+    /// the verified size and `date`): verified, their deletes tried again later.
+    pub deletes_not_taken: usize,
 }
 
 /// A camera hotspot as the radio last saw it (times in Unix seconds). Never a password.
@@ -109,6 +112,7 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         .notice(agent::DESTINATION_PAUSED_KEY.to_string())
         .await?;
     let hotspots = store.hotspots().await?;
+    let not_taken = store.deletes_not_taken().await?;
     for cam in store.cameras().await? {
         let hotspot = HotspotStatus::of_camera(&hotspots, &cam.imei);
         let counts = store.counts(&cam.imei).await?;
@@ -156,6 +160,7 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         let (uploaded_today, uploaded_today_bytes) =
             (today.verified as i64, today.verified_bytes as i64);
         out.push(CameraStatus {
+            deletes_not_taken: not_taken.get(&cam.imei).copied().unwrap_or(0),
             waiting_for_next_visit: match hotspot {
                 Some(_) => clips.get("verified").copied().unwrap_or(0),
                 None => 0,
@@ -308,6 +313,13 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
             let mut v = Vec::new();
             if let Some(p) = &c.downloads_paused {
                 v.push(format!("  {}: {p}", label(c)));
+            }
+            if c.deletes_not_taken > 0 {
+                v.push(format!(
+                    "  {}: NOT DELETING: the camera acknowledged deleting {} clip(s) but still lists them (a read-only card?); they stay verified and are deleted again later",
+                    label(c),
+                    c.deletes_not_taken
+                ));
             }
             if let Some(why) = &c.weakly_verified_why {
                 v.push(format!(

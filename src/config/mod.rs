@@ -231,7 +231,14 @@ pub struct RetentionConfig {
     pub min_age_on_camera: Duration,
     #[serde(default)]
     pub keep_local: bool,
+    /// Blocks of a clip read back from the camera right before its delete and compared with
+    /// those downloaded (the delete challenge); 0 turns it off.
+    #[serde(default = "d_challenge_blocks")]
+    pub challenge_blocks: u32,
 }
+
+/// The most blocks the challenge reads per clip (1 MiB each).
+pub const MAX_CHALLENGE_BLOCKS: u32 = 64;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +314,10 @@ fn d_idle_timeout() -> Duration {
 fn d_poll() -> Duration {
     Duration::from_secs(30)
 }
+fn d_challenge_blocks() -> u32 {
+    2
+}
+
 fn d_page_size() -> u32 {
     50
 }
@@ -365,6 +376,7 @@ impl Default for RetentionConfig {
             delete_from_camera: DeletePolicy::default(),
             min_age_on_camera: Duration::ZERO,
             keep_local: false,
+            challenge_blocks: d_challenge_blocks(),
         }
     }
 }

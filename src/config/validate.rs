@@ -177,6 +177,16 @@ impl Config {
         if let Some(w) = &self.notify.webhook {
             check_http_url(w).map_err(|m| bad("notify.webhook", m))?;
         }
+        let blocks = self.retention.challenge_blocks;
+        if blocks > super::MAX_CHALLENGE_BLOCKS {
+            return Err(bad(
+                "retention.challenge_blocks",
+                format!(
+                    "must be between 0 (off) and {} (got {blocks})",
+                    super::MAX_CHALLENGE_BLOCKS
+                ),
+            ));
+        }
         Ok(())
     }
 }

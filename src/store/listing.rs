@@ -40,6 +40,18 @@ pub(super) const GONE_AFTER_VERIFIED_FROM: Group = only(&[Verified]);
 pub(super) const LOST_FROM: Group = only(&[Lost]);
 /// A clip refused for a reason that can pass, now listed as a clip.
 pub(super) const REFUSAL_PASSED_FROM: Group = only(&[Refused]);
+/// A clip the agent deleted, listed again with the verified size and `date`.
+pub(super) const DELETE_NOT_TAKEN_FROM: Group = only(&[Deleted]);
+
+/// Why a deleted clip is verified again.
+pub(super) const DELETE_NOT_TAKEN: &str =
+    "the camera acknowledged its delete but still lists it: the delete is tried again later";
+
+/// Seconds the next delete of a clip whose delete did not take `misses` times waits: a
+/// minute, doubling, at most six hours.
+pub(crate) fn delete_retry_secs(misses: i64) -> i64 {
+    (60i64 << (misses - 1).clamp(0, 9)).min(6 * 3600)
+}
 pub(super) const UNDATED_FROM: Group = only(&[Verified]);
 
 /// Why a clip verified before the listing's `date` was recorded (a row from schema 3) is
@@ -91,6 +103,12 @@ pub struct Reconciled {
     pub stale_parts: Vec<Clip>,
     /// Entries refused by this page that were not refused before: (path, reason).
     pub refused: Vec<(String, String)>,
+    /// Clips the agent deleted that this page lists again with their verified size and
+    /// `date`: the camera acknowledged the delete and did not perform it.
+    pub delete_not_taken: usize,
+    /// Clips whose `date` moved with every other on the page (a clock or time-zone change,
+    /// by this many ms): the same clips, their bytes checked by the challenge.
+    pub shifted: Option<(usize, i64)>,
 }
 
 impl Store {
@@ -103,20 +121,50 @@ impl Store {
     /// finished (a newer clip of the same camera exists), which are queued at once. Every
     /// listed row records what this listing showed (`listed_size`, `listed_date`,
     /// `listed_at`), for retention.
+    ///
+    /// The delete challenge is taken to be on: see [`Store::reconcile_page_with`].
     pub async fn reconcile_page(
         &self,
         imei: &str,
         page: Vec<Listed>,
         stable_now: HashSet<String>,
     ) -> Result<Reconciled> {
+        self.reconcile_page_with(imei, page, stable_now, true).await
+    }
+
+    /// [`Store::reconcile_page`]; `challenge`: whether the camera's bytes are read (the
+    /// delete challenge) before a delete. Only then is a listing that cannot tell the
+    /// camera's bytes from those verified taken for the same clip, its challenge due: a
+    /// clip the agent deleted listed again with the verified size and `date` (a delete that
+    /// did not take), or the page's verified clips all listed with their `date` moved by
+    /// the same multiple of 15 minutes (a clock or time-zone change, [`page_shift`]).
+    /// Without the challenge, such a listing is a new generation (a second copy, never a
+    /// clip lost).
+    pub async fn reconcile_page_with(
+        &self,
+        imei: &str,
+        page: Vec<Listed>,
+        stable_now: HashSet<String>,
+        challenge: bool,
+    ) -> Result<Reconciled> {
         let imei = imei.to_string();
         self.call(move |c| {
             let tx = c.transaction()?;
             let t = now();
             let mut out = Reconciled::default();
+            let shift = if challenge {
+                page_shift(&tx, &imei, &page)?
+            } else {
+                None
+            };
             for l in &page {
                 let finished = stable_now.contains(&l.path) && !l.too_recent;
-                reconcile_one(&tx, &imei, l, finished, t, &mut out)?;
+                let how = How {
+                    finished,
+                    challenge,
+                    shift,
+                };
+                reconcile_one(&tx, &imei, l, how, t, &mut out)?;
             }
             tx.commit()?;
             Ok(out)
@@ -226,11 +274,14 @@ struct Latest {
     date_ms: Option<i64>,
     generation: i64,
     reason: Option<String>,
+    /// Block digests are recorded: the delete challenge can read its bytes on the camera.
+    has_blocks: bool,
 }
 
 fn latest(tx: &Transaction<'_>, imei: &str, path: &str) -> rusqlite::Result<Option<Latest>> {
     tx.query_row(
-        "SELECT id, size, state, failed_stage, on_camera, date_ms, generation, reason
+        "SELECT id, size, state, failed_stage, on_camera, date_ms, generation, reason,
+                blocks IS NOT NULL
            FROM clips WHERE imei = ?1 AND path = ?2 ORDER BY generation DESC LIMIT 1",
         params![imei, path],
         |r| {
@@ -243,6 +294,7 @@ fn latest(tx: &Transaction<'_>, imei: &str, path: &str) -> rusqlite::Result<Opti
                 date_ms: r.get(5)?,
                 generation: r.get(6)?,
                 reason: r.get(7)?,
+                has_blocks: r.get(8)?,
             })
         },
     )
@@ -266,15 +318,65 @@ fn holds_new_clip(row: &Latest, l: &Listed) -> bool {
     }
 }
 
+/// How to reconcile one entry: whether its clip is known to be finished, whether the
+/// delete challenge is on, and the page's clock shift (ms), if any.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    finished: bool,
+    challenge: bool,
+    shift: Option<i64>,
+}
+
+/// Steps of a clock or time-zone change (ms): time zones are whole quarter hours apart.
+const SHIFT_STEP_MS: i64 = 15 * 60 * 1000;
+/// The largest clock or time-zone change taken for one (ms): 26 hours, UTC-12 to UTC+14.
+const SHIFT_MAX_MS: i64 = 26 * 3600 * 1000;
+
+/// By how much (ms) the listing moved the `date` of `row`'s clip, when the clip is one whose
+/// `date` matters (its bytes are downloaded, their digests recorded, and it is still on the
+/// camera with the same size) and its `date` moved by a plausible clock shift.
+fn shifted_by(row: &Latest, l: &Listed) -> Option<i64> {
+    let kept = matches!(row.state, Verified | Retained) && row.on_camera;
+    if !kept || !row.has_blocks || row.size != l.size as i64 || l.size_unknown {
+        return None;
+    }
+    let delta = l.date_ms? - row.date_ms?;
+    (delta != 0 && delta % SHIFT_STEP_MS == 0 && delta.abs() <= SHIFT_MAX_MS).then_some(delta)
+}
+
+/// The page's clock shift (ms): `Some` when every clip on the page whose `date` matters
+/// (verified or retained, still on the camera, digests recorded, listed with its size) is
+/// listed with its `date` moved, all by the same whole number of quarter hours. One that did
+/// not move, or moved otherwise, means no shift: those moved are new clips.
+fn page_shift(tx: &Transaction<'_>, imei: &str, page: &[Listed]) -> rusqlite::Result<Option<i64>> {
+    let mut shift = None;
+    for l in page.iter().filter(|l| l.refuse.is_none() && !l.size_unknown) {
+        let Some(row) = latest(tx, imei, &l.path)? else {
+            continue;
+        };
+        if !(matches!(row.state, Verified | Retained) && row.on_camera && row.has_blocks) {
+            continue;
+        }
+        match (shifted_by(&row, l), shift) {
+            (None, _) => return Ok(None),
+            (Some(d), None) => shift = Some(d),
+            (Some(d), Some(s)) if d != s => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(shift)
+}
+
 /// Reconciles one listed entry into `out`.
 fn reconcile_one(
     tx: &Transaction<'_>,
     imei: &str,
     l: &Listed,
-    finished: bool,
+    how: How,
     t: i64,
     out: &mut Reconciled,
 ) -> rusqlite::Result<()> {
+    let finished = how.finished;
     let refused_now = |out: &mut Reconciled| {
         if let Some(r) = &l.refuse {
             out.refused.push((l.path.clone(), r.clone()));
@@ -317,6 +419,52 @@ fn reconcile_one(
             RELISTED_FROM,
             &[&id, &Seen],
         )?;
+        return listed_at(tx, id, l);
+    }
+    if how.challenge
+        && row.has_blocks
+        && row.state == Deleted
+        && row.reason.is_none()
+        && row.size == l.size as i64
+        && row.date_ms.is_some()
+        && row.date_ms == l.date_ms
+    {
+        // Deleted by the agent and still here, the same bytes by every sign a listing
+        // gives: a delete that did not take (a read-only card), not a new clip. It stays
+        // verified (not offloaded again) and its delete is tried again after a backoff.
+        // Its challenge is due at once: a clip recorded again under the name with the same
+        // size and `date` (a clock reset) has other bytes, and goes to a new generation.
+        let t_now = now();
+        let misses: i64 = tx.query_row(
+            "SELECT delete_misses FROM clips WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        let retry = t_now + delete_retry_secs(misses + 1);
+        if guarded(
+            tx,
+            "state = ?2, on_camera = 1, deleted_at = NULL, last_seen = ?3, reason = ?4,
+                delete_misses = delete_misses + 1, retry_after = ?5, challenge_due = 1",
+            DELETE_NOT_TAKEN_FROM,
+            &[&id, &Verified, &t, &DELETE_NOT_TAKEN, &retry],
+        )? {
+            out.delete_not_taken += 1;
+        }
+        return listed_at(tx, id, l);
+    }
+    if let Some(delta) = how.shift
+        && shifted_by(&row, l) == Some(delta)
+    {
+        // Every verified clip on the page moved by the same whole offset: a clock or
+        // time-zone change, not a new clip. It takes the new `date`, and its bytes are
+        // checked by the challenge before anything else is deleted on its strength.
+        tx.execute(
+            "UPDATE clips SET date_ms = ?2, last_seen = ?3, on_camera = 1, challenge_due = 1
+             WHERE id = ?1",
+            params![id, l.date_ms, t],
+        )?;
+        let n = out.shifted.map_or(0, |(n, _)| n);
+        out.shifted = Some((n + 1, delta));
         return listed_at(tx, id, l);
     }
     if holds_new_clip(&row, l) {

@@ -31,6 +31,7 @@
 //! | skipped | `reconcile_page` | queued or seen (the selection wants it now) |
 //! | lost | `reconcile_page` | seen (listed again after all) |
 //! | refused | `reconcile_page` | seen (refused for a reason that can pass, listed as a directory, and now listed as a clip) |
+//! | deleted | `reconcile_page` | verified (deleted by the agent, and listed again with the verified size and `date`: the delete did not take; tried again after a backoff) |
 //! | seen, queued, downloading, failed@download | `mark_missing` | lost (left the camera before it was downloaded) |
 //! | verified | `mark_missing` | deleted (left the camera after it was verified; the delete was not recorded) |
 //! | lost | `found_elsewhere` | elsewhere (its object is in the bucket) |
@@ -52,8 +53,8 @@
 //! | verified, retained | `requeue_missing_object` | queued (the bucket no longer confirms it) |
 //! | seen, queued, downloading, downloaded, uploading, uploaded, failed | `refuse` | refused |
 //!
-//! Nothing else writes `state`. `deleted` and `elsewhere` have no way out; `refused` has
-//! one when its reason can pass (a directory).
+//! Nothing else writes `state`. `elsewhere` has no way out; `refused` has one when its
+//! reason can pass (a directory), `deleted` one when the camera did not perform the delete.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -134,6 +135,9 @@ pub struct Clip {
     /// Verified by size and metadata only, and why (nothing the store reports ties the
     /// object to the bytes); `None` when verified exactly, or not verified.
     pub weak_proof: Option<String>,
+    /// The delete challenge must read its bytes on the camera in this pass: a listing could
+    /// not tell them from those verified (a delete that did not take, a clock shift).
+    pub challenge_due: bool,
 }
 
 impl Clip {
@@ -145,7 +149,7 @@ impl Clip {
 
 const CLIP_COLS: &str = "id, imei, path, name, size, event, camera, recorded_at, state, reason, \
     failed_stage, attempts, retry_after, sha256, object_key, etag, upload_id, part_size, first_seen, \
-    generation, hashed_key, date_ms, weak_proof";
+    generation, hashed_key, date_ms, weak_proof, challenge_due";
 
 fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
     Ok(Clip {
@@ -172,6 +176,7 @@ fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
         hashed_key: r.get(20)?,
         date_ms: r.get(21)?,
         weak_proof: r.get(22)?,
+        challenge_due: r.get(23)?,
     })
 }
 

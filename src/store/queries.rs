@@ -144,10 +144,48 @@ impl Store {
         self.call(move |c| {
             let cond = format!(
                 "imei = ?1 AND on_camera = 1 AND {} AND listed_at >= ?2 AND listed_size = size
-                    AND listed_date IS date_ms ORDER BY recorded_at",
+                    AND listed_date IS date_ms
+                    AND (delete_misses = 0 OR retry_after IS NULL OR retry_after <= ?3)
+                    ORDER BY recorded_at",
+                DELETED_FROM.sql()
+            );
+            clips(c, &cond, params![imei, listed_since, now()])
+        })
+        .await
+    }
+
+    /// Clips of `imei` whose challenge is due (see [`Store::reconcile_page_with`]) and that a
+    /// listing since `listed_since` (ms) showed with the size and `date` verified: their
+    /// bytes on the camera are read in this pass, whatever the delete policy.
+    pub async fn challenges_due(&self, imei: &str, listed_since: i64) -> Result<Vec<Clip>> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let cond = format!(
+                "imei = ?1 AND on_camera = 1 AND challenge_due = 1 AND {} AND listed_at >= ?2
+                    AND listed_size = size AND listed_date IS date_ms ORDER BY recorded_at",
                 DELETED_FROM.sql()
             );
             clips(c, &cond, params![imei, listed_since])
+        })
+        .await
+    }
+
+    /// Per camera (IMEI), the clips still on it whose delete the camera acknowledged and
+    /// did not perform (verified again, their delete waiting for a retry).
+    pub async fn deletes_not_taken(&self) -> Result<std::collections::HashMap<String, usize>> {
+        self.call(|c| {
+            let sql = format!(
+                "SELECT imei, COUNT(*) FROM clips WHERE delete_misses > 0 AND on_camera = 1
+                    AND {} GROUP BY imei",
+                DELETED_FROM.sql()
+            );
+            let mut st = c.prepare(&sql)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 9;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -177,6 +177,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE hotspots ADD COLUMN last_failure TEXT;
     UPDATE hotspots SET last_failure = 'wrong_password' WHERE wrong_password = 1;
     ALTER TABLE hotspots RENAME COLUMN wrong_password TO wrong_password_reported;
+    "#,
+    // 8: deletes the camera acknowledged but did not perform: `delete_misses` counts them
+    // for a clip (its path listed again with the verified size and `date` after the agent
+    // deleted it); the next delete waits for `retry_after` (Unix seconds), doubling.
+    r#"
+    ALTER TABLE clips ADD COLUMN delete_misses INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 9: the delete challenge: `blocks`, the SHA-256 of each 1 MiB block of the bytes
+    // downloaded (32 bytes each; NULL for clips downloaded before), and `challenge_due`, set
+    // when a listing cannot tell the camera's bytes from those verified (a delete that did
+    // not take, a shift of every `date`): the challenge reads the camera's bytes in this
+    // pass, whatever the delete policy.
+    r#"
+    ALTER TABLE clips ADD COLUMN blocks BLOB;
+    ALTER TABLE clips ADD COLUMN challenge_due INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 

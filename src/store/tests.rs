@@ -8,6 +8,7 @@ use rusqlite::params;
 
 use super::state::ClipState::{self, *};
 use super::*;
+use crate::blocks::BlockDigests;
 
 fn listed(path: &str, size: u64) -> Listed {
     let name = path.rsplit('/').next().unwrap().to_string();
@@ -49,6 +50,21 @@ fn clip_in(s: &Store, state: ClipState, stage: Option<Stage>) -> i64 {
     .unwrap()
 }
 
+/// Clip `id` with block digests recorded (one block of 7 bytes), as every clip downloaded
+/// since schema 9 has.
+fn digested(s: &Store, id: i64) -> i64 {
+    s.with(|c| {
+        let blob = vec![0u8; 32];
+        c.execute(
+            "UPDATE clips SET blocks = ?2 WHERE id = ?1",
+            params![id, blob],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    id
+}
+
 /// Where a clip is: its state, and the stage a `failed` clip failed at.
 type Pos = (ClipState, Option<Stage>);
 
@@ -88,19 +104,20 @@ enum Op {
     Refuse,
     FoundElsewhere,
     DownloadDiscarded,
+    ChangedOnCamera,
 }
 
 async fn apply(s: &Store, id: i64, op: Op) -> bool {
     let r = match op {
         Op::StartDownload => s.start_download(id).await,
-        Op::Downloaded => s.downloaded(id, "00".into()).await,
+        Op::Downloaded => s.downloaded(id, "00".into(), BlockDigests::default()).await,
         Op::FailedDownload => s.failed(id, Stage::Download, "x".into(), 0).await,
         Op::StartUpload => s.start_upload(id).await,
         Op::RequeueForDownload => s.requeue_for_download(id).await,
         Op::Uploaded => s.uploaded(id, "k".into(), None, SentRow::default()).await,
         Op::DownloadedAndUploaded => {
             let sent = SentRow::default();
-            s.downloaded_and_uploaded(id, "00".into(), "k".into(), None, sent)
+            s.downloaded_and_uploaded(id, ("00".into(), BlockDigests::default()), "k".into(), None, sent)
                 .await
         }
         Op::FailedUpload => s.failed(id, Stage::Upload, "x".into(), 0).await,
@@ -115,6 +132,7 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         Op::Refuse => s.refuse(id, "x".into()).await,
         Op::FoundElsewhere => s.found_elsewhere(id).await,
         Op::DownloadDiscarded => s.download_discarded(id).await,
+        Op::ChangedOnCamera => s.changed_on_camera(id).await,
     };
     r.unwrap()
 }
@@ -188,6 +206,11 @@ fn table() -> Vec<(Op, Vec<Pos>, ClipState)> {
         ),
         (Op::FoundElsewhere, vec![at(Lost)], Elsewhere),
         (Op::DownloadDiscarded, vec![at(Downloading)], Queued),
+        (
+            Op::ChangedOnCamera,
+            vec![at(ClipState::Verified), at(Retained)],
+            Deleted,
+        ),
     ]
 }
 
@@ -213,7 +236,11 @@ async fn disallowed_transitions_are_refused() {
     assert_eq!(s.deleted(vec![queued]).await.unwrap(), 0);
     assert_eq!(s.clip(queued).await.unwrap().state, Queued);
     let verified = clip_in(&s, ClipState::Verified, None);
-    assert!(!s.downloaded(verified, "00".into()).await.unwrap());
+    assert!(
+        !s.downloaded(verified, "00".into(), BlockDigests::default())
+            .await
+            .unwrap()
+    );
     assert!(!s.refuse(verified, "no".into()).await.unwrap());
     assert_eq!(s.clip(verified).await.unwrap().state, ClipState::Verified);
 }
@@ -414,7 +441,11 @@ async fn missing_before_download_is_lost_but_downloaded_is_not() {
     .unwrap();
     let b = s.next_downloads("1", 10).await.unwrap()[1].clone();
     assert!(s.start_download(b.id).await.unwrap());
-    assert!(s.downloaded(b.id, "00".into()).await.unwrap());
+    assert!(
+        s.downloaded(b.id, "00".into(), BlockDigests::default())
+            .await
+            .unwrap()
+    );
     let lost = s.mark_missing("1", Default::default()).await.unwrap();
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].path, "/v/a.mp4");
@@ -649,4 +680,194 @@ async fn a_refusal_that_can_pass_is_looked_at_again_one_for_good_is_not() {
         at_path(&s, "/v/b.mp4").await,
         [(0, Refused, 0), (1, Seen, 40)]
     );
+}
+
+#[tokio::test]
+async fn a_delete_that_did_not_take_is_no_new_clip_and_waits_before_its_retry() {
+    let (_d, s) = open();
+    let id = digested(&s, clip_in(&s, ClipState::Verified, None));
+    let path = s.clip(id).await.unwrap().path;
+    s.with(|c| Ok(c.execute("UPDATE clips SET date_ms = 1000 WHERE id = ?1", [id])?))
+        .unwrap();
+    let dated = |size: u64, date: i64| Listed {
+        date_ms: Some(date),
+        ..listed(&path, size)
+    };
+    assert_eq!(s.deleted(vec![id]).await.unwrap(), 1);
+    // The camera acknowledged the delete, and lists the same bytes again.
+    let since = crate::store::now_ms();
+    let r = s
+        .reconcile_page("1", vec![dated(7, 1000)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.delete_not_taken), (0, 1));
+    assert_eq!(at_path(&s, &path).await, [(0, ClipState::Verified, 7)]);
+    let c = s.clip(id).await.unwrap();
+    assert!(c.retry_after.is_some_and(|t| t > crate::store::now()));
+    assert!(c.challenge_due, "its bytes are read on the camera in this pass");
+    assert_eq!(s.challenges_due("1", since).await.unwrap().len(), 1);
+    s.challenge_passed(id).await.unwrap();
+    assert!(s.challenges_due("1", since).await.unwrap().is_empty());
+    assert!(
+        s.deletable("1", since).await.unwrap().is_empty(),
+        "its next delete waits for the backoff"
+    );
+    assert_eq!(s.deletes_not_taken().await.unwrap().get("1"), Some(&1));
+    // Once the backoff is over it may be deleted again.
+    s.with(|c| Ok(c.execute("UPDATE clips SET retry_after = 0 WHERE id = ?1", [id])?))
+        .unwrap();
+    s.reconcile_page("1", vec![dated(7, 1000)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(s.deletable("1", since).await.unwrap().len(), 1);
+    assert_eq!(s.deleted(vec![id]).await.unwrap(), 1);
+    // Other bytes at the path after a delete are a new clip, as before.
+    let r = s
+        .reconcile_page("1", vec![dated(9, 1000)], HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.delete_not_taken), (1, 0));
+    assert_eq!(at_path(&s, &path).await, [(0, Deleted, 7), (1, Seen, 9)]);
+    assert_eq!(s.deletes_not_taken().await.unwrap().get("1"), None);
+}
+
+#[test]
+fn delete_retries_wait_a_minute_doubling_up_to_six_hours() {
+    let waits: Vec<i64> = (1..=11).map(super::listing::delete_retry_secs).collect();
+    assert_eq!(
+        waits,
+        [
+            60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 21600, 21600
+        ]
+    );
+}
+
+#[tokio::test]
+async fn without_the_challenge_or_digests_a_deleted_path_listed_again_is_a_new_clip() {
+    for (challenge, digests) in [(false, true), (true, false)] {
+        let (_d, s) = open();
+        let mut id = clip_in(&s, ClipState::Verified, None);
+        if digests {
+            id = digested(&s, id);
+        }
+        let path = s.clip(id).await.unwrap().path;
+        s.with(|c| Ok(c.execute("UPDATE clips SET date_ms = 1000 WHERE id = ?1", [id])?))
+            .unwrap();
+        assert_eq!(s.deleted(vec![id]).await.unwrap(), 1);
+        let again = Listed {
+            date_ms: Some(1000),
+            ..listed(&path, 7)
+        };
+        let r = s
+            .reconcile_page_with("1", vec![again], HashSet::new(), challenge)
+            .await
+            .unwrap();
+        // Nothing can tell these bytes from the deleted ones: a second copy, never a loss.
+        assert_eq!((r.new, r.delete_not_taken), (1, 0), "{challenge} {digests}");
+        assert_eq!(
+            at_path(&s, &path).await,
+            [(0, Deleted, 7), (1, Seen, 7)],
+            "{challenge} {digests}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_date_on_a_page_moved_alike_is_a_clock_shift_not_new_clips() {
+    const HOUR: i64 = 3_600_000;
+    let page = |paths: &[String], shifts: &[i64]| -> Vec<Listed> {
+        paths
+            .iter()
+            .zip(shifts)
+            .map(|(p, d)| Listed {
+                date_ms: Some(1_000_000 + d),
+                ..listed(p, 7)
+            })
+            .collect()
+    };
+    let setup = |s: &Store, states: [ClipState; 3]| -> Vec<String> {
+        states
+            .iter()
+            .map(|st| {
+                let id = digested(s, clip_in(s, *st, None));
+                s.with(|c| {
+                    Ok(c.execute(
+                        "UPDATE clips SET date_ms = 1000000 WHERE id = ?1",
+                        [id],
+                    )?)
+                })
+                .unwrap();
+                let path: String = s
+                    .with(|c| {
+                        Ok(c.query_row("SELECT path FROM clips WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?)
+                    })
+                    .unwrap();
+                path
+            })
+            .collect()
+    };
+    let kept = [ClipState::Verified, Retained, ClipState::Verified];
+    // All three moved by one hour: the same clips, their challenges due.
+    let (_d, s) = open();
+    let paths = setup(&s, kept);
+    let since = crate::store::now_ms();
+    let r = s
+        .reconcile_page("1", page(&paths, &[HOUR, HOUR, HOUR]), HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.shifted), (0, Some((3, HOUR))));
+    for p in &paths {
+        let rows = at_path(&s, p).await;
+        assert_eq!(rows.len(), 1, "{p}: no new generation");
+    }
+    let due = s.challenges_due("1", since).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|c| c.date_ms == Some(1_000_000 + HOUR)));
+    // A time zone of a quarter hour (UTC+05:45) moves alike too.
+    let (_d, s) = open();
+    let paths = setup(&s, kept);
+    let q = 5 * HOUR + 45 * 60_000;
+    let r = s
+        .reconcile_page("1", page(&paths, &[q, q, q]), HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.shifted), (0, Some((3, q))));
+    // Moved unalike, by an odd amount, or one not moved: new clips, as before.
+    for shifts in [[HOUR, 2 * HOUR, HOUR], [1000, 1000, 1000], [HOUR, HOUR, 0]] {
+        let (_d, s) = open();
+        let paths = setup(&s, kept);
+        let r = s
+            .reconcile_page("1", page(&paths, &shifts), HashSet::new())
+            .await
+            .unwrap();
+        let moved = shifts.iter().filter(|d| **d != 0).count();
+        assert_eq!((r.new, r.shifted), (moved, None), "{shifts:?}");
+    }
+    // Without the challenge nothing could check the bytes: new clips.
+    let (_d, s) = open();
+    let paths = setup(&s, kept);
+    let r = s
+        .reconcile_page_with("1", page(&paths, &[HOUR; 3]), HashSet::new(), false)
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.shifted), (3, None));
+}
+
+#[tokio::test]
+async fn a_clip_changed_on_the_camera_becomes_a_new_generation_under_a_hashed_key() {
+    let (_d, s) = open();
+    let id = digested(&s, clip_in(&s, ClipState::Verified, None));
+    let path = s.clip(id).await.unwrap().path;
+    assert!(s.block_digests(id).await.unwrap().is_some());
+    assert!(s.changed_on_camera(id).await.unwrap());
+    assert_eq!(at_path(&s, &path).await, [(0, Deleted, 7), (1, Queued, 7)]);
+    let old = s.clip(id).await.unwrap();
+    assert!(old.reason.unwrap().contains("nothing deleted"));
+    let rows = s.clips_of("1").await.unwrap();
+    let new = rows.iter().find(|c| c.generation == 1).unwrap();
+    assert!(new.hashed_key, "never the key of the bytes verified");
+    assert!(s.block_digests(new.id).await.unwrap().is_none());
+    assert!(!s.changed_on_camera(id).await.unwrap(), "once");
 }

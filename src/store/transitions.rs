@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use super::state::ClipState::{self, *};
 use super::state::{Group, Stage};
 use super::{SentRow, Store, now};
+use crate::blocks::BlockDigests;
 
 const fn only(states: &'static [ClipState]) -> Group {
     Group {
@@ -33,6 +34,13 @@ pub(super) const VERIFIED_FROM: Group = only(&[Uploaded]);
 pub(super) const RETAINED_FROM: Group = only(&[Verified]);
 pub(super) const DELETED_FROM: Group = only(&[Verified, Retained]);
 pub(super) const REQUEUE_MISSING_OBJECT_FROM: Group = only(&[Verified, Retained]);
+pub(super) const CHANGED_ON_CAMERA_FROM: Group = only(&[Verified, Retained]);
+
+/// Why a verified clip's row is settled when the delete challenge found other bytes on the
+/// camera: its object holds the bytes downloaded; the camera's go to a new generation.
+pub(super) const CHANGED_ON_CAMERA: &str = "the camera holds other bytes at this path than those \
+    verified (delete challenge): nothing deleted; the camera's bytes are offloaded as a new \
+    generation";
 pub(super) const REFUSE_FROM: Group = only(ClipState::STILL_TO_DO);
 
 /// Why a downloaded clip is `lost` when its spool copy is gone and the camera no longer
@@ -74,15 +82,16 @@ impl Store {
         .await
     }
 
-    /// `downloading → downloaded`, with the hash, after the file is fsynced and renamed.
-    pub async fn downloaded(&self, id: i64, sha256: String) -> Result<bool> {
+    /// `downloading → downloaded`, with the hash and the block digests, after the file is
+    /// fsynced and renamed.
+    pub async fn downloaded(&self, id: i64, sha256: String, blocks: BlockDigests) -> Result<bool> {
         self.call(move |c| {
             Ok(guarded(
                 c,
                 "state = ?2, sha256 = ?3, downloaded_at = ?4, reason = NULL, failed_stage = NULL,
-                    retry_after = NULL",
+                    retry_after = NULL, blocks = ?5",
                 DOWNLOADED_FROM,
-                &[&id, &Downloaded, &sha256, &now()],
+                &[&id, &Downloaded, &sha256, &now(), &blocks.as_blob()],
             )?)
         })
         .await
@@ -198,7 +207,7 @@ impl Store {
     pub async fn downloaded_and_uploaded(
         &self,
         id: i64,
-        sha256: String,
+        (sha256, blocks): (String, BlockDigests),
         key: String,
         etag: Option<String>,
         sent: SentRow,
@@ -210,7 +219,8 @@ impl Store {
                 &tx,
                 "state = ?2, sha256 = ?3, downloaded_at = ?4, uploaded_at = ?4, object_key = ?5,
                     etag = ?6, upload_id = NULL, reason = NULL, failed_stage = NULL,
-                    retry_after = NULL, sent_md5 = ?7, sent_parts = ?8, sent_sha256 = ?9",
+                    retry_after = NULL, sent_md5 = ?7, sent_parts = ?8, sent_sha256 = ?9,
+                    blocks = ?10",
                 DOWNLOADED_AND_UPLOADED_FROM,
                 &[
                     &id,
@@ -222,6 +232,7 @@ impl Store {
                     &sent.md5,
                     &sent.parts,
                     &sent.composite_sha256,
+                    &blocks.as_blob(),
                 ],
             )?;
             if ok {
@@ -376,13 +387,79 @@ impl Store {
             for id in ids {
                 n += usize::from(guarded(
                     &tx,
-                    "state = ?2, deleted_at = ?3, on_camera = 0",
+                    // No reason: deleted by the agent, which the camera confirmed (a
+                    // listing may yet show that it did not: see `reconcile_page`).
+                    "state = ?2, deleted_at = ?3, on_camera = 0, reason = NULL",
                     DELETED_FROM,
                     &[&id, &Deleted, &t],
                 )?);
             }
             tx.commit()?;
             Ok(n)
+        })
+        .await
+    }
+
+    /// `verified | retained → deleted`, and a new generation of its path `queued`: the delete
+    /// challenge read other bytes from the camera than those verified. Nothing was deleted
+    /// (the old row's reason says so; it is off the camera for good); the camera's bytes,
+    /// listed with the same size and `date`, are a new clip under a hashed key. `false` when
+    /// the clip was no longer verified or retained.
+    pub async fn changed_on_camera(&self, id: i64) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let t = now();
+            let ok = guarded(
+                &tx,
+                "state = ?2, on_camera = 0, deleted_at = ?3, reason = ?4, challenge_due = 0",
+                CHANGED_ON_CAMERA_FROM,
+                &[&id, &Deleted, &t, &CHANGED_ON_CAMERA],
+            )?;
+            if ok {
+                tx.execute(
+                    "INSERT INTO clips (imei, path, name, size, recorded_at, event, camera,
+                        priority, state, first_seen, last_seen, generation, hashed_key, date_ms,
+                        listed_size, listed_date, listed_at)
+                     SELECT imei, path, name, size, recorded_at, event, camera, priority, ?2,
+                        ?3, ?3, generation + 1, 1, date_ms, listed_size, listed_date, listed_at
+                     FROM clips WHERE id = ?1",
+                    params![id, Queued, t],
+                )?;
+            }
+            tx.commit()?;
+            Ok(ok)
+        })
+        .await
+    }
+
+    /// The delete challenge read the bytes verified from the camera: a challenge that was
+    /// due (see `reconcile_page`) is done. Not a transition.
+    pub async fn challenge_passed(&self, id: i64) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE clips SET challenge_due = 0 WHERE id = ?1",
+                params![id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The block digests recorded when the clip was downloaded; `None` for a clip downloaded
+    /// before they were recorded (schema 8 and earlier), or whose digests do not fit its
+    /// size.
+    pub async fn block_digests(&self, id: i64) -> Result<Option<BlockDigests>> {
+        self.call(move |c| {
+            let row: Option<(Option<Vec<u8>>, i64)> = c
+                .query_row(
+                    "SELECT blocks, size FROM clips WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(row.and_then(|(blob, size)| {
+                BlockDigests::from_blob(blob?).filter(|b| b.fit(size.max(0) as u64))
+            }))
         })
         .await
     }

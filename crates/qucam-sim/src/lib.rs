@@ -95,6 +95,14 @@ pub struct Faults {
     /// After a listing page at offset 0 is served, a new newest clip appears on disk, so
     /// later offsets shift.
     pub new_clip_between_pages: bool,
+    /// `delete_file` answers "success" and removes nothing (a read-only SD card).
+    pub ignore_deletes: bool,
+    /// Clips (by file name) whose downloads (ranges included) serve other bytes than the
+    /// file's, every byte inverted, under the same listing: a spoofed camera, or one that
+    /// rewrote a clip at the same size and `date`.
+    pub other_bytes: Vec<String>,
+    /// Added to every listed `date` (ms): a camera whose clock or time zone moved.
+    pub date_shift_ms: i64,
     /// Clips (by file name) listed with `"size": null`, as firmware does for a clip still
     /// being written.
     pub sizeless: Vec<String>,
@@ -145,10 +153,13 @@ struct State {
     ssid: String,
     password: String,
     deletes: Vec<String>,
+    /// Paths whose delete was acknowledged and not performed (`Faults::ignore_deletes`).
+    ignored_deletes: Vec<String>,
     on_delete: Option<DeleteHook>,
     on_request: Option<RequestHook>,
     requests: Vec<RequestRecord>,
     bytes_served: u64,
+    spot_bytes_served: u64,
     /// (streaming, rtmp url, camera id)
     rtmp: (bool, String, String),
     calibration: Calibration,
@@ -231,10 +242,12 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
             ssid: opts.ssid,
             password: opts.password,
             deletes: Vec::new(),
+            ignored_deletes: Vec::new(),
             on_delete: None,
             on_request: None,
             requests: Vec::new(),
             bytes_served: 0,
+            spot_bytes_served: 0,
             rtmp: (false, String::new(), String::new()),
             calibration: Calibration {
                 dms: None,
@@ -294,6 +307,12 @@ impl SimHandle {
         self.shared.lock().deletes.clone()
     }
 
+    /// Every camera path whose delete was acknowledged but not performed
+    /// (`Faults::ignore_deletes`), in order, repeats included.
+    pub fn ignored_deletes(&self) -> Vec<String> {
+        self.shared.lock().ignored_deletes.clone()
+    }
+
     /// Called synchronously with each camera path just before its file is removed.
     pub fn set_on_delete(&self, f: impl Fn(&str) + Send + Sync + 'static) {
         self.shared.lock().on_delete = Some(Arc::new(f));
@@ -317,9 +336,16 @@ impl SimHandle {
         self.shared.lock().requests.clone()
     }
 
-    /// Clip body bytes sent by downloads so far.
+    /// Clip body bytes sent by downloads so far: whole files and open ranges (`bytes=N-`),
+    /// not spot checks ([`SimHandle::spot_bytes_served`]).
     pub fn bytes_served(&self) -> u64 {
         self.shared.lock().bytes_served
+    }
+
+    /// Clip body bytes sent for closed ranges (`bytes=A-B`) so far: spot checks of bytes
+    /// already downloaded (the agent's delete challenge).
+    pub fn spot_bytes_served(&self) -> u64 {
+        self.shared.lock().spot_bytes_served
     }
 
     /// `false`: new connections are closed at once and open ones fail at their next read or

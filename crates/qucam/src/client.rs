@@ -310,6 +310,88 @@ impl CameraClient {
         }
     }
 
+    /// Reads exactly `len` bytes of a clip from byte `start` (`Range: bytes=start-end`): a
+    /// spot check of bytes already downloaded. The reply is bounded by `len`: a camera that
+    /// sends more, or less, is [`CameraError::Malformed`]. A camera that ignores the range
+    /// (200 with the whole file, 416, or another range) is [`CameraError::RangeNotHonoured`],
+    /// and nothing of its body is read.
+    pub async fn read_range(
+        &self,
+        camera_path: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, CameraError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let url = self.file_url(camera_path)?;
+        let end = start.saturating_add(len - 1);
+        let req = self
+            .http
+            .get(url)
+            .header(RANGE, format!("bytes={start}-{end}"));
+        let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
+            .await
+            .map_err(|_| CameraError::Timeout("no response to a range read".into()))?
+            .map_err(map_reqwest)?;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                if parse_content_range(&cr).map(|(s, _)| s) != Some(start) {
+                    return Err(CameraError::RangeNotHonoured {
+                        asked: start,
+                        got: format!("206 with Content-Range {:?}", excerpt(&cr)),
+                    });
+                }
+                let mut dl = Download {
+                    response: resp,
+                    idle: self.opts.idle_timeout,
+                    resumed: true,
+                    start,
+                    total: None,
+                };
+                let cap = usize::try_from(len).unwrap_or(usize::MAX);
+                let mut body = Vec::with_capacity(cap.min(4 << 20));
+                while let Some(chunk) = dl.chunk().await? {
+                    if body.len() + chunk.len() > cap {
+                        return Err(CameraError::Malformed {
+                            what: format!("range read sent more than the {len} bytes asked"),
+                            excerpt: String::new(),
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                if body.len() != cap {
+                    return Err(CameraError::Malformed {
+                        what: format!("range read sent {} of the {len} bytes asked", body.len()),
+                        excerpt: String::new(),
+                    });
+                }
+                Ok(Bytes::from(body))
+            }
+            StatusCode::OK => Err(CameraError::RangeNotHonoured {
+                asked: start,
+                got: "200 with the whole file".into(),
+            }),
+            StatusCode::RANGE_NOT_SATISFIABLE => Err(CameraError::RangeNotHonoured {
+                asked: start,
+                got: "416 Range Not Satisfiable".into(),
+            }),
+            s => {
+                let body = self.read_capped(resp).await.unwrap_or_default();
+                Err(CameraError::Http {
+                    status: s.as_u16(),
+                    excerpt: excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)])),
+                })
+            }
+        }
+    }
+
     /// 3.8 `update_rtmp_state`: start a push to `rtmp_url` from one camera.
     pub async fn rtmp_start(&self, rtmp_url: &str, camera: CameraId) -> Result<(), CameraError> {
         let id = match camera {

@@ -26,6 +26,7 @@ use crate::agent::uploader::Uploader;
 use crate::agent::uploader::journal::sent_row;
 use crate::agent::uploader::overlap::Early;
 use crate::agent::work::{Work, applied, record, retry_secs, take};
+use crate::blocks::hash_file;
 use crate::agent::{AgentEvent, Stops, pause_key};
 use crate::config::Config;
 use crate::download::{self as dl, DownloadError, Fetched};
@@ -256,10 +257,12 @@ impl Downloads {
             return false;
         }
         let f2 = fin.to_path_buf();
-        let Ok(Ok(sha)) = tokio::task::spawn_blocking(move || dl::sha256_file(&f2)).await else {
+        let Ok(Ok((sha, blocks))) = tokio::task::spawn_blocking(move || hash_file(&f2)).await
+        else {
             return false;
         };
-        applied(self.store.downloaded(w.id, sha).await, "mark downloaded", w);
+        let r = self.store.downloaded(w.id, sha, blocks).await;
+        applied(r, "mark downloaded", w);
         self.uploader.ready();
         true
     }
@@ -332,12 +335,15 @@ impl Downloads {
         let r = match sent {
             Some(UploadOutcome::Uploaded { etag, sent }) => {
                 let (key, sent) = (w.key.clone(), sent_row(&sent));
-                let sha = f.sha256_hex.clone();
+                let hashes = (f.sha256_hex.clone(), f.blocks.clone());
                 self.store
-                    .downloaded_and_uploaded(w.id, sha, key, Some(etag), sent)
+                    .downloaded_and_uploaded(w.id, hashes, key, Some(etag), sent)
                     .await
             }
-            _ => self.store.downloaded(w.id, f.sha256_hex.clone()).await,
+            _ => {
+                let (sha, blocks) = (f.sha256_hex.clone(), f.blocks.clone());
+                self.store.downloaded(w.id, sha, blocks).await
+            }
         };
         if !applied(r, "mark downloaded", w) {
             return;

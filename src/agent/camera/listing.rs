@@ -5,6 +5,7 @@
 //! is read between two IMEI checks and taken only if both found the pass's camera.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -182,6 +183,10 @@ pub(super) struct Listing<'a> {
     pub(super) uploader: &'a Uploader,
     pub(super) events: &'a Events,
     pub(super) stops: &'a Stops,
+    /// Whether this camera was already reported as not performing its deletes.
+    pub(super) warned_not_deleting: &'a AtomicBool,
+    /// Whether the delete challenge is on (see `Store::reconcile_page_with`).
+    pub(super) challenge: bool,
 }
 
 impl Listing<'_> {
@@ -299,8 +304,22 @@ impl Listing<'_> {
         listed.retain(|l| dedup.insert(l.path.clone()));
         let done = self
             .store
-            .reconcile_page(self.imei, listed, finished)
+            .reconcile_page_with(self.imei, listed, finished, self.challenge)
             .await?;
+        if let Some((clips, ms)) = done.shifted {
+            info!(
+                imei = %self.imei, clips, shift_minutes = ms / 60_000,
+                "the camera's clock or time zone moved: clips listed with every `date` shifted alike are the same clips, their bytes checked before any delete"
+            );
+        }
+        if done.delete_not_taken > 0 && !self.warned_not_deleting.swap(true, Ordering::Relaxed) {
+            // Once per camera: `status` and `/metrics` keep the count.
+            warn!(
+                imei = %self.imei,
+                clips = done.delete_not_taken,
+                "the camera acknowledges deletes but still lists the clips (a read-only card?): they stay verified, not offloaded again, and their deletes are tried again later"
+            );
+        }
         for line in refusal_lines(&done.refused) {
             warn!(imei = %self.imei, "{line}");
         }

@@ -5,24 +5,28 @@
 //! **The clip walk**, one pass:
 //! 1. probe `get_device_info`: the IMEI is the camera's identity (`identity`); record it;
 //! 2. `listing`: page through the listing (each page between two IMEI checks), reconcile
-//!    each page into the store, settle the clips that left the camera;
+//!    each page into the store, settle the clips that left the camera; read the bytes of
+//!    clips the listing cannot tell from those verified (`challenge`, a due challenge);
 //! 3. sweep the spool of files no clip names (`spool`);
 //! 4. `download`: fetch queued clips (most severe first, then oldest) into `.part` files,
 //!    put each in place, record it `downloaded` and tell the uploader ([`Uploader::ready`]);
 //!    a large clip uploads while it downloads (`Uploader::start_early`);
 //! 5. wait for the camera's uploads: the uploader uploads, verifies and frees the spool;
-//! 6. `retention`: list again, check each verified object in the bucket again, confirm
-//!    the IMEI, delete from the camera what the policy and the turn's gate allow;
+//! 6. `retention`: list again, check each verified object in the bucket again, read a few
+//!    blocks of each clip on the camera (`challenge`), confirm the IMEI, delete from the
+//!    camera what the policy and the turn's gate allow;
 //! 7. report what remains.
 //!
 //! When the next pass starts is the schedule's decision (`schedule`), not the worker's.
 
+mod challenge;
 mod download;
 mod identity;
 mod listing;
 mod retention;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use tracing::{debug, info, warn};
@@ -86,6 +90,10 @@ pub(crate) struct CameraWorker {
     events: Events,
     stops: Stops,
     learner: Learner,
+    /// Whether the camera was reported as acknowledging deletes it does not perform.
+    warned_not_deleting: AtomicBool,
+    /// Whether the camera was reported as one whose deletes the challenge holds.
+    warned_challenge: AtomicBool,
 }
 
 impl CameraWorker {
@@ -100,6 +108,8 @@ impl CameraWorker {
             events: p.events,
             stops: p.stops,
             learner: p.learner,
+            warned_not_deleting: AtomicBool::new(false),
+            warned_challenge: AtomicBool::new(false),
         }
     }
 
@@ -259,9 +269,27 @@ impl CameraWorker {
             uploader: &self.uploader,
             events: &self.events,
             stops: &self.stops,
+            warned_not_deleting: &self.warned_not_deleting,
+            challenge: self.cfg.retention.challenge_blocks > 0,
         };
         let mut listed_since = crate::store::now_ms();
         listing.reconcile().await?;
+        let gate = match turn {
+            Turn::Polled => &DeleteGate::Open,
+            Turn::Visit { gate, .. } => gate,
+        };
+        let retention = Retention {
+            client: &self.client,
+            imei,
+            store: &self.store,
+            policy: &self.cfg.retention,
+            uploader: &self.uploader,
+            events: &self.events,
+            warned_challenge: &self.warned_challenge,
+        };
+        // Clips the listing could not tell from those verified have their bytes read now:
+        // one found changed is a new generation, downloaded in this very pass.
+        retention.challenge_due(listed_since, gate).await?;
         // Files of listings the camera no longer shows are never resumed: removed.
         let keep_local = self.cfg.retention.keep_local;
         if let Err(e) = self.spool.sweep(&self.store, imei, keep_local).await {
@@ -293,18 +321,6 @@ impl CameraWorker {
             {
                 listed_since = listing.for_retention().await?;
             }
-            let gate = match turn {
-                Turn::Polled => &DeleteGate::Open,
-                Turn::Visit { gate, .. } => gate,
-            };
-            let retention = Retention {
-                client: &self.client,
-                imei,
-                store: &self.store,
-                policy: &self.cfg.retention,
-                uploader: &self.uploader,
-                events: &self.events,
-            };
             retention.apply(listed_since, gate).await?;
         }
         remaining(&self.store, imei, self.cfg.retention.delete_from_camera).await

@@ -1,19 +1,24 @@
 //! The retention stage: after a pass's uploads, verified clips of the camera are deleted
-//! from it as `retention` allows (each object checked in the bucket again right before its
-//! delete, in batches of [`DELETE_BATCH`]), or marked retained. A clip the bucket no longer
-//! confirms is offloaded again instead. Only clips this pass's listing showed with the
-//! size and `date` that were verified are candidates, and the camera's IMEI is confirmed
-//! right before each delete request, retries included (see `identity`).
+//! from it as `retention` allows (each object checked in the bucket again, then its bytes
+//! on the camera challenged (`challenge`), right before its delete, in batches of
+//! [`DELETE_BATCH`]), or marked retained. A clip the bucket no longer confirms is offloaded
+//! again instead; one the challenge finds changed on the camera is offloaded as a new
+//! generation. Only clips this pass's listing showed with the size and `date` that were
+//! verified are candidates, and the camera's IMEI is confirmed right before each delete
+//! request, retries included (see `identity`). Challenges that are due (a delete that did
+//! not take, a clock shift) are made right after the listing, whatever the policy.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use backon::{ExponentialBuilder, Retryable};
-use tracing::info;
+use tracing::{info, warn};
 
 use qucam::{CameraClient, CameraError};
 
+use super::challenge::{Challenge, ChallengeError, Outcome};
 use super::identity::{Identity, confirm_imei};
 use crate::agent::AgentEvent;
 use crate::agent::events::Events;
@@ -29,6 +34,11 @@ enum DeleteError {
     Identity(#[from] Identity),
     #[error(transparent)]
     Camera(#[from] CameraError),
+}
+
+/// The `status` notice key of a camera's delete challenge trouble.
+pub(crate) fn challenge_key(imei: &str) -> String {
+    format!("delete-challenge:{imei}")
 }
 
 /// Paths deleted per `delete_file` request.
@@ -58,6 +68,9 @@ pub(super) struct Retention<'a> {
     /// Checks each object in the bucket again before its delete.
     pub(super) uploader: &'a Uploader,
     pub(super) events: &'a Events,
+    /// Whether this camera was already reported as ignoring `Range` (or holding clips
+    /// verified before block digests were recorded): once per worker, `status` keeps it.
+    pub(super) warned_challenge: &'a std::sync::atomic::AtomicBool,
 }
 
 impl Retention<'_> {
@@ -85,11 +98,71 @@ impl Retention<'_> {
         self.store
             .retained(young.iter().map(|c| c.id).collect())
             .await?;
-        let ok = match gate {
+        let ok: Vec<Clip> = match gate {
             DeleteGate::Checked(ids) => old.into_iter().filter(|c| ids.contains(&c.id)).collect(),
             _ => self.recheck_in_bucket(imei, old).await?,
         };
-        self.delete_batches(client, imei, ok).await
+        // The camera's bytes are read right before the delete.
+        let Some(out) = self.challenge(ok).await? else {
+            return Ok(());
+        };
+        self.delete_batches(client, imei, out.same).await
+    }
+
+    /// Makes the challenges that are due (clips a listing since `listed_since` could not
+    /// tell from those verified: a delete that did not take, a clock shift), whatever the
+    /// policy: one found changed is a new generation at once. Nothing for a camera the gate
+    /// does not trust.
+    pub(super) async fn challenge_due(&self, listed_since: i64, gate: &DeleteGate) -> Result<()> {
+        if *gate == DeleteGate::Closed {
+            return Ok(());
+        }
+        let due = self.store.challenges_due(self.imei, listed_since).await?;
+        if !due.is_empty() {
+            self.challenge(due).await?;
+        }
+        Ok(())
+    }
+
+    /// Challenges `clips` (see `challenge`). `None`: the camera ignores `Range`, so nothing
+    /// may be deleted in this pass (warned once, kept as a notice for `status`).
+    async fn challenge(&self, clips: Vec<Clip>) -> Result<Option<Outcome>> {
+        let challenge = Challenge {
+            client: self.client,
+            imei: self.imei,
+            store: self.store,
+            blocks: self.policy.challenge_blocks,
+        };
+        let key = challenge_key(self.imei);
+        match challenge.run(clips).await {
+            Ok(out) => {
+                let note = (out.undigested > 0).then(|| {
+                    format!(
+                        "{} verified clips were downloaded before the delete challenge recorded                          block digests: kept on the camera (retention.challenge_blocks = 0                          deletes them on the listing's word)",
+                        out.undigested
+                    )
+                });
+                if let Some(n) = &note
+                    && !self.warned_challenge.swap(true, Ordering::Relaxed)
+                {
+                    warn!(imei = %self.imei, "{n}");
+                }
+                self.store.set_notice(key, note).await?;
+                Ok(Some(out))
+            }
+            Err(e @ ChallengeError::RangeIgnored(_)) => {
+                let msg = e.to_string();
+                if !self.warned_challenge.swap(true, Ordering::Relaxed) {
+                    warn!(imei = %self.imei, "{msg}");
+                }
+                self.store.set_notice(key, Some(msg)).await?;
+                Ok(None)
+            }
+            Err(ChallengeError::Identity(why)) => {
+                Err(anyhow::Error::from(why).context("not deleting anything"))
+            }
+            Err(e) => Err(anyhow!("{e}")),
+        }
     }
 
     /// The clips of `old` their objects in the bucket still confirm (checked now); a clip

@@ -92,6 +92,12 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
             drop(st);
             return api_ok(&sim, json!("Camera Busy"));
         }
+        if st.faults.ignore_deletes {
+            // A read-only SD card: the delete is acknowledged, nothing is removed.
+            st.ignored_deletes.extend(paths.iter().cloned());
+            drop(st);
+            return api_ok(&sim, json!("success"));
+        }
     }
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {

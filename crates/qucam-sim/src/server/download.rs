@@ -68,6 +68,8 @@ struct BodyStream {
     drop_at: Option<u64>,
     sim: Sim,
     deadline: Option<Instant>,
+    /// Serve other bytes than the file's (every byte inverted): `Faults::other_bytes`.
+    invert: bool,
 }
 
 /// Streams `len` bytes of `file` in chunks, paced by the bandwidth fault, failing after
@@ -101,6 +103,9 @@ fn body_stream(state: BodyStream) -> Body {
         let mut buf = vec![0u8; want as usize];
         if let Err(e) = s.file.read_exact(&mut buf).await {
             return Some((Err(e), None));
+        }
+        if s.invert {
+            buf.iter_mut().for_each(|b| *b = !*b);
         }
         if let Some(bps) = bps {
             let now = Instant::now();
@@ -226,6 +231,10 @@ pub(super) async fn download(State(sim): State<Sim>, req: Request) -> Response {
             other => other,
         }
     };
+    let invert = {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        sim.lock().faults.other_bytes.iter().any(|n| n == name)
+    };
     *resp.body_mut() = body_stream(BodyStream {
         file,
         left: len,
@@ -233,6 +242,7 @@ pub(super) async fn download(State(sim): State<Sim>, req: Request) -> Response {
         drop_at,
         sim,
         deadline: None,
+        invert,
     });
     resp
 }

@@ -154,11 +154,12 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
         Ok(q) => q,
         Err(why) => return bad_request(&sim, &why),
     };
-    let (new_clip, sizeless, as_directory) = {
+    let (new_clip, sizeless, as_directory, shift) = {
         let st = sim.lock();
         let f = &st.faults;
         let new_clip = q.offset == 0 && f.new_clip_between_pages;
-        (new_clip, f.sizeless.clone(), f.as_directory.clone())
+        let shift = f.date_shift_ms;
+        (new_clip, f.sizeless.clone(), f.as_directory.clone(), shift)
     };
     let dir = sim.dir();
     let listed = blocking(move || {
@@ -176,6 +177,10 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
             .take(q.count.unwrap_or(usize::MAX))
             .map(|c| {
                 let mut e = entry_json(c);
+                if shift != 0 {
+                    let date = c.parsed.recorded().and_utc().timestamp_millis();
+                    e["date"] = json!(date.saturating_add(shift));
+                }
                 if sizeless.contains(&c.name) {
                     e["size"] = Value::Null;
                 }
