@@ -102,7 +102,10 @@ impl ClipHasher {
         if self.in_block > 0 || self.digests.is_empty() {
             self.digests.extend_from_slice(&self.block.finalize());
         }
-        (hex::encode(self.whole.finalize()), BlockDigests(self.digests))
+        (
+            hex::encode(self.whole.finalize()),
+            BlockDigests(self.digests),
+        )
     }
 }
 

@@ -756,3 +756,73 @@ async fn an_overlapped_object_of_the_same_size_at_the_plain_key_is_not_taken_for
     assert_eq!(attempts, 0);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    bytes_a_spoofed_camera_served_never_get_the_real_clip_deleted
+);
+/// An access point with the truck's SSID answers with its IMEI and lists a clip the agent has
+/// not taken yet, with its real path, size and `date`, but serves other bytes; the agent
+/// uploads and verifies those. At the real truck's next visit the listing matches: the
+/// delete challenge reads the real bytes, deletes nothing, and offloads them as a new
+/// generation, which the next pass verifies and only then deletes.
+async fn bytes_a_spoofed_camera_served_never_get_the_real_clip_deleted(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let real = content(21, SIZE);
+    let path = write(&f.camera_dir, &real);
+    let spoofed: Vec<u8> = real.iter().map(|b| !b).collect();
+    f.sim.set_faults(|x| x.other_bytes = vec![NAME.into()]);
+    assert_eq!(f.run_once(&keep()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(spoofed.clone()));
+    // The real truck: the same listing, its own bytes.
+    f.sim.set_faults(|x| x.other_bytes.clear());
+    f.run_once(&knobs()).await;
+    assert!(f.sim.deletes().is_empty(), "deleted on the spoof's bytes");
+    assert!(
+        f.sim.spot_bytes_served() > 0,
+        "the challenge read the camera"
+    );
+    assert_eq!(
+        generations(&f, IMEI, &path),
+        [(0, "deleted".into()), (1, "queued".into())]
+    );
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.s3.object_bytes(&key(IMEI, NAME)), Some(spoofed));
+    assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &real)), Some(real));
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_camera_that_ignores_range_keeps_its_clips_and_status_says_why
+);
+/// The delete challenge needs `Range`: a camera that ignores it deletes nothing, and says so;
+/// with the challenge turned off, the listing's word is enough again.
+async fn a_camera_that_ignores_range_keeps_its_clips_and_status_says_why(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    write(&f.camera_dir, &content(22, SIZE));
+    f.sim.set_faults(|x| x.no_range = true);
+    f.run_once(&knobs()).await;
+    assert!(f.sim.deletes().is_empty());
+    assert_eq!(f.db().clips()[0].state, "verified");
+    let agent = f.agent(&knobs());
+    let st = qucam_offload::commands::collect_status(agent.store())
+        .await
+        .unwrap();
+    let text = qucam_offload::commands::format_status(&st);
+    assert!(
+        text.contains("DELETES HELD") && text.contains("does not honour Range"),
+        "{text}"
+    );
+    drop(agent);
+    let off = Knobs {
+        retention: "challenge_blocks = 0".into(),
+        ..knobs()
+    };
+    assert_eq!(f.run_once(&off).await, done(IMEI));
+    assert_eq!(f.sim.deletes().len(), 1);
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}

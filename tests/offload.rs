@@ -1066,3 +1066,44 @@ async fn a_delete_the_camera_acknowledges_but_does_not_perform_is_not_a_new_clip
     let text = qucam_offload::commands::format_status(&st);
     assert!(text.contains("NOT DELETING"), "{text}");
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    every_date_moved_by_an_hour_offloads_nothing_again_but_a_clip_that_changed
+);
+/// After a full offload with deletes off, the camera lists every clip with its `date` one
+/// hour later (FAT local time, a time-zone change): the same clips, their bytes checked on
+/// the camera, nothing downloaded or uploaded again; one whose bytes did change is offloaded
+/// as a new generation.
+async fn every_date_moved_by_an_hour_offloads_nothing_again_but_a_clip_that_changed(store: Store) {
+    let f = Fleet::start_on(store, 8, 20_000).await;
+    let events = f.event_clips();
+    let never = Knobs {
+        retention: "delete_from_camera = \"never\"".into(),
+        ..knobs()
+    };
+    f.run_once(&never).await;
+    let keys = f.bucket_keys();
+    assert_eq!(keys.len(), events.len());
+    let (served, rows) = (f.sim.bytes_served(), f.db().clips().len());
+    f.sim.set_faults(|x| x.date_shift_ms = 3_600_000);
+    f.run_once(&never).await;
+    assert_eq!(f.bucket_keys(), keys, "nothing offloaded again");
+    assert_eq!(f.sim.bytes_served(), served, "nothing downloaded again");
+    assert_eq!(f.db().clips().len(), rows, "no new generation");
+    assert!(f.sim.spot_bytes_served() > 0, "the bytes were checked");
+    // The hour moves back, and one clip was rewritten meanwhile at the same size.
+    f.sim.set_faults(|x| {
+        x.date_shift_ms = 0;
+        x.other_bytes = vec![events[0].clone()];
+    });
+    f.run_once(&never).await;
+    let now = f.bucket_keys();
+    assert_eq!(now.len(), keys.len() + 1, "{now:?}");
+    let stem = events[0].trim_end_matches(".mp4");
+    assert!(
+        now.iter().any(|k| k.contains(&format!("{stem}~"))),
+        "the changed clip under its hashed key: {now:?}"
+    );
+    assert!(f.sim.deletes().is_empty());
+}

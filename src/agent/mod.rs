@@ -126,6 +126,12 @@ pub fn pause_key(imei: &str) -> String {
     format!("downloads-paused:{imei}")
 }
 
+/// The notice key of a camera whose deletes the delete challenge holds (`status` shows it):
+/// a camera that ignores `Range`, or clips downloaded before block digests were recorded.
+pub fn challenge_key(imei: &str) -> String {
+    format!("delete-challenge:{imei}")
+}
+
 impl Agent {
     /// Opens the store under the config's state dir and builds a client per camera.
     pub fn new(cfg: Config, dest: Destination, shutdown: CancellationToken) -> Result<Agent> {

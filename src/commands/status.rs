@@ -48,6 +48,8 @@ pub struct CameraStatus {
     /// Clips whose delete the camera acknowledged but did not perform (still listed with
     /// the verified size and `date`): verified, their deletes tried again later.
     pub deletes_not_taken: usize,
+    /// Why the delete challenge holds this camera's deletes, if it does.
+    pub deletes_held: Option<String>,
 }
 
 /// A camera hotspot as the radio last saw it (times in Unix seconds). Never a password.
@@ -161,6 +163,10 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             (today.verified as i64, today.verified_bytes as i64);
         out.push(CameraStatus {
             deletes_not_taken: not_taken.get(&cam.imei).copied().unwrap_or(0),
+            deletes_held: store
+                .notice(agent::challenge_key(&cam.imei))
+                .await?
+                .map(|(m, _)| m),
             waiting_for_next_visit: match hotspot {
                 Some(_) => clips.get("verified").copied().unwrap_or(0),
                 None => 0,
@@ -320,6 +326,9 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
                     label(c),
                     c.deletes_not_taken
                 ));
+            }
+            if let Some(why) = &c.deletes_held {
+                v.push(format!("  {}: DELETES HELD: {why}", label(c)));
             }
             if let Some(why) = &c.weakly_verified_why {
                 v.push(format!(

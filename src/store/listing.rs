@@ -350,7 +350,10 @@ fn shifted_by(row: &Latest, l: &Listed) -> Option<i64> {
 /// not move, or moved otherwise, means no shift: those moved are new clips.
 fn page_shift(tx: &Transaction<'_>, imei: &str, page: &[Listed]) -> rusqlite::Result<Option<i64>> {
     let mut shift = None;
-    for l in page.iter().filter(|l| l.refuse.is_none() && !l.size_unknown) {
+    for l in page
+        .iter()
+        .filter(|l| l.refuse.is_none() && !l.size_unknown)
+    {
         let Some(row) = latest(tx, imei, &l.path)? else {
             continue;
         };

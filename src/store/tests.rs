@@ -117,8 +117,14 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         Op::Uploaded => s.uploaded(id, "k".into(), None, SentRow::default()).await,
         Op::DownloadedAndUploaded => {
             let sent = SentRow::default();
-            s.downloaded_and_uploaded(id, ("00".into(), BlockDigests::default()), "k".into(), None, sent)
-                .await
+            s.downloaded_and_uploaded(
+                id,
+                ("00".into(), BlockDigests::default()),
+                "k".into(),
+                None,
+                sent,
+            )
+            .await
         }
         Op::FailedUpload => s.failed(id, Stage::Upload, "x".into(), 0).await,
         Op::Verified => s
@@ -704,7 +710,10 @@ async fn a_delete_that_did_not_take_is_no_new_clip_and_waits_before_its_retry() 
     assert_eq!(at_path(&s, &path).await, [(0, ClipState::Verified, 7)]);
     let c = s.clip(id).await.unwrap();
     assert!(c.retry_after.is_some_and(|t| t > crate::store::now()));
-    assert!(c.challenge_due, "its bytes are read on the camera in this pass");
+    assert!(
+        c.challenge_due,
+        "its bytes are read on the camera in this pass"
+    );
     assert_eq!(s.challenges_due("1", since).await.unwrap().len(), 1);
     s.challenge_passed(id).await.unwrap();
     assert!(s.challenges_due("1", since).await.unwrap().is_empty());
@@ -790,18 +799,17 @@ async fn every_date_on_a_page_moved_alike_is_a_clock_shift_not_new_clips() {
             .iter()
             .map(|st| {
                 let id = digested(s, clip_in(s, *st, None));
-                s.with(|c| {
-                    Ok(c.execute(
-                        "UPDATE clips SET date_ms = 1000000 WHERE id = ?1",
-                        [id],
-                    )?)
-                })
+                s.with(
+                    |c| Ok(c.execute("UPDATE clips SET date_ms = 1000000 WHERE id = ?1", [id])?),
+                )
                 .unwrap();
                 let path: String = s
                     .with(|c| {
-                        Ok(c.query_row("SELECT path FROM clips WHERE id = ?1", [id], |r| {
-                            r.get(0)
-                        })?)
+                        Ok(
+                            c.query_row("SELECT path FROM clips WHERE id = ?1", [id], |r| {
+                                r.get(0)
+                            })?,
+                        )
                     })
                     .unwrap();
                 path

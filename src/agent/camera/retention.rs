@@ -36,11 +36,6 @@ enum DeleteError {
     Camera(#[from] CameraError),
 }
 
-/// The `status` notice key of a camera's delete challenge trouble.
-pub(crate) fn challenge_key(imei: &str) -> String {
-    format!("delete-challenge:{imei}")
-}
-
 /// Paths deleted per `delete_file` request.
 const DELETE_BATCH: usize = 25;
 
@@ -133,7 +128,7 @@ impl Retention<'_> {
             store: self.store,
             blocks: self.policy.challenge_blocks,
         };
-        let key = challenge_key(self.imei);
+        let key = crate::agent::challenge_key(self.imei);
         match challenge.run(clips).await {
             Ok(out) => {
                 let note = (out.undigested > 0).then(|| {
