@@ -741,6 +741,11 @@ async fn dropped_download_resumes_with_a_range_and_the_hash_matches() {
     assert_eq!(done.resumed_from, partial);
     assert!(!done.restarted);
     assert_eq!(done.sha256_hex, clip.sha256_hex());
+    // The block digests of a resumed download are those of the whole file read at once.
+    assert_eq!(
+        done.blocks,
+        qucam_offload::blocks::hash_file(&out).unwrap().1
+    );
     assert_eq!(
         qucam_offload::blocks::hash_file(&out).unwrap().0,
         sha256_hex(&clip.content)
@@ -1059,4 +1064,35 @@ async fn clips_written_by_write_test_clip_are_listed() {
     assert_eq!(files[0].path, extra.camera_path);
     let mut dl = c.download(&extra.camera_path, 0).await.unwrap();
     assert_eq!(read_all(&mut dl).await, extra.content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_read_gives_exactly_the_bytes_asked_or_says_the_range_was_ignored() {
+    let size = 300_000;
+    let t = start_one("20240301_100000_04_1.mp4", size, Faults::default()).await;
+    let clip = t.clips[0].clone();
+    let c = client(&t);
+    let got = c.read_range(&clip.camera_path, 1000, 5000).await.unwrap();
+    assert_eq!(&got[..], &clip.content[1000..6000]);
+    let tail = c
+        .read_range(&clip.camera_path, size as u64 - 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], &clip.content[size - 10..]);
+    assert_eq!(
+        t.sim.requests().last().unwrap().range.as_deref(),
+        Some(format!("bytes={}-{}", size - 10, size - 1).as_str())
+    );
+    // Past the end: the camera sends less than asked, which is no block of the clip.
+    let short = c.read_range(&clip.camera_path, size as u64 - 10, 20).await;
+    assert!(
+        matches!(short, Err(qucam::CameraError::Malformed { .. })),
+        "{short:?}"
+    );
+    t.sim.set_faults(|f| f.no_range = true);
+    let ignored = c.read_range(&clip.camera_path, 1000, 5000).await;
+    assert!(
+        matches!(ignored, Err(qucam::CameraError::RangeNotHonoured { .. })),
+        "{ignored:?}"
+    );
 }

@@ -826,3 +826,26 @@ async fn a_camera_that_ignores_range_keeps_its_clips_and_status_says_why(store: 
     assert_eq!(f.sim.deletes().len(), 1);
     assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_verified_before_block_digests_is_kept_on_the_camera
+);
+/// A clip verified by a version before the delete challenge has no block digests: its bytes
+/// on the camera cannot be checked, so it is kept there, and `status` says why.
+async fn a_clip_verified_before_block_digests_is_kept_on_the_camera(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    write(&f.camera_dir, &content(23, SIZE));
+    assert_eq!(f.run_once(&keep()).await, done(IMEI));
+    assert_eq!(f.db().forget_block_digests(), 1);
+    f.run_once(&knobs()).await;
+    assert!(f.sim.deletes().is_empty(), "deleted without its digests");
+    assert_eq!(f.sim.spot_bytes_served(), 0);
+    let notice = f.db().notice(&format!("delete-challenge:{IMEI}"));
+    assert!(
+        notice
+            .as_deref()
+            .is_some_and(|n| n.contains("before the delete challenge")),
+        "{notice:?}"
+    );
+}

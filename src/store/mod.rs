@@ -31,7 +31,7 @@
 //! | skipped | `reconcile_page` | queued or seen (the selection wants it now) |
 //! | lost | `reconcile_page` | seen (listed again after all) |
 //! | refused | `reconcile_page` | seen (refused for a reason that can pass, listed as a directory, and now listed as a clip) |
-//! | deleted | `reconcile_page` | verified (deleted by the agent, and listed again with the verified size and `date`: the delete did not take; tried again after a backoff) |
+//! | deleted | `reconcile_page` | verified (deleted by the agent, and listed again with the verified size and `date`: the delete did not take; its challenge due at once, its delete tried again after a backoff) |
 //! | seen, queued, downloading, failed@download | `mark_missing` | lost (left the camera before it was downloaded) |
 //! | verified | `mark_missing` | deleted (left the camera after it was verified; the delete was not recorded) |
 //! | lost | `found_elsewhere` | elsewhere (its object is in the bucket) |
@@ -51,6 +51,7 @@
 //! | verified | `retained` | retained |
 //! | verified, retained | `deleted` | deleted (the camera confirmed the delete) |
 //! | verified, retained | `requeue_missing_object` | queued (the bucket no longer confirms it) |
+//! | verified, retained | `changed_on_camera` | deleted (the delete challenge read other bytes on the camera: nothing deleted, the reason says so; the camera's bytes are a new generation, `queued` under a hashed key) |
 //! | seen, queued, downloading, downloaded, uploading, uploaded, failed | `refuse` | refused |
 //!
 //! Nothing else writes `state`. `elsewhere` has no way out; `refused` has one when its

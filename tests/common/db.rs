@@ -195,6 +195,17 @@ impl Db {
             .expect("update the clip")
     }
 
+    /// Forgets the block digests of every clip, as in a database of schema 8 or earlier
+    /// (clips downloaded before the delete challenge existed). Returns the rows changed.
+    pub fn forget_block_digests(&self) -> usize {
+        self.0
+            .execute(
+                "UPDATE clips SET blocks = NULL WHERE blocks IS NOT NULL",
+                [],
+            )
+            .expect("update the clips")
+    }
+
     /// Takes the database's write lock and holds it until [`Db::rollback`] or the
     /// connection is dropped (as an `sqlite3` shell or a backup tool might).
     pub fn begin_exclusive(&self) {

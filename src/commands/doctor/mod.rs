@@ -8,7 +8,7 @@
 //! directory: writable); each camera: reachable, its IMEI, firmware and SD card usage,
 //! and whether it honours `Range` (one listed clip fetched from byte 1 must come back
 //! `206`; a camera that ignores Range is a warning: downloads still work, they only
-//! restart from byte 0 after an interruption).
+//! restart from byte 0 after an interruption, but the delete challenge holds its deletes).
 //!
 //! With `[wifi]`, the depot Wi-Fi checks (`wifi.rs`) come before the cameras.
 //!
@@ -21,6 +21,11 @@ use std::path::Path;
 use crate::config::{Config, redact_url};
 use crate::upload::Destination;
 use qucam::{CameraClient, ClientOptions, ListQuery};
+
+/// The fix hint for a camera that ignores `Range`.
+const NO_RANGE_HINT: &str = "interrupted downloads restart from byte 0 instead of resuming, and \
+    the delete challenge cannot read its clips, so nothing is deleted from it \
+    (retention.challenge_blocks = 0 deletes on the listing's word)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -379,13 +384,13 @@ async fn check_range(client: &CameraClient, name: &str, r: &mut Report) {
             Status::Warn,
             range,
             format!("the camera ignores Range (200 for bytes=1- of {})", f.name),
-            Some("nothing to fix: interrupted downloads restart from byte 0 instead of resuming"),
+            Some(NO_RANGE_HINT),
         ),
         Err(qucam::CameraError::RangeNotHonoured { got, .. }) => r.push(
             Status::Warn,
             range,
             format!("Range not honoured for {}: {got}", f.name),
-            Some("nothing to fix: interrupted downloads restart from byte 0 instead of resuming"),
+            Some(NO_RANGE_HINT),
         ),
         Err(e) => r.fail(
             range,
