@@ -20,7 +20,8 @@
 //!   objects (HeadObject then reports none); single PUT checksums are validated and stored.
 //!
 //! `moto_server` (5.2.5) differences: it does not check signatures (any credentials work);
-//! it does not check a client-sent checksum on PutObject (a wrong one is stored as sent), and
+//! it does not check a client-sent checksum on PutObject or UploadPart (a wrong one is stored
+//! as sent; like s3s-fs, it answers UploadPart with the MD5 of the bytes it got), and
 //! HeadObject with checksum mode reported no SHA-256 for the agent's single PUTs here; for a
 //! multipart object HeadObject reports the SHA-256 of the part checksums without the `-N`
 //! suffix (issue 9 item 2); AbortMultipartUpload and ListParts of an unknown upload id
