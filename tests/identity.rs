@@ -722,6 +722,52 @@ async fn a_clip_whose_plain_key_holds_other_bytes_goes_to_its_hashed_key(store: 
 
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_object_with_the_clips_size_and_metadata_but_other_bytes_is_not_taken_for_ours
+);
+/// The plain key holds other bytes of the clip's size under the very metadata the agent
+/// writes for it, its `sha256` included (an older version's upload that a corrupt part
+/// spoiled, which that version could not tell). It is not "already there": found different
+/// exactly, it is a conflict, the clip lands under its hashed key at once, no attempt
+/// counted, and the object there is untouched (before, every attempt took it for the clip,
+/// failed its verification, and read it back again, for ever). A small clip and one that
+/// goes multipart.
+async fn an_object_with_the_clips_size_and_metadata_but_other_bytes_is_not_taken_for_ours(
+    store: Store,
+) {
+    let big = Knobs {
+        s3: "multipart_threshold = \"6MiB\"\npart_size = \"5MiB\"".into(),
+        ..knobs()
+    };
+    for (size, k) in [(SIZE, knobs()), (12 * 1024 * 1024, big)] {
+        let f = Fleet::start_on(store, 0, 1).await;
+        let bad = guard_deletes(&f);
+        let (theirs, ours) = (content(13, size), content(14, size));
+        f.s3.client()
+            .put_object()
+            .bucket("fleet-video")
+            .key(key(IMEI, NAME))
+            .metadata("sha256", sha256_hex(&ours))
+            .body(theirs.clone().into())
+            .send()
+            .await
+            .unwrap();
+        let path = write(&f.camera_dir, &ours);
+        assert_eq!(f.run_once(&k).await, done(IMEI), "{size}");
+        assert_eq!(
+            f.s3.object_bytes(&key(IMEI, NAME)),
+            Some(theirs),
+            "untouched"
+        );
+        assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &ours)), Some(ours));
+        assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+        let clip = f.db().clips().remove(0);
+        assert_eq!((clip.attempts, clip.hashed_key), (0, true), "{size}");
+        assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+    }
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     an_overlapped_object_of_the_same_size_at_the_plain_key_is_not_taken_for_ours
 );
 /// The plain key holds an object another gateway uploaded while it downloaded (metadata

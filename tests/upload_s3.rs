@@ -1299,3 +1299,238 @@ async fn standard_credential_chain_from_the_environment() {
     assert_eq!(plain.checksum_sha256(), None);
     assert_eq!(plain.checksum_crc32(), None);
 }
+
+/// What the agent journals for part `number` of `data` cut in parts of `part` bytes, with
+/// the ETag `etag` the store gave it.
+fn journaled_part(data: &[u8], part: usize, number: i32, etag: &str) -> DonePart {
+    use md5::{Digest as _, Md5};
+    let chunk = data.chunks(part).nth(number as usize - 1).unwrap();
+    DonePart {
+        number,
+        etag: etag.to_owned(),
+        sha256_b64: base64_sha256(chunk),
+        md5_hex: hex::encode(Md5::digest(chunk)),
+        size: chunk.len() as u64,
+    }
+}
+
+on_both_stores!(
+    #[tokio::test]
+    a_part_the_store_got_other_bytes_of_is_sent_again_and_never_completed
+);
+/// A part reaches the store as other bytes (corruption in transit) and neither store checks
+/// the part's SHA-256: its ETag, the MD5 of what the store got, is not the part's MD5. The
+/// part is sent again before anything is completed, in either checksum mode, and the object
+/// is the clip's bytes. (Both stores answer UploadPart with the MD5 of the bytes they got.)
+async fn a_part_the_store_got_other_bytes_of_is_sent_again_and_never_completed(store: Store) {
+    use aws_sdk_s3::config::RequestChecksumCalculation;
+    let s3 = TestS3::start_on(store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * MIB;
+    let data = content(size, 31);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let meta = meta_for(&data);
+    let when_required = aws_sdk_s3::Client::from_conf(
+        s3.client()
+            .config()
+            .to_builder()
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build(),
+    );
+    for (mode, client) in [
+        (ChecksumMode::Sha256, s3.client()),
+        (ChecksumMode::WhenRequired, when_required),
+    ] {
+        let key = format!("{KEY}.{mode:?}");
+        let settings = S3Settings {
+            checksum: mode,
+            ..multipart_settings(&s3, 1)
+        };
+        let dest = S3Destination::from_client(client, &settings);
+        s3.corrupt_next_parts(1);
+        let before = s3.bytes_received();
+        let outcome = dest
+            .upload(&file, &key, size, &meta, &MemoryJournal::new())
+            .await
+            .unwrap();
+        assert_eq!(s3.corruptions_left(), 0, "{mode:?}: a part was corrupted");
+        assert!(
+            s3.bytes_received() - before >= size + 5 * MIB,
+            "{mode:?}: part 1 was sent twice"
+        );
+        assert!(
+            s3.object_bytes(&key).unwrap() == data,
+            "{mode:?}: the object holds other bytes"
+        );
+        let UploadOutcome::Uploaded { sent, .. } = outcome else {
+            panic!("{mode:?}: not uploaded: {outcome:?}");
+        };
+        assert_eq!(
+            dest.verify_sent(&key, size, &meta.sha256_hex, &sent)
+                .await
+                .unwrap(),
+            Verification::Verified,
+            "{mode:?}"
+        );
+    }
+    assert!(s3.list_incomplete_multipart().await.is_empty());
+}
+
+on_both_stores!(
+    #[tokio::test]
+    a_part_that_keeps_reaching_the_store_as_other_bytes_fails_the_upload_naming_it
+);
+/// Every try of part 1 reaches the store as other bytes: after a few tries the upload fails
+/// (a checksum mismatch, not worth retrying on the spot), naming the part, the store's ETag
+/// and the part's MD5; nothing is completed and the multipart upload is aborted.
+async fn a_part_that_keeps_reaching_the_store_as_other_bytes_fails_the_upload_naming_it(
+    store: Store,
+) {
+    let s3 = TestS3::start_on(store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * MIB;
+    let data = content(size, 32);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    s3.corrupt_next_parts(100);
+    let err = dest
+        .upload(&file, KEY, size, &meta_for(&data), &MemoryJournal::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::ChecksumMismatch(_)), "{err}");
+    assert!(!err.is_transient());
+    let part1 = journaled_part(&data, 5 * MIB as usize, 1, "");
+    let text = err.to_string();
+    assert!(text.contains("part 1 "), "{text}");
+    assert!(text.contains(&part1.md5_hex), "{text}");
+    let tries = 100 - s3.corruptions_left();
+    assert!((2..=5).contains(&tries), "{tries} tries of part 1");
+    assert!(s3.object_bytes(KEY).is_none(), "nothing completed");
+    assert!(s3.list_incomplete_multipart().await.is_empty(), "aborted");
+}
+
+on_both_stores!(
+    #[tokio::test]
+    a_journaled_part_whose_etag_is_not_its_md5_is_sent_again_on_resume
+);
+/// An upload resumed from a journal whose part 1 the store holds as other bytes (as an
+/// older version, which did not hold parts to their MD5, could have journaled it), with a
+/// SHA-256 that claims the right bytes (neither store checks it): the part's ETag (listed by
+/// moto; journaled, as s3s-fs lists none) is not its MD5, so it is sent again, not reused.
+async fn a_journaled_part_whose_etag_is_not_its_md5_is_sent_again_on_resume(store: Store) {
+    let s3 = Arc::new(TestS3::start_on(store).await);
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * MIB;
+    let part = 5 * MIB as usize;
+    let data = content(size, 33);
+    let file = write_clip(dir.path(), "big.mp4", &data);
+    let meta = meta_for(&data);
+    let dest = destination(&s3, &multipart_settings(&s3, 1));
+    let server = s3.clone();
+    let journal = HookJournal::new(move |n| {
+        if n == 1 {
+            server.set_failing(Some(503));
+        }
+    });
+    dest.upload(&file, KEY, size, &meta, &journal)
+        .await
+        .unwrap_err();
+    s3.set_failing(None);
+    let progress = journal.multipart().await.unwrap();
+    assert_eq!(progress.parts.len(), 1);
+
+    // Part 1 in the store is now other bytes, claiming the right SHA-256.
+    let other = content(part as u64, 34);
+    let right = journaled_part(&data, part, 1, "");
+    let replaced = s3
+        .client()
+        .upload_part()
+        .bucket(&s3.bucket)
+        .key(KEY)
+        .upload_id(&progress.upload_id)
+        .part_number(1)
+        .checksum_sha256(&right.sha256_b64)
+        .body(other.into())
+        .send()
+        .await
+        .unwrap();
+    let etag = replaced.e_tag().unwrap();
+    let old = MemoryJournal::new();
+    old.begin_multipart(&progress.upload_id, progress.part_size)
+        .await
+        .unwrap();
+    old.part_done(&journaled_part(&data, part, 1, etag))
+        .await
+        .unwrap();
+
+    let before = s3.bytes_received();
+    dest.upload(&file, KEY, size, &meta, &old).await.unwrap();
+    assert!(
+        s3.bytes_received() - before >= size,
+        "part 1 was sent again"
+    );
+    assert!(
+        s3.object_bytes(KEY).unwrap() == data,
+        "the object holds other bytes"
+    );
+    assert!(s3.list_incomplete_multipart().await.is_empty());
+}
+
+on_both_stores!(
+    #[tokio::test]
+    an_object_of_the_clips_size_and_metadata_with_other_bytes_is_a_conflict
+);
+/// An object at the clip's key with its size and metadata (its `sha256` included) but other
+/// bytes, put in one PUT or in parts (an older version's upload with a corrupt part): the
+/// exact verification tells it from the clip, so it is a conflict (the agent then goes to
+/// the clip's hashed key), never "already present", every time it is met, and it is never
+/// overwritten.
+async fn an_object_of_the_clips_size_and_metadata_with_other_bytes_is_a_conflict(store: Store) {
+    use aws_sdk_s3::config::RequestChecksumCalculation;
+    let s3 = TestS3::start_on(store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let when_required = aws_sdk_s3::Client::from_conf(
+        s3.client()
+            .config()
+            .to_builder()
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build(),
+    );
+    for (size, seed) in [(200_000, 35), (12 * MIB, 37)] {
+        let data = content(size, seed);
+        let other = content(size, seed + 1);
+        let meta = meta_for(&data);
+        let file = write_clip(dir.path(), "clip.mp4", &data);
+        let key = format!("{KEY}.{size}");
+        if size > 6 * MIB {
+            let part = 5 * MIB as usize;
+            put_multipart_raw(&when_required, &s3.bucket, &key, &other, part, &meta, false).await;
+        } else {
+            when_required
+                .put_object()
+                .bucket(&s3.bucket)
+                .key(&key)
+                .body(other.clone().into())
+                .set_metadata(Some(meta.to_metadata()))
+                .send()
+                .await
+                .unwrap();
+        }
+        let dest = destination(&s3, &multipart_settings(&s3, 2));
+        for attempt in 1..=2 {
+            let err = dest
+                .upload(&file, &key, size, &meta, &MemoryJournal::new())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, UploadError::Conflict { .. }),
+                "{size}, attempt {attempt}: {err}"
+            );
+            assert!(
+                s3.object_bytes(&key).unwrap() == other,
+                "{size}: overwritten"
+            );
+        }
+    }
+    assert!(s3.list_incomplete_multipart().await.is_empty());
+}

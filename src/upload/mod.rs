@@ -3,8 +3,10 @@
 //!
 //! What this module guarantees (see `docs/clip-lifecycle.md`):
 //! - **Exactly one object per key, never overwritten.** Before sending, the key is looked up; an
-//!   identical object (same size and `sha256` metadata) is [`UploadOutcome::AlreadyPresent`], a
-//!   different one is the permanent error [`UploadError::Conflict`]. Writes are conditional
+//!   identical object (same size and `sha256` metadata, and its content tied exactly to the
+//!   clip's bytes as verification ties it) is [`UploadOutcome::AlreadyPresent`], a different
+//!   one (other bytes under the same size and metadata included) is the permanent error
+//!   [`UploadError::Conflict`]. Writes are conditional
 //!   (`If-None-Match: *` on PutObject and CompleteMultipartUpload) so two agents racing on one
 //!   bucket cannot overwrite each other either.
 //! - **Integrity end to end.** Every PUT / part carries its SHA-256 (`x-amz-checksum-sha256`)
@@ -12,7 +14,9 @@
 //!   object metadata (`x-amz-meta-sha256`). The spool file is read once, in order, to check
 //!   that SHA-256 (nothing is completed before it matched) and compute the file's or each
 //!   part's SHA-256 and MD5 ([`SentDigests`]), which [`S3Destination::verify_sent`]
-//!   compares exactly with the store's checksum or ETag.
+//!   compares exactly with the store's checksum or ETag. Where the store's ETags are MD5s,
+//!   each part's ETag must be its MD5, as it is sent and when a resume reuses it; a part
+//!   that is not is sent again, never completed into the object.
 //! - **Resumable after kill -9.** Multipart progress (upload id and finished parts) goes to an
 //!   [`UploadJournal`] as each part completes; the next attempt resumes the same upload id and
 //!   sends only the parts the store does not already hold with the right size and checksum.
@@ -287,7 +291,8 @@ impl UploadJournal for MemoryJournal {
 pub enum UploadOutcome {
     /// The store accepted the object; `sent` is what verification compares it with.
     Uploaded { etag: String, sent: SentDigests },
-    /// An object with that key, same size and sha256 metadata, already existed: nothing sent.
+    /// An object with that key, same size and sha256 metadata and its content tied exactly
+    /// to the clip's bytes, already existed: nothing sent.
     AlreadyPresent,
 }
 

@@ -20,7 +20,8 @@
 //!   objects (HeadObject then reports none); single PUT checksums are validated and stored.
 //!
 //! `moto_server` (5.2.5) differences: it does not check signatures (any credentials work);
-//! it does not check a client-sent checksum on PutObject (a wrong one is stored as sent), and
+//! it does not check a client-sent checksum on PutObject or UploadPart (a wrong one is stored
+//! as sent; like s3s-fs, it answers UploadPart with the MD5 of the bytes it got), and
 //! HeadObject with checksum mode reported no SHA-256 for the agent's single PUTs here; for a
 //! multipart object HeadObject reports the SHA-256 of the part checksums without the `-N`
 //! suffix (issue 9 item 2); AbortMultipartUpload and ListParts of an unknown upload id
@@ -76,6 +77,9 @@ struct Faults {
     /// The next this many PUT requests wait [`Faults::stall_ms`] before they are served.
     stall_puts: AtomicU64,
     stall_ms: AtomicU64,
+    /// The next this many UploadPart requests reach the store with one byte of their body
+    /// flipped (corruption in transit that no checksum the store checks catches).
+    corrupt_parts: AtomicU64,
     /// moto's ListParts replies go to the client as moto sends them (root element
     /// `ListPartsResponse`), not renamed to what S3 sends.
     raw_list_parts: AtomicBool,
@@ -282,6 +286,19 @@ impl TestS3 {
     /// root element `ListPartsResponse` the SDK cannot read (off: renamed as S3 names it).
     pub fn set_raw_list_parts(&self, on: bool) {
         self.faults.raw_list_parts.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `n` UploadPart requests reach the store with one byte of their body flipped:
+    /// the store keeps other bytes than were sent, and its ETag for the part is their MD5.
+    /// (Neither store checks a part's `x-amz-checksum-sha256`, so the corruption is kept in
+    /// either checksum mode.)
+    pub fn corrupt_next_parts(&self, n: u64) {
+        self.faults.corrupt_parts.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the corruptions [`TestS3::corrupt_next_parts`] asked for are still to come.
+    pub fn corruptions_left(&self) -> u64 {
+        self.faults.corrupt_parts.load(Ordering::SeqCst)
     }
 
     /// How many of the stalls [`TestS3::stall_next_puts`] asked for are still to come.
@@ -533,9 +550,15 @@ async fn serve(
         return Err("refusing".into());
     }
     let (parts, body) = req.into_parts();
+    let corrupt = is_upload_part(&parts)
+        && faults
+            .corrupt_parts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     let body = CountingBody {
         inner: body,
         faults: faults.clone(),
+        corrupt,
     };
     let strip = parts.method == hyper::Method::HEAD
         && faults
@@ -600,6 +623,15 @@ async fn serve(
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     Ok(without_metadata_if(strip, resp))
+}
+
+/// Whether `parts` is an UploadPart request (`PUT ...?partNumber=N&uploadId=ID`).
+fn is_upload_part(parts: &hyper::http::request::Parts) -> bool {
+    parts.method == hyper::Method::PUT
+        && parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("partNumber=")))
 }
 
 /// `resp` without its user metadata headers (`x-amz-meta-*`) when `strip`.
@@ -675,10 +707,12 @@ async fn collect(mut body: CountingBody) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// Counts request body bytes as they arrive.
+/// Counts request body bytes as they arrive; when `corrupt`, flips one byte in the middle of
+/// the first data frame (then turns itself off).
 struct CountingBody {
     inner: Incoming,
     faults: Arc<Faults>,
+    corrupt: bool,
 }
 
 impl HttpBody for CountingBody {
@@ -697,6 +731,13 @@ impl HttpBody for CountingBody {
             this.faults
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::SeqCst);
+            if this.corrupt && !data.is_empty() {
+                this.corrupt = false;
+                let mut flipped = data.to_vec();
+                let middle = flipped.len() / 2;
+                flipped[middle] ^= 0x01;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(flipped)))));
+            }
         }
         polled
     }

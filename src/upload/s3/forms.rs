@@ -20,6 +20,11 @@
 //! 4. **Read the bytes** (GetObject and hash): exact, costs the object's size in traffic;
 //!    for objects the agent did not upload and for answers 1 and 2 cannot settle. An SSE-C
 //!    object the agent did not upload cannot be read without its key: not verified.
+//!
+//! Each part of a multipart upload is held to its MD5 the same way ([`part_etag_differs`]):
+//! where the store's ETags are MD5s, a part whose ETag is another MD5 is not the part sent.
+
+use aws_sdk_s3::types::ServerSideEncryption;
 
 use super::super::{SentDigests, hex_to_b64};
 
@@ -118,6 +123,55 @@ fn etag_agrees(verdict: Verdict, reported: &Reported, sent: &SentDigests) -> Ver
     }
 }
 
+/// Why an object's or a part's ETag is not an MD5 of its bytes, from the encryption a
+/// reply reports: SSE-KMS (`aws:kms`, `aws:kms:dsse`) or SSE-C. (SSE-S3, `AES256`, keeps
+/// MD5 ETags.)
+pub(super) fn encryption(
+    sse: Option<&ServerSideEncryption>,
+    sse_customer_algorithm: Option<&str>,
+) -> Option<&'static str> {
+    if sse_customer_algorithm.is_some() {
+        return Some("SSE-C");
+    }
+    match sse {
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse) => Some("SSE-KMS"),
+        _ => None,
+    }
+}
+
+/// Whether a part's ETag proves the store holds other bytes than the part whose MD5 (hex)
+/// is `md5_hex`: the part is not encrypted (`encrypted` is `None`, see [`encryption`]), its
+/// ETag has an MD5's shape (32 hex digits, quotes aside) and it is another MD5. An ETag of
+/// another scheme proves nothing, as for objects.
+pub(super) fn part_etag_differs(etag: &str, md5_hex: &str, encrypted: Option<&str>) -> bool {
+    let etag = unquote(etag);
+    encrypted.is_none()
+        && etag.len() == 32
+        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+        && !etag.eq_ignore_ascii_case(md5_hex.trim())
+}
+
+/// How an object was made, by its ETag's shape where that is an MD5's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Md5Etag {
+    /// `0123…cdef`: one PUT.
+    Single,
+    /// `0123…cdef-N`: a multipart upload of N parts.
+    Parts(u32),
+}
+
+/// [`Md5Etag`] of `etag` (quotes aside); `None` when it has not an MD5's shape.
+pub(super) fn md5_etag(etag: &str) -> Option<Md5Etag> {
+    let etag = unquote(etag);
+    if !is_md5_etag(etag) {
+        return None;
+    }
+    match etag.split_once('-') {
+        None => Some(Md5Etag::Single),
+        Some((_, n)) => n.parse().ok().map(Md5Etag::Parts),
+    }
+}
+
 /// `0123…cdef` or `0123…cdef-N`: the shape of an MD5 ETag (single or multipart).
 fn is_md5_etag(etag: &str) -> bool {
     let md5 = etag.split_once('-').map_or(etag, |(m, n)| {
@@ -172,7 +226,7 @@ fn judge_checksum(checksum: &str, full: &str, sent: &SentDigests, etag: Option<&
     }
 }
 
-fn unquote(etag: &str) -> &str {
+pub(super) fn unquote(etag: &str) -> &str {
     let etag = etag.trim();
     let etag = etag.strip_prefix("W/").unwrap_or(etag);
     etag.trim_matches('"')
@@ -410,5 +464,28 @@ mod tests {
             ..found
         };
         assert!(exact(judge(&opaque, HEX, &SentDigests::Unknown)));
+    }
+
+    #[test]
+    fn a_part_etag_counts_only_where_it_is_an_md5() {
+        // Quoted or not, either case: the MD5 sent is the part sent.
+        assert!(!part_etag_differs(&format!("\"{MD5}\""), MD5, None));
+        assert!(!part_etag_differs(&MD5.to_ascii_uppercase(), MD5, None));
+        // Another MD5: the store holds other bytes.
+        let other = "\"ffffffffffffffffffffffffffffffff\"";
+        assert!(part_etag_differs(other, MD5, None));
+        // Encrypted, or of another scheme: proves nothing.
+        assert!(!part_etag_differs(other, MD5, Some("SSE-KMS")));
+        assert!(!part_etag_differs("\"v2-opaque\"", MD5, None));
+        assert!(!part_etag_differs(&format!("{MD5}-2"), MD5, None));
+        assert_eq!(
+            encryption(Some(&ServerSideEncryption::AwsKms), None),
+            Some("SSE-KMS")
+        );
+        assert_eq!(encryption(Some(&ServerSideEncryption::Aes256), None), None);
+        assert_eq!(encryption(None, Some("AES256")), Some("SSE-C"));
+        assert_eq!(md5_etag(&format!("\"{MD5}\"")), Some(Md5Etag::Single));
+        assert_eq!(md5_etag(&format!("{MD5}-12")), Some(Md5Etag::Parts(12)));
+        assert_eq!(md5_etag("\"v2-opaque\""), None);
     }
 }

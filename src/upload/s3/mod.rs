@@ -29,11 +29,14 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 
-use super::{ObjectMeta, UploadError, UploadJournal, UploadOutcome, check_file_size, hex_to_b64};
+use super::{
+    ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome, check_file_size, hex_to_b64,
+};
 pub use check::CheckStep;
 pub use client::http_client;
 pub use errors::error_chain;
 pub(crate) use errors::map_sdk_err;
+use settings::part_count;
 pub use settings::{
     ChecksumMode, DEFAULT_PART_CONCURRENCY, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Settings,
     StaticCredentials,
@@ -136,7 +139,7 @@ impl S3Destination {
         let sha256_b64 = hex_to_b64(&meta.sha256_hex)?;
         check_file_size(file, size).await?;
         if let Some(outcome) = self
-            .existing_outcome(key, size, &meta.sha256_hex, journal)
+            .existing_outcome(file, key, size, &meta.sha256_hex, journal)
             .await?
         {
             return Ok(outcome);
@@ -177,11 +180,13 @@ impl S3Destination {
         }
     }
 
-    /// `Some(AlreadyPresent)` when an identical object exists, `Conflict` when a different
-    /// one does, `None` when the key is free. Either way a journaled multipart for this key is
-    /// finished with (it completed earlier, or can never complete).
+    /// `Some(AlreadyPresent)` when the object there is the clip (verified exactly, see
+    /// `differs`), `Conflict` when it is not (another size or metadata, or other bytes),
+    /// `None` when the key is free. Either way a journaled multipart for this key is finished
+    /// with (it completed earlier, or can never complete).
     async fn existing_outcome(
         &self,
+        file: &Path,
         key: &str,
         size: u64,
         sha256_hex: &str,
@@ -190,14 +195,95 @@ impl S3Destination {
         let Some(head) = self.head(key).await? else {
             return Ok(None);
         };
+        let journaled = journal
+            .multipart()
+            .await
+            .map(|p| journaled_digests(p.parts, size))
+            .unwrap_or_default();
         self.forget_multipart(key, journal).await?;
-        match self.differs(key, &head, size, sha256_hex).await? {
+        let digests = match journaled {
+            SentDigests::Unknown => self.file_digests_for(file, &head, size, sha256_hex).await,
+            ours => ours,
+        };
+        match self.differs(key, &head, size, sha256_hex, &digests).await? {
             None => Ok(Some(UploadOutcome::AlreadyPresent)),
             Some(detail) => Err(UploadError::Conflict {
                 key: key.to_owned(),
                 detail,
             }),
         }
+    }
+
+    /// The digests an unencrypted object with an MD5 ETag (`head`) has if it holds the
+    /// clip's bytes, computed from the file (a local read, where comparing otherwise costs
+    /// reading the object back): the file's MD5 for one PUT, or its part digests at our part
+    /// size when that makes as many parts as the ETag counts. [`SentDigests::Unknown`] for
+    /// an encrypted object (its ETag is no MD5, and known digests would let size and
+    /// metadata settle it), another ETag, or a file that is not the clip's bytes.
+    async fn file_digests_for(
+        &self,
+        file: &Path,
+        head: &HeadObjectOutput,
+        size: u64,
+        sha256_hex: &str,
+    ) -> SentDigests {
+        let encrypted =
+            forms::encryption(head.server_side_encryption(), head.sse_customer_algorithm());
+        let shape = match head.e_tag().and_then(forms::md5_etag) {
+            Some(shape) if encrypted.is_none() => shape,
+            _ => return SentDigests::Unknown,
+        };
+        let part_size = self.effective_part_size(size);
+        let lens: Vec<u64> = match shape {
+            forms::Md5Etag::Single => vec![size],
+            forms::Md5Etag::Parts(n) if u64::from(n) == part_count(size, part_size) => {
+                parts::plan_parts(size, part_size)
+                    .iter()
+                    .map(|p| p.len)
+                    .collect()
+            }
+            forms::Md5Etag::Parts(_) => return SentDigests::Unknown,
+        };
+        let digests = match super::digests::file_digests(file, lens.clone(), sha256_hex).await {
+            Ok(digests) => digests,
+            // Not the clip's bytes, or unreadable: the object is read back instead.
+            Err(e) => {
+                tracing::debug!(file = %file.display(), "no digests of the file: {e}");
+                return SentDigests::Unknown;
+            }
+        };
+        if shape == forms::Md5Etag::Single {
+            return digests
+                .into_iter()
+                .next()
+                .map_or(SentDigests::Unknown, |d| SentDigests::Single {
+                    md5_hex: d.md5_hex,
+                });
+        }
+        let parts: Vec<super::DonePart> = digests
+            .into_iter()
+            .zip(lens)
+            .zip(1..)
+            .map(|((d, len), number)| super::DonePart {
+                number,
+                etag: String::new(),
+                sha256_b64: d.sha256_b64,
+                md5_hex: d.md5_hex,
+                size: len,
+            })
+            .collect();
+        SentDigests::of_parts(&parts)
+    }
+}
+
+/// The digests of the object a journaled multipart upload made if it completed: its parts
+/// in order, when they cover all `size` bytes; else [`SentDigests::Unknown`].
+fn journaled_digests(mut parts: Vec<super::DonePart>, size: u64) -> SentDigests {
+    parts.sort_by_key(|p| p.number);
+    if parts.iter().map(|p| p.size).sum::<u64>() == size {
+        SentDigests::of_parts(&parts)
+    } else {
+        SentDigests::Unknown
     }
 }
 

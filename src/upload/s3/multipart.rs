@@ -20,10 +20,14 @@ use super::super::{
     DonePart, MultipartProgress, ObjectMeta, SentDigests, UploadError, UploadJournal, UploadOutcome,
 };
 use super::errors::{is_precondition_failed, map_sdk_err};
+use super::forms::{encryption, part_etag_differs, unquote};
 use super::parts::{PartPlan, digest_of, plan_digests, plan_parts, reusable_parts};
 use super::settings::{ChecksumMode, MAX_PARTS, MIN_PART_SIZE, part_count};
 use super::verify::compare_head;
 use super::{S3Destination, content_type_for, file_body, to_i64};
+
+/// How many times a part whose ETag is not its MD5 is sent before the upload fails.
+const PART_TRIES: u32 = 3;
 
 /// The multipart upload being worked on and the parts already safely in the store.
 pub(super) struct Session {
@@ -386,6 +390,9 @@ impl S3Destination {
     /// not grow with `part_size` × `part_concurrency` × `upload_concurrency`. (Bytes that
     /// changed between that read and this one are refused by the store in
     /// [`ChecksumMode::Sha256`], and do not match the ETag verification compares otherwise.)
+    /// Where the store's ETags are MD5s, a part whose ETag is not its MD5 reached the store
+    /// as other bytes (a store that checks no checksum, or `when_required`): it is sent
+    /// again, up to [`PART_TRIES`] times in all, then the upload fails naming the part.
     async fn send_part(
         &self,
         file: &Path,
@@ -398,6 +405,48 @@ impl S3Destination {
             sha256_b64,
             md5_hex,
         } = digests;
+        let mut tries = 0;
+        let etag = loop {
+            tries += 1;
+            let (etag, encrypted) = self
+                .send_part_once(file, key, upload_id, part, &sha256_b64)
+                .await?;
+            if !part_etag_differs(&etag, &md5_hex, encrypted) {
+                break etag;
+            }
+            let mismatch = format!(
+                "UploadPart: part {} of {key}: the store's ETag {} is not the MD5 of the part \
+                 sent, {md5_hex}",
+                part.number,
+                unquote(&etag)
+            );
+            if tries >= PART_TRIES {
+                return Err(UploadError::ChecksumMismatch(format!(
+                    "{mismatch} ({tries} tries)"
+                )));
+            }
+            tracing::warn!(key, part = part.number, "{mismatch}; sending it again");
+        };
+        tracing::debug!(key, part = part.number, len = part.len, "part uploaded");
+        Ok(DonePart {
+            number: part.number,
+            etag,
+            sha256_b64,
+            md5_hex,
+            size: part.len,
+        })
+    }
+
+    /// One UploadPart request for `part`: the ETag the store returned and why it is not an
+    /// MD5 of the bytes, if the part is encrypted (`forms::encryption`).
+    async fn send_part_once(
+        &self,
+        file: &Path,
+        key: &str,
+        upload_id: &str,
+        part: PartPlan,
+        sha256_b64: &str,
+    ) -> Result<(String, Option<&'static str>), UploadError> {
         let body = file_body(file, part.offset, part.len).await?;
         let mut request = self
             .client
@@ -409,7 +458,7 @@ impl S3Destination {
             .content_length(to_i64(part.len)?)
             .body(body);
         if self.checksum == ChecksumMode::Sha256 {
-            request = request.checksum_sha256(&sha256_b64);
+            request = request.checksum_sha256(sha256_b64);
         }
         let started = Instant::now();
         let out = request
@@ -420,14 +469,8 @@ impl S3Destination {
         let etag = out
             .e_tag()
             .ok_or_else(|| UploadError::Other("UploadPart returned no ETag".into()))?;
-        tracing::debug!(key, part = part.number, len = part.len, "part uploaded");
-        Ok(DonePart {
-            number: part.number,
-            etag: etag.to_owned(),
-            sha256_b64,
-            md5_hex,
-            size: part.len,
-        })
+        let encrypted = encryption(out.server_side_encryption(), out.sse_customer_algorithm());
+        Ok((etag.to_owned(), encrypted))
     }
 
     async fn complete(

@@ -9,6 +9,7 @@ use aws_sdk_s3::types::Part;
 
 use super::super::digests::{PartDigests, file_digests};
 use super::super::{DonePart, MultipartProgress, UploadError, UploadJournal};
+use super::forms::part_etag_differs;
 use super::settings::part_count;
 
 /// One part of the file: its number, where it starts and how long it is.
@@ -20,9 +21,12 @@ pub(super) struct PartPlan {
 }
 
 /// Which journaled or listed parts can be kept: the store lists them with the expected size,
-/// and the checksum recorded for them (journal, else listing) equals the SHA-256 of that
-/// range of the file now (`digests`). Listed-but-unjournaled parts that qualify, and parts
-/// journaled without their MD5 (by an older version), are journaled.
+/// the checksum recorded for them (journal, else listing) equals the SHA-256 of that
+/// range of the file now (`digests`), and their ETag (listing, else journal), where it has
+/// an MD5's shape, is the MD5 of that range (`forms::part_etag_differs`; ListParts says
+/// nothing of encryption, so an SSE-KMS upload's parts, whose ETags look like MD5s but are
+/// not, are sent again). Listed-but-unjournaled parts that qualify, and parts journaled
+/// without their MD5 (by an older version), are journaled.
 pub(super) async fn reusable_parts(
     size: u64,
     progress: &MultipartProgress,
@@ -52,6 +56,15 @@ pub(super) async fn reusable_parts(
             continue;
         };
         if lp.checksum_sha256().is_some_and(|c| c != recorded) || actual.sha256_b64 != recorded {
+            continue;
+        }
+        if part_etag_differs(etag, &actual.md5_hex, None) {
+            tracing::warn!(
+                part = plan.number,
+                etag,
+                md5 = actual.md5_hex,
+                "a part the store holds has an ETag that is not its MD5: sending it again"
+            );
             continue;
         }
         let done = DonePart {

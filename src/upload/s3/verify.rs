@@ -8,7 +8,6 @@ use std::sync::Mutex;
 
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
-use aws_sdk_s3::types::ServerSideEncryption;
 use sha2::{Digest, Sha256};
 
 use super::super::{
@@ -16,7 +15,7 @@ use super::super::{
 };
 use super::S3Destination;
 use super::errors::map_sdk_err;
-use super::forms::{Reported, Verdict, judge};
+use super::forms::{self, Reported, Verdict, judge};
 
 /// Keys already warned about being verified on size and metadata only (bounded).
 #[derive(Debug, Default)]
@@ -62,17 +61,29 @@ impl S3Destination {
         let Some(head) = self.head(key).await? else {
             return Ok(Verification::Missing);
         };
-        if let Err(detail) = compare_head(&head, size, sha256_hex) {
+        self.judge_head(key, &head, size, sha256_hex, sent).await
+    }
+
+    /// [`S3Destination::verify_sent`] of the object whose HeadObject is `head`.
+    async fn judge_head(
+        &self,
+        key: &str,
+        head: &HeadObjectOutput,
+        size: u64,
+        sha256_hex: &str,
+        sent: &SentDigests,
+    ) -> Result<Verification, UploadError> {
+        if let Err(detail) = compare_head(head, size, sha256_hex) {
             return Ok(Verification::Mismatch(detail));
         }
         let reported = Reported {
             checksum_sha256: head.checksum_sha256(),
             etag: head.e_tag(),
-            encrypted: encryption(&head),
+            encrypted: encryption(head),
         };
         let verdict = match judge(&reported, sha256_hex, sent) {
             // No `sha256` metadata to rely on: only the bytes can settle it.
-            Verdict::SizeAndMetadata(_) if overlapped(&head) => {
+            Verdict::SizeAndMetadata(_) if overlapped(head) => {
                 Verdict::ReadBytes("an overlapped object has no sha256 metadata")
             }
             v => v,
@@ -141,29 +152,26 @@ impl S3Destination {
     }
 
     /// What differs between the object (`head` of `key`) and the clip, `None` when it is the
-    /// clip: size and `sha256` metadata, and for an object uploaded while its clip
-    /// downloaded (no `sha256` metadata) its bytes, read back and hashed; never its size
-    /// alone.
+    /// clip: verified as [`S3Destination::verify_sent`] verifies (`sent`: the digests of an
+    /// upload of ours that may have made it, else [`SentDigests::Unknown`]), exactly, or read
+    /// back and hashed when nothing the store reports settles it; never by its size and
+    /// metadata alone unless it is our own encrypted upload. An object of the clip's size
+    /// and metadata whose bytes are others is not the clip.
     pub(super) async fn differs(
         &self,
         key: &str,
         head: &HeadObjectOutput,
         size: u64,
         sha256_hex: &str,
+        sent: &SentDigests,
     ) -> Result<Option<String>, UploadError> {
-        if let Err(detail) = compare_head(head, size, sha256_hex) {
-            return Ok(Some(detail));
-        }
-        if !overlapped(head) {
-            return Ok(None);
-        }
-        Ok(match self.object_sha256(key).await? {
-            Some(s) if s.eq_ignore_ascii_case(sha256_hex.trim()) => None,
-            Some(s) => Some(format!(
-                "sha256 of the stored bytes: {s}, expected {sha256_hex}"
-            )),
-            None => Some("the object went away while it was read".into()),
-        })
+        Ok(
+            match self.judge_head(key, head, size, sha256_hex, sent).await? {
+                v if v.is_verified() => None,
+                Verification::Mismatch(detail) => Some(detail),
+                _ => Some("the object went away while it was read".into()),
+            },
+        )
     }
 
     /// Our conditional write lost (412): someone else finished the key first.
@@ -174,7 +182,10 @@ impl S3Destination {
         sha256_hex: &str,
     ) -> Result<UploadOutcome, UploadError> {
         match self.head(key).await? {
-            Some(head) => match self.differs(key, &head, size, sha256_hex).await? {
+            Some(head) => match self
+                .differs(key, &head, size, sha256_hex, &SentDigests::Unknown)
+                .await?
+            {
                 None => Ok(UploadOutcome::AlreadyPresent),
                 Some(detail) => Err(UploadError::Conflict {
                     key: key.to_owned(),
@@ -227,14 +238,7 @@ pub(super) fn overlapped(head: &HeadObjectOutput) -> bool {
     })
 }
 
-/// Why the object's ETag is not an MD5 of its bytes, if it is encrypted with SSE-KMS
-/// (`aws:kms`, `aws:kms:dsse`) or SSE-C. (SSE-S3, `AES256`, keeps MD5 ETags.)
+/// Why the object's ETag is not an MD5 of its bytes, if it is encrypted (`forms::encryption`).
 fn encryption(head: &HeadObjectOutput) -> Option<&'static str> {
-    if head.sse_customer_algorithm().is_some() {
-        return Some("SSE-C");
-    }
-    match head.server_side_encryption() {
-        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse) => Some("SSE-KMS"),
-        _ => None,
-    }
+    forms::encryption(head.server_side_encryption(), head.sse_customer_algorithm())
 }
