@@ -56,6 +56,9 @@ enum Verdict {
     Changed { block: u64 },
     /// No block digests are recorded for the clip.
     NoDigests,
+    /// The camera no longer has the clip (another agent deleted it since the listing): no
+    /// delete to make; the next listing settles it.
+    Gone,
 }
 
 /// What [`Challenge::run`] decided.
@@ -116,6 +119,9 @@ impl Challenge<'_> {
                     }
                 }
                 Verdict::NoDigests => out.undigested += 1,
+                Verdict::Gone => {
+                    debug!(imei = %self.imei, clip = %c.name, "gone from the camera before its delete challenge");
+                }
             }
         }
         Ok(out)
@@ -128,7 +134,13 @@ impl Challenge<'_> {
         };
         let size = c.size;
         for block in draw(digests.count(), self.blocks) {
-            let bytes = self.read_block(c, block, size).await?;
+            let bytes = match self.read_block(c, block, size).await {
+                Err(ChallengeError::Camera {
+                    source: CameraError::Http { status: 404, .. },
+                    ..
+                }) => return Ok(Verdict::Gone),
+                r => r?,
+            };
             crate::agent::heartbeat::beat();
             self.store.add_received(c.id, bytes.len() as u64).await?;
             if !BlockDigests::matches(&digests, block, &bytes) {

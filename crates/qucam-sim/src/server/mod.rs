@@ -202,11 +202,13 @@ async fn track(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     record.status = resp.status().as_u16();
     tracing::info!(method = %record.method, path = %record.path, status = record.status, "request");
     let is_download = record.path.starts_with(VIDEO_ROOT) && matches!(record.status, 200 | 206);
-    // A closed range (`bytes=A-B`) is a spot check of bytes already downloaded.
-    let spot = record
-        .range
-        .as_deref()
-        .is_some_and(|r| !r.trim_end().ends_with('-'));
+    // A closed range (`bytes=A-B`) served as such is a spot check of bytes already
+    // downloaded.
+    let spot = record.status == 206
+        && record
+            .range
+            .as_deref()
+            .is_some_and(|r| !r.trim_end().ends_with('-'));
     let index = {
         let mut st = sim.lock();
         st.requests.push(record);
