@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -177,6 +177,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE hotspots ADD COLUMN last_failure TEXT;
     UPDATE hotspots SET last_failure = 'wrong_password' WHERE wrong_password = 1;
     ALTER TABLE hotspots RENAME COLUMN wrong_password TO wrong_password_reported;
+    "#,
+    // 8: where a clip came from: `origin` NULL for a clip a camera listed (every row before
+    // this step), 'spool' for a finished spool file no clip named, taken from the quarantine
+    // (`docs/clip-lifecycle.md`, Identity): such a clip never allows a delete from a camera.
+    r#"
+    ALTER TABLE clips ADD COLUMN origin TEXT;
     "#,
 ];
 
