@@ -984,16 +984,22 @@ async fn a_clip_listed_without_a_size_or_as_a_directory_for_a_while_is_offloaded
 
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    a_spool_file_the_database_does_not_name_is_quarantined_never_deleted
+    a_spool_file_the_database_does_not_name_is_quarantined_then_offloaded_never_deleted
 );
 /// An operator moves a corrupt state database aside while downloaded clips wait for S3, and
-/// the camera has since overwritten them: the spool holds their only copies.
-async fn a_spool_file_the_database_does_not_name_is_quarantined_never_deleted(store: Store) {
+/// the camera has since overwritten them: the spool holds their only copies. They go to the
+/// quarantine, never deleted, and are offloaded from there once S3 is back: under their
+/// plain keys, or the hashed key when the plain one holds other bytes (the same bytes there
+/// are already offloaded), with their origin in the metadata; then the quarantine is empty.
+/// Nothing is ever deleted from the camera for them.
+async fn a_spool_file_the_database_does_not_name_is_quarantined_then_offloaded_never_deleted(
+    store: Store,
+) {
     let f = Fleet::start_on(store, 8, 20_000).await;
     let events = f.event_clips();
+    assert!(events.len() >= 3, "{events:?}");
     f.s3.set_refusing(true);
     f.run_once(&knobs()).await;
-    f.s3.set_refusing(false);
     let spool = f.state_dir.join("spool").join(IMEI);
     let waiting: BTreeMap<String, Vec<u8>> = std::fs::read_dir(&spool)
         .unwrap()
@@ -1012,6 +1018,7 @@ async fn a_spool_file_the_database_does_not_name_is_quarantined_never_deleted(st
         std::fs::remove_file(clip_path(&f.camera_dir, n)).unwrap();
     }
     std::fs::rename(f.db_path(), f.state_dir.join("state.db.corrupt")).unwrap();
+    // S3 is still down: the files wait in the quarantine, as clips from the spool.
     f.run_once(&knobs()).await;
     let quarantine = f.state_dir.join("quarantine").join(IMEI);
     for (name, bytes) in &waiting {
@@ -1023,6 +1030,72 @@ async fn a_spool_file_the_database_does_not_name_is_quarantined_never_deleted(st
             "{name}: the quarantined copy is the downloaded one"
         );
     }
+    let st = qucam_offload::commands::collect_status(f.agent(&knobs()).store())
+        .await
+        .unwrap();
+    assert_eq!(st[0].from_quarantine_pending, events.len() as i64);
+    // Meanwhile the plain key of one clip got other bytes (another gateway's earlier
+    // generation), and another clip's object is already there (another agent had it).
+    f.s3.set_refusing(false);
+    let (other, present) = (&events[0], &events[1]);
+    let theirs = b"another clip's bytes".to_vec();
+    let put = |key: String, body: Vec<u8>, sha: String| {
+        f.s3.client()
+            .put_object()
+            .bucket("fleet-video")
+            .key(key)
+            .metadata("sha256", sha)
+            .body(body.into())
+            .send()
+    };
+    put(f.key(other), theirs.clone(), sha256_hex(&theirs))
+        .await
+        .unwrap();
+    let present_bytes = waiting
+        .iter()
+        .find(|(n, _)| n.starts_with(present.as_str()))
+        .map(|(_, b)| b.clone())
+        .unwrap();
+    put(f.key(present), present_bytes, f.originals[present].clone())
+        .await
+        .unwrap();
+    f.run_once(&knobs()).await;
+    assert_eq!(f.s3.object_bytes(&f.key(other)), Some(theirs), "untouched");
+    let hashed = {
+        let (stem, ext) = other.rsplit_once('.').unwrap();
+        let date = &f.key(other)[..f.key(other).len() - other.len()];
+        format!("{date}{stem}~{}.{ext}", &f.originals[other][..8])
+    };
+    let got = f.s3.object_bytes(&hashed).expect("under its hashed key");
+    assert_eq!(sha256_hex(&got), f.originals[other]);
+    let mut want: BTreeSet<String> = events.iter().map(|n| f.key(n)).collect();
+    want.insert(hashed.clone());
+    let keys: BTreeSet<String> = f.bucket_keys().into_iter().collect();
+    assert_eq!(keys, want, "one object per clip, and the stranger's");
+    for n in events.iter().filter(|n| *n != other) {
+        f.assert_in_bucket(n);
+    }
+    for key in events[2..].iter().map(|n| f.key(n)).chain([hashed]) {
+        let head =
+            f.s3.client()
+                .head_object()
+                .bucket("fleet-video")
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+        let origin = head.metadata().and_then(|m| m.get("origin")).cloned();
+        assert_eq!(origin.as_deref(), Some("spool-quarantine"), "{key}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&quarantine).unwrap().flatten().collect();
+    assert!(left.is_empty(), "removed once verified: {left:?}");
+    assert!(f.sim.deletes().is_empty(), "{:?}", f.sim.deletes());
+    let st = qucam_offload::commands::collect_status(f.agent(&knobs()).store())
+        .await
+        .unwrap();
+    assert_eq!(st[0].pending, 0);
+    assert_eq!(st[0].from_quarantine, events.len() as i64);
+    assert_eq!(st[0].from_quarantine_pending, 0);
 }
 
 on_both_stores!(

@@ -52,6 +52,7 @@ fn meta_for(data: &[u8]) -> ObjectMeta {
         camera: "front".into(),
         recorded_at: "2024-05-01T12:00:00Z".into(),
         sha256_hex: sha_hex(data),
+        origin: String::new(),
     }
 }
 

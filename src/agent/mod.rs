@@ -13,9 +13,10 @@
 //!   it alone writes the radio's state (`radio`), which the schedule and the uploader read.
 //!
 //! Shared small things: `events` (what the agent reports), `spool` (the files between
-//! camera and bucket), `work` (a clip parsed once for the stages), `learn` (hotspot
-//! passwords from device info), `heartbeat` (whether the loops progress). A run is a
-//! [`Mode`]: one pass over everything (`--once`) or the daemon.
+//! camera and bucket), `quarantine` (spool files no clip named, offloaded from the
+//! quarantine as clips from the spool), `work` (a clip parsed once for the stages),
+//! `learn` (hotspot passwords from device info), `heartbeat` (whether the loops progress).
+//! A run is a [`Mode`]: one pass over everything (`--once`) or the daemon.
 //!
 //! Every step is a state transition in [`crate::store`]; a kill -9 anywhere resumes
 //! from the last committed state and the bytes on disk.
@@ -24,6 +25,7 @@ mod camera;
 mod events;
 pub mod heartbeat;
 mod learn;
+mod quarantine;
 mod radio;
 mod rotation;
 mod schedule;
@@ -257,6 +259,7 @@ impl Agent {
     /// range), then stop. Returns each camera's outcome.
     pub async fn run_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
         self.spool.adopt_legacy(&self.store).await;
+        quarantine::take_in_all(&self.spool, &self.store).await;
         let (states, radio) = RadioStates::new();
         let up = self.uploader(radio, Mode::Once);
         let stop_uploader = CancellationToken::new();
@@ -322,6 +325,7 @@ impl Agent {
     /// and the rotation over the hotspots, until shutdown or a soft stop.
     pub async fn run(self: &Arc<Self>) {
         self.spool.adopt_legacy(&self.store).await;
+        quarantine::take_in_all(&self.spool, &self.store).await;
         let (states, radio) = RadioStates::new();
         let up = self.uploader(radio.clone(), Mode::Daemon);
         let stop_uploader = self.stops.shutdown.child_token();

@@ -7,8 +7,8 @@
 //! leftover, or the finished file of a clip verified in the bucket, is removed; a finished
 //! file no clip names as offloaded (a state database moved aside or restored from a backup)
 //! may be a clip's only copy, and goes to `quarantine/{imei}/` beside the spool, never
-//! deleted (with `retention.keep_local`, only `.part` leftovers go: finished files are
-//! kept, and only an exact listing's is used).
+//! deleted, to be offloaded from there (`agent::quarantine`; with `retention.keep_local`,
+//! only `.part` leftovers go: finished files are kept, and only an exact listing's is used).
 //! [`Spool::adopt_legacy`] renames, once at start, the finished file of a clip past
 //! its download from its pre-upgrade name to its current one (its SHA-256 is checked again
 //! by the upload).
@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
 use crate::config::SpoolConfig;
-use crate::store::{Clip, Group, Store};
+use crate::store::{Clip, Group, Origin, Store};
 
 /// The spool dir: the paths of clips' files in it, and its upkeep.
 #[derive(Debug, Clone)]
@@ -51,8 +51,35 @@ pub(crate) fn legacy_spool_name(clip: &Clip) -> String {
     }
 }
 
+/// The path a clip from the quarantine is recorded at: its file, relative to the state dir
+/// (`quarantine/{imei}/{file}`). Never a camera's path (those are absolute), and the row's
+/// `origin` keeps it apart from camera clips in any case.
+pub(crate) fn quarantine_row_path(imei: &str, file: &str) -> String {
+    format!("{QUARANTINE}/{imei}/{file}")
+}
+
+/// The quarantined file of clip `c` (origin `spool`): the last part of its path, when the
+/// path is exactly [`quarantine_row_path`] of its IMEI and a plain file name.
+pub(crate) fn quarantined_file(c: &Clip) -> Option<&str> {
+    let file = c
+        .path
+        .strip_prefix(QUARANTINE)?
+        .strip_prefix('/')?
+        .strip_prefix(c.imei.as_str())?
+        .strip_prefix('/')?;
+    let plain = !file.is_empty()
+        && file != "."
+        && file != ".."
+        && !file.contains(['/', '\\'])
+        && !file.chars().any(char::is_control);
+    plain.then_some(file)
+}
+
+/// The quarantine's dir inside the state dir.
+const QUARANTINE: &str = "quarantine";
+
 /// Regular files directly in `dir` (none if it cannot be read).
-fn files_in(dir: &Path) -> Vec<String> {
+pub(crate) fn files_in(dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -67,7 +94,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 fn wanted(clips: &[Clip]) -> HashSet<String> {
     clips
         .iter()
-        .filter(|c| c.state.is_still_to_do())
+        .filter(|c| c.origin == Origin::Camera && c.state.is_still_to_do())
         .flat_map(|c| {
             let name = spool_name(c);
             [format!("{name}.part"), name]
@@ -116,7 +143,7 @@ fn copy_whole(from: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
 fn offloaded(clips: &[Clip]) -> HashSet<String> {
     clips
         .iter()
-        .filter(|c| c.state.is_offloaded())
+        .filter(|c| c.origin == Origin::Camera && c.state.is_offloaded())
         .map(spool_name)
         .collect()
 }
@@ -141,9 +168,15 @@ impl Spool {
         self.camera_dir(&c.imei).join(format!("{name}.part"))
     }
 
-    /// Where clip `c` waits for its upload once downloaded.
+    /// Where clip `c` waits for its upload once downloaded; a clip from the quarantine waits
+    /// there, in its quarantined file (see [`quarantined_file`]).
     pub(crate) fn file_path(&self, c: &Clip) -> PathBuf {
-        self.camera_dir(&c.imei).join(spool_name(c))
+        match c.origin {
+            Origin::Camera => self.camera_dir(&c.imei).join(spool_name(c)),
+            Origin::Spool => self
+                .quarantine_dir(&c.imei)
+                .join(quarantined_file(c).unwrap_or_default()),
+        }
     }
 
     /// Whether the spool may take another download (cap and free-disk floor).
@@ -164,15 +197,16 @@ impl Spool {
 
     /// Removes every file of camera `imei`'s spool dir that no clip with work left names
     /// (see the module doc). The dir is read before the clips, so a file whose clip exists
-    /// is never taken for a leftover. With `keep_local`, finished files stay.
-    pub(crate) async fn sweep(&self, store: &Store, imei: &str, keep_local: bool) -> Result<()> {
+    /// is never taken for a leftover. With `keep_local`, finished files stay. Returns how
+    /// many files went to the quarantine.
+    pub(crate) async fn sweep(&self, store: &Store, imei: &str, keep_local: bool) -> Result<usize> {
         let dir = self.camera_dir(imei);
         let found = {
             let d = dir.clone();
             tokio::task::spawn_blocking(move || files_in(&d)).await?
         };
         if found.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let clips = store.clips_of(imei).await?;
         let keep = wanted(&clips);
@@ -185,12 +219,13 @@ impl Spool {
         } else {
             HashSet::new()
         };
+        let mut quarantined = 0;
         for f in leftovers {
             let file = dir.join(&f);
             if !f.ends_with(".part") && !safe.contains(&f) {
                 // A finished clip no row names as offloaded (a state database moved aside
                 // or restored from a backup): it may be the only copy. Never deleted.
-                self.quarantine(imei, &f).await;
+                quarantined += usize::from(self.quarantine(imei, &f).await);
                 continue;
             }
             match tokio::fs::remove_file(&file).await {
@@ -200,33 +235,44 @@ impl Spool {
                 }
             }
         }
-        Ok(())
+        Ok(quarantined)
     }
 
     /// The quarantine: `quarantine/{imei}/` beside the spool, where finished spool files
-    /// that no clip names wait for the operator (see [`Spool::sweep`]).
+    /// that no clip names go (see [`Spool::sweep`]) and are offloaded from (`quarantine`).
     pub(crate) fn quarantine_dir(&self, imei: &str) -> PathBuf {
+        self.quarantine_root().join(imei)
+    }
+
+    /// The quarantine's dir, `quarantine/` in the state dir.
+    pub(crate) fn quarantine_root(&self) -> PathBuf {
         let state_dir = self.root.parent().unwrap_or(&self.root);
-        state_dir.join("quarantine").join(imei)
+        state_dir.join(QUARANTINE)
     }
 
     /// Moves finished spool file `f` of camera `imei` to the quarantine (warned once per
     /// file: it leaves the spool). The spool keeps it until the quarantine holds it whole.
-    async fn quarantine(&self, imei: &str, f: &str) {
+    /// Whether it moved.
+    async fn quarantine(&self, imei: &str, f: &str) -> bool {
         let to_dir = self.quarantine_dir(imei);
         let from = self.camera_dir(imei).join(f);
         let (dir, name) = (to_dir.clone(), f.to_string());
         let moved = tokio::task::spawn_blocking(move || move_whole(&from, &dir, &name)).await;
         match moved {
-            Ok(Ok(())) => warn!(
-                imei = %imei, file = %f, quarantine = %to_dir.display(),
-                "a finished spool file no clip in the state database names (was the database replaced?) is kept in the quarantine, never deleted: offload it by hand"
-            ),
+            Ok(Ok(())) => {
+                warn!(
+                    imei = %imei, file = %f, quarantine = %to_dir.display(),
+                    "a finished spool file no clip in the state database names (was the database replaced?) is kept in the quarantine, never deleted: it is offloaded from there"
+                );
+                true
+            }
             Ok(Err(e)) => {
-                warn!(imei = %imei, file = %f, "cannot move an unnamed spool file to the quarantine (it stays in the spool): {e}")
+                warn!(imei = %imei, file = %f, "cannot move an unnamed spool file to the quarantine (it stays in the spool): {e}");
+                false
             }
             Err(e) => {
-                warn!(imei = %imei, file = %f, "moving a spool file to the quarantine failed: {e}")
+                warn!(imei = %imei, file = %f, "moving a spool file to the quarantine failed: {e}");
+                false
             }
         }
     }

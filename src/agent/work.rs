@@ -11,11 +11,13 @@ use tracing::{debug, warn};
 
 use qucam::{ClipName, NameError};
 
+use super::spool::quarantined_file;
 use crate::config::SyncConfig;
 use crate::key;
-use crate::store::{Clip, Store};
+use crate::store::{Clip, Origin, Store};
 
-/// A clip from the store whose name, camera path and IMEI passed their checks, with the
+/// A clip from the store whose name, camera path (for a clip from the quarantine: its
+/// quarantined file) and IMEI passed their checks, with the
 /// object key it goes to. Derefs to the [`Clip`] (so `w.name` is the stored name, as
 /// logged; `w.parsed` is the checked [`ClipName`]).
 pub(crate) struct Work {
@@ -35,7 +37,17 @@ impl Work {
     /// before the download: see [`Work::key_needs_hash`]).
     fn checked(clip: &Clip, prefix: &str) -> Result<(ClipName, String), NameError> {
         let name = ClipName::parse(&clip.name)?;
-        qucam::check_camera_path(&clip.path, &name)?;
+        match clip.origin {
+            Origin::Camera => qucam::check_camera_path(&clip.path, &name)?,
+            // Not a camera's path: the quarantined file the clip is offloaded from.
+            Origin::Spool if quarantined_file(clip).is_none() => {
+                return Err(NameError(format!(
+                    "refused quarantine path {:?}",
+                    qucam::excerpt(&clip.path)
+                )));
+            }
+            Origin::Spool => {}
+        }
         qucam::check_imei(&clip.imei)?;
         let key = match (clip.hashed_key, clip.sha256.as_deref()) {
             (false, _) => key::object_key(prefix, &clip.imei, &name)?,
@@ -136,6 +148,7 @@ pub(crate) fn test_clip(name: &str, path: &str, imei: &str) -> Clip {
         date_ms: None,
         weak_proof: None,
         challenge_due: false,
+        origin: crate::store::Origin::Camera,
     }
 }
 
@@ -197,6 +210,35 @@ mod tests {
         assert!(Work::parse(test_clip(NAME, "/sdcard/DCIM/other.mp4", IMEI), "").is_err());
         assert!(Work::parse(test_clip(NAME, &path, "../etc"), "").is_err());
         assert!(Work::parse(test_clip(NAME, &path, IMEI), "a/../b").is_err());
+    }
+
+    #[test]
+    fn a_clip_from_the_quarantine_is_offloaded_from_its_quarantined_file_only() {
+        let file = format!("{NAME}~3-10-none");
+        let mut c = test_clip(NAME, &format!("quarantine/{IMEI}/{file}"), IMEI);
+        c.origin = crate::store::Origin::Spool;
+        let w = Work::parse(c.clone(), "dashcam").expect("its quarantined file");
+        assert_eq!(w.key, format!("dashcam/{IMEI}/2021-04-27/{NAME}"));
+        let state_dir = tempfile::tempdir().unwrap();
+        let spool = crate::agent::spool::Spool::open(state_dir.path()).unwrap();
+        assert!(
+            spool
+                .file_path(&c)
+                .ends_with(format!("quarantine/{IMEI}/{file}"))
+        );
+        for bad in [
+            format!("/sdcard/DCIM/{NAME}"),
+            format!("quarantine/{IMEI}/../{file}"),
+            format!("quarantine/{IMEI}/.."),
+            format!("quarantine/867867432522519/{file}"),
+            format!("spool/{IMEI}/{file}"),
+        ] {
+            let c = Clip {
+                path: bad.clone(),
+                ..c.clone()
+            };
+            assert!(Work::parse(c, "").is_err(), "{bad}");
+        }
     }
 
     #[test]

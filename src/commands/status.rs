@@ -1,6 +1,6 @@
 //! `qucam-offload status [--json]`: per camera, what the state database knows: clips
-//! pending, offloaded today, lost and failed, uploads in flight, paused downloads, and
-//! uploads paused while the destination is down.
+//! pending, offloaded today, lost and failed, uploads in flight, paused downloads, clips
+//! from the spool quarantine, and uploads paused while the destination is down.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::agent;
 use crate::config::Config;
-use crate::store::{ClipState, HotspotRow, JoinFailure, Store, now};
+use crate::store::{Clip, ClipState, HotspotRow, JoinFailure, Origin, Store, now};
 
 /// One camera in `status`.
 #[derive(Debug, Serialize)]
@@ -50,6 +50,11 @@ pub struct CameraStatus {
     pub deletes_not_taken: usize,
     /// Why the delete challenge holds this camera's deletes, if it does.
     pub deletes_held: Option<String>,
+    /// Clips offloaded from the spool quarantine (finished spool files a replaced state
+    /// database did not name), in any state: never deleted from the camera.
+    pub from_quarantine: i64,
+    /// Of those, the ones not yet offloaded (their files still in the quarantine).
+    pub from_quarantine_pending: i64,
 }
 
 /// A camera hotspot as the radio last saw it (times in Unix seconds). Never a password.
@@ -151,11 +156,8 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             .notice(agent::pause_key(&cam.imei))
             .await?
             .map(|(m, _)| m);
-        let weak: Vec<&str> = all
-            .iter()
-            .filter(|c| c.state.is_offloaded())
-            .filter_map(|c| c.weak_proof.as_deref())
-            .collect();
+        let weak = weak_proofs(&all);
+        let (from_quarantine, from_quarantine_pending) = from_quarantine(&all);
         let pending = count(ClipState::is_pending);
         let failed = count(ClipState::is_failure);
         let today = store.tally(&cam.imei, local_midnight()).await?;
@@ -172,6 +174,8 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
                 None => 0,
             },
             hotspot,
+            from_quarantine,
+            from_quarantine_pending,
             downloads_paused,
             uploads_paused: uploads_paused.clone(),
             pending,
@@ -193,6 +197,21 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         });
     }
     Ok(out)
+}
+
+/// Why offloaded clips among `all` were verified by size and metadata only, one each.
+fn weak_proofs(all: &[Clip]) -> Vec<&str> {
+    all.iter()
+        .filter(|c| c.state.is_offloaded())
+        .filter_map(|c| c.weak_proof.as_deref())
+        .collect()
+}
+
+/// Clips from the spool quarantine among `all`, and those of them still to offload.
+fn from_quarantine(all: &[Clip]) -> (i64, i64) {
+    let from: Vec<&Clip> = all.iter().filter(|c| c.origin == Origin::Spool).collect();
+    let pending = from.iter().filter(|c| c.state.is_still_to_do()).count();
+    (from.len() as i64, pending as i64)
 }
 
 fn ago(t: i64) -> String {
@@ -307,8 +326,8 @@ pub fn format_status(st: &[CameraStatus]) -> String {
     o
 }
 
-/// The notices below the table: uploads paused (once), then per camera downloads paused
-/// and uploads in flight.
+/// The notices below the table: uploads paused (once), then per camera downloads paused,
+/// clips from the spool quarantine waiting, and uploads in flight.
 fn notes(st: &[CameraStatus]) -> Vec<String> {
     let label = |c: &CameraStatus| c.name.clone().unwrap_or_else(|| c.imei.clone());
     let paused = st.iter().find_map(|c| c.uploads_paused.as_ref());
@@ -335,6 +354,13 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
                     "  {}: {} clip(s) verified by size and metadata only ({why}); with checksum = \"sha256\" a store that keeps checksums ties objects to their bytes",
                     label(c),
                     c.weakly_verified
+                ));
+            }
+            if c.from_quarantine_pending > 0 {
+                v.push(format!(
+                    "  {}: {} clip(s) from the spool quarantine (spool files the state database did not name) waiting to be offloaded; never deleted from the camera",
+                    label(c),
+                    c.from_quarantine_pending
                 ));
             }
             if let Some(h) = &c.hotspot {

@@ -579,7 +579,9 @@ fn listed_again(
 }
 
 /// A path listed for the first time. Its key is hashed when the camera's file name is
-/// already taken by a clip at another path (a second folder or card).
+/// already taken by a clip at another path (a second folder or card); a clip from the spool
+/// quarantine does not count (it may be this very clip: the same bytes at the plain key are
+/// found there, other bytes send the later upload to its hashed key).
 fn insert_first(
     tx: &Transaction<'_>,
     imei: &str,
@@ -588,7 +590,8 @@ fn insert_first(
     t: i64,
 ) -> rusqlite::Result<()> {
     let taken: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM clips WHERE imei = ?1 AND name = ?2 AND state != ?3)",
+        "SELECT EXISTS (SELECT 1 FROM clips WHERE imei = ?1 AND name = ?2 AND state != ?3
+            AND origin IS NULL)",
         params![imei, l.name, Refused],
         |r| r.get(0),
     )?;

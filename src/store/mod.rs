@@ -7,7 +7,9 @@
 //! transition survives a kill -9 or a power cut.
 //!
 //! A clip is `(imei, path, generation)`: a path that holds a new clip gets a new row (see
-//! `docs/clip-lifecycle.md`, Identity). The states
+//! `docs/clip-lifecycle.md`, Identity). A clip taken in from the spool quarantine has
+//! [`Origin::Spool`] (its path is its quarantined file): it is never downloaded, offered for
+//! a delete from a camera or recorded as deleted by one. The states
 //! are [`ClipState`]; the sets of states the program reasons about are defined once there.
 //! The rooms: [`schema`] (migrations), [`state`] (states and groups), `transitions` (one
 //! guarded method per transition), `listing` (reconciling listings, clips that left the
@@ -39,6 +41,7 @@
 //! | queued, downloading, failed@download | `start_download` | downloading |
 //! | downloading | `downloaded` | downloaded |
 //! | downloading | `failed(Stage::Download)` | failed |
+//! | (new) | `take_in_quarantined` | downloaded (a finished spool file no clip named, from the quarantine: origin `spool`, off the camera for good; its verification makes it deleted, never a delete from a camera) |
 //! | downloading | `download_discarded` | queued (another camera answers at the address: bytes dropped, no attempt counted) |
 //! | downloaded, uploading, failed@upload | `start_upload` | uploading |
 //! | downloaded, uploading, failed@upload | `requeue_for_download` | queued (spool file missing, or no hash); lost when the camera no longer holds it |
@@ -47,7 +50,7 @@
 //! | uploading, uploaded | `failed(Stage::Upload)` | failed |
 //! | uploaded | `verify_postponed` | uploaded (reason only: the bucket could not be asked) |
 //! | uploaded | `verified` | verified (still on the camera) |
-//! | uploaded | `verified` | **deleted** (already left the camera: nothing left to do) |
+//! | uploaded | `verified` | **deleted** (already left the camera, or from the quarantine: nothing left to do) |
 //! | verified | `retained` | retained |
 //! | verified, retained | `deleted` | deleted (the camera confirmed the delete) |
 //! | verified, retained | `requeue_missing_object` | queued (the bucket no longer confirms it) |
@@ -78,8 +81,8 @@ pub use listing::{Listed, PASSING_REFUSALS, REFUSED_AS_DIRECTORY, Reconciled};
 pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};
 pub use schema::SCHEMA_VERSION;
-pub use state::{ClipState, Group, Stage};
-pub use transitions::Verified;
+pub use state::{ClipState, Group, Origin, Stage};
+pub use transitions::{Quarantined, TakenIn, Verified};
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
@@ -139,6 +142,8 @@ pub struct Clip {
     /// The delete challenge must read its bytes on the camera in this pass: a listing could
     /// not tell them from those verified (a delete that did not take, a clock shift).
     pub challenge_due: bool,
+    /// Where the clip came from: its camera's listing, or the spool quarantine.
+    pub origin: Origin,
 }
 
 impl Clip {
@@ -150,7 +155,7 @@ impl Clip {
 
 const CLIP_COLS: &str = "id, imei, path, name, size, event, camera, recorded_at, state, reason, \
     failed_stage, attempts, retry_after, sha256, object_key, etag, upload_id, part_size, first_seen, \
-    generation, hashed_key, date_ms, weak_proof, challenge_due";
+    generation, hashed_key, date_ms, weak_proof, challenge_due, origin";
 
 fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
     Ok(Clip {
@@ -178,6 +183,7 @@ fn clip_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Clip> {
         date_ms: r.get(21)?,
         weak_proof: r.get(22)?,
         challenge_due: r.get(23)?,
+        origin: r.get(24)?,
     })
 }
 
@@ -191,7 +197,7 @@ impl Store {
         }
         let hint = || {
             format!(
-                "cannot open the state database {}: if it is corrupt, stop the agent, move the file aside and start again (clips already in the bucket are recognised and not sent twice; downloaded clips waiting in the spool that the new database does not know are moved to the quarantine dir beside it, never deleted)",
+                "cannot open the state database {}: if it is corrupt, stop the agent, move the file aside and start again (clips already in the bucket are recognised and not sent twice; downloaded clips waiting in the spool that the new database does not know are moved to the quarantine dir beside it and offloaded from there, never deleted)",
                 path.display()
             )
         };
@@ -257,3 +263,5 @@ mod tests;
 mod tests_hotspots;
 #[cfg(test)]
 mod tests_identity;
+#[cfg(test)]
+mod tests_quarantine;

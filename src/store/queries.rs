@@ -100,7 +100,8 @@ impl Store {
         let imei = imei.to_string();
         self.call(move |c| {
             let cond = format!(
-                "imei = ?1 AND on_camera = 1 AND {} AND (state != 'failed' OR retry_after <= ?2)
+                "imei = ?1 AND on_camera = 1 AND origin IS NULL AND {}
+                    AND (state != 'failed' OR retry_after <= ?2)
                  ORDER BY priority, recorded_at, name LIMIT ?3",
                 Group::DOWNLOAD_WORK.sql()
             );
@@ -138,13 +139,13 @@ impl Store {
     /// retained: the guard of [`Store::deleted`]), oldest first: only those a listing since
     /// `listed_since` (ms, [`super::now_ms`]) showed with the size and `date` of the bytes
     /// that were verified (a path that now holds other bytes is never deleted on the old
-    /// clip's strength).
+    /// clip's strength). Never a clip from the spool quarantine (its camera path is unknown).
     pub async fn deletable(&self, imei: &str, listed_since: i64) -> Result<Vec<Clip>> {
         let imei = imei.to_string();
         self.call(move |c| {
             let cond = format!(
-                "imei = ?1 AND on_camera = 1 AND {} AND listed_at >= ?2 AND listed_size = size
-                    AND listed_date IS date_ms
+                "imei = ?1 AND on_camera = 1 AND origin IS NULL AND {} AND listed_at >= ?2
+                    AND listed_size = size AND listed_date IS date_ms
                     AND (delete_misses = 0 OR retry_after IS NULL OR retry_after <= ?3)
                     ORDER BY recorded_at",
                 DELETED_FROM.sql()
@@ -161,7 +162,8 @@ impl Store {
         let imei = imei.to_string();
         self.call(move |c| {
             let cond = format!(
-                "imei = ?1 AND on_camera = 1 AND challenge_due = 1 AND {} AND listed_at >= ?2
+                "imei = ?1 AND on_camera = 1 AND origin IS NULL AND challenge_due = 1 AND {}
+                    AND listed_at >= ?2
                     AND listed_size = size AND listed_date IS date_ms ORDER BY recorded_at",
                 DELETED_FROM.sql()
             );

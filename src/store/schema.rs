@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -192,6 +192,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE clips ADD COLUMN blocks BLOB;
     ALTER TABLE clips ADD COLUMN challenge_due INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 10: where a clip came from: `origin` NULL for a clip a camera listed (every row before
+    // this step), 'spool' for a finished spool file no clip named, taken from the quarantine
+    // (`docs/clip-lifecycle.md`, Identity): such a clip never allows a delete from a camera.
+    r#"
+    ALTER TABLE clips ADD COLUMN origin TEXT;
     "#,
 ];
 

@@ -208,6 +208,52 @@ impl FromSql for Stage {
     }
 }
 
+/// Where a clip came from (`origin`, schema 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Listed by its camera (stored as NULL: every row from before schema 8).
+    #[default]
+    Camera,
+    /// A finished spool file no clip named (a state database moved aside or restored from a
+    /// backup), taken from the quarantine: its camera path is unknown, and it never allows
+    /// a delete from a camera.
+    Spool,
+}
+
+impl Origin {
+    /// The stored text (`None`: NULL).
+    pub const fn as_sql(self) -> Option<&'static str> {
+        match self {
+            Origin::Camera => None,
+            Origin::Spool => Some("spool"),
+        }
+    }
+}
+
+impl ToSql for Origin {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.as_sql() {
+            Some(text) => ToSqlOutput::from(text),
+            None => ToSqlOutput::from(rusqlite::types::Null),
+        })
+    }
+}
+
+impl FromSql for Origin {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value {
+            ValueRef::Null => Ok(Origin::Camera),
+            v => match v.as_str()? {
+                "spool" => Ok(Origin::Spool),
+                other => Err(FromSqlError::Other(
+                    format!("unknown clip origin {other:?}").into(),
+                )),
+            },
+        }
+    }
+}
+
 /// A named set of clips: some states, plus `failed` clips of one stage.
 #[derive(Debug, Clone, Copy)]
 pub struct Group {

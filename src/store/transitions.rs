@@ -6,7 +6,7 @@ use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::state::ClipState::{self, *};
-use super::state::{Group, Stage};
+use super::state::{Group, Origin, Stage};
 use super::{SentRow, Store, now};
 use crate::blocks::BlockDigests;
 
@@ -47,6 +47,43 @@ pub(super) const REFUSE_FROM: Group = only(ClipState::STILL_TO_DO);
 /// holds it.
 const SPOOL_COPY_GONE: &str =
     "its spool copy is gone and the camera no longer holds it (left, or replaced)";
+
+/// Why a clip verified after it left the camera is `deleted` (nothing left to do).
+const LEFT_CAMERA: &str = "left the camera before retention (another agent, or overwritten)";
+/// Why a clip from the spool quarantine is `deleted` once verified: it never was, and never
+/// will be, deleted from a camera by the agent.
+pub(super) const FROM_QUARANTINE: &str = "offloaded from the spool quarantine (its camera \
+    path is unknown): never deleted from a camera by the agent";
+
+/// A finished spool file found in the quarantine, hashed: what
+/// [`Store::take_in_quarantined`] records. Its name, size and `date` come from its spool
+/// name; event, camera, recording time and priority from its validated clip name.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub imei: String,
+    /// The file, relative to the state dir (`quarantine/{imei}/{file}`): the row's `path`.
+    pub path: String,
+    pub name: String,
+    pub size: u64,
+    pub date_ms: Option<i64>,
+    pub sha256: String,
+    pub event: String,
+    pub camera: i64,
+    pub recorded_at: String,
+    pub priority: i64,
+}
+
+/// What [`Store::take_in_quarantined`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakenIn {
+    /// A new clip (this row id), `downloaded`, from the quarantine.
+    New(i64),
+    /// A clip from this file still has work left: nothing changed.
+    Working,
+    /// A clip from this file, with these bytes, is already offloaded (verified in the
+    /// bucket): the file may go.
+    Offloaded,
+}
 
 /// What [`Store::verified`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +152,11 @@ impl Store {
     /// (it left, or its path holds a newer clip).
     pub async fn requeue_for_download(&self, id: i64) -> Result<bool> {
         self.call(move |c| {
+            // A clip from the quarantine cannot be downloaded again: its copy was the one.
             Ok(guarded(
                 c,
-                "state = CASE WHEN on_camera = 1 THEN ?2 ELSE ?3 END,
-                 reason = CASE WHEN on_camera = 1 THEN reason ELSE ?4 END",
+                "state = CASE WHEN on_camera = 1 AND origin IS NULL THEN ?2 ELSE ?3 END,
+                 reason = CASE WHEN on_camera = 1 AND origin IS NULL THEN reason ELSE ?4 END",
                 REQUEUE_FOR_DOWNLOAD_FROM,
                 &[&id, &Queued, &Lost, &SPOOL_COPY_GONE],
             )?)
@@ -252,9 +290,11 @@ impl Store {
         self.call(move |c| {
             let tx = c.transaction()?;
             let t = now();
+            // A clip from the spool quarantine is never on a camera for the agent: its
+            // camera path is unknown, so nothing may ever be deleted on its strength.
             let on_camera: Option<bool> = tx
                 .query_row(
-                    "SELECT on_camera = 1 FROM clips WHERE id = ?1",
+                    "SELECT on_camera = 1 AND origin IS NULL FROM clips WHERE id = ?1",
                     params![id],
                     |r| r.get(0),
                 )
@@ -264,10 +304,16 @@ impl Store {
                     if guarded(
                         &tx,
                         "state = ?2, verified_at = ?3, deleted_at = ?3, weak_proof = ?4, \
-                            reason = 'left the camera before retention (another agent, or \
-                            overwritten)'",
+                            reason = CASE WHEN origin IS NULL THEN ?5 ELSE ?6 END",
                         VERIFIED_FROM,
-                        &[&id, &Deleted, &t, &weak_proof],
+                        &[
+                            &id,
+                            &Deleted,
+                            &t,
+                            &weak_proof,
+                            &LEFT_CAMERA,
+                            &FROM_QUARANTINE,
+                        ],
                     )? =>
                 {
                     Verified::LeftCamera
@@ -378,21 +424,22 @@ impl Store {
     }
 
     /// `verified | retained → deleted` after the camera confirmed the delete. Nothing else can
-    /// be marked deleted this way. How many applied.
+    /// be marked deleted this way, and never a clip from the spool quarantine. How many
+    /// applied.
     pub async fn deleted(&self, ids: Vec<i64>) -> Result<usize> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let t = now();
+            let sql = format!(
+                // No reason: deleted by the agent, which the camera confirmed (a listing may
+                // yet show that it did not: see `reconcile_page`).
+                "UPDATE clips SET state = ?2, deleted_at = ?3, on_camera = 0, reason = NULL
+                  WHERE id = ?1 AND origin IS NULL AND {}",
+                DELETED_FROM.sql()
+            );
             let mut n = 0;
             for id in ids {
-                n += usize::from(guarded(
-                    &tx,
-                    // No reason: deleted by the agent, which the camera confirmed (a
-                    // listing may yet show that it did not: see `reconcile_page`).
-                    "state = ?2, deleted_at = ?3, on_camera = 0, reason = NULL",
-                    DELETED_FROM,
-                    &[&id, &Deleted, &t],
-                )?);
+                n += tx.execute(&sql, params![id, Deleted, t])?;
             }
             tx.commit()?;
             Ok(n)
@@ -460,6 +507,66 @@ impl Store {
             Ok(row.and_then(|(blob, size)| {
                 BlockDigests::from_blob(blob?).filter(|b| b.fit(size.max(0) as u64))
             }))
+        })
+        .await
+    }
+
+    /// `(new) → downloaded`: a finished spool file no clip named, found in the quarantine
+    /// and hashed, becomes a clip of origin `spool` (off the camera, its key the plain one
+    /// until a conflict says otherwise), which the uploader offloads like any downloaded
+    /// clip. Not when a clip from that file has work left ([`TakenIn::Working`]) or was
+    /// offloaded with these very bytes ([`TakenIn::Offloaded`]); a file of other bytes
+    /// under a name taken in before is a new generation of that path.
+    pub async fn take_in_quarantined(&self, q: Quarantined) -> Result<TakenIn> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let earlier: Vec<(ClipState, Option<String>, i64)> = {
+                let mut st = tx.prepare(
+                    "SELECT state, sha256, generation FROM clips WHERE imei = ?1 AND path = ?2",
+                )?;
+                st.query_map(params![q.imei, q.path], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            if earlier.iter().any(|(s, _, _)| s.is_still_to_do()) {
+                return Ok(TakenIn::Working);
+            }
+            let same = |sha: &Option<String>| sha.as_deref() == Some(q.sha256.as_str());
+            if earlier
+                .iter()
+                .any(|(s, sha, _)| s.is_offloaded() && same(sha))
+            {
+                return Ok(TakenIn::Offloaded);
+            }
+            let generation = earlier.iter().map(|e| e.2 + 1).max().unwrap_or(0);
+            let t = now();
+            tx.execute(
+                "INSERT INTO clips (imei, path, name, size, recorded_at, event, camera, priority,
+                    state, sha256, on_camera, first_seen, last_seen, downloaded_at, generation,
+                    hashed_key, date_ms, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11, ?11, ?12, 0, ?13,
+                    ?14)",
+                params![
+                    q.imei,
+                    q.path,
+                    q.name,
+                    q.size as i64,
+                    q.recorded_at,
+                    q.event,
+                    q.camera,
+                    q.priority,
+                    ClipState::Downloaded,
+                    q.sha256,
+                    t,
+                    generation,
+                    q.date_ms,
+                    Origin::Spool
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(TakenIn::New(id))
         })
         .await
     }

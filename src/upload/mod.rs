@@ -62,7 +62,10 @@ pub use s3::{
 };
 
 /// What we store as object metadata (`x-amz-meta-*`): imei, device-name, camera-path,
-/// event-code, event-name, camera, recorded-at, sha256.
+/// event-code, event-name, camera, recorded-at, sha256, and `origin` for a clip that did
+/// not come from its camera's listing (`spool-quarantine`: a spool file no clip named,
+/// offloaded from the quarantine, its camera-path then the quarantined file's path in the
+/// state dir); a clip its camera listed records no origin.
 ///
 /// S3 limits an object's user metadata to 2 KB (keys plus values), and neither the camera
 /// path (up to 1,024 characters) nor the device name (unbounded) is ours to size, so
@@ -72,7 +75,7 @@ pub use s3::{
 /// 2. `sha256` is never cut or dropped (verification reads it); an empty `sha256_hex`
 ///    (an upload that starts before its download finished) gives [`OVERLAPPED_META_KEY`]
 ///    instead;
-/// 3. the small fields (imei, event-code, event-name, camera, recorded-at) and the
+/// 3. the small fields (imei, event-code, event-name, camera, recorded-at, origin) and the
 ///    device-name keep at most [`META_FIELD_MAX`] characters, a longer value ending in
 ///    `...` in place of its tail;
 /// 4. the camera-path gets the room left under [`METADATA_LIMIT`]; a longer one keeps its
@@ -92,7 +95,16 @@ pub struct ObjectMeta {
     pub recorded_at: String,
     /// Lowercase hex SHA-256 of the whole file.
     pub sha256_hex: String,
+    /// Where the clip came from when not from its camera's listing ([`ORIGIN_META_KEY`]);
+    /// empty: listed by its camera, nothing recorded.
+    pub origin: String,
 }
+
+/// The metadata key of a clip's origin when it is not its camera's listing (see
+/// [`ObjectMeta`]).
+pub const ORIGIN_META_KEY: &str = "origin";
+/// The [`ORIGIN_META_KEY`] value of a clip offloaded from the spool quarantine.
+pub const ORIGIN_SPOOL_QUARANTINE: &str = "spool-quarantine";
 
 /// The metadata key (without `x-amz-meta-`) that holds the whole-file SHA-256 in hex.
 pub const SHA256_META_KEY: &str = "sha256";
@@ -124,6 +136,10 @@ impl ObjectMeta {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), cut_end(&header_safe(v), META_FIELD_MAX)))
         .collect();
+        if !self.origin.is_empty() {
+            let origin = cut_end(&header_safe(&self.origin), META_FIELD_MAX);
+            m.insert(ORIGIN_META_KEY.to_owned(), origin);
+        }
         if self.sha256_hex.is_empty() {
             m.insert(OVERLAPPED_META_KEY.to_owned(), "true".to_owned());
         } else {
@@ -654,9 +670,11 @@ mod tests {
             camera: "c".repeat(3000),
             recorded_at: "r".repeat(3000),
             sha256_hex: sha.into(),
+            origin: "o".repeat(3000),
         };
         let m = hostile.to_metadata();
-        assert_eq!(m.len(), 8);
+        assert_eq!(m.len(), 9);
+        assert_eq!(m[ORIGIN_META_KEY].len(), META_FIELD_MAX);
         assert!(total_bytes(&m) <= METADATA_LIMIT, "{}", total_bytes(&m));
         assert_eq!(m[SHA256_META_KEY], sha);
         let path = &m["camera-path"];
@@ -686,8 +704,13 @@ mod tests {
             camera: "front".into(),
             recorded_at: "2021-04-27T11:51:34".into(),
             sha256_hex: "ab".repeat(32),
+            origin: String::new(),
         };
         let m = meta.to_metadata();
+        assert!(
+            !m.contains_key(ORIGIN_META_KEY),
+            "a camera's clip records none"
+        );
         assert_eq!(m["camera-path"], path);
         assert_eq!(m["device-name"], meta.device_name);
         assert_eq!(m["event-name"], meta.event_name);

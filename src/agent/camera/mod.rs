@@ -7,7 +7,8 @@
 //! 2. `listing`: page through the listing (each page between two IMEI checks), reconcile
 //!    each page into the store, settle the clips that left the camera; read the bytes of
 //!    clips the listing cannot tell from those verified (`challenge`, a due challenge);
-//! 3. sweep the spool of files no clip names (`spool`);
+//! 3. sweep the spool of files no clip names (`spool`; a finished one goes to the
+//!    quarantine, and is offloaded from there: `quarantine`);
 //! 4. `download`: fetch queued clips (most severe first, then oldest) into `.part` files,
 //!    put each in place, record it `downloaded` and tell the uploader ([`Uploader::ready`]);
 //!    a large clip uploads while it downloads (`Uploader::start_early`);
@@ -35,6 +36,7 @@ use qucam::CameraClient;
 
 use super::events::Events;
 use super::learn::Learner;
+use super::quarantine;
 use super::schedule::Schedule;
 use super::spool::Spool;
 use super::uploader::Uploader;
@@ -292,8 +294,15 @@ impl CameraWorker {
         retention.challenge_due(listed_since, gate).await?;
         // Files of listings the camera no longer shows are never resumed: removed.
         let keep_local = self.cfg.retention.keep_local;
-        if let Err(e) = self.spool.sweep(&self.store, imei, keep_local).await {
-            warn!(imei = %imei, "cannot sweep the spool: {e:#}");
+        match self.spool.sweep(&self.store, imei, keep_local).await {
+            Ok(0) => {}
+            // Files no clip named went to the quarantine: offloaded from there.
+            Ok(_) => {
+                if quarantine::take_in(&self.spool, &self.store, imei).await > 0 {
+                    self.uploader.ready();
+                }
+            }
+            Err(e) => warn!(imei = %imei, "cannot sweep the spool: {e:#}"),
         }
         let downloads = Downloads {
             client: self.client.clone(),

@@ -15,8 +15,10 @@ use super::Uploader;
 use super::journal::{StoreJournal, sent_digests, sent_row};
 use crate::agent::AgentEvent;
 use crate::agent::work::{Work, applied, record, retry_secs, take};
-use crate::store::{Clip, ClipState, Stage, Store, Verified};
-use crate::upload::{ObjectMeta, SentDigests, UploadError, UploadOutcome, Verification};
+use crate::store::{Clip, ClipState, Origin, Stage, Store, Verified};
+use crate::upload::{
+    ORIGIN_SPOOL_QUARANTINE, ObjectMeta, SentDigests, UploadError, UploadOutcome, Verification,
+};
 
 fn upload_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
@@ -53,7 +55,13 @@ where
     }
 }
 
+/// The object's metadata for clip `w` (a clip from the spool quarantine says so: see
+/// [`ObjectMeta`]).
 pub(crate) fn object_meta(w: &Work, device_name: &str, sha: &str) -> ObjectMeta {
+    let origin = match w.origin {
+        Origin::Camera => "",
+        Origin::Spool => ORIGIN_SPOOL_QUARANTINE,
+    };
     ObjectMeta {
         imei: w.imei.clone(),
         device_name: device_name.to_string(),
@@ -63,6 +71,7 @@ pub(crate) fn object_meta(w: &Work, device_name: &str, sha: &str) -> ObjectMeta 
         camera: w.parsed.camera_label().to_string(),
         recorded_at: w.parsed.recorded().format("%Y-%m-%dT%H:%M:%S").to_string(),
         sha256_hex: sha.to_string(),
+        origin: origin.to_string(),
     }
 }
 
@@ -108,7 +117,12 @@ pub(super) async fn upload_one(up: &Uploader, c: Clip) {
 /// `None`: not (requeued, failed, or the clip moved on), recorded.
 async fn send(up: &Uploader, w: &Work, file: &Path, sha: &str, device_name: &str) -> Option<bool> {
     if tokio::fs::metadata(file).await.is_err() {
-        warn!(clip = %w.name, "spool file missing: downloading it again");
+        match w.origin {
+            Origin::Camera => warn!(clip = %w.name, "spool file missing: downloading it again"),
+            Origin::Spool => {
+                warn!(clip = %w.name, file = %file.display(), "quarantined file missing: lost")
+            }
+        }
         let r = up.store.requeue_for_download(w.id).await;
         applied(r, "requeue for download", w);
         return None;
@@ -263,7 +277,9 @@ async fn verify(
                 }
                 Some(Verified::NotApplied) | None => return,
             }
-            if !up.cfg.retention.keep_local {
+            // A quarantined file goes once it is in the bucket, `keep_local` or not: the
+            // quarantine is no spool to keep.
+            if !up.cfg.retention.keep_local || w.origin == Origin::Spool {
                 let _ = tokio::fs::remove_file(file).await;
             }
             offloaded(up, w, sha, device_name, sent, started);
