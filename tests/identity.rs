@@ -895,3 +895,71 @@ async fn a_clip_verified_before_block_digests_is_kept_on_the_camera(store: Store
         "{notice:?}"
     );
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_whose_due_challenge_cannot_be_made_is_offloaded_again_never_lost
+);
+/// The camera records a name again with the same size and `date` after the agent deleted it
+/// (a clock reset), and ignores `Range`: the challenge that would tell the bytes apart cannot
+/// be made, so the camera's bytes are offloaded again as a new generation (a second copy,
+/// never a clip lost), and nothing is deleted without the challenge.
+async fn a_clip_whose_due_challenge_cannot_be_made_is_offloaded_again_never_lost(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let path = write(&f.camera_dir, &content(24, SIZE));
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    assert_eq!(f.sim.deletes(), std::slice::from_ref(&path));
+    let new = content(25, SIZE);
+    write(&f.camera_dir, &new);
+    f.sim.set_faults(|x| x.no_range = true);
+    f.run_once(&knobs()).await;
+    assert_eq!(f.s3.object_bytes(&hashed_key(IMEI, &new)), Some(new));
+    assert_eq!(
+        f.sim.deletes(),
+        std::slice::from_ref(&path),
+        "no delete without the challenge"
+    );
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_clip_whose_blocks_cannot_be_read_holds_up_nothing_else
+);
+/// A clip whose due challenge cannot read its blocks (the connection drops) is neither
+/// deleted nor taken for a new clip; it waits for the next pass, and the camera's other
+/// clips are offloaded meanwhile.
+async fn a_clip_whose_blocks_cannot_be_read_holds_up_nothing_else(store: Store) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    let bad = guard_deletes(&f);
+    let path = write(&f.camera_dir, &content(26, SIZE));
+    // A card that acknowledges the delete and keeps the file: its challenge is due next pass.
+    f.sim.set_faults(|x| x.ignore_deletes = true);
+    assert_eq!(f.run_once(&knobs()).await, done(IMEI));
+    let other = "20210101_000112_01_1.mp4";
+    let other_bytes = content(27, SIZE);
+    sim::write_clip(&f.camera_dir, other, &other_bytes).expect("write clip");
+    f.sim.set_faults(|x| {
+        x.ignore_deletes = false;
+        // The next request for clip bytes (the due challenge's) breaks off.
+        x.drop_after_bytes = Some(100);
+        x.drop_downloads = 1;
+    });
+    f.run_once(&knobs()).await;
+    assert_eq!(
+        f.s3.object_bytes(&key(IMEI, other)),
+        Some(other_bytes),
+        "the other clip was offloaded"
+    );
+    assert_eq!(
+        generations(&f, IMEI, &path),
+        [(0, "verified".into())],
+        "neither deleted nor a new generation"
+    );
+    assert!(
+        !f.sim.deletes().contains(&path),
+        "deleted without its challenge"
+    );
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+}

@@ -340,8 +340,12 @@ fn shifted_by(row: &Latest, l: &Listed) -> Option<i64> {
     if !kept || !row.has_blocks || row.size != l.size as i64 || l.size_unknown {
         return None;
     }
-    let delta = l.date_ms? - row.date_ms?;
-    (delta != 0 && delta % SHIFT_STEP_MS == 0 && delta.abs() <= SHIFT_MAX_MS).then_some(delta)
+    // `date` is the camera's word: any value, so no arithmetic may overflow.
+    let delta = l.date_ms?.checked_sub(row.date_ms?)?;
+    (delta != 0
+        && delta % SHIFT_STEP_MS == 0
+        && delta.unsigned_abs() <= SHIFT_MAX_MS.unsigned_abs())
+    .then_some(delta)
 }
 
 /// The page's clock shift (ms): `Some` when every clip on the page whose `date` matters

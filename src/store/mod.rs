@@ -82,7 +82,7 @@ pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};
 pub use schema::SCHEMA_VERSION;
 pub use state::{ClipState, Group, Origin, Stage};
-pub use transitions::{Quarantined, TakenIn, Verified};
+pub use transitions::{Changed, Quarantined, TakenIn, Verified};
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {

@@ -139,13 +139,15 @@ impl Store {
     /// retained: the guard of [`Store::deleted`]), oldest first: only those a listing since
     /// `listed_since` (ms, [`super::now_ms`]) showed with the size and `date` of the bytes
     /// that were verified (a path that now holds other bytes is never deleted on the old
-    /// clip's strength). Never a clip from the spool quarantine (its camera path is unknown).
+    /// clip's strength). Never a clip from the spool quarantine (its camera path is unknown),
+    /// nor one whose challenge is due and has not passed (a listing could not tell its bytes
+    /// on the camera from those verified).
     pub async fn deletable(&self, imei: &str, listed_since: i64) -> Result<Vec<Clip>> {
         let imei = imei.to_string();
         self.call(move |c| {
             let cond = format!(
                 "imei = ?1 AND on_camera = 1 AND origin IS NULL AND {} AND listed_at >= ?2
-                    AND listed_size = size AND listed_date IS date_ms
+                    AND listed_size = size AND listed_date IS date_ms AND challenge_due = 0
                     AND (delete_misses = 0 OR retry_after IS NULL OR retry_after <= ?3)
                     ORDER BY recorded_at",
                 DELETED_FROM.sql()

@@ -138,7 +138,7 @@ async fn apply(s: &Store, id: i64, op: Op) -> bool {
         Op::Refuse => s.refuse(id, "x".into()).await,
         Op::FoundElsewhere => s.found_elsewhere(id).await,
         Op::DownloadDiscarded => s.download_discarded(id).await,
-        Op::ChangedOnCamera => s.changed_on_camera(id).await,
+        Op::ChangedOnCamera => s.changed_on_camera(id, Changed::Bytes).await,
     };
     r.unwrap()
 }
@@ -715,6 +715,21 @@ async fn a_delete_that_did_not_take_is_no_new_clip_and_waits_before_its_retry() 
         "its bytes are read on the camera in this pass"
     );
     assert_eq!(s.challenges_due("1", since).await.unwrap().len(), 1);
+    let set_retry = |t: i64| {
+        s.with(|c| {
+            Ok(c.execute(
+                "UPDATE clips SET retry_after = ?2 WHERE id = ?1",
+                params![id, t],
+            )?)
+        })
+        .unwrap()
+    };
+    set_retry(0);
+    assert!(
+        s.deletable("1", since).await.unwrap().is_empty(),
+        "never deleted before its due challenge passed"
+    );
+    set_retry(crate::store::now() + 60);
     s.challenge_passed(id).await.unwrap();
     assert!(s.challenges_due("1", since).await.unwrap().is_empty());
     assert!(
@@ -869,7 +884,7 @@ async fn a_clip_changed_on_the_camera_becomes_a_new_generation_under_a_hashed_ke
     let id = digested(&s, clip_in(&s, ClipState::Verified, None));
     let path = s.clip(id).await.unwrap().path;
     assert!(s.block_digests(id).await.unwrap().is_some());
-    assert!(s.changed_on_camera(id).await.unwrap());
+    assert!(s.changed_on_camera(id, Changed::Bytes).await.unwrap());
     assert_eq!(at_path(&s, &path).await, [(0, Deleted, 7), (1, Queued, 7)]);
     let old = s.clip(id).await.unwrap();
     assert!(old.reason.unwrap().contains("nothing deleted"));
@@ -877,5 +892,8 @@ async fn a_clip_changed_on_the_camera_becomes_a_new_generation_under_a_hashed_ke
     let new = rows.iter().find(|c| c.generation == 1).unwrap();
     assert!(new.hashed_key, "never the key of the bytes verified");
     assert!(s.block_digests(new.id).await.unwrap().is_none());
-    assert!(!s.changed_on_camera(id).await.unwrap(), "once");
+    assert!(
+        !s.changed_on_camera(id, Changed::Unchecked).await.unwrap(),
+        "once"
+    );
 }

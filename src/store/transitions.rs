@@ -36,11 +36,33 @@ pub(super) const DELETED_FROM: Group = only(&[Verified, Retained]);
 pub(super) const REQUEUE_MISSING_OBJECT_FROM: Group = only(&[Verified, Retained]);
 pub(super) const CHANGED_ON_CAMERA_FROM: Group = only(&[Verified, Retained]);
 
-/// Why a verified clip's row is settled when the delete challenge found other bytes on the
-/// camera: its object holds the bytes downloaded; the camera's go to a new generation.
-pub(super) const CHANGED_ON_CAMERA: &str = "the camera holds other bytes at this path than those \
-    verified (delete challenge): nothing deleted; the camera's bytes are offloaded as a new \
-    generation";
+/// Why [`Store::changed_on_camera`] settles a verified clip's row: its object holds the bytes
+/// downloaded; the camera's go to a new generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// The delete challenge read other bytes on the camera.
+    Bytes,
+    /// A listing could not tell the camera's bytes from those verified (a delete that did
+    /// not take, a clock shift), and the challenge that was due cannot be made (the camera
+    /// ignores `Range`, or the challenge was turned off): a second copy, never a clip lost.
+    Unchecked,
+}
+
+impl Changed {
+    fn reason(self) -> &'static str {
+        match self {
+            Changed::Bytes => {
+                "the camera holds other bytes at this path than those verified (delete \
+                 challenge): nothing deleted; the camera's bytes are offloaded as a new generation"
+            }
+            Changed::Unchecked => {
+                "the camera's bytes at this path could not be checked against those verified \
+                 (the delete challenge that was due could not be made): nothing deleted; the \
+                 camera's bytes are offloaded again as a new generation"
+            }
+        }
+    }
+}
 pub(super) const REFUSE_FROM: Group = only(ClipState::STILL_TO_DO);
 
 /// Why a downloaded clip is `lost` when its spool copy is gone and the camera no longer
@@ -448,11 +470,12 @@ impl Store {
     }
 
     /// `verified | retained → deleted`, and a new generation of its path `queued`: the delete
-    /// challenge read other bytes from the camera than those verified. Nothing was deleted
+    /// challenge read other bytes from the camera than those verified, or one that was due
+    /// cannot be made ([`Changed`]). Nothing was deleted
     /// (the old row's reason says so; it is off the camera for good); the camera's bytes,
     /// listed with the same size and `date`, are a new clip under a hashed key. `false` when
     /// the clip was no longer verified or retained.
-    pub async fn changed_on_camera(&self, id: i64) -> Result<bool> {
+    pub async fn changed_on_camera(&self, id: i64, why: Changed) -> Result<bool> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let t = now();
@@ -460,7 +483,7 @@ impl Store {
                 &tx,
                 "state = ?2, on_camera = 0, deleted_at = ?3, reason = ?4, challenge_due = 0",
                 CHANGED_ON_CAMERA_FROM,
-                &[&id, &Deleted, &t, &CHANGED_ON_CAMERA],
+                &[&id, &Deleted, &t, &why.reason()],
             )?;
             if ok {
                 tx.execute(

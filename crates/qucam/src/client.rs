@@ -42,6 +42,9 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'[')
     .add(b']');
 
+/// Slowest a [`CameraClient::read_range`] may go, bytes per second (after the idle timeout).
+pub const RANGE_MIN_RATE: u64 = 32 * 1024;
+
 /// A typed client for one camera. Cheap to clone (clones share one connection pool).
 ///
 /// ```no_run
@@ -312,7 +315,9 @@ impl CameraClient {
 
     /// Reads exactly `len` bytes of a clip from byte `start` (`Range: bytes=start-end`): a
     /// spot check of bytes already downloaded. The reply is bounded by `len`: a camera that
-    /// sends more, or less, is [`CameraError::Malformed`]. A camera that ignores the range
+    /// sends more, or less, is [`CameraError::Malformed`]; one slower than
+    /// [`RANGE_MIN_RATE`] (after the idle timeout) is [`CameraError::Timeout`]. A camera
+    /// that ignores the range
     /// (200 with the whole file, 416, or another range) is [`CameraError::RangeNotHonoured`],
     /// and nothing of its body is read.
     pub async fn read_range(
@@ -357,15 +362,26 @@ impl CameraClient {
                 };
                 let cap = usize::try_from(len).unwrap_or(usize::MAX);
                 let mut body = Vec::with_capacity(cap.min(4 << 20));
-                while let Some(chunk) = dl.chunk().await? {
-                    if body.len() + chunk.len() > cap {
-                        return Err(CameraError::Malformed {
-                            what: format!("range read sent more than the {len} bytes asked"),
-                            excerpt: String::new(),
-                        });
+                // A camera that drips bytes just inside the idle timeout is cut off: the
+                // whole read must go at RANGE_MIN_RATE at least.
+                let deadline = self.opts.idle_timeout + Duration::from_secs(len / RANGE_MIN_RATE);
+                let read = async {
+                    while let Some(chunk) = dl.chunk().await? {
+                        if body.len() + chunk.len() > cap {
+                            return Err(CameraError::Malformed {
+                                what: format!("range read sent more than the {len} bytes asked"),
+                                excerpt: String::new(),
+                            });
+                        }
+                        body.extend_from_slice(&chunk);
                     }
-                    body.extend_from_slice(&chunk);
-                }
+                    Ok(())
+                };
+                tokio::time::timeout(deadline, read).await.map_err(|_| {
+                    CameraError::Timeout(format!(
+                        "range read of {len} bytes slower than {RANGE_MIN_RATE} bytes/s"
+                    ))
+                })??;
                 if body.len() != cap {
                     return Err(CameraError::Malformed {
                         what: format!("range read sent {} of the {len} bytes asked", body.len()),

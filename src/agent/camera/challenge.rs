@@ -9,8 +9,13 @@
 //!   the camera's bytes are offloaded as a new generation (`Store::changed_on_camera`).
 //! - No digests (downloaded before they were recorded): the challenge cannot be made and
 //!   the clip is kept on the camera.
-//! - A camera that ignores `Range`: nothing is deleted ([`ChallengeError::RangeIgnored`]);
-//!   the operator may set `retention.challenge_blocks = 0` to delete on the listing's word.
+//! - A camera that ignores `Range`: nothing is deleted; the operator may set
+//!   `retention.challenge_blocks = 0` to delete on the listing's word.
+//! - A block that cannot be read (a camera error): that clip is not deleted, and is tried
+//!   again in a later pass; the other clips go on.
+//!
+//! What the retention stage does with a due challenge that cannot be made is its own rule
+//! (`retention`: the camera's bytes are offloaded again as a new generation).
 //!
 //! Every read goes to the camera confirmed as the pass's, and the verdicts are taken only
 //! when the IMEI is confirmed again after the reads (a swap in between discards them).
@@ -25,30 +30,20 @@ use qucam::{CameraClient, CameraError};
 
 use super::identity::{Identity, confirm_imei};
 use crate::blocks::{BlockDigests, block_range};
-use crate::store::{Clip, Store};
+use crate::store::{Changed, Clip, Store};
 
-/// Why a challenge could not be made. Nothing is deleted, nothing recorded.
+/// Why a challenge could not be made at all. Nothing is deleted, nothing recorded.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ChallengeError {
     /// The camera answering is not confirmed as the pass's own.
     #[error(transparent)]
     Identity(#[from] Identity),
-    /// The camera does not honour `Range`: no delete can be challenged.
-    #[error(
-        "the camera does not honour Range requests ({0}): deletes are held, since the delete \
-         challenge cannot read its bytes (retention.challenge_blocks = 0 deletes on the \
-         listing's word)"
-    )]
-    RangeIgnored(CameraError),
-    /// Reading a block failed.
-    #[error("reading a block of {clip} for the delete challenge: {source}")]
-    Camera { clip: String, source: CameraError },
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
 
 /// What the challenge found for one clip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Verdict {
     /// The blocks read are those downloaded.
     Same,
@@ -59,9 +54,14 @@ enum Verdict {
     /// The camera no longer has the clip (another agent deleted it since the listing): no
     /// delete to make; the next listing settles it.
     Gone,
+    /// The camera does not honour `Range`: no block can be read, of this clip or another.
+    RangeIgnored(CameraError),
+    /// Reading a block failed (a camera error, a short or over-long reply): tried again in a
+    /// later pass.
+    Unread(CameraError),
 }
 
-/// What [`Challenge::run`] decided.
+/// What [`Challenge::run`] decided, per clip.
 #[derive(Debug, Default)]
 pub(super) struct Outcome {
     /// Clips whose bytes on the camera are those verified: they may be deleted.
@@ -70,6 +70,26 @@ pub(super) struct Outcome {
     pub(super) changed: usize,
     /// Clips without block digests, kept on the camera.
     pub(super) undigested: usize,
+    /// Clips whose blocks could not be read because the camera ignores `Range` (why).
+    pub(super) range_ignored: Vec<Clip>,
+    pub(super) range_why: Option<String>,
+    /// Clips whose blocks could not be read for another reason: left for a later pass.
+    pub(super) unread: usize,
+}
+
+impl Outcome {
+    /// Whether any clip's bytes were actually read and compared.
+    pub(super) fn challenged_any(&self) -> bool {
+        !self.same.is_empty() || self.changed > 0
+    }
+}
+
+/// What a camera worker has warned of about its camera's challenges (once each per worker;
+/// `status` keeps the notice).
+#[derive(Debug, Default)]
+pub(crate) struct ChallengeWarnings {
+    pub(super) range_ignored: std::sync::atomic::AtomicBool,
+    pub(super) undigested: std::sync::atomic::AtomicBool,
 }
 
 /// The delete challenge for one pass over the camera confirmed as `imei`.
@@ -77,29 +97,37 @@ pub(super) struct Challenge<'a> {
     pub(super) client: &'a CameraClient,
     pub(super) imei: &'a str,
     pub(super) store: &'a Store,
-    /// Blocks read per clip (`retention.challenge_blocks`); 0: no challenge, every clip
-    /// passes.
+    /// Blocks read per clip (`retention.challenge_blocks`, at least 1: with 0 there is no
+    /// challenge to make).
     pub(super) blocks: u32,
 }
 
 impl Challenge<'_> {
-    /// Challenges `clips` and records what was found (see the module doc).
+    /// Challenges `clips` and records what was found (see the module doc). One clip's
+    /// trouble never stops the others: only another camera at the address, or the store,
+    /// ends the run.
     pub(super) async fn run(&self, clips: Vec<Clip>) -> Result<Outcome, ChallengeError> {
-        if self.blocks == 0 || clips.is_empty() {
-            return Ok(Outcome {
-                same: clips,
-                ..Outcome::default()
-            });
+        let mut out = Outcome::default();
+        if clips.is_empty() {
+            return Ok(out);
         }
         confirm_imei(self.client, self.imei).await?;
         let mut verdicts = Vec::with_capacity(clips.len());
+        let mut ignored = false;
         for c in clips {
-            let v = self.challenge(&c).await?;
+            let v = if ignored {
+                Verdict::RangeIgnored(CameraError::RangeNotHonoured {
+                    asked: 0,
+                    got: "not asked: the camera ignored Range for another clip".into(),
+                })
+            } else {
+                self.challenge(&c).await?
+            };
+            ignored |= matches!(v, Verdict::RangeIgnored(_));
             verdicts.push((c, v));
         }
         // The reads count only if the camera that served them is still the pass's.
         confirm_imei(self.client, self.imei).await?;
-        let mut out = Outcome::default();
         for (c, v) in verdicts {
             match v {
                 Verdict::Same => {
@@ -110,7 +138,7 @@ impl Challenge<'_> {
                     out.same.push(c);
                 }
                 Verdict::Changed { block } => {
-                    if self.store.changed_on_camera(c.id).await? {
+                    if self.store.changed_on_camera(c.id, Changed::Bytes).await? {
                         warn!(
                             imei = %self.imei, clip = %c.name, block,
                             "the camera holds other bytes for this clip than those verified in the bucket: nothing deleted; the camera's bytes are offloaded as a new generation"
@@ -121,6 +149,14 @@ impl Challenge<'_> {
                 Verdict::NoDigests => out.undigested += 1,
                 Verdict::Gone => {
                     debug!(imei = %self.imei, clip = %c.name, "gone from the camera before its delete challenge");
+                }
+                Verdict::RangeIgnored(e) => {
+                    out.range_why.get_or_insert_with(|| e.to_string());
+                    out.range_ignored.push(c);
+                }
+                Verdict::Unread(e) => {
+                    warn!(imei = %self.imei, clip = %c.name, "delete challenge: cannot read a block ({e}): not deleted, tried again next pass");
+                    out.unread += 1;
                 }
             }
         }
@@ -135,11 +171,12 @@ impl Challenge<'_> {
         let size = c.size;
         for block in draw(digests.count(), self.blocks) {
             let bytes = match self.read_block(c, block, size).await {
-                Err(ChallengeError::Camera {
-                    source: CameraError::Http { status: 404, .. },
-                    ..
-                }) => return Ok(Verdict::Gone),
-                r => r?,
+                Ok(b) => b,
+                Err(CameraError::Http { status: 404, .. }) => return Ok(Verdict::Gone),
+                Err(e @ CameraError::RangeNotHonoured { .. }) => {
+                    return Ok(Verdict::RangeIgnored(e));
+                }
+                Err(e) => return Ok(Verdict::Unread(e)),
             };
             crate::agent::heartbeat::beat();
             self.store.add_received(c.id, bytes.len() as u64).await?;
@@ -156,10 +193,10 @@ impl Challenge<'_> {
         c: &Clip,
         block: u64,
         size: u64,
-    ) -> Result<bytes::Bytes, ChallengeError> {
+    ) -> Result<bytes::Bytes, CameraError> {
         let (start, len) = block_range(block, size);
         let client = self.client;
-        let read = (|| async { client.read_range(&c.path, start, len).await })
+        (|| async { client.read_range(&c.path, start, len).await })
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))
@@ -168,14 +205,7 @@ impl Challenge<'_> {
                     .with_jitter(),
             )
             .when(|e: &CameraError| matches!(e, CameraError::Busy | CameraError::Timeout(_)))
-            .await;
-        read.map_err(|e| match e {
-            CameraError::RangeNotHonoured { .. } => ChallengeError::RangeIgnored(e),
-            source => ChallengeError::Camera {
-                clip: c.name.clone(),
-                source,
-            },
-        })
+            .await
     }
 }
 

@@ -94,8 +94,8 @@ pub(crate) struct CameraWorker {
     learner: Learner,
     /// Whether the camera was reported as acknowledging deletes it does not perform.
     warned_not_deleting: AtomicBool,
-    /// Whether the camera was reported as one whose deletes the challenge holds.
-    warned_challenge: AtomicBool,
+    /// What the worker warned of about the camera's delete challenges.
+    warned_challenge: challenge::ChallengeWarnings,
 }
 
 impl CameraWorker {
@@ -111,7 +111,7 @@ impl CameraWorker {
             stops: p.stops,
             learner: p.learner,
             warned_not_deleting: AtomicBool::new(false),
-            warned_challenge: AtomicBool::new(false),
+            warned_challenge: challenge::ChallengeWarnings::default(),
         }
     }
 
@@ -287,7 +287,7 @@ impl CameraWorker {
             policy: &self.cfg.retention,
             uploader: &self.uploader,
             events: &self.events,
-            warned_challenge: &self.warned_challenge,
+            warned: &self.warned_challenge,
         };
         // Clips the listing could not tell from those verified have their bytes read now:
         // one found changed is a new generation, downloaded in this very pass.

@@ -18,13 +18,13 @@ use tracing::{info, warn};
 
 use qucam::{CameraClient, CameraError};
 
-use super::challenge::{Challenge, ChallengeError, Outcome};
+use super::challenge::{Challenge, ChallengeError, ChallengeWarnings, Outcome};
 use super::identity::{Identity, confirm_imei};
 use crate::agent::AgentEvent;
 use crate::agent::events::Events;
 use crate::agent::uploader::Uploader;
 use crate::config::{DeletePolicy, RetentionConfig};
-use crate::store::{self, Clip, Store};
+use crate::store::{self, Changed, Clip, Store};
 
 /// Why one attempt at a delete batch failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +63,16 @@ pub(super) struct Retention<'a> {
     /// Checks each object in the bucket again before its delete.
     pub(super) uploader: &'a Uploader,
     pub(super) events: &'a Events,
-    /// Whether this camera was already reported as ignoring `Range` (or holding clips
-    /// verified before block digests were recorded): once per worker, `status` keeps it.
-    pub(super) warned_challenge: &'a std::sync::atomic::AtomicBool,
+    /// What this worker has already warned of about the challenge (`status` keeps it).
+    pub(super) warned: &'a ChallengeWarnings,
 }
 
 impl Retention<'_> {
     /// Deletes verified clips from the camera as the policy allows; the rest are retained.
-    /// Each object is checked in the bucket again right before its delete.
-    /// Only clips this pass's listing (since `listed_since`, ms) showed with the verified
-    /// size and `date` are candidates ([`crate::store::Store::deletable`]).
+    /// Each object is checked in the bucket again, and its bytes on the camera challenged,
+    /// right before its delete. Only clips this pass's listing (since `listed_since`, ms)
+    /// showed with the verified size and `date` are candidates
+    /// ([`crate::store::Store::deletable`]).
     pub(super) async fn apply(&self, listed_since: i64, gate: &DeleteGate) -> Result<()> {
         let (client, imei) = (self.client, self.imei);
         let r = self.policy;
@@ -97,67 +97,92 @@ impl Retention<'_> {
             DeleteGate::Checked(ids) => old.into_iter().filter(|c| ids.contains(&c.id)).collect(),
             _ => self.recheck_in_bucket(imei, old).await?,
         };
+        if r.challenge_blocks == 0 {
+            return self.delete_batches(client, imei, ok).await;
+        }
         // The camera's bytes are read right before the delete.
-        let Some(out) = self.challenge(ok).await? else {
-            return Ok(());
-        };
+        let out = self.challenge(ok).await?;
         self.delete_batches(client, imei, out.same).await
     }
 
     /// Makes the challenges that are due (clips a listing since `listed_since` could not
     /// tell from those verified: a delete that did not take, a clock shift), whatever the
-    /// policy: one found changed is a new generation at once. Nothing for a camera the gate
-    /// does not trust.
+    /// policy: one found changed is a new generation at once. One whose challenge cannot be
+    /// made (the camera ignores `Range`, or the challenge is off) is offloaded again as a new
+    /// generation: a second copy, never a clip lost. One whose blocks could not be read stays
+    /// due (never deleted) for the next pass. Nothing for a camera the gate does not trust.
     pub(super) async fn challenge_due(&self, listed_since: i64, gate: &DeleteGate) -> Result<()> {
         if *gate == DeleteGate::Closed {
             return Ok(());
         }
         let due = self.store.challenges_due(self.imei, listed_since).await?;
-        if !due.is_empty() {
-            self.challenge(due).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let unchecked = if self.policy.challenge_blocks == 0 {
+            due
+        } else {
+            self.challenge(due).await?.range_ignored
+        };
+        for c in unchecked {
+            if self
+                .store
+                .changed_on_camera(c.id, Changed::Unchecked)
+                .await?
+            {
+                info!(imei = %self.imei, clip = %c.name, "its bytes on the camera cannot be checked against those verified: offloaded again as a new generation");
+            }
         }
         Ok(())
     }
 
-    /// Challenges `clips` (see `challenge`). `None`: the camera ignores `Range`, so nothing
-    /// may be deleted in this pass (warned once, kept as a notice for `status`).
-    async fn challenge(&self, clips: Vec<Clip>) -> Result<Option<Outcome>> {
+    /// Challenges `clips` (see `challenge`), and keeps the camera's notice for `status` (and
+    /// one warning per trouble per worker) when deletes are held: the camera ignores `Range`,
+    /// or clips were downloaded before block digests were recorded.
+    async fn challenge(&self, clips: Vec<Clip>) -> Result<Outcome> {
         let challenge = Challenge {
             client: self.client,
             imei: self.imei,
             store: self.store,
             blocks: self.policy.challenge_blocks,
         };
-        let key = crate::agent::challenge_key(self.imei);
-        match challenge.run(clips).await {
-            Ok(out) => {
-                let note = (out.undigested > 0).then(|| {
-                    format!(
-                        "{} verified clips were downloaded before the delete challenge recorded                          block digests: kept on the camera (retention.challenge_blocks = 0                          deletes them on the listing's word)",
-                        out.undigested
-                    )
-                });
-                if let Some(n) = &note
-                    && !self.warned_challenge.swap(true, Ordering::Relaxed)
-                {
-                    warn!(imei = %self.imei, "{n}");
-                }
-                self.store.set_notice(key, note).await?;
-                Ok(Some(out))
-            }
-            Err(e @ ChallengeError::RangeIgnored(_)) => {
-                let msg = e.to_string();
-                if !self.warned_challenge.swap(true, Ordering::Relaxed) {
-                    warn!(imei = %self.imei, "{msg}");
-                }
-                self.store.set_notice(key, Some(msg)).await?;
-                Ok(None)
-            }
+        let out = match challenge.run(clips).await {
+            Ok(out) => out,
             Err(ChallengeError::Identity(why)) => {
-                Err(anyhow::Error::from(why).context("not deleting anything"))
+                return Err(anyhow::Error::from(why).context("not deleting anything"));
             }
-            Err(e) => Err(anyhow!("{e}")),
+            Err(ChallengeError::Store(e)) => return Err(e),
+        };
+        let mut held = Vec::new();
+        if let Some(why) = &out.range_why {
+            held.push(format!(
+                "the camera does not honour Range requests ({why}): the delete challenge cannot \
+                 read its bytes, so nothing is deleted from it (retention.challenge_blocks = 0 \
+                 deletes on the listing's word)"
+            ));
+            if !self.warned.range_ignored.swap(true, Ordering::Relaxed) {
+                warn!(imei = %self.imei, "{}", held[held.len() - 1]);
+            }
         }
+        if out.undigested > 0 {
+            held.push(format!(
+                "{} verified clip(s) were downloaded before the delete challenge recorded block \
+                 digests: kept on the camera (retention.challenge_blocks = 0 deletes them on \
+                 the listing's word)",
+                out.undigested
+            ));
+            if !self.warned.undigested.swap(true, Ordering::Relaxed) {
+                warn!(imei = %self.imei, "{}", held[held.len() - 1]);
+            }
+        }
+        let key = crate::agent::challenge_key(self.imei);
+        if !held.is_empty() {
+            self.store.set_notice(key, Some(held.join("; "))).await?;
+        } else if out.challenged_any() {
+            // Only a challenge that read bytes shows the trouble is over.
+            self.store.set_notice(key, None).await?;
+        }
+        Ok(out)
     }
 
     /// The clips of `old` their objects in the bucket still confirm (checked now); a clip
