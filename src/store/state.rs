@@ -208,11 +208,11 @@ impl FromSql for Stage {
     }
 }
 
-/// Where a clip came from (`origin`, schema 8).
+/// Where a clip came from (`origin`, schema 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
-    /// Listed by its camera (stored as NULL: every row from before schema 8).
+    /// Listed by its camera (stored as NULL: every row from before schema 10).
     #[default]
     Camera,
     /// A finished spool file no clip named (a state database moved aside or restored from a
