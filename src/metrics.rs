@@ -306,7 +306,8 @@ fn register_hotspots(
         let imei = h.imei.clone().unwrap_or_default();
         let labels: Labels = vec![
             ("bssid", h.bssid.clone()),
-            ("ssid", h.ssid.clone()),
+            // Broadcast by whatever access point is in range: cut and cleaned.
+            ("ssid", qucam::text::clean(&h.ssid, 64)),
             ("imei", imei.clone()),
         ];
         if let Some(t) = h.last_seen {
@@ -646,6 +647,19 @@ mod tests {
         page().await.unwrap();
         let text = m.render().await.unwrap();
         assert!(text.contains(&line(1)), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_hostile_ssid_reaches_metrics_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let m = Metrics::new(store.clone(), Vec::<String>::new());
+        let ssid = "truck\u{1b}[2J\u{202e}".to_string();
+        let seen = vec![("0A:00:00:00:00:10".to_string(), ssid, 61)];
+        store.hotspots_seen(seen, 5_000_000).await.unwrap();
+        let text = m.render().await.unwrap();
+        assert!(text.contains("ssid=\"truck\u{fffd}[2J\u{fffd}\""), "{text}");
+        assert!(!text.contains(['\u{1b}', '\u{202e}']), "{text:?}");
     }
 
     #[tokio::test]

@@ -264,7 +264,13 @@ fn error_chain(e: reqwest::Error) -> String {
     s
 }
 
-/// A desktop notification to show.
+/// Camera text for a notification body, which the notification server reads as markup:
+/// cut, control characters replaced, markup escaped.
+fn markup_text(s: &str) -> String {
+    qucam::text::escape_markup(&qucam::text::clean(s, qucam::text::FIELD_CHARS))
+}
+
+/// A desktop notification to show (`body` is markup, `summary` plain text).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desktop {
     pub summary: String,
@@ -297,12 +303,14 @@ impl DesktopDigest {
                 qucam::is_severe(event_code).then(|| Desktop {
                     summary: format!("{} clip offloaded", qucam::event_name(event_code)),
                     body: format!(
-                        "{} (IMEI {imei}): {clip}",
-                        if device_name.is_empty() {
+                        "{} (IMEI {}): {}",
+                        markup_text(if device_name.is_empty() {
                             "camera"
                         } else {
                             device_name
-                        }
+                        }),
+                        markup_text(imei),
+                        markup_text(clip),
                     ),
                     critical: true,
                 })
@@ -435,6 +443,26 @@ mod tests {
                 },
             }),
             None
+        );
+    }
+
+    #[test]
+    fn a_hostile_device_name_is_escaped_in_the_notification_body() {
+        let mut e = offloaded("04", 1);
+        if let AgentEvent::Offloaded { device_name, .. } = &mut e {
+            *device_name = "<a href=\"http://x\">CV200</a> & <b>\n\u{1b}[2Jforged".into();
+        }
+        let n = DesktopDigest::default().on_event(&e).expect("crash");
+        assert!(
+            !n.body.contains(['<', '>', '"', '\n', '\u{1b}']),
+            "{:?}",
+            n.body
+        );
+        assert!(
+            n.body
+                .starts_with("&lt;a href=&quot;http://x&quot;&gt;CV200&lt;/a&gt; &amp; &lt;b&gt;"),
+            "{:?}",
+            n.body
         );
     }
 

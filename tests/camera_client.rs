@@ -900,7 +900,10 @@ async fn an_unbounded_reply_is_too_large() {
     .await;
     let c = client_with(&t.url(), |o| o.max_reply_bytes = 64 * 1024);
     match c.list_files(&ListQuery::default()).await {
-        Err(CameraError::TooLarge { limit }) => assert_eq!(limit, 64 * 1024),
+        Err(e @ CameraError::TooLarge { limit, endpoint }) => {
+            assert_eq!((endpoint, limit), ("get_video_files_info", 64 * 1024));
+            assert!(e.to_string().contains("get_video_files_info"), "{e}");
+        }
         other => panic!("expected TooLarge, got {:?}", other.map(|v| v.len())),
     }
     // Control: with the default limit the same reply decodes.
@@ -909,6 +912,85 @@ async fn an_unbounded_reply_is_too_large() {
 }
 
 /// A raw download reply without any length: the body ends when the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_info_reply_over_64_kib_is_too_large_naming_the_endpoint() {
+    // Well-formed, but a real camera's device info is a few hundred bytes: this one carries
+    // a device name of 1 MiB.
+    let info = |name: &str| {
+        serde_json::json!({
+            "data": serde_json::json!({"imei": SIM_IMEI, "device_name": name}).to_string(),
+            "errorCode": 200,
+            "isSuccess": true,
+        })
+        .to_string()
+    };
+    let t = start_fixture(Faults {
+        device_info_override: Some(info(&"x".repeat(1 << 20))),
+        ..Faults::default()
+    })
+    .await;
+    match client(&t).device_info().await {
+        Err(e @ CameraError::TooLarge { endpoint, limit }) => {
+            assert_eq!((endpoint, limit), ("get_device_info", 64 * 1024));
+            let shown = e.to_string();
+            assert!(
+                shown.contains("get_device_info") && shown.contains("65536"),
+                "{shown}"
+            );
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The same reply with no length (read until the connection closes): reading stops at
+    // the limit.
+    let mut raw =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
+    raw.extend_from_slice(info(&"x".repeat(1 << 20)).as_bytes());
+    let no_length = RawServer::start(raw);
+    match client_with(&no_length.url(), |_| {}).device_info().await {
+        Err(CameraError::TooLarge { endpoint, limit }) => {
+            assert_eq!((endpoint, limit), ("get_device_info", 64 * 1024))
+        }
+        other => panic!("expected TooLarge without a length, got {other:?}"),
+    }
+    // Under the limit, a long name with line breaks and escapes is cut and cleaned.
+    t.sim
+        .set_faults(|x| x.device_info_override = Some(info(&"CV200\n\u{1b}[2J".repeat(2000))));
+    let got = client(&t)
+        .device_info()
+        .await
+        .expect("device info under the limit");
+    let name = got.device_name.expect("a device name");
+    assert!(name.chars().count() <= 257, "{}", name.chars().count());
+    assert!(!name.contains(['\n', '\u{1b}']), "{name:?}");
+    assert_eq!(got.imei, SIM_IMEI);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_text_with_line_breaks_and_escapes_is_one_clean_line() {
+    let forged = "denied\nINFO qucam_offload: FORGED line\r\n\u{1b}[31mred\u{1b}]0;title\u{7}";
+    let refusal =
+        serde_json::json!({"isSuccess": false, "errorCode": 7, "data": forged.repeat(400)})
+            .to_string();
+    let t = start_fixture(Faults {
+        listing_override: Some(refusal.clone()),
+        device_info_override: Some(refusal),
+        ..Faults::default()
+    })
+    .await;
+    let c = client(&t);
+    let listing = c.list_files(&ListQuery::default()).await.map(|_| ());
+    let info = c.device_info().await.map(|_| ());
+    for got in [listing, info] {
+        let Err(e @ CameraError::Api { .. }) = got else {
+            panic!("expected a refusal, got {got:?}");
+        };
+        let shown = e.to_string();
+        assert!(shown.contains("FORGED line"), "{shown}");
+        assert!(!shown.chars().any(qucam::text::is_unsafe), "{shown:?}");
+        assert!(shown.chars().count() < 1200, "{}", shown.chars().count());
+    }
+}
+
 fn unsized_download(body: &[u8]) -> RawServer {
     let mut resp =
         b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nConnection: close\r\n\r\n".to_vec();

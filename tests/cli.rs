@@ -128,6 +128,53 @@ fn info_masks_the_password_unless_asked() {
 }
 
 #[test]
+fn camera_info_and_files_print_a_hostile_cameras_strings_clean() {
+    let hostile = "CV200\nimei          000000000000000\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}";
+    let info = serde_json::json!({
+        "data": serde_json::json!({
+            "imei": SIM_IMEI, "device_name": hostile, "application_version": hostile,
+            "ssid": hostile, "signal": hostile,
+        })
+        .to_string(),
+        "errorCode": 200,
+        "isSuccess": true,
+    });
+    let listing = serde_json::json!({
+        "data": [{"name": hostile, "path": format!("/sd/{hostile}"), "size": 1}],
+        "errorCode": 200,
+        "isSuccess": true,
+    });
+    let s = SimRuntime::fixture(Faults {
+        device_info_override: Some(info.to_string()),
+        listing_override: Some(listing.to_string()),
+        ..Faults::default()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let info = ok(camera(home.path(), &s.url(), &["info"]));
+    let files = ok(camera(home.path(), &s.url(), &["files"]));
+    for (o, lines) in [(&info, 8), (&files, 3)] {
+        assert_eq!(o.stdout.lines().count(), lines, "{}", o.stdout);
+        assert!(
+            !o.stdout
+                .chars()
+                .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+            "{:?}",
+            o.stdout
+        );
+        assert!(o.stdout.contains("CV200\u{fffd}imei"), "{}", o.stdout);
+    }
+    assert_eq!(
+        info.stdout
+            .lines()
+            .filter(|l| l.starts_with("imei"))
+            .count(),
+        1,
+        "one imei line: {}",
+        info.stdout
+    );
+}
+
+#[test]
 fn the_default_client_id_is_kept_between_runs() {
     let s = SimRuntime::fixture(Faults::default());
     let home = tempfile::tempdir().unwrap();

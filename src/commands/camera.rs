@@ -118,6 +118,12 @@ fn client_for(config: Option<&Path>, args: &CameraArgs) -> Result<CameraClient> 
     CameraClient::new(&url, opts).map_err(|e| usage(e.to_string()))
 }
 
+/// A camera's string as the CLI prints it: cut, control characters replaced.
+fn shown(s: &str) -> String {
+    qucam::text::clean(s, qucam::text::MESSAGE_CHARS)
+}
+
+/// JSON output: `serde_json` escapes every control character in a string.
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -158,8 +164,10 @@ async fn info(client: &CameraClient, show_password: bool, json: bool) -> Result<
         }
         return print_json(&v);
     }
-    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    println!("imei          {}", info.imei);
+    // Camera text, shown only cut and with control characters replaced (no terminal
+    // escape from a camera reaches the screen).
+    let opt = |o: &Option<String>| o.as_deref().map_or_else(|| "-".into(), shown);
+    println!("imei          {}", shown(&info.imei));
     println!("device        {}", opt(&info.device_name));
     println!("firmware      {}", opt(&info.application_version));
     println!("storage       {}", opt(&info.local_storage));
@@ -173,7 +181,7 @@ async fn info(client: &CameraClient, show_password: bool, json: bool) -> Result<
     println!("signal        {}", opt(&info.signal));
     println!("ssid          {}", opt(&info.ssid));
     if show_password {
-        println!("password      {}", info.password.expose());
+        println!("password      {}", shown(info.password.expose()));
     } else {
         println!("password      ******** (--show-password to see it)");
     }
@@ -211,7 +219,7 @@ async fn files(client: &CameraClient, mut q: ListQuery, all: bool, json: bool) -
     println!("{:<28} {:>12}  path", "name", "size");
     for f in &files {
         let size = f.size.map_or("?".to_string(), |s| s.to_string());
-        println!("{:<28} {:>12}  {}", f.name, size, f.path);
+        println!("{:<28} {:>12}  {}", shown(&f.name), size, shown(&f.path));
     }
     println!("{} clip(s)", files.len());
     Ok(())

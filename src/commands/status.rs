@@ -112,6 +112,11 @@ pub struct Failure {
     pub retry_after: Option<i64>,
 }
 
+/// Text that came from a camera, as `status` shows it: cut, control characters replaced.
+fn shown(s: &str) -> String {
+    qucam::text::clean(s, qucam::text::MESSAGE_CHARS)
+}
+
 /// Everything `status` reports, per camera.
 pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let mut out = Vec::new();
@@ -140,10 +145,10 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             .iter()
             .filter(|c| c.state.is_failure())
             .map(|c| Failure {
-                clip: c.name.clone(),
+                clip: shown(&c.name),
                 state: c.state.to_string(),
                 attempts: c.attempts,
-                error: c.reason.clone().unwrap_or_default(),
+                error: c.reason.as_deref().map(shown).unwrap_or_default(),
                 retry_after: c.retry_after,
             })
             .collect();
@@ -187,8 +192,9 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
             lost: clips.get("lost").copied().unwrap_or(0),
             imei: cam.imei,
             name: cam.config_name,
-            device: cam.device_name,
-            firmware: cam.firmware,
+            // Camera text, cleaned again here for rows an older version stored raw.
+            device: cam.device_name.as_deref().map(shown),
+            firmware: cam.firmware.as_deref().map(shown),
             last_seen: cam.last_seen,
             clips,
             bytes_offloaded,

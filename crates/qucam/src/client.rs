@@ -45,6 +45,9 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// Slowest a [`CameraClient::read_range`] may go, bytes per second (after the idle timeout).
 pub const RANGE_MIN_RATE: u64 = 32 * 1024;
 
+/// The most bytes of an HTTP error reply read, for its excerpt.
+const ERROR_BODY_BYTES: usize = 4096;
+
 /// A typed client for one camera. Cheap to clone (clones share one connection pool).
 ///
 /// ```no_run
@@ -125,9 +128,22 @@ impl CameraClient {
         Ok(u)
     }
 
-    /// Reads a reply body, at most `max_reply_bytes`, each read within the idle timeout.
-    async fn read_capped(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, CameraError> {
-        let limit = self.opts.max_reply_bytes;
+    /// Reads a reply body, at most `limit` bytes (a `Content-Length` over it is refused
+    /// before a byte is read; past the limit reading stops), each read within the idle
+    /// timeout.
+    async fn read_capped(
+        &self,
+        mut resp: reqwest::Response,
+        endpoint: &'static str,
+        limit: usize,
+    ) -> Result<Vec<u8>, CameraError> {
+        let too_large = CameraError::TooLarge { endpoint, limit };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(too_large);
+        }
         let mut body = Vec::new();
         loop {
             let next = tokio::time::timeout(self.opts.idle_timeout, resp.chunk())
@@ -138,7 +154,7 @@ impl CameraClient {
                 None => return Ok(body),
                 Some(c) => {
                     if body.len() + c.len() > limit {
-                        return Err(CameraError::TooLarge { limit });
+                        return Err(too_large);
                     }
                     body.extend_from_slice(&c);
                 }
@@ -146,39 +162,69 @@ impl CameraClient {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, CameraError> {
+    /// The start of an error reply (at most [`ERROR_BODY_BYTES`]), for its excerpt; the
+    /// rest is never read.
+    async fn error_excerpt(&self, mut resp: reqwest::Response) -> String {
+        let mut body = Vec::new();
+        while body.len() < ERROR_BODY_BYTES {
+            match tokio::time::timeout(self.opts.idle_timeout, resp.chunk()).await {
+                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
+                _ => break,
+            }
+        }
+        excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)]))
+    }
+
+    /// Sends a request to `endpoint` and reads its reply, at most `limit` bytes.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        endpoint: &'static str,
+        limit: usize,
+    ) -> Result<Vec<u8>, CameraError> {
         let fut = async {
             let resp = req.send().await.map_err(map_reqwest)?;
             let status = resp.status();
-            let body = self.read_capped(resp).await?;
             if !status.is_success() {
                 return Err(CameraError::Http {
                     status: status.as_u16(),
-                    excerpt: excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)])),
+                    excerpt: self.error_excerpt(resp).await,
                 });
             }
-            Ok(body)
+            self.read_capped(resp, endpoint, limit).await
         };
         tokio::time::timeout(self.opts.request_timeout, fut)
             .await
             .map_err(|_| CameraError::Timeout("request took too long".into()))?
     }
 
+    /// A small reply from `path` (`/device/NAME`), bounded by `max_small_reply_bytes`.
+    async fn send_small(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &'static str,
+    ) -> Result<Vec<u8>, CameraError> {
+        let endpoint = path.rsplit('/').next().unwrap_or(path);
+        self.send(req, endpoint, self.opts.max_small_reply_bytes)
+            .await
+    }
+
     async fn get_api(
         &self,
-        path: &str,
+        path: &'static str,
         query: &[(&str, String)],
     ) -> Result<reply::Data, CameraError> {
         let req = self.http.get(self.endpoint(path)).query(query);
-        reply::decode_envelope(&self.send(req).await?)
+        reply::decode_envelope(&self.send_small(req, path).await?)
     }
 
     async fn post_api(
         &self,
-        path: &str,
+        path: &'static str,
         params: &[(&str, String)],
     ) -> Result<reply::Data, CameraError> {
-        reply::decode_envelope(&self.send(self.post_request(path, params)).await?)
+        let req = self.post_request(path, params);
+        reply::decode_envelope(&self.send_small(req, path).await?)
     }
 
     fn post_request(&self, path: &str, params: &[(&str, String)]) -> reqwest::RequestBuilder {
@@ -201,7 +247,9 @@ impl CameraClient {
     /// more); a longer reply is [`CameraError::ListingTooLong`].
     pub async fn list_files(&self, q: &ListQuery) -> Result<Vec<FileEntry>, CameraError> {
         let req = self.post_request("/device/get_video_files_info", &q.params());
-        let body = self.send(req).await?;
+        let body = self
+            .send(req, "get_video_files_info", self.opts.max_reply_bytes)
+            .await?;
         listing::decode_file_list_reply(&body, q.entry_limit())
     }
 
@@ -212,7 +260,7 @@ impl CameraClient {
             .http
             .post(self.endpoint("/device/delete_file"))
             .json(&body);
-        match reply::decode_envelope(&self.send(req).await?)? {
+        match reply::decode_envelope(&self.send_small(req, "/device/delete_file").await?)? {
             reply::Data::Text(t) if t.eq_ignore_ascii_case("success") => Ok(()),
             reply::Data::Json(Value::Array(a)) if a.is_empty() => Ok(()),
             reply::Data::Empty => Ok(()),
@@ -241,10 +289,19 @@ impl CameraClient {
             .http
             .get(self.endpoint("/device/get_video_thumbnail_info"))
             .query(&[("path", camera_path)]);
-        let body = self.send(req).await?;
-        // Some firmware answers errors in the JSON envelope even here.
+        let body = self
+            .send(
+                req,
+                "get_video_thumbnail_info",
+                self.opts.max_thumbnail_bytes,
+            )
+            .await?;
+        // Some firmware answers errors in the JSON envelope even here; only a small one is
+        // decoded (an image is never taken apart as JSON).
         if body.first() == Some(&b'{') {
-            reply::decode_envelope(&body)?;
+            if body.len() <= self.opts.max_small_reply_bytes {
+                reply::decode_envelope(&body)?;
+            }
             return Err(reply::malformed(
                 "thumbnail reply is JSON, not an image",
                 &body,
@@ -303,13 +360,10 @@ impl CameraClient {
                 asked: offset,
                 got: "416 Range Not Satisfiable".into(),
             }),
-            s => {
-                let body = self.read_capped(resp).await.unwrap_or_default();
-                Err(CameraError::Http {
-                    status: s.as_u16(),
-                    excerpt: excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)])),
-                })
-            }
+            s => Err(CameraError::Http {
+                status: s.as_u16(),
+                excerpt: self.error_excerpt(resp).await,
+            }),
         }
     }
 
@@ -398,13 +452,10 @@ impl CameraClient {
                 asked: start,
                 got: "416 Range Not Satisfiable".into(),
             }),
-            s => {
-                let body = self.read_capped(resp).await.unwrap_or_default();
-                Err(CameraError::Http {
-                    status: s.as_u16(),
-                    excerpt: excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)])),
-                })
-            }
+            s => Err(CameraError::Http {
+                status: s.as_u16(),
+                excerpt: self.error_excerpt(resp).await,
+            }),
         }
     }
 

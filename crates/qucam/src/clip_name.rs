@@ -181,21 +181,20 @@ pub fn excerpt_long(s: &str) -> String {
     s.chars().take(1024).collect()
 }
 
-/// At most 60 characters of a hostile string, for messages.
-/// A `password` value in it is masked first ([`crate::secret::mask_passwords`]).
+/// At most 60 characters of a hostile string, for messages, made safe to show
+/// ([`crate::text::clean`]). A secret in it is masked first ([`crate::secret::mask_secrets`]).
 pub fn excerpt(s: &str) -> String {
     let head: String = s.chars().take(4096).collect();
-    let masked = crate::secret::mask_passwords(&head);
-    let s = masked.as_str();
-    let mut out: String = s
-        .chars()
-        .take(60)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect();
-    if s.chars().count() > 60 {
-        out.push('…');
-    }
-    out
+    crate::text::clean(&crate::secret::mask_secrets(&head), 60)
+}
+
+/// At most [`MESSAGE_CHARS`](crate::text::MESSAGE_CHARS) characters of a camera's message,
+/// secrets masked and made safe to show: a refusal's text, with its line breaks and
+/// escape sequences replaced.
+pub fn message_excerpt(s: &str) -> String {
+    use crate::text::MESSAGE_CHARS;
+    let head: String = s.chars().take(MESSAGE_CHARS + 1).collect();
+    crate::text::clean(&crate::secret::mask_secrets(&head), MESSAGE_CHARS)
 }
 
 #[cfg(test)]

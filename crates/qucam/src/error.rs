@@ -60,9 +60,14 @@ pub enum CameraError {
         /// What the camera answered instead.
         got: String,
     },
-    /// The reply exceeded [`ClientOptions::max_reply_bytes`](crate::ClientOptions::max_reply_bytes).
-    #[error("camera reply larger than {limit} bytes")]
+    /// The reply exceeded its endpoint's limit ([`ClientOptions::max_reply_bytes`](crate::ClientOptions::max_reply_bytes)
+    /// for a listing, [`max_small_reply_bytes`](crate::ClientOptions::max_small_reply_bytes)
+    /// or [`max_thumbnail_bytes`](crate::ClientOptions::max_thumbnail_bytes) for the others).
+    /// Nothing past the limit was kept.
+    #[error("camera reply to {endpoint} larger than its limit of {limit} bytes")]
     TooLarge {
+        /// The endpoint, e.g. `get_device_info`.
+        endpoint: &'static str,
         /// The limit that was exceeded.
         limit: usize,
     },

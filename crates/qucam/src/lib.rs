@@ -9,8 +9,9 @@
 //! success code; device information as JSON inside a string inside JSON): [`reply`]
 //! absorbs every such quirk, so callers only see typed values or a [`CameraError`].
 //!
-//! A camera's answers are treated as untrusted: replies are size-capped, every read has an
-//! idle timeout, and clip names and paths are validated ([`ClipName`],
+//! A camera's answers are treated as untrusted: every reply is size-capped by its endpoint
+//! (listings 64 MiB, thumbnails 4 MiB, the rest 64 KiB) while it is read, camera text is
+//! cut and cleaned before it is shown ([`text`]), every read has an idle timeout, and clip names and paths are validated ([`ClipName`],
 //! [`check_camera_path`], [`check_imei`]) before anything is derived from them.
 //!
 //! Modules:
@@ -22,7 +23,8 @@
 //! - [`error`]: the error type, [`CameraError`].
 //! - [`clip_name`]: [`ClipName`] and checks of camera-supplied strings.
 //! - [`events`]: the event-code table (names, offload priority, severity).
-//! - [`secret`]: [`Secret`], a value never shown in logs.
+//! - [`secret`]: [`Secret`], a value never shown in logs, and the masking of quoted replies.
+//! - [`text`]: camera text made safe to show (cut, control characters replaced, markup escaped).
 //! - [`client_id`](mod@client_id): a `clientId` kept across restarts.
 //!
 //! # Example
@@ -70,10 +72,13 @@ pub mod listing;
 pub mod options;
 pub mod reply;
 pub mod secret;
+pub mod text;
 
 pub use client::CameraClient;
 pub use client_id::client_id;
-pub use clip_name::{ClipName, NameError, check_camera_path, check_imei, excerpt, excerpt_long};
+pub use clip_name::{
+    ClipName, NameError, check_camera_path, check_imei, excerpt, excerpt_long, message_excerpt,
+};
 pub use download::{Download, parse_content_range};
 pub use error::CameraError;
 pub use events::{EVENT_CODES, EVENTS, Event, event_name, event_priority, is_severe};

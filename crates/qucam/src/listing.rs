@@ -82,7 +82,8 @@ pub fn decode_file_list_reply(
     }
     if !env.success {
         let message = match data {
-            ListData::Text(t) => t,
+            // Masked, cut, line breaks and escapes replaced: as `decode_envelope` says it.
+            ListData::Text(t) => crate::clip_name::message_excerpt(&t),
             ListData::Parsed(Parsed::List(_) | Parsed::TooMany { .. }) => {
                 json_excerpt(env.data.map_or("", |r| r.get()))
             }

@@ -59,13 +59,19 @@ pub struct ClientOptions {
     pub idle_timeout: Duration,
     /// Longest an API call (not a download) may take in all.
     pub request_timeout: Duration,
-    /// Largest JSON reply read (a hostile camera cannot exhaust memory).
+    /// Largest listing reply read (`get_video_files_info`; decoded without building more
+    /// entries than asked for, so a hostile camera cannot exhaust memory).
     pub max_reply_bytes: usize,
+    /// Largest reply read from every other API endpoint (device info, delete, format,
+    /// RTMP, calibration): these are a few hundred bytes from a real camera.
+    pub max_small_reply_bytes: usize,
+    /// Largest thumbnail image read.
+    pub max_thumbnail_bytes: usize,
 }
 
 impl ClientOptions {
     /// Defaults: form parameters, 3 s to connect, 10 s of silence, 60 s per API call,
-    /// replies up to 64 MiB.
+    /// listings up to 64 MiB, thumbnails up to 4 MiB, every other reply up to 64 KiB.
     pub fn new(client_id: impl Into<String>) -> Self {
         ClientOptions {
             client_id: client_id.into(),
@@ -74,6 +80,8 @@ impl ClientOptions {
             idle_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             max_reply_bytes: 64 * 1024 * 1024,
+            max_small_reply_bytes: 64 * 1024,
+            max_thumbnail_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -64,8 +64,9 @@ pub fn decode_envelope(body: &[u8]) -> Result<Data, CameraError> {
     }
     if !env.success {
         let message = match &data {
-            // A refusal may quote the device info, hotspot password included: masked.
-            Data::Text(t) => crate::secret::mask_passwords(&crate::clip_name::excerpt_long(t)),
+            // A refusal may quote the device info, hotspot password included: masked, and
+            // its line breaks and escapes replaced.
+            Data::Text(t) => crate::clip_name::message_excerpt(t),
             Data::Json(v) => excerpt(&v.to_string()),
             Data::Empty => String::new(),
         };
@@ -332,7 +333,7 @@ pub struct DeviceInfo {
     pub sd_card_used_space: Option<String>,
     /// Cellular signal, e.g. `none`.
     pub signal: Option<String>,
-    /// The hotspot's SSID.
+    /// The hotspot's SSID, as sent (matched against hotspots; clean it to show it).
     pub ssid: Option<String>,
     /// The RTMP preview state.
     pub preview: Option<PreviewState>,
@@ -361,7 +362,9 @@ pub fn decode_device_info(data: Data) -> Result<DeviceInfo, CameraError> {
             });
         }
     };
-    let s = |k: &str| lenient_str(obj.get(k)).filter(|v| !v.is_empty());
+    let raw = |k: &str| lenient_str(obj.get(k)).filter(|v| !v.is_empty());
+    // Text shown as it is (a device name, a firmware version): cut and cleaned here.
+    let s = |k: &str| raw(k).map(|v| crate::text::clean(&v, crate::text::FIELD_CHARS));
     let preview = match obj.get("cameraPreviewState") {
         Some(Value::String(inner)) => serde_json::from_str::<Value>(inner).ok(),
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -373,15 +376,17 @@ pub fn decode_device_info(data: Data) -> Result<DeviceInfo, CameraError> {
             is_living: lenient_bool(o.get("isLving").or(o.get("isLiving"))),
             need_update_url: lenient_bool(o.get("needUpdateUrl")),
             preview_camera_id: lenient_i64(o.get("previewCameraId")),
-            rtmp_url: lenient_str(o.get("rtmpUrl")),
+            rtmp_url: lenient_str(o.get("rtmpUrl"))
+                .map(|v| crate::text::clean(&v, crate::text::FIELD_CHARS)),
         })
     });
     Ok(DeviceInfo {
-        imei: s("imei").unwrap_or_default(),
+        // Checked by `check_imei` before any use; matched as sent.
+        imei: raw("imei").unwrap_or_default(),
         device_name: s("device_name"),
         application_version: s("application_version"),
         local_storage: s("local_storage"),
-        password: Secret::new(s("password").unwrap_or_default()),
+        password: Secret::new(raw("password").unwrap_or_default()),
         serial_number: s("s_n"),
         sd_card_format: s("sd_card_format"),
         sd_card_model_no: s("sd_card_model_no"),
@@ -389,7 +394,8 @@ pub fn decode_device_info(data: Data) -> Result<DeviceInfo, CameraError> {
         sd_card_type: s("sd_card_type"),
         sd_card_used_space: s("sd_card_used_space"),
         signal: s("signal"),
-        ssid: s("ssid"),
+        // Matched against the hotspots as sent: clean it to show it.
+        ssid: raw("ssid"),
         preview,
     })
 }
@@ -410,7 +416,7 @@ pub fn decode_format(data: Data) -> FormatOutcome {
     match data {
         Data::Text(t) if t.to_ascii_lowercase().contains("success") => FormatOutcome::Formatted,
         Data::Text(t) if t.to_ascii_lowercase().contains("no sd") => FormatOutcome::NoSdCard,
-        Data::Text(t) => FormatOutcome::Failed(t),
+        Data::Text(t) => FormatOutcome::Failed(crate::clip_name::message_excerpt(&t)),
         Data::Json(v) => FormatOutcome::Failed(excerpt(&v.to_string())),
         Data::Empty => FormatOutcome::Failed("empty reply".into()),
     }
