@@ -70,7 +70,7 @@ pub struct HotspotStatus {
     /// until a join succeeds, whatever failed after it).
     pub wrong_password: bool,
     /// Why the last join failed (`wrong_password`, `gone`, `activation_failed`, `timeout`,
-    /// `networkmanager`); none once a join succeeds.
+    /// `networkmanager`, `suspicious`); none once a join succeeds.
     pub last_join_failure: Option<JoinFailure>,
     /// Failed joins in a row since the last one that succeeded.
     pub join_failures: u32,
