@@ -23,6 +23,8 @@ use crate::agent::radio::RadioEvent;
 use crate::agent::{AgentEvent, PassOutcome};
 use crate::store::{self, Clip};
 use crate::wifi::credentials::{Match, Source};
+#[cfg(doc)]
+use crate::wifi::nm::Nm;
 use crate::wifi::nm::{AccessPoint, JoinError, Joined, Waits};
 
 /// One visit of the rotation to hotspot `ap`, opened by `m`.
@@ -257,7 +259,9 @@ impl Visit<'_> {
     }
 
     /// A join failed: a wrong password is reported once and retried after
-    /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
+    /// `wrong_password_retry`; a suspicious network (left at once by [`Nm::join`]) is marked
+    /// with the fingerprint of its credentials, warned about, and not joined for
+    /// `suspicious_for`; a hotspot that is gone (the truck left) is tried again after
     /// a minute, with no backoff and no warning; other failures back off
     /// ([`JoinError::retry_delay`]). The store keeps the reason ([`JoinError::reason`]).
     async fn join_failed(&self, name: &str, e: JoinError) {
