@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::nm::NmStandIn;
 use qucam::Secret;
+use qucam_offload::wifi::lease::Suspicion;
 use qucam_offload::wifi::nm::{AccessPoint, JoinError, Joined, Nm, NmError};
 
 const IFACE: &str = "wlan0";
@@ -16,6 +18,8 @@ const UPLINK_BSSID: &str = "02:00:00:00:00:01";
 const CAM: &str = "AA:BB:CC:DD:EE:01";
 const CAM_PSK: &str = "12345678";
 const WAIT: Duration = Duration::from_secs(10);
+/// Where the camera answers (the stand-in's camera lease is 127.0.0.2/24).
+const CAMERA_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// The stand-in with the uplink active and one camera hotspot, and a client on it.
 async fn yard() -> (NmStandIn, Nm) {
@@ -40,7 +44,7 @@ async fn joined_to_the_camera() -> (NmStandIn, Nm, Joined) {
     let (s, nm) = yard().await;
     let cam = ap(&nm, CAM).await;
     let j = nm
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
+        .join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
         .await
         .expect("join");
     (s, nm, j)
@@ -63,7 +67,7 @@ async fn join_activates_the_camera_ap() {
     assert_eq!(cam.ssid_lossy(), "queclinkgh");
     assert_eq!(cam.strength, 70);
     let j = nm
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
+        .join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
         .await
         .expect("join");
     assert_eq!(j.ap.bssid, CAM);
@@ -98,6 +102,11 @@ async fn join_sends_a_volatile_bound_profile_that_never_takes_the_route() {
         ("ipv4.never-default", "true"),
         ("ipv4.ignore-auto-dns", "true"),
         ("ipv4.ignore-auto-routes", "true"),
+        ("ipv4.route-table", "2345"),
+        (
+            "ipv4.routing-rules",
+            "family=2,priority=2345,table=2345,to=127.0.0.1,to-len=32",
+        ),
         ("ipv6.method", "ignore"),
         ("options.persist", "volatile"),
         ("options.bind-activation", "dbus-client"),
@@ -120,7 +129,7 @@ async fn a_wrong_password_reads_as_wrong_password_and_the_uplink_comes_back() {
     let (s, nm) = yard().await;
     let cam = ap(&nm, CAM).await;
     let err = nm
-        .join(&cam, &Secret::new("not-it-1"), WAIT)
+        .join(&cam, &Secret::new("not-it-1"), CAMERA_HOST, WAIT)
         .await
         .expect_err("wrong psk joined");
     assert_eq!(err, JoinError::WrongPassword);
@@ -170,7 +179,7 @@ async fn an_ap_gone_before_the_join_reads_as_gone() {
     let cam = ap(&nm, CAM).await;
     s.remove_ap(CAM).await;
     let err = nm
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
+        .join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
         .await
         .expect_err("joined a gone AP");
     assert_eq!(err, JoinError::Gone);
@@ -190,7 +199,7 @@ async fn an_ap_gone_while_activating_reads_as_gone() {
         .expect("connect");
     let cam = ap(&nm, CAM).await;
     let psk = Secret::new(CAM_PSK);
-    let join = nm.join(&cam, &psk, WAIT);
+    let join = nm.join(&cam, &psk, CAMERA_HOST, WAIT);
     tokio::pin!(join);
     let deadline = tokio::time::Instant::now() + WAIT;
     // Drive the join until NetworkManager has the activation, then take the AP away.
@@ -228,7 +237,12 @@ async fn a_slow_activation_times_out_and_is_deactivated() {
         .expect("connect");
     let cam = ap(&nm, CAM).await;
     let err = nm
-        .join(&cam, &Secret::new(CAM_PSK), Duration::from_millis(300))
+        .join(
+            &cam,
+            &Secret::new(CAM_PSK),
+            CAMERA_HOST,
+            Duration::from_millis(300),
+        )
         .await
         .expect_err("joined");
     assert_eq!(err, JoinError::Timeout);
@@ -292,7 +306,7 @@ async fn a_client_that_leaves_the_bus_takes_its_camera_connection_along() {
         .await
         .expect("connect");
     other
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
+        .join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
         .await
         .expect("join");
     assert_eq!(s.active_bssid().await.as_deref(), Some(CAM));
@@ -390,7 +404,7 @@ async fn the_uplink_profile_and_permissions_are_reported() {
     );
     let cam = ap(&nm, CAM).await;
     let err = nm
-        .join(&cam, &Secret::new(CAM_PSK), WAIT)
+        .join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
         .await
         .expect_err("joined without permission");
     assert!(
@@ -398,7 +412,7 @@ async fn the_uplink_profile_and_permissions_are_reported() {
         "{err:?}"
     );
     assert!(!format!("{err} {err:?}").contains(CAM_PSK));
-    nm.join(&cam, &Secret::new(CAM_PSK), WAIT)
+    nm.join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
         .await
         .expect_err("joined");
     s.remove_ap(UPLINK_BSSID).await;
@@ -426,7 +440,9 @@ async fn a_scan_refused_while_activating_lists_what_nm_has() {
         let address = s.bus_address().to_string();
         async move {
             let other = Nm::connect_at(&address, IFACE).await.expect("connect");
-            other.join(&cam, &Secret::new(CAM_PSK), WAIT).await
+            other
+                .join(&cam, &Secret::new(CAM_PSK), CAMERA_HOST, WAIT)
+                .await
         }
     });
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -463,4 +479,52 @@ async fn no_bus_reads_as_not_running() {
         Nm::connect_at(&address, IFACE).await,
         Err(NmError::NotRunning(_))
     ));
+}
+
+#[tokio::test]
+async fn a_rogue_lease_is_left_at_once_and_reads_as_suspicious() {
+    let (s, nm) = yard().await;
+    let cam = ap(&nm, CAM).await;
+    let psk = Secret::new(CAM_PSK);
+    // A rogue access point with the factory SSID and password leases half the Internet.
+    s.set_lease(CAM, "10.0.0.2", 1).await;
+    let e = nm
+        .join(&cam, &psk, CAMERA_HOST, WAIT)
+        .await
+        .expect_err("suspicious");
+    assert!(
+        matches!(&e, JoinError::Suspicious(Suspicion::TooWide(n)) if n.prefix == 1),
+        "{e:?}"
+    );
+    assert_eq!(s.active_bssid().await, None, "left at once");
+    // A lease without the camera's address.
+    s.set_lease(CAM, "192.168.43.5", 24).await;
+    let e = nm
+        .join(&cam, &psk, CAMERA_HOST, WAIT)
+        .await
+        .expect_err("suspicious");
+    assert!(
+        matches!(e, JoinError::Suspicious(Suspicion::CameraOutside { .. })),
+        "{e:?}"
+    );
+    // A /25 inside the network the Ethernet uplink is on.
+    s.add_wired_device("eth0", "127.0.0.200", 24).await;
+    s.set_lease(CAM, "127.0.0.2", 25).await;
+    let e = nm
+        .join(&cam, &psk, CAMERA_HOST, WAIT)
+        .await
+        .expect_err("suspicious");
+    assert!(
+        matches!(e, JoinError::Suspicious(Suspicion::Overlaps { .. })),
+        "{e:?}"
+    );
+    assert_eq!(s.active_bssid().await, None);
+    // The camera's own lease, with the Ethernet elsewhere, is joined as before.
+    s.set_lease(CAM, "127.0.1.2", 24).await;
+    let j = nm
+        .join(&cam, &psk, Ipv4Addr::new(127, 0, 1, 1), WAIT)
+        .await
+        .expect("a good lease");
+    assert_eq!(j.ap.bssid, CAM);
+    assert_eq!(s.active_bssid().await.as_deref(), Some(CAM));
 }

@@ -909,3 +909,69 @@ async fn yard_benchmark() {
         );
     }
 }
+
+/// The stdout of `qucam-offload <args>` in the yard (its exit code not checked).
+async fn stdout_of(y: &Yard, args: &[&str]) -> String {
+    let mut a = y.spawn(args);
+    let _ = a.exit(60).await;
+    std::fs::read_to_string(a.stderr.with_extension("stdout")).expect("stdout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_hotspot_with_the_factory_ssid_is_left_at_once_and_not_joined_again() {
+    // Truck 1 is a rogue access point with the factory SSID and password: its DHCP server
+    // leases 10.0.0.2/1, a route to half the Internet (S3, webhooks, NTP).
+    let y = two_factory_trucks_in_range().await;
+    let rogue = y.trucks[1].bssid.clone();
+    y.nm.set_lease(&rogue, "10.0.0.2", 1).await;
+    let factory = "suspicious_for = \"1h\"\n[wifi.passwords]\nqueclinkgh = \"12345678\"";
+    y.write_config_text(&y.config_with("", true, factory, ""));
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "truck 0 offloaded", || async { y.all_in_bucket(0) }).await;
+    let log = a.stop_after_rotations(3).await;
+    assert!(
+        log.contains("SUSPICIOUS hotspot") && log.contains("wider than /24"),
+        "{log}"
+    );
+    let joins = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("joining the camera's hotspot") && l.contains(&rogue))
+            .count()
+    };
+    assert_eq!(
+        joins(&log),
+        1,
+        "not joined again within suspicious_for: {log}"
+    );
+    assert!(
+        y.trucks[1].sim.requests().is_empty(),
+        "no camera request (no delete) through the rogue"
+    );
+    assert_eq!(y.trucks[1].sim.bytes_served(), 0);
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK), "{log}");
+    // The sound lease of truck 0 was joined as before: its clips are in the bucket.
+    assert!(y.all_in_bucket(0));
+    // `status` and `doctor` name it.
+    let status = stdout_of(&y, &["status"]).await;
+    assert!(
+        status.contains(&format!("queclinkgh ({rogue}): SUSPICIOUS network")),
+        "{status}"
+    );
+    let doctor = stdout_of(&y, &["doctor"]).await;
+    let line = doctor
+        .lines()
+        .find(|l| l.contains("wifi: suspicious hotspots"))
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(line.contains(&rogue), "{line}");
+    // Other credentials for it clear the mark: it is tried again at once (and its password
+    // refused, here).
+    let cams =
+        format!("[[camera]]\nname = \"truck-1\"\nbssid = \"{rogue}\"\npassword = \"another-pw\"\n");
+    y.write_config_text(&y.config_with(&cams, true, factory, ""));
+    let mut a = y.spawn(&["run", "--once"]);
+    let _ = a.exit(60).await;
+    let log = a.log();
+    assert_eq!(joins(&log), 1, "tried again with its new password: {log}");
+    assert!(log.contains("marked suspicious changed"), "{log}");
+    assert!(y.trucks[1].sim.requests().is_empty());
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::agent;
 use crate::config::Config;
-use crate::store::{Clip, ClipState, HotspotRow, JoinFailure, Origin, Store, now};
+use crate::store::{Clip, ClipState, HotspotRow, JoinFailure, Origin, Store, Suspicious, now};
 
 /// One camera in `status`.
 #[derive(Debug, Serialize)]
@@ -70,11 +70,14 @@ pub struct HotspotStatus {
     /// until a join succeeds, whatever failed after it).
     pub wrong_password: bool,
     /// Why the last join failed (`wrong_password`, `gone`, `activation_failed`, `timeout`,
-    /// `networkmanager`); none once a join succeeds.
+    /// `networkmanager`, `suspicious`); none once a join succeeds.
     pub last_join_failure: Option<JoinFailure>,
     /// Failed joins in a row since the last one that succeeded.
     pub join_failures: u32,
     pub retry_at: Option<i64>,
+    /// Why its network failed the check after a join (left at once, not joined again for
+    /// `wifi.suspicious_for` unless its password changes); none when it did not.
+    pub suspicious: Option<String>,
 }
 
 impl HotspotStatus {
@@ -99,8 +102,40 @@ impl HotspotStatus {
             last_join_failure: h.last_failure,
             join_failures: h.failures,
             retry_at: s(h.retry_at),
+            suspicious: suspicious_now(h).map(|m| m.reason.clone()),
         }
     }
+}
+
+/// Its suspicious mark, while it holds.
+fn suspicious_now(h: &HotspotRow) -> Option<&Suspicious> {
+    h.suspicious.as_ref().filter(|m| m.until > now() * 1000)
+}
+
+/// The hotspots whose network failed the check after a join, while the mark holds (a rogue
+/// access point has no camera behind it: these are listed apart from the cameras).
+pub async fn suspicious_hotspots(store: &Store) -> Result<Vec<HotspotRow>> {
+    let rows = store.hotspots().await?;
+    Ok(rows
+        .into_iter()
+        .filter(|h| suspicious_now(h).is_some())
+        .collect())
+}
+
+/// One line per suspicious hotspot: SSID, BSSID, why, until when.
+pub fn suspicious_lines(rows: &[HotspotRow]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|h| {
+            let m = suspicious_now(h)?;
+            let left = in_secs((m.until / 1000 - now()).max(0));
+            Some(format!(
+                "{} ({}): SUSPICIOUS network, left at once: {}; not joined until its password changes or in {left}",
+                h.ssid,
+                h.bssid,
+                m.reason
+            ))
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -410,6 +445,9 @@ fn hotspot_note(label: &str, h: &HotspotStatus, waiting: i64) -> String {
             0 | 1 => String::new(),
             k => format!(" ({k} in a row)"),
         };
+        if let Some(r) = &h.suspicious {
+            n.push_str(&format!("; SUSPICIOUS network, left at once: {r}"));
+        }
         n.push_str(&if why.counts_as_wrong_password() {
             format!("; last join failed: WRONG PASSWORD, not joined until it changes or {retry}")
         } else {
@@ -437,6 +475,13 @@ pub async fn print_status(store: &Store, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         print!("{}", format_status(&st));
+        let lines = suspicious_lines(&suspicious_hotspots(store).await?);
+        if !lines.is_empty() {
+            println!("suspicious hotspots (docs/depot-wifi.md):");
+            for l in lines {
+                println!("  {l}");
+            }
+        }
     }
     Ok(())
 }

@@ -52,12 +52,26 @@ pub struct WifiConfig {
     /// again no sooner than this (the radio stays on the uplink meanwhile).
     #[serde(default = "d_revisit_after", deserialize_with = "de_duration")]
     pub revisit_after: Duration,
-    /// Where a joined camera answers.
+    /// A hotspot whose network failed the check after a join (a lease wider than /24, one
+    /// that overlaps a network another device routes, or one without the camera's address)
+    /// is not joined again for this long, unless its credentials change.
+    #[serde(default = "d_suspicious_for", deserialize_with = "de_duration")]
+    pub suspicious_for: Duration,
+    /// Where a joined camera answers: an `http://` URL whose host is an IPv4 address (the
+    /// camera connection's routing rule and the network check after a join name it).
     #[serde(default = "d_camera_url")]
     pub camera_url: String,
     /// `[wifi.passwords]`: a default password per SSID (the factory case).
     #[serde(default)]
     pub passwords: BTreeMap<String, qucam::Secret>,
+}
+
+impl WifiConfig {
+    /// The IPv4 address in `camera_url` (None when its host is a name or IPv6).
+    pub fn camera_host(&self) -> Option<std::net::Ipv4Addr> {
+        let url = reqwest::Url::parse(&self.camera_url).ok()?;
+        url.host_str()?.parse().ok()
+    }
 }
 
 fn d_max_per_camera() -> Duration {
@@ -80,6 +94,9 @@ fn d_wrong_password_retry() -> Duration {
 }
 fn d_revisit_after() -> Duration {
     Duration::from_secs(15 * 60)
+}
+fn d_suspicious_for() -> Duration {
+    Duration::from_secs(3600)
 }
 fn d_camera_url() -> String {
     "http://192.168.43.1:2345".into()
@@ -242,6 +259,7 @@ fn check_wifi(w: &WifiConfig, path: &Path) -> Result<(), ConfigError> {
         ("wifi.uplink_timeout", w.uplink_timeout),
         ("wifi.wrong_password_retry", w.wrong_password_retry),
         ("wifi.revisit_after", w.revisit_after),
+        ("wifi.suspicious_for", w.suspicious_for),
     ] {
         if !(second..=day).contains(&d) {
             return Err(bad(key, "must be between 1s and 24h".into()));
@@ -260,6 +278,12 @@ fn check_wifi(w: &WifiConfig, path: &Path) -> Result<(), ConfigError> {
         return Err(bad("wifi.cameras_file", "must not be empty".into()));
     }
     super::validate::check_http_url(&w.camera_url).map_err(|m| bad("wifi.camera_url", m))?;
+    if w.camera_host().is_none() {
+        return Err(bad(
+            "wifi.camera_url",
+            "must name the camera by its IPv4 address (e.g. http://192.168.43.1:2345): the camera connection routes only to it".into(),
+        ));
+    }
     for (ssid, psk) in &w.passwords {
         let key = format!("wifi.passwords.{ssid}");
         check_ssid(ssid).map_err(|m| bad(&key, m))?;
@@ -436,6 +460,12 @@ mod tests {
             ("join_timeout = \"2d\"", "wifi.join_timeout"),
             ("uplink = \" \"", "wifi.uplink"),
             ("camera_url = \"ftp://x\"", "wifi.camera_url"),
+            (
+                "camera_url = \"http://camera.local:2345\"",
+                "wifi.camera_url",
+            ),
+            ("suspicious_for = \"0s\"", "wifi.suspicious_for"),
+            ("suspicious_for = \"25h\"", "wifi.suspicious_for"),
             ("intrface = \"wlan1\"", "intrface"),
         ] {
             let m = err(with_wifi("ssid = \"s\"", line));

@@ -1,7 +1,9 @@
-//! Depot Wi-Fi's memory (table `hotspots`, schema 6, the failure's reason schema 7): one
-//! row per camera hotspot (BSSID) met, with the IMEI that answered behind it, when it was
-//! last seen, joined and completely offloaded, and its join failures with the reason of the
-//! last one ([`JoinFailure`]); and per IMEI, the work a visit would find ([`CameraWork`]).
+//! Depot Wi-Fi's memory (table `hotspots`, schema 6, the failure's reason schema 7, the
+//! suspicious mark schema 11): one row per camera hotspot (BSSID) met, with the IMEI that
+//! answered behind it, when it was last seen, joined and completely offloaded, its join
+//! failures with the reason of the last one ([`JoinFailure`]), and whether its network was
+//! found suspicious after a join ([`Suspicious`]); and per IMEI, the work a visit would
+//! find ([`CameraWork`]).
 //! Times are milliseconds since the epoch, as the caller gives them.
 
 use std::collections::BTreeMap;
@@ -37,6 +39,23 @@ pub struct HotspotRow {
     /// A password was refused since the last join that succeeded (whatever failed after
     /// it): reported once, and shown until a join succeeds.
     pub wrong_password: bool,
+    /// The network it leased failed the check after a join (cleared by a join that passes
+    /// it, or a change of its credentials).
+    pub suspicious: Option<Suspicious>,
+}
+
+/// A hotspot whose network failed the check after a join: not joined before `until` unless
+/// its credentials change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suspicious {
+    /// Not joined again before this time (ms).
+    pub until: i64,
+    /// Why, in words (the lease and what it failed).
+    pub reason: String,
+    /// A fingerprint of the credentials it was joined with (never shown): other credentials
+    /// clear the mark.
+    #[serde(skip)]
+    pub credentials: String,
 }
 
 /// Why a join failed, as the store keeps it (`hotspots.last_failure`) and `status` and
@@ -59,15 +78,19 @@ pub enum JoinFailure {
     /// NetworkManager itself failed (D-Bus, permissions).
     #[serde(rename = "networkmanager")]
     NetworkManager,
+    /// Joined, but the network it leased failed the check after the join: left at once.
+    #[serde(rename = "suspicious")]
+    Suspicious,
 }
 
 impl JoinFailure {
-    pub const ALL: [JoinFailure; 5] = [
+    pub const ALL: [JoinFailure; 6] = [
         JoinFailure::WrongPassword,
         JoinFailure::Gone,
         JoinFailure::ActivationFailed,
         JoinFailure::Timeout,
         JoinFailure::NetworkManager,
+        JoinFailure::Suspicious,
     ];
 
     /// The stored text (also the `reason` label of the join failure metric).
@@ -78,6 +101,7 @@ impl JoinFailure {
             JoinFailure::ActivationFailed => "activation_failed",
             JoinFailure::Timeout => "timeout",
             JoinFailure::NetworkManager => "networkmanager",
+            JoinFailure::Suspicious => "suspicious",
         }
     }
 
@@ -94,6 +118,7 @@ impl JoinFailure {
             JoinFailure::ActivationFailed => "activation failed",
             JoinFailure::Timeout => "activation timed out",
             JoinFailure::NetworkManager => "NetworkManager error",
+            JoinFailure::Suspicious => "SUSPICIOUS network, left at once",
         }
     }
 
@@ -105,7 +130,8 @@ impl JoinFailure {
             JoinFailure::Gone
             | JoinFailure::ActivationFailed
             | JoinFailure::Timeout
-            | JoinFailure::NetworkManager => false,
+            | JoinFailure::NetworkManager
+            | JoinFailure::Suspicious => false,
         }
     }
 }
@@ -180,7 +206,8 @@ impl Store {
             tx.execute(ENSURE, params![bssid])?;
             tx.execute(
                 "UPDATE hotspots SET last_joined = ?2, failures = 0, retry_at = NULL,
-                    last_failure = NULL, wrong_password_reported = 0 WHERE bssid = ?1",
+                    last_failure = NULL, wrong_password_reported = 0, suspicious_until = NULL,
+                    suspicious_reason = NULL, suspicious_credentials = NULL WHERE bssid = ?1",
                 params![bssid, at],
             )?;
             tx.commit()?;
@@ -260,12 +287,53 @@ impl Store {
         .await
     }
 
+    /// The network `bssid` leased failed the check after a join (`reason`), joined with the
+    /// credentials whose fingerprint is `credentials`: not joined again before `until`
+    /// (ms), unless its credentials change ([`Store::hotspot_trusted_again`]).
+    pub async fn hotspot_suspicious(
+        &self,
+        bssid: String,
+        until: i64,
+        reason: String,
+        credentials: String,
+    ) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(ENSURE, params![bssid])?;
+            tx.execute(
+                "UPDATE hotspots SET suspicious_until = ?2, suspicious_reason = ?3,
+                    suspicious_credentials = ?4, retry_at = MAX(COALESCE(retry_at, 0), ?2)
+                    WHERE bssid = ?1",
+                params![bssid, until, reason, credentials],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The credentials of suspicious hotspot `bssid` changed: the mark and the wait it set
+    /// are cleared (its failures in a row start over).
+    pub async fn hotspot_trusted_again(&self, bssid: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hotspots SET suspicious_until = NULL, suspicious_reason = NULL,
+                    suspicious_credentials = NULL, retry_at = NULL, failures = 0
+                    WHERE bssid = ?1 AND suspicious_until IS NOT NULL",
+                params![bssid],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Every hotspot met, by BSSID.
     pub async fn hotspots(&self) -> Result<Vec<HotspotRow>> {
         self.call(|c| {
             let mut st = c.prepare(
                 "SELECT bssid, ssid, imei, signal, last_seen, last_joined, last_complete,
-                    failures, retry_at, last_failure, wrong_password_reported
+                    failures, retry_at, last_failure, wrong_password_reported,
+                    suspicious_until, suspicious_reason, suspicious_credentials
                     FROM hotspots ORDER BY bssid",
             )?;
             let rows = st
@@ -287,6 +355,19 @@ impl Store {
                             .as_deref()
                             .and_then(JoinFailure::parse),
                         wrong_password: r.get(10)?,
+                        suspicious: r.get::<_, Option<i64>>(11)?.map(|until| Suspicious {
+                            until,
+                            reason: r
+                                .get::<_, Option<String>>(12)
+                                .ok()
+                                .flatten()
+                                .unwrap_or_default(),
+                            credentials: r
+                                .get::<_, Option<String>>(13)
+                                .ok()
+                                .flatten()
+                                .unwrap_or_default(),
+                        }),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -76,7 +76,7 @@ pub mod schema;
 pub mod state;
 mod transitions;
 
-pub use hotspots::{CameraWork, HotspotRow, JoinFailed, JoinFailure};
+pub use hotspots::{CameraWork, HotspotRow, JoinFailed, JoinFailure, Suspicious};
 pub use listing::{Listed, PASSING_REFUSALS, REFUSED_AS_DIRECTORY, Reconciled};
 pub use multipart::{PartRow, SentRow};
 pub use queries::{CameraRow, StateCount, Tally};

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -198,6 +198,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // (`docs/clip-lifecycle.md`, Identity): such a clip never allows a delete from a camera.
     r#"
     ALTER TABLE clips ADD COLUMN origin TEXT;
+    "#,
+    // 11: a camera hotspot whose network failed the check after a join (a lease wider than
+    // /24, overlapping a network another device routes, or without the camera's address):
+    // not joined before `suspicious_until` (ms) unless its credentials change
+    // (`suspicious_credentials`, a SHA-256 fingerprint of those it was joined with);
+    // `suspicious_reason` says why, in words. NULL: not suspicious.
+    r#"
+    ALTER TABLE hotspots ADD COLUMN suspicious_until INTEGER;
+    ALTER TABLE hotspots ADD COLUMN suspicious_reason TEXT;
+    ALTER TABLE hotspots ADD COLUMN suspicious_credentials TEXT;
     "#,
 ];
 

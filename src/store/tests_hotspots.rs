@@ -1,6 +1,7 @@
-//! The `hotspots` table (schema 6, the failure's reason schema 7) and `camera_work`: a v5
-//! database gains the table, a v6 one keeps its refused passwords as reasons, each method's
-//! effect on the row, and which clip states count as work for the next visit.
+//! The `hotspots` table (schema 6, the failure's reason schema 7, the suspicious mark schema
+//! 11) and `camera_work`: a v5 database gains the table, a v6 one keeps its refused
+//! passwords as reasons, a v10 one gains the mark unset, each method's effect on the row,
+//! and which clip states count as work for the next visit.
 
 use rusqlite::params;
 
@@ -84,6 +85,7 @@ async fn a_scan_updates_ssid_signal_and_last_seen_and_keeps_the_rest() {
             retry_at: None,
             last_failure: None,
             wrong_password: false,
+            suspicious: None,
         }
     );
     let b = row(&s, B).await;
@@ -307,4 +309,67 @@ async fn an_unknown_reason_reads_as_none_and_hides_nothing_else() {
         (a.last_failure, a.failures, a.retry_at),
         (None, 1, Some(5000))
     );
+}
+
+#[tokio::test]
+async fn a_version_10_database_gains_the_suspicious_mark_unset() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    {
+        let mut c = rusqlite::Connection::open(&p).unwrap();
+        c.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        for sql in &schema::MIGRATIONS[..10] {
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.commit().unwrap();
+        }
+        c.pragma_update(None, "user_version", 10).unwrap();
+        c.execute(
+            "INSERT INTO hotspots (bssid, ssid, failures, retry_at, last_failure)
+                VALUES ('AA:AA:AA:AA:AA:01', 't1', 1, 1000, 'timeout')",
+            [],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&p).unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.failures, a.retry_at, a.last_failure, a.suspicious),
+        (1, Some(1000), Some(JoinFailure::Timeout), None)
+    );
+}
+
+#[tokio::test]
+async fn a_suspicious_hotspot_waits_until_a_join_passes_or_its_credentials_change() {
+    let (_d, s) = open();
+    s.hotspot_failed(A.into(), JoinFailure::Suspicious, |_| 5_000)
+        .await
+        .unwrap();
+    s.hotspot_suspicious(A.into(), 5_000, "leased 0.0.0.0/1".into(), "fp1".into())
+        .await
+        .unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(a.retry_at, Some(5_000));
+    assert_eq!(a.last_failure, Some(JoinFailure::Suspicious));
+    let mark = a.suspicious.expect("marked");
+    assert_eq!(
+        (mark.until, mark.reason.as_str(), mark.credentials.as_str()),
+        (5_000, "leased 0.0.0.0/1", "fp1")
+    );
+    // The fingerprint is never shown.
+    let shown = serde_json::to_string(&row(&s, A).await).unwrap();
+    assert!(
+        shown.contains("leased 0.0.0.0/1") && !shown.contains("fp1"),
+        "{shown}"
+    );
+    // Other credentials: the mark and its wait are gone.
+    s.hotspot_trusted_again(A.into()).await.unwrap();
+    let a = row(&s, A).await;
+    assert_eq!((a.suspicious, a.retry_at, a.failures), (None, None, 0));
+    // A join that passes the check clears it too.
+    s.hotspot_suspicious(B.into(), 9_000, "r".into(), "fp".into())
+        .await
+        .unwrap();
+    s.hotspot_joined(B.into(), 10).await.unwrap();
+    assert_eq!(row(&s, B).await.suspicious, None);
 }

@@ -47,6 +47,22 @@ pub struct Match {
     pub source: Source,
 }
 
+impl Match {
+    /// A fingerprint of these credentials for hotspot `bssid` (SHA-256 of the BSSID and the
+    /// password, hex): the store keeps it beside a suspicious mark, so that other
+    /// credentials clear the mark. Never shown; it is as private as the state directory,
+    /// which holds the learned passwords themselves.
+    pub fn fingerprint(&self, bssid: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"qucam-offload hotspot credentials\0");
+        h.update(bssid.as_bytes());
+        h.update(b"\0");
+        h.update(self.password.expose().as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
 /// One known camera hotspot.
 #[derive(Debug, Clone)]
 struct Entry {

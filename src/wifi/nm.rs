@@ -16,10 +16,22 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, ObjectPath, OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::store::JoinFailure;
+use crate::wifi::lease::{self, Net, Suspicion};
 
 const SERVICE: &str = "org.freedesktop.NetworkManager";
 /// Connection ids of the profiles this agent adds (`remove_stale` deletes leftovers).
 pub const PROFILE_PREFIX: &str = "qucam-offload/";
+/// The routing table of every camera connection (`ipv4.route-table`): its routes, the
+/// leased subnet's included, live there and not in the main table.
+pub const ROUTE_TABLE: u32 = 2345;
+/// The priority of the camera connection's one routing rule (`ipv4.routing-rules`: to the
+/// camera's address, look up [`ROUTE_TABLE`]); before the main table's rule (32766).
+pub const RULE_PRIORITY: u32 = 2345;
+/// AF_INET, for a routing rule's `family`.
+const AF_INET: i32 = 2;
+/// NM_DEVICE_TYPE_LOOPBACK: `lo` (NetworkManager 1.42 and later list it): not a network
+/// a hotspot can take.
+const DEVICE_TYPE_LOOPBACK: u32 = 32;
 /// Longest wait for any one D-Bus reply.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(25);
 /// NM_DEVICE_TYPE_WIFI.
@@ -113,6 +125,18 @@ pub enum JoinError {
     Timeout,
     #[error("{0}")]
     Nm(String),
+    /// Joined, but the network it leased failed the check after the join: left at once.
+    #[error("suspicious network: {0}")]
+    Suspicious(Suspicion),
+}
+
+/// How long a hotspot waits after the failures that are not backed off by count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    /// `wifi.wrong_password_retry`.
+    pub wrong_password: Duration,
+    /// `wifi.suspicious_for`.
+    pub suspicious: Duration,
 }
 
 /// A failed join (other than a wrong password) waits this long before the hotspot is tried
@@ -132,6 +156,7 @@ impl JoinError {
             JoinError::Failed { .. } => JoinFailure::ActivationFailed,
             JoinError::Timeout => JoinFailure::Timeout,
             JoinError::Nm(_) => JoinFailure::NetworkManager,
+            JoinError::Suspicious(_) => JoinFailure::Suspicious,
         }
     }
 
@@ -142,13 +167,14 @@ impl JoinError {
     }
 
     /// How long after this failure (`failures_before` in a row before it) the hotspot is
-    /// tried again: a wrong password after `wrong_password_retry`; a hotspot that is gone
-    /// (the truck drove away) after [`FAILED_JOIN_RETRY`], so it is met again as soon as it
-    /// is back; any other failure after [`FAILED_JOIN_RETRY`] doubled per failure, up to
-    /// [`MAX_JOIN_RETRY`].
-    pub fn retry_delay(&self, failures_before: u32, wrong_password_retry: Duration) -> Duration {
+    /// tried again: a wrong password after `wrong_password_retry`; a suspicious network
+    /// after `suspicious_for`; a hotspot that is gone (the truck drove away) after
+    /// [`FAILED_JOIN_RETRY`], so it is met again as soon as it is back; any other failure
+    /// after [`FAILED_JOIN_RETRY`] doubled per failure, up to [`MAX_JOIN_RETRY`].
+    pub fn retry_delay(&self, failures_before: u32, waits: Waits) -> Duration {
         match self {
-            JoinError::WrongPassword => wrong_password_retry,
+            JoinError::WrongPassword => waits.wrong_password,
+            JoinError::Suspicious(_) => waits.suspicious,
             JoinError::Gone => FAILED_JOIN_RETRY,
             JoinError::Failed { .. } | JoinError::Timeout | JoinError::Nm(_) => FAILED_JOIN_RETRY
                 .saturating_mul(1 << failures_before.min(6))
@@ -192,6 +218,7 @@ trait Manager {
         HashMap<String, OwnedVariant>,
     )>;
     fn deactivate_connection(&self, active_connection: &ObjectPath<'_>) -> zbus::Result<()>;
+    fn get_devices(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 }
@@ -205,6 +232,8 @@ trait Device {
     fn device_type(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn active_connection(&self) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(property)]
+    fn ip4_config(&self) -> zbus::Result<OwnedObjectPath>;
     #[zbus(signal)]
     fn state_changed(&self, new_state: u32, old_state: u32, reason: u32) -> zbus::Result<()>;
 }
@@ -233,6 +262,32 @@ trait Ap {
     fn strength(&self) -> zbus::Result<u8>;
 }
 
+/// One `AddressData` or `RouteData` entry: `address`/`dest` (s) and `prefix` (u).
+type IpData = Vec<HashMap<String, OwnedVariant>>;
+
+#[zbus::proxy(
+    interface = "org.freedesktop.NetworkManager.IP4Config",
+    default_service = "org.freedesktop.NetworkManager"
+)]
+trait Ip4Config {
+    #[zbus(property)]
+    fn address_data(&self) -> zbus::Result<IpData>;
+    #[zbus(property)]
+    fn route_data(&self) -> zbus::Result<IpData>;
+}
+
+/// The networks in `AddressData` (`address_key` "address") or `RouteData` ("dest"); entries
+/// that do not read as IPv4 networks are left out.
+fn nets(data: &IpData, address_key: &str) -> Vec<Net> {
+    data.iter()
+        .filter_map(|e| {
+            let addr: String = e.get(address_key)?.try_clone().ok()?.try_into().ok()?;
+            let prefix: u32 = e.get("prefix")?.try_clone().ok()?.try_into().ok()?;
+            Net::new(addr.parse().ok()?, prefix)
+        })
+        .collect()
+}
+
 /// In a module of its own: the macro names its signal types after the signal, and the device
 /// has a `StateChanged` too.
 mod active {
@@ -247,6 +302,8 @@ mod active {
         fn id(&self) -> zbus::Result<String>;
         #[zbus(property)]
         fn uuid(&self) -> zbus::Result<String>;
+        #[zbus(property)]
+        fn ip4_config(&self) -> zbus::Result<zbus::OwnedObjectPath>;
         // Not `state_changed`: the `State` property's change stream has that name.
         #[zbus(signal, name = "StateChanged")]
         fn ac_state_changed(&self, state: u32, reason: u32) -> zbus::Result<()>;
@@ -524,6 +581,7 @@ impl Nm {
 }
 
 mod join;
+mod network;
 mod uplink;
 
 #[cfg(test)]
@@ -544,8 +602,12 @@ mod tests {
     fn failed_joins_back_off_but_a_truck_that_left_is_met_again_soon() {
         let six_h = Duration::from_secs(6 * 3600);
         let min = |m: u64| Duration::from_secs(60 * m);
+        let waits = Waits {
+            wrong_password: six_h,
+            suspicious: min(90),
+        };
         let timeout = JoinError::Timeout;
-        let got: Vec<Duration> = (0..8).map(|n| timeout.retry_delay(n, six_h)).collect();
+        let got: Vec<Duration> = (0..8).map(|n| timeout.retry_delay(n, waits)).collect();
         assert_eq!(
             got,
             [
@@ -560,12 +622,14 @@ mod tests {
             ]
         );
         for n in [0, 5, 100] {
-            assert_eq!(JoinError::Gone.retry_delay(n, six_h), min(1), "{n}");
-            assert_eq!(JoinError::WrongPassword.retry_delay(n, six_h), six_h);
+            assert_eq!(JoinError::Gone.retry_delay(n, waits), min(1), "{n}");
+            assert_eq!(JoinError::WrongPassword.retry_delay(n, waits), six_h);
+            let rogue = JoinError::Suspicious(Suspicion::NoAddress);
+            assert_eq!(rogue.retry_delay(n, waits), min(90));
             let failed = JoinError::Failed { reason: 11 };
             let nm = JoinError::Nm("bus".into());
-            assert_eq!(failed.retry_delay(n, six_h), timeout.retry_delay(n, six_h));
-            assert_eq!(nm.retry_delay(n, six_h), timeout.retry_delay(n, six_h));
+            assert_eq!(failed.retry_delay(n, waits), timeout.retry_delay(n, waits));
+            assert_eq!(nm.retry_delay(n, waits), timeout.retry_delay(n, waits));
         }
     }
 
@@ -577,6 +641,7 @@ mod tests {
             (JoinError::Failed { reason: 11 }, "activation_failed"),
             (JoinError::Timeout, "timeout"),
             (JoinError::Nm("bus".into()), "networkmanager"),
+            (JoinError::Suspicious(Suspicion::NoAddress), "suspicious"),
         ];
         for (e, label) in all {
             assert_eq!(e.reason().as_str(), label);

@@ -213,6 +213,17 @@ impl NmStandIn {
         self.mock::<_, ()>("RemoveAp", &(bssid,)).await
     }
 
+    /// The access point's DHCP server leases `address/prefix` (a rogue's `10.0.0.2/1`);
+    /// a camera's lease is 127.0.0.2/24 unless set.
+    pub async fn set_lease(&self, bssid: &str, address: &str, prefix: u32) {
+        let _: () = self.mock("SetLease", &(bssid, address, prefix)).await;
+    }
+
+    /// An Ethernet device, connected, with `address/prefix` (the depot LAN's uplink).
+    pub async fn add_wired_device(&self, iface: &str, address: &str, prefix: u32) {
+        let _: () = self.mock("AddWiredDevice", &(iface, address, prefix)).await;
+    }
+
     /// The next `n` joins of the access point `bssid` fail with NetworkManager's "no
     /// secrets" whatever the password, as a handshake lost to a weak signal does.
     pub async fn fail_next_joins(&self, bssid: &str, n: u32) {

@@ -20,11 +20,16 @@ Wi-Fi device behaves like NetworkManager's documented D-Bus API (docs/depot-wifi
 - `RequestScan` bumps `LastScan` (CLOCK_BOOTTIME ms) after `scan_ms` (default 20), and answers
   `NotAllowed` while an activation is in progress;
 - `GetPermissions` answers "yes" for the permissions `doctor` checks (mock `SetPermission`
-  changes one; without network-control the activation calls fail `PermissionDenied`).
+  changes one; without network-control the activation calls fail `PermissionDenied`);
+- an ACTIVATED connection has an `IP4Config` object (`AddressData`, `RouteData`: the lease
+  of its access point, default 127.0.0.2/24 for a camera, 192.168.77.10/24 for the uplink),
+  on the device and the active connection (`Ip4Config`); mock `SetLease` gives an access
+  point another lease (a rogue's 10.0.0.2/1), and `AddWiredDevice` an Ethernet device whose
+  network other leases may overlap.
 
 Mock interface (dbusmock's `org.freedesktop.DBus.Mock`, object `/org/freedesktop`), for the
 Rust harness `tests/common/nm.rs`: `AddUplink`, `AddCameraAp`, `AddProfile`, `FailNextJoins`,
-`ReplugDevice`, `RemoveAp`,
+`ReplugDevice`, `RemoveAp`, `SetLease`, `AddWiredDevice`,
 `ActiveId`, `ActiveBssid`, `Profiles`, `NmCalls`, `LastJoin`, `SetPermission`; and the signal
 `Joined(s bssid)` on `org.freedesktop.NetworkManager.Mock` every time the BSSID of the device's
 ACTIVATED access point changes ("" when none).
@@ -55,11 +60,15 @@ from dbusmock.templates.networkmanager import (
     SETTINGS_OBJ,
     WIRELESS_DEVICE_IFACE,
     AddAccessPoint,
+    AddEthernetDevice,
     AddWiFiDevice,
     RemoveAccessPoint,
 )
 
 QUCAM_MOCK_IFACE = "org.freedesktop.NetworkManager.Mock"
+IP4_CONFIG_IFACE = "org.freedesktop.NetworkManager.IP4Config"
+CAMERA_LEASE = ("127.0.0.2", 24)
+UPLINK_LEASE = ("192.168.77.10", 24)
 PSK_FLAGS = 0x100  # NM_802_11_AP_SEC_KEY_MGMT_PSK
 
 # Device states and reasons (nm-dbus-interface.h).
@@ -117,6 +126,7 @@ class Activation:
         self.timer = None
         self.watch = None
         self.step = 0
+        self.ip4 = None
 
 
 def _err(name, msg):
@@ -196,6 +206,7 @@ def _start(conn, ap, volatile, psk_ok, instant=False):
             "Default6": False,
             "Vpn": False,
             "Master": dbus.ObjectPath("/"),
+            "Ip4Config": dbus.ObjectPath("/"),
         },
         [],
     )
@@ -241,6 +252,10 @@ def _step(act):
         _dev_state(IP_CONFIG, R_NONE)
     else:
         _obj(S.dev).Set(WIRELESS_DEVICE_IFACE, "ActiveAccessPoint", dbus.ObjectPath(act.ap))
+        ap = _ap_by_path(act.ap)
+        act.ip4 = _add_ip4_config(*(ap.get("lease", CAMERA_LEASE) if ap else CAMERA_LEASE))
+        _obj(S.dev).Set(DEVICE_IFACE, "Ip4Config", dbus.ObjectPath(act.ip4))
+        _obj(act.ac).Set(ACTIVE_CONNECTION_IFACE, "Ip4Config", dbus.ObjectPath(act.ip4))
         _dev_state(ACTIVATED, R_NONE)
         _ac_state(act, AC_ACTIVATED, 1)
         _update_joined()
@@ -266,6 +281,10 @@ def _end(act, reason, failed, ac_reason=AC_R_DEVICE_DISCONNECTED):
     dev = _obj(S.dev)
     dev.Set(DEVICE_IFACE, "ActiveConnection", dbus.ObjectPath("/"))
     dev.Set(WIRELESS_DEVICE_IFACE, "ActiveAccessPoint", dbus.ObjectPath("/"))
+    dev.Set(DEVICE_IFACE, "Ip4Config", dbus.ObjectPath("/"))
+    if act.ip4 is not None:
+        S.mock.RemoveObject(act.ip4)
+        act.ip4 = None
     _dev_state(DISCONNECTED, R_NONE if failed else reason)
     _set_active_list(lambda acs: [p for p in acs if str(p) != act.ac])
     S.mock.object_manager_emit_removed(act.ac)
@@ -273,6 +292,31 @@ def _end(act, reason, failed, ac_reason=AC_R_DEVICE_DISCONNECTED):
     if act.volatile and act.conn in S.profiles:
         _delete_profile(act.conn)
     _update_joined()
+
+
+def _network(address, prefix):
+    bits = 0
+    for part in str(address).split("."):
+        bits = (bits << 8) | int(part)
+    mask = (0xFFFFFFFF << (32 - int(prefix))) & 0xFFFFFFFF
+    n = bits & mask
+    return ".".join(str((n >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def _add_ip4_config(address, prefix):
+    """An IP4Config object: `address/prefix`, and the prefix route NetworkManager adds."""
+    path = "/org/freedesktop/NetworkManager/IP4Config/%d" % S.next_id()
+    entry = lambda k, v: dbus.Dictionary({k: dbus.String(v), "prefix": dbus.UInt32(prefix)}, signature="sv")  # noqa: E731
+    S.mock.AddObject(
+        path,
+        IP4_CONFIG_IFACE,
+        {
+            "AddressData": dbus.Array([entry("address", address)], signature="a{sv}"),
+            "RouteData": dbus.Array([entry("dest", _network(address, prefix))], signature="a{sv}"),
+        },
+        [],
+    )
+    return path
 
 
 def _find_act(ac_path):
@@ -412,6 +456,12 @@ def _flatten(value):
         return "true" if value else "false"
     if isinstance(value, (bytes, bytearray)) or (isinstance(value, list) and all(isinstance(b, dbus.Byte) for b in value)):
         return ":".join("%02X" % int(b) for b in value)
+    if isinstance(value, dbus.Byte):
+        return str(int(value))
+    if isinstance(value, dict):
+        return ",".join("%s=%s" % (k, _flatten(v)) for k, v in sorted(value.items()))
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return ";".join(_flatten(v) for v in value)
     if isinstance(value, list):
         return ",".join(_flatten(v) for v in value)
     return str(value)
@@ -493,7 +543,7 @@ def _add_ap(ssid, bssid, strength, psk):
     name = "%s_%d" % (bssid.replace(":", ""), S.next_id())
     path = AddAccessPoint(S.mock, S.dev, name, str(ssid), bssid, 2, 2412, 54000, int(strength), PSK_FLAGS)
     _obj(path).Set(ACCESS_POINT_IFACE, "LastSeen", dbus.Int32(_boottime_ms() // 1000))
-    S.aps[bssid] = {"path": str(path), "psk": psk}
+    S.aps[bssid] = {"path": str(path), "psk": psk, "lease": CAMERA_LEASE}
     return path
 
 
@@ -515,6 +565,7 @@ def AddUplink(self, conn_id, ssid, bssid, active):
     }
     conn = _add_profile(settings, False)
     S.uplink = (conn, str(bssid).upper())
+    S.aps[str(bssid).upper()]["lease"] = UPLINK_LEASE
     if active:
         _start(conn, str(ap), False, True, instant=True)
 
@@ -544,6 +595,7 @@ def _add_device(name):
     dev = _obj(S.dev)
     dev.AddProperty(WIRELESS_DEVICE_IFACE, "LastScan", dbus.Int64(-1))
     dev.AddProperty(WIRELESS_DEVICE_IFACE, "ActiveAccessPoint", dbus.ObjectPath("/"))
+    dev.AddProperty(DEVICE_IFACE, "Ip4Config", dbus.ObjectPath("/"))
     dev.AddMethod(WIRELESS_DEVICE_IFACE, "RequestScan", "a{sv}", "", RequestScan)
 
 
@@ -572,8 +624,25 @@ def ReplugDevice(self):
     for bssid, ssid, strength, ap in aps:
         _add_ap(ssid, bssid, strength, ap["psk"])
         S.aps[bssid]["handshake_failures"] = ap.get("handshake_failures", 0)
+        S.aps[bssid]["lease"] = ap.get("lease", CAMERA_LEASE)
     if S.uplink is not None and S.uplink[1] in S.aps:
         _start(S.uplink[0], S.aps[S.uplink[1]]["path"], False, True, instant=True)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="ssu", out_signature="")
+def SetLease(self, bssid, address, prefix):
+    """The access point's DHCP server leases `address/prefix` (a rogue's 10.0.0.2/1)."""
+    S.aps[str(bssid).upper()]["lease"] = (str(address), int(prefix))
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="ssu", out_signature="")
+def AddWiredDevice(self, iface, address, prefix):
+    """An Ethernet device, connected, with `address/prefix` (the depot LAN's uplink)."""
+    dev = AddEthernetDevice(S.mock, "%s_%d" % (iface, S.next_id()), str(iface), ACTIVATED)
+    ip4 = _add_ip4_config(str(address), int(prefix))
+    o = _obj(dev)
+    o.AddProperty(DEVICE_IFACE, "Ip4Config", dbus.ObjectPath(ip4))
+    o.Set(DEVICE_IFACE, "Ip4Config", dbus.ObjectPath(ip4))
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="su", out_signature="")

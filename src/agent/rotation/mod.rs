@@ -272,7 +272,22 @@ impl Rotation {
         let mut known = Vec::new();
         let mut cands = Vec::new();
         for (ap, m) in strongest_per_bssid(opened) {
-            let row = rows.iter().find(|r| r.bssid == ap.bssid);
+            let mut row = rows.iter().find(|r| r.bssid == ap.bssid).cloned();
+            // A suspicious hotspot whose credentials changed is trusted again (the operator
+            // may have changed a hotspot that was set up wrong).
+            if let Some(r) = row.as_mut()
+                && r.suspicious
+                    .as_ref()
+                    .is_some_and(|s| s.credentials != m.fingerprint(&ap.bssid))
+            {
+                info!(bssid = %ap.bssid, "the credentials of a hotspot marked suspicious changed: it may be joined again");
+                if let Err(e) = self.store.hotspot_trusted_again(ap.bssid.clone()).await {
+                    warn!("cannot clear the suspicious mark: {e:#}");
+                }
+                r.suspicious = None;
+                r.retry_at = None;
+            }
+            let row = row.as_ref();
             let imei = row.and_then(|r| r.imei.clone()).or_else(|| m.imei.clone());
             let pending = imei.as_ref().and_then(|i| work.get(i)).map_or(0, |w| {
                 let checkable = deletes && !self.check_was_cut_short(imei.as_deref());

@@ -23,7 +23,9 @@ use crate::agent::radio::RadioEvent;
 use crate::agent::{AgentEvent, PassOutcome};
 use crate::store::{self, Clip};
 use crate::wifi::credentials::{Match, Source};
-use crate::wifi::nm::{AccessPoint, JoinError, Joined};
+#[cfg(doc)]
+use crate::wifi::nm::Nm;
+use crate::wifi::nm::{AccessPoint, JoinError, Joined, Waits};
 
 /// One visit of the rotation to hotspot `ap`, opened by `m`.
 pub(super) struct Visit<'a> {
@@ -103,10 +105,17 @@ impl Visit<'_> {
     async fn join(&self, name: &str) -> Result<Joined, JoinError> {
         let (radio, ap, password) = (self.radio, self.ap, &self.m.password);
         let t = radio.wifi.join_timeout;
-        match radio.nm.join(ap, password, t).await {
+        let Some(camera) = radio.wifi.camera_host() else {
+            // The config check makes this unreachable: the camera is named by its address.
+            return Err(JoinError::Nm(format!(
+                "wifi.camera_url {} names no IPv4 address",
+                radio.wifi.camera_url
+            )));
+        };
+        match radio.nm.join(ap, password, camera, t).await {
             Err(e) if e.counts_as_wrong_password() && !self.rot.stopping() => {
                 debug!(hotspot = %name, signal = ap.strength, "no secrets (a wrong password, or a handshake lost to a weak signal): trying once more");
-                radio.nm.join(ap, password, t).await
+                radio.nm.join(ap, password, camera, t).await
             }
             r => r,
         }
@@ -250,14 +259,20 @@ impl Visit<'_> {
     }
 
     /// A join failed: a wrong password is reported once and retried after
-    /// `wrong_password_retry`; a hotspot that is gone (the truck left) is tried again after
+    /// `wrong_password_retry`; a suspicious network (left at once by [`Nm::join`]) is marked
+    /// with the fingerprint of its credentials, warned about, and not joined for
+    /// `suspicious_for`; a hotspot that is gone (the truck left) is tried again after
     /// a minute, with no backoff and no warning; other failures back off
     /// ([`JoinError::retry_delay`]). The store keeps the reason ([`JoinError::reason`]).
     async fn join_failed(&self, name: &str, e: JoinError) {
         let (radio, ap) = (self.radio, self.ap);
         let retry_of = {
-            let (e, wrong_retry) = (e.clone(), radio.wifi.wrong_password_retry);
-            move |failures| e.retry_delay(failures, wrong_retry)
+            let waits = Waits {
+                wrong_password: radio.wifi.wrong_password_retry,
+                suspicious: radio.wifi.suspicious_for,
+            };
+            let e = e.clone();
+            move |failures| e.retry_delay(failures, waits)
         };
         let retry_at = {
             let (now, retry_of) = (store::now_ms(), retry_of.clone());
@@ -274,8 +289,24 @@ impl Visit<'_> {
             JoinError::WrongPassword
             | JoinError::Failed { .. }
             | JoinError::Timeout
-            | JoinError::Nm(_) => false,
+            | JoinError::Nm(_)
+            | JoinError::Suspicious(_) => false,
         };
+        if let JoinError::Suspicious(why) = &e {
+            let wait = radio.wifi.suspicious_for;
+            let until = store::now_ms() + wait.as_millis() as i64;
+            let fp = self.m.fingerprint(&ap.bssid);
+            if let Err(err) = self
+                .rot
+                .store
+                .hotspot_suspicious(ap.bssid.clone(), until, why.to_string(), fp)
+                .await
+            {
+                warn!("cannot record the suspicious hotspot: {err:#}");
+            }
+            warn!(hotspot = %name, bssid = %ap.bssid, "SUSPICIOUS hotspot: {why}; left at once, not joined again for {} unless its password changes", humantime::format_duration(wait));
+            return;
+        }
         match failed {
             Ok(f) if f.first_wrong_password => {
                 let retry = retry_of(f.failures_before);

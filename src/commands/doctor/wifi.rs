@@ -58,6 +58,42 @@ pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
         }
     };
     check_in_range(&nm, &creds, r).await;
+    check_suspicious(cfg, r).await;
+}
+
+/// The hotspots whose network failed the check after a join, from the state database.
+async fn check_suspicious(cfg: &Config, r: &mut Report) {
+    let db = crate::agent::db_path(&cfg.state_dir());
+    if !db.exists() {
+        return;
+    }
+    let rows = match crate::store::Store::open(&db) {
+        Ok(store) => crate::commands::status::suspicious_hotspots(&store).await,
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) if rows.is_empty() => r.add(
+            Status::Pass,
+            "wifi: suspicious hotspots",
+            "none".to_string(),
+        ),
+        Ok(rows) => {
+            for line in crate::commands::status::suspicious_lines(&rows) {
+                r.push(
+                    Status::Warn,
+                    "wifi: suspicious hotspots",
+                    line,
+                    Some("a rogue access point with a camera's SSID and password, or a camera set up with a wide network: see docs/depot-wifi.md, the network check after a join"),
+                );
+            }
+        }
+        Err(e) => r.push(
+            Status::Warn,
+            "wifi: suspicious hotspots",
+            format!("cannot read the state database: {e:#}"),
+            None::<String>,
+        ),
+    }
 }
 
 async fn check_permissions(nm: &Nm, r: &mut Report) {

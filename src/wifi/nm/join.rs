@@ -1,6 +1,7 @@
 //! Joining a camera hotspot, watching an activation to its end, leaving (part of [`super`]).
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -8,9 +9,10 @@ use qucam::Secret;
 use zbus::Variant;
 
 use super::{
-    AC_ACTIVATED, AC_DEACTIVATED, AccessPoint, DEVICE_FAILED, JoinError, Joined, Nm, NmError,
-    PROFILE_PREFIX, REASON_NO_SECRETS, REASON_SSID_NOT_FOUND, REASON_SUPPLICANT_DISCONNECT,
-    StateChangedStream, bus_err, is_gone_object, join_bus_err, name_ends, path,
+    AC_ACTIVATED, AC_DEACTIVATED, AF_INET, AccessPoint, DEVICE_FAILED, JoinError, Joined, Nm,
+    NmError, PROFILE_PREFIX, REASON_NO_SECRETS, REASON_SSID_NOT_FOUND,
+    REASON_SUPPLICANT_DISCONNECT, ROUTE_TABLE, RULE_PRIORITY, StateChangedStream, bus_err,
+    is_gone_object, join_bus_err, name_ends, path,
 };
 
 /// The reading of a device StateChanged reason that ended an activation.
@@ -35,11 +37,15 @@ fn bssid_bytes(bssid: &str) -> Option<Vec<u8>> {
 type SettingsDict<'a> = HashMap<&'static str, HashMap<&'static str, Variant<'a>>>;
 
 /// The camera profile (docs/depot-wifi.md §1): volatile elsewhere, never the default route or
-/// DNS, never autoconnect, pinned to the AP's BSSID and this interface.
+/// DNS, never autoconnect, pinned to the AP's BSSID and this interface. Its routes (the
+/// leased subnet's included) go to a table of their own ([`ROUTE_TABLE`]), which one rule
+/// consults for the camera's address only: whatever the hotspot leases, the box's other
+/// traffic never takes it.
 fn camera_settings<'a>(
     ap: &'a AccessPoint,
     psk: &'a Secret,
     interface: &'a str,
+    camera: Ipv4Addr,
 ) -> SettingsDict<'a> {
     let mut wifi = HashMap::from([
         ("ssid", Variant::from(ap.ssid.clone())),
@@ -64,6 +70,8 @@ fn camera_settings<'a>(
         ("never-default", Variant::from(true)),
         ("ignore-auto-dns", Variant::from(true)),
         ("ignore-auto-routes", Variant::from(true)),
+        ("route-table", Variant::from(ROUTE_TABLE)),
+        ("routing-rules", Variant::from(vec![camera_rule(camera)])),
     ]);
     let ipv6 = HashMap::from([("method", Variant::from("ignore"))]);
     HashMap::from([
@@ -72,6 +80,18 @@ fn camera_settings<'a>(
         ("802-11-wireless-security", security),
         ("ipv4", ipv4),
         ("ipv6", ipv6),
+    ])
+}
+
+/// `priority RULE_PRIORITY to <camera>/32 table ROUTE_TABLE` (NetworkManager's D-Bus form
+/// of an `NMIPRoutingRule`, `ipv4.routing-rules` `aa{sv}`).
+fn camera_rule(camera: Ipv4Addr) -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([
+        ("family", Variant::from(AF_INET)),
+        ("priority", Variant::from(RULE_PRIORITY)),
+        ("to", Variant::from(camera.to_string())),
+        ("to-len", Variant::from(32u8)),
+        ("table", Variant::from(ROUTE_TABLE)),
     ])
 }
 
@@ -94,11 +114,14 @@ fn drain_failed(states: &mut StateChangedStream, mut reason: Option<u32>) -> Opt
 impl Nm {
     /// `AddAndActivateConnection2(settings, device, ap.path, {persist: volatile,
     /// bind-activation: dbus-client})`, then waits up to `timeout` for ACTIVATED (on timeout
-    /// the activation is deactivated). The failure reason is the device's.
+    /// the activation is deactivated). The failure reason is the device's. Once ACTIVATED,
+    /// the network it leased is checked ([`Nm::check_network`], for the camera at `camera`):
+    /// one that fails is left at once and is [`JoinError::Suspicious`].
     pub async fn join(
         &self,
         ap: &AccessPoint,
         psk: &Secret,
+        camera: Ipv4Addr,
         timeout: Duration,
     ) -> Result<Joined, JoinError> {
         let device = self.device().await.map_err(nm_err)?;
@@ -111,15 +134,19 @@ impl Nm {
         ]);
         let manager = self.manager().await.map_err(nm_err)?;
         let reply = {
-            let settings = camera_settings(ap, psk, &self.interface);
+            let settings = camera_settings(ap, psk, &self.interface, camera);
             manager
                 .add_and_activate_connection2(&settings, &self.device, &ap_path, &options)
                 .await
         };
         let (_, active, _) = reply.map_err(join_bus_err)?;
         let active = active.as_str().to_string();
-        match tokio::time::timeout(timeout, self.activation(&active, &mut device_states)).await {
-            Ok(Ok(())) => Ok(Joined {
+        let activated = async {
+            self.activation(&active, &mut device_states).await?;
+            self.check_network(&active, camera).await
+        };
+        match tokio::time::timeout(timeout, activated).await {
+            Ok(Ok(_)) => Ok(Joined {
                 active,
                 ap: ap.clone(),
             }),

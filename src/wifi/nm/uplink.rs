@@ -63,7 +63,8 @@ impl Nm {
                 e @ (JoinError::WrongPassword
                 | JoinError::Gone
                 | JoinError::Failed { .. }
-                | JoinError::Timeout),
+                | JoinError::Timeout
+                | JoinError::Suspicious(_)),
             )) => Err(NmError::Bus(format!(
                 "the uplink {uplink:?} did not activate: {e}"
             ))),
