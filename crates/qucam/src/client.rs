@@ -122,7 +122,8 @@ impl CameraClient {
         Ok(u)
     }
 
-    /// Reads a reply body, at most `max_reply_bytes`, each read within the idle timeout.
+    /// Reads a reply body, at most `max_reply_bytes`, each read within the idle timeout;
+    /// each chunk that arrives is reported to [`ClientOptions::on_progress`].
     async fn read_capped(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, CameraError> {
         let limit = self.opts.max_reply_bytes;
         let mut body = Vec::new();
@@ -136,6 +137,9 @@ impl CameraClient {
                 Some(c) => {
                     if body.len() + c.len() > limit {
                         return Err(CameraError::TooLarge { limit });
+                    }
+                    if let Some(progress) = self.opts.on_progress {
+                        progress();
                     }
                     body.extend_from_slice(&c);
                 }

@@ -61,6 +61,9 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Largest JSON reply read (a hostile camera cannot exhaust memory).
     pub max_reply_bytes: usize,
+    /// Called whenever bytes of a reply arrive: a slow reply still shows progress (a
+    /// service watchdog's heartbeat). A silent camera calls nothing.
+    pub on_progress: Option<fn()>,
 }
 
 impl ClientOptions {
@@ -74,6 +77,7 @@ impl ClientOptions {
             idle_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             max_reply_bytes: 64 * 1024 * 1024,
+            on_progress: None,
         }
     }
 }
