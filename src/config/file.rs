@@ -214,9 +214,9 @@ impl Exposure {
         let p = path.display();
         match self {
             Exposure::OthersOwnFile | Exposure::ForeignGroupOwnFile => format!("run chmod 600 {p}"),
-            Exposure::Others => format!(
-                "run chmod o= {p} (the package installs it root:qucam-offload, mode 640)"
-            ),
+            Exposure::Others => {
+                format!("run chmod o= {p} (the package installs it root:qucam-offload, mode 640)")
+            }
             Exposure::ForeignGroup => format!(
                 "run chown root:<the agent's group> {p} && chmod 640 {p} (the package installs it root:qucam-offload)"
             ),
@@ -418,7 +418,10 @@ mod tests {
         let e = staff.exposure(Some(&service())).expect("warned");
         assert_eq!(e, Exposure::ForeignGroup);
         let fix = e.fix(Path::new("c.toml"));
-        assert!(!fix.contains("chmod 600") && fix.contains("chmod 640"), "{fix}");
+        assert!(
+            !fix.contains("chmod 600") && fix.contains("chmod 640"),
+            "{fix}"
+        );
         let own = FileAccess {
             owner: 998,
             ..staff
