@@ -76,6 +76,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
+/// A floor of free space kept under the download while it streams (`[spool]
+/// min_free_bytes`): every [`FLOOR_CHECK_EVERY`] bytes written, `free(dir)` is asked, and
+/// under `min_free` the download stops with a disk-full I/O error
+/// ([`std::io::ErrorKind::StorageFull`]), its `.part` kept to resume.
+pub struct SpaceFloor<'a> {
+    /// The directory whose file system is watched.
+    pub dir: &'a Path,
+    /// Free bytes to keep.
+    pub min_free: u64,
+    /// Free bytes on `dir`'s file system (`fs4::available_space` in the agent).
+    pub free: &'a (dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync),
+}
+
+/// How many bytes a download writes between two checks of its [`SpaceFloor`].
+pub const FLOOR_CHECK_EVERY: u64 = 4 * 1024 * 1024;
+
+impl SpaceFloor<'_> {
+    /// A disk-full error when the free space is under the floor. A file system that
+    /// cannot say is not stopped (writes still fail with ENOSPC when it is full).
+    fn check(&self) -> Result<(), std::io::Error> {
+        match (self.free)(self.dir) {
+            Ok(free) if free < self.min_free => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{free} bytes free, under spool.min_free_bytes ({})",
+                    self.min_free
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Run right before each request for a clip's bytes (e.g. to confirm which camera answers
 /// at the address); an error ends the download before that request is sent.
 pub type BeforeRequest<'a> =
@@ -93,11 +126,21 @@ pub async fn fetch(
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
 ) -> Result<Fetched, DownloadError> {
     let unchecked = || -> BoxFuture<'_, Result<(), DownloadError>> { Box::pin(async { Ok(()) }) };
-    fetch_checked(client, camera_path, file, expected, progress, &unchecked).await
+    fetch_checked(
+        client,
+        camera_path,
+        file,
+        expected,
+        progress,
+        &unchecked,
+        None,
+    )
+    .await
 }
 
 /// [`fetch`], running `before` right before each request to the camera (a complete file
-/// is reported without a request, and without `before`).
+/// is reported without a request, and without `before`), and keeping `floor`'s free space
+/// while the body streams.
 pub async fn fetch_checked(
     client: &CameraClient,
     camera_path: &str,
@@ -105,6 +148,7 @@ pub async fn fetch_checked(
     expected: Option<u64>,
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
     before: &BeforeRequest<'_>,
+    floor: Option<&SpaceFloor<'_>>,
 ) -> Result<Fetched, DownloadError> {
     let request = async |offset: u64| -> Result<Download, DownloadError> {
         before().await?;
@@ -156,6 +200,7 @@ pub async fn fetch_checked(
         hasher: &mut hasher,
         have,
         received: 0,
+        floor,
     };
     let result = sink.stream(&mut dl, total, progress).await;
     let (have, received) = (sink.have, sink.received);
@@ -214,6 +259,7 @@ struct Sink<'a> {
     have: u64,
     /// Body bytes received in this call (including any past `total`).
     received: u64,
+    floor: Option<&'a SpaceFloor<'a>>,
 }
 
 impl Sink<'_> {
@@ -229,6 +275,7 @@ impl Sink<'_> {
         let window = (dl.idle_timeout() * 3).max(std::time::Duration::from_secs(1));
         let mut window_start = std::time::Instant::now();
         let mut window_bytes = 0u64;
+        let mut unchecked = 0u64;
         while let Some(chunk) = dl.chunk().await? {
             window_bytes += chunk.len() as u64;
             if window_start.elapsed() >= window {
@@ -250,6 +297,13 @@ impl Sink<'_> {
             self.hasher.update(&chunk[..take]);
             self.have += take as u64;
             progress(self.have, total);
+            unchecked += take as u64;
+            if let Some(floor) = self.floor
+                && unchecked >= FLOOR_CHECK_EVERY
+            {
+                unchecked = 0;
+                floor.check().map_err(io_err(self.path))?;
+            }
             if take < chunk.len() {
                 return Err(DownloadError::TooLong {
                     expected: total.unwrap_or(self.have),

@@ -2,9 +2,11 @@
 //! exposition format 0.0.4, encoded by `prometheus-client`) and `/healthz`.
 //!
 //! Two sources:
-//! - **the store**, read at each scrape: clips by state, queue depth, last verified
-//!   offload and last sighting per camera (IMEI), whether uploads to the destination are
-//!   paused. These survive restarts.
+//! - **the store**, read into a snapshot when the endpoint starts, after the agent's
+//!   events (at most once a second) and every [`SNAPSHOT_EVERY`]: clips by state, queue
+//!   depth, last verified offload and last sighting per camera (IMEI), whether uploads to
+//!   the destination are paused. These survive restarts. A scrape reads the snapshot, never
+//!   the database: scrapes cost the agent nothing, however often they come.
 //! - **[`AgentEvent`]s**, counted since the process started: bytes downloaded, uploaded
 //!   and offloaded, clips offloaded, lost and deleted, failures by stage, the throughput of
 //!   the last transfer, and whether each configured camera answered its last probe.
@@ -12,10 +14,17 @@
 //! The collector is a task fed by the agent's broadcast channel: a scrape never touches
 //! the pipeline, and a slow collector misses events rather than slowing the agent (the
 //! misses are counted in `qucam_offload_events_missed_total`).
+//!
+//! The endpoint is bounded ([`ServeLimits`]): a request's head must arrive within
+//! 10 s (an idle keep-alive connection is closed as soon), a connection lives at most
+//! 60 s (then it is closed after the request in flight), and at most 16 connections are
+//! served at once (more are closed on accept): a client that connects and sends nothing,
+//! or many of them, cannot pile up tasks and sockets.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::State;
@@ -26,13 +35,31 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::agent::{Agent, AgentEvent, PassOutcome};
-use crate::store::{CameraRow, ClipState, StateCount, Store};
+use crate::store::{CameraRow, ClipState, HotspotRow, StateCount, Store};
+
+/// The store's snapshot is read again at least this often.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+
+/// Agent events make the snapshot be read again, but not more often than this.
+const SNAPSHOT_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// The store's view, as the last snapshot read it.
+#[derive(Debug, Default)]
+struct StoreView {
+    cams: Vec<CameraRow>,
+    /// Clips by state, per camera of `cams`, in its order.
+    rows: Vec<Vec<StateCount>>,
+    last_verified: BTreeMap<String, i64>,
+    not_taken: BTreeMap<String, i64>,
+    hotspots: Vec<HotspotRow>,
+    paused: bool,
+}
 
 /// Counters per IMEI, from events since the process started.
 #[derive(Debug, Default, Clone)]
@@ -56,10 +83,14 @@ struct Counters {
     events_missed: u64,
 }
 
-/// What `/metrics` reports: the event counters and the store.
+/// What `/metrics` reports: the event counters and the store's last snapshot.
 pub struct Metrics {
     counters: Mutex<Counters>,
     store: Store,
+    /// The last snapshot of the store, or why none could be read yet.
+    view: Mutex<Result<Arc<StoreView>, String>>,
+    /// An event came: the snapshot is read again (see [`SNAPSHOT_MIN_GAP`]).
+    stale: Notify,
 }
 
 impl Metrics {
@@ -73,7 +104,73 @@ impl Metrics {
         Metrics {
             counters: Mutex::new(counters),
             store,
+            view: Mutex::new(Err("the state database was not read yet".into())),
+            stale: Notify::new(),
         }
+    }
+
+    /// Reads the store's snapshot that scrapes report. A failure keeps the last snapshot.
+    pub async fn refresh(&self) -> Result<()> {
+        let view = self.read_store().await?;
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Ok(Arc::new(view));
+        Ok(())
+    }
+
+    async fn read_store(&self) -> Result<StoreView> {
+        let cams = self.store.cameras().await?;
+        let mut rows = Vec::with_capacity(cams.len());
+        for cam in &cams {
+            rows.push(self.store.counts(&cam.imei).await?);
+        }
+        let not_taken = self
+            .store
+            .deletes_not_taken()
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, i64::try_from(v).unwrap_or(i64::MAX)))
+            .collect();
+        Ok(StoreView {
+            last_verified: self.store.last_verified().await?,
+            not_taken,
+            hotspots: self.store.hotspots().await?,
+            paused: self
+                .store
+                .notice(crate::agent::DESTINATION_PAUSED_KEY.to_string())
+                .await?
+                .is_some(),
+            cams,
+            rows,
+        })
+    }
+
+    /// Reads the snapshot again every [`SNAPSHOT_EVERY`], and after agent events (at most
+    /// once every [`SNAPSHOT_MIN_GAP`]), until `stop`.
+    fn spawn_refresher(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(SNAPSHOT_EVERY) => {}
+                    _ = me.stale.notified() => {}
+                }
+                match me.refresh().await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(
+                            "metrics: cannot read the state database (showing the last snapshot): {e:#}"
+                        );
+                    }
+                    Err(e) => debug!("metrics: cannot read the state database: {e:#}"),
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(SNAPSHOT_MIN_GAP) => {}
+                }
+            }
+        })
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -93,8 +190,9 @@ impl Metrics {
             .collect();
     }
 
-    /// Counts one agent event.
+    /// Counts one agent event (and has the store's snapshot read again).
     pub fn record(&self, e: &AgentEvent) {
+        self.stale.notify_one();
         let mut c = self.counters();
         match e {
             AgentEvent::CameraAppeared { camera, .. } => {
@@ -149,14 +247,23 @@ impl Metrics {
         self.counters().events_missed += n;
     }
 
-    /// The Prometheus text exposition of everything.
-    pub async fn render(&self) -> Result<String> {
-        let cams = self.store.cameras().await?;
-        let mut rows = Vec::with_capacity(cams.len());
-        for cam in &cams {
-            rows.push(self.store.counts(&cam.imei).await?);
-        }
-        let last_verified: BTreeMap<String, i64> = self.store.last_verified().await?;
+    /// The Prometheus text exposition of everything: the event counters and the store's
+    /// last snapshot ([`Metrics::refresh`]); the store itself is not read.
+    pub fn render(&self) -> Result<String> {
+        let view = self
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let StoreView {
+            cams,
+            rows,
+            last_verified,
+            not_taken,
+            hotspots,
+            paused,
+        } = &*view;
         let mut reg = Registry::default();
         gauge_family(
             &mut reg,
@@ -165,34 +272,28 @@ impl Metrics {
         )
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
-        register_store(&mut reg, &cams, &rows, &last_verified);
-        let not_taken = self.store.deletes_not_taken().await?;
+        register_store(&mut reg, cams, rows, last_verified);
         let family = gauge_family(
             &mut reg,
             "qucam_offload_deletes_not_taken",
             "Clips whose delete the camera acknowledged but did not perform (still listed with the verified size and date); their deletes are tried again later.",
         );
-        for cam in &cams {
+        for cam in cams {
             let labels = vec![
                 ("imei", cam.imei.clone()),
                 ("camera", cam.config_name.clone().unwrap_or_default()),
             ];
             let n = not_taken.get(&cam.imei).copied().unwrap_or(0);
-            family.get_or_create(&labels).set(n as i64);
+            family.get_or_create(&labels).set(n);
         }
-        register_hotspots(&mut reg, &self.store.hotspots().await?, &cams, &rows);
-        let paused = self
-            .store
-            .notice(crate::agent::DESTINATION_PAUSED_KEY.to_string())
-            .await?
-            .is_some();
+        register_hotspots(&mut reg, hotspots, cams, rows);
         gauge_family(
             &mut reg,
             "qucam_offload_destination_paused",
             "1 while uploads to the destination are paused (it is down or refuses the agent).",
         )
         .get_or_create(&Vec::new())
-        .set(i64::from(paused));
+        .set(i64::from(*paused));
         self.counters().register(&mut reg);
         let mut s = String::with_capacity(8192);
         prometheus_text::encode(&mut s, &reg).context("cannot encode the metrics")?;
@@ -200,7 +301,7 @@ impl Metrics {
     }
 }
 
-/// The store's view, read at this scrape: clips by state, queue depth, last offload and last
+/// The store's view, from the last snapshot: clips by state, queue depth, last offload and last
 /// sighting per camera.
 fn register_store(
     reg: &mut Registry,
@@ -264,7 +365,7 @@ fn register_store(
 /// camera verified and waiting for the next visit to be deleted.
 fn register_hotspots(
     reg: &mut Registry,
-    hotspots: &[crate::store::HotspotRow],
+    hotspots: &[HotspotRow],
     cams: &[CameraRow],
     rows: &[Vec<StateCount>],
 ) {
@@ -480,11 +581,35 @@ pub fn collect(metrics: Arc<Metrics>, mut rx: broadcast::Receiver<AgentEvent>) -
     })
 }
 
+/// The endpoint's bounds against clients that connect and hold on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// A request's head (request line and headers) must arrive within this, counted from
+    /// the connection or the previous response: a silent or idle connection is closed.
+    pub header_timeout: Duration,
+    /// A connection is closed after this, once its request in flight is answered.
+    pub max_connection_life: Duration,
+    /// Connections served at once; more are closed as they are accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    /// 10 s for a request's head, 60 s per connection, 16 connections.
+    fn default() -> ServeLimits {
+        ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connection_life: Duration::from_secs(60),
+            max_connections: 16,
+        }
+    }
+}
+
 /// The running metrics endpoint; stops when dropped.
 pub struct MetricsServer {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     server: JoinHandle<()>,
+    refresher: JoinHandle<()>,
     collector: Mutex<JoinHandle<()>>,
 }
 
@@ -508,6 +633,7 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.server.abort();
+        self.refresher.abort();
         self.collector
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -516,11 +642,22 @@ impl Drop for MetricsServer {
 }
 
 /// Binds `listen` (a failure names `metrics.listen`), starts counting `agent`'s events and
-/// serves `/metrics` and `/healthz` until `shutdown` or until the handle is dropped.
+/// serves `/metrics` and `/healthz` within the default [`ServeLimits`] until `shutdown` or
+/// until the handle is dropped.
 pub async fn start(
     agent: &Agent,
     listen: SocketAddr,
     shutdown: CancellationToken,
+) -> Result<MetricsServer> {
+    start_with(agent, listen, shutdown, ServeLimits::default()).await
+}
+
+/// [`start`] with other limits (tests use short ones).
+pub async fn start_with(
+    agent: &Agent,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
 ) -> Result<MetricsServer> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -530,30 +667,102 @@ pub async fn start(
         agent.store().clone(),
         agent.config().cameras.iter().map(|c| c.name.clone()),
     ));
+    if let Err(e) = metrics.refresh().await {
+        warn!("metrics: cannot read the state database yet: {e:#}");
+    }
+    let refresher = metrics.spawn_refresher(shutdown.clone());
     let collector = Mutex::new(collect(metrics.clone(), agent.subscribe()));
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_handler))
         .route("/healthz", axum::routing::get(healthz))
         .with_state(metrics.clone());
-    let server = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!("metrics endpoint stopped: {e}");
-        }
-    });
+    let server = tokio::spawn(serve(listener, app, limits, shutdown));
     info!("metrics at http://{addr}/metrics");
     Ok(MetricsServer {
         addr,
         metrics,
         server,
+        refresher,
         collector,
     })
 }
 
+/// Accepts connections on `listener` until `shutdown`, each served within `limits`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // wait a little rather than spin.
+                debug!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if refused == 0 {
+                warn!(
+                    "metrics: {} connections open, closing new ones until one ends",
+                    limits.max_connections
+                );
+            }
+            refused += 1;
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+            slot,
+        ));
+    }
+}
+
+/// One connection: requests within the header timeout, closed at the end of its life.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: axum::Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(e) = served {
+                debug!("metrics: connection ended: {e}");
+            }
+            return;
+        }
+        _ = tokio::time::sleep(limits.max_connection_life) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+}
+
 async fn metrics_handler(State(m): State<Arc<Metrics>>) -> axum::response::Response {
-    match m.render().await {
+    match m.render() {
         Ok(text) => (
             [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
             text,
@@ -584,12 +793,18 @@ mod tests {
     use super::*;
     use crate::store::JoinFailure;
 
+    /// What a scrape shows once the snapshot was read again.
+    async fn scrape(m: &Metrics) -> String {
+        m.refresh().await.unwrap();
+        m.render().unwrap()
+    }
+
     #[tokio::test]
     async fn escapes_label_values() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         let m = Metrics::new(store, ["a\"b\\c\nd".to_string()]);
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         assert!(
             text.contains(r#"qucam_offload_camera_reachable{camera="a\"b\\c\nd"} 0"#),
             "{text}"
@@ -611,7 +826,7 @@ mod tests {
         let line = |n: usize| {
             format!("qucam_offload_deletes_not_taken{{imei=\"{imei}\",camera=\"truck\"}} {n}\n")
         };
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         assert!(text.contains(&line(0)), "{text}");
         // A verified clip the agent deleted, listed again with the same size and date.
         let l = crate::store::Listed {
@@ -645,7 +860,7 @@ mod tests {
         store.verified(id, None).await.unwrap();
         assert_eq!(store.deleted(vec![id]).await.unwrap(), 1);
         page().await.unwrap();
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         assert!(text.contains(&line(1)), "{text}");
     }
 
@@ -657,7 +872,8 @@ mod tests {
         let ssid = "truck\u{1b}[2J\u{202e}".to_string();
         let seen = vec![("0A:00:00:00:00:10".to_string(), ssid, 61)];
         store.hotspots_seen(seen, 5_000_000).await.unwrap();
-        let text = m.render().await.unwrap();
+        m.refresh().await.unwrap();
+        let text = m.render().unwrap();
         assert!(text.contains("ssid=\"truck\u{fffd}[2J\u{fffd}\""), "{text}");
         assert!(!text.contains(['\u{1b}', '\u{202e}']), "{text:?}");
     }
@@ -667,7 +883,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         let m = Metrics::new(store.clone(), Vec::<String>::new());
-        assert!(!m.render().await.unwrap().contains("qucam_offload_hotspot"));
+        assert!(!scrape(&m).await.contains("qucam_offload_hotspot"));
         let b = || "0A:00:00:00:00:10".to_string();
         let seen = vec![(b(), "truck-0".to_string(), 61)];
         store.hotspots_seen(seen, 5_000_000).await.unwrap();
@@ -675,7 +891,7 @@ mod tests {
         let imei = "867867432500010".to_string();
         store.hotspot_identified(b(), imei).await.unwrap();
         let labels = r#"{bssid="0A:00:00:00:00:10",ssid="truck-0",imei="867867432500010"}"#;
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         for line in [
             format!("qucam_offload_hotspot_signal_percent{labels} 61"),
             format!("qucam_offload_hotspot_last_in_range_timestamp_seconds{labels} 5000"),
@@ -693,7 +909,7 @@ mod tests {
             .hotspot_failed(b(), JoinFailure::WrongPassword, |_| 9_000_000)
             .await
             .unwrap();
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 1")));
         let failures = |reason: &str| {
             let l = labels.replace('}', &format!(",reason=\"{reason}\"}}"));
@@ -706,14 +922,14 @@ mod tests {
             .hotspot_failed(b(), JoinFailure::Timeout, |_| 9_000_000)
             .await
             .unwrap();
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         let line = format!("{} 2\n", failures("timeout"));
         assert!(text.contains(&line), "{line} in\n{text}");
         assert!(!text.contains(&failures("wrong_password")), "{text}");
         // A refused password stays shown until a join succeeds, whatever failed after it.
         assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 1")));
         store.hotspot_joined(b(), 10_000_000).await.unwrap();
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         assert!(text.contains(&format!("qucam_offload_hotspot_wrong_password{labels} 0")));
         assert!(
             !text.contains("qucam_offload_hotspot_join_failures{"),
@@ -728,23 +944,20 @@ mod tests {
         let m = Metrics::new(store.clone(), ["truck-12".to_string()]);
         let key = || crate::agent::DESTINATION_PAUSED_KEY.to_string();
         assert!(
-            m.render()
+            scrape(&m)
                 .await
-                .unwrap()
                 .contains("\nqucam_offload_destination_paused 0\n")
         );
         store.set_notice(key(), Some("down".into())).await.unwrap();
         assert!(
-            m.render()
+            scrape(&m)
                 .await
-                .unwrap()
                 .contains("\nqucam_offload_destination_paused 1\n")
         );
         store.set_notice(key(), None).await.unwrap();
         assert!(
-            m.render()
+            scrape(&m)
                 .await
-                .unwrap()
                 .contains("\nqucam_offload_destination_paused 0\n")
         );
     }
@@ -773,7 +986,7 @@ mod tests {
             stage: "upload",
             error: "x".into(),
         });
-        let text = m.render().await.unwrap();
+        let text = scrape(&m).await;
         assert!(text.contains("qucam_offload_camera_reachable{camera=\"truck-12\"} 1"));
         assert!(text.contains("qucam_offload_downloaded_bytes_total{imei=\"1\"} 2000000"));
         assert!(

@@ -435,6 +435,60 @@ async fn fetch_writes_the_file_and_resumes_a_partial_one() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_stops_while_streaming_when_free_space_falls_under_the_floor_and_resumes() {
+    const MIB: u64 = 1024 * 1024;
+    let size = 12 * MIB;
+    let t = start_one("20240301_080000_04_1.mp4", size as usize, Faults::default()).await;
+    let c = client(&t);
+    let clip = t.clip("20240301_080000_04_1.mp4");
+    let out = t.dir.path().join("floor.mp4");
+    // A disk with 10 MiB free before the download, each byte written taking one: the 5 MiB
+    // floor is crossed about half way through the clip.
+    let free = |_: &std::path::Path| -> std::io::Result<u64> {
+        let written = std::fs::metadata(&out).map_or(0, |m| m.len());
+        Ok((10 * MIB).saturating_sub(written))
+    };
+    let floor = download::SpaceFloor {
+        dir: t.dir.path(),
+        min_free: 5 * MIB,
+        free: &free,
+    };
+    let unchecked = || -> futures_util::future::BoxFuture<'_, Result<(), DownloadError>> {
+        Box::pin(async { Ok(()) })
+    };
+    let err = download::fetch_checked(
+        &c,
+        &clip.camera_path,
+        &out,
+        Some(size),
+        &no_progress,
+        &unchecked,
+        Some(&floor),
+    )
+    .await
+    .expect_err("the floor stops the download");
+    match &err {
+        DownloadError::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{err}");
+            assert!(err.to_string().contains("spool.min_free_bytes"), "{err}");
+        }
+        other => panic!("expected a disk-full I/O error, got {other:?}"),
+    }
+    // It stopped within a check interval of the floor, and what it wrote stays to resume.
+    let kept = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        (5 * MIB..5 * MIB + download::FLOOR_CHECK_EVERY + MIB).contains(&kept),
+        "{kept} bytes kept"
+    );
+    // Space returns: the download resumes from what it kept and completes.
+    let done = download::fetch(&c, &clip.camera_path, &out, Some(size), &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(done.resumed_from, kept);
+    assert_eq!(done.sha256_hex, clip.sha256_hex());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3.8 RTMP
 

@@ -2,7 +2,7 @@
 //! Nothing is deleted from the camera, the database stays consistent, and work resumes
 //! when the fault clears.
 //!
-//! The two full-disk tests mount a small tmpfs under the spool, which needs root: they are
+//! The full-disk tests mount a small tmpfs under the spool, which needs root: they are
 //! `#[ignore]`d so that a plain `cargo test` reports them as ignored (not passed), and CI,
 //! which runs as root, runs them with `cargo test --test local_faults -- --ignored`. Run
 //! that way without the right to mount, they fail.
@@ -155,6 +155,35 @@ async fn the_free_space_floor_pauses_before_the_disk_is_full() {
         .filter(|c| c.reason_like("No space"))
         .count();
     assert_eq!(io_errors, 0);
+    assert!(f.sim.deletes().is_empty());
+    integrity_ok(&f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount a tmpfs: run with --ignored as root (CI does)"]
+async fn a_download_that_would_cross_the_free_space_floor_does_not_start() {
+    // 4 MiB of disk, a 2 MiB floor, clips of 3 MiB: there is room above the floor now, but
+    // not for a clip.
+    let f = Fleet::start(6, 3 * 1024 * 1024).await;
+    let spool = f.state_dir.join("spool");
+    let _fs = Tmpfs::mount(&spool, "4m");
+    f.s3.set_refusing(true);
+    let k = Knobs {
+        spool: "min_free_bytes = \"2MiB\"".into(),
+        ..Knobs::default()
+    };
+    let out = f.run_once(&k).await;
+    assert!(
+        matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0),
+        "{out:?}"
+    );
+    let notice = paused_notice(&f).expect("paused");
+    assert!(notice.contains("spool is full"), "{notice}");
+    let free = fs4::available_space(&spool).expect("free space of the tmpfs");
+    assert!(
+        free >= 2 * 1024 * 1024,
+        "a download went under the floor: {free} bytes free"
+    );
     assert!(f.sim.deletes().is_empty());
     integrity_ok(&f);
 }

@@ -3,7 +3,8 @@
 //! WATCHDOG, STOPPING) on a datagram socket the test binds, SIGHUP config reloads (a
 //! changed config takes effect without dropping the transfer in flight; an invalid one is
 //! refused and the agent goes on, without quoting a secret; a rotated S3 secret alone is a
-//! change), and SIGTERM stopping it within 5 s.
+//! change), SIGTERM stopping it within 5 s, and the watchdog: fed while the agent idles or
+//! progresses (a camera that answers slowly included), starved by a wedged loop.
 //!
 //! Every wait polls with a deadline; every child is killed when its handle drops.
 #![cfg(unix)]
@@ -639,6 +640,55 @@ async fn a_wedged_loop_stops_the_watchdog_pings() {
     // stuck in it, which is the point).
     d.child.kill().expect("kill the wedged daemon");
     let _ = d.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_answers_slowly_keeps_the_watchdog_fed() {
+    // The camera's reply comes a slice every 250 ms (under the 2 s idle timeout), 5 s for
+    // the whole reply: more than twice the 2 s watchdog window, inside the 60 s a call may
+    // take. Every reply is device info, so each pass reads it slowly for the identity
+    // check, then fails on a listing that is not one, and the next pass starts after the
+    // 1 s poll interval: the agent is busy most of the time, and progressing.
+    let f = Fleet::start(0, 1_000).await;
+    let info = reqwest::get(format!("{}/device/get_device_info", f.sim.url()))
+        .await
+        .expect("device info from the simulator")
+        .bytes()
+        .await
+        .expect("its body");
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        info.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(&info);
+    let slow = common::sim::RawServer::start_paced(reply, 20, Duration::from_millis(250));
+    let text = f
+        .config_text(&Knobs::default())
+        .replace(&f.sim.url(), &slow.url());
+    let cfg = f.dir.path().join("slow.toml");
+    std::fs::write(&cfg, text).expect("write config");
+    let notify = NotifySocket::bind(f.dir.path());
+    let mut d = Daemon::spawn(&f, &cfg, &notify);
+    poll(&mut d, "READY=1", Duration::from_secs(30), || {
+        notify.count("READY=1") >= 1
+    })
+    .await;
+    // Two slow replies (one pass) at least, over several watchdog windows.
+    poll(&mut d, "two slow replies", Duration::from_secs(30), || {
+        slow.requests().len() >= 2
+    })
+    .await;
+    let n = pings_over(&notify, Duration::from_secs(6)).await;
+    assert!(n >= 4, "{n} pings in 6 s\n{}", d.stderr());
+    assert!(
+        !d.stderr().contains("not feeding the watchdog"),
+        "a slow camera starved the watchdog\n{}",
+        d.stderr()
+    );
+    assert!(slow.requests().len() >= 3, "{}", d.stderr());
+    let (code, _) = d.terminate().await;
+    assert_eq!(code, Some(0), "{}", d_stderr(&f));
 }
 
 /// The one "config reloaded (SIGHUP)" line of `log` (a reload says what changed in one line).

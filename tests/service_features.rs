@@ -150,9 +150,13 @@ async fn metrics_reflect_a_real_offload() {
     assert_eq!(by_state["deleted"], events.len() as i64, "{by_state:?}");
     let offloaded = format!("qucam_offload_offloaded_bytes_total{{imei=\"{IMEI}\"}}");
     let reachable = "qucam_offload_camera_reachable{camera=\"truck-12\"}";
+    // The store's figures come from a snapshot the endpoint reads again after events.
+    let deleted =
+        format!("qucam_offload_clips{{imei=\"{IMEI}\",camera=\"truck-12\",state=\"deleted\"}}");
     // The collector follows the events asynchronously: wait until it has them all. The
     // pass's last event (PassFinished, which sets `reachable`) comes after the offloads and
-    // the deletes, and events are counted in order: once it shows, every counter is final.
+    // the deletes, and events are counted in order: once it shows, every counter is final;
+    // the store's snapshot is read again after those events.
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
         let text = http
@@ -164,7 +168,9 @@ async fn metrics_reflect_a_real_offload() {
             .await
             .unwrap();
         let m = samples(&text);
-        if (m.get(&offloaded) == Some(&(verified_bytes as f64)) && m.get(reachable) == Some(&1.0))
+        if (m.get(&offloaded) == Some(&(verified_bytes as f64))
+            && m.get(reachable) == Some(&1.0)
+            && m.get(&deleted) == Some(&(by_state["deleted"] as f64)))
             || Instant::now() > deadline
         {
             break m;
@@ -230,6 +236,141 @@ async fn metrics_reflect_a_real_offload() {
             .any(|k| k.starts_with("qucam_offload_failures_total")),
         "{m:#?}"
     );
+}
+
+/// The metrics endpoint of `agent` on 127.0.0.1 with `limits`, and its base URL.
+async fn metrics_with(
+    agent: &Agent,
+    limits: qucam_offload::metrics::ServeLimits,
+) -> (qucam_offload::metrics::MetricsServer, String) {
+    let server = qucam_offload::metrics::start_with(
+        agent,
+        "127.0.0.1:0".parse().unwrap(),
+        CancellationToken::new(),
+        limits,
+    )
+    .await
+    .expect("metrics endpoint");
+    let base = format!("http://{}", server.local_addr());
+    (server, base)
+}
+
+/// Connects to `addr` and sends nothing.
+async fn idle_connection(addr: SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics endpoint")
+}
+
+/// Whether the server closed `s` within `bound` (a read ends, with EOF or a reset).
+async fn closed_within(s: &mut tokio::net::TcpStream, bound: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(bound, s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_client_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let f = Fleet::start(0, 1_000).await;
+    let agent = agent_with(&f, &Knobs::default(), "");
+    let limits = qucam_offload::metrics::ServeLimits {
+        header_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (server, base) = metrics_with(&agent, limits).await;
+    let mut silent = idle_connection(server.local_addr()).await;
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(20)).await,
+        "a connection that sent nothing was still open after 20 s"
+    );
+    // A real scrape on a connection of its own is answered.
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_connections_over_the_cap_are_closed_and_scrapes_go_on_once_one_ends() {
+    let f = Fleet::start(0, 1_000).await;
+    let agent = agent_with(&f, &Knobs::default(), "");
+    let limits = qucam_offload::metrics::ServeLimits {
+        header_timeout: Duration::from_secs(600),
+        max_connections: 4,
+        ..Default::default()
+    };
+    let (server, base) = metrics_with(&agent, limits).await;
+    let addr = server.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(idle_connection(addr).await);
+    }
+    // The fifth is closed as it is accepted, long before any timeout.
+    let mut fifth = idle_connection(addr).await;
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(20)).await,
+        "a connection over the cap was kept open"
+    );
+    // Once the idle ones are gone (their slots free as the server sees them close), a scrape
+    // is answered.
+    drop(held);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http.get(format!("{base}/metrics")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "no scrape answered after the idle connections closed: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_answers_from_the_snapshot_while_the_store_is_held() {
+    let f = Fleet::start(2, 1_000).await;
+    let agent = agent_with(&f, &Knobs::default(), "");
+    let out = agent.run_once().await;
+    assert!(
+        matches!(out[0].1, qucam_offload::agent::PassOutcome::Done { .. }),
+        "{out:?}"
+    );
+    let (_server, base) = metrics_with(&agent, Default::default()).await;
+    let http = reqwest::Client::new();
+    let first = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    // Someone holds the database's write lock (an sqlite3 shell, a backup tool), and the
+    // agent's next write waits on it (up to the store's 5 s busy timeout) holding the
+    // agent's store: a scrape that read the store would wait behind it.
+    let holder = f.db();
+    holder.begin_exclusive();
+    let store = agent.store().clone();
+    let write = tokio::spawn(async move {
+        store
+            .set_notice("metrics-test".into(), Some("x".into()))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scrape = http.get(format!("{base}/metrics")).send().await.unwrap();
+    let answered_while_held = !write.is_finished();
+    assert_eq!(scrape.status(), 200);
+    let text = scrape.text().await.unwrap();
+    assert!(
+        answered_while_held,
+        "the scrape waited for the agent's store"
+    );
+    assert!(
+        text.contains(&format!(
+            "qucam_offload_clips{{imei=\"{IMEI}\",camera=\"truck-12\",state="
+        )),
+        "{text}"
+    );
+    holder.rollback();
+    drop(holder);
+    let _ = write.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

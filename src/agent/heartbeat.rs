@@ -2,7 +2,8 @@
 //!
 //! A loop doing work holds a [`Busy`] guard for the duration (a camera pass, one clip's
 //! upload) and calls [`beat`] whenever it completes a step: a listing page, a chunk of a
-//! download, an uploaded part or clip. A wait that is by design (the poll interval, a pass
+//! download, a chunk of any camera reply (the camera client's `on_progress`: a camera that
+//! answers slowly, within its bounds, is not a wedge), an uploaded part or clip. A wait that is by design (the poll interval, a pass
 //! waiting for uploads that wait on a retry or backoff, an S3 request under way, which
 //! ends by itself within `s3.stall_timeout` of silence) is not a wedge either.
 //!

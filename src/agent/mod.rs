@@ -148,6 +148,9 @@ impl Agent {
             o.params = c.params;
             o.connect_timeout = c.connect_timeout;
             o.idle_timeout = c.idle_timeout;
+            // A camera that answers slowly but answers (each read within idle_timeout, the
+            // call within its 60 s) is progress, not a wedge: its bytes beat the heartbeat.
+            o.on_progress = Some(heartbeat::beat);
             CameraClient::new(&c.url, o).map_err(|e| anyhow!("camera {:?}: {e}", c.name))
         };
         // Cameras known only by their hotspot are worked on through the hotspot's worker.

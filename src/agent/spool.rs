@@ -91,6 +91,11 @@ pub(crate) fn files_in(dir: &Path) -> Vec<String> {
 
 /// The spool files clips of one camera may have: both names (`.part` and finished) of every
 /// clip with work left.
+/// Whether `need` more bytes fit on a disk with `free` bytes free and keep `floor` free.
+fn floor_allows(free: u64, floor: u64, need: u64) -> bool {
+    free >= floor.saturating_add(need)
+}
+
 fn wanted(clips: &[Clip]) -> HashSet<String> {
     clips
         .iter()
@@ -179,8 +184,15 @@ impl Spool {
         }
     }
 
-    /// Whether the spool may take another download (cap and free-disk floor).
-    pub(crate) async fn has_room(&self, store: &Store, cfg: &SpoolConfig) -> Result<bool> {
+    /// Whether the spool may take a download that still needs `need` bytes (its listed
+    /// size less what its `.part` holds): the cap, and the free-disk floor with those bytes
+    /// written (the floor also holds while it streams, see `download::SpaceFloor`).
+    pub(crate) async fn has_room(
+        &self,
+        store: &Store,
+        cfg: &SpoolConfig,
+        need: u64,
+    ) -> Result<bool> {
         let cap = cfg.max_bytes;
         if cap > 0 && store.spool_bytes().await? >= cap {
             return Ok(false);
@@ -188,11 +200,19 @@ impl Spool {
         let floor = cfg.min_free_bytes;
         if floor > 0
             && let Ok(free) = fs4::available_space(&self.root)
-            && free < floor
+            && !floor_allows(free, floor, need)
         {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Bytes a download of `c` still needs: its listed size less what its `.part` holds.
+    pub(crate) async fn still_needed(&self, c: &Clip) -> u64 {
+        let have = tokio::fs::metadata(self.part_path(c))
+            .await
+            .map_or(0, |m| m.len());
+        c.size.saturating_sub(have)
     }
 
     /// Removes every file of camera `imei`'s spool dir that no clip with work left names

@@ -94,20 +94,134 @@ pub fn exposed_secrets_warning(path: &Path, cfg: &Config) -> Option<String> {
     };
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Some(format!(
-                "config file {} holds {held} and other users can read it (mode {:o}): run chmod 600 {} (or move S3 keys to the AWS environment or a profile)",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
-        }
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let file = FileAccess {
+            mode: meta.mode() & 0o777,
+            owner: meta.uid(),
+            group: meta.gid(),
+        };
+        let advice = file.exposure(ProcessIds::current().as_ref())?;
+        Some(format!(
+            "config file {} holds {held} and {} (mode {:o}): {} (or move S3 keys to the AWS environment or a profile)",
+            path.display(),
+            advice.who(),
+            file.mode,
+            advice.fix(path),
+        ))
     }
     #[cfg(not(unix))]
-    let _ = (path, held);
-    None
+    {
+        let _ = (path, held);
+        None
+    }
+}
+
+/// Who owns a file and its permission bits, as the exposure check sees them.
+#[derive(Debug, Clone, Copy)]
+struct FileAccess {
+    mode: u32,
+    owner: u32,
+    group: u32,
+}
+
+/// The agent's user and groups (effective and supplementary).
+#[derive(Debug, Clone)]
+struct ProcessIds {
+    uid: u32,
+    gids: Vec<u32>,
+}
+
+impl ProcessIds {
+    /// Read from `/proc/self/status` (Linux); `None` where it cannot be read.
+    fn current() -> Option<ProcessIds> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        ProcessIds::parse(&status)
+    }
+
+    /// The effective uid and gid, and the supplementary groups, of a `status` text.
+    fn parse(status: &str) -> Option<ProcessIds> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .filter_map(|n| n.parse::<u32>().ok())
+                        .collect::<Vec<_>>()
+                })
+        };
+        let uid = *field("Uid:")?.get(1)?;
+        let mut gids = vec![*field("Gid:")?.get(1)?];
+        gids.extend(field("Groups:").unwrap_or_default());
+        Some(ProcessIds { uid, gids })
+    }
+}
+
+/// Who else can read a config file, and the fix that keeps the agent able to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// Readable by every user; the agent owns the file.
+    OthersOwnFile,
+    /// Readable by every user; someone else (root) owns it.
+    Others,
+    /// Readable by a group that is not the agent's own; the agent owns the file.
+    ForeignGroupOwnFile,
+    /// Readable by a group that is not the agent's own; someone else owns it.
+    ForeignGroup,
+}
+
+impl FileAccess {
+    /// `None` when only the agent's user, or root and the agent's own group (the
+    /// package's `root:qucam-offload` 0640 layout), can read the file. Without the
+    /// agent's ids (`me` is `None`), group access is taken for the package's layout.
+    fn exposure(self, me: Option<&ProcessIds>) -> Option<Exposure> {
+        let own = me.is_some_and(|m| m.uid == self.owner);
+        if self.mode & 0o007 != 0 {
+            return Some(if own {
+                Exposure::OthersOwnFile
+            } else {
+                Exposure::Others
+            });
+        }
+        if self.mode & 0o070 == 0 {
+            return None;
+        }
+        let my_group = me.is_none_or(|m| m.gids.contains(&self.group));
+        if my_group {
+            return None;
+        }
+        Some(if own {
+            Exposure::ForeignGroupOwnFile
+        } else {
+            Exposure::ForeignGroup
+        })
+    }
+}
+
+impl Exposure {
+    fn who(self) -> &'static str {
+        match self {
+            Exposure::OthersOwnFile | Exposure::Others => "other users can read it",
+            Exposure::ForeignGroupOwnFile | Exposure::ForeignGroup => {
+                "a group other than the agent's can read it"
+            }
+        }
+    }
+
+    /// A fix that never locks the agent out: `chmod 600` only on a file the agent owns.
+    fn fix(self, path: &Path) -> String {
+        let p = path.display();
+        match self {
+            Exposure::OthersOwnFile | Exposure::ForeignGroupOwnFile => format!("run chmod 600 {p}"),
+            Exposure::Others => {
+                format!("run chmod o= {p} (the package installs it root:qucam-offload, mode 640)")
+            }
+            Exposure::ForeignGroup => format!(
+                "run chown root:<the agent's group> {p} && chmod 640 {p} (the package installs it root:qucam-offload)"
+            ),
+        }
+    }
 }
 
 /// A TOML syntax error as one line: where it is (line, column, and the key when the line
@@ -236,5 +350,85 @@ mod tests {
         ));
         assert!(m.contains("s3.endpoint") && !m.contains("T0KEN"), "{m}");
         assert!(m.contains("gopher://…@h/…"), "{m}");
+    }
+
+    const STATUS: &str = "Name:\tqucam-offload\nUid:\t998\t998\t998\t998\nGid:\t997\t997\t997\t997\nGroups:\t997 20 \n";
+
+    fn service() -> ProcessIds {
+        ProcessIds::parse(STATUS).expect("parsed")
+    }
+
+    #[test]
+    fn process_ids_come_from_the_status_file() {
+        let me = service();
+        assert_eq!(me.uid, 998);
+        assert_eq!(me.gids, vec![997, 997, 20]);
+        assert!(ProcessIds::parse("Name:\tx\n").is_none());
+    }
+
+    #[test]
+    fn the_packages_root_owned_0640_layout_is_not_warned_about() {
+        // /etc/qucam-offload/config.toml: root:qucam-offload, 0640 (debian/postinst).
+        let file = FileAccess {
+            mode: 0o640,
+            owner: 0,
+            group: 997,
+        };
+        assert_eq!(file.exposure(Some(&service())), None);
+        // Where the agent's ids cannot be read, group access is taken for that layout.
+        assert_eq!(file.exposure(None), None);
+        // Readable by the agent alone.
+        let own = FileAccess {
+            mode: 0o600,
+            owner: 998,
+            group: 997,
+        };
+        assert_eq!(own.exposure(Some(&service())), None);
+    }
+
+    #[test]
+    fn a_world_readable_file_is_warned_about_with_a_fix_that_keeps_the_agent_reading() {
+        let root_owned = FileAccess {
+            mode: 0o644,
+            owner: 0,
+            group: 997,
+        };
+        let e = root_owned.exposure(Some(&service())).expect("warned");
+        assert_eq!(e, Exposure::Others);
+        let fix = e.fix(Path::new("/etc/q/config.toml"));
+        // chmod 600 on a root-owned file would lock the service out.
+        assert!(!fix.contains("chmod 600"), "{fix}");
+        assert!(fix.contains("chmod o= /etc/q/config.toml"), "{fix}");
+        assert_eq!(root_owned.exposure(None), Some(Exposure::Others));
+        let own = FileAccess {
+            owner: 998,
+            ..root_owned
+        };
+        let e = own.exposure(Some(&service())).expect("warned");
+        assert!(e.fix(Path::new("c.toml")).contains("chmod 600 c.toml"));
+    }
+
+    #[test]
+    fn a_file_readable_by_another_group_is_warned_about() {
+        let staff = FileAccess {
+            mode: 0o640,
+            owner: 0,
+            group: 50,
+        };
+        let e = staff.exposure(Some(&service())).expect("warned");
+        assert_eq!(e, Exposure::ForeignGroup);
+        let fix = e.fix(Path::new("c.toml"));
+        assert!(
+            !fix.contains("chmod 600") && fix.contains("chmod 640"),
+            "{fix}"
+        );
+        let own = FileAccess {
+            owner: 998,
+            ..staff
+        };
+        assert_eq!(
+            own.exposure(Some(&service())),
+            Some(Exposure::ForeignGroupOwnFile)
+        );
     }
 }

@@ -579,5 +579,9 @@ mod tests {
         assert!(w.contains("Wi-Fi passwords") && !w.contains(PW), "{w}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(super::super::exposed_secrets_warning(&p, &cfg), None);
+        // Readable by the agent's own group (the package's root:qucam-offload 0640): no
+        // warning, and never the advice `chmod 600`, which would lock the service out.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(super::super::exposed_secrets_warning(&p, &cfg), None);
     }
 }

@@ -9,6 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use qucam_sim::{self as sim, Faults, SimHandle, SimOptions};
 use sha2::{Digest, Sha256};
@@ -300,32 +301,23 @@ pub struct RawServer {
 
 impl RawServer {
     pub fn start(response: Vec<u8>) -> RawServer {
+        RawServer::start_paced(response, 1, Duration::ZERO)
+    }
+
+    /// Like [`RawServer::start`], but the response goes out in `slices` parts with `pause`
+    /// between them: a camera that answers slowly, yet answers (each pause under the
+    /// agent's idle timeout). The connection of every request is served on its own thread.
+    pub fn start_paced(response: Vec<u8>, slices: usize, pause: Duration) -> RawServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind raw server");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut s) = stream else { return };
-                let mut buf = Vec::new();
-                let mut byte = [0u8; 1];
-                while !buf.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => buf.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                let mut lines = text.split("\r\n");
-                let line = lines.next().unwrap_or_default().to_string();
-                let headers = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                seen2.lock().unwrap().push(RawRequest { line, headers });
-                let _ = s.write_all(&response);
-                let _ = s.flush();
-                let _ = s.shutdown(Shutdown::Both);
+                let Ok(s) = stream else { return };
+                let seen2 = seen2.clone();
+                let response = response.clone();
+                std::thread::spawn(move || answer(s, &seen2, &response, slices, pause));
             }
         });
         RawServer {
@@ -342,4 +334,41 @@ impl RawServer {
     pub fn requests(&self) -> Vec<RawRequest> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// Reads one request's head into `seen`, writes `response` in `slices` parts `pause` apart,
+/// and closes the connection.
+fn answer(
+    mut s: std::net::TcpStream,
+    seen: &Mutex<Vec<RawRequest>>,
+    response: &[u8],
+    slices: usize,
+    pause: Duration,
+) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let line = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    seen.lock().unwrap().push(RawRequest { line, headers });
+    let size = response.len().div_ceil(slices.max(1)).max(1);
+    for (i, part) in response.chunks(size).enumerate() {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        if s.write_all(part).and_then(|()| s.flush()).is_err() {
+            return;
+        }
+    }
+    let _ = s.shutdown(Shutdown::Both);
 }

@@ -130,7 +130,7 @@ impl CameraClient {
 
     /// Reads a reply body, at most `limit` bytes (a `Content-Length` over it is refused
     /// before a byte is read; past the limit reading stops), each read within the idle
-    /// timeout.
+    /// timeout; each chunk that arrives is reported to [`ClientOptions::on_progress`].
     async fn read_capped(
         &self,
         mut resp: reqwest::Response,
@@ -155,6 +155,9 @@ impl CameraClient {
                 Some(c) => {
                     if body.len() + c.len() > limit {
                         return Err(too_large);
+                    }
+                    if let Some(progress) = self.opts.on_progress {
+                        progress();
                     }
                     body.extend_from_slice(&c);
                 }

@@ -67,6 +67,9 @@ pub struct ClientOptions {
     pub max_small_reply_bytes: usize,
     /// Largest thumbnail image read.
     pub max_thumbnail_bytes: usize,
+    /// Called whenever bytes of a reply arrive: a slow reply still shows progress (a
+    /// service watchdog's heartbeat). A silent camera calls nothing.
+    pub on_progress: Option<fn()>,
 }
 
 impl ClientOptions {
@@ -82,6 +85,7 @@ impl ClientOptions {
             max_reply_bytes: 64 * 1024 * 1024,
             max_small_reply_bytes: 64 * 1024,
             max_thumbnail_bytes: 4 * 1024 * 1024,
+            on_progress: None,
         }
     }
 }

@@ -117,7 +117,12 @@ impl Downloads {
                     .next_downloads(imei, conc * 2 + tried.len())
                     .await?;
                 if let Some(c) = next.into_iter().find(|c| !tried.contains(&c.id)) {
-                    if !self.spool.has_room(&self.store, &self.cfg.spool).await? {
+                    let need = self.spool.still_needed(&c).await;
+                    if !self
+                        .spool
+                        .has_room(&self.store, &self.cfg.spool, need)
+                        .await?
+                    {
                         // Full for this visit when no upload can free space now (none
                         // pending, or the radio is on this camera's hotspot).
                         if running.is_empty()
@@ -303,9 +308,27 @@ impl Downloads {
                     .map_err(Identity::before_download)
             })
         };
+        // The free-space floor holds while the body streams, not only before it starts.
+        let spool_dir = part.parent().unwrap_or(part);
+        let free = |dir: &Path| fs4::available_space(dir);
+        let floor = dl::SpaceFloor {
+            dir: spool_dir,
+            min_free: self.cfg.spool.min_free_bytes,
+            free: &free,
+        };
+        let floor = (floor.min_free > 0).then_some(&floor);
         let attempt = || async {
             last.store(u64::MAX, Ordering::Relaxed);
-            dl::fetch_checked(client, &w.path, part, Some(w.size), &progress, &before).await
+            dl::fetch_checked(
+                client,
+                &w.path,
+                part,
+                Some(w.size),
+                &progress,
+                &before,
+                floor,
+            )
+            .await
         };
         let result = attempt
             .retry(

@@ -276,7 +276,7 @@ async fn check_credentials(s3: &crate::config::S3Config, r: &mut Report) -> bool
             r.fail(
                 "s3 credentials",
                 e,
-                "give the agent AWS credentials: an instance role, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the unit's EnvironmentFile, or a profile in ~/.aws",
+                "give the agent AWS credentials: an instance role, a credentials file passed with the unit's LoadCredential= and AWS_SHARED_CREDENTIALS_FILE (docs/install.md), AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in its EnvironmentFile, or a profile in ~/.aws",
             );
             false
         }
