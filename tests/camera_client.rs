@@ -1043,6 +1043,17 @@ async fn a_refusal_text_with_line_breaks_and_escapes_is_one_clean_line() {
         assert!(!shown.chars().any(qucam::text::is_unsafe), "{shown:?}");
         assert!(shown.chars().count() < 1200, "{}", shown.chars().count());
     }
+    // The error code as text, too.
+    let code = serde_json::json!({"isSuccess": false, "errorCode": forged, "data": "no"});
+    t.sim
+        .set_faults(|f| f.device_info_override = Some(code.to_string()));
+    let e = c.device_info().await.expect_err("a refusal");
+    let shown = e.to_string();
+    assert!(!shown.chars().any(qucam::text::is_unsafe), "{shown:?}");
+    assert!(
+        !shown.contains("FORGED line"),
+        "cut to 32 characters: {shown}"
+    );
 }
 
 fn unsized_download(body: &[u8]) -> RawServer {

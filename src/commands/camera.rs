@@ -123,10 +123,28 @@ fn shown(s: &str) -> String {
     qucam::text::clean(s, qucam::text::MESSAGE_CHARS)
 }
 
-/// JSON output: `serde_json` escapes every control character in a string.
+/// JSON output: `serde_json` escapes only U+0000 to U+001F; every other character a
+/// terminal acts on (DEL, C1 controls, bidi overrides) is escaped here too (it can only be
+/// inside a string, where `\uXXXX` means the same).
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    println!("{}", escape_unsafe(&serde_json::to_string_pretty(v)?));
     Ok(())
+}
+
+/// `json` with every [`qucam::text::is_unsafe`] character written `\uXXXX`.
+fn escape_unsafe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if qucam::text::is_unsafe(c) && !matches!(c, '\n' | ' ') {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn normalize_event(e: &str) -> Result<String> {
@@ -358,4 +376,21 @@ fn progress_bar() -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_escapes_what_a_terminal_acts_on() {
+        let v = serde_json::json!({"name": "a\u{7f}b\u{9b}c\u{202e}d"});
+        let shown = escape_unsafe(&serde_json::to_string_pretty(&v).unwrap());
+        assert!(
+            !shown.contains(['\u{7f}', '\u{9b}', '\u{202e}']),
+            "{shown:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, v, "the same JSON");
+    }
 }

@@ -176,7 +176,9 @@ impl FileAccess {
     /// package's `root:qucam-offload` 0640 layout), can read the file. Without the
     /// agent's ids (`me` is `None`), group access is taken for the package's layout.
     fn exposure(self, me: Option<&ProcessIds>) -> Option<Exposure> {
-        let own = me.is_some_and(|m| m.uid == self.owner);
+        // A root-owned file is never the agent's own to `chmod 600`: under the package the
+        // service reads it through its group.
+        let own = self.owner != 0 && me.is_some_and(|m| m.uid == self.owner);
         if self.mode & 0o007 != 0 {
             return Some(if own {
                 Exposure::OthersOwnFile
@@ -187,7 +189,9 @@ impl FileAccess {
         if self.mode & 0o070 == 0 {
             return None;
         }
-        let my_group = me.is_none_or(|m| m.gids.contains(&self.group));
+        // Run by root (an admin's `run --once`), the group that reads the file is the
+        // package's layout, not an exposure.
+        let my_group = me.is_none_or(|m| m.uid == 0 || m.gids.contains(&self.group));
         if my_group {
             return None;
         }
@@ -356,6 +360,26 @@ mod tests {
 
     fn service() -> ProcessIds {
         ProcessIds::parse(STATUS).expect("parsed")
+    }
+
+    #[test]
+    fn run_by_root_the_packages_layout_is_not_warned_about_and_never_told_chmod_600() {
+        let root = ProcessIds {
+            uid: 0,
+            gids: vec![0],
+        };
+        let packaged = FileAccess {
+            mode: 0o640,
+            owner: 0,
+            group: 997,
+        };
+        assert_eq!(packaged.exposure(Some(&root)), None);
+        let world = FileAccess {
+            mode: 0o644,
+            ..packaged
+        };
+        let e = world.exposure(Some(&root)).expect("warned");
+        assert_eq!(e, Exposure::Others);
     }
 
     #[test]

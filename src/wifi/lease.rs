@@ -66,6 +66,8 @@ pub enum Suspicion {
     Overlaps { lease: Net, other: Net },
     #[error("the hotspot leased {lease}, which does not hold the camera's address {camera}")]
     CameraOutside { lease: Net, camera: Ipv4Addr },
+    #[error("the hotspot leased the camera's own address {camera} to this machine")]
+    CameraAddress { camera: Ipv4Addr },
 }
 
 /// Checks the camera connection's addresses (`lease`, its `AddressData`) against the
@@ -84,6 +86,9 @@ pub fn check(lease: &[Net], others: &[Net], camera: Ipv4Addr) -> Result<Net, Sus
                 other: *o,
             });
         }
+    }
+    if lease.iter().any(|l| l.addr == camera) {
+        return Err(Suspicion::CameraAddress { camera });
     }
     if !lease.iter().any(|l| l.contains(camera)) {
         return Err(Suspicion::CameraOutside {
@@ -115,6 +120,14 @@ mod tests {
         assert_eq!(
             check(&[net("192.168.43.5/28")], &lan, CAMERA).ok(),
             Some(net("192.168.43.5/28"))
+        );
+    }
+
+    #[test]
+    fn a_lease_of_the_cameras_own_address_is_suspicious() {
+        assert_eq!(
+            check(&[net("192.168.43.1/24")], &[], CAMERA),
+            Err(Suspicion::CameraAddress { camera: CAMERA })
         );
     }
 

@@ -278,9 +278,23 @@ trait Ip4Config {
 
 /// The networks in `AddressData` (`address_key` "address") or `RouteData` ("dest"); entries
 /// that do not read as IPv4 networks are left out.
+/// The kernel's main routing table.
+const MAIN_TABLE: u32 = 254;
+
 fn nets(data: &IpData, address_key: &str) -> Vec<Net> {
     data.iter()
         .filter_map(|e| {
+            // Of routes, only those on the device's own link in the main table: a route via a
+            // gateway (a VPN's `0.0.0.0/1`), or in a table of its own (Tailscale's 52, the
+            // camera's), sends no traffic onto a network that a lease could take over.
+            let text = |k: &str| -> Option<String> { e.get(k)?.try_clone().ok()?.try_into().ok() };
+            let number = |k: &str| -> Option<u32> { e.get(k)?.try_clone().ok()?.try_into().ok() };
+            if text("next-hop").is_some_and(|h| !h.is_empty() && h != "0.0.0.0") {
+                return None;
+            }
+            if number("table").is_some_and(|t| t != 0 && t != MAIN_TABLE) {
+                return None;
+            }
             let addr: String = e.get(address_key)?.try_clone().ok()?.try_into().ok()?;
             let prefix: u32 = e.get("prefix")?.try_clone().ok()?.try_into().ok()?;
             Net::new(addr.parse().ok()?, prefix)
@@ -587,6 +601,39 @@ mod uplink;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(
+        dest: &str,
+        prefix: u32,
+        extra: &[(&str, Variant<'static>)],
+    ) -> HashMap<String, OwnedVariant> {
+        let mut m = HashMap::new();
+        let v = |x: Variant<'static>| OwnedVariant::try_from(x).expect("a variant");
+        m.insert("dest".to_string(), v(Variant::from(dest.to_string())));
+        m.insert("prefix".to_string(), v(Variant::from(prefix)));
+        for (k, x) in extra {
+            m.insert((*k).to_string(), v(x.clone()));
+        }
+        m
+    }
+
+    #[test]
+    fn only_on_link_routes_of_the_main_table_count_as_networks_a_lease_could_take() {
+        let data = vec![
+            route("192.168.1.0", 24, &[]),
+            route("10.9.0.0", 16, &[("table", Variant::from(254u32))]),
+            // A VPN's half of the internet, via its gateway.
+            route(
+                "0.0.0.0",
+                1,
+                &[("next-hop", Variant::from("10.8.0.1".to_string()))],
+            ),
+            // Tailscale's table.
+            route("192.168.0.0", 16, &[("table", Variant::from(52u32))]),
+        ];
+        let got: Vec<String> = nets(&data, "dest").iter().map(|n| n.to_string()).collect();
+        assert_eq!(got, ["192.168.1.0/24", "10.9.0.0/16"]);
+    }
 
     fn shown(ssid: &str) -> String {
         AccessPoint {

@@ -167,14 +167,25 @@ impl CameraClient {
 
     /// The start of an error reply (at most [`ERROR_BODY_BYTES`]), for its excerpt; the
     /// rest is never read.
+    /// Reading it takes at most the idle timeout in all (a camera that drips an error page
+    /// is not waited for), and each chunk counts as progress.
     async fn error_excerpt(&self, mut resp: reqwest::Response) -> String {
         let mut body = Vec::new();
-        while body.len() < ERROR_BODY_BYTES {
-            match tokio::time::timeout(self.opts.idle_timeout, resp.chunk()).await {
-                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
-                _ => break,
+        let read = async {
+            while body.len() < ERROR_BODY_BYTES {
+                match resp.chunk().await {
+                    Ok(Some(c)) => {
+                        if let Some(progress) = self.opts.on_progress {
+                            progress();
+                        }
+                        let room = ERROR_BODY_BYTES - body.len();
+                        body.extend_from_slice(&c[..c.len().min(room)]);
+                    }
+                    _ => break,
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout(self.opts.idle_timeout, read).await;
         excerpt(&String::from_utf8_lossy(&body[..body.len().min(200)]))
     }
 
@@ -424,6 +435,9 @@ impl CameraClient {
                 let deadline = self.opts.idle_timeout + Duration::from_secs(len / RANGE_MIN_RATE);
                 let read = async {
                     while let Some(chunk) = dl.chunk().await? {
+                        if let Some(progress) = self.opts.on_progress {
+                            progress();
+                        }
                         if body.len() + chunk.len() > cap {
                             return Err(CameraError::Malformed {
                                 what: format!("range read sent more than the {len} bytes asked"),

@@ -110,11 +110,12 @@ pub(crate) fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, CameraError> {
         }
         Err(_) => return Err(malformed("reply is not JSON", body)),
     };
+    // The camera's text: masked, cut and cleaned, since it is shown in error messages.
     let code_raw = match small_value(fields.error_code) {
         Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s,
+        Some(Value::String(s)) => crate::text::clean(&crate::secret::mask_secrets(&s), 32),
         Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+        Some(other) => crate::text::clean(&crate::secret::mask_secrets(&other.to_string()), 32),
     };
     let code = code_raw.trim().parse::<i64>().ok();
     let success = match small_value(fields.is_success) {

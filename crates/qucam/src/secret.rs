@@ -88,9 +88,51 @@ pub fn mask_secrets(text: &str) -> String {
     {
         let mut secrets = Vec::new();
         collect_secrets(&v, false, 0, &mut secrets);
-        return replace_secrets(text, secrets);
+        let masked = replace_secrets(text, secrets);
+        // A value the parse did not give as written (another escaped form, a duplicate key
+        // the parse dropped): the text rule, by position, instead.
+        if !value_left_after_a_key(&masked) {
+            return masked;
+        }
     }
     mask_text(text)
+}
+
+/// Whether some secret key word in `text` is followed by a `:` or `=` and then a value that
+/// is neither the mask nor an object or array (whose values are looked at in turn).
+fn value_left_after_a_key(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let Some(w) = SECRET_WORDS
+            .iter()
+            .find(|w| b[i..].starts_with(w.as_bytes()))
+        else {
+            i += 1;
+            continue;
+        };
+        let mut j = i + w.len();
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'-')) {
+            j += 1;
+        }
+        let mut separated = false;
+        while j < b.len()
+            && matches!(
+                b[j],
+                b'"' | b'\'' | b'\\' | b' ' | b'\t' | b'\r' | b'\n' | b':' | b'='
+            )
+        {
+            separated |= matches!(b[j], b':' | b'=');
+            j += 1;
+        }
+        if separated && j < b.len() && !text[j..].starts_with(MASK) && !matches!(b[j], b'{' | b'[')
+        {
+            return true;
+        }
+        i = j.max(i + 1);
+    }
+    false
 }
 
 /// A key name that holds a secret: it contains one of `pass`, `pwd`, `psk`, `secret`,
@@ -220,6 +262,26 @@ mod tests {
         assert!(!shown.contains("hunter22"), "{shown}");
         let back: Secret = serde_json::from_str("\"pw\"").unwrap();
         assert_eq!(back.expose(), "pw");
+    }
+
+    #[test]
+    fn a_secret_the_parse_gives_otherwise_than_written_is_masked_by_position() {
+        for (text, secret) in [
+            // `/` written `\/`, `=` written as a unicode escape (org.json, Gson).
+            (r#"{"info":"{\"password\":\"a\\/b\u003dc\"}"}"#, "a\\/b"),
+            (r#"{"password":"a\/b"}"#, "a\\/b"),
+            // A duplicate key: the parse keeps the last one only.
+            (r#"{"password":"real","password":"x"}"#, "real"),
+        ] {
+            let masked = mask_secrets(text);
+            assert!(!masked.contains(secret), "{text} -> {masked}");
+            assert!(masked.contains(MASK), "{masked}");
+        }
+        // Masked values and nested objects are left as they are.
+        assert_eq!(
+            mask_secrets(r#"{"keys":{"psk":"x1"},"imei":"1"}"#),
+            r#"{"keys":{"psk":"********"},"imei":"1"}"#
+        );
     }
 
     #[test]

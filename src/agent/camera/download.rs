@@ -129,6 +129,18 @@ impl Downloads {
                             && (!self.uploader.bucket_reachable()
                                 || !self.uploader.uploads_pending().await?)
                         {
+                            if self.spool.has_room(&self.store, &self.cfg.spool, 0).await? {
+                                // Only this clip does not fit (its listed size is more than
+                                // the room above the floor): the others go on, it waits.
+                                let msg = format!(
+                                    "{} needs {need} bytes, more than the free space above spool.min_free_bytes: not downloaded until space returns; the camera's other clips go on",
+                                    c.name
+                                );
+                                warn!(imei = %imei, "{msg}");
+                                self.store.set_notice(pause_key(imei), Some(msg)).await?;
+                                tried.insert(c.id);
+                                continue;
+                            }
                             let msg = "downloads paused: the spool is full (spool.max_bytes or spool.min_free_bytes); they resume when uploads free space";
                             warn!(imei = %imei, "{msg}");
                             self.store
