@@ -207,6 +207,16 @@ impl Spool {
         Ok(true)
     }
 
+    /// Whether a download needing `need` bytes could ever have room: the spool's file
+    /// system, empty, holds them above `spool.min_free_bytes`. (When its size cannot be
+    /// read, it could.)
+    pub(crate) fn could_ever_fit(&self, cfg: &SpoolConfig, need: u64) -> bool {
+        match fs4::total_space(&self.root) {
+            Ok(total) => total >= cfg.min_free_bytes.saturating_add(need),
+            Err(_) => true,
+        }
+    }
+
     /// Bytes a download of `c` still needs: its listed size less what its `.part` holds.
     pub(crate) async fn still_needed(&self, c: &Clip) -> u64 {
         let have = tokio::fs::metadata(self.part_path(c))

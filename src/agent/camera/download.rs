@@ -107,6 +107,8 @@ impl Downloads {
         let mut tried: HashSet<i64> = HashSet::new();
         let mut running = FuturesUnordered::new();
         let mut stop: Option<PassStop> = None;
+        // Clips that can never fit in the spool (see `Spool::could_ever_fit`).
+        let mut too_large: Vec<String> = Vec::new();
         loop {
             if self.stops.shutdown.is_cancelled() {
                 break;
@@ -129,15 +131,14 @@ impl Downloads {
                             && (!self.uploader.bucket_reachable()
                                 || !self.uploader.uploads_pending().await?)
                         {
-                            if self.spool.has_room(&self.store, &self.cfg.spool, 0).await? {
-                                // Only this clip does not fit (its listed size is more than
-                                // the room above the floor): the others go on, it waits.
-                                let msg = format!(
-                                    "{} needs {need} bytes, more than the free space above spool.min_free_bytes: not downloaded until space returns; the camera's other clips go on",
-                                    c.name
+                            if !self.spool.could_ever_fit(&self.cfg.spool, need) {
+                                // This clip can never fit (its listed size is more than the
+                                // whole disk above the floor): the others go on, it waits.
+                                warn!(
+                                    imei = %imei, clip = %c.name, need,
+                                    "not downloaded: it needs more than the spool's disk holds above spool.min_free_bytes; the camera's other clips go on"
                                 );
-                                warn!(imei = %imei, "{msg}");
-                                self.store.set_notice(pause_key(imei), Some(msg)).await?;
+                                too_large.push(c.name.clone());
                                 tried.insert(c.id);
                                 continue;
                             }
@@ -173,6 +174,15 @@ impl Downloads {
                     }
                 }
             }
+        }
+        if let Some(first) = too_large.first() {
+            // Said after the downloads that ran (each clears the pause notice).
+            let msg = format!(
+                "{} clip(s) ({first}{}) need more than the spool's disk holds above spool.min_free_bytes: not downloaded",
+                too_large.len(),
+                if too_large.len() > 1 { ", …" } else { "" }
+            );
+            self.store.set_notice(pause_key(imei), Some(msg)).await?;
         }
         match stop {
             Some(e) => Err(e.into()),
