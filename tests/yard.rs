@@ -296,6 +296,56 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_waits_minutes_growing_across_visits_and_new_credentials_end_it() {
+    // A cloned access point without the password, or two handshakes lost in a row, must
+    // not keep the real truck off the radio for hours.
+    let mut specs = vec![TruckSpec::new(0, 3, 100_000)];
+    specs[0].psk = "what-the-camera-uses".into();
+    let y = Yard::start(Store::S3sFs, &specs).await;
+    let bssid = y.trucks[0].bssid.clone();
+    let right = y.config_text(true, "", "");
+    y.write_config_text(&right.replace("what-the-camera-uses", "an-old-password"));
+    y.arrive(0).await;
+    let joins = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("joining the camera's hotspot") && l.contains(&bssid))
+            .count()
+    };
+    let once = || async {
+        let mut a = y.spawn(&["run", "--once"]);
+        assert!(a.exit(60).await.is_some(), "{}", a.log());
+        a.log()
+    };
+    let minutes = |ms: Option<i64>| ms.map(|m| (m + 30_000) / 60_000);
+    // First visit: refused, tried again in 5 minutes, not 6 hours.
+    let log = once().await;
+    assert!(
+        log.contains("wrong password for this camera's hotspot"),
+        "{log}"
+    );
+    let (failures, wait) = y.db().hotspot_wait(&bssid);
+    assert_eq!((failures, minutes(wait)), (1, Some(5)), "{log}");
+    // Within the wait: not joined.
+    assert_eq!(joins(&once().await), 0);
+    // The wait is over: refused at this visit too, so the next wait doubles.
+    y.db().end_hotspot_wait(&bssid);
+    let log = once().await;
+    assert_eq!(joins(&log), 1, "{log}");
+    let (failures, wait) = y.db().hotspot_wait(&bssid);
+    assert_eq!((failures, minutes(wait)), (2, Some(10)), "{log}");
+    // The password corrected in the config: joined at once, within the wait.
+    y.write_config_text(&right);
+    let log = once().await;
+    assert!(log.contains("refused its password changed"), "{log}");
+    assert!(y.all_in_bucket(0), "offloaded at once:\n{log}");
+    assert_eq!(y.db().hotspot_wait(&bssid), (0, None));
+    assert!(
+        !log.contains("an-old-password") && !log.contains("what-the-camera-uses"),
+        "no password in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_lost_to_a_weak_signal_is_not_taken_for_a_wrong_password() {
     let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 3, 100_000)]).await;
     y.arrive(0).await;
