@@ -681,6 +681,66 @@ async fn learned_passwords_open_hotspots_and_stay_private() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_fleet_line_and_an_unsafe_learned_file_disable_only_themselves() {
+    use std::os::unix::fs::PermissionsExt;
+    let y = Yard::start(
+        Store::S3sFs,
+        &[TruckSpec::new(0, 2, 100_000), TruckSpec::new(1, 2, 100_000)],
+    )
+    .await;
+    y.arrive(0).await;
+    y.arrive(1).await;
+    let (t0, t1) = (&y.trucks[0], &y.trucks[1]);
+    // Truck 1's line has a password too short for WPA; truck 0's is sound.
+    let fleet = y.state_dir.with_file_name("fleet.csv");
+    std::fs::write(
+        &fleet,
+        format!(
+            "imei,ssid,bssid,password\n{},{},{},short\n{},{},{},{}\n",
+            t1.imei, t1.ssid, t1.bssid, t0.imei, t0.ssid, t0.bssid, t0.psk
+        ),
+    )
+    .unwrap();
+    // A learned file an operator made group-readable.
+    std::fs::create_dir_all(&y.state_dir).unwrap();
+    let learned = y.state_dir.join("wifi-credentials.json");
+    let body = format!(
+        r#"{{"cameras":[{{"imei":"{}","ssid":"{}","password":"{}"}}]}}"#,
+        t1.imei, t1.ssid, t1.psk
+    );
+    std::fs::write(&learned, &body).unwrap();
+    std::fs::set_permissions(&learned, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let extra = format!(
+        "cameras_file = {:?}\nlearn = true\njoin_unknown = false",
+        fleet.display().to_string()
+    );
+    y.write_config_text(&y.config_with("", true, &extra, ""));
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(90).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert!(y.all_in_bucket(0), "truck 0 offloaded:\n{log}");
+    assert!(!y.all_in_bucket(1), "truck 1 has no usable password");
+    assert!(
+        log.contains("fleet.csv, line 2: password") && log.contains("the line is skipped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("wifi-credentials.json") && log.contains("no learned password is used"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&t0.psk) && !log.contains(&t1.psk),
+        "no password in the log"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&learned).unwrap(),
+        body,
+        "the learned file is not written over"
+    );
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_checks_networkmanager_and_lists_known_hotspots_in_range() {
     let y = Yard::start(
         Store::S3sFs,

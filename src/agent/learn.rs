@@ -19,13 +19,22 @@ pub(crate) struct Learner {
 }
 
 impl Learner {
-    /// The configured and learned passwords (none without `[wifi]`).
+    /// The configured and learned passwords (none without `[wifi]`); what the fleet file or
+    /// the learned file could not give is warned about.
     pub(crate) fn load(cfg: &Config) -> anyhow::Result<Learner> {
         Ok(match &cfg.wifi {
-            Some(w) => Learner {
-                credentials: Some(Arc::new(Mutex::new(Credentials::load(cfg)?))),
-                learn: w.learn,
-            },
+            Some(w) => {
+                let creds = Credentials::load(cfg)?;
+                // A bad fleet-file line or learned file disables what it touches, not the
+                // agent.
+                for p in creds.problems() {
+                    warn!("depot Wi-Fi: {p}");
+                }
+                Learner {
+                    credentials: Some(Arc::new(Mutex::new(creds))),
+                    learn: w.learn,
+                }
+            }
             None => Learner::default(),
         })
     }

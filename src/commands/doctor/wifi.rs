@@ -57,6 +57,14 @@ pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
             return;
         }
     };
+    for p in creds.problems() {
+        r.push(
+            Status::Warn,
+            "wifi: passwords",
+            p.clone(),
+            Some("fix the file named (the agent runs without what it skipped)"),
+        );
+    }
     check_in_range(&nm, &creds, r).await;
     check_suspicious(cfg, r).await;
 }
