@@ -741,6 +741,44 @@ async fn a_bad_fleet_line_and_an_unsafe_learned_file_disable_only_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_password_is_pinned_to_its_first_join_and_not_offered_to_a_clone() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 100_000)]).await;
+    let t0 = &y.trucks[0];
+    // Met by URL first (a cable, WAN mode): its hotspot's password is learned, no BSSID.
+    let cams = format!(
+        "[[camera]]\nname = \"truck-0-wan\"\nurl = \"{}\"\n",
+        t0.sim.url()
+    );
+    let cfg = y.config_with(&cams, true, "learn = true\njoin_unknown = false", "");
+    y.write_config_text(&cfg);
+    let learned = y.state_dir.join("wifi-credentials.json");
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "the hotspot's password learned", || async {
+        learned.exists()
+    })
+    .await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    // The truck arrives, and so does a clone with its SSID (weaker: visited after it, in
+    // the same rotation). Only the truck is offered the learned password.
+    let clone = "0E:00:00:00:00:77";
+    y.arrive(0).await;
+    y.nm.add_ap(&t0.ssid, clone, 20, &t0.psk).await;
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(90).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert!(log.contains("joined the camera's hotspot"), "{log}");
+    let joins = |bssid: &str| {
+        log.lines()
+            .filter(|l| l.contains("joining the camera's hotspot") && l.contains(bssid))
+            .count()
+    };
+    assert_eq!((joins(&t0.bssid), joins(clone)), (1, 0), "{log}");
+    let text = std::fs::read_to_string(&learned).unwrap();
+    assert!(text.contains(&t0.bssid), "pinned to the truck's BSSID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_checks_networkmanager_and_lists_known_hotspots_in_range() {
     let y = Yard::start(
         Store::S3sFs,

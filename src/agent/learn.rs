@@ -49,6 +49,40 @@ impl Learner {
         creds.for_ap(ssid, bssid)
     }
 
+    /// The camera `imei` answered behind access point `bssid` after a join: its learned
+    /// password (if any, not pinned yet) is pinned to `bssid`, and never offered to another.
+    pub(crate) async fn pin(&self, imei: &str, bssid: &str) {
+        let Some(creds) = &self.credentials else {
+            return;
+        };
+        if !self.learn {
+            return;
+        }
+        let creds = creds.clone();
+        let (i, b) = (imei.to_owned(), bssid.to_owned());
+        let pinned = tokio::task::spawn_blocking(move || {
+            let mut c = creds.lock().ok()?;
+            Some(match c.pin(&i, &b) {
+                Ok(changed) => Ok(changed),
+                Err(e) => {
+                    let m = format!("{e:#}");
+                    Err((c.first_warning(&m), m))
+                }
+            })
+        })
+        .await;
+        match pinned {
+            Ok(Some(Ok(true))) => {
+                info!(imei = %imei, bssid = %bssid, "the learned password is pinned to this hotspot")
+            }
+            Ok(Some(Err((true, m)))) => warn!(imei = %imei, "cannot pin the learned password: {m}"),
+            Ok(Some(Err((false, m)))) => {
+                debug!(imei = %imei, "cannot pin the learned password: {m}")
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+
     /// Remembers the hotspot `info` reports (with `wifi.learn`), behind `bssid` if known.
     pub(crate) async fn learn(&self, info: &qucam::DeviceInfo, bssid: Option<&str>) {
         let (Some(creds), Some(ssid)) = (&self.credentials, &info.ssid) else {

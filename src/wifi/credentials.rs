@@ -10,6 +10,11 @@
 //! SSID; a hotspot that matches no known camera gets the default password only with
 //! `join_unknown`.
 //!
+//! A learned password is pinned to the BSSID of its first successful join (the camera with
+//! its IMEI answered there, [`Credentials::pin`]); one learned from a camera met by URL has
+//! none until then. A pinned learned password is never offered to another BSSID, not even
+//! through a camera with its IMEI, and a later join elsewhere does not move the pin.
+//!
 //! Passwords are [`Secret`]s from the file to NetworkManager: no error, log line or `Debug`
 //! output shows one. The learned file is created `0600` and never read when group or
 //! others may read it.
@@ -179,7 +184,10 @@ impl Credentials {
         let all = || self.configured.iter().chain(&self.learned);
         let by_bssid = all().filter(|e| e.bssid.as_deref() == Some(bssid.as_str()));
         let by_ssid = all().filter(|e| e.bssid.is_none()).filter(same_ssid);
-        if let Some(m) = by_bssid.chain(by_ssid).find_map(|e| self.complete(e, ssid)) {
+        if let Some(m) = by_bssid
+            .chain(by_ssid)
+            .find_map(|e| self.complete(e, ssid, &bssid))
+        {
             return Some(m);
         }
         // A camera pinned to another BSSID is not this one: its password is never offered
@@ -194,14 +202,18 @@ impl Credentials {
         })
     }
 
-    /// The match for `e`: the first password and the first IMEI, in the order of the
-    /// sources, among `e` and the entries with its BSSID or IMEI; else the SSID's default
-    /// password.
-    fn complete(&self, e: &Entry, ap_ssid: &[u8]) -> Option<Match> {
+    /// The match for `e` at access point `ap_bssid` (upper case): the first password and
+    /// the first IMEI, in the order of the sources, among `e` and the entries with its
+    /// BSSID or IMEI (a learned one pinned to another BSSID gives no password); else the
+    /// SSID's default password.
+    fn complete(&self, e: &Entry, ap_ssid: &[u8], ap_bssid: &str) -> Option<Match> {
         let related = |o: &&Entry| {
             std::ptr::eq(*o, e)
                 || (e.imei.is_some() && o.imei == e.imei)
                 || (e.bssid.is_some() && o.bssid == e.bssid)
+        };
+        let offered_here = |o: &&&Entry| {
+            o.source != Source::Learned || o.bssid.as_deref().is_none_or(|b| b == ap_bssid)
         };
         let related: Vec<&Entry> = self
             .configured
@@ -212,6 +224,7 @@ impl Credentials {
         let imei = related.iter().find_map(|o| o.imei.clone());
         let found = related
             .iter()
+            .filter(offered_here)
             .find_map(|o| Some((o.password.clone()?, o.source.clone())));
         let (password, source) = match found {
             Some(f) => f,
@@ -266,7 +279,8 @@ impl Credentials {
         let new = LearnedCamera {
             imei: imei.to_string(),
             ssid: ssid.to_string(),
-            bssid: bssid.or(old_bssid),
+            // The first BSSID it was joined at stays: a later one does not move the pin.
+            bssid: old_bssid.or(bssid),
             password: password.expose().to_string(),
         };
         let new = serde_json::to_value(new).context("cannot encode learned Wi-Fi credentials")?;
@@ -282,6 +296,39 @@ impl Credentials {
 }
 
 impl Credentials {
+    /// The camera `imei` answered behind access point `bssid` after a join: its learned
+    /// password, if it has none yet, is pinned to `bssid` (written as [`Credentials::learn`]
+    /// writes). Returns whether anything changed.
+    pub fn pin(&mut self, imei: &str, bssid: &str) -> Result<bool> {
+        let Some(path) = self.learned_path.clone() else {
+            return Ok(false);
+        };
+        let bssid = normalize_bssid(bssid)
+            .map_err(|m| anyhow!("cannot pin the learned password of {imei}: {m}"))?;
+        let unpinned = |e: &Entry| e.imei.as_deref() == Some(imei) && e.bssid.is_none();
+        if !self.learned.iter().any(unpinned) {
+            // Met at every visit: the file is neither read nor written.
+            return Ok(false);
+        }
+        let mut file = read_learned(&path)?;
+        let mut changed = false;
+        for v in &mut file.cameras {
+            let Ok(mut c) = serde_json::from_value::<LearnedCamera>(v.clone()) else {
+                continue;
+            };
+            if c.imei == imei && c.bssid.is_none() {
+                c.bssid = Some(bssid.clone());
+                *v = serde_json::to_value(c).context("cannot encode learned Wi-Fi credentials")?;
+                changed = true;
+            }
+        }
+        if changed {
+            write_learned(&path, &file)?;
+        }
+        self.learned = learned_entries(&file, &path, &mut Vec::new());
+        Ok(changed)
+    }
+
     /// Whether this is already learned, as it is.
     fn knows(&self, imei: &str, ssid: &str, password: &Secret, bssid: Option<&str>) -> bool {
         self.learned.iter().any(|e| {
@@ -805,6 +852,42 @@ mod tests {
         assert!(m.contains("not valid") && !m.contains(PW), "{m}");
         assert!(c.learn("555", "truck-5", &Secret::new(PW), None).is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
+    }
+
+    #[test]
+    fn a_learned_password_is_pinned_to_its_first_join_and_offered_nowhere_else() {
+        let d = tempfile::tempdir().unwrap();
+        // A camera known by its IMEI and SSID only, with no password of its own.
+        let cfg = config(
+            d.path(),
+            "ssid = \"truck-4\"\nimei = \"444\"",
+            "learn = true\njoin_unknown = false",
+        );
+        let mut c = Credentials::load(&cfg).unwrap();
+        // Learned from the camera met by URL: no BSSID yet, offered by SSID.
+        c.learn("444", "truck-4", &Secret::new(PW), None).unwrap();
+        assert!(c.for_ap(b"truck-4", A).is_some() && c.for_ap(b"truck-4", B).is_some());
+        // Its first join, at A (lower case from NetworkManager is fine).
+        assert!(c.pin("444", &A.to_lowercase()).unwrap());
+        assert!(!c.pin("444", B).unwrap(), "the first join's BSSID stays");
+        assert_eq!(c.for_ap(b"truck-4", A).unwrap().password.expose(), PW);
+        assert!(
+            c.for_ap(b"truck-4", B).is_none(),
+            "not offered to another access point, not even through the camera's IMEI"
+        );
+        // Learned again behind another BSSID: the pin does not move.
+        c.learn("444", "truck-4", &Secret::new(PW), Some(B))
+            .unwrap();
+        assert!(c.for_ap(b"truck-4", B).is_none());
+        // Kept across a restart.
+        let c = Credentials::load(&cfg).unwrap();
+        assert_eq!(c.for_ap(b"truck-4", A).unwrap().source, Source::Learned);
+        assert!(c.for_ap(b"truck-4", B).is_none());
+        // Nothing to pin without learn, or for an IMEI never learned.
+        let mut c = Credentials::load(&cfg).unwrap();
+        assert!(!c.pin("555", A).unwrap());
+        let mut off = Credentials::load(&config(d.path(), "ssid = \"x\"", "")).unwrap();
+        assert!(!off.pin("444", C).unwrap());
     }
 
     #[test]

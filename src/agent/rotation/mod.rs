@@ -244,10 +244,16 @@ impl Rotation {
             "a rotation over the hotspots in range begins"
         );
         let mut visits = Vec::new();
-        for (ap, m) in plan {
+        for (ap, _) in plan {
             if self.stopping() {
                 break;
             }
+            // An earlier visit of this rotation may have pinned a learned password to
+            // another access point with this SSID: the credentials are asked again.
+            let Some(m) = self.learner.password_for(&ap.ssid, &ap.bssid) else {
+                debug!(bssid = %ap.bssid, "no password for this hotspot any more: not joined");
+                continue;
+            };
             let visit = Visit {
                 rot: self,
                 radio,

@@ -244,6 +244,7 @@ impl Visit<'_> {
             }
         };
         rot.learner.learn(&info, Some(&joined.ap.bssid)).await;
+        rot.learner.pin(&info.imei, &joined.ap.bssid).await;
         let bssid = joined.ap.bssid.clone();
         let previous = rot
             .store
