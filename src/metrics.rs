@@ -906,7 +906,7 @@ mod tests {
             "{text}"
         );
         store
-            .hotspot_failed(b(), JoinFailure::WrongPassword, |_| 9_000_000)
+            .hotspot_failed(b(), JoinFailure::WrongPassword, "fp".into(), |_| 9_000_000)
             .await
             .unwrap();
         let text = scrape(&m).await;
@@ -919,7 +919,7 @@ mod tests {
         assert!(text.contains(&line), "{line} in\n{text}");
         // The reason is the last failure's; the count goes on.
         store
-            .hotspot_failed(b(), JoinFailure::Timeout, |_| 9_000_000)
+            .hotspot_failed(b(), JoinFailure::Timeout, "fp".into(), |_| 9_000_000)
             .await
             .unwrap();
         let text = scrape(&m).await;

@@ -296,6 +296,56 @@ async fn a_wrong_password_leaves_the_others_unaffected_and_is_reported_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_waits_minutes_growing_across_visits_and_new_credentials_end_it() {
+    // A cloned access point without the password, or two handshakes lost in a row, must
+    // not keep the real truck off the radio for hours.
+    let mut specs = vec![TruckSpec::new(0, 3, 100_000)];
+    specs[0].psk = "what-the-camera-uses".into();
+    let y = Yard::start(Store::S3sFs, &specs).await;
+    let bssid = y.trucks[0].bssid.clone();
+    let right = y.config_text(true, "", "");
+    y.write_config_text(&right.replace("what-the-camera-uses", "an-old-password"));
+    y.arrive(0).await;
+    let joins = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("joining the camera's hotspot") && l.contains(&bssid))
+            .count()
+    };
+    let once = || async {
+        let mut a = y.spawn(&["run", "--once"]);
+        assert!(a.exit(60).await.is_some(), "{}", a.log());
+        a.log()
+    };
+    let minutes = |ms: Option<i64>| ms.map(|m| (m + 30_000) / 60_000);
+    // First visit: refused, tried again in 5 minutes, not 6 hours.
+    let log = once().await;
+    assert!(
+        log.contains("wrong password for this camera's hotspot"),
+        "{log}"
+    );
+    let (failures, wait) = y.db().hotspot_wait(&bssid);
+    assert_eq!((failures, minutes(wait)), (1, Some(5)), "{log}");
+    // Within the wait: not joined.
+    assert_eq!(joins(&once().await), 0);
+    // The wait is over: refused at this visit too, so the next wait doubles.
+    y.db().end_hotspot_wait(&bssid);
+    let log = once().await;
+    assert_eq!(joins(&log), 1, "{log}");
+    let (failures, wait) = y.db().hotspot_wait(&bssid);
+    assert_eq!((failures, minutes(wait)), (2, Some(10)), "{log}");
+    // The password corrected in the config: joined at once, within the wait.
+    y.write_config_text(&right);
+    let log = once().await;
+    assert!(log.contains("refused its password changed"), "{log}");
+    assert!(y.all_in_bucket(0), "offloaded at once:\n{log}");
+    assert_eq!(y.db().hotspot_wait(&bssid), (0, None));
+    assert!(
+        !log.contains("an-old-password") && !log.contains("what-the-camera-uses"),
+        "no password in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_lost_to_a_weak_signal_is_not_taken_for_a_wrong_password() {
     let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 3, 100_000)]).await;
     y.arrive(0).await;
@@ -628,6 +678,104 @@ async fn learned_passwords_open_hotspots_and_stay_private() {
         !y.status().await.to_string().contains(&y.trucks[0].psk),
         "never in status"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_fleet_line_and_an_unsafe_learned_file_disable_only_themselves() {
+    use std::os::unix::fs::PermissionsExt;
+    let y = Yard::start(
+        Store::S3sFs,
+        &[TruckSpec::new(0, 2, 100_000), TruckSpec::new(1, 2, 100_000)],
+    )
+    .await;
+    y.arrive(0).await;
+    y.arrive(1).await;
+    let (t0, t1) = (&y.trucks[0], &y.trucks[1]);
+    // Truck 1's line has a password too short for WPA; truck 0's is sound.
+    let fleet = y.state_dir.with_file_name("fleet.csv");
+    std::fs::write(
+        &fleet,
+        format!(
+            "imei,ssid,bssid,password\n{},{},{},short\n{},{},{},{}\n",
+            t1.imei, t1.ssid, t1.bssid, t0.imei, t0.ssid, t0.bssid, t0.psk
+        ),
+    )
+    .unwrap();
+    // A learned file an operator made group-readable.
+    std::fs::create_dir_all(&y.state_dir).unwrap();
+    let learned = y.state_dir.join("wifi-credentials.json");
+    let body = format!(
+        r#"{{"cameras":[{{"imei":"{}","ssid":"{}","password":"{}"}}]}}"#,
+        t1.imei, t1.ssid, t1.psk
+    );
+    std::fs::write(&learned, &body).unwrap();
+    std::fs::set_permissions(&learned, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let extra = format!(
+        "cameras_file = {:?}\nlearn = true\njoin_unknown = false",
+        fleet.display().to_string()
+    );
+    y.write_config_text(&y.config_with("", true, &extra, ""));
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(90).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert!(y.all_in_bucket(0), "truck 0 offloaded:\n{log}");
+    assert!(!y.all_in_bucket(1), "truck 1 has no usable password");
+    assert!(
+        log.contains("fleet.csv, line 2: password") && log.contains("the line is skipped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("wifi-credentials.json") && log.contains("no learned password is used"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&t0.psk) && !log.contains(&t1.psk),
+        "no password in the log"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&learned).unwrap(),
+        body,
+        "the learned file is not written over"
+    );
+    assert_eq!(y.nm.active_id().await.as_deref(), Some(UPLINK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_password_is_pinned_to_its_first_join_and_not_offered_to_a_clone() {
+    let y = Yard::start(Store::S3sFs, &[TruckSpec::new(0, 2, 100_000)]).await;
+    let t0 = &y.trucks[0];
+    // Met by URL first (a cable, WAN mode): its hotspot's password is learned, no BSSID.
+    let cams = format!(
+        "[[camera]]\nname = \"truck-0-wan\"\nurl = \"{}\"\n",
+        t0.sim.url()
+    );
+    let cfg = y.config_with(&cams, true, "learn = true\njoin_unknown = false", "");
+    y.write_config_text(&cfg);
+    let learned = y.state_dir.join("wifi-credentials.json");
+    let mut a = y.spawn(&["run"]);
+    wait_until(60, "the hotspot's password learned", || async {
+        learned.exists()
+    })
+    .await;
+    a.signal("-TERM");
+    assert_eq!(a.exit(60).await, Some(0), "{}", a.log());
+    // The truck arrives, and so does a clone with its SSID (weaker: visited after it, in
+    // the same rotation). Only the truck is offered the learned password.
+    let clone = "0E:00:00:00:00:77";
+    y.arrive(0).await;
+    y.nm.add_ap(&t0.ssid, clone, 20, &t0.psk).await;
+    let mut a = y.spawn(&["run", "--once"]);
+    assert_eq!(a.exit(90).await, Some(0), "{}", a.log());
+    let log = a.log();
+    assert!(log.contains("joined the camera's hotspot"), "{log}");
+    let joins = |bssid: &str| {
+        log.lines()
+            .filter(|l| l.contains("joining the camera's hotspot") && l.contains(bssid))
+            .count()
+    };
+    assert_eq!((joins(&t0.bssid), joins(clone)), (1, 0), "{log}");
+    let text = std::fs::read_to_string(&learned).unwrap();
+    assert!(text.contains(&t0.bssid), "pinned to the truck's BSSID");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

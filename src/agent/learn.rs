@@ -19,13 +19,22 @@ pub(crate) struct Learner {
 }
 
 impl Learner {
-    /// The configured and learned passwords (none without `[wifi]`).
+    /// The configured and learned passwords (none without `[wifi]`); what the fleet file or
+    /// the learned file could not give is warned about.
     pub(crate) fn load(cfg: &Config) -> anyhow::Result<Learner> {
         Ok(match &cfg.wifi {
-            Some(w) => Learner {
-                credentials: Some(Arc::new(Mutex::new(Credentials::load(cfg)?))),
-                learn: w.learn,
-            },
+            Some(w) => {
+                let creds = Credentials::load(cfg)?;
+                // A bad fleet-file line or learned file disables what it touches, not the
+                // agent.
+                for p in creds.problems() {
+                    warn!("depot Wi-Fi: {p}");
+                }
+                Learner {
+                    credentials: Some(Arc::new(Mutex::new(creds))),
+                    learn: w.learn,
+                }
+            }
             None => Learner::default(),
         })
     }
@@ -38,6 +47,40 @@ impl Learner {
     ) -> Option<crate::wifi::credentials::Match> {
         let creds = self.credentials.as_ref()?.lock().ok()?;
         creds.for_ap(ssid, bssid)
+    }
+
+    /// The camera `imei` answered behind access point `bssid` after a join: its learned
+    /// password (if any, not pinned yet) is pinned to `bssid`, and never offered to another.
+    pub(crate) async fn pin(&self, imei: &str, bssid: &str) {
+        let Some(creds) = &self.credentials else {
+            return;
+        };
+        if !self.learn {
+            return;
+        }
+        let creds = creds.clone();
+        let (i, b) = (imei.to_owned(), bssid.to_owned());
+        let pinned = tokio::task::spawn_blocking(move || {
+            let mut c = creds.lock().ok()?;
+            Some(match c.pin(&i, &b) {
+                Ok(changed) => Ok(changed),
+                Err(e) => {
+                    let m = format!("{e:#}");
+                    Err((c.first_warning(&m), m))
+                }
+            })
+        })
+        .await;
+        match pinned {
+            Ok(Some(Ok(true))) => {
+                info!(imei = %imei, bssid = %bssid, "the learned password is pinned to this hotspot")
+            }
+            Ok(Some(Err((true, m)))) => warn!(imei = %imei, "cannot pin the learned password: {m}"),
+            Ok(Some(Err((false, m)))) => {
+                debug!(imei = %imei, "cannot pin the learned password: {m}")
+            }
+            Ok(_) | Err(_) => {}
+        }
     }
 
     /// Remembers the hotspot `info` reports (with `wifi.learn`), behind `bssid` if known.

@@ -536,7 +536,7 @@ mod tests {
 
     async fn fail(s: &Store, why: JoinFailure, retry_in_s: i64) {
         let at = (now() + retry_in_s) * 1000;
-        s.hotspot_failed(BSSID.into(), why, move |_| at)
+        s.hotspot_failed(BSSID.into(), why, "fp".into(), move |_| at)
             .await
             .unwrap();
     }

@@ -45,7 +45,8 @@ pub struct WifiConfig {
     /// The fleet file: CSV `imei,ssid,bssid,password` with that header (bssid may be empty).
     #[serde(default)]
     pub cameras_file: Option<PathBuf>,
-    /// How long a hotspot whose password was refused waits before it is tried again.
+    /// The longest a hotspot whose password was refused waits before it is tried again (the
+    /// first wait is a few minutes, doubling per refused visit up to this).
     #[serde(default = "d_wrong_password_retry", deserialize_with = "de_duration")]
     pub wrong_password_retry: Duration,
     /// A camera whose last visit took everything and that has nothing pending is visited

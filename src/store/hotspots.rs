@@ -1,5 +1,5 @@
 //! Depot Wi-Fi's memory (table `hotspots`, schema 6, the failure's reason schema 7, the
-//! suspicious mark schema 11): one row per camera hotspot (BSSID) met, with the IMEI that
+//! suspicious mark schema 11, the refused credentials schema 12): one row per camera hotspot (BSSID) met, with the IMEI that
 //! answered behind it, when it was last seen, joined and completely offloaded, its join
 //! failures with the reason of the last one ([`JoinFailure`]), and whether its network was
 //! found suspicious after a join ([`Suspicious`]); and per IMEI, the work a visit would
@@ -39,6 +39,10 @@ pub struct HotspotRow {
     /// A password was refused since the last join that succeeded (whatever failed after
     /// it): reported once, and shown until a join succeeds.
     pub wrong_password: bool,
+    /// A fingerprint of the credentials last refused since the last join that succeeded
+    /// (never shown): other credentials clear the wait ([`Store::hotspot_credentials_changed`]).
+    #[serde(skip)]
+    pub refused_credentials: Option<String>,
     /// The network it leased failed the check after a join (cleared by a join that passes
     /// it, or a change of its credentials).
     pub suspicious: Option<Suspicious>,
@@ -123,7 +127,9 @@ impl JoinFailure {
     }
 
     /// Whether it is a refused password: reported once until a join succeeds (see
-    /// [`Store::hotspot_failed`]), retried after `wifi.wrong_password_retry`.
+    /// [`Store::hotspot_failed`]), retried after a wait that starts at minutes and doubles
+    /// per failed visit up to `wifi.wrong_password_retry`, or at once with other
+    /// credentials.
     pub const fn counts_as_wrong_password(self) -> bool {
         match self {
             JoinFailure::WrongPassword => true,
@@ -206,8 +212,9 @@ impl Store {
             tx.execute(ENSURE, params![bssid])?;
             tx.execute(
                 "UPDATE hotspots SET last_joined = ?2, failures = 0, retry_at = NULL,
-                    last_failure = NULL, wrong_password_reported = 0, suspicious_until = NULL,
-                    suspicious_reason = NULL, suspicious_credentials = NULL WHERE bssid = ?1",
+                    last_failure = NULL, wrong_password_reported = 0, refused_credentials = NULL,
+                    suspicious_until = NULL, suspicious_reason = NULL,
+                    suspicious_credentials = NULL WHERE bssid = ?1",
                 params![bssid, at],
             )?;
             tx.commit()?;
@@ -255,13 +262,16 @@ impl Store {
         .await
     }
 
-    /// A failed join, for `reason`: not before `retry_at(failures)`, given the failed joins
-    /// recorded before this one (read and written in one transaction). A wrong password is
-    /// reported once until a join succeeds, whatever other failures come between.
+    /// A failed join with the credentials whose fingerprint is `credentials`, for
+    /// `reason`: not before `retry_at(failures)`, given the failed joins recorded before
+    /// this one (read and written in one transaction). A wrong password is reported once
+    /// until a join succeeds, whatever other failures come between, and keeps the
+    /// fingerprint of the credentials refused.
     pub async fn hotspot_failed(
         &self,
         bssid: String,
         reason: JoinFailure,
+        credentials: String,
         retry_at: impl FnOnce(u32) -> i64 + Send + 'static,
     ) -> Result<JoinFailed> {
         self.call(move |c| {
@@ -275,8 +285,10 @@ impl Store {
             let wrong = reason.counts_as_wrong_password();
             tx.execute(
                 "UPDATE hotspots SET failures = failures + 1, retry_at = ?2, last_failure = ?3,
-                    wrong_password_reported = MAX(wrong_password_reported, ?4) WHERE bssid = ?1",
-                params![bssid, retry_at(failures), reason, wrong],
+                    wrong_password_reported = MAX(wrong_password_reported, ?4),
+                    refused_credentials = CASE WHEN ?4 THEN ?5 ELSE refused_credentials END
+                    WHERE bssid = ?1",
+                params![bssid, retry_at(failures), reason, wrong, credentials],
             )?;
             tx.commit()?;
             Ok(JoinFailed {
@@ -327,14 +339,31 @@ impl Store {
         .await
     }
 
+    /// The credentials offered to `bssid` are not those it refused last: the wait the
+    /// refusals set is cleared (tried at the next rotation), and so are its failures in a
+    /// row and the reported refusal (new credentials refused are news). A suspicious mark
+    /// keeps its own wait ([`Store::hotspot_trusted_again`] clears it).
+    pub async fn hotspot_credentials_changed(&self, bssid: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hotspots SET retry_at = suspicious_until, failures = 0,
+                    last_failure = NULL, wrong_password_reported = 0, refused_credentials = NULL
+                    WHERE bssid = ?1 AND refused_credentials IS NOT NULL",
+                params![bssid],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Every hotspot met, by BSSID.
     pub async fn hotspots(&self) -> Result<Vec<HotspotRow>> {
         self.call(|c| {
             let mut st = c.prepare(
                 "SELECT bssid, ssid, imei, signal, last_seen, last_joined, last_complete,
                     failures, retry_at, last_failure, wrong_password_reported,
-                    suspicious_until, suspicious_reason, suspicious_credentials
-                    FROM hotspots ORDER BY bssid",
+                    suspicious_until, suspicious_reason, suspicious_credentials,
+                    refused_credentials FROM hotspots ORDER BY bssid",
             )?;
             let rows = st
                 .query_map([], |r| {
@@ -355,6 +384,7 @@ impl Store {
                             .as_deref()
                             .and_then(JoinFailure::parse),
                         wrong_password: r.get(10)?,
+                        refused_credentials: r.get(14)?,
                         suspicious: r.get::<_, Option<i64>>(11)?.map(|until| Suspicious {
                             until,
                             reason: r

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -208,6 +208,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE hotspots ADD COLUMN suspicious_until INTEGER;
     ALTER TABLE hotspots ADD COLUMN suspicious_reason TEXT;
     ALTER TABLE hotspots ADD COLUMN suspicious_credentials TEXT;
+    "#,
+    // 12: a refused password's ban: `refused_credentials`, the SHA-256 fingerprint of the
+    // credentials refused last (NULL: none refused since the last join): other credentials
+    // for the hotspot clear the wait at once. A ban recorded before keeps its wait.
+    r#"
+    ALTER TABLE hotspots ADD COLUMN refused_credentials TEXT;
     "#,
 ];
 

@@ -1,6 +1,7 @@
 //! The `hotspots` table (schema 6, the failure's reason schema 7, the suspicious mark schema
-//! 11) and `camera_work`: a v5 database gains the table, a v6 one keeps its refused
-//! passwords as reasons, a v10 one gains the mark unset, each method's effect on the row,
+//! 11, the refused credentials schema 12) and `camera_work`: a v5 database gains the table, a v6 one keeps its refused
+//! passwords as reasons, a v10 one gains the mark unset, a v11 one keeps a refusal's wait
+//! with no refused credentials, each method's effect on the row,
 //! and which clip states count as work for the next visit.
 
 use rusqlite::params;
@@ -85,6 +86,7 @@ async fn a_scan_updates_ssid_signal_and_last_seen_and_keeps_the_rest() {
             retry_at: None,
             last_failure: None,
             wrong_password: false,
+            refused_credentials: None,
             suspicious: None,
         }
     );
@@ -103,7 +105,9 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
         .unwrap();
     // The retry time is computed from the failures recorded before, in the same transaction.
     let fail = |bssid: &str, reason: JoinFailure| {
-        s.hotspot_failed(bssid.into(), reason, |before| 1000 + i64::from(before))
+        s.hotspot_failed(bssid.into(), reason, "fp".into(), |before| {
+            1000 + i64::from(before)
+        })
     };
     let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
     assert!(f.first_wrong_password, "first: report");
@@ -184,12 +188,12 @@ async fn a_version_6_database_keeps_a_refused_password_as_the_reason() {
     );
     // The refusal was reported before the upgrade: not again.
     let f = s
-        .hotspot_failed(A.into(), JoinFailure::WrongPassword, |_| 0)
+        .hotspot_failed(A.into(), JoinFailure::WrongPassword, "fp".into(), |_| 0)
         .await
         .unwrap();
     assert!(!f.first_wrong_password);
     let f = s
-        .hotspot_failed(B.into(), JoinFailure::WrongPassword, |_| 0)
+        .hotspot_failed(B.into(), JoinFailure::WrongPassword, "fp".into(), |_| 0)
         .await
         .unwrap();
     assert!(f.first_wrong_password);
@@ -294,7 +298,7 @@ async fn an_unknown_reason_reads_as_none_and_hides_nothing_else() {
     s.hotspots_seen(vec![(A.into(), "t1".into(), 40)], 1)
         .await
         .unwrap();
-    s.hotspot_failed(A.into(), JoinFailure::Timeout, |_| 5000)
+    s.hotspot_failed(A.into(), JoinFailure::Timeout, "fp".into(), |_| 5000)
         .await
         .unwrap();
     // A newer build's reason, read after a downgrade.
@@ -342,7 +346,7 @@ async fn a_version_10_database_gains_the_suspicious_mark_unset() {
 #[tokio::test]
 async fn a_suspicious_hotspot_waits_until_a_join_passes_or_its_credentials_change() {
     let (_d, s) = open();
-    s.hotspot_failed(A.into(), JoinFailure::Suspicious, |_| 5_000)
+    s.hotspot_failed(A.into(), JoinFailure::Suspicious, "fp".into(), |_| 5_000)
         .await
         .unwrap();
     s.hotspot_suspicious(A.into(), 5_000, "leased 0.0.0.0/1".into(), "fp1".into())
@@ -372,4 +376,78 @@ async fn a_suspicious_hotspot_waits_until_a_join_passes_or_its_credentials_chang
         .unwrap();
     s.hotspot_joined(B.into(), 10).await.unwrap();
     assert_eq!(row(&s, B).await.suspicious, None);
+}
+
+#[tokio::test]
+async fn a_version_11_database_keeps_a_refusals_wait_with_no_refused_credentials() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        for sql in &schema::MIGRATIONS[..11] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 11).unwrap();
+        c.execute_batch(
+            "INSERT INTO hotspots (bssid, ssid, failures, retry_at, last_failure,
+                wrong_password_reported) VALUES ('AA:AA:AA:AA:AA:01', 't1', 1, 9000, 'wrong_password', 1);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&p).unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (
+            a.failures,
+            a.retry_at,
+            a.wrong_password,
+            a.refused_credentials
+        ),
+        (1, Some(9000), true, None)
+    );
+    // Nothing to compare with: the wait stands.
+    s.hotspot_credentials_changed(A.into()).await.unwrap();
+    assert_eq!(row(&s, A).await.retry_at, Some(9000));
+}
+
+#[tokio::test]
+async fn other_credentials_clear_a_refusals_wait_but_not_a_suspicious_mark() {
+    let (_d, s) = open();
+    let fail = |reason: JoinFailure, fp: &str| {
+        s.hotspot_failed(A.into(), reason, fp.into(), |before| {
+            1000 + i64::from(before)
+        })
+    };
+    fail(JoinFailure::WrongPassword, "old").await.unwrap();
+    // Another failure keeps the credentials refused last.
+    fail(JoinFailure::Timeout, "old").await.unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.failures, a.retry_at, a.refused_credentials.as_deref()),
+        (2, Some(1001), Some("old"))
+    );
+    s.hotspot_credentials_changed(A.into()).await.unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.failures, a.retry_at, a.last_failure, a.wrong_password),
+        (0, None, None, false),
+        "tried at once, and a refusal of the new credentials is news"
+    );
+    assert_eq!(a.refused_credentials, None);
+    let f = fail(JoinFailure::WrongPassword, "new").await.unwrap();
+    assert!(f.first_wrong_password);
+    // A join clears the refused credentials.
+    s.hotspot_joined(A.into(), 5).await.unwrap();
+    assert_eq!(row(&s, A).await.refused_credentials, None);
+    // A suspicious mark keeps its own wait.
+    fail(JoinFailure::WrongPassword, "x").await.unwrap();
+    s.hotspot_suspicious(A.into(), 7777, "wide".into(), "y".into())
+        .await
+        .unwrap();
+    s.hotspot_credentials_changed(A.into()).await.unwrap();
+    let a = row(&s, A).await;
+    assert_eq!(
+        (a.retry_at, a.suspicious.map(|s| s.until)),
+        (Some(7777), Some(7777))
+    );
 }

@@ -10,9 +10,22 @@
 //! SSID; a hotspot that matches no known camera gets the default password only with
 //! `join_unknown`.
 //!
+//! A learned password is pinned to the BSSID of its first successful join (the camera with
+//! its IMEI answered there, [`Credentials::pin`]); one learned from a camera met by URL has
+//! none until then. A pinned learned password is never offered to another BSSID, not even
+//! through a camera with its IMEI, and a later join elsewhere does not move the pin.
+//!
 //! Passwords are [`Secret`]s from the file to NetworkManager: no error, log line or `Debug`
 //! output shows one. The learned file is created `0600` and never read when group or
 //! others may read it.
+//!
+//! A problem in the fleet file or the learned file disables what it touches, never the
+//! agent ([`Credentials::problems`], warned about at start and shown by `doctor`): a bad
+//! fleet-file line is skipped (the message names the file and line, never the password), a
+//! fleet file that cannot be read or has no header gives no camera; a learned file that
+//! group or others may read, that cannot be read or is not valid JSON gives no learned
+//! password and is never written over (learning waits until it is fixed: the operator may
+//! want what it holds), and a bad entry in it is skipped (and kept in the file).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -85,12 +98,15 @@ pub struct Credentials {
     learned_path: Option<PathBuf>,
     /// The learn errors already reported (a camera met at every pass says the same).
     warned: std::collections::HashSet<String>,
+    /// What was skipped while loading, in words (never a password).
+    problems: Vec<String>,
 }
 
-/// The learned store as written (the only place a password is plain text).
+/// The learned store as written (the only place a password is plain text). Each camera is
+/// kept as read: an entry this build cannot use is skipped, and written back as it was.
 #[derive(Serialize, Deserialize, Default)]
 struct LearnedFile {
-    cameras: Vec<LearnedCamera>,
+    cameras: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq)]
@@ -121,14 +137,25 @@ impl Credentials {
                 source: Source::Camera(c.name.clone()),
             })
             .collect();
+        let mut problems = Vec::new();
         if let Some(file) = &w.cameras_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read the fleet file {}", file.display()))?;
-            configured.extend(parse_fleet(&text, file)?);
+            match std::fs::read_to_string(file) {
+                Ok(text) => configured.extend(parse_fleet(&text, file, &mut problems)),
+                Err(e) => problems.push(format!(
+                    "cannot read the fleet file {}: {e}; its cameras are not known",
+                    file.display()
+                )),
+            }
         }
         let learned_path = w.learn.then(|| cfg.state_dir().join(LEARNED_FILE));
         let learned = match &learned_path {
-            Some(p) => read_learned(p)?.cameras.iter().map(learned_entry).collect(),
+            Some(p) => match read_learned(p) {
+                Ok(f) => learned_entries(&f, p, &mut problems),
+                Err(e) => {
+                    problems.push(format!("{e:#}; no learned password is used"));
+                    Vec::new()
+                }
+            },
             None => Vec::new(),
         };
         Ok(Credentials {
@@ -138,7 +165,14 @@ impl Credentials {
             join_unknown: w.join_unknown,
             learned_path,
             warned: Default::default(),
+            problems,
         })
+    }
+
+    /// What was skipped while loading (bad fleet-file lines, a learned file not read, bad
+    /// learned entries), in words, never a password: each a warning.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// BSSID match first, then SSID match (bytes compared with the configured UTF-8 SSID)
@@ -150,7 +184,10 @@ impl Credentials {
         let all = || self.configured.iter().chain(&self.learned);
         let by_bssid = all().filter(|e| e.bssid.as_deref() == Some(bssid.as_str()));
         let by_ssid = all().filter(|e| e.bssid.is_none()).filter(same_ssid);
-        if let Some(m) = by_bssid.chain(by_ssid).find_map(|e| self.complete(e, ssid)) {
+        if let Some(m) = by_bssid
+            .chain(by_ssid)
+            .find_map(|e| self.complete(e, ssid, &bssid))
+        {
             return Some(m);
         }
         // A camera pinned to another BSSID is not this one: its password is never offered
@@ -165,14 +202,18 @@ impl Credentials {
         })
     }
 
-    /// The match for `e`: the first password and the first IMEI, in the order of the
-    /// sources, among `e` and the entries with its BSSID or IMEI; else the SSID's default
-    /// password.
-    fn complete(&self, e: &Entry, ap_ssid: &[u8]) -> Option<Match> {
+    /// The match for `e` at access point `ap_bssid` (upper case): the first password and
+    /// the first IMEI, in the order of the sources, among `e` and the entries with its
+    /// BSSID or IMEI (a learned one pinned to another BSSID gives no password); else the
+    /// SSID's default password.
+    fn complete(&self, e: &Entry, ap_ssid: &[u8], ap_bssid: &str) -> Option<Match> {
         let related = |o: &&Entry| {
             std::ptr::eq(*o, e)
                 || (e.imei.is_some() && o.imei == e.imei)
                 || (e.bssid.is_some() && o.bssid == e.bssid)
+        };
+        let offered_here = |o: &&&Entry| {
+            o.source != Source::Learned || o.bssid.as_deref().is_none_or(|b| b == ap_bssid)
         };
         let related: Vec<&Entry> = self
             .configured
@@ -183,6 +224,7 @@ impl Credentials {
         let imei = related.iter().find_map(|o| o.imei.clone());
         let found = related
             .iter()
+            .filter(offered_here)
             .find_map(|o| Some((o.password.clone()?, o.source.clone())));
         let (password, source) = match found {
             Some(f) => f,
@@ -227,25 +269,66 @@ impl Credentials {
             return Ok(false);
         }
         let mut file = read_learned(&path)?;
-        let old = file.cameras.iter().position(|c| c.imei == imei);
+        let old = file
+            .cameras
+            .iter()
+            .position(|c| c.get("imei").and_then(|i| i.as_str()) == Some(imei));
+        let old_bssid = old
+            .and_then(|i| serde_json::from_value::<LearnedCamera>(file.cameras[i].clone()).ok())
+            .and_then(|c| c.bssid);
         let new = LearnedCamera {
             imei: imei.to_string(),
             ssid: ssid.to_string(),
-            bssid: bssid.or_else(|| old.and_then(|i| file.cameras[i].bssid.clone())),
+            // The first BSSID it was joined at stays: a later one does not move the pin.
+            bssid: old_bssid.or(bssid),
             password: password.expose().to_string(),
         };
+        let new = serde_json::to_value(new).context("cannot encode learned Wi-Fi credentials")?;
         match old {
             Some(i) if file.cameras[i] == new => return Ok(false),
             Some(i) => file.cameras[i] = new,
             None => file.cameras.push(new),
         }
         write_learned(&path, &file)?;
-        self.learned = file.cameras.iter().map(learned_entry).collect();
+        self.learned = learned_entries(&file, &path, &mut Vec::new());
         Ok(true)
     }
 }
 
 impl Credentials {
+    /// The camera `imei` answered behind access point `bssid` after a join: its learned
+    /// password, if it has none yet, is pinned to `bssid` (written as [`Credentials::learn`]
+    /// writes). Returns whether anything changed.
+    pub fn pin(&mut self, imei: &str, bssid: &str) -> Result<bool> {
+        let Some(path) = self.learned_path.clone() else {
+            return Ok(false);
+        };
+        let bssid = normalize_bssid(bssid)
+            .map_err(|m| anyhow!("cannot pin the learned password of {imei}: {m}"))?;
+        let unpinned = |e: &Entry| e.imei.as_deref() == Some(imei) && e.bssid.is_none();
+        if !self.learned.iter().any(unpinned) {
+            // Met at every visit: the file is neither read nor written.
+            return Ok(false);
+        }
+        let mut file = read_learned(&path)?;
+        let mut changed = false;
+        for v in &mut file.cameras {
+            let Ok(mut c) = serde_json::from_value::<LearnedCamera>(v.clone()) else {
+                continue;
+            };
+            if c.imei == imei && c.bssid.is_none() {
+                c.bssid = Some(bssid.clone());
+                *v = serde_json::to_value(c).context("cannot encode learned Wi-Fi credentials")?;
+                changed = true;
+            }
+        }
+        if changed {
+            write_learned(&path, &file)?;
+        }
+        self.learned = learned_entries(&file, &path, &mut Vec::new());
+        Ok(changed)
+    }
+
     /// Whether this is already learned, as it is.
     fn knows(&self, imei: &str, ssid: &str, password: &Secret, bssid: Option<&str>) -> bool {
         self.learned.iter().any(|e| {
@@ -264,20 +347,52 @@ impl Credentials {
     }
 }
 
-fn learned_entry(c: &LearnedCamera) -> Entry {
-    Entry {
-        ssid: Some(c.ssid.clone()),
-        bssid: c.bssid.clone(),
-        password: Some(Secret::new(c.password.clone())),
-        imei: Some(c.imei.clone()),
-        source: Source::Learned,
+/// The usable entries of the learned store at `path`; each one skipped is a problem (its
+/// position and IMEI, never its password).
+fn learned_entries(file: &LearnedFile, path: &Path, problems: &mut Vec<String>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (i, v) in file.cameras.iter().enumerate() {
+        match learned_entry(v) {
+            Ok(e) => out.push(e),
+            Err(m) => problems.push(format!(
+                "learned Wi-Fi credentials {}, camera {}: {m}; skipped",
+                path.display(),
+                i + 1
+            )),
+        }
     }
+    out
+}
+
+/// One learned camera, checked as a configured one would be. The message never quotes a
+/// value (serde's may: it is not used).
+fn learned_entry(v: &serde_json::Value) -> Result<Entry, String> {
+    let c: LearnedCamera = serde_json::from_value(v.clone())
+        .map_err(|_| "expected the strings imei, ssid, password (and bssid)".to_string())?;
+    qucam::check_imei(&c.imei).map_err(|e| format!("imei: {}", e.0))?;
+    check_ssid(&c.ssid).map_err(|m| format!("imei {}: ssid: {m}", c.imei))?;
+    let bssid = c
+        .bssid
+        .as_deref()
+        .map(normalize_bssid)
+        .transpose()
+        .map_err(|m| format!("imei {}: bssid: {m}", c.imei))?;
+    let password = Secret::new(c.password);
+    check_psk(&password).map_err(|m| format!("imei {}: password: {m}", c.imei))?;
+    Ok(Entry {
+        ssid: Some(c.ssid),
+        bssid,
+        password: Some(password),
+        imei: Some(c.imei),
+        source: Source::Learned,
+    })
 }
 
 /// The fleet file: a header `imei,ssid,bssid,password`, then one camera a line (`bssid`
 /// may be empty; fields may be double-quoted, `""` inside for a quote; blank lines and
-/// lines starting with `#` are skipped). Errors name the file and line, never a password.
-fn parse_fleet(text: &str, file: &Path) -> Result<Vec<Entry>> {
+/// lines starting with `#` are skipped). A bad line is skipped, a file without the header
+/// gives nothing: each a problem naming the file and line, never a password.
+fn parse_fleet(text: &str, file: &Path, problems: &mut Vec<String>) -> Vec<Entry> {
     let at = |n: usize| format!("fleet file {}, line {n}", file.display());
     let mut lines = text
         .lines()
@@ -285,46 +400,58 @@ fn parse_fleet(text: &str, file: &Path) -> Result<Vec<Entry>> {
         .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
     let Some((n, header)) = lines.next() else {
-        bail!(
+        problems.push(format!(
             "fleet file {} is empty: expected the header imei,ssid,bssid,password",
             file.display()
-        );
+        ));
+        return Vec::new();
     };
     let names: Vec<String> = header
         .split(',')
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     if names != ["imei", "ssid", "bssid", "password"] {
-        bail!("{}: the header must be imei,ssid,bssid,password", at(n));
+        problems.push(format!(
+            "{}: the header must be imei,ssid,bssid,password; no camera of the file is known",
+            at(n)
+        ));
+        return Vec::new();
     }
     let mut out = Vec::new();
     for (n, line) in lines {
-        let f = split_csv(line).map_err(|m| anyhow!("{}: {m}", at(n)))?;
-        let [imei, ssid, bssid, password] = <[String; 4]>::try_from(f).map_err(|f| {
-            anyhow!(
-                "{}: expected 4 fields (imei,ssid,bssid,password), got {}",
-                at(n),
-                f.len()
-            )
-        })?;
-        let imei = imei.trim().to_string();
-        qucam::check_imei(&imei).map_err(|e| anyhow!("{}: imei: {}", at(n), e.0))?;
-        check_ssid(&ssid).map_err(|m| anyhow!("{}: ssid: {m}", at(n)))?;
-        let bssid = match bssid.trim() {
-            "" => None,
-            b => Some(normalize_bssid(b).map_err(|m| anyhow!("{}: bssid: {m}", at(n)))?),
-        };
-        let password = Secret::new(password);
-        check_psk(&password).map_err(|m| anyhow!("{}: password: {m}", at(n)))?;
-        out.push(Entry {
-            ssid: Some(ssid),
-            bssid,
-            password: Some(password),
-            imei: Some(imei),
-            source: Source::FleetFile,
-        });
+        match fleet_line(line) {
+            Ok(e) => out.push(e),
+            Err(m) => problems.push(format!("{}: {m}; the line is skipped", at(n))),
+        }
     }
-    Ok(out)
+    out
+}
+
+/// One line of the fleet file after the header. The message never quotes the line.
+fn fleet_line(line: &str) -> Result<Entry, String> {
+    let f = split_csv(line)?;
+    let [imei, ssid, bssid, password] = <[String; 4]>::try_from(f).map_err(|f| {
+        format!(
+            "expected 4 fields (imei,ssid,bssid,password), got {}",
+            f.len()
+        )
+    })?;
+    let imei = imei.trim().to_string();
+    qucam::check_imei(&imei).map_err(|e| format!("imei: {}", e.0))?;
+    check_ssid(&ssid).map_err(|m| format!("ssid: {m}"))?;
+    let bssid = match bssid.trim() {
+        "" => None,
+        b => Some(normalize_bssid(b).map_err(|m| format!("bssid: {m}"))?),
+    };
+    let password = Secret::new(password);
+    check_psk(&password).map_err(|m| format!("password: {m}"))?;
+    Ok(Entry {
+        ssid: Some(ssid),
+        bssid,
+        password: Some(password),
+        imei: Some(imei),
+        source: Source::FleetFile,
+    })
 }
 
 /// One CSV line's fields. The message never quotes the line (it holds a password).
@@ -562,7 +689,7 @@ mod tests {
     }
 
     #[test]
-    fn fleet_file_errors_name_the_line_and_never_the_password() {
+    fn a_bad_fleet_line_is_skipped_with_its_line_named_and_never_the_password() {
         let d = tempfile::tempdir().unwrap();
         for (body, says) in [
             ("imei,ssid,password\n", "line 1: the header"),
@@ -596,19 +723,33 @@ mod tests {
             ),
             ("", "empty"),
         ] {
-            let file = fleet(d.path(), body);
-            let e = Credentials::load(&config(d.path(), "ssid = \"x\"", &file)).unwrap_err();
-            let m = format!("{e:#}");
+            // The bad line (or file) is skipped; a good line after it is kept.
+            let body = match body {
+                "" => String::new(),
+                b => format!("{b}222,t2,{B},{PW}2\n"),
+            };
+            let file = fleet(d.path(), &body);
+            let c = Credentials::load(&config(d.path(), "ssid = \"x\"", &file))
+                .expect("a bad line does not stop the agent");
+            let [m] = c.problems() else {
+                panic!("{body:?}: one problem: {:?}", c.problems())
+            };
             assert!(m.contains(says) && m.contains("fleet.csv"), "{body:?}: {m}");
             assert!(!m.contains(PW) && !m.contains("s3cret"), "{m}");
+            let headed = body.starts_with("imei,ssid,bssid,password");
+            assert_eq!(c.for_ap(b"t2", B).is_some(), headed, "{body:?}");
+            assert!(c.for_ap(b"t", A).is_none(), "{body:?}");
         }
-        let e = Credentials::load(&config(
+        let c = Credentials::load(&config(
             d.path(),
             "ssid = \"x\"",
             "cameras_file = \"/nonexistent.csv\"",
         ))
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("/nonexistent.csv"), "{e:#}");
+        .expect("a missing fleet file does not stop the agent");
+        let [m] = c.problems() else {
+            panic!("{:?}", c.problems())
+        };
+        assert!(m.contains("/nonexistent.csv"), "{m}");
     }
 
     #[test]
@@ -675,32 +816,117 @@ mod tests {
     }
 
     #[test]
-    fn a_learned_file_others_may_read_is_refused() {
+    fn a_learned_file_others_may_read_is_ignored_and_never_written_over() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "ssid = \"x\"", "learn = true");
         let mut c = Credentials::load(&cfg).unwrap();
-        c.learn("444", "truck-4", &Secret::new(PW), None).unwrap();
+        c.learn("444", "truck-4", &Secret::new(PW), Some(C))
+            .unwrap();
         let path = d.path().join("state").join(LEARNED_FILE);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let m = format!("{:#}", Credentials::load(&cfg).unwrap_err());
+        let kept = std::fs::read(&path).unwrap();
+        let mut c = Credentials::load(&cfg).expect("the agent goes on");
+        let [m] = c.problems() else {
+            panic!("{:?}", c.problems())
+        };
         assert!(
             m.contains("group or others") && m.contains("refusing") && m.contains("640"),
             "{m}"
         );
+        assert!(m.contains("no learned password is used"), "{m}");
         assert!(!m.contains(PW), "{m}");
+        assert!(c.for_ap(b"truck-4", C).is_none(), "not read");
         let e = c
-            .learn("444", "truck-4", &Secret::new("another-pw"), None)
+            .learn("555", "truck-5", &Secret::new("another-pw"), None)
             .unwrap_err();
         assert!(format!("{e:#}").contains("refusing"), "{e:#}");
-        // Not valid JSON: where, never what.
-        std::fs::write(
-            &path,
-            format!("{{\"cameras\":[{{\"imei\":\"1\",\"password\":{PW}"),
-        )
-        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), kept, "never written over");
+        // Not valid JSON: where, never what; ignored, and not written over either.
+        let bad = format!("{{\"cameras\":[{{\"imei\":\"1\",\"password\":{PW}");
+        std::fs::write(&path, &bad).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let m = format!("{:#}", Credentials::load(&cfg).unwrap_err());
+        let mut c = Credentials::load(&cfg).expect("the agent goes on");
+        let [m] = c.problems() else {
+            panic!("{:?}", c.problems())
+        };
         assert!(m.contains("not valid") && !m.contains(PW), "{m}");
+        assert!(c.learn("555", "truck-5", &Secret::new(PW), None).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
+    }
+
+    #[test]
+    fn a_learned_password_is_pinned_to_its_first_join_and_offered_nowhere_else() {
+        let d = tempfile::tempdir().unwrap();
+        // A camera known by its IMEI and SSID only, with no password of its own.
+        let cfg = config(
+            d.path(),
+            "ssid = \"truck-4\"\nimei = \"444\"",
+            "learn = true\njoin_unknown = false",
+        );
+        let mut c = Credentials::load(&cfg).unwrap();
+        // Learned from the camera met by URL: no BSSID yet, offered by SSID.
+        c.learn("444", "truck-4", &Secret::new(PW), None).unwrap();
+        assert!(c.for_ap(b"truck-4", A).is_some() && c.for_ap(b"truck-4", B).is_some());
+        // Its first join, at A (lower case from NetworkManager is fine).
+        assert!(c.pin("444", &A.to_lowercase()).unwrap());
+        assert!(!c.pin("444", B).unwrap(), "the first join's BSSID stays");
+        assert_eq!(c.for_ap(b"truck-4", A).unwrap().password.expose(), PW);
+        assert!(
+            c.for_ap(b"truck-4", B).is_none(),
+            "not offered to another access point, not even through the camera's IMEI"
+        );
+        // Learned again behind another BSSID: the pin does not move.
+        c.learn("444", "truck-4", &Secret::new(PW), Some(B))
+            .unwrap();
+        assert!(c.for_ap(b"truck-4", B).is_none());
+        // Kept across a restart.
+        let c = Credentials::load(&cfg).unwrap();
+        assert_eq!(c.for_ap(b"truck-4", A).unwrap().source, Source::Learned);
+        assert!(c.for_ap(b"truck-4", B).is_none());
+        // Nothing to pin without learn, or for an IMEI never learned.
+        let mut c = Credentials::load(&cfg).unwrap();
+        assert!(!c.pin("555", A).unwrap());
+        let mut off = Credentials::load(&config(d.path(), "ssid = \"x\"", "")).unwrap();
+        assert!(!off.pin("444", C).unwrap());
+    }
+
+    #[test]
+    fn a_bad_learned_entry_is_skipped_and_kept_in_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "ssid = \"x\"", "learn = true");
+        let path = d.path().join("state").join(LEARNED_FILE);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let body = format!(
+            r#"{{"cameras":[
+                {{"imei":"111","ssid":"t1","password":"short"}},
+                {{"imei":"222","ssid":"t2","password":12345678}},
+                {{"imei":"333","ssid":"t3","bssid":"{A}","password":"{PW}"}}
+            ]}}"#
+        );
+        std::fs::write(&path, &body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut c = Credentials::load(&cfg).unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("camera 1") && p[0].contains("imei 111: password"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("camera 2") && !p[1].contains("12345678"),
+            "{p:?}"
+        );
+        assert!(c.for_ap(b"t1", B).is_none());
+        let m = c.for_ap(b"t3", A).unwrap();
+        assert_eq!((m.password.expose(), m.source), (PW, Source::Learned));
+        // Learning another camera keeps the entries skipped, as they were.
+        assert!(c.learn("444", "t4", &Secret::new(PW), None).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("short") && text.contains("12345678"),
+            "{text}"
+        );
+        assert!(c.for_ap(b"t4", C).is_some() && c.for_ap(b"t3", A).is_some());
     }
 
     #[test]

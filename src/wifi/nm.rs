@@ -139,6 +139,12 @@ pub struct Waits {
     pub suspicious: Duration,
 }
 
+/// A refused password waits this long before the hotspot is tried again the first time,
+/// doubling with each failed visit in a row up to `wifi.wrong_password_retry`: a cloned
+/// access point or two handshakes lost to a weak signal keep the real camera away minutes,
+/// not hours.
+pub const FIRST_WRONG_PASSWORD_RETRY: Duration = Duration::from_secs(5 * 60);
+
 /// A failed join (other than a wrong password) waits this long before the hotspot is tried
 /// again, doubling with each failure in a row up to [`MAX_JOIN_RETRY`].
 pub const FAILED_JOIN_RETRY: Duration = Duration::from_secs(60);
@@ -161,19 +167,23 @@ impl JoinError {
     }
 
     /// A refused password: reported once until a join succeeds, retried after
+    /// [`FIRST_WRONG_PASSWORD_RETRY`], doubling per failed visit up to
     /// `wifi.wrong_password_retry`.
     pub fn counts_as_wrong_password(&self) -> bool {
         self.reason().counts_as_wrong_password()
     }
 
     /// How long after this failure (`failures_before` in a row before it) the hotspot is
-    /// tried again: a wrong password after `wrong_password_retry`; a suspicious network
+    /// tried again: a wrong password after [`FIRST_WRONG_PASSWORD_RETRY`] doubled per failure
+    /// (each visit records one), up to `wrong_password_retry`; a suspicious network
     /// after `suspicious_for`; a hotspot that is gone (the truck drove away) after
     /// [`FAILED_JOIN_RETRY`], so it is met again as soon as it is back; any other failure
     /// after [`FAILED_JOIN_RETRY`] doubled per failure, up to [`MAX_JOIN_RETRY`].
     pub fn retry_delay(&self, failures_before: u32, waits: Waits) -> Duration {
         match self {
-            JoinError::WrongPassword => waits.wrong_password,
+            JoinError::WrongPassword => FIRST_WRONG_PASSWORD_RETRY
+                .saturating_mul(1 << failures_before.min(16))
+                .min(waits.wrong_password),
             JoinError::Suspicious(_) => waits.suspicious,
             JoinError::Gone => FAILED_JOIN_RETRY,
             JoinError::Failed { .. } | JoinError::Timeout | JoinError::Nm(_) => FAILED_JOIN_RETRY
@@ -646,6 +656,42 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_password_waits_minutes_first_and_doubles_per_visit_up_to_its_cap() {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        let waits = Waits {
+            wrong_password: Duration::from_secs(6 * 3600),
+            suspicious: min(90),
+        };
+        let got: Vec<Duration> = (0..9)
+            .map(|n| JoinError::WrongPassword.retry_delay(n, waits))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                min(5),
+                min(10),
+                min(20),
+                min(40),
+                min(80),
+                min(160),
+                min(320),
+                min(360),
+                min(360)
+            ]
+        );
+        assert_eq!(
+            JoinError::WrongPassword.retry_delay(u32::MAX, waits),
+            min(360)
+        );
+        // A cap under the first wait is the wait.
+        let short = Waits {
+            wrong_password: min(2),
+            ..waits
+        };
+        assert_eq!(JoinError::WrongPassword.retry_delay(0, short), min(2));
+    }
+
+    #[test]
     fn failed_joins_back_off_but_a_truck_that_left_is_met_again_soon() {
         let six_h = Duration::from_secs(6 * 3600);
         let min = |m: u64| Duration::from_secs(60 * m);
@@ -670,7 +716,6 @@ mod tests {
         );
         for n in [0, 5, 100] {
             assert_eq!(JoinError::Gone.retry_delay(n, waits), min(1), "{n}");
-            assert_eq!(JoinError::WrongPassword.retry_delay(n, waits), six_h);
             let rogue = JoinError::Suspicious(Suspicion::NoAddress);
             assert_eq!(rogue.retry_delay(n, waits), min(90));
             let failed = JoinError::Failed { reason: 11 };

@@ -206,6 +206,29 @@ impl Db {
             .expect("update the clips")
     }
 
+    /// The failed joins in a row of hotspot `bssid` and how long it waits from now (ms; none
+    /// when it does not wait).
+    pub fn hotspot_wait(&self, bssid: &str) -> (u32, Option<i64>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        self.0
+            .query_row(
+                "SELECT failures, retry_at FROM hotspots WHERE bssid = ?1",
+                [bssid],
+                |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(|t| t - now))),
+            )
+            .expect("read the hotspot")
+    }
+
+    /// Ends the wait of hotspot `bssid` now, as if its time had come (the clock moved on).
+    pub fn end_hotspot_wait(&self, bssid: &str) {
+        self.0
+            .execute("UPDATE hotspots SET retry_at = 0 WHERE bssid = ?1", [bssid])
+            .expect("update the hotspot");
+    }
+
     /// Takes the database's write lock and holds it until [`Db::rollback`] or the
     /// connection is dropped (as an `sqlite3` shell or a backup tool might).
     pub fn begin_exclusive(&self) {

@@ -17,7 +17,8 @@
 //!   visit: the others wait for the next visit); after the visit, uploads run on the
 //!   uplink before the next camera (bounded by `max_per_camera`).
 //! - **Fair and bounded**: a visit ends at `wifi.max_per_camera`; a wrong password is
-//!   reported once and retried after `wifi.wrong_password_retry`.
+//!   reported once and retried after a few minutes, doubling per refused visit up to
+//!   `wifi.wrong_password_retry`, and at once when the credentials for the hotspot change.
 
 mod visit;
 
@@ -243,10 +244,16 @@ impl Rotation {
             "a rotation over the hotspots in range begins"
         );
         let mut visits = Vec::new();
-        for (ap, m) in plan {
+        for (ap, _) in plan {
             if self.stopping() {
                 break;
             }
+            // An earlier visit of this rotation may have pinned a learned password to
+            // another access point with this SSID: the credentials are asked again.
+            let Some(m) = self.learner.password_for(&ap.ssid, &ap.bssid) else {
+                debug!(bssid = %ap.bssid, "no password for this hotspot any more: not joined");
+                continue;
+            };
             let visit = Visit {
                 rot: self,
                 radio,
@@ -286,6 +293,26 @@ impl Rotation {
                 }
                 r.suspicious = None;
                 r.retry_at = None;
+            }
+            // So is a hotspot that refused other credentials than those it would be offered
+            // now (a password corrected in the config, the fleet file or learned since).
+            if let Some(r) = row.as_mut()
+                && r.refused_credentials
+                    .as_ref()
+                    .is_some_and(|c| *c != m.fingerprint(&ap.bssid))
+            {
+                info!(bssid = %ap.bssid, "the credentials of a hotspot that refused its password changed: it may be joined again");
+                if let Err(e) = self
+                    .store
+                    .hotspot_credentials_changed(ap.bssid.clone())
+                    .await
+                {
+                    warn!("cannot clear the wrong password's wait: {e:#}");
+                }
+                r.retry_at = r.suspicious.as_ref().map(|s| s.until);
+                r.refused_credentials = None;
+                r.wrong_password = false;
+                r.failures = 0;
             }
             let row = row.as_ref();
             let imei = row.and_then(|r| r.imei.clone()).or_else(|| m.imei.clone());

@@ -101,7 +101,9 @@ impl Visit<'_> {
 
     /// Joins `ap`. NetworkManager says "no secrets" both for a wrong password and for a
     /// handshake lost to a weak signal: the join is tried once more before the password is
-    /// called wrong (which keeps the hotspot away for `wrong_password_retry`).
+    /// called wrong (which keeps the hotspot away a few minutes at first, more at each
+    /// visit refused in a row, up to `wrong_password_retry`). The visit records one failure
+    /// either way: the wait grows across visits only.
     async fn join(&self, name: &str) -> Result<Joined, JoinError> {
         let (radio, ap, password) = (self.radio, self.ap, &self.m.password);
         let t = radio.wifi.join_timeout;
@@ -242,6 +244,7 @@ impl Visit<'_> {
             }
         };
         rot.learner.learn(&info, Some(&joined.ap.bssid)).await;
+        rot.learner.pin(&info.imei, &joined.ap.bssid).await;
         let bssid = joined.ap.bssid.clone();
         let previous = rot
             .store
@@ -258,8 +261,9 @@ impl Visit<'_> {
         }
     }
 
-    /// A join failed: a wrong password is reported once and retried after
-    /// `wrong_password_retry`; a suspicious network (left at once by [`Nm::join`]) is marked
+    /// A join failed: a wrong password is reported once and retried after a few minutes,
+    /// doubling per failed visit up to `wrong_password_retry`, or at the next rotation when
+    /// the credentials for the hotspot change (kept as their fingerprint); a suspicious network (left at once by [`Nm::join`]) is marked
     /// with the fingerprint of its credentials, warned about, and not joined for
     /// `suspicious_for`; a hotspot that is gone (the truck left) is tried again after
     /// a minute, with no backoff and no warning; other failures back off
@@ -281,7 +285,12 @@ impl Visit<'_> {
         let failed = self
             .rot
             .store
-            .hotspot_failed(ap.bssid.clone(), e.reason(), retry_at)
+            .hotspot_failed(
+                ap.bssid.clone(),
+                e.reason(),
+                self.m.fingerprint(&ap.bssid),
+                retry_at,
+            )
             .await;
         // A hotspot NetworkManager still lists after the truck left: no warning.
         let gone = match &e {

@@ -17,7 +17,8 @@ const ACTIONS: [&str; 3] = [
     "org.freedesktop.NetworkManager.settings.modify.system",
 ];
 
-const POLKIT_HINT: &str = "install the polkit rule (docs/depot-wifi.md: /usr/share/polkit-1/rules.d/50-qucam-offload.rules) and run doctor as the service user";
+/// How to enable the polkit rule the package ships (not enabled without `[wifi]`).
+const POLKIT_HINT: &str = "enable the polkit rule: sudo ln -s /usr/share/qucam-offload/50-qucam-offload.rules /etc/polkit-1/rules.d/ (docs/depot-wifi.md, systemd and polkit), then run doctor as the service user";
 
 pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
     let Some(w) = &cfg.wifi else {
@@ -57,6 +58,14 @@ pub(super) async fn check_wifi(cfg: &Config, r: &mut Report) {
             return;
         }
     };
+    for p in creds.problems() {
+        r.push(
+            Status::Warn,
+            "wifi: passwords",
+            p.clone(),
+            Some("fix the file named (the agent runs without what it skipped)"),
+        );
+    }
     check_in_range(&nm, &creds, r).await;
     check_suspicious(cfg, r).await;
 }
@@ -162,5 +171,19 @@ async fn check_in_range(nm: &Nm, creds: &Credentials, r: &mut Report) {
         );
     } else {
         r.add(Status::Pass, "wifi: in range", known.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::POLKIT_HINT;
+
+    #[test]
+    fn the_polkit_hint_gives_the_step_the_docs_show() {
+        let docs = include_str!("../../../docs/depot-wifi.md");
+        let step =
+            "sudo ln -s /usr/share/qucam-offload/50-qucam-offload.rules /etc/polkit-1/rules.d/";
+        assert!(POLKIT_HINT.contains(step), "{POLKIT_HINT}");
+        assert!(docs.contains(step));
     }
 }
