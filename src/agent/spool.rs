@@ -207,14 +207,21 @@ impl Spool {
         Ok(true)
     }
 
-    /// Whether a download needing `need` bytes could ever have room: the spool's file
-    /// system, empty, holds them above `spool.min_free_bytes`. (When its size cannot be
-    /// read, it could.)
-    pub(crate) fn could_ever_fit(&self, cfg: &SpoolConfig, need: u64) -> bool {
-        match fs4::total_space(&self.root) {
-            Ok(total) => total >= cfg.min_free_bytes.saturating_add(need),
-            Err(_) => true,
-        }
+    /// Whether a download needing `need` bytes could ever have room: the space free now
+    /// plus what the spool's own clips hold (all of it freed once they are uploaded) is
+    /// at least `need` above `spool.min_free_bytes`. (When the free space cannot be read,
+    /// it could.)
+    pub(crate) async fn could_ever_fit(
+        &self,
+        store: &Store,
+        cfg: &SpoolConfig,
+        need: u64,
+    ) -> Result<bool> {
+        let Ok(free) = fs4::available_space(&self.root) else {
+            return Ok(true);
+        };
+        let ours = store.spool_bytes().await?;
+        Ok(free.saturating_add(ours) >= cfg.min_free_bytes.saturating_add(need))
     }
 
     /// Bytes a download of `c` still needs: its listed size less what its `.part` holds.

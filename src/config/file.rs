@@ -125,6 +125,24 @@ struct FileAccess {
     group: u32,
 }
 
+/// The package's service group.
+const SERVICE_GROUP: &str = "qucam-offload";
+
+/// Whether `gid` is root's group or the package's service group (read from `/etc/group`).
+fn service_group(gid: u32) -> bool {
+    gid == 0
+        || std::fs::read_to_string("/etc/group")
+            .is_ok_and(|g| group_has_gid(&g, SERVICE_GROUP, gid))
+}
+
+/// Whether `/etc/group` text `groups` gives `name` the id `gid`.
+fn group_has_gid(groups: &str, name: &str, gid: u32) -> bool {
+    groups.lines().any(|l| {
+        let mut f = l.split(':');
+        f.next() == Some(name) && f.nth(1).and_then(|g| g.trim().parse().ok()) == Some(gid)
+    })
+}
+
 /// The agent's user and groups (effective and supplementary).
 #[derive(Debug, Clone)]
 struct ProcessIds {
@@ -191,7 +209,9 @@ impl FileAccess {
         }
         // Run by root (an admin's `run --once`), the group that reads the file is the
         // package's layout, not an exposure.
-        let my_group = me.is_none_or(|m| m.uid == 0 || m.gids.contains(&self.group));
+        let my_group = me.is_none_or(|m| {
+            m.gids.contains(&self.group) || (m.uid == 0 && service_group(self.group))
+        });
         if my_group {
             return None;
         }
@@ -363,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn run_by_root_the_packages_layout_is_not_warned_about_and_never_told_chmod_600() {
+    fn run_by_root_only_roots_or_the_service_group_may_read_and_chmod_600_is_never_advised() {
         let root = ProcessIds {
             uid: 0,
             gids: vec![0],
@@ -373,7 +393,25 @@ mod tests {
             owner: 0,
             group: 997,
         };
-        assert_eq!(packaged.exposure(Some(&root)), None);
+        // (The service group is looked up in /etc/group: `group_has_gid` below.)
+        // Root's own group is the package's layout too; the service group is looked up.
+        let root_group = FileAccess {
+            group: 0,
+            ..packaged
+        };
+        assert_eq!(root_group.exposure(Some(&root)), None);
+        assert!(group_has_gid(
+            "root:x:0:\nqucam-offload:x:997:\n",
+            SERVICE_GROUP,
+            997
+        ));
+        assert!(!group_has_gid("users:x:100:\n", SERVICE_GROUP, 100));
+        // Another group (say `users`) may read S3 keys: warned, even when root runs it.
+        let users = FileAccess {
+            group: 4242,
+            ..packaged
+        };
+        assert_eq!(users.exposure(Some(&root)), Some(Exposure::ForeignGroup));
         let world = FileAccess {
             mode: 0o644,
             ..packaged

@@ -178,7 +178,8 @@ pub struct JoinFailed {
     /// The first failure that counts as a wrong password since the last join that
     /// succeeded: report it once.
     pub first_wrong_password: bool,
-    /// Failed joins recorded before this one.
+    /// Failed joins in a row recorded before this one; for a refused password, refused
+    /// passwords in a row (a wrong password's wait doubles with these only).
     pub failures_before: u32,
 }
 
@@ -211,7 +212,7 @@ impl Store {
             let tx = c.transaction()?;
             tx.execute(ENSURE, params![bssid])?;
             tx.execute(
-                "UPDATE hotspots SET last_joined = ?2, failures = 0, retry_at = NULL,
+                "UPDATE hotspots SET last_joined = ?2, failures = 0, refusals = 0, retry_at = NULL,
                     last_failure = NULL, wrong_password_reported = 0, refused_credentials = NULL,
                     suspicious_until = NULL, suspicious_reason = NULL,
                     suspicious_credentials = NULL WHERE bssid = ?1",
@@ -277,23 +278,27 @@ impl Store {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(ENSURE, params![bssid])?;
-            let (reported, failures): (bool, u32) = tx.query_row(
-                "SELECT wrong_password_reported, failures FROM hotspots WHERE bssid = ?1",
+            let (reported, failures, refusals): (bool, u32, u32) = tx.query_row(
+                "SELECT wrong_password_reported, failures, refusals FROM hotspots
+                    WHERE bssid = ?1",
                 params![bssid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             let wrong = reason.counts_as_wrong_password();
+            // A refusal's wait grows with refusals in a row only; other failures with all.
+            let before = if wrong { refusals } else { failures };
             tx.execute(
                 "UPDATE hotspots SET failures = failures + 1, retry_at = ?2, last_failure = ?3,
                     wrong_password_reported = MAX(wrong_password_reported, ?4),
+                    refusals = refusals + ?4,
                     refused_credentials = CASE WHEN ?4 THEN ?5 ELSE refused_credentials END
                     WHERE bssid = ?1",
-                params![bssid, retry_at(failures), reason, wrong, credentials],
+                params![bssid, retry_at(before), reason, wrong, credentials],
             )?;
             tx.commit()?;
             Ok(JoinFailed {
                 first_wrong_password: wrong && !reported,
-                failures_before: failures,
+                failures_before: before,
             })
         })
         .await
@@ -346,7 +351,7 @@ impl Store {
     pub async fn hotspot_credentials_changed(&self, bssid: String) -> Result<()> {
         self.call(move |c| {
             c.execute(
-                "UPDATE hotspots SET retry_at = suspicious_until, failures = 0,
+                "UPDATE hotspots SET retry_at = suspicious_until, failures = 0, refusals = 0,
                     last_failure = NULL, wrong_password_reported = 0, refused_credentials = NULL
                     WHERE bssid = ?1 AND refused_credentials IS NOT NULL",
                 params![bssid],

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -214,6 +214,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // for the hotspot clear the wait at once. A ban recorded before keeps its wait.
     r#"
     ALTER TABLE hotspots ADD COLUMN refused_credentials TEXT;
+    "#,
+    // 13: `refusals`, the hotspot's refused passwords in a row (reset by a join or other
+    // credentials): a wrong password's wait doubles with these only, not with other
+    // failures (a truck at the edge of range that timed out is not banned longer).
+    r#"
+    ALTER TABLE hotspots ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 

@@ -117,6 +117,15 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
     assert_eq!(f.failures_before, 1);
     let f = fail(A, JoinFailure::Timeout).await.unwrap();
     assert_eq!((f.first_wrong_password, f.failures_before), (false, 2));
+    // Failures of other kinds do not make a refusal's wait longer: only refusals in a row.
+    let b = "0A:00:00:00:00:0B";
+    for _ in 0..4 {
+        fail(b, JoinFailure::Timeout).await.unwrap();
+    }
+    let f = fail(b, JoinFailure::WrongPassword).await.unwrap();
+    assert_eq!(f.failures_before, 0, "the first refusal waits the shortest");
+    let f = fail(b, JoinFailure::WrongPassword).await.unwrap();
+    assert_eq!(f.failures_before, 1);
     let a = row(&s, A).await;
     assert_eq!(
         (a.failures, a.retry_at, a.last_failure),
@@ -128,12 +137,13 @@ async fn a_wrong_password_is_reported_once_until_a_join_succeeds() {
         "a refused password stays shown until a join"
     );
     // Another failure between two refusals does not make the second one news.
+    // (Its wait grows with the refusals in a row: two before it.)
     let f = fail(A, JoinFailure::WrongPassword).await.unwrap();
-    assert_eq!((f.first_wrong_password, f.failures_before), (false, 3));
+    assert_eq!((f.first_wrong_password, f.failures_before), (false, 2));
     let a = row(&s, A).await;
     assert_eq!(
         (a.failures, a.retry_at, a.last_failure),
-        (4, Some(1003), Some(JoinFailure::WrongPassword))
+        (4, Some(1002), Some(JoinFailure::WrongPassword))
     );
     s.hotspot_joined(A.into(), 400).await.unwrap();
     let a = row(&s, A).await;

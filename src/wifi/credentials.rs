@@ -37,6 +37,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, check_psk, check_ssid, normalize_bssid};
 
+/// What a bad BSSID in the fleet or learned file is called: the value is never quoted (a
+/// line whose columns are swapped would show its password).
+const NOT_A_BSSID: &str = "bssid: not a BSSID (six hex pairs, e.g. AA:BB:CC:DD:EE:FF)";
+
 /// The learned store's file name in the state dir.
 pub const LEARNED_FILE: &str = "wifi-credentials.json";
 
@@ -212,9 +216,9 @@ impl Credentials {
                 || (e.imei.is_some() && o.imei == e.imei)
                 || (e.bssid.is_some() && o.bssid == e.bssid)
         };
-        let offered_here = |o: &&&Entry| {
-            o.source != Source::Learned || o.bssid.as_deref().is_none_or(|b| b == ap_bssid)
-        };
+        // A password pinned to another BSSID (learned, in the fleet file or a
+        // `[[camera]]`) is never offered here, whichever entry led to it.
+        let offered_here = |o: &&&Entry| o.bssid.as_deref().is_none_or(|b| b == ap_bssid);
         let related: Vec<&Entry> = self
             .configured
             .iter()
@@ -276,6 +280,15 @@ impl Credentials {
         let old_bssid = old
             .and_then(|i| serde_json::from_value::<LearnedCamera>(file.cameras[i].clone()).ok())
             .and_then(|c| c.bssid);
+        if let (Some(pinned), Some(here)) = (&old_bssid, &bssid)
+            && pinned != here
+        {
+            // What answers behind another access point never rewrites a pinned entry (an
+            // access point can claim any IMEI).
+            return Err(anyhow!(
+                "not learning Wi-Fi credentials of {imei} reported behind {here}: its learned password is pinned to {pinned}"
+            ));
+        }
         let new = LearnedCamera {
             imei: imei.to_string(),
             ssid: ssid.to_string(),
@@ -369,14 +382,14 @@ fn learned_entries(file: &LearnedFile, path: &Path, problems: &mut Vec<String>) 
 fn learned_entry(v: &serde_json::Value) -> Result<Entry, String> {
     let c: LearnedCamera = serde_json::from_value(v.clone())
         .map_err(|_| "expected the strings imei, ssid, password (and bssid)".to_string())?;
-    qucam::check_imei(&c.imei).map_err(|e| format!("imei: {}", e.0))?;
+    qucam::check_imei(&c.imei).map_err(|_| "imei: expected 1-32 letters or digits".to_string())?;
     check_ssid(&c.ssid).map_err(|m| format!("imei {}: ssid: {m}", c.imei))?;
     let bssid = c
         .bssid
         .as_deref()
         .map(normalize_bssid)
         .transpose()
-        .map_err(|m| format!("imei {}: bssid: {m}", c.imei))?;
+        .map_err(|_| format!("imei {}: {NOT_A_BSSID}", c.imei))?;
     let password = Secret::new(c.password);
     check_psk(&password).map_err(|m| format!("imei {}: password: {m}", c.imei))?;
     Ok(Entry {
@@ -437,11 +450,13 @@ fn fleet_line(line: &str) -> Result<Entry, String> {
         )
     })?;
     let imei = imei.trim().to_string();
-    qucam::check_imei(&imei).map_err(|e| format!("imei: {}", e.0))?;
+    // The IMEI is never quoted either (the columns may be swapped).
+    qucam::check_imei(&imei).map_err(|_| "imei: expected 1-32 letters or digits".to_string())?;
     check_ssid(&ssid).map_err(|m| format!("ssid: {m}"))?;
     let bssid = match bssid.trim() {
         "" => None,
-        b => Some(normalize_bssid(b).map_err(|m| format!("bssid: {m}"))?),
+        // Never quoted: a line whose columns are swapped would show its password.
+        b => Some(normalize_bssid(b).map_err(|_| NOT_A_BSSID.to_string())?),
     };
     let password = Secret::new(password);
     check_psk(&password).map_err(|m| format!("password: {m}"))?;
@@ -689,6 +704,17 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_line_with_swapped_columns_never_shows_its_password() {
+        for line in [
+            "111111111111111,truck-1,s3cretpw1,AA:BB:CC:DD:EE:FF",
+            "111111111111111,truck-1,AA:BB:CC:DD:EE:FF,s3cretpw1,more",
+        ] {
+            let e = fleet_line(line).expect_err("a bad line");
+            assert!(!e.contains("s3cretpw1"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_bad_fleet_line_is_skipped_with_its_line_named_and_never_the_password() {
         let d = tempfile::tempdir().unwrap();
         for (body, says) in [
@@ -875,10 +901,12 @@ mod tests {
             c.for_ap(b"truck-4", B).is_none(),
             "not offered to another access point, not even through the camera's IMEI"
         );
-        // Learned again behind another BSSID: the pin does not move.
-        c.learn("444", "truck-4", &Secret::new(PW), Some(B))
-            .unwrap();
+        // Reported again behind another BSSID (anything can claim the IMEI there): the
+        // pinned entry is neither moved nor rewritten.
+        let other = c.learn("444", "truck-4", &Secret::new("n0t-the-real-one"), Some(B));
+        assert!(other.is_err(), "{other:?}");
         assert!(c.for_ap(b"truck-4", B).is_none());
+        assert_eq!(c.for_ap(b"truck-4", A).unwrap().password.expose(), PW);
         // Kept across a restart.
         let c = Credentials::load(&cfg).unwrap();
         assert_eq!(c.for_ap(b"truck-4", A).unwrap().source, Source::Learned);

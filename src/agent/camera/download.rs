@@ -131,7 +131,11 @@ impl Downloads {
                             && (!self.uploader.bucket_reachable()
                                 || !self.uploader.uploads_pending().await?)
                         {
-                            if !self.spool.could_ever_fit(&self.cfg.spool, need) {
+                            if !self
+                                .spool
+                                .could_ever_fit(&self.store, &self.cfg.spool, need)
+                                .await?
+                            {
                                 // This clip can never fit (its listed size is more than the
                                 // whole disk above the floor): the others go on, it waits.
                                 warn!(

@@ -244,7 +244,11 @@ impl Visit<'_> {
             }
         };
         rot.learner.learn(&info, Some(&joined.ap.bssid)).await;
-        rot.learner.pin(&info.imei, &joined.ap.bssid).await;
+        // Pinned only by a join its own learned password made, with its own IMEI answering:
+        // an access point can claim any IMEI.
+        if self.m.source == Source::Learned && self.m.imei.as_deref() == Some(info.imei.as_str()) {
+            rot.learner.pin(&info.imei, &joined.ap.bssid).await;
+        }
         let bssid = joined.ap.bssid.clone();
         let previous = rot
             .store
