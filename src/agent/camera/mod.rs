@@ -336,10 +336,14 @@ impl CameraWorker {
     }
 }
 
-/// Clips of `imei` that still need work under `policy` (not yet verified and settled).
+/// Clips of `imei` that still need work under `policy` (not yet verified and settled):
+/// a count in the store, never the camera's history read.
 pub(crate) async fn remaining(store: &Store, imei: &str, policy: DeletePolicy) -> Result<usize> {
-    let clips = store.clips_of(imei).await?;
-    Ok(count_remaining(clips.iter().map(|c| c.state), policy))
+    let states = ClipState::ALL
+        .into_iter()
+        .filter(|s| needs_work(*s, policy))
+        .collect();
+    store.count_in(imei, states).await
 }
 
 /// Whether a clip in `state` still needs work under `policy`: not yet offloaded and
@@ -347,17 +351,6 @@ pub(crate) async fn remaining(store: &Store, imei: &str, policy: DeletePolicy) -
 /// never deletes).
 pub(crate) fn needs_work(state: ClipState, policy: DeletePolicy) -> bool {
     state.is_still_to_do() || (state == ClipState::Verified && policy == DeletePolicy::AfterUpload)
-}
-
-/// How many of `states` still need work under `policy` (see [`needs_work`]).
-pub(crate) fn count_remaining(
-    states: impl IntoIterator<Item = ClipState>,
-    policy: DeletePolicy,
-) -> usize {
-    states
-        .into_iter()
-        .filter(|s| needs_work(*s, policy))
-        .count()
 }
 
 /// Whether a pass ended because another camera answers at its address (see `identity`).
@@ -426,16 +419,5 @@ mod tests {
         for s in [Retained, Deleted, Skipped, Refused, Lost, Elsewhere] {
             assert!(!never.contains(&s), "{s:?} is settled");
         }
-        assert_eq!(
-            count_remaining(
-                [Queued, Verified, Deleted, Verified],
-                DeletePolicy::AfterUpload
-            ),
-            3
-        );
-        assert_eq!(
-            count_remaining([Queued, Verified, Deleted, Verified], DeletePolicy::Never),
-            1
-        );
     }
 }
