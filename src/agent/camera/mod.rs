@@ -37,7 +37,7 @@ use qucam::CameraClient;
 use super::events::Events;
 use super::learn::Learner;
 use super::quarantine;
-use super::schedule::Schedule;
+use super::schedule::{Again, SWAP_WINDOW, Schedule};
 use super::spool::Spool;
 use super::uploader::Uploader;
 use super::{AgentEvent, PassOutcome, Stops};
@@ -141,8 +141,14 @@ impl CameraWorker {
                 let _busy = super::heartbeat::busy();
                 self.pass(&Turn::Polled).await
             };
-            if end.swapped {
-                schedule.again(i);
+            if end.swapped
+                && let Again::BackedOff(n) = schedule.again(i)
+            {
+                warn!(
+                    camera = %name,
+                    "the camera at this address changed {n} times within {}s: its next pass waits for the poll interval",
+                    SWAP_WINDOW.as_secs()
+                );
             }
             let outcome = end.outcome;
             self.events.emit(AgentEvent::PassFinished {
