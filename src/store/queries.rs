@@ -2,7 +2,7 @@
 //! `status`, the progress bars and `/metrics` show. Also the camera rows and the notices
 //! (small writes that are not clip transitions).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
@@ -160,6 +160,24 @@ impl Store {
             );
             let n: i64 = c.query_row(&sql, params![imei], |r| r.get(0))?;
             Ok(n.max(0) as usize)
+        })
+        .await
+    }
+
+    /// Which of `paths` no row of `imei` has (paths new to the store), by the
+    /// `(imei, path, generation)` index.
+    pub async fn unknown_paths(&self, imei: &str, paths: Vec<String>) -> Result<HashSet<String>> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT 1 FROM clips WHERE imei = ?1 AND path = ?2 LIMIT 1")?;
+            let mut out = HashSet::new();
+            for p in paths {
+                if !st.exists(params![imei, p])? {
+                    out.insert(p);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -27,7 +27,7 @@ mod listing;
 mod retention;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use anyhow::Result;
 use tracing::{debug, info, warn};
@@ -279,6 +279,8 @@ impl CameraWorker {
             stops: &self.stops,
             warned_not_deleting: &self.warned_not_deleting,
             challenge: self.cfg.retention.challenge_blocks > 0,
+            new_rows: AtomicUsize::new(0),
+            warned_cap: AtomicBool::new(false),
         };
         let mut listed_since = crate::store::now_ms();
         listing.reconcile().await?;
