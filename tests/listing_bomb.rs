@@ -4,13 +4,15 @@
 //! grow by less than 100 MiB. `VmHWM` is process-wide, so the client runs in a child
 //! process (this test binary re-run on [`bomb_child`] alone), the simulator in the parent.
 //! A fast variant checks the errors in process with small bombs, and the agent's pass on
-//! a bomb fails cleanly for that camera.
+//! a bomb fails cleanly for that camera. A camera that lists more new clips than a pass
+//! records (`MAX_NEW_ROWS_PER_PASS`) adds them over several passes, its crash clip first.
 
 mod common;
 
 use std::process::Command;
 
 use common::fleet::{Fleet, Knobs};
+use common::s3::Store;
 use common::sim::start_one;
 use qucam::{CameraClient, CameraError, ClientOptions, ListQuery};
 use qucam_offload::agent::PassOutcome;
@@ -206,6 +208,72 @@ async fn the_agents_pass_fails_cleanly_on_a_bomb() {
         other => panic!("the pass should fail on a bomb: {other:?}"),
     }
     assert!(f.states().is_empty(), "nothing recorded from a bomb");
+}
+
+/// Most new clips one pass records (the agent's `MAX_NEW_ROWS_PER_PASS`).
+const NEW_ROWS_PER_PASS: usize = 5_000;
+
+/// A listing entry for `name` (its camera path as the simulator gives it), of `size` bytes.
+fn listing_entry(name: &str, size: u64) -> serde_json::Value {
+    let path = format!(
+        "{}/{}/{}/{name}",
+        qucam_sim::VIDEO_ROOT,
+        &name[..8],
+        &name[9..11]
+    );
+    serde_json::json!({"name": name, "path": path, "size": size})
+}
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_camera_listing_too_many_new_clips_adds_them_over_passes_its_crash_clip_first
+);
+/// A broken or hostile camera lists 5 100 loop recordings the agent never saw, its one
+/// crash clip last: a pass records at most 5 000 new rows (the crash clip among them, and
+/// offloaded in that pass); the next pass records the rest.
+async fn a_camera_listing_too_many_new_clips_adds_them_over_passes_its_crash_clip_first(
+    store: Store,
+) {
+    let f = Fleet::start_on(store, 0, 1).await;
+    const CRASH: &str = "20210427_115134_04_1.mp4";
+    let crash_file = f.camera_dir.join("20210427").join("11").join(CRASH);
+    std::fs::create_dir_all(crash_file.parent().unwrap()).unwrap();
+    std::fs::write(&crash_file, b"crash clip").unwrap();
+    let loops = NEW_ROWS_PER_PASS + 100;
+    let mut entries: Vec<serde_json::Value> = (0..loops)
+        .map(|i| {
+            let name = format!(
+                "20210101_{:02}{:02}{:02}_00_1.mp4",
+                i / 3600,
+                i / 60 % 60,
+                i % 60
+            );
+            listing_entry(&name, 10)
+        })
+        .collect();
+    entries.push(listing_entry(CRASH, 10));
+    let listing = serde_json::json!({"data": entries, "errorCode": 200, "isSuccess": true});
+    f.sim
+        .set_faults(|x| x.listing_override = Some(listing.to_string()));
+    let out = f.run_once(&Knobs::default()).await;
+    assert!(matches!(out, PassOutcome::Done { .. }), "{out:?}");
+    let states = f.states();
+    assert_eq!(
+        states.len(),
+        NEW_ROWS_PER_PASS,
+        "one pass's new rows are capped"
+    );
+    assert!(
+        states
+            .get(CRASH)
+            .is_some_and(|s| s == "verified" || s == "deleted"),
+        "the crash clip goes first, and is offloaded: {:?}",
+        states.get(CRASH)
+    );
+    f.run_once(&Knobs::default()).await;
+    let states = f.states();
+    assert_eq!(states.len(), loops + 1, "the rest in the next pass");
+    assert_eq!(states.values().filter(|s| *s == "skipped").count(), loops);
 }
 
 /// Any JSON value, small and nested (entry fields, stray elements, odd `data`).

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use qucam::{CameraClient, ClientOptions};
 
@@ -55,6 +56,9 @@ use uploader::{Uploader, UploaderParts};
 
 pub use events::{AgentEvent, PassOutcome};
 pub use uploader::DESTINATION_PAUSED_KEY;
+
+/// How often the daemon prunes the state database (see [`Agent::prune`]).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Largest clip size believed (a listing claiming more is refused as implausible).
 pub const MAX_CLIP_BYTES: u64 = 64 * 1024 * 1024 * 1024;
@@ -261,6 +265,7 @@ impl Agent {
     /// One pass over every configured camera (and one rotation over the hotspots in
     /// range), then stop. Returns each camera's outcome.
     pub async fn run_once(self: &Arc<Self>) -> Vec<(String, PassOutcome)> {
+        self.prune().await;
         self.spool.adopt_legacy(&self.store).await;
         quarantine::take_in_all(&self.spool, &self.store).await;
         let (states, radio) = RadioStates::new();
@@ -301,6 +306,21 @@ impl Agent {
         outcomes
     }
 
+    /// Removes the rows in final states older than `[sync] prune_after` (see
+    /// `Store::prune`); a failure is logged, and the rows wait for the next time.
+    async fn prune(&self) {
+        let age = self.cfg.sync.prune_after;
+        if age.is_zero() {
+            return;
+        }
+        let cutoff = crate::store::now().saturating_sub(age.as_secs() as i64);
+        match self.store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!("pruned {n} finished clips from the state database"),
+            Err(e) => warn!("cannot prune the state database: {e:#}"),
+        }
+    }
+
     /// A `--once` run's pass over the camera of `w`, and a few more when another camera
     /// takes its address mid-pass.
     async fn once_over(&self, w: &CameraWorker) -> (String, PassOutcome) {
@@ -327,6 +347,7 @@ impl Agent {
     /// The daemon: passes over each camera when the schedule says (every `poll_interval`),
     /// and the rotation over the hotspots, until shutdown or a soft stop.
     pub async fn run(self: &Arc<Self>) {
+        self.prune().await;
         self.spool.adopt_legacy(&self.store).await;
         quarantine::take_in_all(&self.spool, &self.store).await;
         let (states, radio) = RadioStates::new();
@@ -346,7 +367,17 @@ impl Agent {
                 r.run().await;
             }
         };
-        tokio::join!(futures_util::future::join_all(loops), radio_loop);
+        let pruning = async {
+            // Once an hour after the first (at start), until a stop.
+            loop {
+                tokio::select! {
+                    _ = self.stops.shutdown.cancelled() => return,
+                    _ = self.stops.soft.cancelled() => return,
+                    _ = tokio::time::sleep(PRUNE_EVERY) => self.prune().await,
+                }
+            }
+        };
+        tokio::join!(futures_util::future::join_all(loops), radio_loop, pruning);
         up.wait_overlaps(None).await;
         stop_uploader.cancel();
         let _ = uploading.await;

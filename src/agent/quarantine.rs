@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use qucam::ClipName;
 
 use super::spool::{Spool, files_in, quarantine_row_path};
-use crate::store::{Origin, Quarantined, Store, TakenIn};
+use crate::store::{ClipState, Origin, Quarantined, Store, TakenIn};
 
 /// What a spool file's name says of its clip (see `spool::spool_name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub(crate) async fn take_in(spool: &Spool, store: &Store, imei: &str) -> usize {
     if found.is_empty() {
         return 0;
     }
-    let clips = match store.clips_of(imei).await {
+    let clips = match store.clips_in(imei, ClipState::STILL_TO_DO).await {
         Ok(c) => c,
         Err(e) => {
             warn!(imei = %imei, "cannot read the clips to take in the quarantine: {e:#}");

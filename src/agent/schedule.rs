@@ -6,22 +6,41 @@
 //! **Today** a camera's first pass is due at once and each later one `sync.poll_interval`
 //! after the previous pass ended (a pass begins by probing the camera's URL, so an absent
 //! camera costs one failed probe per interval), or at once when the previous pass ended
-//! because another camera took the address ([`Schedule::again`]). A shutdown or a soft
-//! stop (config reload) ends every wait and stops the loops.
+//! because another camera took the address ([`Schedule::again`]), unless the IMEI at the
+//! address keeps alternating: after [`SWAPS_AT_ONCE`] swaps within [`SWAP_WINDOW`], the
+//! next pass waits for the poll interval (a hostile or broken camera cannot make the agent
+//! pass over it in a tight loop). A shutdown or a soft stop (config reload) ends every wait
+//! and stops the loops.
 //!
 //! **Depot Wi-Fi** (`rotation`): the camera hotspots are not polled on a timer; the radio
 //! rotation joins one at a time and runs its pass itself. While the radio that carries the
 //! uplink is not home (`radio`: leaving for a hotspot, or on one), a camera met by URL
 //! waits for its turn, and so do uploads ([`crate::agent::radio::RadioState`] says which).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::Stops;
 use super::radio::RadioView;
+
+/// Swaps at one address within [`SWAP_WINDOW`] that each start the next pass at once; one
+/// more waits for the poll interval.
+pub(crate) const SWAPS_AT_ONCE: usize = 3;
+/// The window in which [`SWAPS_AT_ONCE`] is counted.
+pub(crate) const SWAP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether a pass ended on a swap is followed by another at once ([`Schedule::again`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Again {
+    /// The next pass starts at once.
+    Now,
+    /// The IMEI keeps alternating (this many swaps within [`SWAP_WINDOW`]): the next pass
+    /// waits for the poll interval.
+    BackedOff(usize),
+}
 
 /// Decides when each camera's pass is due.
 pub(crate) struct Schedule {
@@ -29,6 +48,8 @@ pub(crate) struct Schedule {
     stops: Stops,
     /// Cameras whose next pass is due at once (see [`Schedule::again`]).
     again: Mutex<HashSet<usize>>,
+    /// When each camera's recent passes ended on a swap (within [`SWAP_WINDOW`]).
+    swaps: Mutex<HashMap<usize, VecDeque<Instant>>>,
     woken: Notify,
     /// Where the radio that carries the uplink is (read only).
     radio: RadioView,
@@ -41,18 +62,44 @@ impl Schedule {
             poll_interval,
             stops,
             again: Mutex::new(HashSet::new()),
+            swaps: Mutex::new(HashMap::new()),
             woken: Notify::new(),
             radio,
         }
     }
 
-    /// Camera `camera`'s next pass is due at once: another camera answers at its address
-    /// now (a pass ended on a swap), and that one is worked on without waiting.
-    pub(crate) fn again(&self, camera: usize) {
+    /// Camera `camera`'s pass ended on a swap: another camera answers at its address now,
+    /// and that one is worked on without waiting ([`Again::Now`]), unless this is more
+    /// than the [`SWAPS_AT_ONCE`]th swap within [`SWAP_WINDOW`] ([`Again::BackedOff`]: the
+    /// next pass waits for the poll interval).
+    pub(crate) fn again(&self, camera: usize) -> Again {
+        self.again_at(camera, Instant::now())
+    }
+
+    /// [`Schedule::again`] at time `now`.
+    fn again_at(&self, camera: usize, now: Instant) -> Again {
+        let recent = match self.swaps.lock() {
+            Ok(mut swaps) => {
+                let times = swaps.entry(camera).or_default();
+                times.push_back(now);
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > SWAP_WINDOW)
+                {
+                    times.pop_front();
+                }
+                times.len()
+            }
+            Err(_) => 0,
+        };
+        if recent > SWAPS_AT_ONCE {
+            return Again::BackedOff(recent);
+        }
         if let Ok(mut a) = self.again.lock() {
             a.insert(camera);
         }
         self.woken.notify_waiters();
+        Again::Now
     }
 
     /// Whether camera `camera`'s next pass was made due at once (and clears it).
@@ -165,7 +212,7 @@ mod tests {
         let (s, _, _) = schedule(Duration::from_secs(3600));
         let mut t = s.turns(0);
         assert!(t.next().await);
-        s.again(0);
+        assert_eq!(s.again(0), Again::Now);
         let r = tokio::time::timeout(Duration::from_secs(5), t.next()).await;
         assert_eq!(r.ok(), Some(true), "no hour-long wait");
         assert!(!s.take_again(0), "taken by the turn");
@@ -179,6 +226,31 @@ mod tests {
         assert_eq!(r.ok(), Some(true));
         s.again(1);
         assert!(!s.take_again(0) && s.take_again(1), "per camera");
+    }
+
+    #[tokio::test]
+    async fn an_imei_that_keeps_alternating_waits_for_the_poll_interval() {
+        let poll = Duration::from_millis(300);
+        let (s, _, _) = schedule(poll);
+        let mut t = s.turns(0);
+        assert!(t.next().await);
+        for _ in 0..SWAPS_AT_ONCE {
+            assert_eq!(s.again(0), Again::Now);
+            let before = Instant::now();
+            assert!(t.next().await);
+            assert!(before.elapsed() < poll, "at once");
+        }
+        // One swap too many within the minute: the poll interval, not a tight loop.
+        assert_eq!(s.again(0), Again::BackedOff(SWAPS_AT_ONCE + 1));
+        assert_eq!(s.again(1), Again::Now, "per camera");
+        let before = Instant::now();
+        assert!(t.next().await);
+        assert!(before.elapsed() >= poll, "waited for the poll interval");
+        // Still alternating: still backed off; once the window has passed with no swap,
+        // at once again.
+        assert!(matches!(s.again(0), Again::BackedOff(_)));
+        let later = Instant::now() + SWAP_WINDOW + Duration::from_secs(1);
+        assert_eq!(s.again_at(0, later), Again::Now);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
 use crate::config::SpoolConfig;
-use crate::store::{Clip, Group, Origin, Store};
+use crate::store::{Clip, ClipState, Group, Origin, Store};
 
 /// The spool dir: the paths of clips' files in it, and its upkeep.
 #[derive(Debug, Clone)]
@@ -95,6 +95,14 @@ pub(crate) fn files_in(dir: &Path) -> Vec<String> {
 fn floor_allows(free: u64, floor: u64, need: u64) -> bool {
     free >= floor.saturating_add(need)
 }
+
+/// The states of [`Group::UPLOAD_WORK`] (`failed` of either stage: the group sorts them).
+const UPLOAD_STATES: &[ClipState] = &[
+    ClipState::Downloaded,
+    ClipState::Uploading,
+    ClipState::Uploaded,
+    ClipState::Failed,
+];
 
 fn wanted(clips: &[Clip]) -> HashSet<String> {
     clips
@@ -245,14 +253,17 @@ impl Spool {
         if found.is_empty() {
             return Ok(0);
         }
-        let clips = store.clips_of(imei).await?;
-        let keep = wanted(&clips);
+        // Only the clips with work left name files to keep: read by state, not the
+        // camera's whole history.
+        let keep = wanted(&store.clips_in(imei, ClipState::STILL_TO_DO).await?);
         // `keep_local` keeps every finished file (only an exact listing's is ever used).
         let leftover = |f: &String| !keep.contains(f) && (!keep_local || f.ends_with(".part"));
         let leftovers: Vec<String> = found.into_iter().filter(leftover).collect();
         // Built only when a finished leftover needs it (rare): it names the camera's history.
+        // A pruned row no longer names its file: such a leftover goes to the quarantine,
+        // never deleted.
         let safe = if leftovers.iter().any(|f| !f.ends_with(".part")) {
-            offloaded(&clips)
+            offloaded(&store.clips_in(imei, ClipState::OFFLOADED).await?)
         } else {
             HashSet::new()
         };
@@ -327,7 +338,7 @@ impl Spool {
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         for imei in imeis {
-            let clips = match store.clips_of(&imei).await {
+            let clips = match store.clips_in(&imei, UPLOAD_STATES).await {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(imei = %imei, "cannot read the clips to adopt spool files: {e:#}");

@@ -505,6 +505,8 @@ pub async fn status(config: Option<&Path>, json: bool) -> Result<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::store::CameraRow;
 
@@ -616,5 +618,52 @@ mod tests {
         assert_eq!(json["wrong_password"], false);
         assert_eq!(json["last_join_failure"], serde_json::Value::Null);
         assert_eq!(json["join_failures"], 0);
+    }
+
+    /// An entry of camera `IMEI`'s listing at `path`; `skip`: not selected.
+    fn listed(path: &str, skip: bool) -> crate::store::Listed {
+        crate::store::Listed {
+            path: path.into(),
+            name: path.rsplit('/').next().unwrap_or(path).to_string(),
+            size: 1000,
+            event: if skip { "00" } else { "04" }.into(),
+            camera: 1,
+            recorded_at: "2021-01-01 00:00:12".into(),
+            priority: 0,
+            skip: skip.then(|| "a loop recording".to_string()),
+            refuse: None,
+            size_unknown: false,
+            too_recent: false,
+            date_ms: Some(1000),
+        }
+    }
+
+    #[tokio::test]
+    async fn status_shows_the_same_counts_after_pruning() {
+        let (_d, s) = store().await;
+        let page = vec![
+            listed("/DCIM/20210101_000012_00_1.mp4", true),
+            listed("/DCIM/20210101_000112_00_1.mp4", true),
+            listed("/DCIM/20210101_000212_04_1.mp4", false),
+        ];
+        s.reconcile_page(IMEI, page, HashSet::new()).await.unwrap();
+        // All of them left the camera; the event clip was not in the bucket either.
+        for lost in s.mark_missing(IMEI, HashSet::new()).await.unwrap() {
+            s.lost_confirmed(lost.id).await.unwrap();
+        }
+        let before = collect_status(&s).await.unwrap();
+        assert_eq!(before[0].lost, 1);
+        assert_eq!(before[0].clips.get("skipped"), Some(&2));
+        assert_eq!(s.prune(now() + 1).await.unwrap(), 3);
+        assert!(
+            s.clips_of(IMEI).await.unwrap().is_empty(),
+            "every row pruned"
+        );
+        let after = collect_status(&s).await.unwrap();
+        assert_eq!(format_status(&after), format_status(&before));
+        assert_eq!(
+            serde_json::to_value(&after).unwrap(),
+            serde_json::to_value(&before).unwrap()
+        );
     }
 }

@@ -153,6 +153,10 @@ pub struct SyncConfig {
     /// the agent) before it gives up and exits 1.
     #[serde(default = "d_destination_wait", deserialize_with = "de_duration")]
     pub destination_wait: Duration,
+    /// Rows in final states untouched for this long leave the state database (what is
+    /// kept: `docs/clip-lifecycle.md`, "Pruning"); zero: never.
+    #[serde(default = "d_prune_after", deserialize_with = "de_duration")]
+    pub prune_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -339,6 +343,9 @@ fn d_destination_wait() -> Duration {
 fn d_quiet() -> Duration {
     Duration::from_secs(600)
 }
+fn d_prune_after() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
 fn d_part_size() -> u64 {
     8 * 1024 * 1024
 }
@@ -366,6 +373,7 @@ impl Default for SyncConfig {
             max_attempts: d_attempts(),
             retry_after: d_quiet(),
             destination_wait: d_destination_wait(),
+            prune_after: d_prune_after(),
         }
     }
 }
@@ -458,6 +466,22 @@ mod tests {
         assert_eq!(c.sync.destination_wait, Duration::from_secs(30));
         let e = parse(&format!("{MIN}[sync]\ndestination_wait = \"2d\"\n")).unwrap_err();
         assert!(e.to_string().contains("sync.destination_wait"), "{e}");
+    }
+
+    #[test]
+    fn prune_after_is_zero_or_at_least_a_day() {
+        assert_eq!(
+            parse(MIN).unwrap().sync.prune_after,
+            Duration::from_secs(30 * 86400)
+        );
+        let c = parse(&format!("{MIN}[sync]\nprune_after = \"0\"\n")).unwrap();
+        assert_eq!(c.sync.prune_after, Duration::ZERO);
+        let c = parse(&format!("{MIN}[sync]\nprune_after = \"90d\"\n")).unwrap();
+        assert_eq!(c.sync.prune_after, Duration::from_secs(90 * 86400));
+        for bad in ["\"1h\"", "\"soon\"", "30"] {
+            let e = parse(&format!("{MIN}[sync]\nprune_after = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("sync.prune_after"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -128,6 +128,12 @@ impl Config {
         if s.max_attempts == 0 {
             return Err(bad("sync.max_attempts", "must be at least 1".into()));
         }
+        if !s.prune_after.is_zero() && s.prune_after < std::time::Duration::from_secs(86400) {
+            return Err(bad(
+                "sync.prune_after",
+                "must be 0 (never) or at least 1d".into(),
+            ));
+        }
         if s.destination_wait > std::time::Duration::from_secs(24 * 3600) {
             return Err(bad("sync.destination_wait", "must be at most 24h".into()));
         }

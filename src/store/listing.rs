@@ -16,7 +16,7 @@ use super::{CLIP_COLS, Clip, Store, clip_from_row, now, now_ms};
 /// Why a clip is `lost` before the bucket was checked for it ([`Store::lost_unchecked`]).
 const LOST_UNCHECKED: &str = "left the camera before it was offloaded (overwritten?)";
 /// Why a clip is `lost` once the bucket was checked and does not hold it either.
-const LOST_CONFIRMED: &str =
+pub(super) const LOST_CONFIRMED: &str =
     "left the camera before it was offloaded (overwritten?); not in the bucket either";
 
 const fn only(states: &'static [ClipState]) -> Group {

@@ -71,6 +71,7 @@ use serde::Serialize;
 mod hotspots;
 mod listing;
 mod multipart;
+mod prune;
 mod queries;
 pub mod schema;
 pub mod state;
@@ -263,5 +264,7 @@ mod tests;
 mod tests_hotspots;
 #[cfg(test)]
 mod tests_identity;
+#[cfg(test)]
+mod tests_prune;
 #[cfg(test)]
 mod tests_quarantine;

@@ -2,7 +2,7 @@
 //! `status`, the progress bars and `/metrics` show. Also the camera rows and the notices
 //! (small writes that are not clip transitions).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
@@ -135,6 +135,53 @@ impl Store {
             .await
     }
 
+    /// The clips of `imei` in `states`, oldest first: a pass reads what it needs by state
+    /// (the `clips_imei_state` index), never the camera's whole history.
+    pub async fn clips_in(&self, imei: &str, states: &'static [ClipState]) -> Result<Vec<Clip>> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let cond = format!(
+                "imei = ?1 AND state IN {} ORDER BY recorded_at, name",
+                in_list(states)
+            );
+            clips(c, &cond, params![imei])
+        })
+        .await
+    }
+
+    /// How many clips of `imei` are in `states` (an aggregate, by the `clips_imei_state`
+    /// index).
+    pub async fn count_in(&self, imei: &str, states: Vec<ClipState>) -> Result<usize> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let sql = format!(
+                "SELECT COUNT(*) FROM clips WHERE imei = ?1 AND state IN {}",
+                in_list(&states)
+            );
+            let n: i64 = c.query_row(&sql, params![imei], |r| r.get(0))?;
+            Ok(n.max(0) as usize)
+        })
+        .await
+    }
+
+    /// Which of `paths` no row of `imei` has (paths new to the store), by the
+    /// `(imei, path, generation)` index.
+    pub async fn unknown_paths(&self, imei: &str, paths: Vec<String>) -> Result<HashSet<String>> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT 1 FROM clips WHERE imei = ?1 AND path = ?2 LIMIT 1")?;
+            let mut out = HashSet::new();
+            for p in paths {
+                if !st.exists(params![imei, p])? {
+                    out.insert(p);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Clips of `imei` still on the camera that may be deleted from it (verified or
     /// retained: the guard of [`Store::deleted`]), oldest first: only those a listing since
     /// `listed_since` (ms, [`super::now_ms`]) showed with the size and `date` of the bytes
@@ -207,12 +254,17 @@ impl Store {
         .await
     }
 
-    /// Clip counts and bytes by state for one camera (states without clips are left out).
+    /// Clip counts and bytes by state for one camera (states without clips are left out),
+    /// the rows pruned included (`Store::prune`): pruning changes no count.
     pub async fn counts(&self, imei: &str) -> Result<Vec<StateCount>> {
         let imei = imei.to_string();
         self.call(move |c| {
             let mut st = c.prepare(
-                "SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM clips WHERE imei = ?1
+                "SELECT state, SUM(n), SUM(b) FROM (
+                    SELECT state, COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM clips
+                     WHERE imei = ?1 GROUP BY state
+                    UNION ALL
+                    SELECT state, clips, bytes FROM pruned WHERE imei = ?1)
                  GROUP BY state ORDER BY state",
             )?;
             let rows = st
@@ -252,11 +304,15 @@ impl Store {
         .await
     }
 
-    /// When each camera's last clip was verified (IMEI → Unix time).
+    /// When each camera's last clip was verified (IMEI → Unix time), pruned rows included.
     pub async fn last_verified(&self) -> Result<BTreeMap<String, i64>> {
         self.call(|c| {
             let mut st = c.prepare(
-                "SELECT imei, MAX(verified_at) FROM clips WHERE verified_at IS NOT NULL GROUP BY imei",
+                "SELECT imei, MAX(t) FROM (
+                    SELECT imei, verified_at AS t FROM clips WHERE verified_at IS NOT NULL
+                    UNION ALL
+                    SELECT imei, last_verified FROM pruned WHERE last_verified > 0)
+                 GROUP BY imei",
             )?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -220,6 +220,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // failures (a truck at the edge of range that timed out is not banned longer).
     r#"
     ALTER TABLE hotspots ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 14: state that stays small. `clips_imei_state`: a pass reads a camera's clips by state
+    // and counts them, never its whole history. `pruned`: what pruning removed, per camera
+    // and state (clips, bytes, the latest `verified_at`), so `status` and `/metrics` count
+    // the same after rows in final states are pruned (`Store::prune`).
+    r#"
+    CREATE INDEX clips_imei_state ON clips (imei, state);
+    CREATE TABLE pruned (
+        imei         TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        clips        INTEGER NOT NULL DEFAULT 0,
+        bytes        INTEGER NOT NULL DEFAULT 0,
+        last_verified INTEGER,
+        PRIMARY KEY (imei, state)
+    );
     "#,
 ];
 

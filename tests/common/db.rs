@@ -195,6 +195,18 @@ impl Db {
             .expect("update the clip")
     }
 
+    /// Moves every clip's times `secs` into the past (last seen, verified, deleted), as if
+    /// the run that wrote them was that long ago. Returns the rows changed.
+    pub fn age_clips(&self, secs: i64) -> usize {
+        self.0
+            .execute(
+                "UPDATE clips SET last_seen = last_seen - ?1, verified_at = verified_at - ?1,
+                    deleted_at = deleted_at - ?1",
+                rusqlite::params![secs],
+            )
+            .expect("age the clips")
+    }
+
     /// Forgets the block digests of every clip, as in a database of schema 8 or earlier
     /// (clips downloaded before the delete challenge existed). Returns the rows changed.
     pub fn forget_block_digests(&self) -> usize {

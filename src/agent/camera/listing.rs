@@ -2,10 +2,12 @@
 //! selected, too recent), page through the listing reconciling each page, tell which
 //! clips finished recording ([`Latest`]), then settle the clips that left the camera
 //! (lost, or offloaded by another agent when their object is in the bucket). Every page
-//! is read between two IMEI checks and taken only if both found the pass's camera.
+//! is read between two IMEI checks and taken only if both found the pass's camera. A pass
+//! records at most [`MAX_NEW_ROWS_PER_PASS`] paths new to the store (most severe first):
+//! the rest wait for the next pass, so a hostile or broken camera's rows grow slowly.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -21,6 +23,9 @@ use crate::agent::uploader::Uploader;
 use crate::agent::{AgentEvent, MAX_CLIP_BYTES, MAX_LISTING, Stops};
 use crate::config::{ClipSelection, SyncConfig};
 use crate::store::{self, Listed, Store};
+
+/// Most paths new to the store one pass records (see the module doc).
+pub(crate) const MAX_NEW_ROWS_PER_PASS: usize = 5_000;
 
 /// What the store should make of one listing entry at `now_ms` (ms since the epoch):
 /// refused (`refuse`: hostile or unusable), skipped by the selection (`skip`), or
@@ -187,6 +192,10 @@ pub(super) struct Listing<'a> {
     pub(super) warned_not_deleting: &'a AtomicBool,
     /// Whether the delete challenge is on (see `Store::reconcile_page_with`).
     pub(super) challenge: bool,
+    /// Rows this pass added to the store (see [`MAX_NEW_ROWS_PER_PASS`]).
+    pub(super) new_rows: AtomicUsize,
+    /// Whether this pass warned that new clips wait for the next pass.
+    pub(super) warned_cap: AtomicBool,
 }
 
 impl Listing<'_> {
@@ -302,6 +311,7 @@ impl Listing<'_> {
             .collect();
         let mut dedup = HashSet::new();
         listed.retain(|l| dedup.insert(l.path.clone()));
+        self.cap_new_rows(&mut listed).await?;
         let done = self
             .store
             .reconcile_page_with(self.imei, listed, finished, self.challenge)
@@ -330,7 +340,38 @@ impl Listing<'_> {
             self.uploader.forget_upload(&c).await;
         }
         r.total += page.len();
+        self.new_rows.fetch_add(done.new, Ordering::Relaxed);
         Ok(fresh)
+    }
+
+    /// Keeps in `listed` only as many paths new to the store as this pass may still record
+    /// ([`MAX_NEW_ROWS_PER_PASS`]), most severe first; the others wait for the next pass
+    /// (a warning, once per pass, says how many).
+    async fn cap_new_rows(&self, listed: &mut Vec<Listed>) -> Result<()> {
+        let left = MAX_NEW_ROWS_PER_PASS.saturating_sub(self.new_rows.load(Ordering::Relaxed));
+        if listed.len() <= left {
+            return Ok(());
+        }
+        let paths = listed.iter().map(|l| l.path.clone()).collect();
+        let unknown = self.store.unknown_paths(self.imei, paths).await?;
+        if unknown.len() <= left {
+            return Ok(());
+        }
+        let mut new: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| unknown.contains(&l.path))
+            .collect();
+        new.sort_by_key(|l| l.priority);
+        let admitted: HashSet<String> = new.iter().take(left).map(|l| l.path.clone()).collect();
+        let waiting = unknown.len() - admitted.len();
+        listed.retain(|l| !unknown.contains(&l.path) || admitted.contains(&l.path));
+        if !self.warned_cap.swap(true, Ordering::Relaxed) {
+            warn!(
+                imei = %self.imei, waiting,
+                "the camera lists more new clips than one pass records ({MAX_NEW_ROWS_PER_PASS}): the rest wait for the next pass"
+            );
+        }
+        Ok(())
     }
 
     /// Marks the clips not in `seen` as missing, then settles every lost clip not yet

@@ -27,7 +27,7 @@ mod listing;
 mod retention;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use anyhow::Result;
 use tracing::{debug, info, warn};
@@ -37,7 +37,7 @@ use qucam::CameraClient;
 use super::events::Events;
 use super::learn::Learner;
 use super::quarantine;
-use super::schedule::Schedule;
+use super::schedule::{Again, SWAP_WINDOW, Schedule};
 use super::spool::Spool;
 use super::uploader::Uploader;
 use super::{AgentEvent, PassOutcome, Stops};
@@ -141,8 +141,14 @@ impl CameraWorker {
                 let _busy = super::heartbeat::busy();
                 self.pass(&Turn::Polled).await
             };
-            if end.swapped {
-                schedule.again(i);
+            if end.swapped
+                && let Again::BackedOff(n) = schedule.again(i)
+            {
+                warn!(
+                    camera = %name,
+                    "the camera at this address changed {n} times within {}s: its next pass waits for the poll interval",
+                    SWAP_WINDOW.as_secs()
+                );
             }
             let outcome = end.outcome;
             self.events.emit(AgentEvent::PassFinished {
@@ -273,6 +279,8 @@ impl CameraWorker {
             stops: &self.stops,
             warned_not_deleting: &self.warned_not_deleting,
             challenge: self.cfg.retention.challenge_blocks > 0,
+            new_rows: AtomicUsize::new(0),
+            warned_cap: AtomicBool::new(false),
         };
         let mut listed_since = crate::store::now_ms();
         listing.reconcile().await?;
@@ -336,10 +344,14 @@ impl CameraWorker {
     }
 }
 
-/// Clips of `imei` that still need work under `policy` (not yet verified and settled).
+/// Clips of `imei` that still need work under `policy` (not yet verified and settled):
+/// a count in the store, never the camera's history read.
 pub(crate) async fn remaining(store: &Store, imei: &str, policy: DeletePolicy) -> Result<usize> {
-    let clips = store.clips_of(imei).await?;
-    Ok(count_remaining(clips.iter().map(|c| c.state), policy))
+    let states = ClipState::ALL
+        .into_iter()
+        .filter(|s| needs_work(*s, policy))
+        .collect();
+    store.count_in(imei, states).await
 }
 
 /// Whether a clip in `state` still needs work under `policy`: not yet offloaded and
@@ -347,17 +359,6 @@ pub(crate) async fn remaining(store: &Store, imei: &str, policy: DeletePolicy) -
 /// never deletes).
 pub(crate) fn needs_work(state: ClipState, policy: DeletePolicy) -> bool {
     state.is_still_to_do() || (state == ClipState::Verified && policy == DeletePolicy::AfterUpload)
-}
-
-/// How many of `states` still need work under `policy` (see [`needs_work`]).
-pub(crate) fn count_remaining(
-    states: impl IntoIterator<Item = ClipState>,
-    policy: DeletePolicy,
-) -> usize {
-    states
-        .into_iter()
-        .filter(|s| needs_work(*s, policy))
-        .count()
 }
 
 /// Whether a pass ended because another camera answers at its address (see `identity`).
@@ -426,16 +427,5 @@ mod tests {
         for s in [Retained, Deleted, Skipped, Refused, Lost, Elsewhere] {
             assert!(!never.contains(&s), "{s:?} is settled");
         }
-        assert_eq!(
-            count_remaining(
-                [Queued, Verified, Deleted, Verified],
-                DeletePolicy::AfterUpload
-            ),
-            3
-        );
-        assert_eq!(
-            count_remaining([Queued, Verified, Deleted, Verified], DeletePolicy::Never),
-            1
-        );
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use super::camera::{CameraWorker, count_remaining};
+use super::camera::{CameraWorker, remaining};
 use super::events::Events;
 use super::learn::Learner;
 use super::radio::{RadioEvent, RadioStates};
@@ -399,11 +399,8 @@ impl Rotation {
         let PassOutcome::Done { imei, .. } = o else {
             return o;
         };
-        match self.store.clips_of(&imei).await {
-            Ok(cs) => PassOutcome::Done {
-                remaining: count_remaining(cs.iter().map(|c| c.state), DeletePolicy::Never),
-                imei,
-            },
+        match remaining(&self.store, &imei, DeletePolicy::Never).await {
+            Ok(remaining) => PassOutcome::Done { remaining, imei },
             Err(e) => PassOutcome::Failed {
                 imei: Some(imei),
                 error: format!("state database: {e:#}"),

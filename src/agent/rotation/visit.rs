@@ -400,11 +400,12 @@ impl Visit<'_> {
         deadline: tokio::time::Instant,
     ) -> (HashSet<i64>, bool) {
         let rot = self.rot;
-        let verified: Vec<Clip> = match rot.store.clips_of(imei).await {
-            Ok(cs) => cs
-                .into_iter()
-                .filter(|c| c.state == store::ClipState::Verified)
-                .collect(),
+        let verified: Vec<Clip> = match rot
+            .store
+            .clips_in(imei, &[store::ClipState::Verified])
+            .await
+        {
+            Ok(cs) => cs,
             Err(e) => {
                 warn!(imei = %imei, "cannot read the clips to delete at this visit: {e:#}");
                 return (HashSet::new(), false);
