@@ -225,7 +225,7 @@ fn a_version_13_database_gains_the_pruned_counts_and_the_state_index() {
             Ok((v, i))
         })
         .unwrap();
-    assert_eq!((v, index), (13, 1));
+    assert_eq!((v, index), (SCHEMA_VERSION, 1));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         assert_eq!(s.prune(now()).await.unwrap(), 1);
