@@ -268,3 +268,5 @@ mod tests_hotspots;
 mod tests_identity;
 #[cfg(test)]
 mod tests_quarantine;
+#[cfg(test)]
+mod tests_window;

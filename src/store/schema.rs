@@ -219,7 +219,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // (`high_water`, the `recorded_at` form), when it was last listed in full (ms), the
     // offset of its `date` from its clip names (ms), why its windows are not trusted
     // (`broken`, NULL: trusted) and whether its last window returned clips outside it. No
-    // row: never listed in full since this step (the next listing is a full one). The
+    // row: never listed in full since this step (the next listing is a full one).
+    // `selection`: the clip selection of the last full listing (another one lists in full:
+    // clips skipped before may be wanted now). The
     // index serves the check of what a window must contain.
     r#"
     CREATE TABLE listing_windows (
@@ -228,7 +230,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         full_listed_at  INTEGER,
         date_offset_ms  INTEGER,
         broken          TEXT,
-        overreach       INTEGER NOT NULL DEFAULT 0
+        overreach       INTEGER NOT NULL DEFAULT 0,
+        selection       TEXT
     );
     CREATE INDEX clips_window ON clips (imei, recorded_at);
     "#,

@@ -32,6 +32,9 @@ pub struct ListingWindow {
     /// The last window returned clips recorded well before it began: the camera seems to
     /// ignore `time_type`, and each windowed poll costs as much as a full listing.
     pub overreach: bool,
+    /// The clip selection the last full listing was read with (see
+    /// [`Store::listed_in_full`]).
+    pub selection: Option<String>,
 }
 
 impl Store {
@@ -40,7 +43,7 @@ impl Store {
         let imei = imei.to_string();
         self.call(move |c| {
             Ok(c.query_row(
-                "SELECT high_water, full_listed_at, date_offset_ms, broken, overreach
+                "SELECT high_water, full_listed_at, date_offset_ms, broken, overreach, selection
                    FROM listing_windows WHERE imei = ?1",
                 params![imei],
                 |r| {
@@ -50,6 +53,7 @@ impl Store {
                         date_offset_ms: r.get(2)?,
                         broken: r.get(3)?,
                         overreach: r.get(4)?,
+                        selection: r.get(5)?,
                     })
                 },
             )
@@ -58,22 +62,25 @@ impl Store {
         .await
     }
 
-    /// `imei` was listed in full just now: its high-water mark becomes `high_water` (the
-    /// newest recording time listed) and its `date` offset `date_offset_ms`.
+    /// `imei` was listed in full just now, with the clip selection `selection` (any text
+    /// that changes with it): its high-water mark becomes `high_water` (the newest
+    /// recording time listed) and its `date` offset `date_offset_ms`.
     pub async fn listed_in_full(
         &self,
         imei: &str,
         high_water: Option<String>,
         date_offset_ms: Option<i64>,
+        selection: &str,
     ) -> Result<()> {
-        let imei = imei.to_string();
+        let (imei, selection) = (imei.to_string(), selection.to_string());
         self.call(move |c| {
             c.execute(
-                "INSERT INTO listing_windows (imei, high_water, full_listed_at, date_offset_ms)
-                     VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO listing_windows
+                     (imei, high_water, full_listed_at, date_offset_ms, selection)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (imei) DO UPDATE SET high_water = ?2, full_listed_at = ?3,
-                     date_offset_ms = ?4",
-                params![imei, high_water, now_ms(), date_offset_ms],
+                     date_offset_ms = ?4, selection = ?5",
+                params![imei, high_water, now_ms(), date_offset_ms, selection],
             )?;
             Ok(())
         })
@@ -112,6 +119,28 @@ impl Store {
                 params![imei, why],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The recording time (`recorded_at` form) of `imei`'s oldest clip on the camera that a
+    /// listing still has to settle: `seen` (not stable yet, or listed without a size) or
+    /// refused for a reason that can pass (listed as a directory). A window reaches back to
+    /// it.
+    pub async fn oldest_unsettled(&self, imei: &str) -> Result<Option<String>> {
+        let imei = imei.to_string();
+        self.call(move |c| {
+            let passing = PASSING_REFUSALS
+                .iter()
+                .map(|r| format!("'{}'", r.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT MIN(recorded_at) FROM clips WHERE imei = ?1 AND on_camera = 1
+                    AND origin IS NULL AND recorded_at != ''
+                    AND (state = ?2 OR (state = ?3 AND reason IN ({passing})))"
+            );
+            Ok(c.query_row(&sql, params![imei, Seen, Refused], |r| r.get(0))?)
         })
         .await
     }

@@ -254,6 +254,15 @@ impl Window {
     }
 }
 
+/// The clip selection, as the store keeps it with a full listing: a window is read only
+/// with the selection of the last full listing (clips skipped then may be wanted now).
+pub(crate) fn selection(sync: &SyncConfig) -> String {
+    format!(
+        "clips={:?} event_types={:?} camera_type={:?}",
+        sync.clips, sync.event_types, sync.camera_type
+    )
+}
+
 /// The events a window asks for: `sync.event_types`, else every event code when only
 /// events are selected (an event code the agent does not know waits for the next full
 /// listing), else none (every clip).
@@ -276,10 +285,13 @@ fn window_events(sync: &SyncConfig) -> Vec<String> {
 /// be trusted, or `force_full` (another camera answered at the address). The window reaches
 /// back from the high-water mark by `sync.window_margin` (a high-water mark later than a
 /// day past the agent's clock counts as that); it ends a year past the later of the
-/// high-water mark and the agent's clock (a camera's clock may run ahead). It asks only for
+/// high-water mark and the agent's clock (a camera's clock may run ahead). It reaches
+/// further back to the oldest clip a listing still has to settle (`unsettled`: one not
+/// stable yet, or listed without a size or as a directory). It asks only for
 /// the clips the selection wants ([`window_events`], `sync.camera_type`).
 pub(crate) fn plan(
     st: Option<&ListingWindow>,
+    unsettled: Option<&str>,
     sync: &SyncConfig,
     now_ms: i64,
     force_full: bool,
@@ -295,6 +307,9 @@ pub(crate) fn plan(
     };
     if st.broken.is_some() {
         return Err("the camera's windowed listings cannot be trusted");
+    }
+    if st.selection.as_deref() != Some(selection(sync).as_str()) {
+        return Err("the clip selection changed");
     }
     let every = sync.full_listing_every.as_millis() as i64;
     match st.full_listed_at {
@@ -313,7 +328,8 @@ pub(crate) fn plan(
         .ok_or("the agent's clock is out of range")?;
     let margin = TimeDelta::from_std(sync.window_margin).map_err(|_| "margin out of range")?;
     let high = high.min(now + TimeDelta::days(1));
-    let from = high - margin;
+    let open = unsettled.and_then(|u| NaiveDateTime::parse_from_str(u, RECORDED).ok());
+    let from = open.map_or(high - margin, |o| o.min(high - margin));
     let to = high.max(now) + TimeDelta::days(366);
     Ok(Window {
         from: from.format(RECORDED).to_string(),
@@ -367,7 +383,6 @@ impl Listing<'_> {
             offset: Some(offset),
             // Firmware before V2.1 ignores `count` and sends the whole listing at once.
             max_entries: Some(MAX_LISTING),
-            ..Default::default()
         };
         (|| async { client.list_files(&q).await })
             .retry(
@@ -386,24 +401,33 @@ impl Listing<'_> {
     /// address since the last pass). A window that does not list a clip it must contain
     /// is followed by a full listing at once; when that one shows a clip the window left
     /// out, the camera's windows are not trusted any more (a warning says so).
-    pub(super) async fn reconcile(&self, force_full: bool) -> Result<()> {
+    /// Returns whether the pass listed in full.
+    pub(super) async fn reconcile(&self, force_full: bool) -> Result<bool> {
         let imei = self.imei;
         let st = self.store.listing_window(imei).await?;
-        let window = match plan(st.as_ref(), self.sync, store::now_ms(), force_full) {
+        let unsettled = self.store.oldest_unsettled(imei).await?;
+        let now = store::now_ms();
+        let window = match plan(
+            st.as_ref(),
+            unsettled.as_deref(),
+            self.sync,
+            now,
+            force_full,
+        ) {
             Ok(w) => w,
             Err(why) => {
                 debug!(imei = %imei, "listing in full: {why}");
                 self.reconcile_full().await?;
-                return Ok(());
+                return Ok(true);
             }
         };
         let st = st.unwrap_or_default();
         let missed = match self.reconcile_window(&window, &st).await? {
-            WindowEnd::Complete => return Ok(()),
+            WindowEnd::Complete => return Ok(false),
             WindowEnd::ClockMoved => {
                 info!(imei = %imei, "the camera's clock or time zone moved: listing in full");
                 self.reconcile_full().await?;
-                return Ok(());
+                return Ok(true);
             }
             WindowEnd::Missed(missed) => missed,
         };
@@ -421,7 +445,7 @@ impl Listing<'_> {
             );
             self.store.window_broken(imei, &why).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Pages through the whole listing, reconciling each page; then re-reads the head
@@ -435,7 +459,7 @@ impl Listing<'_> {
         self.page_through(&mut r, None, Checks::EveryPage).await?;
         let (high, offset) = r.newest.clone().unzip();
         self.store
-            .listed_in_full(imei, high, offset.flatten())
+            .listed_in_full(imei, high, offset.flatten(), &selection(self.sync))
             .await?;
         debug!(imei = %imei, clips = r.seen.len(), lost, "listing reconciled");
         Ok(r.seen)
@@ -493,15 +517,23 @@ impl Listing<'_> {
         Ok(WindowEnd::Complete)
     }
 
-    /// Right before retention: pages through the listing once more, reconciling it (a clip
-    /// rewritten or grown since the pass's listing becomes a new generation, and its old one
-    /// is never deleted for). Returns when this listing began (ms): retention deletes only
+    /// Right before retention: pages through the whole listing once more, reconciling it
+    /// (a clip rewritten or grown since the pass's listing becomes a new generation, and
+    /// its old one is never deleted for). After a pass that listed only a window
+    /// (`listed_in_full` false), this is the pass's full listing, and settles the clips
+    /// that left the camera. Returns when this listing began (ms): retention deletes only
     /// clips it showed with their verified size and `date`.
-    pub(super) async fn for_retention(&self) -> Result<i64> {
+    pub(super) async fn for_retention(&self, listed_in_full: bool) -> Result<i64> {
         let since = store::now_ms();
-        self.page_through(&mut Reading::default(), None, Checks::EveryPage)
-            .await
-            .context("listing again before deleting")?;
+        if listed_in_full {
+            self.page_through(&mut Reading::default(), None, Checks::EveryPage)
+                .await
+                .context("listing again before deleting")?;
+        } else {
+            self.reconcile_full()
+                .await
+                .context("listing in full before deleting")?;
+        }
         Ok(since)
     }
 
@@ -883,6 +915,126 @@ mod tests {
             ..sync()
         };
         assert!(!at(Some(NOW_MS), &off), "stable_after = 0 never holds back");
+    }
+
+    /// A camera listed in full a minute before `NOW_MS`, its newest clip `high`.
+    fn known(high: &str) -> ListingWindow {
+        ListingWindow {
+            high_water: Some(high.into()),
+            full_listed_at: Some(NOW_MS - 60_000),
+            selection: Some(selection(&SyncConfig::default())),
+            ..ListingWindow::default()
+        }
+    }
+
+    #[test]
+    fn a_window_reaches_back_by_the_margin_from_the_newest_clip_known() {
+        let s = SyncConfig::default(); // margin 2h, full listing every 3h, events only
+        let w = plan(Some(&known("2023-11-14 20:00:00")), None, &s, NOW_MS, false).unwrap();
+        assert_eq!(w.from, "2023-11-14 18:00:00");
+        assert!(
+            w.time_type.starts_with("20231114180000:2024"),
+            "{}",
+            w.time_type
+        );
+        assert_eq!(w.outside_before, "2023-11-14 16:00:00");
+        // Events only: loop recordings are not asked for.
+        assert!(!w.event_types.is_empty());
+        assert!(w.asks_for("04", 1) && !w.asks_for("00", 1));
+        let all = SyncConfig {
+            clips: ClipSelection::All,
+            camera_type: "_2.".into(),
+            ..SyncConfig::default()
+        };
+        assert_eq!(
+            plan(
+                Some(&known("2023-11-14 20:00:00")),
+                None,
+                &all,
+                NOW_MS,
+                false
+            ),
+            Err("the clip selection changed")
+        );
+        let listed_with_all = ListingWindow {
+            selection: Some(selection(&all)),
+            ..known("2023-11-14 20:00:00")
+        };
+        let w = plan(Some(&listed_with_all), None, &all, NOW_MS, false).unwrap();
+        assert!(w.event_types.is_empty());
+        assert!(w.asks_for("00", 2) && !w.asks_for("00", 1));
+        // A high-water mark far in the future (a broken clock, a hostile name) counts as a
+        // day past the agent's clock (NOW_MS is 2023-11-14 22:13:20 UTC).
+        let w = plan(Some(&known("2031-01-01 00:00:00")), None, &s, NOW_MS, false).unwrap();
+        assert_eq!(w.from, "2023-11-15 20:13:20");
+        // A clip still to settle (not stable yet) further back: the window reaches it.
+        let open = Some("2023-11-10 08:00:00");
+        let w = plan(Some(&known("2023-11-14 20:00:00")), open, &s, NOW_MS, false).unwrap();
+        assert_eq!(w.from, "2023-11-10 08:00:00");
+        let w = plan(
+            Some(&known("2023-11-14 20:00:00")),
+            Some("2023-11-14 19:00:00"),
+            &s,
+            NOW_MS,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            w.from, "2023-11-14 18:00:00",
+            "one inside reaches no further"
+        );
+    }
+
+    #[test]
+    fn a_full_listing_comes_first_then_on_its_cadence_and_when_windows_cannot_be_trusted() {
+        let s = SyncConfig::default();
+        let high = "2023-11-14 20:00:00";
+        assert_eq!(plan(None, None, &s, NOW_MS, false), Err("first listing"));
+        assert!(
+            plan(Some(&known(high)), None, &s, NOW_MS, true).is_err(),
+            "after a swap"
+        );
+        let due = ListingWindow {
+            full_listed_at: Some(NOW_MS - 3 * 3_600_000),
+            ..known(high)
+        };
+        assert_eq!(
+            plan(Some(&due), None, &s, NOW_MS, false),
+            Err("full listing due")
+        );
+        let broken = ListingWindow {
+            broken: Some("missed".into()),
+            ..known(high)
+        };
+        assert!(plan(Some(&broken), None, &s, NOW_MS, false).is_err());
+        let empty = ListingWindow {
+            high_water: None,
+            ..known(high)
+        };
+        assert_eq!(
+            plan(Some(&empty), None, &s, NOW_MS, false),
+            Err("no clip known")
+        );
+        let off = SyncConfig {
+            full_listing_every: Duration::ZERO,
+            ..SyncConfig::default()
+        };
+        assert!(plan(Some(&known(high)), None, &off, NOW_MS, false).is_err());
+    }
+
+    #[test]
+    fn the_date_offset_is_the_listing_date_less_the_name_time() {
+        let ms = NaiveDateTime::parse_from_str("2023-11-14 20:00:00", RECORDED)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        assert_eq!(
+            date_offset("2023-11-14 20:00:00", Some(ms + 60_000)),
+            Some(60_000)
+        );
+        assert_eq!(date_offset("2023-11-14 20:00:00", None), None);
+        assert_eq!(date_offset("", Some(ms)), None);
+        assert_eq!(date_offset("2023-11-14 20:00:00", Some(i64::MIN)), None);
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl CameraWorker {
             challenge: self.cfg.retention.challenge_blocks > 0,
         };
         let mut listed_since = crate::store::now_ms();
-        listing.reconcile(list_in_full).await?;
+        let listed_in_full = listing.reconcile(list_in_full).await?;
         let gate = match turn {
             Turn::Polled => &DeleteGate::Open,
             Turn::Visit { gate, .. } => gate,
@@ -344,7 +344,7 @@ impl CameraWorker {
             if self.cfg.retention.delete_from_camera != DeletePolicy::Never
                 && self.delete_due(imei).await?
             {
-                listed_since = listing.for_retention().await?;
+                listed_since = listing.for_retention(listed_in_full).await?;
             }
             retention.apply(listed_since, gate).await?;
         }
