@@ -13,6 +13,17 @@ fn knobs() -> Knobs {
     Knobs::default()
 }
 
+/// Every listing a full one: for scenarios about what a full listing settles (a clip that
+/// left the camera, one listed again after its delete, every `date` moved) at whatever
+/// time it was recorded. With windowed listings (the default) a clip outside the window is
+/// settled by the next full listing, `sync.full_listing_every` later (`tests/wan.rs`).
+fn full_listings() -> Knobs {
+    Knobs {
+        sync: "full_listing_every = \"0s\"".into(),
+        ..Knobs::default()
+    }
+}
+
 on_both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     every_event_clip_arrives_intact_with_metadata_then_leaves_the_camera
@@ -462,7 +473,7 @@ async fn a_clip_that_vanishes_before_offload_is_counted_lost(store: Store) {
     // Downloads fail (HTTP 500), so nothing is offloaded in the first pass.
     f.sim
         .set_faults(|x| x.download_override = Some((500, b"<html>boom</html>".to_vec())));
-    let out = f.run_once(&knobs()).await;
+    let out = f.run_once(&full_listings()).await;
     assert!(matches!(out, PassOutcome::Done { remaining, .. } if remaining > 0));
     // The camera overwrites its event clips.
     let events = f.event_clips();
@@ -470,7 +481,7 @@ async fn a_clip_that_vanishes_before_offload_is_counted_lost(store: Store) {
         std::fs::remove_file(clip_path(&f.camera_dir, n)).unwrap();
     }
     f.sim.set_faults(|x| x.download_override = None);
-    f.run_once(&knobs()).await;
+    f.run_once(&full_listings()).await;
     let states = f.states();
     for n in &events {
         assert_eq!(states[n], "lost", "{n}");
@@ -636,7 +647,7 @@ async fn a_clip_another_agent_offloaded_is_not_counted_as_lost(store: Store) {
     // a_clip_that_vanishes_before_offload_is_counted_lost.)
     let f = Fleet::start_on(store, 12, 10_000).await;
     let events = f.event_clips();
-    let b = second_agent(&f, &knobs());
+    let b = second_agent(&f, &full_listings());
     f.sim
         .set_faults(|x| x.download_override = Some((500, b"<html>boom</html>".to_vec())));
     let out = b.run_once().await.remove(0).1;
@@ -645,7 +656,7 @@ async fn a_clip_another_agent_offloaded_is_not_counted_as_lost(store: Store) {
         "{out:?}"
     );
     f.sim.set_faults(|x| x.download_override = None);
-    f.run_until_done(&knobs(), 2).await;
+    f.run_until_done(&full_listings(), 2).await;
     for n in &events {
         f.assert_in_bucket(n);
         assert!(!f.clip_on_camera(n), "{n}: A deleted it");
@@ -1163,7 +1174,7 @@ async fn a_delete_the_camera_acknowledges_but_does_not_perform_is_not_a_new_clip
     let events = f.event_clips();
     // A read-only card: every delete is acknowledged, nothing is removed.
     f.sim.set_faults(|x| x.ignore_deletes = true);
-    f.run_once(&knobs()).await;
+    f.run_once(&full_listings()).await;
     let acknowledged = f.sim.ignored_deletes().len();
     assert_eq!(
         acknowledged,
@@ -1173,7 +1184,7 @@ async fn a_delete_the_camera_acknowledges_but_does_not_perform_is_not_a_new_clip
     let keys = f.bucket_keys();
     // The next passes list the same clips again, with the verified sizes and dates.
     for _ in 0..2 {
-        f.run_once(&knobs()).await;
+        f.run_once(&full_listings()).await;
     }
     assert_eq!(f.bucket_keys(), keys, "nothing was offloaded again");
     let states = f.states();
@@ -1196,7 +1207,7 @@ async fn a_delete_the_camera_acknowledges_but_does_not_perform_is_not_a_new_clip
         acknowledged,
         "the deletes wait for their backoff"
     );
-    let agent = f.agent(&knobs());
+    let agent = f.agent(&full_listings());
     let st = qucam_offload::commands::collect_status(agent.store())
         .await
         .unwrap();
@@ -1218,7 +1229,7 @@ async fn every_date_moved_by_an_hour_offloads_nothing_again_but_a_clip_that_chan
     let events = f.event_clips();
     let never = Knobs {
         retention: "delete_from_camera = \"never\"".into(),
-        ..knobs()
+        ..full_listings()
     };
     f.run_once(&never).await;
     let keys = f.bucket_keys();

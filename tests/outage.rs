@@ -265,12 +265,13 @@ async fn the_daemon_goes_on_downloading_while_uploads_are_paused_and_resumes_the
             .is_some()
     };
     wait_for("uploads paused", 60, paused).await;
-    // A clip recorded during the outage is still downloaded by a later pass.
-    let late = "20261124_101010_04_1.mp4";
+    // A clip recorded during the outage (now: a later pass lists only the window since
+    // the newest clip known) is still downloaded by a later pass.
+    let late = format!("{}_04_1.mp4", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
     let bytes: Vec<u8> = (0..20_000).map(|i| (i * 7 % 251) as u8).collect();
-    qucam_sim::write_clip(&f.camera_dir, late, &bytes).unwrap();
+    qucam_sim::write_clip(&f.camera_dir, &late, &bytes).unwrap();
     wait_for("the late clip downloaded while paused", 60, || {
-        f.states().get(late).map(String::as_str) == Some("downloaded")
+        f.states().get(&late).map(String::as_str) == Some("downloaded")
     })
     .await;
     assert!(paused(), "still paused");
@@ -278,7 +279,7 @@ async fn the_daemon_goes_on_downloading_while_uploads_are_paused_and_resumes_the
     // S3 back: a probe finds it and every clip goes up.
     f.s3.set_refusing(false);
     let mut all = f.event_clips();
-    all.push(late.to_string());
+    all.push(late.clone());
     wait_for("every clip in the bucket", 120, || {
         let keys = f.bucket_keys();
         all.iter().all(|n| keys.contains(&f.key(n)))

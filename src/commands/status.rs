@@ -55,6 +55,10 @@ pub struct CameraStatus {
     pub from_quarantine: i64,
     /// Of those, the ones not yet offloaded (their files still in the quarantine).
     pub from_quarantine_pending: i64,
+    /// What is wrong with the camera's windowed listings, if anything: a window left out a
+    /// clip (it is listed in full every poll), or returns clips outside it (each windowed
+    /// poll costs as much as a full listing).
+    pub listing_window: Option<String>,
 }
 
 /// A camera hotspot as the radio last saw it (times in Unix seconds). Never a password.
@@ -152,6 +156,20 @@ fn shown(s: &str) -> String {
     qucam::text::clean(s, qucam::text::MESSAGE_CHARS)
 }
 
+/// What `status` says of a camera's windowed listings, when something is wrong with them.
+fn window_note(w: &crate::store::ListingWindow) -> Option<String> {
+    if let Some(why) = &w.broken {
+        Some(format!("LISTED IN FULL at every poll: {}", shown(why)))
+    } else if w.overreach {
+        Some(
+            "windowed listings return clips outside the window (the camera seems to ignore `time_type`): each poll costs as much as a full listing"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
 /// Everything `status` reports, per camera.
 pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
     let mut out = Vec::new();
@@ -203,7 +221,12 @@ pub async fn collect_status(store: &Store) -> Result<Vec<CameraStatus>> {
         let today = store.tally(&cam.imei, local_midnight()).await?;
         let (uploaded_today, uploaded_today_bytes) =
             (today.verified as i64, today.verified_bytes as i64);
+        let listing_window = store
+            .listing_window(&cam.imei)
+            .await?
+            .and_then(|w| window_note(&w));
         out.push(CameraStatus {
+            listing_window,
             deletes_not_taken: not_taken.get(&cam.imei).copied().unwrap_or(0),
             deletes_held: store
                 .notice(agent::challenge_key(&cam.imei))
@@ -389,6 +412,9 @@ fn notes(st: &[CameraStatus]) -> Vec<String> {
             }
             if let Some(why) = &c.deletes_held {
                 v.push(format!("  {}: DELETES HELD: {why}", label(c)));
+            }
+            if let Some(w) = &c.listing_window {
+                v.push(format!("  {}: {w}", label(c)));
             }
             if let Some(why) = &c.weakly_verified_why {
                 v.push(format!(

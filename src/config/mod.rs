@@ -157,6 +157,14 @@ pub struct SyncConfig {
     /// kept: `docs/clip-lifecycle.md`, "Pruning"); zero: never.
     #[serde(default = "d_prune_after", deserialize_with = "de_duration")]
     pub prune_after: Duration,
+    /// How far before the newest clip already known a windowed listing reaches back: the
+    /// longest clip, an event's pre-roll and a DST fall-back must fit in it.
+    #[serde(default = "d_window_margin", deserialize_with = "de_duration")]
+    pub window_margin: Duration,
+    /// How often a camera is listed in full between windowed listings; `"0s"`: every
+    /// listing is a full one.
+    #[serde(default = "d_full_listing_every", deserialize_with = "de_duration")]
+    pub full_listing_every: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -340,6 +348,12 @@ fn d_attempts() -> u32 {
 fn d_destination_wait() -> Duration {
     Duration::from_secs(120)
 }
+fn d_window_margin() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+fn d_full_listing_every() -> Duration {
+    Duration::from_secs(3 * 3600)
+}
 fn d_quiet() -> Duration {
     Duration::from_secs(600)
 }
@@ -374,6 +388,8 @@ impl Default for SyncConfig {
             retry_after: d_quiet(),
             destination_wait: d_destination_wait(),
             prune_after: d_prune_after(),
+            window_margin: d_window_margin(),
+            full_listing_every: d_full_listing_every(),
         }
     }
 }
@@ -458,6 +474,25 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn windowed_listing_keys_are_bounded_durations() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.sync.window_margin, Duration::from_secs(2 * 3600));
+        assert_eq!(c.sync.full_listing_every, Duration::from_secs(3 * 3600));
+        let c = parse(&format!(
+            "{MIN}[sync]\nwindow_margin = \"6h\"\nfull_listing_every = \"0s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sync.window_margin, Duration::from_secs(6 * 3600));
+        assert_eq!(c.sync.full_listing_every, Duration::ZERO);
+        for bad in ["10m", "3d"] {
+            let e = parse(&format!("{MIN}[sync]\nwindow_margin = \"{bad}\"\n")).unwrap_err();
+            assert!(e.to_string().contains("sync.window_margin"), "{e}");
+        }
+        let e = parse(&format!("{MIN}[sync]\nfull_listing_every = \"8d\"\n")).unwrap_err();
+        assert!(e.to_string().contains("sync.full_listing_every"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,19 @@ impl Config {
         if s.destination_wait > std::time::Duration::from_secs(24 * 3600) {
             return Err(bad("sync.destination_wait", "must be at most 24h".into()));
         }
+        let hour = std::time::Duration::from_secs(3600);
+        if s.window_margin < hour || s.window_margin > 48 * hour {
+            return Err(bad(
+                "sync.window_margin",
+                "must be between 1h and 48h (it must cover the longest clip, an event's pre-roll and a DST fall-back)".into(),
+            ));
+        }
+        if s.full_listing_every > 7 * 24 * hour {
+            return Err(bad(
+                "sync.full_listing_every",
+                "must be at most 7d (\"0s\": every listing is a full one)".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -265,20 +265,24 @@ impl Store {
 }
 
 /// The latest generation of a path, as reconciling needs it.
-struct Latest {
+pub(super) struct Latest {
     id: i64,
-    size: i64,
-    state: ClipState,
+    pub(super) size: i64,
+    pub(super) state: ClipState,
     stage: Option<Stage>,
-    on_camera: bool,
-    date_ms: Option<i64>,
+    pub(super) on_camera: bool,
+    pub(super) date_ms: Option<i64>,
     generation: i64,
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
     /// Block digests are recorded: the delete challenge can read its bytes on the camera.
     has_blocks: bool,
 }
 
-fn latest(tx: &Transaction<'_>, imei: &str, path: &str) -> rusqlite::Result<Option<Latest>> {
+pub(super) fn latest(
+    tx: &rusqlite::Connection,
+    imei: &str,
+    path: &str,
+) -> rusqlite::Result<Option<Latest>> {
     tx.query_row(
         "SELECT id, size, state, failed_stage, on_camera, date_ms, generation, reason,
                 blocks IS NOT NULL

@@ -14,7 +14,8 @@
 //! The rooms: [`schema`] (migrations), [`state`] (states and groups), `transitions` (one
 //! guarded method per transition), `listing` (reconciling listings, clips that left the
 //! camera), `queries` (reads for the agent, `status`, progress and metrics), `multipart`
-//! (the upload journal), `hotspots` (depot Wi-Fi: the camera hotspots met, per BSSID).
+//! (the upload journal), `hotspots` (depot Wi-Fi: the camera hotspots met, per BSSID), `window` (windowed
+//! listings: per camera, the high-water mark and when it was last listed in full).
 //!
 //! # Transitions
 //!
@@ -76,6 +77,7 @@ mod queries;
 pub mod schema;
 pub mod state;
 mod transitions;
+mod window;
 
 pub use hotspots::{CameraWork, HotspotRow, JoinFailed, JoinFailure, Suspicious};
 pub use listing::{Listed, PASSING_REFUSALS, REFUSED_AS_DIRECTORY, Reconciled};
@@ -84,6 +86,7 @@ pub use queries::{CameraRow, StateCount, Tally};
 pub use schema::SCHEMA_VERSION;
 pub use state::{ClipState, Group, Origin, Stage};
 pub use transitions::{Changed, Quarantined, TakenIn, Verified};
+pub use window::ListingWindow;
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
@@ -268,3 +271,5 @@ mod tests_identity;
 mod tests_prune;
 #[cfg(test)]
 mod tests_quarantine;
+#[cfg(test)]
+mod tests_window;

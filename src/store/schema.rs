@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Current schema version; [`migrate`] brings any older database up to it.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -235,6 +235,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
         last_verified INTEGER,
         PRIMARY KEY (imei, state)
     );
+    "#,
+    // 15: windowed listings (`store::window`): per camera, the newest recording time listed
+    // (`high_water`, the `recorded_at` form), when it was last listed in full (ms), the
+    // offset of its `date` from its clip names (ms), why its windows are not trusted
+    // (`broken`, NULL: trusted) and whether its last window returned clips outside it. No
+    // row: never listed in full since this step (the next listing is a full one).
+    // `selection`: the clip selection of the last full listing (another one lists in full:
+    // clips skipped before may be wanted now). The
+    // index serves the check of what a window must contain.
+    r#"
+    CREATE TABLE listing_windows (
+        imei            TEXT PRIMARY KEY,
+        high_water      TEXT,
+        full_listed_at  INTEGER,
+        date_offset_ms  INTEGER,
+        broken          TEXT,
+        overreach       INTEGER NOT NULL DEFAULT 0,
+        selection       TEXT
+    );
+    CREATE INDEX clips_window ON clips (imei, recorded_at);
     "#,
 ];
 

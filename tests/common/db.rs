@@ -207,6 +207,14 @@ impl Db {
             .expect("age the clips")
     }
 
+    /// Makes every camera's full listing due, as if `sync.full_listing_every` had passed
+    /// since the last one. Returns the cameras changed.
+    pub fn make_full_listing_due(&self) -> usize {
+        self.0
+            .execute("UPDATE listing_windows SET full_listed_at = 0", [])
+            .expect("update the listing windows")
+    }
+
     /// Forgets the block digests of every clip, as in a database of schema 8 or earlier
     /// (clips downloaded before the delete challenge existed). Returns the rows changed.
     pub fn forget_block_digests(&self) -> usize {

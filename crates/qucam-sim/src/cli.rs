@@ -130,6 +130,7 @@ impl Args {
             listing_override: read_text(&self.listing_override)?,
             device_info_override: read_text(&self.device_info_override)?,
             download_override,
+            time_filter: Default::default(),
         })
     }
 }

@@ -110,10 +110,29 @@ pub struct Faults {
     pub as_directory: Vec<String>,
     /// Raw reply body returned verbatim for `get_video_files_info`.
     pub listing_override: Option<String>,
+    /// How the listing applies `time_type` (default: the simulator's assumed rule).
+    pub time_filter: TimeFilter,
     /// Raw reply body returned verbatim for `get_device_info`.
     pub device_info_override: Option<String>,
     /// Raw reply `(HTTP status, body)` for every download (HTML error pages etc.).
     pub download_override: Option<(u16, Vec<u8>)>,
+}
+
+/// How a listing applies `time_type` `<from>:<to>`. The vendor document does not say what
+/// the period filters on, on which clock, or whether its ends are inclusive; the simulator
+/// assumes [`TimeFilter::Start`]. The others are cameras that do it otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeFilter {
+    /// The assumption: a clip is listed when the recording time in its name (the camera's
+    /// local clock, the start of the recording) is within the period, both ends included.
+    #[default]
+    Start,
+    /// `time_type` is ignored: every clip is listed (old firmware).
+    Ignored,
+    /// The period is read `hours` later than it was sent (a camera comparing it with
+    /// another clock, e.g. its names in local time against the period taken as UTC): the
+    /// clips recorded in the first `hours` of the period are left out.
+    Skewed { hours: u32 },
 }
 
 /// One request the simulator answered.

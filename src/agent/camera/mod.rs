@@ -4,16 +4,20 @@
 //!
 //! **The clip walk**, one pass:
 //! 1. probe `get_device_info`: the IMEI is the camera's identity (`identity`); record it;
-//! 2. `listing`: page through the listing (each page between two IMEI checks), reconcile
-//!    each page into the store, settle the clips that left the camera; read the bytes of
-//!    clips the listing cannot tell from those verified (`challenge`, a due challenge);
+//! 2. `listing`: list the window since the newest clip known, or the whole listing (the
+//!    first time, every `sync.full_listing_every`, after a swap or a clock change, or when a
+//!    window missed a clip); reconcile each page into the store (each page of a full
+//!    listing between two IMEI checks, a window's after the probe and, when it brings
+//!    something to act on, before it is taken), settle the clips that left the camera (a
+//!    full listing only); read the bytes of clips the listing cannot tell from those
+//!    verified (`challenge`, a due challenge);
 //! 3. sweep the spool of files no clip names (`spool`; a finished one goes to the
 //!    quarantine, and is offloaded from there: `quarantine`);
 //! 4. `download`: fetch queued clips (most severe first, then oldest) into `.part` files,
 //!    put each in place, record it `downloaded` and tell the uploader ([`Uploader::ready`]);
 //!    a large clip uploads while it downloads (`Uploader::start_early`);
 //! 5. wait for the camera's uploads: the uploader uploads, verifies and frees the spool;
-//! 6. `retention`: list again, check each verified object in the bucket again, read a few
+//! 6. `retention`: list again in full, check each verified object in the bucket again, read a few
 //!    blocks of each clip on the camera (`challenge`), confirm the IMEI, delete from the
 //!    camera what the policy and the turn's gate allow;
 //! 7. report what remains.
@@ -26,8 +30,8 @@ mod identity;
 mod listing;
 mod retention;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use tracing::{debug, info, warn};
@@ -96,6 +100,8 @@ pub(crate) struct CameraWorker {
     warned_not_deleting: AtomicBool,
     /// What the worker warned of about the camera's delete challenges.
     warned_challenge: challenge::ChallengeWarnings,
+    /// The IMEI of the worker's last pass: another one at the address is listed in full.
+    last_imei: Mutex<Option<String>>,
 }
 
 impl CameraWorker {
@@ -112,6 +118,7 @@ impl CameraWorker {
             learner: p.learner,
             warned_not_deleting: AtomicBool::new(false),
             warned_challenge: challenge::ChallengeWarnings::default(),
+            last_imei: Mutex::new(None),
         }
     }
 
@@ -247,7 +254,15 @@ impl CameraWorker {
                 error: format!("state database: {e:#}"),
             });
         }
-        match self.work(&imei, turn).await {
+        // Another camera answered at the address since the last pass (a vehicle swap): its
+        // windows may have missed what happened meanwhile, so it is listed in full.
+        let swapped_in = {
+            let mut last = self.last_imei.lock().unwrap_or_else(|e| e.into_inner());
+            let other = last.as_deref().is_some_and(|l| l != imei);
+            *last = Some(imei.clone());
+            other
+        };
+        match self.work(&imei, turn, swapped_in).await {
             Ok(remaining) => ended(PassOutcome::Done { imei, remaining }),
             Err(e) => {
                 let swapped = is_swap(&e);
@@ -267,7 +282,8 @@ impl CameraWorker {
     }
 
     /// The pass over the camera confirmed as `imei`: steps 2 to 7 of the clip walk.
-    async fn work(&self, imei: &str, turn: &Turn) -> Result<usize> {
+    /// `list_in_full`: the listing is a full one (not a window).
+    async fn work(&self, imei: &str, turn: &Turn, list_in_full: bool) -> Result<usize> {
         let listing = Listing {
             client: &self.client,
             imei,
@@ -283,7 +299,7 @@ impl CameraWorker {
             warned_cap: AtomicBool::new(false),
         };
         let mut listed_since = crate::store::now_ms();
-        listing.reconcile().await?;
+        let listed_in_full = listing.reconcile(list_in_full).await?;
         let gate = match turn {
             Turn::Polled => &DeleteGate::Open,
             Turn::Visit { gate, .. } => gate,
@@ -331,16 +347,30 @@ impl CameraWorker {
         self.uploader.wait_overlaps(Some(imei)).await;
         dl?;
         if !self.stops.shutdown.is_cancelled() {
-            // Deletes go by a listing taken right before them (the camera may have
-            // rewritten a path since the pass began).
+            // Deletes go by a full listing taken right before them (the camera may have
+            // rewritten a path since the pass began, and a window lists only recent clips).
             if self.cfg.retention.delete_from_camera != DeletePolicy::Never
-                && !self.store.deletable(imei, listed_since).await?.is_empty()
+                && self.delete_due(imei).await?
             {
-                listed_since = listing.for_retention().await?;
+                listed_since = listing.for_retention(listed_in_full).await?;
             }
             retention.apply(listed_since, gate).await?;
         }
         remaining(&self.store, imei, self.cfg.retention.delete_from_camera).await
+    }
+
+    /// Whether a clip of `imei` may be deleted from the camera in this pass, as far as the
+    /// store can tell before listing it again: verified or retained, still on the camera,
+    /// old enough for `retention.min_age_on_camera`, its delete not waiting for a retry.
+    async fn delete_due(&self, imei: &str) -> Result<bool> {
+        let min_age = self.cfg.retention.min_age_on_camera.as_secs() as i64;
+        let t = crate::store::now();
+        Ok(self
+            .store
+            .deletable(imei, i64::MIN)
+            .await?
+            .iter()
+            .any(|c| c.first_seen.saturating_add(min_age) <= t))
     }
 }
 

@@ -1,5 +1,13 @@
 //! 3.1 `get_video_files_info`: filters, paging newest first, and the listing faults (busy
-//! replies, growing clips, a new clip between pages, data as a string).
+//! replies, growing clips, a new clip between pages, data as a string, a `time_type`
+//! applied otherwise).
+//!
+//! **`time_type`, an assumption.** The vendor document gives the period's form
+//! (`yyyyMMddHHmmss:yyyyMMddHHmmss`) and nothing else. The simulator lists a clip when the
+//! recording time in its name (the camera's local clock, the start of the recording) is
+//! within the period, both ends included ([`TimeFilter::Start`]). A real camera may filter
+//! on `date` (the end of the recording), on another clock, or not at all; the agent checks
+//! each camera's windows against its full listings, and [`TimeFilter`] plays the others.
 
 use std::fs;
 use std::io;
@@ -17,6 +25,7 @@ use super::{
     Params, Sim, api_ok, bad_request, blocking, format_mb, internal, json_response, param,
     read_params,
 };
+use crate::TimeFilter;
 use crate::clips::{self, Clip, Rng};
 
 /// Bytes added to a "still recording" clip at each listing.
@@ -71,9 +80,17 @@ impl ListQuery {
         Ok(q)
     }
 
-    fn matches(&self, c: &ClipName) -> bool {
+    fn matches(&self, c: &ClipName, filter: TimeFilter) -> bool {
         let time = c.recorded();
-        self.period.is_none_or(|(a, b)| a <= time && time <= b)
+        let in_period = |(a, b): (NaiveDateTime, NaiveDateTime)| match filter {
+            TimeFilter::Start => a <= time && time <= b,
+            TimeFilter::Ignored => true,
+            TimeFilter::Skewed { hours } => {
+                let skew = chrono::Duration::hours(i64::from(hours));
+                a + skew <= time && time <= b + skew
+            }
+        };
+        self.period.is_none_or(in_period)
             && (self.events.is_empty() || self.events.iter().any(|e| e == c.event_code()))
             && self.camera.is_none_or(|cam| cam == c.camera())
     }
@@ -154,12 +171,19 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
         Ok(q) => q,
         Err(why) => return bad_request(&sim, &why),
     };
-    let (new_clip, sizeless, as_directory, shift) = {
+    let (new_clip, sizeless, as_directory, shift, filter) = {
         let st = sim.lock();
         let f = &st.faults;
         let new_clip = q.offset == 0 && f.new_clip_between_pages;
         let shift = f.date_shift_ms;
-        (new_clip, f.sizeless.clone(), f.as_directory.clone(), shift)
+        let filter = f.time_filter;
+        (
+            new_clip,
+            f.sizeless.clone(),
+            f.as_directory.clone(),
+            shift,
+            filter,
+        )
     };
     let dir = sim.dir();
     let listed = blocking(move || {
@@ -168,7 +192,7 @@ pub(super) async fn list_files(State(sim): State<Sim>, req: Request) -> Response
         }
         let mut all: Vec<Clip> = clips::scan(&dir)?
             .into_iter()
-            .filter(|c| q.matches(&c.parsed))
+            .filter(|c| q.matches(&c.parsed, filter))
             .collect();
         sort_newest_first(&mut all);
         let page: Vec<Value> = all
