@@ -503,7 +503,9 @@ on_both_stores!(
 /// deleted (the rule for deletes that do not take needs them); `status` counts the same.
 async fn a_run_prunes_finished_clips_a_month_old_and_status_counts_the_same(store: Store) {
     let f = Fleet::start_on(store, 8, 10_000).await;
-    f.run_until_done(&knobs(), 2).await;
+    // Clips that left the camera are settled by full listings (windows settle none).
+    let k = full_listings();
+    f.run_until_done(&k, 2).await;
     let loops: Vec<String> = f
         .originals
         .keys()
@@ -514,7 +516,7 @@ async fn a_run_prunes_finished_clips_a_month_old_and_status_counts_the_same(stor
     for n in &loops {
         std::fs::remove_file(clip_path(&f.camera_dir, n)).unwrap();
     }
-    f.run_once(&knobs()).await;
+    f.run_once(&k).await;
     let counts = || async {
         let st = qucam_offload::commands::collect_status(
             &qucam_offload::store::Store::open(&f.state_dir.join("state.db")).unwrap(),
@@ -533,7 +535,7 @@ async fn a_run_prunes_finished_clips_a_month_old_and_status_counts_the_same(stor
     let before = counts().await;
     assert_eq!(before.0.get("skipped"), Some(&(loops.len() as i64)));
     f.db().age_clips(31 * 86400);
-    f.run_once(&knobs()).await;
+    f.run_once(&k).await;
     let states = f.states();
     assert_eq!(
         states.len(),
