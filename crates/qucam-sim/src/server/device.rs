@@ -107,8 +107,11 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
         }
     }
     let shared = sim.clone();
+    let delay = std::time::Duration::from_millis(sim.lock().faults.delete_delay_ms);
+    // On the blocking pool: a client that hangs up does not stop the camera's work.
     let done = blocking(move || {
         for (path, file) in files {
+            std::thread::sleep(delay);
             if !file.is_file() {
                 tracing::info!(%path, "delete: no such file");
                 continue;
