@@ -27,7 +27,7 @@ mod listing;
 mod retention;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use anyhow::Result;
 use tracing::{debug, info, warn};
@@ -96,6 +96,8 @@ pub(crate) struct CameraWorker {
     warned_not_deleting: AtomicBool,
     /// What the worker warned of about the camera's delete challenges.
     warned_challenge: challenge::ChallengeWarnings,
+    /// Paths per delete request for this camera (smaller after a reply came too late).
+    delete_batch: AtomicUsize,
 }
 
 impl CameraWorker {
@@ -112,6 +114,7 @@ impl CameraWorker {
             learner: p.learner,
             warned_not_deleting: AtomicBool::new(false),
             warned_challenge: challenge::ChallengeWarnings::default(),
+            delete_batch: AtomicUsize::new(retention::DELETE_BATCH),
         }
     }
 
@@ -288,6 +291,7 @@ impl CameraWorker {
             uploader: &self.uploader,
             events: &self.events,
             warned: &self.warned_challenge,
+            batch: &self.delete_batch,
         };
         // Clips the listing could not tell from those verified have their bytes read now:
         // one found changed is a new generation, downloaded in this very pass.

@@ -120,7 +120,11 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
             if let Some(hook) = hook {
                 hook(&path);
             }
-            remove_clip_file(&file)?;
+            match remove_clip_file(&file) {
+                // A batch sent again while the first is still at work: one of them got it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                r => r?,
+            }
             tracing::info!(%path, "deleted");
             shared.lock().deletes.push(path);
         }
