@@ -341,9 +341,15 @@ impl CameraWorker {
 }
 
 /// Clips of `imei` that still need work under `policy` (not yet verified and settled).
+/// Counted by state in the store (a camera's history is not read row by row at every
+/// pass's end).
 pub(crate) async fn remaining(store: &Store, imei: &str, policy: DeletePolicy) -> Result<usize> {
-    let clips = store.clips_of(imei).await?;
-    Ok(count_remaining(clips.iter().map(|c| c.state), policy))
+    let counts = store.counts(imei).await?;
+    Ok(counts
+        .iter()
+        .filter(|n| needs_work(n.state, policy))
+        .map(|n| usize::try_from(n.clips).unwrap_or(0))
+        .sum())
 }
 
 /// Whether a clip in `state` still needs work under `policy`: not yet offloaded and
