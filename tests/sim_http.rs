@@ -573,7 +573,7 @@ async fn a_fleet_in_one_process_each_camera_its_own_port_imei_and_clips() {
     // Camera i holds clip i of NAMES only.
     for (i, name) in NAMES.iter().take(3).enumerate() {
         let cam = dir.path().join(sim::fleet_camera_name(i));
-        sim::write_clip(&cam, name, &vec![i as u8; 100]).expect("write clip");
+        sim::write_clip(&cam, name, &[i as u8; 100]).expect("write clip");
     }
     let fleet = sim::start_fleet(
         3,
