@@ -1103,3 +1103,79 @@ async fn keys_in_a_world_readable_config_are_used_but_warned_about(store: Store)
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(!out.stderr.contains("holds S3 keys"), "{}", out.describe());
 }
+
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_camera_slow_to_delete_gets_smaller_batches_and_the_resend_is_logged
+);
+/// A camera that takes 100 ms per path to delete cannot answer a batch of 25 within the
+/// 2 s idle timeout: the batch is sent again in halves (said once, at warn), every clip
+/// leaves the camera, and only clips already in the bucket are deleted.
+async fn a_camera_slow_to_delete_gets_smaller_batches_and_the_resend_is_logged(store: Store) {
+    let f = Fleet::start_on(store, 80, 10_000).await;
+    let events = f.event_clips();
+    assert!(
+        events.len() > 25,
+        "more event clips than one batch: {}",
+        events.len()
+    );
+    let objects = f.s3.objects();
+    let unsafe_deletes = Arc::new(Mutex::new(Vec::new()));
+    let seen = unsafe_deletes.clone();
+    f.sim.set_on_delete(move |path| {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let key = format!(
+            "dashcam/{IMEI}/{}-{}-{}/{name}",
+            &name[0..4],
+            &name[4..6],
+            &name[6..8]
+        );
+        if !objects.exists(&key) {
+            seen.lock().unwrap().push(path.to_string());
+        }
+    });
+    f.sim.set_faults(|x| x.delete_delay_ms = 100);
+    let cfg = f.write_config(&Knobs::default());
+
+    let out = run(&f, &cfg, &["run", "--once"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let resends: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("did not answer a delete"))
+        .collect();
+    assert_eq!(
+        resends.len(),
+        1,
+        "one resend, said once: {}",
+        out.describe()
+    );
+    assert!(
+        resends[0].contains("of 25 clips") && resends[0].contains("in batches of 12"),
+        "{}",
+        resends[0]
+    );
+    for name in &events {
+        assert!(!f.clip_on_camera(name), "{name} is still on the camera");
+        assert_eq!(f.db().clip(name).state, "deleted", "{name}");
+    }
+    assert!(
+        unsafe_deletes.lock().unwrap().is_empty(),
+        "deleted before upload: {:?}",
+        unsafe_deletes.lock().unwrap()
+    );
+    // The smaller batches came back in time: after the one resend, no delete request of
+    // more than 12 paths was needed.
+    let delete_requests = f
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/device/delete_file")
+        .count();
+    let want = 1 + (events.len() - 25).div_ceil(12) + 25_usize.div_ceil(12);
+    assert!(
+        delete_requests <= want,
+        "{delete_requests} delete requests for {} clips",
+        events.len()
+    );
+}

@@ -551,3 +551,64 @@ async fn growing_shifting_slow_overridden_and_format() {
     assert!(names(&list(&sim, "").await).is_empty());
     sim.shutdown().await;
 }
+
+/// The IMEI a camera at `url` reports.
+async fn imei_at(url: &str) -> String {
+    let reply: Value = client()
+        .get(format!("{url}/device/get_device_info"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let doc: Value =
+        serde_json::from_str(reply["data"].as_str().expect("data is a string")).expect("doc");
+    doc["imei"].as_str().expect("imei").to_string()
+}
+
+#[tokio::test]
+async fn a_fleet_in_one_process_each_camera_its_own_port_imei_and_clips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Camera i holds clip i of NAMES only.
+    for (i, name) in NAMES.iter().take(3).enumerate() {
+        let cam = dir.path().join(sim::fleet_camera_name(i));
+        sim::write_clip(&cam, name, &[i as u8; 100]).expect("write clip");
+    }
+    let fleet = sim::start_fleet(
+        3,
+        SimOptions {
+            dir: dir.path().to_path_buf(),
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .expect("start fleet");
+    let urls: std::collections::HashSet<String> = fleet.iter().map(|c| c.url()).collect();
+    assert_eq!(urls.len(), 3, "one port each");
+    let mut imeis = std::collections::HashSet::new();
+    for (i, cam) in fleet.iter().enumerate() {
+        assert_eq!(cam.name, format!("cam{i:03}"));
+        assert_eq!(imei_at(&cam.url()).await, cam.imei);
+        assert_eq!(
+            cam.imei,
+            sim::fleet_imei(&SimOptions::default().imei, i).unwrap()
+        );
+        imeis.insert(cam.imei.clone());
+        assert_eq!(names(&list(&cam.sim, "").await), vec![NAMES[i].to_string()]);
+    }
+    assert_eq!(imeis.len(), 3, "distinct IMEIs");
+    let entries = sim::camera_config(&fleet);
+    assert_eq!(entries.matches("[[camera]]").count(), 3);
+    assert!(entries.contains(&format!("url = \"{}\"", fleet[2].url())));
+    // Faults are each camera's own: a busy camera 1 leaves camera 0 answering.
+    fleet[1].sim.set_faults(|f| f.busy_listings = 1);
+    assert_eq!(list(&fleet[1].sim, "").await["data"], "Camera Busy");
+    assert_eq!(
+        names(&list(&fleet[0].sim, "").await),
+        vec![NAMES[0].to_string()]
+    );
+    for cam in fleet {
+        cam.sim.shutdown().await;
+    }
+}

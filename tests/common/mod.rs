@@ -1,5 +1,6 @@
 pub mod db;
 pub mod fleet;
+pub mod many;
 pub mod moto;
 pub mod nm;
 pub mod s3;
