@@ -6,7 +6,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::fleet::{Fleet, IMEI, Knobs, clip_path, sha256_hex};
-use common::many::ManyCameras;
 use common::s3::Store;
 use qucam_offload::agent::PassOutcome;
 
@@ -1258,62 +1257,4 @@ async fn every_date_moved_by_an_hour_offloads_nothing_again_but_a_clip_that_chan
         "the changed clip under its hashed key: {now:?}"
     );
     assert!(f.sim.deletes().is_empty());
-}
-
-on_both_stores!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    a_fleet_of_twenty_cameras_in_one_simulator_is_offloaded_whole
-);
-/// 20 cameras, each its own IMEI and clips, served by one simulator process: one `--once`
-/// run puts every event clip of every camera in the bucket under its own camera's IMEI,
-/// with the camera's bytes, and deletes it from that camera only.
-async fn a_fleet_of_twenty_cameras_in_one_simulator_is_offloaded_whole(store: Store) {
-    let m = ManyCameras::start_on(store, 20, 6, 20_000).await;
-    let out = m.agent("").run_once().await;
-    assert_eq!(out.len(), 20);
-    for (i, cam) in m.cameras.iter().enumerate() {
-        let (name, outcome) = out
-            .iter()
-            .find(|(n, _)| *n == cam.name)
-            .unwrap_or_else(|| panic!("no outcome for {}", cam.name));
-        assert_eq!(
-            *outcome,
-            PassOutcome::Done {
-                imei: cam.imei.clone(),
-                remaining: 0
-            },
-            "{name}"
-        );
-        for clip in m.event_clips(i) {
-            let key = m.key(i, &clip);
-            let got =
-                m.s3.object_bytes(&key)
-                    .unwrap_or_else(|| panic!("{key} missing from the bucket"));
-            assert_eq!(sha256_hex(&got), m.originals[i][&clip], "{key}");
-            assert!(
-                !clip_path(&cam.dir, &clip).exists(),
-                "{clip} left on {name}"
-            );
-        }
-        let want: BTreeSet<String> = m
-            .event_clips(i)
-            .iter()
-            .map(|c| {
-                format!(
-                    "/storage/sdcard1/queclink/video/{}/{}/{c}",
-                    &c[..8],
-                    &c[9..11]
-                )
-            })
-            .collect();
-        let deleted: BTreeSet<String> = cam.sim.deletes().into_iter().collect();
-        assert_eq!(deleted, want, "{name} deleted exactly its own event clips");
-    }
-    let events: usize = (0..20).map(|i| m.event_clips(i).len()).sum();
-    assert!(events >= 20, "the generator makes event clips: {events}");
-    assert_eq!(
-        m.s3.object_keys().len(),
-        events,
-        "one object per event clip"
-    );
 }

@@ -1,10 +1,7 @@
 //! The SQLite state database: one row per clip, the only place its lifecycle is written.
 //!
 //! One [`Store`] owns the connection. Every public method is `async` and runs its SQL on
-//! tokio's blocking pool, never on an async worker; no SQL exists outside this module. At
-//! most [`BLOCKING_CALLS`] of its calls hold a blocking thread at a time (the others wait
-//! their turn as tasks): the connection serves one call at a time anyway, and a pass over
-//! 200 cameras would otherwise park a blocking thread per camera on its lock.
+//! tokio's blocking pool, never on an async worker; no SQL exists outside this module.
 //! Every state transition is one guarded statement or transaction (`… WHERE id = ? AND state
 //! IN (…)`) and reports whether it applied. WAL mode with `synchronous=FULL`: a committed
 //! transition survives a kill -9 or a power cut.
@@ -65,7 +62,6 @@
 //! reason can pass (a directory), `deleted` one when the camera did not perform the delete.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -108,19 +104,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// How many store calls may hold a blocking thread at once, whatever the number of
-/// cameras: one runs its SQL, one is ready to take the connection next.
-pub const BLOCKING_CALLS: usize = 2;
-
 /// The handle to the state database.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// [`BLOCKING_CALLS`] permits, one per call on the blocking pool.
-    turns: Arc<tokio::sync::Semaphore>,
-    /// Calls on the blocking pool now, and the most seen at once (for tests).
-    on_pool: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
 /// One clip row.
@@ -227,8 +215,6 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
-            turns: Arc::new(tokio::sync::Semaphore::new(BLOCKING_CALLS)),
-            on_pool: Arc::default(),
         })
     }
 
@@ -263,28 +249,15 @@ impl Store {
         }
     }
 
-    /// Runs `f` with the connection on the blocking pool, once one of the
-    /// [`BLOCKING_CALLS`] turns is free.
+    /// Runs `f` with the connection on the blocking pool.
     async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let _turn = self
-            .turns
-            .acquire()
-            .await
-            .map_err(|e| anyhow!("state database closed: {e}"))?;
         let me = self.clone();
-        let (now, most) = &*self.on_pool;
-        most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-        let res = tokio::task::spawn_blocking(move || me.with(f)).await;
-        now.fetch_sub(1, Ordering::SeqCst);
-        res.map_err(|e| anyhow!("state database task failed: {e}"))?
-    }
-
-    /// The most store calls that held a blocking thread at once so far.
-    pub fn most_blocking_calls(&self) -> usize {
-        self.on_pool.1.load(Ordering::SeqCst)
+        tokio::task::spawn_blocking(move || me.with(f))
+            .await
+            .map_err(|e| anyhow!("state database task failed: {e}"))?
     }
 }
 

@@ -128,26 +128,6 @@ impl Store {
         .await
     }
 
-    /// Ids of the clips of `imei` (any camera's, when `None`) waiting for the uploader
-    /// ([`Group::UPLOAD_WORK`], failed ones once their retry time has come): what a camera's
-    /// pass waits for at its end, read without the rows of every other camera.
-    pub async fn pending_upload_ids(&self, imei: Option<&str>) -> Result<Vec<i64>> {
-        let imei = imei.map(str::to_string);
-        self.call(move |c| {
-            let sql = format!(
-                "SELECT id FROM clips WHERE (?1 IS NULL OR imei = ?1) AND {}
-                    AND (state != 'failed' OR retry_after <= ?2)",
-                Group::UPLOAD_WORK.sql()
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let ids = stmt
-                .query_map(params![imei, now()], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            Ok(ids)
-        })
-        .await
-    }
-
     /// Every clip of `imei`, oldest first.
     pub async fn clips_of(&self, imei: &str) -> Result<Vec<Clip>> {
         let imei = imei.to_string();

@@ -897,22 +897,3 @@ async fn a_clip_changed_on_the_camera_becomes_a_new_generation_under_a_hashed_ke
         "once"
     );
 }
-
-/// 200 cameras asking at once hold at most `BLOCKING_CALLS` blocking threads, not 200.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_callers_at_once_hold_a_bounded_number_of_blocking_threads() {
-    let (_d, s) = open();
-    clip_in(&s, Queued, None);
-    let asks = (0..200).map(|i| {
-        let s = s.clone();
-        async move { s.next_downloads(&format!("86786743252{i:04}"), 5).await }
-    });
-    for r in futures_util::future::join_all(asks).await {
-        r.expect("query");
-    }
-    let most = s.most_blocking_calls();
-    assert!(
-        (1..=BLOCKING_CALLS).contains(&most),
-        "{most} store calls held a blocking thread at once"
-    );
-}

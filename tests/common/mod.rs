@@ -1,6 +1,5 @@
 pub mod db;
 pub mod fleet;
-pub mod many;
 pub mod moto;
 pub mod nm;
 pub mod s3;

@@ -1,5 +1,4 @@
-//! The `qucam-sim` command line: one camera, or with `--cameras N` a fleet of N in one
-//! process (see [`super::start_fleet`]).
+//! The `qucam-sim` command line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,23 +13,13 @@ use super::{Faults, SimOptions};
 #[derive(Debug, Parser)]
 #[command(name = "qucam-sim", version)]
 struct Args {
-    /// Address to listen on. With --cameras N, camera i listens on its port + i (port 0:
-    /// each camera on an ephemeral port).
+    /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:2345")]
     listen: SocketAddr,
     /// Directory standing for /storage/sdcard1/queclink/video (clips in yyyyMMdd/HH/).
-    /// With --cameras N, camera i serves DIR/camNNN (cam000, cam001, ...).
     #[arg(long)]
     dir: PathBuf,
-    /// Serve this many cameras, each on its own port with its own IMEI (derived from --imei,
-    /// Luhn-valid) and clips; one line per camera (name, url, IMEI) is printed on start.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    cameras: u16,
-    /// With --cameras: write a [[camera]] entry per camera (name, url) to this file.
-    #[arg(long)]
-    config_out: Option<PathBuf>,
-    /// Write this many deterministic clips into DIR first (existing ones are kept); with
-    /// --cameras, into each camera's directory (seed + its index).
+    /// Write this many deterministic clips into DIR first (existing ones are kept).
     #[arg(long, default_value_t = 0)]
     generate: usize,
     /// Size of each generated clip, in bytes.
@@ -73,15 +62,9 @@ struct Args {
     /// Fault: ignore Range headers (always 200 with the whole file).
     #[arg(long)]
     no_range: bool,
-    /// Fault: limit download bandwidth, bytes per second (per camera).
+    /// Fault: limit download bandwidth, bytes per second.
     #[arg(long)]
     bandwidth: Option<u64>,
-    /// Fault: every request waits this long (ms) before its answer (per camera).
-    #[arg(long, default_value_t = 0)]
-    latency_ms: u64,
-    /// Fault: delete_file takes this long (ms) per path.
-    #[arg(long, default_value_t = 0)]
-    delete_delay_ms: u64,
     /// Fault: reply HTTP 401 to requests without a clientId header.
     #[arg(long)]
     require_client_id: bool,
@@ -148,18 +131,20 @@ impl Args {
             device_info_override: read_text(&self.device_info_override)?,
             download_override,
             time_filter: Default::default(),
-            latency_ms: self.latency_ms,
-            delete_delay_ms: self.delete_delay_ms,
         })
     }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let faults = args.faults()?;
-    if args.cameras > 1 {
-        return run_fleet(args, faults).await;
+    if args.generate > 0 {
+        let (dir, n, size, seed) = (args.dir.clone(), args.generate, args.size, args.seed);
+        let started = std::time::Instant::now();
+        let files = tokio::task::spawn_blocking(move || super::generate_clips(&dir, n, size, seed))
+            .await?
+            .context("generating clips")?;
+        tracing::info!(count = files.len(), elapsed = ?started.elapsed(), "clips ready");
     }
-    generate(&args.dir, &args, 0).await?;
     let sim = super::start(SimOptions {
         listen: args.listen,
         dir: args.dir,
@@ -176,61 +161,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("waiting for Ctrl-C")?;
     tracing::info!("shutting down");
     sim.shutdown().await;
-    Ok(())
-}
-
-/// Writes `--generate` clips into `dir` (seed + `index`), if asked.
-async fn generate(dir: &std::path::Path, args: &Args, index: u64) -> anyhow::Result<()> {
-    if args.generate == 0 {
-        return Ok(());
-    }
-    let (dir, n, size, seed) = (
-        dir.to_path_buf(),
-        args.generate,
-        args.size,
-        args.seed.wrapping_add(index),
-    );
-    let started = std::time::Instant::now();
-    let files = tokio::task::spawn_blocking(move || super::generate_clips(&dir, n, size, seed))
-        .await?
-        .context("generating clips")?;
-    tracing::info!(count = files.len(), elapsed = ?started.elapsed(), "clips ready");
-    Ok(())
-}
-
-async fn run_fleet(args: Args, faults: Faults) -> anyhow::Result<()> {
-    let n = usize::from(args.cameras);
-    for i in 0..n {
-        let dir = args.dir.join(super::fleet_camera_name(i));
-        generate(&dir, &args, i as u64).await?;
-    }
-    let cameras = super::start_fleet(
-        n,
-        SimOptions {
-            listen: args.listen,
-            dir: args.dir.clone(),
-            imei: args.imei.clone(),
-            device_name: args.device_name.clone(),
-            ssid: args.ssid.clone(),
-            password: args.password.clone(),
-            faults,
-        },
-    )
-    .await?;
-    for c in &cameras {
-        println!("camera {} {} {}", c.name, c.url(), c.imei);
-    }
-    if let Some(path) = &args.config_out {
-        super::write_camera_config(&cameras, path)?;
-    }
-    println!("qucam-sim serving {n} cameras");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    tracing::info!("shutting down");
-    for c in cameras {
-        c.sim.shutdown().await;
-    }
     Ok(())
 }
 

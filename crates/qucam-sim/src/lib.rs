@@ -10,8 +10,7 @@
 //! downloads, ignored `Range`, growing clips, shifting listings, hostile raw replies) and may be
 //! changed while serving through [`SimHandle::set_faults`]; [`SimDevice::swap`] puts another
 //! camera (IMEI and clips) behind the same address mid-pass. Tests start the simulator
-//! in-process with [`start`], or a fleet of N cameras (each its own port, IMEI and clips)
-//! with [`start_fleet`]; the `qucam-sim` binary wraps it (see [`cli`]; the binary target
+//! in-process with [`start`]; the `qucam-sim` binary wraps it (see [`cli`]; the binary target
 //! itself is `src/bin/qucam-sim.rs` of the root package, so that `cargo install --path .`
 //! installs it with the agent).
 //!
@@ -22,7 +21,6 @@
 
 pub mod cli;
 mod clips;
-mod fleet;
 mod net;
 mod server;
 
@@ -35,9 +33,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use clips::{VIDEO_ROOT, generate_clips, write_clip};
-pub use fleet::{
-    FleetCamera, camera_config, fleet_camera_name, fleet_imei, start_fleet, write_camera_config,
-};
 
 /// Default ADAS extrinsic parameters, reported until a calibration records others.
 pub const DEFAULT_ADAS_PARAMS: &str = "1|2|3|4|5|6|7";
@@ -121,13 +116,6 @@ pub struct Faults {
     pub device_info_override: Option<String>,
     /// Raw reply `(HTTP status, body)` for every download (HTML error pages etc.).
     pub download_override: Option<(u16, Vec<u8>)>,
-    /// Every request waits this long (ms) before it is answered: a cellular link's latency.
-    pub latency_ms: u64,
-    /// `delete_file` takes this long (ms) per path before each file is removed, and replies
-    /// once all are: a camera slow to delete, whose reply to a large batch comes late. The
-    /// work goes on when the client hangs up (the camera does not notice), so a resent batch
-    /// finds some of its paths gone.
-    pub delete_delay_ms: u64,
 }
 
 /// How a listing applies `time_type` `<from>:<to>`. The vendor document does not say what

@@ -102,8 +102,6 @@ pub(crate) struct CameraWorker {
     warned_challenge: challenge::ChallengeWarnings,
     /// The IMEI of the worker's last pass: another one at the address is listed in full.
     last_imei: Mutex<Option<String>>,
-    /// Paths per delete request for this camera (smaller after a reply came too late).
-    delete_batch: AtomicUsize,
 }
 
 impl CameraWorker {
@@ -121,7 +119,6 @@ impl CameraWorker {
             warned_not_deleting: AtomicBool::new(false),
             warned_challenge: challenge::ChallengeWarnings::default(),
             last_imei: Mutex::new(None),
-            delete_batch: AtomicUsize::new(retention::DELETE_BATCH),
         }
     }
 
@@ -315,7 +312,6 @@ impl CameraWorker {
             uploader: &self.uploader,
             events: &self.events,
             warned: &self.warned_challenge,
-            batch: &self.delete_batch,
         };
         // Clips the listing could not tell from those verified have their bytes read now:
         // one found changed is a new generation, downloaded in this very pass.

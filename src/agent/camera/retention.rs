@@ -1,8 +1,7 @@
 //! The retention stage: after a pass's uploads, verified clips of the camera are deleted
 //! from it as `retention` allows (each object checked in the bucket again, then its bytes
 //! on the camera challenged (`challenge`), right before its delete, in batches of
-//! [`DELETE_BATCH`], fewer for a camera whose reply to a batch came too late), or marked
-//! retained. A clip the bucket no longer confirms is offloaded
+//! [`DELETE_BATCH`]), or marked retained. A clip the bucket no longer confirms is offloaded
 //! again instead; one the challenge finds changed on the camera is offloaded as a new
 //! generation. Only clips this pass's listing showed with the size and `date` that were
 //! verified are candidates, and the camera's IMEI is confirmed right before each delete
@@ -10,7 +9,7 @@
 //! not take, a clock shift) are made right after the listing, whatever the policy.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -37,10 +36,8 @@ enum DeleteError {
     Camera(#[from] CameraError),
 }
 
-/// Paths in a `delete_file` request at first. A camera that does not answer a batch within
-/// the client's timeout gets it again in halves (down to one path), and keeps the smaller
-/// size: its reply must come back in time, or the agent hangs up and sends it again.
-pub(super) const DELETE_BATCH: usize = 25;
+/// Paths deleted per `delete_file` request.
+const DELETE_BATCH: usize = 25;
 
 /// Which verified clips a pass may delete from the camera.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,8 +65,6 @@ pub(super) struct Retention<'a> {
     pub(super) events: &'a Events,
     /// What this worker has already warned of about the challenge (`status` keeps it).
     pub(super) warned: &'a ChallengeWarnings,
-    /// Paths per `delete_file` request for this camera now (see [`DELETE_BATCH`]).
-    pub(super) batch: &'a AtomicUsize,
 }
 
 impl Retention<'_> {
@@ -202,14 +197,26 @@ impl Retention<'_> {
     }
 
     /// Deletes `ok` from the camera in batches, the camera's IMEI confirmed before each
-    /// request. A batch the camera does not answer in time is sent again in halves; every
-    /// resend is logged.
+    /// request.
     async fn delete_batches(&self, client: &CameraClient, imei: &str, ok: Vec<Clip>) -> Result<()> {
-        let mut rest: &[Clip] = &ok;
-        while !rest.is_empty() {
-            let size = self.batch.load(Ordering::Relaxed).clamp(1, DELETE_BATCH);
-            let (batch, after) = rest.split_at(size.min(rest.len()));
-            match self.delete_batch(client, imei, batch).await {
+        for batch in ok.chunks(DELETE_BATCH) {
+            let paths: Vec<String> = batch.iter().map(|c| c.path.clone()).collect();
+            // Deletes go to whichever camera answers at the address: only to this one,
+            // confirmed right before every attempt (a swap looks like a dropped connection,
+            // which is retried).
+            let res = (|| async {
+                confirm_imei(client, imei).await?;
+                Ok(client.delete_files(&paths).await?)
+            })
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(300))
+                    .with_max_times(4)
+                    .with_jitter(),
+            )
+            .when(|e: &DeleteError| matches!(e, DeleteError::Camera(c) if c.is_transient()))
+            .await;
+            match res {
                 Ok(()) => {
                     self.store
                         .deleted(batch.iter().map(|c| c.id).collect())
@@ -221,19 +228,6 @@ impl Retention<'_> {
                             clip: c.name.clone(),
                         });
                     }
-                    rest = after;
-                }
-                Err(DeleteError::Camera(CameraError::Timeout(why))) if batch.len() > 1 => {
-                    // The camera may have deleted some of them: sent again, those are
-                    // answered as done (verified clips all, so nothing else is at stake).
-                    let smaller = batch.len() / 2;
-                    self.batch.store(smaller, Ordering::Relaxed);
-                    warn!(
-                        imei = %imei,
-                        clips = batch.len(),
-                        "the camera did not answer a delete of {} clips in time ({why}): sending them again in batches of {smaller}",
-                        batch.len()
-                    );
                 }
                 Err(DeleteError::Identity(why)) => {
                     return Err(anyhow::Error::from(why).context("not deleting anything"));
@@ -244,39 +238,5 @@ impl Retention<'_> {
             }
         }
         Ok(())
-    }
-
-    /// One `delete_file` request for `batch`, the IMEI confirmed right before each attempt;
-    /// a transient failure is retried (and each resend logged), except a timeout of a batch
-    /// of more than one path, which the caller sends again in halves.
-    async fn delete_batch(
-        &self,
-        client: &CameraClient,
-        imei: &str,
-        batch: &[Clip],
-    ) -> Result<(), DeleteError> {
-        let paths: Vec<String> = batch.iter().map(|c| c.path.clone()).collect();
-        // Deletes go to whichever camera answers at the address: only to this one,
-        // confirmed right before every attempt (a swap looks like a dropped connection,
-        // which is retried).
-        (|| async {
-            confirm_imei(client, imei).await?;
-            Ok(client.delete_files(&paths).await?)
-        })
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(300))
-                .with_max_times(4)
-                .with_jitter(),
-        )
-        .when(|e: &DeleteError| match e {
-            DeleteError::Camera(CameraError::Timeout(_)) => paths.len() == 1,
-            DeleteError::Camera(c) => c.is_transient(),
-            DeleteError::Identity(_) => false,
-        })
-        .notify(|e, wait| {
-            warn!(imei = %imei, clips = paths.len(), "sending a delete of {} clips again in {wait:?}: {e}", paths.len());
-        })
-        .await
     }
 }

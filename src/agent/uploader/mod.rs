@@ -270,16 +270,19 @@ impl Uploader {
                 // (No uploads while the radio is on a camera's hotspot: store and forward.)
                 return;
             }
-            // Only this camera's clips, and only their ids: 200 cameras waiting at the end
-            // of a run each read their own few, not every camera's rows at every upload.
-            let pending = match self.store.pending_upload_ids(imei).await {
+            let pending = match self
+                .store
+                .next_uploads(self.failed_this_run(), usize::MAX)
+                .await
+            {
                 Ok(p) => p,
                 Err(_) => return,
             };
-            let failed = self.failed_this_run();
             // Clips in flight are still in an upload state, so they show up in `pending`;
             // clips uploading while they download are `downloading`, so they are asked for.
-            if !pending.iter().any(|id| !failed.contains(id)) && !self.overlapping.any(imei) {
+            if !pending.iter().any(|c| imei.is_none_or(|i| c.imei == i))
+                && !self.overlapping.any(imei)
+            {
                 return;
             }
             if lock(&self.in_flight).is_empty() && self.failed_this_run().is_empty() {

@@ -107,11 +107,8 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
         }
     }
     let shared = sim.clone();
-    let delay = std::time::Duration::from_millis(sim.lock().faults.delete_delay_ms);
-    // On the blocking pool: a client that hangs up does not stop the camera's work.
     let done = blocking(move || {
         for (path, file) in files {
-            std::thread::sleep(delay);
             if !file.is_file() {
                 tracing::info!(%path, "delete: no such file");
                 continue;
@@ -120,11 +117,7 @@ pub(super) async fn delete_files(State(sim): State<Sim>, req: Request) -> Respon
             if let Some(hook) = hook {
                 hook(&path);
             }
-            match remove_clip_file(&file) {
-                // A batch sent again while the first is still at work: one of them got it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                r => r?,
-            }
+            remove_clip_file(&file)?;
             tracing::info!(%path, "deleted");
             shared.lock().deletes.push(path);
         }

@@ -188,13 +188,7 @@ async fn track(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         };
         hook(&record.path, &device);
     }
-    let (require_client_id, latency_ms) = {
-        let st = sim.lock();
-        (st.faults.require_client_id, st.faults.latency_ms)
-    };
-    if latency_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency_ms)).await;
-    }
+    let require_client_id = sim.lock().faults.require_client_id;
     let resp = if require_client_id && record.client_id.is_none() {
         api_err(
             &sim,
