@@ -177,7 +177,12 @@ async fn a_clip_that_changes_under_its_partial_file_aborts_the_upload_of_the_old
     store: Store,
 ) {
     let mut f = Fleet::start_on(store, 3, CLIP).await;
-    let k = knobs();
+    // Listed in full at every pass (see the note at the end of the issue 20 work: a clip
+    // rewritten under its partial file is not yet settled by windowed listings).
+    let k = Knobs {
+        sync: "full_listing_every = \"0s\"".into(),
+        ..knobs()
+    };
     f.sim.set_faults(|x| x.bandwidth_bytes_per_sec = Some(SLOW));
     let agent = f.agent(&k);
     let run = tokio::spawn(async move { agent.run_once().await });
