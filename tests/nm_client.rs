@@ -498,7 +498,7 @@ async fn a_rogue_lease_is_left_at_once_and_reads_as_suspicious() {
     );
     assert_eq!(s.active_bssid().await, None, "left at once");
     // A lease without the camera's address.
-    s.set_lease(CAM, "192.168.43.5", 24).await;
+    s.set_lease(CAM, "10.43.0.5", 24).await;
     let e = nm
         .join(&cam, &psk, CAMERA_HOST, WAIT)
         .await

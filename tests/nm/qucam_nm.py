@@ -22,7 +22,7 @@ Wi-Fi device behaves like NetworkManager's documented D-Bus API (docs/depot-wifi
 - `GetPermissions` answers "yes" for the permissions `doctor` checks (mock `SetPermission`
   changes one; without network-control the activation calls fail `PermissionDenied`);
 - an ACTIVATED connection has an `IP4Config` object (`AddressData`, `RouteData`: the lease
-  of its access point, default 127.0.0.2/24 for a camera, 192.168.77.10/24 for the uplink),
+  of its access point, default 127.0.0.2/24 for a camera, 10.77.0.10/24 for the uplink),
   on the device and the active connection (`Ip4Config`); mock `SetLease` gives an access
   point another lease (a rogue's 10.0.0.2/1), and `AddWiredDevice` an Ethernet device whose
   network other leases may overlap.
@@ -68,7 +68,7 @@ from dbusmock.templates.networkmanager import (
 QUCAM_MOCK_IFACE = "org.freedesktop.NetworkManager.Mock"
 IP4_CONFIG_IFACE = "org.freedesktop.NetworkManager.IP4Config"
 CAMERA_LEASE = ("127.0.0.2", 24)
-UPLINK_LEASE = ("192.168.77.10", 24)
+UPLINK_LEASE = ("10.77.0.10", 24)
 PSK_FLAGS = 0x100  # NM_802_11_AP_SEC_KEY_MGMT_PSK
 
 # Device states and reasons (nm-dbus-interface.h).
