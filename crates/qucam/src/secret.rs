@@ -105,27 +105,10 @@ fn value_left_after_a_key(text: &str) -> bool {
     let b = lower.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        let Some(w) = SECRET_WORDS
-            .iter()
-            .find(|w| b[i..].starts_with(w.as_bytes()))
-        else {
+        let Some((j, separated)) = after_key(b, i) else {
             i += 1;
             continue;
         };
-        let mut j = i + w.len();
-        while j < b.len() && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'-')) {
-            j += 1;
-        }
-        let mut separated = false;
-        while j < b.len()
-            && matches!(
-                b[j],
-                b'"' | b'\'' | b'\\' | b' ' | b'\t' | b'\r' | b'\n' | b':' | b'='
-            )
-        {
-            separated |= matches!(b[j], b':' | b'=');
-            j += 1;
-        }
         if separated && j < b.len() && !text[j..].starts_with(MASK) && !matches!(b[j], b'{' | b'[')
         {
             return true;
@@ -133,6 +116,30 @@ fn value_left_after_a_key(text: &str) -> bool {
         i = j.max(i + 1);
     }
     false
+}
+
+/// When a secret key word starts at `i` of `b` (lower case): where its value starts (past
+/// the rest of the key name, quotes, spaces, line breaks and a separator), and whether a
+/// `:` or `=` separated them.
+fn after_key(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let w = SECRET_WORDS
+        .iter()
+        .find(|w| b[i..].starts_with(w.as_bytes()))?;
+    let mut j = i + w.len();
+    while j < b.len() && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'-')) {
+        j += 1;
+    }
+    let mut separated = false;
+    while j < b.len()
+        && matches!(
+            b[j],
+            b'"' | b'\'' | b'\\' | b' ' | b'\t' | b'\r' | b'\n' | b':' | b'='
+        )
+    {
+        separated |= matches!(b[j], b':' | b'=');
+        j += 1;
+    }
+    Some((j, separated))
 }
 
 /// A key name that holds a secret: it contains one of `pass`, `pwd`, `psk`, `secret`,
@@ -209,28 +216,10 @@ fn mask_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut i) = (0, 0);
     while i < b.len() {
-        let Some(w) = SECRET_WORDS
-            .iter()
-            .find(|w| b[i..].starts_with(w.as_bytes()))
-        else {
+        let Some((j, separated)) = after_key(b, i) else {
             i += 1;
             continue;
         };
-        // The rest of the key name, then quotes, spaces, line breaks and a separator.
-        let mut j = i + w.len();
-        while j < b.len() && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'-')) {
-            j += 1;
-        }
-        let mut separated = false;
-        while j < b.len()
-            && matches!(
-                b[j],
-                b'"' | b'\'' | b'\\' | b' ' | b'\t' | b'\r' | b'\n' | b':' | b'='
-            )
-        {
-            separated |= matches!(b[j], b':' | b'=');
-            j += 1;
-        }
         if !separated {
             i = j.max(i + 1);
             continue;
